@@ -1,0 +1,64 @@
+# rackpower: `make demo` and `make test` set up whatever is missing first.
+# Set-up is idempotent: a stamp per step, redone only when its inputs change.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BUILD ?= build/cmake
+PY := $(VENV)/bin/python
+APT_PACKAGES := cmake g++ make
+STAMPS := $(VENV)/.rackpower
+
+MSG_FILES := $(wildcard msg/*.msg)
+PKG_SOURCES := $(shell find rackpower_nodes launch config -type f -not -name '*.pyc' 2>/dev/null)
+
+.PHONY: setup test demo bench colcon clean distclean
+
+setup: $(STAMPS)/installed
+
+$(STAMPS)/apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/venv: requirements.txt | $(STAMPS)/apt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -r requirements.txt
+	@mkdir -p $(STAMPS) && touch $@
+
+# Messages, Python package, executables, launch and config files, installed into the venv prefix
+# (the ament index then lists rackpower and lib/rackpower/<node> exists).
+$(STAMPS)/installed: $(STAMPS)/venv CMakeLists.txt package.xml setup.cfg \
+		cmake/rackpower_wheel_includes.cmake $(MSG_FILES) $(PKG_SOURCES)
+	env AMENT_PREFIX_PATH=$(abspath $(VENV)) CMAKE_PREFIX_PATH=$(abspath $(VENV)) \
+	  cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(abspath $(VENV)) \
+	  -DPython3_EXECUTABLE=$(abspath $(PY)) -DBUILD_TESTING=OFF --log-level=WARNING
+	cmake --build $(BUILD) -j 2
+	cmake --install $(BUILD) >/dev/null
+	@touch $@
+
+test: setup
+	env PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest test -q
+
+demo: setup
+	env PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m rackpower_nodes.demo
+
+bench: setup
+	env PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benchmarks/bench_acquisition.py
+
+# Builds the package the way a ROS 2 install does (colcon), against the venv's ROS prefix.
+colcon: setup
+	env AMENT_PREFIX_PATH=$(abspath $(VENV)) CMAKE_PREFIX_PATH=$(abspath $(VENV)) \
+	  PATH=$(abspath $(VENV))/bin:$$PATH \
+	  colcon --log-base build/colcon/log build --base-paths . \
+	  --build-base build/colcon/build --install-base build/colcon/install \
+	  --cmake-args -DPython3_EXECUTABLE=$(abspath $(PY)) -DBUILD_TESTING=OFF
+
+clean:
+	rm -rf build
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,184 @@
+"""The `current_sensor` node: the sensor board's frames in, `PowerSamples` batches out.
+
+A reader thread (never the executor) reads the serial link, decodes frames and publishes each
+batch as soon as it is complete, so a batch leaves within a read of its newest frame. The
+executor only runs the diagnostics timer. Parameters are declared from the table in
+`core.sensor_config` (see `ros2 param describe`), all read-only; the config is validated once at
+start and a bad one stops the node with a message that names the key.
+"""
+from __future__ import annotations
+
+import array
+import sys
+import threading
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.duration import Duration
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from rackpower.msg import PowerSamples
+from rackpower_nodes.core.acquisition import Acquisition, SampleBatch
+from rackpower_nodes.core.sensor_config import (
+    SENSOR_PARAMETERS, ConfigError, SensorConfig, sensor_config_from_params)
+from rackpower_nodes.drivers.port_reader import PortReader, PortState
+from rackpower_nodes.drivers.serial_port import PySerialPort
+from rackpower_nodes.ros_params import ParameterError, declare_from_specs
+
+DIAGNOSTICS_PERIOD_S = 1.0
+
+
+def samples_qos(deadline_s: float) -> QoSProfile:
+    """Sensor-data QoS for measurement streams, with a deadline so subscribers see a stall."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=10,
+        reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE,
+        deadline=Duration(seconds=deadline_s))
+
+
+def to_message(batch: SampleBatch, frame_id: str) -> PowerSamples:
+    """Convert a core batch to the ROS message (arrays channel-major, float32)."""
+    msg = PowerSamples()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(batch.stamp_ns, 1_000_000_000)
+    msg.header.frame_id = frame_id
+    msg.sample_period_s = batch.sample_period_s
+    msg.sample_count = batch.sample_count
+    msg.first_sequence = batch.first_sequence
+    msg.first_board_time_us = batch.first_board_time_us
+    msg.channel_ids = list(batch.components)
+    msg.current_a = _f32(batch.current_a)
+    msg.voltage_v = _f32(batch.voltage_v)
+    msg.mean_power_w = _f32(batch.mean_power_w)
+    msg.peak_power_w = _f32(batch.peak_power_w)
+    msg.total_power_w = float(batch.mean_power_w.sum())
+    msg.frames_lost = batch.frames_lost
+    return msg
+
+
+def _f32(values: np.ndarray) -> array.array:
+    out = array.array("f")
+    out.frombytes(np.ascontiguousarray(values, dtype=np.float32).tobytes())
+    return out
+
+
+class CurrentSensorNode(Node):
+    """Reads the sensor board and publishes `power_samples` and `/diagnostics`."""
+
+    def __init__(self, **kwargs):
+        super().__init__("current_sensor", **kwargs)
+        self.config: SensorConfig = sensor_config_from_params(
+            declare_from_specs(self, SENSOR_PARAMETERS))
+        self._acq = Acquisition(self.config)
+        self._pub = self.create_publisher(
+            PowerSamples, "power_samples", samples_qos(self.config.deadline_s))
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._state = PortState("connecting", "", time.time_ns(), 0)
+        self._lock = threading.Lock()
+        self._rate_window = (time.monotonic(), 0)
+        cfg = self.config
+        self._reader = PortReader(
+            PySerialPort(cfg.port, cfg.baudrate, cfg.read_timeout_s),
+            self._on_data, self._on_state, cfg.reconnect_initial_s, cfg.reconnect_max_s,
+            (cfg.sched_priority, cfg.cpu_affinity, cfg.lock_memory))
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+        self._reader.start()
+        self.get_logger().info(
+            f"reading {cfg.port}: {cfg.board_channels} channels {cfg.sample_format} at "
+            f"{cfg.frame_rate_hz:g} Hz, {len(cfg.channels)} components, batches of "
+            f"{self._acq.frames_per_batch} frames")
+
+    @property
+    def acquisition(self) -> Acquisition:
+        return self._acq
+
+    def _on_data(self, data: bytes, host_ns: int) -> None:
+        """Reader thread: decode and publish every batch this read completes."""
+        with self._lock:
+            batches = self._acq.ingest(data, host_ns)
+        for batch in batches:
+            self._pub.publish(to_message(batch, self.config.frame_id))
+
+    def _on_state(self, state: PortState) -> None:
+        """Reader thread: the link changed state; publish what was pending when it drops."""
+        previous, self._state = self._state, state
+        if state.state == previous.state and state.detail == previous.detail:
+            return
+        log = self.get_logger()
+        if state.state == "disconnected":
+            with self._lock:
+                batch = self._acq.flush(time.time_ns())
+                self._acq.port_reset()
+            if batch is not None:
+                self._pub.publish(to_message(batch, self.config.frame_id))
+            log.warning(f"sensor board link lost: {state.detail}; reconnecting")
+        elif state.state == "open":
+            log.info(f"sensor board link open on {self.config.port}")
+
+    def _publish_diagnostics(self) -> None:
+        stats = self._acq.stats()
+        now_mono, now_ns = time.monotonic(), time.time_ns()
+        then, frames_then = self._rate_window
+        self._rate_window = (now_mono, stats.frames)
+        rate = (stats.frames - frames_then) / max(now_mono - then, 1e-9)
+        age = (now_ns - stats.last_frame_host_ns) * 1e-9 if stats.last_frame_host_ns else -1.0
+        level, message = self._health(rate, age)
+        values = {
+            "port": self.config.port, "port_state": self._state.state,
+            "port_detail": self._state.detail, "reconnects": self._state.reconnects,
+            "frame_rate_hz": f"{rate:.1f}", "expected_frame_rate_hz": self.config.frame_rate_hz,
+            "frames": stats.frames, "crc_errors": stats.crc_errors,
+            "header_errors": stats.header_errors, "sequence_gaps": stats.sequence_gaps,
+            "frames_lost": stats.frames_lost, "bytes_discarded": stats.bytes_discarded,
+            "board_restarts": stats.board_restarts, "batches": stats.batches,
+            "last_frame_age_s": f"{age:.3f}",
+            "clock_offset_ms": f"{stats.clock_offset_ns * 1e-6:.3f}",
+            "clock_drift_ppm": f"{stats.clock_drift_ppm:.2f}",
+            "voltage_source": stats.voltage_source,
+        }
+        for report in self._reader.realtime_reports:
+            values[f"realtime.{report.setting}"] = report.detail
+        status = DiagnosticStatus(
+            level=level, name=f"{self.get_fully_qualified_name()}: sensor board",
+            message=message, hardware_id=self.config.port,
+            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        diag = DiagnosticArray(status=[status])
+        diag.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(diag)
+
+    def _health(self, rate_hz: float, age_s: float) -> tuple[bytes, str]:
+        if self._state.state != "open":
+            detail = f": {self._state.detail}" if self._state.detail else ""
+            return DiagnosticStatus.ERROR, f"port {self._state.state}{detail}"
+        if age_s < 0 or age_s > 1.0:
+            return DiagnosticStatus.ERROR, "port open but no frames"
+        if rate_hz < 0.9 * self.config.frame_rate_hz:
+            return DiagnosticStatus.WARN, f"frame rate {rate_hz:.0f} Hz below expected"
+        return DiagnosticStatus.OK, "receiving"
+
+    def destroy_node(self) -> None:
+        self._reader.stop()
+        super().destroy_node()
+
+
+def main(args=None) -> int:
+    with rclpy.init(args=args):
+        try:
+            node = CurrentSensorNode()
+        except (ConfigError, ParameterError) as exc:
+            print(f"current_sensor: invalid configuration: {exc}", file=sys.stderr)
+            return 2
+        try:
+            rclpy.spin(node)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            node.destroy_node()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Hardware behind small interfaces: real implementations and the simulator counterparts."""

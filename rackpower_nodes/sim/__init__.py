@@ -1,0 +1,1 @@
+"""Simulators of rackpower hardware (sensor board, rack) for tests, demos and benchmarks."""

@@ -1,0 +1,522 @@
+"""Sensor-board emulator: writes protocol-v1 frames into a real pseudo-terminal.
+
+The host side opens :attr:`SensorBoardEmulator.port_path` like a USB CDC device (pyserial or
+plain ``open``). A background thread samples per-channel current waveforms at the configured
+rate, converts amperes to ADC counts (``counts = round(A / scale + offset)``), encodes frames
+with :mod:`rackpower_nodes.core.frame_codec` and writes them without blocking. Faults (bit
+flips, board-side drops, garbage bursts) and cable pulls (:meth:`~SensorBoardEmulator.unplug`)
+can be injected. The module also provides the ``rackpower-board-sim`` command (:func:`main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import fcntl
+import logging
+import os
+import select
+import signal
+import struct
+import sys
+import termios
+import threading
+import time
+import tty
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from rackpower_nodes.core.frame_codec import SYNC, FrameLayout, encode_frames
+
+__all__ = [
+    "EmulatorStats", "FaultConfig", "SensorBoardEmulator", "SensorBoardError",
+    "constant_source", "main", "sine_source", "steps_source",
+]
+
+_log = logging.getLogger(__name__)
+
+Source = Callable[[np.ndarray], np.ndarray]
+TICK_S = 0.001               # writer period, s
+BOOT_US = 1_000_000          # "monotonic" board clock value at the first sampling instant, µs
+_MAX_WRITE = 1 << 16         # bytes handed to one os.write
+_DRAIN_TIMEOUT_S = 0.1       # unplug(): wait this long for the host to read what was written
+
+
+class SensorBoardError(ValueError):
+    """Invalid emulator configuration or source output."""
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Per-frame fault probabilities (0..1) and the garbage burst size limit in bytes."""
+
+    corrupt_prob: float = 0.0     # flip 1-3 random bits of the frame
+    drop_prob: float = 0.0        # frame never sent (the sequence number still advances)
+    garbage_prob: float = 0.0     # a burst of 1..garbage_max_bytes random bytes precedes it
+    garbage_max_bytes: int = 64
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("corrupt_prob", "drop_prob", "garbage_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise SensorBoardError(f"{name}: {value!r} outside 0..1")
+        if self.garbage_max_bytes < 1:
+            raise SensorBoardError(f"garbage_max_bytes: {self.garbage_max_bytes} < 1")
+
+    @property
+    def active(self) -> bool:
+        """True if any fault can occur."""
+        return max(self.corrupt_prob, self.drop_prob, self.garbage_prob) > 0.0
+
+
+@dataclass
+class EmulatorStats:
+    """Frame counters since construction."""
+
+    frames_generated: int = 0           # sampling instants produced (= sequence numbers used)
+    frames_written: int = 0             # frames completely handed to the pty
+    frames_dropped_injected: int = 0    # never sent (drop_prob)
+    frames_corrupted_injected: int = 0  # sent with flipped bits (corrupt_prob)
+    garbage_bursts: int = 0             # garbage bursts sent (garbage_prob)
+    frames_lost_unplugged: int = 0      # generated while unplugged or unsent at the cable pull
+    frames_overflowed: int = 0          # dropped because the output buffer was full
+    bytes_written: int = 0              # bytes handed to the pty, garbage included
+
+
+class _OutputBuffer:
+    """The board's transmit FIFO: whole frames, oldest dropped first when full."""
+
+    def __init__(self, capacity_bytes: int):
+        self.capacity = capacity_bytes
+        self._entries: deque[bytes] = deque()
+        self._size = 0
+        self._head_sent = 0       # bytes of the first entry already written
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def push(self, entry: bytes) -> int:
+        """Append one frame; return how many older frames had to be dropped."""
+        self._entries.append(entry)
+        self._size += len(entry)
+        dropped = 0
+        while self._size > self.capacity and len(self._entries) > 1:
+            index = 1 if self._head_sent else 0   # never cut a frame already on the wire
+            victim = self._entries[index]
+            del self._entries[index]
+            self._size -= len(victim)
+            dropped += 1
+        return dropped
+
+    def clear(self) -> int:
+        """Drop everything (a partly written frame included); return the frames dropped."""
+        count = len(self._entries)
+        self._entries.clear()
+        self._size = self._head_sent = 0
+        return count
+
+    def write_to(self, fd: int) -> tuple[int, int]:
+        """Write as much as ``fd`` takes without blocking; return (bytes, frames completed)."""
+        if not self._entries or not select.select([], [fd], [], 0)[1]:
+            return 0, 0
+        chunk, total = [], 0
+        for entry in self._entries:
+            chunk.append(entry)
+            total += len(entry)
+            if total >= _MAX_WRITE:
+                break
+        try:
+            sent = os.write(fd, b"".join(chunk)[self._head_sent:])
+        except (BlockingIOError, InterruptedError):
+            return 0, 0
+        return sent, self._consume(sent)
+
+    def _consume(self, sent: int) -> int:
+        done, offset = 0, self._head_sent + sent
+        while self._entries and offset >= len(self._entries[0]):
+            entry = self._entries.popleft()
+            offset -= len(entry)
+            self._size -= len(entry)
+            done += 1
+        self._head_sent = offset
+        return done
+
+
+class _Pty:
+    """One pty pair: raw slave (kept open by the board), non-blocking master, optional link."""
+
+    def __init__(self, link_path: str | None):
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        flags = fcntl.fcntl(self.master, fcntl.F_GETFL)
+        fcntl.fcntl(self.master, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        self.slave_name = os.ttyname(self.slave)
+        self.link_path = link_path
+        if link_path:
+            temp = f"{link_path}.{os.getpid()}.tmp"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            os.symlink(self.slave_name, temp)
+            os.replace(temp, link_path)
+
+    def unread_bytes(self) -> int:
+        """Bytes written but not yet read by the host (line-discipline queue), or 0."""
+        try:
+            raw = fcntl.ioctl(self.slave, termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return 0
+        return struct.unpack("i", raw)[0]
+
+    def close(self) -> None:
+        """Close both ends and remove the link if it still points at this pty."""
+        if self.link_path:
+            with contextlib.suppress(OSError):
+                if os.readlink(self.link_path) == self.slave_name:
+                    os.unlink(self.link_path)
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _per_channel(name: str, value, channels: int) -> np.ndarray:
+    """``value`` (one number or one per channel) as a finite (channels,) float64 array."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise SensorBoardError(f"{name}: {value!r} is not numeric") from exc
+    if arr.ndim == 0:
+        arr = np.full(channels, float(arr))
+    if arr.shape != (channels,) or not np.isfinite(arr).all():
+        raise SensorBoardError(f"{name}: {value!r} is not one finite value or {channels}")
+    return arr
+
+
+class SensorBoardEmulator:
+    """A sensor board on a pty, sending one frame per sampling instant at ``rate_hz``.
+
+    ``source(t_s)`` maps (n,) float64 seconds since :meth:`start` to (n, channels) amperes.
+    ``scale_a_per_count`` (A per count, non-zero) and ``offset_counts`` are one value or one per
+    channel. ``board_clock``: ``"monotonic"`` stamps µs since start plus :data:`BOOT_US`;
+    ``"wall"`` stamps µs since the Unix epoch, so another process can measure latency.
+    The transmit FIFO holds 1 s of frames; when the host stops reading, the oldest frames are
+    dropped (``frames_overflowed``).
+    """
+
+    def __init__(self, layout: FrameLayout, rate_hz: float, source: Source,
+                 scale_a_per_count: float | Sequence[float] = 0.01,
+                 offset_counts: float | Sequence[float] = 0, link_path: str | None = None,
+                 faults: FaultConfig = FaultConfig(), board_clock: str = "monotonic"):
+        if not 0.0 < rate_hz <= 100_000.0:
+            raise SensorBoardError(f"rate_hz: {rate_hz!r} outside (0, 100000]")
+        if board_clock not in ("monotonic", "wall"):
+            raise SensorBoardError(f"board_clock: {board_clock!r} is not 'monotonic' or 'wall'")
+        self.layout, self.rate_hz, self.faults = layout, float(rate_hz), faults
+        self._scale = _per_channel("scale_a_per_count", scale_a_per_count, layout.channels)
+        if (self._scale == 0).any():
+            raise SensorBoardError("scale_a_per_count: must be non-zero")
+        self._offset = _per_channel("offset_counts", offset_counts, layout.channels)
+        self._source, self._link_path, self._clock = source, link_path, board_clock
+        self._rng = np.random.default_rng(faults.seed)
+        self._lock = threading.Lock()
+        self._stats = EmulatorStats()
+        self._fifo = _OutputBuffer(max(int(rate_hz), 1) * layout.frame_size)
+        self._pty: _Pty | None = _Pty(link_path)
+        self._last_slave = self._pty.slave_name
+        self._holding = False          # unplug() in progress: stop writing
+        self._generated = 0
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._t0 = self._clock0_us = 0.0
+
+    @property
+    def port_path(self) -> str:
+        """Path the host opens: the link if configured, else the current pty slave."""
+        return self._link_path or self._last_slave
+
+    @property
+    def stats(self) -> EmulatorStats:
+        """A snapshot copy of the counters."""
+        with self._lock:
+            return dataclasses.replace(self._stats)
+
+    @property
+    def plugged(self) -> bool:
+        """False between :meth:`unplug` and :meth:`replug`."""
+        return self._pty is not None
+
+    def set_source(self, source: Source) -> None:
+        """Replace the current waveform (takes effect from the next writer tick)."""
+        with self._lock:
+            self._source = source
+
+    def start(self) -> None:
+        """Start sampling and writing in a daemon thread."""
+        if self._thread is not None:
+            raise RuntimeError("emulator already started")
+        self._t0 = time.monotonic()
+        wall = time.time_ns() // 1000
+        self._clock0_us = wall if self._clock == "wall" else BOOT_US
+        self._thread = threading.Thread(target=self._run, name="sensor-board", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop sampling, give the host up to 0.1 s to read what is queued, close the pty."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            pty = self._pty
+        if pty is not None:
+            self._drain(pty, flush_fifo=True)
+        with self._lock:
+            if self._pty is not None:
+                self._pty.close()
+                self._pty = None
+
+    def __enter__(self) -> SensorBoardEmulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def unplug(self) -> None:
+        """Pull the cable: the host's reads fail and the link vanishes; sampling goes on.
+
+        Writing stops first and the host gets up to 0.1 s to read what is already in the pty,
+        so ``frames_lost_unplugged`` (frames not yet sent, then every frame generated until
+        :meth:`replug`) matches the sequence gap a reading host sees.
+        """
+        with self._lock:
+            if self._pty is None:
+                return
+            self._holding = True
+            pty = self._pty
+        self._drain(pty, flush_fifo=False)
+        with self._lock:
+            self._stats.frames_lost_unplugged += self._fifo.clear()
+            pty.close()
+            self._pty, self._holding = None, False
+        _log.info("sensor board unplugged from %s", self.port_path)
+
+    def replug(self) -> None:
+        """Plug the cable back in: a new pty pair, the link re-pointed atomically."""
+        with self._lock:
+            if self._pty is None:
+                self._pty = _Pty(self._link_path)
+                self._last_slave = self._pty.slave_name
+        _log.info("sensor board replugged at %s", self.port_path)
+
+    def _drain(self, pty: _Pty, flush_fifo: bool) -> None:
+        """Wait (<= 0.1 s) until the host has read everything in the pty, optionally writing
+        out the FIFO first. Empty twice 2 ms apart counts as drained."""
+        deadline, empty_seen = time.monotonic() + _DRAIN_TIMEOUT_S, 0
+        while empty_seen < 2 and time.monotonic() < deadline:
+            time.sleep(0.002)
+            if flush_fifo:
+                with self._lock:
+                    self._write(pty)
+            empty = pty.unread_bytes() == 0 and not (flush_fifo and len(self._fifo))
+            empty_seen = empty_seen + 1 if empty else 0
+
+    def _write(self, pty: _Pty) -> None:
+        """Hand queued frames to the pty (caller holds the lock)."""
+        sent, done = self._fifo.write_to(pty.master)
+        self._stats.bytes_written += sent
+        self._stats.frames_written += done
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._tick()
+                self._stop.wait(TICK_S)
+        except Exception:  # noqa: BLE001 - a dying writer thread must leave a trace
+            _log.exception("sensor board emulator stopped by an error")
+
+    def _tick(self) -> None:
+        elapsed = time.monotonic() - self._t0
+        due = min(int(elapsed * self.rate_hz) + 1 - self._generated, int(self.rate_hz) + 1)
+        frames = self._sample(due) if due > 0 else []
+        with self._lock:
+            self._enqueue(frames)
+            if self._pty is not None and not self._holding:
+                self._write(self._pty)
+
+    def _sample(self, count: int) -> list[bytes]:
+        """Generate the next ``count`` frames (one bytes object each)."""
+        index = np.arange(self._generated, self._generated + count)
+        self._generated += count
+        t_s = index / self.rate_hz
+        with self._lock:
+            source = self._source
+        amps = np.asarray(source(t_s), dtype=np.float64)
+        if amps.shape != (count, self.layout.channels):
+            raise SensorBoardError(f"source returned shape {amps.shape}, "
+                                   f"expected {(count, self.layout.channels)}")
+        info = np.iinfo(self.layout.sample_dtype)
+        counts = np.rint(np.nan_to_num(amps) / self._scale + self._offset)
+        counts = np.clip(counts, info.min, info.max).astype(np.int64)
+        stamps = (self._clock0_us + np.rint(t_s * 1e6)).astype(np.uint64)
+        data = encode_frames(self.layout, index, stamps, counts)
+        size = self.layout.frame_size
+        return [data[i:i + size] for i in range(0, len(data), size)]
+
+    def _enqueue(self, frames: list[bytes]) -> None:
+        """Apply faults and queue ``frames`` for writing (caller holds the lock)."""
+        st = self._stats
+        st.frames_generated += len(frames)
+        if self._pty is None:
+            st.frames_lost_unplugged += len(frames)
+            return
+        for frame in self._inject(frames) if self.faults.active else frames:
+            st.frames_overflowed += self._fifo.push(frame)
+
+    def _inject(self, frames: list[bytes]):
+        fc, rng, st = self.faults, self._rng, self._stats
+        for frame, roll in zip(frames, rng.random((len(frames), 3))):
+            if roll[0] < fc.drop_prob:
+                st.frames_dropped_injected += 1
+                continue
+            if roll[1] < fc.corrupt_prob:
+                frame = _flip_bits(frame, rng)
+                st.frames_corrupted_injected += 1
+            if roll[2] < fc.garbage_prob:
+                frame = _garbage(rng, fc.garbage_max_bytes) + frame
+                st.garbage_bursts += 1
+            yield frame
+
+
+def _flip_bits(frame: bytes, rng: np.random.Generator) -> bytes:
+    raw = bytearray(frame)
+    for bit in rng.choice(len(raw) * 8, size=int(rng.integers(1, 4)), replace=False):
+        raw[bit // 8] ^= 1 << (bit % 8)
+    return bytes(raw)
+
+
+def _garbage(rng: np.random.Generator, max_bytes: int) -> bytes:
+    """Random bytes; half of the bursts hide a sync word to lure the decoder."""
+    burst = bytearray(rng.bytes(int(rng.integers(1, max_bytes + 1))))
+    if len(burst) >= 2 and rng.random() < 0.5:
+        at = int(rng.integers(0, len(burst) - 1))
+        burst[at:at + 2] = SYNC
+    return bytes(burst)
+
+
+def _channel_levels(channels: int, base_a: float) -> np.ndarray:
+    """Per-channel levels from ``base_a`` (channel 0) rising linearly towards 2 x base_a, A."""
+    return base_a * (1.0 + np.arange(channels) / channels)
+
+
+def constant_source(values: Sequence[float]) -> Source:
+    """Constant currents, one value in A per channel."""
+    levels = np.asarray(values, dtype=np.float64).reshape(-1)
+    return lambda t_s: np.broadcast_to(levels, (len(t_s), levels.size)).copy()
+
+
+def sine_source(channels: int, base_a: float = 2.0, amplitude_a: float = 0.5,
+                period_s: float = 1.0) -> Source:
+    """Sines around per-channel levels (see :func:`_channel_levels`); channel c lags by
+    c/channels of a period. Amplitude in A, period in s."""
+    levels = _channel_levels(channels, base_a)
+    phases = 2.0 * np.pi * np.arange(channels) / channels
+
+    def source(t_s: np.ndarray) -> np.ndarray:
+        angle = 2.0 * np.pi * np.asarray(t_s)[:, None] / period_s - phases
+        return levels + amplitude_a * np.sin(angle)
+    return source
+
+
+def steps_source(channels: int, base_a: float = 2.0, step_a: float = 1.0,
+                 period_s: float = 1.0) -> Source:
+    """Square waves: per-channel level, plus ``step_a`` A during the second half of each
+    ``period_s`` s period; channel c is shifted by c/channels of a period."""
+    levels = _channel_levels(channels, base_a)
+    shifts = np.arange(channels) / channels
+
+    def source(t_s: np.ndarray) -> np.ndarray:
+        phase = (np.asarray(t_s)[:, None] / period_s + shifts) % 1.0
+        return levels + step_a * (phase >= 0.5)
+    return source
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="rackpower-board-sim",
+                                 description="Emulate the rack current-sensor board on a pty.")
+    ap.add_argument("--link", default="/tmp/rackpower_board",
+                    help="symlink to the pty slave that the host opens (default %(default)s)")
+    ap.add_argument("--channels", type=int, default=64, help="ADC channels (1..1024)")
+    ap.add_argument("--rate", type=float, default=1000.0, help="frames per second")
+    ap.add_argument("--format", choices=("int16", "int32"), default="int16")
+    ap.add_argument("--scale", type=float, default=0.01, help="A per ADC count")
+    ap.add_argument("--waveform", choices=("sine", "steps", "constant"), default="sine")
+    ap.add_argument("--amps", type=float, default=2.0, help="base current level in A")
+    ap.add_argument("--seed", type=int, default=None, help="fault RNG seed")
+    ap.add_argument("--corrupt-prob", type=float, default=0.0)
+    ap.add_argument("--drop-prob", type=float, default=0.0)
+    ap.add_argument("--garbage-prob", type=float, default=0.0)
+    ap.add_argument("--unplug-every", type=float, default=0.0, metavar="S",
+                    help="pull the cable every S seconds (0 = never)")
+    ap.add_argument("--unplug-for", type=float, default=1.0, metavar="S",
+                    help="seconds the cable stays pulled")
+    ap.add_argument("--duration", type=float, default=0.0, metavar="S",
+                    help="run time in s (0 = until SIGINT/SIGTERM)")
+    ap.add_argument("--wall-clock", action="store_true",
+                    help="stamp frames with µs since the Unix epoch")
+    return ap.parse_args(argv)
+
+
+def _make_source(args: argparse.Namespace) -> Source:
+    if args.waveform == "constant":
+        return constant_source(_channel_levels(args.channels, args.amps))
+    if args.waveform == "steps":
+        return steps_source(args.channels, args.amps, args.amps / 2)
+    return sine_source(args.channels, args.amps, args.amps / 4)
+
+
+def _run_until(emulator: SensorBoardEmulator, args: argparse.Namespace,
+               done: threading.Event) -> None:
+    """Wait for ``done`` or the duration, pulling the cable on the configured schedule."""
+    end = time.monotonic() + args.duration if args.duration > 0 else float("inf")
+    every = args.unplug_every if args.unplug_every > 0 else float("inf")
+    next_pull = time.monotonic() + every
+    while not done.is_set() and time.monotonic() < end:
+        done.wait(min(1.0, max(0.0, min(end, next_pull) - time.monotonic())))
+        if time.monotonic() >= next_pull and not done.is_set():
+            emulator.unplug()
+            done.wait(args.unplug_for)
+            emulator.replug()
+            next_pull = time.monotonic() + every
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``rackpower-board-sim``: print the port path, run, print a stats line; exit status."""
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    try:
+        layout = FrameLayout(args.channels, args.format)
+        faults = FaultConfig(args.corrupt_prob, args.drop_prob, args.garbage_prob,
+                             seed=args.seed)
+        emulator = SensorBoardEmulator(layout, args.rate, _make_source(args), args.scale,
+                                       link_path=args.link or None, faults=faults,
+                                       board_clock="wall" if args.wall_clock else "monotonic")
+    except ValueError as exc:
+        print(f"rackpower-board-sim: {exc}", file=sys.stderr)
+        return 2
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    with emulator:
+        print(emulator.port_path, flush=True)
+        _run_until(emulator, args, done)
+    stats = " ".join(f"{k}={v}" for k, v in dataclasses.asdict(emulator.stats).items())
+    print(f"stats: {stats}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

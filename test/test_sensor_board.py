@@ -1,0 +1,234 @@
+"""Tests of the sensor-board emulator over a real pty, read with pyserial and FrameDecoder."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import serial
+
+from rackpower_nodes.core.frame_codec import DecodedFrames, FrameDecoder, FrameLayout
+from rackpower_nodes.sim.sensor_board import (
+    BOOT_US, FaultConfig, SensorBoardEmulator, SensorBoardError, _OutputBuffer, constant_source,
+    sine_source, steps_source,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class HostReader:
+    """Reads a port in a thread into one FrameDecoder until the port fails or detach()."""
+
+    def __init__(self, layout):
+        self.decoder = FrameDecoder(layout)
+        self.parts = []
+        self.error = None
+        self._thread = None
+
+    def attach(self, port):
+        self.error, self._halt = None, False
+        self._port = serial.Serial(port, timeout=0.05)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        try:
+            while not self._halt:
+                # Only ask for what is there, so no bytes sit inside pyserial when the port dies.
+                data = self._port.read(max(1, self._port.in_waiting))
+                self.parts.append(self.decoder.feed(data))
+        except serial.SerialException as exc:
+            self.error = exc
+        finally:
+            self._port.close()
+
+    def wait_ended(self, timeout=3.0):
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "reader did not see the port fail"
+
+    def detach(self):
+        self._halt = True
+        self.wait_ended()
+
+    def frames(self):
+        return DecodedFrames.concat(self.parts, self.decoder.layout.channels)
+
+    def count(self):
+        return sum(len(p) for p in self.parts)
+
+
+def run_and_stop(emulator, reader, seconds):
+    """Run with the reader attached from the first frame, then stop (which drains the pty)."""
+    reader.attach(emulator.port_path)
+    emulator.start()
+    time.sleep(seconds)
+    emulator.stop()
+    reader.wait_ended()
+    return reader.frames(), emulator.stats
+
+
+@pytest.mark.parametrize("fmt,scale,offset", [
+    ("int16", 0.01, 0), ("int32", [0.001 * (c + 1) for c in range(8)], 100),
+])
+def test_frames_are_consecutive_and_decode_to_source_currents(fmt, scale, offset):
+    layout = FrameLayout(8, fmt)
+    source = sine_source(8, base_a=3.0, amplitude_a=1.0, period_s=0.25)
+    emu = SensorBoardEmulator(layout, 2000, source, scale, offset)
+    frames, stats = run_and_stop(emu, HostReader(layout), 0.4)
+    assert len(frames) == stats.frames_generated == stats.frames_written > 100
+    assert frames.sequence.tolist() == list(range(len(frames)))
+    t_s = (frames.timestamp_us - np.uint64(BOOT_US)).astype(np.float64) / 1e6
+    np.testing.assert_allclose(t_s, np.arange(len(frames)) / 2000, atol=1e-6)
+    amps = (frames.samples - np.asarray(offset)) * np.asarray(scale)
+    error = np.abs(amps - source(t_s)) / np.asarray(scale)
+    assert error.max() <= 0.5 + 1e-6  # rounding to the nearest count
+    assert np.ptp(frames.samples[:, 0]) > 0 and len(np.unique(frames.samples[0])) == 8
+
+
+def test_rate_is_roughly_the_configured_one():
+    layout = FrameLayout(64)
+    emu = SensorBoardEmulator(layout, 1000, sine_source(64))
+    reader = HostReader(layout)
+    reader.attach(emu.port_path)
+    with emu:
+        time.sleep(0.2)
+        before, started = reader.count(), time.monotonic()
+        time.sleep(1.0)
+        received, elapsed = reader.count() - before, time.monotonic() - started
+    reader.wait_ended()
+    assert 0.5 * 1000 * elapsed <= received <= 1.5 * 1000 * elapsed
+    assert reader.decoder.stats.frames_lost == 0 and reader.decoder.stats.crc_errors == 0
+
+
+def test_injected_drops_appear_as_lost_frames():
+    layout = FrameLayout(16)
+    faults = FaultConfig(drop_prob=0.05, seed=7)
+    emu = SensorBoardEmulator(layout, 2000, steps_source(16), faults=faults)
+    reader = HostReader(layout)
+    frames, stats = run_and_stop(emu, reader, 0.5)
+    dec = reader.decoder.stats
+    assert stats.frames_dropped_injected > 5 and stats.frames_overflowed == 0
+    assert len(frames) == stats.frames_generated - stats.frames_dropped_injected
+    # Drops before the first or after the last received frame are invisible to the host.
+    first, last = int(frames.sequence[0]), int(frames.sequence[-1])
+    trailing = stats.frames_generated - 1 - last
+    assert dec.frames_lost == stats.frames_dropped_injected - first - trailing
+    assert dec.crc_errors == 0 and dec.sequence_gaps > 0
+
+
+def test_injected_corruption_and_garbage_are_survived():
+    layout = FrameLayout(16)
+    faults = FaultConfig(corrupt_prob=0.05, garbage_prob=0.05, garbage_max_bytes=40, seed=3)
+    emu = SensorBoardEmulator(layout, 2000, steps_source(16), faults=faults)
+    reader = HostReader(layout)
+    frames, stats = run_and_stop(emu, reader, 0.5)
+    dec = reader.decoder.stats
+    assert stats.frames_corrupted_injected > 5 and stats.garbage_bursts > 5
+    assert dec.crc_errors > 0 and dec.bytes_discarded > 0
+    assert stats.frames_written == stats.frames_generated
+    assert len(frames) == stats.frames_generated - stats.frames_corrupted_injected
+
+
+def test_unplug_fails_reads_and_replug_continues_with_gap(tmp_path):
+    layout = FrameLayout(16)
+    link = str(tmp_path / "board")
+    emu = SensorBoardEmulator(layout, 1000, constant_source(np.arange(16.0)), link_path=link)
+    assert emu.port_path == link and os.readlink(link).startswith("/dev/pts/")
+    reader = HostReader(layout)
+    reader.attach(link)
+    emu.start()
+    time.sleep(0.3)
+    emu.unplug()
+    reader.wait_ended()
+    assert isinstance(reader.error, serial.SerialException)
+    assert not os.path.lexists(link) and not emu.plugged
+    before = reader.count()
+    time.sleep(0.2)
+    emu.replug()
+    reader.decoder.reset()
+    reader.attach(link)
+    time.sleep(0.3)
+    emu.stop()
+    reader.wait_ended()
+    stats, dec = emu.stats, reader.decoder.stats
+    seq = reader.frames().sequence.astype(int)
+    assert 0 < before < len(seq)
+    assert stats.frames_lost_unplugged >= 150  # about 0.2 s at 1 kHz
+    assert dec.sequence_gaps == 1 and dec.frames_lost == stats.frames_lost_unplugged
+    assert seq[before] - seq[before - 1] - 1 == stats.frames_lost_unplugged
+    assert not os.path.lexists(link)
+
+
+def test_set_source_switches_waveform():
+    layout = FrameLayout(4)
+    emu = SensorBoardEmulator(layout, 1000, constant_source([1.0] * 4), scale_a_per_count=0.5)
+    reader = HostReader(layout)
+    reader.attach(emu.port_path)
+    emu.start()
+    time.sleep(0.1)
+    emu.set_source(constant_source([2.0, 3.0, 4.0, 5.0]))
+    time.sleep(0.1)
+    emu.stop()
+    reader.wait_ended()
+    samples = reader.frames().samples
+    assert samples[0].tolist() == [2, 2, 2, 2] and samples[-1].tolist() == [4, 6, 8, 10]
+
+
+def test_output_buffer_drops_oldest_whole_frames():
+    fifo = _OutputBuffer(capacity_bytes=30)
+    assert [fifo.push(bytes([i]) * 10) for i in range(3)] == [0, 0, 0]
+    assert fifo.push(b"\x03" * 10) == 1 and len(fifo) == 3
+    read_fd, write_fd = os.pipe()
+    try:
+        assert fifo.write_to(write_fd) == (30, 3)
+        assert os.read(read_fd, 100) == b"\x01" * 10 + b"\x02" * 10 + b"\x03" * 10
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def test_invalid_configuration_raises():
+    layout = FrameLayout(2)
+    with pytest.raises(SensorBoardError, match="drop_prob"):
+        FaultConfig(drop_prob=1.5)
+    with pytest.raises(SensorBoardError, match="scale_a_per_count"):
+        SensorBoardEmulator(layout, 1000, constant_source([0, 0]), scale_a_per_count=[1, 2, 3])
+    with pytest.raises(SensorBoardError, match="rate_hz"):
+        SensorBoardEmulator(layout, 0, constant_source([0, 0]))
+
+
+def run_cli(*args):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, "-m", "rackpower_nodes.sim.sensor_board", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_cli_runs_for_duration_with_cable_pulls(tmp_path):
+    link = str(tmp_path / "cli_board")
+    proc = run_cli("--link", link, "--channels", "4", "--rate", "500", "--duration", "1",
+                   "--unplug-every", "0.4", "--unplug-for", "0.2", "--drop-prob", "0.1",
+                   "--seed", "1")
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert lines[0] == link and lines[-1].startswith("stats: frames_generated=")
+    fields = dict(item.split("=") for item in lines[-1].split()[1:])
+    assert int(fields["frames_lost_unplugged"]) > 0 and int(fields["frames_generated"]) > 300
+    assert int(fields["frames_dropped_injected"]) > 0
+    assert not os.path.lexists(link)
+
+
+def test_cli_exits_cleanly_on_sigterm(tmp_path):
+    link = str(tmp_path / "cli_board")
+    proc = run_cli("--link", link, "--channels", "2", "--duration", "0")
+    assert proc.stdout.readline().strip() == link
+    assert os.path.lexists(link)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert out.strip().startswith("stats:") and not os.path.lexists(link)
