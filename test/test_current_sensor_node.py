@@ -167,3 +167,32 @@ def test_malformed_config_fails_at_start_naming_the_key(ros_env, tmp_path, overr
     assert result.returncode == 2
     assert "invalid configuration" in result.stderr
     assert key in result.stderr, result.stderr
+
+
+def test_shipped_config_applies_in_any_rack_namespace(ros_env, tmp_path):
+    import rclpy
+
+    from rackpower_nodes.core.sensor_config import load_sensor_config_yaml
+    from rackpower_nodes.launch_env import share_file
+
+    shipped = share_file("config", "rack.yaml")
+    expected = load_sensor_config_yaml(shipped)
+    assert len(expected.channels) == 16
+    missing_port = str(tmp_path / "no-board-here")
+    proc = subprocess.Popen(
+        [str(executable("current_sensor")), "--ros-args", "-r", "__ns:=/rack_07",
+         "--params-file", str(shipped), "-p", f"serial.port:={missing_port}"],
+        env=ros_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with rclpy.init():
+            col = _Collector("/rack_07")
+            assert col.spin_until(lambda: bool(col.diagnostics), 20), "no diagnostics"
+            status = col.diagnostics[-1][1].status[0]
+            values = col.last_diag()
+            col.node.destroy_node()
+    finally:
+        stop_process(proc)
+    assert status.name == "/rack_07/current_sensor: sensor board"
+    assert values["port"] == missing_port
+    assert values["port_state"] == "disconnected" and values["_level"] == 2
+    assert float(values["expected_frame_rate_hz"]) == expected.frame_rate_hz

@@ -43,7 +43,8 @@ Source = Callable[[np.ndarray], np.ndarray]
 TICK_S = 0.001               # writer period, s
 BOOT_US = 1_000_000          # "monotonic" board clock value at the first sampling instant, µs
 _MAX_WRITE = 1 << 16         # bytes handed to one os.write
-_DRAIN_TIMEOUT_S = 0.1       # unplug(): wait this long for the host to read what was written
+_DRAIN_TIMEOUT_S = 0.1       # unplug()/stop(): wait at most this long for the host to read
+_DRAIN_QUIET_S = 0.01        # ... and call the pty drained after this long without data
 
 
 class SensorBoardError(ValueError):
@@ -314,21 +315,31 @@ class SensorBoardEmulator:
 
     def _drain(self, pty: _Pty, flush_fifo: bool) -> None:
         """Wait (<= 0.1 s) until the host has read everything in the pty, optionally writing
-        out the FIFO first. Empty twice 2 ms apart counts as drained."""
-        deadline, empty_seen = time.monotonic() + _DRAIN_TIMEOUT_S, 0
-        while empty_seen < 2 and time.monotonic() < deadline:
-            time.sleep(0.002)
+        out the FIFO first.
+
+        The kernel moves written bytes into the readable queue asynchronously, so the pty
+        only counts as drained once nothing was written and nothing was readable for 10 ms.
+        """
+        deadline = time.monotonic() + _DRAIN_TIMEOUT_S
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
             if flush_fifo:
                 with self._lock:
-                    self._write(pty)
-            empty = pty.unread_bytes() == 0 and not (flush_fifo and len(self._fifo))
-            empty_seen = empty_seen + 1 if empty else 0
+                    if self._write(pty) or len(self._fifo):
+                        quiet_since = time.monotonic()
+            if pty.unread_bytes():
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= _DRAIN_QUIET_S:
+                return
+            time.sleep(0.001)
+        _log.debug("pty not drained within %.1f s", _DRAIN_TIMEOUT_S)
 
-    def _write(self, pty: _Pty) -> None:
-        """Hand queued frames to the pty (caller holds the lock)."""
+    def _write(self, pty: _Pty) -> int:
+        """Hand queued frames to the pty (caller holds the lock); return the bytes written."""
         sent, done = self._fifo.write_to(pty.master)
         self._stats.bytes_written += sent
         self._stats.frames_written += done
+        return sent
 
     def _run(self) -> None:
         try:

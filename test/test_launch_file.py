@@ -1,0 +1,62 @@
+"""Static checks of launch/rack.launch.py (launch_ros is not installable here, see README).
+
+The file must stay a valid upstream launch file: it compiles, it defines
+generate_launch_description, every executable it starts is one this package installs, and the
+launch arguments operators use are declared.
+"""
+from __future__ import annotations
+
+import ast
+import configparser
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH = REPO / "launch" / "rack.launch.py"
+
+
+def _tree() -> ast.Module:
+    return ast.parse(LAUNCH.read_text(), filename=str(LAUNCH))
+
+
+def _console_scripts() -> set[str]:
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    lines = cfg["options.entry_points"]["console_scripts"].strip().splitlines()
+    return {line.split("=")[0].strip() for line in lines}
+
+
+def _calls(tree: ast.Module, name: str) -> list[ast.Call]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+            and getattr(n.func, "id", getattr(n.func, "attr", None)) == name]
+
+
+def test_defines_generate_launch_description():
+    names = {n.name for n in _tree().body if isinstance(n, ast.FunctionDef)}
+    assert "generate_launch_description" in names
+
+
+def test_every_node_executable_is_installed_by_the_package():
+    scripts = _console_scripts()
+    tree = _tree()
+    executables = [kw.value.value for call in _calls(tree, "Node") for kw in call.keywords
+                   if kw.arg == "executable"]
+    assert executables, "no Node actions found"
+    assert set(executables) <= scripts
+    packages = {kw.value.value for call in _calls(tree, "Node") for kw in call.keywords
+                if kw.arg == "package"}
+    assert packages == {"rackpower"}
+    lib_paths = [c for c in _calls(tree, "PathJoinSubstitution")
+                 if isinstance(c.args[0], ast.List) and len(c.args[0].elts) == 4]
+    for call in lib_paths:
+        assert call.args[0].elts[-1].value in scripts
+
+
+def test_declares_the_operator_arguments():
+    declared = {call.args[0].value for call in _calls(_tree(), "DeclareLaunchArgument")}
+    assert {"rack", "config", "serial_port", "use_sim"} <= declared
+
+
+def test_default_config_is_shipped():
+    source = LAUNCH.read_text()
+    assert '"config", "rack.yaml"' in source
+    assert (REPO / "config" / "rack.yaml").is_file()
