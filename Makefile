@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BUILD ?= build/cmake
 PY := $(VENV)/bin/python
-APT_PACKAGES := cmake g++ make
+APT_PACKAGES := cmake g++ make prometheus-node-exporter
 STAMPS := $(VENV)/.rackpower
 
 MSG_FILES := $(wildcard msg/*.msg)
@@ -15,7 +15,7 @@ PKG_SOURCES := $(shell find rackpower_nodes launch config -type f -not -name '*.
 
 setup: $(STAMPS)/installed
 
-$(STAMPS)/apt:
+$(STAMPS)/apt: Makefile
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from rackpower_nodes.core.params import (
+    ConfigError, ParamSpec, flatten_parameters, load_node_parameters, read_parameters)
 
 __all__ = [
     "ChannelSpec", "ConfigError", "ParamSpec", "SENSOR_PARAMETERS", "SensorConfig",
@@ -27,28 +28,14 @@ PORT_MISSING = ("serial.port: missing; expected a device path (/dev/ttyACM0) or 
 _COMPONENT_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-class ConfigError(ValueError):
-    """Invalid sensor configuration; ``errors`` holds the individual messages."""
-
-    def __init__(self, errors: str | Sequence[str]):
-        self.errors = [errors] if isinstance(errors, str) else list(errors)
-        super().__init__("; ".join(self.errors))
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One ROS parameter: dotted name, default, ROS type name, description, inclusive range."""
-
-    name: str
-    default: Any
-    type: str
-    description: str
-    read_only: bool = True
-    range: tuple[float, float] | None = None
+_CHOICES = {"board.sample_format": ("int16", "int32"), "voltage.mode": ("nominal", "measured")}
+_POSITIVE = frozenset({"serial.read_timeout_s", "voltage.scale_v_per_count", "publish.deadline_s",
+                       "reconnect.initial_backoff_s", "reconnect.max_backoff_s"})
 
 
 def _p(name, default, type_, description, range_=None, read_only=True) -> ParamSpec:
-    return ParamSpec(name, default, type_, description, read_only, range_)
+    return ParamSpec(name, default, type_, description, read_only, range_,
+                     positive=name in _POSITIVE, choices=_CHOICES.get(name))
 
 
 SENSOR_PARAMETERS: tuple[ParamSpec, ...] = (
@@ -94,10 +81,6 @@ SENSOR_PARAMETERS: tuple[ParamSpec, ...] = (
     _p("frame_id", "rack", "string", "header.frame_id of published messages"),
 )
 
-_SPECS = {spec.name: spec for spec in SENSOR_PARAMETERS}
-_CHOICES = {"board.sample_format": ("int16", "int32"), "voltage.mode": ("nominal", "measured")}
-_POSITIVE = frozenset({"serial.read_timeout_s", "voltage.scale_v_per_count", "publish.deadline_s",
-                       "reconnect.initial_backoff_s", "reconnect.max_backoff_s"})
 
 
 @dataclass(frozen=True)
@@ -139,68 +122,6 @@ class SensorConfig:
     def components(self) -> tuple[str, ...]:
         """Component ids in channel order."""
         return tuple(ch.component for ch in self.channels)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return _is_int(value) or isinstance(value, float)
-
-
-_ELEMENT = {"string": (lambda v: isinstance(v, str), str, "a string"),
-            "integer": (_is_int, int, "an integer"),
-            "double": (_is_number, float, "a number"),
-            "bool": (lambda v: isinstance(v, bool), bool, "a bool")}
-
-
-def _coerce(spec: ParamSpec, value: Any) -> Any:
-    """Check the type of ``value`` against ``spec`` and normalise it; raise ConfigError."""
-    base, is_array = spec.type.removesuffix("_array"), spec.type.endswith("_array")
-    check, convert, what = _ELEMENT[base]
-    if not is_array:
-        if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-            value = value.item()  # numpy scalar
-        if not check(value):
-            raise ConfigError(f"{spec.name} = {value!r}: expected {what} ({spec.type})")
-        return convert(value)
-    if hasattr(value, "tolist"):
-        value = value.tolist()  # numpy or array.array
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise ConfigError(f"{spec.name} = {value!r}: expected a list ({spec.type})")
-    bad = [f"{spec.name}[{i}] = {v!r}: expected {what} ({spec.type})"
-           for i, v in enumerate(value) if not check(v)]
-    if bad:
-        raise ConfigError(bad)
-    return tuple(convert(v) for v in value)
-
-
-def _check_scalar(spec: ParamSpec, value: Any, errors: list[str]) -> None:
-    name = spec.name
-    if isinstance(value, float) and not math.isfinite(value):
-        errors.append(f"{name} = {value!r}: expected a finite number")
-    elif name in _POSITIVE and value <= 0:
-        errors.append(f"{name} = {value!r}: expected > 0")
-    elif spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
-        errors.append(f"{name} = {value!r}: expected {spec.range[0]}..{spec.range[1]}")
-    elif name in _CHOICES and value not in _CHOICES[name]:
-        errors.append(f"{name} = {value!r}: expected one of {', '.join(_CHOICES[name])}")
-
-
-def _read_values(values: Mapping[str, Any], errors: list[str]) -> dict[str, Any]:
-    """Type-check every schema key (default when absent); failed keys are left out."""
-    out: dict[str, Any] = {}
-    for spec in SENSOR_PARAMETERS:
-        raw = values.get(spec.name, spec.default)
-        try:
-            out[spec.name] = _coerce(spec, raw)
-        except ConfigError as exc:
-            errors.extend(exc.errors)
-            continue
-        if not spec.type.endswith("_array") and spec.type != "bool":
-            _check_scalar(spec, out[spec.name], errors)
-    return out
 
 
 def _per_component(v: dict[str, Any], key: str, n: int, allowed: tuple[int, ...],
@@ -304,7 +225,7 @@ def sensor_config_from_params(values: Mapping[str, Any]) -> SensorConfig:
     and raised together as one :class:`ConfigError` (messages joined by ``"; "``).
     """
     errors: list[str] = []
-    v = _read_values(values, errors)
+    v = read_parameters(SENSOR_PARAMETERS, values, errors)
     channels = _build_channels(v, errors)
     _check_cross(v, errors)
     if errors:
@@ -323,55 +244,9 @@ def sensor_config_from_params(values: Mapping[str, Any]) -> SensorConfig:
         frame_id=v["frame_id"])
 
 
-def flatten_parameters(tree: Mapping, prefix: str = "") -> dict[str, Any]:
-    """Flatten nested mappings into dotted keys (``{"serial": {"port": x}}`` → serial.port)."""
-    if not isinstance(tree, Mapping):
-        raise ConfigError(f"{prefix or 'parameters'} = {tree!r}: expected a mapping")
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            flat.update(flatten_parameters(value, name))
-        else:
-            flat[name] = value
-    return flat
-
-
-def _node_sections(doc: Mapping, node_name: str) -> list[Mapping]:
-    """Sections that apply to ``node_name``: ``/**`` first, then the node's own (overrides)."""
-    bare = node_name.strip("/").rsplit("/", 1)[-1]
-    wanted = {node_name.strip("/")} | {bare}
-    own = [doc[k] for k in doc if isinstance(k, str)
-           and (k.strip("/") in wanted or k.endswith("/" + bare))]
-    return ([doc["/**"]] if "/**" in doc else []) + own
-
-
 def load_sensor_config_yaml(path: str | Path, node_name: str = "current_sensor") -> SensorConfig:
-    """Load a ROS parameter YAML file (``{node: {ros__parameters: {...}}}``) into a config."""
-    path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
-    if not isinstance(doc, Mapping):
-        raise ConfigError(f"{path}: top level is {type(doc).__name__}, expected a mapping of "
-                          f"node names to {{ros__parameters: ...}}")
-    sections = _node_sections(doc, node_name)
-    if not sections:
-        raise ConfigError(f"{path}: no section for node {node_name!r} or '/**' "
-                          f"(found {sorted(map(str, doc))})")
-    values: dict[str, Any] = {}
-    for section in sections:
-        params = section.get("ros__parameters") if isinstance(section, Mapping) else None
-        if not isinstance(params, Mapping):
-            raise ConfigError(f"{path}: section for {node_name!r} has no ros__parameters "
-                              f"mapping, expected {{ros__parameters: {{...}}}}")
-        try:
-            values.update(flatten_parameters(params))
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
+    """Load a ROS parameter YAML file (`{node: {ros__parameters: {...}}}`) into a config."""
+    values = load_node_parameters(path, node_name)
     try:
         return sensor_config_from_params(values)
     except ConfigError as exc:

@@ -1,0 +1,164 @@
+"""Parameter schemas shared by every node: specs, typed reading, ROS parameter YAML files.
+
+Plain data, no rclpy. A node declares one ROS parameter per `ParamSpec` (see
+`rackpower_nodes.ros_params`) and hands the values to its config builder, which calls
+`read_parameters` for type and range checks and then checks what is specific to it. Every error
+names the key, the offending value and what was expected.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; `errors` holds the individual messages."""
+
+    def __init__(self, errors: str | Sequence[str]):
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        super().__init__("; ".join(self.errors))
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One ROS parameter: dotted name, default, ROS type name, description, inclusive range.
+
+    `type` is one of string, integer, double, bool and their `_array` forms. `positive` asks
+    for a value > 0 (a ROS range cannot say "exclusive"); `choices` lists the allowed values.
+    """
+
+    name: str
+    default: Any
+    type: str
+    description: str
+    read_only: bool = True
+    range: tuple[float, float] | None = None
+    positive: bool = False
+    choices: tuple[Any, ...] | None = None
+
+
+def param(name, default, type_, description, range_=None, read_only=True, positive=False,
+          choices=None) -> ParamSpec:
+    """Shorthand for a `ParamSpec` in a schema table."""
+    return ParamSpec(name, default, type_, description, read_only, range_, positive,
+                     None if choices is None else tuple(choices))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or isinstance(value, float)
+
+
+_ELEMENT = {"string": (lambda v: isinstance(v, str), str, "a string"),
+            "integer": (_is_int, int, "an integer"),
+            "double": (_is_number, float, "a number"),
+            "bool": (lambda v: isinstance(v, bool), bool, "a bool")}
+
+
+def coerce(spec: ParamSpec, value: Any) -> Any:
+    """Check the type of `value` against `spec` and normalise it (arrays become tuples)."""
+    base, is_array = spec.type.removesuffix("_array"), spec.type.endswith("_array")
+    check, convert, what = _ELEMENT[base]
+    if not is_array:
+        if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+            value = value.item()  # numpy scalar
+        if not check(value):
+            raise ConfigError(f"{spec.name} = {value!r}: expected {what} ({spec.type})")
+        return convert(value)
+    if hasattr(value, "tolist"):
+        value = value.tolist()  # numpy or array.array
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ConfigError(f"{spec.name} = {value!r}: expected a list ({spec.type})")
+    bad = [f"{spec.name}[{i}] = {v!r}: expected {what} ({spec.type})"
+           for i, v in enumerate(value) if not check(v)]
+    if bad:
+        raise ConfigError(bad)
+    return tuple(convert(v) for v in value)
+
+
+def _check_scalar(spec: ParamSpec, value: Any, errors: list[str]) -> None:
+    name = spec.name
+    if isinstance(value, float) and not math.isfinite(value):
+        errors.append(f"{name} = {value!r}: expected a finite number")
+    elif spec.positive and value <= 0:
+        errors.append(f"{name} = {value!r}: expected > 0")
+    elif spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
+        errors.append(f"{name} = {value!r}: expected {spec.range[0]}..{spec.range[1]}")
+    elif spec.choices is not None and value not in spec.choices:
+        errors.append(f"{name} = {value!r}: expected one of {', '.join(map(str, spec.choices))}")
+
+
+def read_parameters(specs: Iterable[ParamSpec], values: Mapping[str, Any],
+                    errors: list[str]) -> dict[str, Any]:
+    """Type- and range-check every spec (default when absent); failed keys are left out."""
+    out: dict[str, Any] = {}
+    for spec in specs:
+        raw = values.get(spec.name, spec.default)
+        try:
+            out[spec.name] = coerce(spec, raw)
+        except ConfigError as exc:
+            errors.extend(exc.errors)
+            continue
+        if not spec.type.endswith("_array") and spec.type != "bool":
+            _check_scalar(spec, out[spec.name], errors)
+    return out
+
+
+def flatten_parameters(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    """Flatten nested mappings into dotted keys (`{"serial": {"port": x}}` → serial.port)."""
+    if not isinstance(tree, Mapping):
+        raise ConfigError(f"{prefix or 'parameters'} = {tree!r}: expected a mapping")
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(flatten_parameters(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _node_sections(doc: Mapping, node_name: str) -> list[Mapping]:
+    """Sections that apply to `node_name`: `/**` first, then the node's own (overrides)."""
+    bare = node_name.strip("/").rsplit("/", 1)[-1]
+    wanted = {node_name.strip("/")} | {bare}
+    own = [doc[k] for k in doc if isinstance(k, str)
+           and (k.strip("/") in wanted or k.endswith("/" + bare))]
+    return ([doc["/**"]] if "/**" in doc else []) + own
+
+
+def load_node_parameters(path: str | Path, node_name: str) -> dict[str, Any]:
+    """Read a ROS parameter YAML file; return {dotted name: value} for `node_name`."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{path}: top level is {type(doc).__name__}, expected a mapping of "
+                          f"node names to {{ros__parameters: ...}}")
+    sections = _node_sections(doc, node_name)
+    if not sections:
+        raise ConfigError(f"{path}: no section for node {node_name!r} or '/**' "
+                          f"(found {sorted(map(str, doc))})")
+    values: dict[str, Any] = {}
+    for section in sections:
+        params = section.get("ros__parameters") if isinstance(section, Mapping) else None
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"{path}: section for {node_name!r} has no ros__parameters "
+                              f"mapping, expected {{ros__parameters: {{...}}}}")
+        try:
+            values.update(flatten_parameters(params))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    return values
