@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rackpower_nodes.core.frame_codec import (
-    CRC_SIZE, HEADER_SIZE, SYNC, DecodedFrames, FrameDecoder, FrameError, FrameLayout, crc16,
+    CRC_SIZE,
+    HEADER_SIZE,
+    SYNC,
+    DecodedFrames,
+    FrameDecoder,
+    FrameError,
+    FrameLayout,
+    crc16,
     encode_frames,
 )
 
@@ -68,6 +75,14 @@ def test_wire_layout_of_one_frame():
     assert FrameLayout(3, "int32").flags == 1 and FrameLayout(3).flags == 0
 
 
+def test_documented_example_frames():
+    """The worked examples in docs/serial-protocol.md."""
+    frame = encode_frames(FrameLayout(4), [7], [1_000_000], [[100, -100, 0, 32767]])
+    assert frame.hex() == "a55a01000400070040420f000000000064009cff0000ff7f5a35"
+    frame = encode_frames(FrameLayout(2, "int32"), [65535], [0x0123456789ABCDEF], [[-1, 100000]])
+    assert frame.hex() == "a55a01010200ffffefcdab8967452301ffffffffa0860100f2f3"
+
+
 def test_sequence_taken_modulo_65536_and_empty_encode():
     layout = FrameLayout(1)
     out = FrameDecoder(layout).feed(encode_frames(layout, [65536 + 7, -1], [1, 2], [[0], [0]]))
@@ -77,12 +92,13 @@ def test_sequence_taken_modulo_65536_and_empty_encode():
 
 def test_crc_failure_drops_only_that_frame():
     layout = FrameLayout(16)
-    data, seq, _, _ = make_frames(layout, 5)
+    data, _, _, samples = make_frames(layout, 5)
     raw = bytearray(data)
     raw[2 * layout.frame_size + HEADER_SIZE + 5] ^= 0x10
     dec = FrameDecoder(layout)
     out = dec.feed(bytes(raw))
     assert out.sequence.tolist() == [0, 1, 3, 4]
+    np.testing.assert_array_equal(out.samples, samples[[0, 1, 3, 4]])
     stats = dec.stats
     assert stats.crc_errors == 1 and stats.frames == 4
     assert stats.sequence_gaps == 1 and stats.frames_lost == 1
@@ -234,6 +250,10 @@ def test_encode_rejects_bad_shapes_and_timestamps():
         encode_frames(layout, [0, 1], [0, 1], np.zeros((2, 3), int))
     with pytest.raises(FrameError, match="samples"):
         encode_frames(layout, [0], [0], [[0.5, 1.0]])
+    with pytest.raises(FrameError, match="sequence"):
+        encode_frames(layout, 0, [0], [[0, 0]])
+    with pytest.raises(FrameError, match="timestamp_us"):
+        encode_frames(layout, [0], [0, 1], [[0, 0]])
     with pytest.raises(FrameError, match="timestamp_us"):
         encode_frames(layout, [0], [-1], [[0, 0]])
     with pytest.raises(FrameError, match="timestamp_us"):

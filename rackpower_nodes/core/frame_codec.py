@@ -23,8 +23,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
-    "CRC_SIZE", "DecodedFrames", "DecoderStats", "FrameDecoder", "FrameError", "FrameLayout",
-    "HEADER_SIZE", "MAX_CHANNELS", "SYNC", "VERSION", "crc16", "encode_frames",
+    "CRC_SIZE",
+    "HEADER_SIZE",
+    "MAX_CHANNELS",
+    "SYNC",
+    "VERSION",
+    "DecodedFrames",
+    "DecoderStats",
+    "FrameDecoder",
+    "FrameError",
+    "FrameLayout",
+    "crc16",
+    "encode_frames",
 ]
 
 _log = logging.getLogger(__name__)
@@ -132,7 +142,9 @@ def encode_frames(layout: FrameLayout, sequence, timestamp_us, samples) -> bytes
     0..2**64-1. ``samples``: (n, channels) ADC counts within the layout's sample range.
     Raises :class:`FrameError` on wrong shapes, non-integer input or out-of-range values.
     """
-    seq = _as_int_array("sequence", sequence, np.shape(sequence)[:1])
+    if np.ndim(sequence) != 1:
+        raise FrameError(f"sequence: expected a 1-D array, got shape {np.shape(sequence)}")
+    seq = _as_int_array("sequence", sequence, np.shape(sequence))
     n = seq.shape[0]
     ts = _checked_timestamps(timestamp_us, n)
     counts = _checked_samples(layout, samples, n)
@@ -364,7 +376,7 @@ class FrameDecoder:
     def _account_each(self, seqs: list[int], stamps: list[int]) -> np.ndarray:
         keep = np.ones(len(seqs), dtype=bool)
         cur, st = self._cursor, self._stats
-        for i, (seq, stamp) in enumerate(zip(seqs, stamps)):
+        for i, (seq, stamp) in enumerate(zip(seqs, stamps, strict=True)):
             if cur.seq is not None:
                 delta = stamp - cur.ts
                 if delta < 0:

@@ -27,6 +27,7 @@ import tty
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 
@@ -43,8 +44,9 @@ Source = Callable[[np.ndarray], np.ndarray]
 TICK_S = 0.001               # writer period, s
 BOOT_US = 1_000_000          # "monotonic" board clock value at the first sampling instant, µs
 _MAX_WRITE = 1 << 16         # bytes handed to one os.write
-_DRAIN_TIMEOUT_S = 0.1       # unplug()/stop(): wait at most this long for the host to read
-_DRAIN_QUIET_S = 0.01        # ... and call the pty drained after this long without data
+_DRAIN_STALL_S = 0.25        # unplug()/stop(): stop waiting for the host after this long idle
+_DRAIN_MAX_S = 2.0           # ... or after this long in all
+_DRAIN_QUIET_S = 0.05        # the pty counts as drained after this long without data, s
 
 
 class SensorBoardError(ValueError):
@@ -266,7 +268,7 @@ class SensorBoardEmulator:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop sampling, give the host up to 0.1 s to read what is queued, close the pty."""
+        """Stop sampling, let the host read what is queued (see :meth:`_drain`), close."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -279,7 +281,7 @@ class SensorBoardEmulator:
                 self._pty.close()
                 self._pty = None
 
-    def __enter__(self) -> SensorBoardEmulator:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -289,7 +291,7 @@ class SensorBoardEmulator:
     def unplug(self) -> None:
         """Pull the cable: the host's reads fail and the link vanishes; sampling goes on.
 
-        Writing stops first and the host gets up to 0.1 s to read what is already in the pty,
+        Writing stops first and the host may finish reading what is already in the pty,
         so ``frames_lost_unplugged`` (frames not yet sent, then every frame generated until
         :meth:`replug`) matches the sequence gap a reading host sees.
         """
@@ -314,25 +316,32 @@ class SensorBoardEmulator:
         _log.info("sensor board replugged at %s", self.port_path)
 
     def _drain(self, pty: _Pty, flush_fifo: bool) -> None:
-        """Wait (<= 0.1 s) until the host has read everything in the pty, optionally writing
-        out the FIFO first.
+        """Wait until the host has read everything in the pty, optionally writing out the
+        FIFO first; give up after 0.25 s without progress (host gone) or 2 s in all.
 
         The kernel moves written bytes into the readable queue asynchronously, so the pty
-        only counts as drained once nothing was written and nothing was readable for 10 ms.
+        only counts as drained once nothing was written and nothing was readable for 50 ms.
         """
-        deadline = time.monotonic() + _DRAIN_TIMEOUT_S
-        quiet_since = time.monotonic()
-        while time.monotonic() < deadline:
+        start = progress = quiet_since = time.monotonic()
+        last_unread = -1
+        while True:
+            now = time.monotonic()
+            if now - progress > _DRAIN_STALL_S or now - start > _DRAIN_MAX_S:
+                _log.debug("pty not drained; %d bytes unread", max(last_unread, 0))
+                return
+            sent = queued = 0
             if flush_fifo:
                 with self._lock:
-                    if self._write(pty) or len(self._fifo):
-                        quiet_since = time.monotonic()
-            if pty.unread_bytes():
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= _DRAIN_QUIET_S:
+                    sent, queued = self._write(pty), len(self._fifo)
+            unread = pty.unread_bytes()
+            if sent or unread != last_unread:
+                progress = now
+            if sent or queued or unread:
+                quiet_since = now
+            elif now - quiet_since >= _DRAIN_QUIET_S:
                 return
+            last_unread = unread
             time.sleep(0.001)
-        _log.debug("pty not drained within %.1f s", _DRAIN_TIMEOUT_S)
 
     def _write(self, pty: _Pty) -> int:
         """Hand queued frames to the pty (caller holds the lock); return the bytes written."""
@@ -389,7 +398,7 @@ class SensorBoardEmulator:
 
     def _inject(self, frames: list[bytes]):
         fc, rng, st = self.faults, self._rng, self._stats
-        for frame, roll in zip(frames, rng.random((len(frames), 3))):
+        for frame, roll in zip(frames, rng.random((len(frames), 3)), strict=True):
             if roll[0] < fc.drop_prob:
                 st.frames_dropped_injected += 1
                 continue
