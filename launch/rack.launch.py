@@ -7,7 +7,8 @@ Arguments:
     rack         namespace of every topic and node (/<rack>/power_samples, ...)
     config       parameter YAML (one `/**/<node>: ros__parameters:` section per node)
     serial_port  the sensor board's device or pyserial URL; empty keeps the config's serial.port
-    use_sim      start the sensor-board emulator on a pty and read it instead of hardware
+    use_sim      start the rack simulator (sensor board on a pty, node_exporter endpoints on
+                 127.0.0.1:9101..) and read it instead of hardware
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
@@ -25,19 +26,28 @@ def _launch_setup(context):
     use_sim = LaunchConfiguration("use_sim").perform(context).lower() in ("true", "1", "yes")
 
     actions = []
+    sensor_overrides, telemetry_overrides = {}, {}
     if use_sim:
         serial_port = serial_port or SIM_BOARD_LINK.format(rack=rack)
-        board_sim = PathJoinSubstitution(
-            [FindPackagePrefix("rackpower"), "lib", "rackpower", "sensor_board_sim"])
+        sim_config = PathJoinSubstitution(
+            [FindPackageShare("rackpower"), "config", "rack_sim.yaml"])
+        rack_sim = PathJoinSubstitution(
+            [FindPackagePrefix("rackpower"), "lib", "rackpower", "rackpower-sim"])
         actions.append(ExecuteProcess(
-            cmd=[board_sim, "--link", serial_port, "--channels", "64", "--rate", "1000",
-                 "--scale", "0.001", "--waveform", "sine"],
-            name="sensor_board_sim", output="screen"))
+            cmd=[rack_sim, "live", "--link", serial_port, "--config", sim_config,
+                 "--exporter-base-port", "9101"],
+            name="rack_sim", output="screen"))
+        telemetry_overrides["schedule.file"] = sim_config
+    if serial_port:
+        sensor_overrides["serial.port"] = serial_port
 
-    overrides = {"serial.port": serial_port} if serial_port else {}
     actions.append(Node(
         package="rackpower", executable="current_sensor", name="current_sensor",
-        namespace=rack, parameters=[config, overrides], output="screen",
+        namespace=rack, parameters=[config, sensor_overrides], output="screen",
+        respawn=True, respawn_delay=2.0))
+    actions.append(Node(
+        package="rackpower", executable="host_telemetry", name="host_telemetry",
+        namespace=rack, parameters=[config, telemetry_overrides], output="screen",
         respawn=True, respawn_delay=2.0))
     return actions
 
@@ -53,6 +63,6 @@ def generate_launch_description():
                               description="Sensor board device or pyserial URL "
                                           "(empty: the config's serial.port)"),
         DeclareLaunchArgument("use_sim", default_value="false", choices=["true", "false"],
-                              description="Run the sensor-board emulator instead of hardware"),
+                              description="Run the rack simulator instead of hardware"),
         OpaqueFunction(function=_launch_setup),
     ])

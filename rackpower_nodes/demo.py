@@ -1,12 +1,15 @@
-"""`make demo`: the sensor-board emulator and the `current_sensor` node as separate processes.
+"""`make demo`: the rack simulator and the node graph, each as its own process, over DDS.
 
-The emulator writes 64 channels at 1 kHz to a pty, with a little line noise injected (corrupt
-bytes, garbage bursts) and one cable pull; the node reads it over the pty and publishes over DDS;
-this process subscribes like any consumer and prints what arrived.
+`rackpower-sim live` plays the rack: a sensor board on a pty (64 channels at 1 kHz, 16 of them
+carrying the simulated components, a little line noise injected) and one node_exporter endpoint
+per simulated host. `current_sensor` reads the board, `host_telemetry` scrapes the endpoints,
+and this process subscribes like any consumer and prints what arrived.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -14,8 +17,11 @@ import time
 from pathlib import Path
 
 import rclpy
+import yaml
 from rclpy.executors import SingleThreadedExecutor
 
+from rackpower.msg import HostTelemetry
+from rackpower_nodes.current_sensor import samples_qos
 from rackpower_nodes.launch_env import (
     executable, isolated_ros_env, share_file, stop_process, wait_for_path)
 from rackpower_nodes.monitor import SampleMonitor
@@ -25,11 +31,7 @@ NAMESPACE = "/rack_01"
 
 def _parse(argv):
     parser = argparse.ArgumentParser(prog="rackpower-demo", description=__doc__)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of acquisition")
-    parser.add_argument("--rate", type=float, default=1000.0, help="board frame rate, Hz")
-    parser.add_argument("--channels", type=int, default=64, help="board channels")
-    parser.add_argument("--unplug-at", type=float, default=4.0,
-                        help="pull the sensor cable after this many seconds (0: never)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds to watch")
     return parser.parse_args(argv)
 
 
@@ -39,70 +41,101 @@ def _spin_for(executor, seconds: float) -> None:
         executor.spin_once(timeout_sec=0.05)
 
 
+def _telemetry_params(tmp: Path, manifest: dict) -> Path:
+    params = {"hosts": {"names": manifest["hosts"], "urls": manifest["host_urls"]},
+              "schedule": {"file": str(share_file("config", "rack_sim.yaml"))}}
+    path = tmp / "telemetry.yaml"
+    path.write_text(yaml.safe_dump({"/**/host_telemetry": {"ros__parameters": params}}))
+    return path
+
+
 def main(argv=None) -> int:
     args = _parse(argv)
-    with tempfile.TemporaryDirectory(prefix="rackpower-demo-") as tmp:
-        env = isolated_ros_env(Path(tmp) / "log")
-        link = Path(tmp) / "board"
-        sim_cmd = [str(executable("sensor_board_sim")), "--link", str(link),
-                   "--channels", str(args.channels), "--rate", str(args.rate),
-                   "--scale", "0.001", "--waveform", "sine", "--wall-clock",
-                   "--corrupt-prob", "0.001", "--garbage-prob", "0.0005", "--seed", "7"]
-        if args.unplug_at > 0:
-            sim_cmd += ["--unplug-every", str(args.unplug_at), "--unplug-for", "1.0"]
-        node_cmd = [str(executable("current_sensor")), "--ros-args", "-r", f"__ns:={NAMESPACE}",
-                    "--params-file", str(share_file("config", "rack.yaml")),
-                    "-p", f"serial.port:={link}", "-p", f"board.channels:={args.channels}",
-                    "-p", f"board.frame_rate_hz:={args.rate}"]
-        print(f"rackpower demo: {args.channels} channels at {args.rate:g} Hz for "
+    with tempfile.TemporaryDirectory(prefix="rackpower-demo-") as tmp_name:
+        tmp = Path(tmp_name)
+        env = isolated_ros_env(tmp / "log")
+        config = str(share_file("config", "rack.yaml"))
+        link, manifest_path = tmp / "board", tmp / "rack.json"
+        print(f"rackpower demo: simulated rack + current_sensor + host_telemetry for "
               f"{args.duration:g} s (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']})", flush=True)
-        sim = subprocess.Popen(sim_cmd, env=env)
-        procs = [sim]
+        procs = [subprocess.Popen(
+            [str(executable("rackpower-sim")), "live", "--link", str(link),
+             "--config", str(share_file("config", "rack_sim.yaml")),
+             "--exporter-base-port", "0", "--manifest", str(manifest_path),
+             "--corrupt-prob", "0.001", "--garbage-prob", "0.0005", "--seed", "7"], env=env)]
         try:
-            wait_for_path(link)
-            node = subprocess.Popen(node_cmd, env=env)
-            procs.append(node)
-            return _watch(args, node)
+            wait_for_path(manifest_path, 30)
+            manifest = json.loads(manifest_path.read_text())
+            ros_args = ["--ros-args", "-r", f"__ns:={NAMESPACE}", "--params-file", config]
+            procs.append(subprocess.Popen(
+                [str(executable("current_sensor")), *ros_args, "-p", f"serial.port:={link}"],
+                env=env))
+            procs.append(subprocess.Popen(
+                [str(executable("host_telemetry")), *ros_args,
+                 "--params-file", str(_telemetry_params(tmp, manifest))], env=env))
+            return _watch(args, procs[1:])
         finally:
             for proc in reversed(procs):
                 stop_process(proc)
 
 
-def _watch(args, node_proc: subprocess.Popen) -> int:
+def _watch(args, nodes: list[subprocess.Popen]) -> int:
     with rclpy.init():
         monitor = SampleMonitor(NAMESPACE)
+        telemetry: list[HostTelemetry] = []
+        monitor.create_subscription(HostTelemetry, "host_telemetry", telemetry.append,
+                                    samples_qos(2.0))
         executor = SingleThreadedExecutor()
         executor.add_node(monitor)
-        _spin_for(executor, 2.0)      # discovery and the first batches
+        _spin_for(executor, 3.0)      # discovery and the first batches
         monitor.reset()
         _spin_for(executor, args.duration)
-        if node_proc.poll() is not None:
-            print(f"current_sensor exited early with {node_proc.returncode}", file=sys.stderr)
+        dead = [p.args[0] for p in nodes if p.poll() is not None]
+        if dead:
+            print(f"exited early: {', '.join(map(str, dead))}", file=sys.stderr)
             return 1
-        _report(monitor)
-        ok = monitor.stats.messages > 0
+        _report(monitor, telemetry[-1] if telemetry else None)
+        ok = monitor.stats.messages > 0 and bool(telemetry)
         monitor.destroy_node()
     return 0 if ok else 1
 
 
-def _report(monitor: SampleMonitor) -> None:
+def _report(monitor: SampleMonitor, telemetry: HostTelemetry | None) -> None:
     s, d = monitor.stats, monitor.diagnostics
     span = (s.last_receive_s or 0) - (s.first_receive_s or 0)
     p50, p99 = s.latency_percentiles_ms(50, 99)
-    print("\n== what the subscriber received ==")
+    print("\n== power_samples, as a subscriber received them ==")
     print(f"batches {s.messages}, samples per channel {s.samples} "
           f"({s.samples / max(span, 1e-9):.0f} frames/s over {span:.1f} s)")
-    print(f"frames lost (reported by node) {s.frames_lost_reported}, "
+    print(f"frames lost (reported by the node) {s.frames_lost_reported}, "
           f"sequence breaks seen {s.sequence_breaks}")
     print(f"newest-sample-to-subscriber latency p50 {p50:.2f} ms, p99 {p99:.2f} ms")
-    print("\n== node diagnostics ==")
-    for key in ("_message", "port_state", "reconnects", "frame_rate_hz", "frames", "crc_errors",
+    print("\n== current_sensor diagnostics ==")
+    for key in ("_message", "port_state", "frame_rate_hz", "frames", "crc_errors",
                 "header_errors", "sequence_gaps", "frames_lost", "bytes_discarded",
                 "last_frame_age_s", "clock_drift_ppm"):
         print(f"  {key.strip('_'):18s} {d.get(key, '?')}")
-    print("\n== mean power per component ==")
-    for cid, watts in monitor.stats.mean_power_w().items():
-        print(f"  {cid:8s} {watts:8.1f} W")
+    hosts = {h.host_id: h for h in telemetry.hosts} if telemetry else {}
+    print("\n== per component: mean power (current_sensor) and host telemetry ==")
+    print(f"  {'component':10s} {'power W':>8s} {'cpu %':>6s} {'mem %':>6s} {'net rx MB/s':>11s}"
+          f"  next scheduled job")
+    total = 0.0
+    for cid, watts in s.mean_power_w().items():
+        total += watts
+        h = hosts.get(cid)
+        cols = ("", "", "", "")
+        if h is not None:
+            job = (f"{h.active_job} (running)" if h.active_job else
+                   "" if math.isnan(h.next_job_in_s) else
+                   f"in {h.next_job_in_s / 3600:.1f} h, ~{h.next_job_expected_util * 100:.0f} %")
+            cols = (f"{h.cpu_util * 100:.1f}", f"{h.mem_used_fraction * 100:.1f}",
+                    f"{h.net_rx_bps / 1e6:.2f}", job)
+        print(f"  {cid:10s} {watts:8.1f} {cols[0]:>6s} {cols[1]:>6s} {cols[2]:>11s}  {cols[3]}")
+    print(f"  {'rack total':10s} {total:8.1f}")
+    if "controller" in hosts:
+        h = hosts["controller"]
+        print(f"  controller (psutil): cpu {h.cpu_util * 100:.1f} %, "
+              f"mem {h.mem_used_fraction * 100:.1f} %")
 
 
 if __name__ == "__main__":

@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from rackpower_nodes.core.telemetry import HostTarget, ScrapeError, fetch
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +35,37 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} is absent (it lies beside the checkout)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def node_exporter():
+    """A real node_exporter on a free loopback port; yields its HostTarget."""
+    if not os.path.exists(NODE_EXPORTER):
+        pytest.skip(f"{NODE_EXPORTER} is absent (apt-get install prometheus-node-exporter)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    target = HostTarget("real", f"http://127.0.0.1:{port}/metrics", timeout_s=5.0)
+    try:
+        _wait_until_answers(proc, target)
+        yield target
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stderr.close()
+
+
+def _wait_until_answers(proc: subprocess.Popen, target: HostTarget) -> None:
+    deadline = time.monotonic() + 15.0
+    while True:
+        try:
+            fetch(target)
+            return
+        except ScrapeError:
+            if proc.poll() is not None:
+                pytest.fail(f"node_exporter exited: {proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("node_exporter did not answer within 15 s")
+            time.sleep(0.1)

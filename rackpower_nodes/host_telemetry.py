@@ -1,0 +1,139 @@
+"""The `host_telemetry` node: node_exporter endpoints in, `HostTelemetry` out.
+
+A timer in its own callback group polls every configured host concurrently (each with its own
+timeout), turns counters into rates, adds calendar features and the known workload schedule, and
+publishes one `HostTelemetry` per poll with sensor-data QoS and a deadline. Per-host
+diagnostics say whether each host is reachable or stale, and why not.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+
+from rackpower.msg import HostMetrics, HostTelemetry
+from rackpower_nodes.core.params import ConfigError
+from rackpower_nodes.core.schedule import WorkloadSchedule
+from rackpower_nodes.core.telemetry import (
+    HostTarget, LocalHostReader, TelemetryCollector, calendar_features)
+from rackpower_nodes.core.telemetry_config import (
+    TELEMETRY_PARAMETERS, TelemetryConfig, telemetry_config_from_params)
+from rackpower_nodes.current_sensor import samples_qos
+from rackpower_nodes.ros_params import ParameterError, declare_from_specs
+
+NAN = float("nan")
+_RATE_FIELDS = ("cpu_util", "mem_used_fraction", "mem_used_bytes", "net_rx_bps", "net_tx_bps",
+                "disk_read_bps", "disk_write_bps")
+
+
+class HostTelemetryNode(Node):
+    """Scrapes hosts and publishes `host_telemetry` and `/diagnostics`."""
+
+    def __init__(self, **kwargs):
+        super().__init__("host_telemetry", **kwargs)
+        self.config: TelemetryConfig = telemetry_config_from_params(
+            declare_from_specs(self, TELEMETRY_PARAMETERS))
+        cfg = self.config
+        self._schedule = (WorkloadSchedule.from_file(cfg.schedule_file)
+                          if cfg.schedule_file else None)
+        self._collector = TelemetryCollector(
+            [HostTarget(name, url, cfg.timeout_s) for name, url in cfg.hosts],
+            stale_after_s=cfg.stale_after_s)
+        self._local = LocalHostReader(cfg.local_host) if cfg.local_host else None
+        self._pub = self.create_publisher(
+            HostTelemetry, "host_telemetry", samples_qos(cfg.deadline_s))
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0 / cfg.poll_rate_hz, self._poll,
+                          callback_group=MutuallyExclusiveCallbackGroup())
+        self.get_logger().info(
+            f"polling {len(cfg.hosts)} hosts at {cfg.poll_rate_hz:g} Hz"
+            + (f" plus the local host as {cfg.local_host}" if cfg.local_host else ""))
+
+    def _poll(self) -> None:
+        statuses = self._collector.poll()
+        if self._local is not None:
+            statuses.append(self._local.poll())
+        now = time.time()
+        msg = HostTelemetry()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self.config.frame_id
+        msg.hosts = [self._metrics(status, now) for status in statuses]
+        cal = calendar_features(now, self.config.utc_offset_s)
+        msg.hour_of_day = float(cal["hour_of_day"])
+        msg.day_of_week = int(cal["day_of_week"])
+        msg.is_weekend = bool(cal["is_weekend"])
+        msg.time_of_day_sin, msg.time_of_day_cos = cal["tod_sin"], cal["tod_cos"]
+        msg.day_of_week_sin, msg.day_of_week_cos = cal["dow_sin"], cal["dow_cos"]
+        self._pub.publish(msg)
+        self._publish_diagnostics(statuses, now)
+
+    def _metrics(self, status, now: float) -> HostMetrics:
+        m = HostMetrics(host_id=status.host, up=status.up, stale=status.stale,
+                        last_error=status.last_error)
+        m.age_s = float(now - status.last_success_s) if status.last_success_s else -1.0
+        rates = None if status.stale else status.rates   # stale values are not passed on
+        for field in _RATE_FIELDS:
+            value = getattr(rates, field, None)
+            setattr(m, field, NAN if value is None else float(value))
+        m.next_job_in_s, m.next_job_expected_util, m.next_job_duration_s = NAN, NAN, NAN
+        if self._schedule is not None:
+            active = self._schedule.jobs_active(status.host, now)
+            m.active_job = active[0].name if active else ""
+            upcoming = self._schedule.next_job(status.host, now)
+            if upcoming is not None:
+                seconds, job = upcoming
+                m.next_job_in_s = float(seconds)
+                m.next_job_expected_util = float(job.expected_util)
+                m.next_job_duration_s = float(job.duration_s)
+        return m
+
+    def _publish_diagnostics(self, statuses, now: float) -> None:
+        diag = DiagnosticArray()
+        diag.header.stamp = self.get_clock().now().to_msg()
+        prefix = self.get_fully_qualified_name()
+        for s in statuses:
+            if s.up and not s.stale:
+                level, text = DiagnosticStatus.OK, "reachable"
+            elif s.stale:
+                level, text = DiagnosticStatus.ERROR, f"stale: {s.last_error or 'no data'}"
+            else:
+                level, text = DiagnosticStatus.WARN, f"last scrape failed: {s.last_error}"
+            values = {"up": s.up, "stale": s.stale, "last_error": s.last_error,
+                      "consecutive_failures": s.consecutive_failures,
+                      "counter_resets": s.counter_resets,
+                      "age_s": f"{now - s.last_success_s:.2f}" if s.last_success_s else "never"}
+            diag.status.append(DiagnosticStatus(
+                level=level, name=f"{prefix}: {s.host}", message=text, hardware_id=s.host,
+                values=[KeyValue(key=k, value=str(v)) for k, v in values.items()]))
+        self._diag_pub.publish(diag)
+
+    def destroy_node(self) -> None:
+        self._collector.close()
+        super().destroy_node()
+
+
+def main(args=None) -> int:
+    with rclpy.init(args=args):
+        try:
+            node = HostTelemetryNode()
+        except (ConfigError, ParameterError) as exc:
+            print(f"host_telemetry: invalid configuration: {exc}", file=sys.stderr)
+            return 2
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        try:
+            executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            node.destroy_node()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

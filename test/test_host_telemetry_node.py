@@ -1,0 +1,201 @@
+"""The `host_telemetry` executable over DDS: against Debian's real node_exporter, against the
+simulator's endpoints, and through endpoint faults."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import yaml
+
+from rackpower_nodes.launch_env import executable, stop_process
+from rackpower_nodes.sim.live import LiveRack
+
+pytestmark = pytest.mark.ros
+
+
+def _params(tmp_path, names, urls, **extra) -> str:
+    params = {"hosts": {"names": list(names), "urls": list(urls)},
+              "poll": {"rate_hz": 2.0, "timeout_s": 0.3}, "stale_after_s": 1.5}
+    params.update(extra)
+    path = tmp_path / "telemetry.yaml"
+    path.write_text(yaml.safe_dump({"/**/host_telemetry": {"ros__parameters": params}}))
+    return str(path)
+
+
+class _Listener:
+    def __init__(self, namespace: str):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        from rackpower.msg import HostTelemetry
+        from rackpower_nodes.current_sensor import samples_qos
+
+        self.node = rclpy.create_node("telemetry_listener", namespace=namespace)
+        self.messages: list = []        # (monotonic, psutil cpu_times, msg)
+        self.diagnostics: dict[str, object] = {}
+        self.node.create_subscription(HostTelemetry, "host_telemetry", self._on_msg,
+                                      samples_qos(2.0))
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+
+    def _on_msg(self, msg) -> None:
+        self.messages.append((time.monotonic(), psutil.cpu_times(), msg))
+
+    def _on_diag(self, msg) -> None:
+        for status in msg.status:
+            if "/host_telemetry: " in status.name:
+                self.diagnostics[status.hardware_id] = status
+
+    def spin(self, seconds: float, until=None) -> bool:
+        import rclpy
+
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+            if until is not None and until():
+                return True
+        return until is None
+
+    def host(self, msg, host_id: str):
+        return next(h for h in msg.hosts if h.host_id == host_id)
+
+
+@pytest.fixture
+def listener(ros_env):
+    import rclpy
+
+    with rclpy.init():
+        lis = _Listener("/rack_ht")
+        yield lis
+        lis.node.destroy_node()
+
+
+def _start_node(ros_env, params_file: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(executable("host_telemetry")), "--ros-args", "-r", "__ns:=/rack_ht",
+         "--params-file", params_file], env=ros_env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+
+
+def _busy_util(a, b) -> float:
+    modes = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    total = sum(getattr(b, m) - getattr(a, m) for m in modes)
+    idle = (b.idle - a.idle) + (b.iowait - a.iowait)
+    return 1.0 - idle / total
+
+
+CPU_TOLERANCE = 0.10   # published utilisation vs psutil over the interval between two messages
+
+
+def test_real_node_exporter_utilisation_agrees_with_psutil(ros_env, tmp_path, listener,
+                                                           node_exporter):
+    burner = subprocess.Popen([sys.executable, "-c",
+                               "import time\nend = time.time() + 12\nwhile time.time() < end: pass"])
+    node = _start_node(ros_env, _params(tmp_path, ["this-host"], [node_exporter.url]))
+    try:
+        assert listener.spin(20, until=lambda: len(listener.messages) >= 10), "no telemetry"
+    finally:
+        stop_process(node)
+        burner.kill()
+        burner.wait()
+    pairs = list(zip(listener.messages[4:], listener.messages[5:]))
+    diffs = []
+    for (_, cpu_a, _), (_, cpu_b, msg) in pairs:
+        host = listener.host(msg, "this-host")
+        assert host.up and not host.stale
+        diffs.append(abs(host.cpu_util - _busy_util(cpu_a, cpu_b)))
+        assert 0.3 < host.cpu_util <= 1.0          # the burner keeps at least half a core busy
+        assert 0.0 < host.mem_used_fraction < 1.0
+        assert host.mem_used_fraction == pytest.approx(
+            psutil.virtual_memory().percent / 100, abs=0.05)
+    assert sorted(diffs)[len(diffs) // 2] < CPU_TOLERANCE / 2, diffs   # median
+    assert max(diffs) < CPU_TOLERANCE, diffs
+
+
+@pytest.fixture
+def live_rack(tmp_path):
+    rack = LiveRack(str(tmp_path / "board"), board_channels=16, board_rate_hz=200.0)
+    with rack:
+        yield rack
+
+
+def test_simulator_endpoints_give_the_simulated_utilisation(ros_env, tmp_path, listener,
+                                                            live_rack):
+    manifest = live_rack.manifest()
+    node = _start_node(ros_env, _params(tmp_path, manifest["hosts"], manifest["host_urls"]))
+    seen: list[tuple[str, float, float]] = []
+    try:
+        assert listener.spin(20, until=lambda: len(listener.messages) >= 8)
+        for _, _, msg in listener.messages[3:]:
+            for h in msg.hosts:
+                assert h.up and not h.stale
+                seen.append((h.host_id, h.cpu_util, h.net_rx_bps))
+    finally:
+        stop_process(node)
+    assert {host for host, _, _ in seen} == set(manifest["hosts"])
+    # Expected: the simulator's own utilisation, averaged over the last poll period (0.5 s);
+    # compared per host on the newest message.
+    _, _, last = listener.messages[-1]
+    t = live_rack.sim_time()
+    for h in last.hosts:
+        window = [live_rack.sim.host_state(h.host_id, t - d).cpu_util
+                  for d in (0.3, 0.6, 0.9, 1.2, 1.5)]
+        assert min(window) - 0.03 <= h.cpu_util <= max(window) + 0.03, (h.host_id, window)
+        assert h.net_rx_bps > 0 and h.disk_read_bps >= 0
+
+
+def test_endpoint_faults_are_reported_without_spikes(ros_env, tmp_path, listener, live_rack):
+    manifest = live_rack.manifest()
+    node = _start_node(ros_env, _params(tmp_path, manifest["hosts"], manifest["host_urls"]))
+    server = live_rack.fleet.servers["srv03"]
+    try:
+        assert listener.spin(20, until=lambda: len(listener.messages) >= 3)
+        observed = {}
+        for fault, reason in (("down", "connection refused"), ("slow", "timeout"),
+                              ("garbage", "garbage"), ("http500", "HTTP 500")):
+            server.set_fault(fault, delay_s=2.0)
+            assert listener.spin(6, until=lambda: reason in getattr(
+                listener.diagnostics.get("srv03"), "message", "")), f"{fault} not reported"
+            observed[fault] = listener.diagnostics["srv03"]
+            server.set_fault(None)
+            assert listener.spin(6, until=lambda: getattr(
+                listener.diagnostics.get("srv03"), "message", "") == "reachable")
+        live_rack.fleet.hosts["srv04"].reset_counters()
+        assert listener.spin(6, until=lambda: _kv(listener.diagnostics.get("srv04"),
+                                                  "counter_resets") == "1")
+        server.set_fault("down")
+        assert listener.spin(6, until=lambda: listener.host(
+            listener.messages[-1][2], "srv03").stale), "never went stale"
+        server.set_fault(None)
+        assert listener.spin(6, until=lambda: not listener.host(
+            listener.messages[-1][2], "srv03").stale), "did not recover"
+        assert node.poll() is None, "node died"
+    finally:
+        stop_process(node)
+    for fault in ("down", "slow", "garbage", "http500"):
+        assert int.from_bytes(observed[fault].level, "little") >= 1   # WARN or ERROR
+    for _, _, msg in listener.messages:
+        for h in msg.hosts:
+            for value in (h.cpu_util, h.mem_used_fraction):
+                assert math.isnan(value) or 0.0 <= value <= 1.0, (h.host_id, value)
+            for value in (h.net_rx_bps, h.net_tx_bps, h.disk_read_bps, h.disk_write_bps):
+                assert math.isnan(value) or 0.0 <= value < 1e10, (h.host_id, value)
+            if h.stale:
+                assert math.isnan(h.cpu_util)
+
+
+def _kv(status, key: str):
+    if status is None:
+        return None
+    return next((kv.value for kv in status.values if kv.key == key), None)
+
+
+def test_malformed_config_fails_at_start(ros_env, tmp_path):
+    params = _params(tmp_path, ["a", "b"], ["http://127.0.0.1:1/metrics"])
+    result = subprocess.run([str(executable("host_telemetry")), "--ros-args", "--params-file",
+                             params], env=ros_env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "hosts.urls" in result.stderr and "one per hosts.names" in result.stderr
