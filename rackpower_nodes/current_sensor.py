@@ -14,20 +14,19 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from rackpower.msg import PowerSamples
 from rackpower_nodes.core.acquisition import Acquisition, SampleBatch
 from rackpower_nodes.core.sensor_config import (
-    SENSOR_PARAMETERS, ConfigError, SensorConfig, sensor_config_from_params)
+    SENSOR_PARAMETERS, SensorConfig, sensor_config_from_params)
 from rackpower_nodes.drivers.port_reader import PortReader, PortState
 from rackpower_nodes.drivers.serial_port import PySerialPort
-from rackpower_nodes.ros_params import ParameterError, declare_from_specs
+from rackpower_nodes.node_main import run_node
+from rackpower_nodes.ros_params import declare_from_specs
 
 DIAGNOSTICS_PERIOD_S = 1.0
 
@@ -165,19 +164,7 @@ class CurrentSensorNode(Node):
 
 
 def main(args=None) -> int:
-    with rclpy.init(args=args):
-        try:
-            node = CurrentSensorNode()
-        except (ConfigError, ParameterError) as exc:
-            print(f"current_sensor: invalid configuration: {exc}", file=sys.stderr)
-            return 2
-        try:
-            rclpy.spin(node)
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        finally:
-            node.destroy_node()
-    return 0
+    return run_node(CurrentSensorNode, "current_sensor", args)
 
 
 if __name__ == "__main__":

@@ -10,21 +10,19 @@ from __future__ import annotations
 import sys
 import time
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
 from rackpower.msg import HostMetrics, HostTelemetry
-from rackpower_nodes.core.params import ConfigError
 from rackpower_nodes.core.schedule import WorkloadSchedule
 from rackpower_nodes.core.telemetry import (
     HostTarget, LocalHostReader, TelemetryCollector, calendar_features)
 from rackpower_nodes.core.telemetry_config import (
     TELEMETRY_PARAMETERS, TelemetryConfig, telemetry_config_from_params)
 from rackpower_nodes.current_sensor import samples_qos
-from rackpower_nodes.ros_params import ParameterError, declare_from_specs
+from rackpower_nodes.node_main import run_node
+from rackpower_nodes.ros_params import declare_from_specs
 
 NAN = float("nan")
 _RATE_FIELDS = ("cpu_util", "mem_used_fraction", "mem_used_bytes", "net_rx_bps", "net_tx_bps",
@@ -118,21 +116,7 @@ class HostTelemetryNode(Node):
 
 
 def main(args=None) -> int:
-    with rclpy.init(args=args):
-        try:
-            node = HostTelemetryNode()
-        except (ConfigError, ParameterError) as exc:
-            print(f"host_telemetry: invalid configuration: {exc}", file=sys.stderr)
-            return 2
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        finally:
-            node.destroy_node()
-    return 0
+    return run_node(HostTelemetryNode, "host_telemetry", args, threads=2)
 
 
 if __name__ == "__main__":

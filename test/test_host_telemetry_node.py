@@ -92,8 +92,8 @@ CPU_TOLERANCE = 0.10   # published utilisation vs psutil over the interval betwe
 
 def test_real_node_exporter_utilisation_agrees_with_psutil(ros_env, tmp_path, listener,
                                                            node_exporter):
-    burner = subprocess.Popen([sys.executable, "-c",
-                               "import time\nend = time.time() + 12\nwhile time.time() < end: pass"])
+    spin = "import time\nend = time.time() + 12\nwhile time.time() < end: pass"
+    burner = subprocess.Popen([sys.executable, "-c", spin])
     node = _start_node(ros_env, _params(tmp_path, ["this-host"], [node_exporter.url]))
     try:
         assert listener.spin(20, until=lambda: len(listener.messages) >= 10), "no telemetry"

@@ -8,6 +8,7 @@ names the key, the offending value and what was expected.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,20 @@ def read_parameters(specs: Iterable[ParamSpec], values: Mapping[str, Any],
         if not spec.type.endswith("_array") and spec.type != "bool":
             _check_scalar(spec, out[spec.name], errors)
     return out
+
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def check_ids(key: str, ids: Sequence[str], errors: list[str]) -> None:
+    """Component or host ids: unique, and safe in topic, plot and file names."""
+    seen: set[str] = set()
+    for i, ident in enumerate(ids):
+        if not _ID_RE.match(ident):
+            errors.append(f"{key}[{i}] = {ident!r}: expected [A-Za-z0-9_.-]+")
+        elif ident in seen:
+            errors.append(f"{key}[{i}] = {ident!r}: duplicate, expected unique ids")
+        seen.add(ident)
 
 
 def flatten_parameters(tree: Mapping, prefix: str = "") -> dict[str, Any]:

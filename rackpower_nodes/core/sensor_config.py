@@ -9,14 +9,13 @@ key, the offending value and what was expected.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rackpower_nodes.core.params import (
-    ConfigError, ParamSpec, flatten_parameters, load_node_parameters, read_parameters)
+    ConfigError, ParamSpec, check_ids, flatten_parameters, load_node_parameters, read_parameters)
 
 __all__ = [
     "ChannelSpec", "ConfigError", "ParamSpec", "SENSOR_PARAMETERS", "SensorConfig",
@@ -25,7 +24,6 @@ __all__ = [
 
 PORT_MISSING = ("serial.port: missing; expected a device path (/dev/ttyACM0) or a pyserial URL "
                 "(socket://host:port, loop://)")
-_COMPONENT_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 _CHOICES = {"board.sample_format": ("int16", "int32"), "voltage.mode": ("nominal", "measured")}
@@ -143,13 +141,7 @@ def _per_component(v: dict[str, Any], key: str, n: int, allowed: tuple[int, ...]
 def _check_components(comps: tuple[str, ...], errors: list[str]) -> None:
     if not comps:
         errors.append("channels.components = []: expected at least one component id")
-    seen: set[str] = set()
-    for i, comp in enumerate(comps):
-        if not _COMPONENT_RE.match(comp):
-            errors.append(f"channels.components[{i}] = {comp!r}: expected [A-Za-z0-9_.-]+")
-        elif comp in seen:
-            errors.append(f"channels.components[{i}] = {comp!r}: duplicate, expected unique ids")
-        seen.add(comp)
+    check_ids("channels.components", comps, errors)
 
 
 def _check_board_index(idx: tuple[int, ...], n: int, nch: int | None, errors: list[str]) -> None:

@@ -1,7 +1,6 @@
 """Parameter schema and validated configuration of the `host_telemetry` node (no rclpy)."""
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,9 +8,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from rackpower_nodes.core.params import (
-    ConfigError, ParamSpec, load_node_parameters, param, read_parameters)
+    ConfigError, ParamSpec, check_ids, load_node_parameters, param, read_parameters)
 
-_HOST_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 TELEMETRY_PARAMETERS: tuple[ParamSpec, ...] = (
     param("hosts.names", [], "string_array",
@@ -84,13 +82,7 @@ def telemetry_config_from_params(values: Mapping[str, Any]) -> TelemetryConfig:
 
 
 def _check_hosts(names, urls, errors: list[str]) -> None:
-    seen: set[str] = set()
-    for i, name in enumerate(names):
-        if not _HOST_RE.match(name):
-            errors.append(f"hosts.names[{i}] = {name!r}: expected [A-Za-z0-9_.-]+")
-        elif name in seen:
-            errors.append(f"hosts.names[{i}] = {name!r}: duplicate, expected unique ids")
-        seen.add(name)
+    check_ids("hosts.names", names, errors)
     for i, url in enumerate(urls):
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
