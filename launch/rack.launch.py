@@ -7,6 +7,7 @@ Arguments:
     rack         namespace of every topic and node (/<rack>/power_samples, ...)
     config       parameter YAML (one `/**/<node>: ros__parameters:` section per node)
     serial_port  the sensor board's device or pyserial URL; empty keeps the config's serial.port
+    model        a versioned model directory for the predictor; empty keeps the config's
     use_sim      start the rack simulator (sensor board on a pty, node_exporter endpoints on
                  127.0.0.1:9101..) and read it instead of hardware
 """
@@ -24,9 +25,10 @@ def _launch_setup(context):
     config = LaunchConfiguration("config").perform(context)
     serial_port = LaunchConfiguration("serial_port").perform(context)
     use_sim = LaunchConfiguration("use_sim").perform(context).lower() in ("true", "1", "yes")
+    model = LaunchConfiguration("model").perform(context)
 
     actions = []
-    sensor_overrides, telemetry_overrides = {}, {}
+    sensor_overrides, telemetry_overrides, predictor_overrides = {}, {}, {}
     if use_sim:
         serial_port = serial_port or SIM_BOARD_LINK.format(rack=rack)
         sim_config = PathJoinSubstitution(
@@ -38,8 +40,11 @@ def _launch_setup(context):
                  "--exporter-base-port", "9101"],
             name="rack_sim", output="screen"))
         telemetry_overrides["schedule.file"] = sim_config
+        predictor_overrides["schedule.file"] = sim_config
     if serial_port:
         sensor_overrides["serial.port"] = serial_port
+    if model:
+        predictor_overrides["model.path"] = model
 
     actions.append(Node(
         package="rackpower", executable="current_sensor", name="current_sensor",
@@ -48,6 +53,10 @@ def _launch_setup(context):
     actions.append(Node(
         package="rackpower", executable="host_telemetry", name="host_telemetry",
         namespace=rack, parameters=[config, telemetry_overrides], output="screen",
+        respawn=True, respawn_delay=2.0))
+    actions.append(Node(
+        package="rackpower", executable="predictor", name="predictor",
+        namespace=rack, parameters=[config, predictor_overrides], output="screen",
         respawn=True, respawn_delay=2.0))
     return actions
 
@@ -62,6 +71,9 @@ def generate_launch_description():
         DeclareLaunchArgument("serial_port", default_value="",
                               description="Sensor board device or pyserial URL "
                                           "(empty: the config's serial.port)"),
+        DeclareLaunchArgument("model", default_value="",
+                              description="Model directory for the predictor "
+                                          "(empty: the config's model.path)"),
         DeclareLaunchArgument("use_sim", default_value="false", choices=["true", "false"],
                               description="Run the rack simulator instead of hardware"),
         OpaqueFunction(function=_launch_setup),

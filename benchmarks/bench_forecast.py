@@ -1,0 +1,194 @@
+"""Benchmark of the forecasters: inference latency for a rack, and training time.
+
+Inference: one ``predict`` call for all components at once (default 48), timed over 1000
+calls after 50 warm-up calls, torch limited to one thread (the predictor node's setting):
+p50 / p99 / max in ms, for the LSTM and every baseline. The LSTM's bare forward pass is timed
+too. Target: LSTM p99 <= 5 ms for 48 components.
+
+Training: the LSTM (and optionally LightGBM) fitted on a window set with the thread limit of
+``--threads``: windows, epochs, seconds. The window set is either synthetic (``--windows``;
+schedule-driven power plus noise) or built from a simulator folder (``--sim DIR`` written by
+``rackpower-sim fast``, through the dataset and feature functions `rackpower-train` uses).
+Target: 24 h of 16 components at 100 ms steps in <= 10 min on 2 cores.
+
+Usage:
+    .venv/bin/python benchmarks/bench_forecast.py [--components 48] [--calls 1000]
+        [--history 50 --features 24 --horizon 50] [--windows 200000 | --sim DIR]
+        [--threads 2] [--max-epochs 40 --patience 5] [--lightgbm] [--skip-train]
+
+The defaults are those of WindowSpec() (features.py) and of rackpower-train.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # benchmark this checkout
+
+from rackpower_nodes.core.forecast.baselines import (
+    EwmaForecaster, LightGbmForecaster, LightGbmParams, PersistenceForecaster)
+from rackpower_nodes.core.forecast.forecaster import (
+    Forecaster, LstmForecaster, LstmParams)
+from rackpower_nodes.core.forecast.metrics import format_table
+
+
+@dataclass
+class SyntheticSpec:
+    step_s: float
+    history_steps: int
+    horizon_steps: int
+    coarse: tuple = ()
+    stride: int = 1
+
+
+@dataclass
+class SyntheticWindows:
+    x: np.ndarray
+    y: np.ndarray
+    scale_w: np.ndarray
+    last: np.ndarray
+    component: np.ndarray
+    t_unix: np.ndarray
+    feature_names: list
+    spec: SyntheticSpec
+
+
+def synthetic_windows(n: int, history: int, features: int, horizon: int,
+                      seed: int = 0) -> SyntheticWindows:
+    """n windows of a square-wave power schedule with noise; extra features are noisy copies
+    of power and a schedule phase. Memory: n * history * features * 4 bytes."""
+    rng = np.random.default_rng(seed)
+    period = 300
+    start = rng.integers(0, 10 * period, n)
+    t = start[:, None] + np.arange(history + horizon)[None]
+    phase = 2 * np.pi * (t % period) / period
+    power = (np.where(np.sin(phase) > 0, 0.8, 0.3) + rng.normal(0, 0.02, t.shape)).astype(
+        np.float32)
+    x = np.empty((n, history, features), np.float32)
+    x[:, :, 0] = power[:, :history]
+    if features > 1:
+        x[:, :, 1] = np.sin(phase[:, :history])
+    for f in range(2, features):
+        x[:, :, f] = power[:, :history] + rng.normal(0, 0.1, (n, history)).astype(np.float32)
+    names = ["power", "phase"] + [f"f{i}" for i in range(2, features)]
+    return SyntheticWindows(x, power[:, history:], np.full(n, 400.0), power[:, history - 1],
+                            np.array([f"srv{i % 16:02d}" for i in range(n)]),
+                            np.arange(n, dtype=np.float64), names[:features],
+                            SyntheticSpec(0.1, history, horizon))
+
+
+def time_calls(fn, calls: int, warmup: int = 50) -> np.ndarray:
+    """Wall time per call in ms over ``calls`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    out = np.empty(calls)
+    for i in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        out[i] = (time.perf_counter() - t0) * 1e3
+    return out
+
+
+def bench_inference(args: argparse.Namespace) -> list[dict]:
+    torch.set_num_threads(1)
+    small = synthetic_windows(2000, args.history, args.features, args.horizon, seed=1)
+    models: list[Forecaster] = [
+        LstmForecaster(LstmParams(max_epochs=1, threads=1, hidden_size=args.hidden,
+                                  num_layers=args.layers)),
+        PersistenceForecaster(), EwmaForecaster(),
+        LightGbmForecaster(LightGbmParams(n_estimators=200, early_stopping=0, threads=1))]
+    for m in models:
+        m.fit(small)
+    torch.set_num_threads(1)
+    x, last = small.x[:args.components], small.last[:args.components]
+    rows = []
+    for m in models:
+        call = m.predict
+        rows.append(_latency_row(f"{m.name}.predict", time_calls(lambda f=call: f(x, last),
+                                                                 args.calls)))
+    lstm = models[0]
+    xs, base = lstm._scale(x.copy()), torch.from_numpy(last)
+    with torch.inference_mode():
+        rows.insert(1, _latency_row("lstm forward only", time_calls(
+            lambda: lstm.module(xs, base), args.calls)))
+    return rows
+
+
+def _latency_row(what: str, ms: np.ndarray) -> dict:
+    return {"what": what, "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max())}
+
+
+def bench_training(args: argparse.Namespace) -> list[dict]:
+    t0 = time.perf_counter()
+    if args.sim:
+        from rackpower_nodes.forecast_cli import load_windows_for_bench
+        train, val = load_windows_for_bench(args.sim, args.threads)
+        print(f"windows from {args.sim} built in {time.perf_counter() - t0:.1f} s\n")
+    else:
+        train = synthetic_windows(args.windows, args.history, args.features, args.horizon)
+        val = synthetic_windows(max(args.windows // 10, 100), args.history, args.features,
+                                args.horizon, seed=2)
+    rows = []
+    params = LstmParams(hidden_size=args.hidden, num_layers=args.layers, threads=args.threads,
+                        max_epochs=args.max_epochs, patience=args.patience,
+                        batch_size=args.batch_size,
+                        samples_per_epoch=args.samples_per_epoch, max_train_s=args.max_train_s)
+    models: list[Forecaster] = [LstmForecaster(params)]
+    if args.lightgbm:
+        models.append(LightGbmForecaster(LightGbmParams(threads=args.threads)))
+    for m in models:
+        t0 = time.perf_counter()
+        m.fit(train, val)
+        seconds = time.perf_counter() - t0
+        epochs = m.training.get("epochs", 1)
+        rows.append({"model": m.name, "windows": len(train.y), "val_windows": len(val.y),
+                     "shape": "x".join(map(str, train.x.shape[1:])) + f"->{train.y.shape[1]}",
+                     "epochs": epochs, "seconds": seconds, "s_per_epoch": seconds / epochs})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--components", type=int, default=48)
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--history", type=int, default=50, help="history steps")
+    parser.add_argument("--features", type=int, default=24)
+    parser.add_argument("--horizon", type=int, default=50, help="horizon steps")
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=1)
+    parser.add_argument("--windows", type=int, default=200_000, help="synthetic train windows")
+    parser.add_argument("--sim", default=None, help="train on this rackpower-sim fast folder")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    parser.add_argument("--max-epochs", type=int, default=LstmParams().max_epochs)
+    parser.add_argument("--patience", type=int, default=LstmParams().patience)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--samples-per-epoch", type=int, default=0)
+    parser.add_argument("--max-train-s", type=float, default=0.0)
+    parser.add_argument("--lightgbm", action="store_true", help="also time LightGBM training")
+    parser.add_argument("--skip-train", action="store_true")
+    args = parser.parse_args(argv)
+    print("command: " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} default threads\n")
+    rows = bench_inference(args)
+    print(f"## Inference: {args.components} components, history {args.history} x "
+          f"{args.features} features, horizon {args.horizon}, hidden {args.hidden}, "
+          f"1 thread, {args.calls} calls\n")
+    print(format_table(rows, ["what", "p50_ms", "p99_ms", "max_ms"], "{:.3f}") + "\n")
+    if not args.skip_train:
+        rows = bench_training(args)
+        print(f"## Training ({args.threads} threads)\n")
+        print(format_table(rows, ["model", "windows", "val_windows", "shape", "epochs",
+                                  "seconds", "s_per_epoch"], "{:.1f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

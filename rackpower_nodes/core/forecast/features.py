@@ -1,0 +1,452 @@
+"""Model input windows: per-step features, training windows and their live counterpart.
+
+Each step of a series gets the features named by :func:`feature_names` (in order):
+
+- ``power``: step mean / ``max_w``; for each ``k`` in ``spec.coarse``: ``power_mean_k``,
+  ``power_max_k`` (over the last k steps, this one included) and ``power_slope_k`` (the
+  least-squares slope times k: change over k steps), all in units of ``max_w``;
+- host telemetry: ``cpu_util``, ``mem_used_fraction`` (0..1), ``net_rx``, ``net_tx``,
+  ``disk_read``, ``disk_write`` (``log1p(bytes/s) / log1p(1e10)``), unknown values as 0, and
+  ``telemetry_known`` (fraction of the six that are known);
+- calendar at the step start, in the schedule's time zone (UTC without one): ``tod_sin``,
+  ``tod_cos``, ``dow_sin``, ``dow_cos`` (week phase, Monday 00:00 = 0);
+- schedule: ``job_active`` (0/1), ``job_util`` (expected util of the running jobs),
+  ``job_next_in_h`` (hours to the next start, clipped to 1), ``job_next_util`` (its
+  expected util, 0 when more than 1 h away);
+- spec: ``idle_frac`` (idle_w / max_w), ``max_kw`` (max_w / 1000).
+
+A window ending at step ``j`` holds steps ``j - history + 1 .. j``; its targets are the step
+means ``j + 1 .. j + horizon`` / ``max_w``. A window needs ``spec.warmup_steps`` steps of its
+segment behind it (the coarse statistics never look past the segment start) and ``horizon``
+steps after it. :class:`OnlineWindows` builds the same ``x`` from live messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from rackpower_nodes.core.forecast.datasets import (
+    TELEMETRY,
+    TELEMETRY_MAX_AGE_S,
+    ComponentSeries,
+    DatasetError,
+    SequenceCheck,
+    hold_telemetry,
+    metrics_vector,
+    sample_times,
+    samples_power,
+    stamp_unix,
+    step_index,
+    step_times,
+)
+from rackpower_nodes.core.schedule import WorkloadSchedule
+
+__all__ = [
+    "FEATURES", "OnlineWindows", "WindowSet", "WindowSpec", "build_windows", "feature_names",
+    "group_of", "leave_one_group_out", "split_by_group", "split_by_time", "step_features",
+    "window_ends",
+]
+
+_log = logging.getLogger(__name__)
+
+DAY_S, WEEK_S = 86400.0, 7 * 86400.0
+LOG_BYTES = math.log1p(1e10)        # byte rates: log1p(B/s) / LOG_BYTES, 10 GB/s -> 1
+JOB_HORIZON_S = 3600.0
+JOB_TOL_S = 1e-3                    # a job starting within 1 ms of a step's start counts at it
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """Window geometry: model step (s), input and forecast lengths (steps), coarse
+    resolutions (steps, each >= 2) and the training stride (steps)."""
+
+    step_s: float = 0.1
+    history_steps: int = 50
+    horizon_steps: int = 50
+    coarse: tuple[int, ...] = (10, 100)
+    stride: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.step_s > 0:
+            raise DatasetError(f"WindowSpec.step_s={self.step_s!r}, expected > 0 s")
+        for name in ("history_steps", "horizon_steps", "stride"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise DatasetError(f"WindowSpec.{name}={value!r}, expected an integer >= 1")
+        if any(isinstance(k, bool) or not isinstance(k, int) or k < 2 for k in self.coarse):
+            raise DatasetError(f"WindowSpec.coarse={self.coarse!r}, expected integers >= 2")
+
+    @property
+    def warmup_steps(self) -> int:
+        """Steps of a segment a window needs behind its last step, that step included."""
+        return self.history_steps + max(self.coarse, default=1) - 1
+
+
+def feature_names(spec: WindowSpec) -> list[str]:
+    """Feature names in column order for ``spec`` (see the module docstring)."""
+    power = ["power"] + [f"power_{s}_{k}" for k in spec.coarse for s in ("mean", "max", "slope")]
+    return power + ["cpu_util", "mem_used_fraction", "net_rx", "net_tx", "disk_read",
+                    "disk_write", "telemetry_known", "tod_sin", "tod_cos", "dow_sin", "dow_cos",
+                    "job_active", "job_util", "job_next_in_h", "job_next_util", "idle_frac",
+                    "max_kw"]
+
+
+FEATURES = feature_names(WindowSpec())
+
+
+def step_features(power_w, telemetry, first_step: int, spec: WindowSpec, idle_w: float,
+                  max_w: float, component: str = "",
+                  schedule: WorkloadSchedule | None = None) -> np.ndarray:
+    """(n, F) float32 features of ``n`` consecutive steps from global step ``first_step``.
+
+    ``power_w`` (n,) W and ``telemetry`` (n, 6) are rounded to float32 first, as a
+    :class:`~.datasets.ComponentSeries` stores them. Coarse statistics of the first
+    ``k - 1`` steps are NaN (windows never include them).
+    """
+    p = np.asarray(power_w, dtype=np.float32).astype(np.float64) / max_w
+    tel = np.asarray(telemetry, dtype=np.float32).astype(np.float64)
+    times = step_times(first_step, len(p), spec.step_s)
+    tz = schedule.tz_offset_s if schedule is not None else 0.0
+    blocks = [p[:, None], _coarse(p, spec.coarse), _telemetry(tel), _calendar(times + tz),
+              _jobs(schedule, component, times), np.array([[idle_w / max_w, max_w / 1000.0]])]
+    out = np.empty((len(p), sum(b.shape[1] for b in blocks)), dtype=np.float32)
+    col = 0
+    for b in blocks:
+        out[:, col:col + b.shape[1]] = b
+        col += b.shape[1]
+    return out
+
+
+def _coarse(p: np.ndarray, ks: Sequence[int]) -> np.ndarray:
+    out = np.full((len(p), 3 * len(ks)), np.nan)
+    for c, k in enumerate(ks):
+        if len(p) < k:
+            continue
+        win = sliding_window_view(p, k)
+        i = np.arange(k) - (k - 1) / 2.0
+        out[k - 1:, 3 * c] = np.correlate(p, np.full(k, 1.0 / k), mode="valid")
+        out[k - 1:, 3 * c + 1] = win.max(axis=1)
+        out[k - 1:, 3 * c + 2] = np.correlate(p, i * k / np.dot(i, i), mode="valid")
+    return out
+
+
+def _telemetry(tel: np.ndarray) -> np.ndarray:
+    known = np.isfinite(tel)
+    v = np.where(known, tel, 0.0)
+    v[:, :2] = np.clip(v[:, :2], 0.0, 1.0)
+    v[:, 2:] = np.log1p(np.maximum(v[:, 2:], 0.0)) / LOG_BYTES
+    return np.column_stack([v, known.mean(axis=1)])
+
+
+def _calendar(local_t: np.ndarray) -> np.ndarray:
+    day = 2 * np.pi * np.mod(local_t, DAY_S) / DAY_S
+    week = 2 * np.pi * np.mod(local_t + 3 * DAY_S, WEEK_S) / WEEK_S    # epoch was a Thursday
+    return np.column_stack([np.sin(day), np.cos(day), np.sin(week), np.cos(week)])
+
+
+def _jobs(schedule: WorkloadSchedule | None, host: str, times: np.ndarray) -> np.ndarray:
+    out = np.zeros((len(times), 4))
+    out[:, 2] = 1.0
+    if schedule is None or not len(times) or host not in schedule.hosts:
+        return out
+    occ = schedule.occurrences(host, float(times[0]), float(times[-1]) + JOB_HORIZON_S)
+    for o in occ:
+        a, b = np.searchsorted(times, [o.start - JOB_TOL_S, o.end - JOB_TOL_S], side="left")
+        out[a:b, 0] = 1.0
+        out[a:b, 1] = np.maximum(out[a:b, 1], o.job.expected_util)
+    if occ:
+        occ = sorted(occ, key=lambda o: (o.start, -o.job.expected_util))
+        starts = np.array([o.start for o in occ] + [np.inf])
+        utils = np.array([o.job.expected_util for o in occ] + [0.0])
+        nxt = np.searchsorted(starts, times - JOB_TOL_S, side="left")
+        wait = np.maximum(starts[nxt] - times, 0.0)
+        out[:, 2] = np.clip(wait / JOB_HORIZON_S, 0.0, 1.0)
+        out[:, 3] = np.where(wait <= JOB_HORIZON_S, utils[nxt], 0.0)
+    return out
+
+
+@dataclass
+class WindowSet:
+    """Training windows: ``x`` (n, history, F) float32 inputs, ``y`` (n, horizon) float32
+    future step means / ``max_w``, ``scale_w`` (n,) max_w in W (multiply to get watts),
+    ``last`` (n,) the last input step's normalised power, ``component`` (n,) names and
+    ``t_unix`` (n,) float64 start time of the last input step (Unix s; the forecast is
+    issued at ``t_unix + step_s`` and target h covers the h-th step after that)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    scale_w: np.ndarray
+    last: np.ndarray
+    component: np.ndarray
+    t_unix: np.ndarray
+    feature_names: list[str] = field(default_factory=list)
+    spec: WindowSpec = field(default_factory=WindowSpec)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the arrays."""
+        return sum(a.nbytes for a in (self.x, self.y, self.scale_w, self.last, self.t_unix))
+
+    def subset(self, mask) -> WindowSet:
+        """The windows selected by a boolean mask or an index array."""
+        return WindowSet(self.x[mask], self.y[mask], self.scale_w[mask], self.last[mask],
+                         self.component[mask], self.t_unix[mask], list(self.feature_names),
+                         self.spec)
+
+
+def window_ends(n: int, spec: WindowSpec) -> np.ndarray:
+    """Indices of the last input step of each window in a segment of ``n`` steps."""
+    first, last = spec.warmup_steps - 1, n - 1 - spec.horizon_steps
+    return np.arange(first, max(last + 1, first), spec.stride, dtype=np.int64)
+
+
+def build_windows(series: Sequence[ComponentSeries], spec: WindowSpec = WindowSpec(),
+                  max_windows: int | None = None, seed: int = 0) -> WindowSet:
+    """Windows of every segment in ``series`` (never across a segment end), every
+    ``spec.stride`` steps; at most ``max_windows`` of them, drawn at random with ``seed``.
+    Memory: 4 * (history * F + horizon + 2) bytes per window plus 8 for its time."""
+    for s in series:
+        if not math.isclose(s.step_s, spec.step_s, rel_tol=1e-9):
+            raise DatasetError(f"series {s.component!r} ({s.source}): step_s={s.step_s}, "
+                               f"expected the spec's {spec.step_s} s")
+    ends = _subsample([window_ends(len(s), spec) for s in series], max_windows, seed)
+    names, hist, hor = feature_names(spec), spec.history_steps, spec.horizon_steps
+    n = sum(len(e) for e in ends)
+    ws = WindowSet(np.empty((n, hist, len(names)), np.float32), np.empty((n, hor), np.float32),
+                   np.empty(n, np.float32), np.empty(n, np.float32), np.empty(n, object),
+                   np.empty(n, np.float64), names, spec)
+    o = 0
+    for s, e in zip(series, ends, strict=True):
+        if len(e):
+            _fill(ws, slice(o, o + len(e)), s, e)
+            o += len(e)
+    _log.info("built %d windows (%.1f MB) from %d series", n, ws.nbytes / 1e6, len(series))
+    return ws
+
+
+def _subsample(ends: list[np.ndarray], max_windows: int | None, seed: int) -> list[np.ndarray]:
+    total = sum(len(e) for e in ends)
+    if max_windows is None or total <= max_windows:
+        return ends
+    if max_windows < 0:
+        raise DatasetError(f"max_windows={max_windows!r}, expected >= 0")
+    pick = np.sort(np.random.default_rng(seed).choice(total, max_windows, replace=False))
+    bounds = np.cumsum([0] + [len(e) for e in ends])
+    return [e[pick[(pick >= a) & (pick < b)] - a]
+            for e, a, b in zip(ends, bounds[:-1], bounds[1:], strict=True)]
+
+
+def _fill(ws: WindowSet, rows: slice, s: ComponentSeries, ends: np.ndarray) -> None:
+    spec = ws.spec
+    feats = step_features(s.power_w, s.telemetry, s.first_step, spec, s.idle_w, s.max_w,
+                          s.component, s.schedule)
+    np.take(feats, ends[:, None] + np.arange(1 - spec.history_steps, 1), axis=0, out=ws.x[rows])
+    ws.y[rows] = feats[ends[:, None] + np.arange(1, spec.horizon_steps + 1), 0]
+    ws.last[rows] = feats[ends, 0]
+    ws.scale_w[rows] = s.max_w
+    ws.component[rows] = s.component
+    ws.t_unix[rows] = step_times(s.first_step, len(s), s.step_s)[ends]
+
+
+def split_by_time(ws: WindowSet, frac_train: float = 0.8) -> tuple[WindowSet, WindowSet]:
+    """(train, test) per component: windows before the ``frac_train`` quantile of its times
+    train, later ones test; windows whose inputs or targets would overlap the other side are
+    dropped."""
+    if not 0.0 < frac_train < 1.0:
+        raise DatasetError(f"frac_train={frac_train!r}, expected between 0 and 1")
+    spec = ws.spec
+    before = (spec.warmup_steps - 1) * spec.step_s
+    after = (spec.horizon_steps + 1) * spec.step_s
+    train, test = np.zeros(len(ws), bool), np.zeros(len(ws), bool)
+    for name in dict.fromkeys(ws.component):
+        idx = np.flatnonzero(ws.component == name)
+        t = ws.t_unix[idx]
+        cut = np.quantile(t, frac_train)
+        train[idx] = t + after <= cut
+        test[idx] = t - before >= cut
+    return ws.subset(train), ws.subset(test)
+
+
+def group_of(component: str) -> str:
+    """The group of a component name: the part after its last '/' (the BSC workload)."""
+    return component.rsplit("/", 1)[-1]
+
+
+def split_by_group(ws: WindowSet, test_groups: Collection[str],
+                   key: Callable[[str], str] = group_of) -> tuple[WindowSet, WindowSet]:
+    """(train, test): windows whose component's ``key`` is in ``test_groups`` test."""
+    groups = np.array([key(c) for c in ws.component], dtype=object)
+    test = np.isin(groups, list(test_groups))
+    return ws.subset(~test), ws.subset(test)
+
+
+def leave_one_group_out(ws: WindowSet, key: Callable[[str], str] = group_of
+                        ) -> Iterator[tuple[str, WindowSet, WindowSet]]:
+    """``(group, train, test)`` for each group, holding that group out."""
+    for group in dict.fromkeys(key(c) for c in ws.component):
+        train, test = split_by_group(ws, [group], key)
+        yield group, train, test
+
+
+class _Track:
+    """Live step means of one component: the open step and up to ``keep`` closed ones."""
+
+    def __init__(self, keep: int):
+        self.steps: deque[np.float32] = deque(maxlen=keep)
+        self.cut()
+
+    def cut(self) -> None:
+        """Forget everything: the next sample starts a new segment."""
+        self.steps.clear()
+        self.cur: int | None = None
+        self.total, self.count, self.last_t = 0.0, 0, None
+
+    def add(self, step: int, total: float, count: int) -> None:
+        if self.cur is not None and step != self.cur:
+            mean = np.float32(self.total / self.count)
+            self.steps.extend([mean] * min(step - self.cur, self.steps.maxlen))
+            self.cur = None
+        if self.cur is None:
+            self.cur, self.total, self.count = step, 0.0, 0
+        self.total += total
+        self.count += count
+
+
+class OnlineWindows:
+    """Live model inputs, identical to :func:`build_windows` for the same samples.
+
+    Feed power samples (:meth:`push_samples`, :meth:`push_power_block`, :meth:`push_power`)
+    and host telemetry (:meth:`push_host_telemetry`, :meth:`push_telemetry`); a step closes
+    when a sample of a later step arrives. :meth:`window` returns each component's window
+    ending at its last closed step. Gaps and back-jumps (as in
+    :func:`~.datasets.split_on_gaps`) and lost frames restart a component's history.
+    """
+
+    def __init__(self, spec: WindowSpec, components: Sequence[str], idle_w: Sequence[float],
+                 max_w: Sequence[float], schedule: WorkloadSchedule | None = None, *,
+                 stale_s: float = 1.0, max_gap_steps: float = 1.5,
+                 telemetry_max_age_s: float = TELEMETRY_MAX_AGE_S):
+        self.spec, self.components = spec, list(components)
+        self.idle_w = np.asarray(idle_w, dtype=np.float64)
+        self.max_w = np.asarray(max_w, dtype=np.float64)
+        n = len(self.components)
+        if self.idle_w.shape != (n,) or self.max_w.shape != (n,) or not (self.max_w > 0).all():
+            raise DatasetError(f"OnlineWindows: {n} components with idle_w {idle_w!r} and "
+                               f"max_w {max_w!r}, expected one each, max_w > 0 W")
+        self.schedule, self.stale_s = schedule, float(stale_s)
+        self.gap_s = max_gap_steps * spec.step_s
+        self.telemetry_max_age_s = float(telemetry_max_age_s)
+        self._keep_s = (spec.warmup_steps + 2) * spec.step_s + self.telemetry_max_age_s + 1.0
+        self._tracks = {c: _Track(spec.warmup_steps) for c in self.components}
+        self._tele: dict[str, list[tuple[float, np.ndarray]]] = {c: [] for c in self.components}
+        self._sequence = SequenceCheck()
+        self.names = feature_names(spec)
+
+    def push_samples(self, msg) -> None:
+        """A ``rackpower/msg/PowerSamples``; lost frames restart its channels' history."""
+        t0, period, ids, power = samples_power(msg)
+        if self._sequence.is_break(msg.first_sequence, msg.sample_count, msg.frames_lost):
+            for name in ids:
+                if name in self._tracks:
+                    self._tracks[name].cut()
+        self.push_power_block(t0, period, ids, power)
+
+    def push_power_block(self, t0_unix: float, sample_period_s: float,
+                         component_ids: Sequence[str], power_w) -> None:
+        """Samples (components, samples) in W, sample i at ``t0_unix + i * period`` (Unix s);
+        ids that are not tracked are ignored."""
+        power = np.asarray(power_w, dtype=np.float64)
+        if power.ndim != 2 or power.shape[0] != len(component_ids):
+            raise DatasetError(f"power_w shape {power.shape}, expected ({len(component_ids)}, "
+                               "samples)")
+        t = sample_times(t0_unix, sample_period_s, power.shape[1])
+        for name, row in zip(component_ids, power, strict=True):
+            if name in self._tracks:
+                self._feed(self._tracks[name], t, row)
+
+    def push_power(self, t_unix: float, component: str, power_w: float) -> None:
+        """One sample (W) of ``component`` at ``t_unix`` (Unix s)."""
+        if component in self._tracks:
+            self._feed(self._tracks[component], np.array([float(t_unix)]),
+                       np.array([float(power_w)]))
+
+    def push_host_telemetry(self, msg) -> None:
+        """A ``rackpower/msg/HostTelemetry``: each host's metrics at the header stamp."""
+        t = stamp_unix(msg.header.stamp)
+        for host in msg.hosts:
+            self.push_telemetry(t, host.host_id, metrics_vector(host))
+
+    def push_telemetry(self, t_unix: float, host_id: str, values_6: Sequence[float]) -> None:
+        """:data:`~.datasets.TELEMETRY` of ``host_id`` (a component id) at ``t_unix``."""
+        values = np.asarray(values_6, dtype=np.float64).reshape(-1)
+        if values.shape != (len(TELEMETRY),):
+            raise DatasetError(f"telemetry of {host_id!r}: {values.size} values, expected "
+                               f"{len(TELEMETRY)} ({', '.join(TELEMETRY)})")
+        log = self._tele.get(host_id)
+        if log is None:
+            return
+        log.append((float(t_unix), values))
+        if len(log) > 64 and log[0][0] < t_unix - 2 * self._keep_s:
+            log[:] = [m for m in log if m[0] >= t_unix - self._keep_s]
+
+    def window(self, t_unix: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Inputs at ``t_unix`` (Unix s): ``x`` (components, history, F) float32 (zeros where
+        not ready), ``last`` (components,) normalised power of the last closed step (NaN
+        when none), ``ready`` (components,) bool, ``age_s`` (components,) s from the end of
+        the last closed step to ``t_unix`` (inf when none). Ready needs ``warmup_steps``
+        closed steps since the last restart and ``age_s <= stale_s``."""
+        spec, n = self.spec, len(self.components)
+        x = np.zeros((n, spec.history_steps, len(self.names)), np.float32)
+        last = np.full(n, np.nan, np.float32)
+        ready, age = np.zeros(n, bool), np.full(n, np.inf)
+        for i, name in enumerate(self.components):
+            track = self._tracks[name]
+            if track.cur is None:
+                continue
+            age[i] = t_unix - track.cur * spec.step_s
+            if track.steps:
+                last[i] = np.float32(np.float64(track.steps[-1]) / self.max_w[i])
+            if len(track.steps) < spec.warmup_steps or age[i] > self.stale_s:
+                continue
+            x[i] = self._features(i, name, track)[-spec.history_steps:]
+            ready[i] = True
+        return x, last, ready, age
+
+    def _features(self, i: int, name: str, track: _Track) -> np.ndarray:
+        first = track.cur - len(track.steps)
+        steps = first + np.arange(len(track.steps))
+        log = self._tele[name]
+        tel = hold_telemetry(steps, [m[0] for m in log], [m[1] for m in log], self.spec.step_s,
+                             self.telemetry_max_age_s)
+        return step_features(np.array(track.steps, np.float32), tel, first, self.spec,
+                             self.idle_w[i], self.max_w[i], name, self.schedule)
+
+    def _feed(self, track: _Track, t: np.ndarray, p: np.ndarray) -> None:
+        ok = np.isfinite(p)
+        t, p = t[ok], p[ok]
+        if not len(t):
+            return
+        if track.last_t is not None and not 0 < t[0] - track.last_t <= self.gap_s:
+            track.cut()
+        dt = np.diff(t)
+        cuts = np.flatnonzero((dt > self.gap_s) | ~(dt > 0)) + 1
+        for a, b in zip([0, *cuts], [*cuts, len(t)], strict=True):
+            if a:
+                track.cut()
+            bins = step_index(t[a:b], self.spec.step_s)
+            first = np.flatnonzero(np.diff(bins, prepend=bins[0] - 1))
+            sums = np.add.reduceat(p[a:b], first)
+            counts = np.diff(np.append(first, b - a))
+            for step, total, count in zip(bins[first], sums, counts, strict=True):
+                track.add(int(step), float(total), int(count))
+        track.last_t = float(t[-1])

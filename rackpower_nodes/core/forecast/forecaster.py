@@ -1,0 +1,383 @@
+"""Forecasters: the common interface, and the LSTM forecaster around :class:`QuantileLSTM`.
+
+Every forecaster (the LSTM here, the baselines in baselines.py) is fitted on a ``WindowSet``
+(features.py) and predicts, for n windows at once, the quantiles p50/p90/p99 of each
+component's mean power for every horizon step, normalised by the component's ``max_w``::
+
+    pred = forecaster.predict(x, last)   # x (n, history, F), last (n,) -> (n, horizon, 3)
+    watts = pred * scale_w[:, None, None]
+
+Predictions are >= 0 and non-decreasing along the quantile axis for every forecaster. A
+forecaster stores what it needs to predict (hyperparameters, feature scaling, weights) through
+``save``/``load`` into one versioned model directory (registry.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from rackpower_nodes.core.forecast.model import QUANTILES, QuantileLSTM
+
+__all__ = ["ForecastInputError", "Forecaster", "LstmForecaster", "LstmParams", "ModelLoadError",
+           "check_params"]
+
+_log = logging.getLogger(__name__)
+
+
+class ModelLoadError(Exception):
+    """A model directory cannot be loaded. ``path`` is the offending file or folder."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+        self.problem = problem
+
+
+class ForecastInputError(ValueError):
+    """Inputs to fit/predict have the wrong shape, features or non-finite values."""
+
+
+def check_params(params: Any, rules: Mapping[str, tuple[float, float]]) -> None:
+    """Raise ValueError naming the first hyperparameter outside its [low, high] range."""
+    for key, (low, high) in rules.items():
+        value = getattr(params, key)
+        if not low <= value <= high:
+            raise ValueError(f"{type(params).__name__}.{key} = {value!r}, expected a value in "
+                             f"[{low}, {high}]")
+
+
+class Forecaster(ABC):
+    """Interface of every forecaster (LSTM and baselines).
+
+    After ``fit`` (or ``load``): ``feature_names`` (the WindowSet's, in order), ``spec`` (its
+    WindowSpec as a dict), ``version`` (UTC fit time ``YYYYmmddTHHMMSSZ``, possibly suffixed by
+    the registry) and ``quantiles`` are set.
+    """
+
+    name: ClassVar[str] = "forecaster"
+    quantiles: tuple[float, ...] = QUANTILES
+
+    def __init__(self) -> None:
+        self.feature_names: list[str] = []
+        self.spec: dict[str, Any] = {}
+        self.version: str = "unfitted"
+        self.training: dict[str, Any] = {}
+
+    # --- the interface -------------------------------------------------------------------
+    @abstractmethod
+    def fit(self, train: Any, val: Any | None = None) -> Forecaster:
+        """Fit on ``train`` (a WindowSet); ``val`` (a WindowSet) drives early stopping."""
+
+    @abstractmethod
+    def predict(self, x: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """(n, history, F) features and (n,) last normalised power -> (n, horizon, 3) float32
+        normalised quantile forecasts, >= 0 and non-decreasing along the last axis."""
+
+    @abstractmethod
+    def hyperparameters(self) -> dict[str, Any]:
+        """JSON-able hyperparameters (what the constructor takes)."""
+
+    @abstractmethod
+    def state(self) -> dict[str, Any]:
+        """JSON-able fitted state other than weights (scaling, margins, training summary)."""
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, hyperparameters: dict, state: dict) -> Forecaster:
+        """Rebuild an unweighted forecaster from ``hyperparameters()`` and ``state()``."""
+
+    def save_weights(self, directory: Path) -> list[str]:
+        """Write weight files into ``directory``; return their names (none by default)."""
+        return []
+
+    def load_weights(self, directory: Path) -> None:
+        """Read the weight files written by ``save_weights`` (raise ModelLoadError)."""
+
+    # --- storage ---------------------------------------------------------------------------
+    def save(self, directory: str | Path, metrics: Mapping | None = None,
+             data_info: Mapping | None = None) -> Path:
+        """Write this forecaster into ``directory`` (model.json + weights); returns it."""
+        from rackpower_nodes.core.forecast.registry import write_model_dir
+        return write_model_dir(self, Path(directory), metrics, data_info)
+
+    @classmethod
+    def load(cls, directory: str | Path, expected_features: list[str] | None = None
+             ) -> Forecaster:
+        """Load a model directory written by ``save``; raises ModelLoadError."""
+        from rackpower_nodes.core.forecast.registry import load_model
+        model = load_model(directory, expected_features)
+        if cls is not Forecaster and not isinstance(model, cls):
+            raise ModelLoadError(Path(directory) / "model.json",
+                                 f"holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+    # --- helpers for subclasses ------------------------------------------------------------
+    @property
+    def horizon_steps(self) -> int:
+        return int(self.spec["horizon_steps"])
+
+    @property
+    def history_steps(self) -> int:
+        return int(self.spec["history_steps"])
+
+    @property
+    def power_index(self) -> int:
+        """Index of the normalised current power feature ("power", else feature 0)."""
+        return self.feature_names.index("power") if "power" in self.feature_names else 0
+
+    def _adopt(self, train: Any) -> None:
+        """Take feature names, window spec and a fresh version from a training WindowSet."""
+        if train.x.ndim != 3 or train.y.ndim != 2 or len(train.x) != len(train.y):
+            raise ForecastInputError(f"WindowSet shapes x {train.x.shape}, y {train.y.shape}: "
+                                     "expected x (n, history, F) and y (n, horizon)")
+        if len(train.x) == 0:
+            raise ForecastInputError("training WindowSet is empty")
+        self.feature_names = [str(f) for f in train.feature_names]
+        spec = train.spec
+        spec = asdict(spec) if dataclasses.is_dataclass(spec) else dict(spec)
+        spec["history_steps"], spec["horizon_steps"] = train.x.shape[1], train.y.shape[1]
+        self.spec = {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.items()}
+        self.version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        if train.x.shape[2] != len(self.feature_names):
+            raise ForecastInputError(f"x has {train.x.shape[2]} features but feature_names "
+                                     f"lists {len(self.feature_names)}")
+
+    def _check_input(self, x: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Validate predict inputs; returns float32 copies-if-needed."""
+        x, last = np.asarray(x, np.float32), np.asarray(last, np.float32)
+        want = (self.history_steps, len(self.feature_names))
+        if x.ndim != 3 or x.shape[1:] != want:
+            raise ForecastInputError(f"{self.name}: x shape {x.shape}, expected (n, {want[0]}, "
+                                     f"{want[1]})")
+        if last.shape != x.shape[:1]:
+            raise ForecastInputError(f"{self.name}: last shape {last.shape}, expected "
+                                     f"({x.shape[0]},)")
+        bad = int(np.count_nonzero(~np.isfinite(x))) + int(np.count_nonzero(~np.isfinite(last)))
+        if bad:
+            raise ForecastInputError(f"{self.name}: {bad} non-finite input values")
+        return x, last
+
+
+@dataclass
+class LstmParams:
+    """LSTM forecaster hyperparameters. ``threads`` caps torch's CPU threads during fit;
+    ``max_train_s`` (0 = none) stops after the epoch that crosses it; ``samples_per_epoch``
+    (0 = all) draws that many training windows per epoch; ``min_delta``: relative drop of the
+    validation loss below the best so far that counts as progress for ``patience`` (the best
+    weights are kept whatever the drop); ``features`` names the input
+    features the network reads (empty = all; ``predict`` still takes every feature of the
+    WindowSet, so the model stays a drop-in for the same windows)."""
+
+    hidden_size: int = 64
+    num_layers: int = 1
+    dropout: float = 0.1
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    max_epochs: int = 40
+    patience: int = 5
+    seed: int = 0
+    threads: int = 2
+    max_train_s: float = 0.0
+    samples_per_epoch: int = 0
+    input_clip: float = 10.0
+    min_delta: float = 0.002
+    features: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.features = tuple(self.features)
+        check_params(self, {
+            "hidden_size": (1, 4096), "num_layers": (1, 8), "dropout": (0.0, 0.9),
+            "lr": (1e-7, 1.0), "weight_decay": (0.0, 1.0), "batch_size": (1, 1 << 20),
+            "max_epochs": (1, 100000), "patience": (1, 100000), "threads": (1, 1024),
+            "max_train_s": (0.0, 1e7), "samples_per_epoch": (0, 1 << 40),
+            "input_clip": (0.1, 1e6), "min_delta": (0.0, 0.5)})
+
+
+class LstmForecaster(Forecaster):
+    """Global quantile LSTM (model.py) with per-feature standardisation fitted on train.
+
+    Fit minimises the mean pinball loss over p50/p90/p99 with Adam, keeps the weights of the
+    epoch with the lowest validation pinball loss (training loss when no validation set is
+    given) and stops after ``patience`` epochs without a relative improvement of
+    ``min_delta``. Deterministic for a seed
+    and thread count. ``progress=True`` shows a tqdm bar over epochs.
+    """
+
+    name: ClassVar[str] = "lstm"
+
+    def __init__(self, params: LstmParams | None = None, progress: bool = False) -> None:
+        super().__init__()
+        self.params = params or LstmParams()
+        self.progress = progress
+        self.mean: np.ndarray = np.zeros(0, np.float32)      # (F,) feature means
+        self.std: np.ndarray = np.ones(0, np.float32)        # (F,) feature std devs
+        self.module: QuantileLSTM | None = None
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return asdict(self.params)
+
+    def state(self) -> dict[str, Any]:
+        return {"scaler": {"mean": self.mean.tolist(), "std": self.std.tolist()},
+                "training": self.training}
+
+    @classmethod
+    def from_config(cls, hyperparameters: dict, state: dict) -> LstmForecaster:
+        model = cls(LstmParams(**hyperparameters))
+        model.mean = np.asarray(state["scaler"]["mean"], np.float32)
+        model.std = np.asarray(state["scaler"]["std"], np.float32)
+        model.training = dict(state.get("training", {}))
+        return model
+
+    @property
+    def columns(self) -> list[int]:
+        """Indices of the features the network reads, in ``feature_names``."""
+        if not self.params.features:
+            return list(range(len(self.feature_names)))
+        unknown = [f for f in self.params.features if f not in self.feature_names]
+        if unknown:
+            raise ForecastInputError(f"lstm: LstmParams.features {unknown} are not among the "
+                                     f"window features {self.feature_names}")
+        return [self.feature_names.index(f) for f in self.params.features]
+
+    def _new_module(self) -> QuantileLSTM:
+        p = self.params
+        return QuantileLSTM(len(self.columns), self.horizon_steps, p.hidden_size,
+                            p.num_layers, p.dropout, len(self.quantiles))
+
+    def save_weights(self, directory: Path) -> list[str]:
+        torch.save(self.module.state_dict(), directory / "weights.pt")
+        return ["weights.pt"]
+
+    def load_weights(self, directory: Path) -> None:
+        path, meta = directory / "weights.pt", directory / "model.json"
+        try:
+            width = len(self.columns)
+        except ForecastInputError as exc:
+            raise ModelLoadError(meta, str(exc)) from exc
+        if len(self.mean) != width or len(self.std) != width:
+            raise ModelLoadError(meta, f"scaler has {len(self.mean)} means and {len(self.std)} "
+                                 f"stds for {width} input features")
+        try:
+            weights = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError as exc:
+            raise ModelLoadError(path, "weights file is missing") from exc
+        except Exception as exc:   # torch raises RuntimeError, EOFError, UnpicklingError, ...
+            raise ModelLoadError(path, f"unreadable weights ({type(exc).__name__}: {exc})"
+                                 ) from exc
+        module = self._new_module()
+        try:
+            module.load_state_dict(weights)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            raise ModelLoadError(path, f"weights do not fit the model ({exc})") from exc
+        self.module = module.eval()
+
+    def _scale(self, x: np.ndarray) -> torch.Tensor:
+        """(n, history, all features) -> (n, history, read features) standardised tensor."""
+        z = ((x[:, :, self.columns] if self.params.features else x) - self.mean) / self.std
+        clip = self.params.input_clip
+        return torch.from_numpy(np.clip(z, -clip, clip, out=z).astype(np.float32, copy=False))
+
+    def predict(self, x: np.ndarray, last: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+        """See Forecaster.predict; runs on torch's current thread setting."""
+        if self.module is None:
+            raise ForecastInputError("lstm: predict called before fit or load")
+        x, last = self._check_input(x, last)
+        self.module.eval()
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(x), batch_size):
+                sl = slice(i, i + batch_size)
+                out.append(self.module(self._scale(x[sl]), torch.from_numpy(last[sl])).numpy())
+        if not out:
+            return np.zeros((0, self.horizon_steps, len(self.quantiles)), np.float32)
+        return np.concatenate(out)
+
+    def fit(self, train: Any, val: Any | None = None) -> LstmForecaster:
+        p = self.params
+        self._adopt(train)
+        torch.set_num_threads(p.threads)
+        torch.manual_seed(p.seed)
+        rng = np.random.default_rng(p.seed)
+        cols = self.columns
+        flat = train.x[:, :, cols].reshape(-1, len(cols)).astype(np.float64)
+        self.mean = flat.mean(axis=0).astype(np.float32)
+        std = flat.std(axis=0)
+        self.std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
+        self.module = self._new_module()
+        opt = torch.optim.Adam(self.module.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+        quantiles = torch.tensor(self.quantiles)
+        best, best_state, bad, history = float("inf"), None, 0, []
+        t0 = time.monotonic()
+        epochs = _progress(range(p.max_epochs), self.progress, "lstm epochs")
+        for epoch in epochs:
+            train_loss = self._epoch(train, opt, quantiles, rng)
+            val_loss = self.loss(val) if val is not None and len(val.x) else train_loss
+            history.append({"epoch": epoch + 1, "train_pinball": train_loss,
+                            "val_pinball": val_loss, "elapsed_s": time.monotonic() - t0})
+            _log.info("lstm epoch %d: train pinball %.5f, val pinball %.5f", epoch + 1,
+                      train_loss, val_loss)
+            if hasattr(epochs, "set_postfix"):
+                epochs.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
+            bad = 0 if val_loss < best * (1.0 - p.min_delta) else bad + 1
+            if val_loss < best:
+                best, best_state = val_loss, copy.deepcopy(self.module.state_dict())
+            if bad >= p.patience or (p.max_train_s and time.monotonic() - t0 > p.max_train_s):
+                break
+        if best_state is not None:          # None only when every loss was NaN
+            self.module.load_state_dict(best_state)
+        self.module.eval()
+        self.training = {"epochs": len(history), "best_val_pinball": best,
+                         "seconds": time.monotonic() - t0, "history": history}
+        return self
+
+    def _epoch(self, train: Any, opt: torch.optim.Optimizer, quantiles: torch.Tensor,
+               rng: np.random.Generator) -> float:
+        """One pass over (a sample of) the training windows; returns the mean pinball loss."""
+        p, n = self.params, len(train.x)
+        order = rng.permutation(n)[:p.samples_per_epoch or n]
+        self.module.train()
+        total = 0.0
+        for i in range(0, len(order), p.batch_size):
+            idx = np.sort(order[i:i + p.batch_size])
+            pred = self.module(self._scale(train.x[idx]), torch.from_numpy(
+                np.asarray(train.last[idx], np.float32)))
+            loss = _pinball(pred, torch.from_numpy(np.asarray(train.y[idx], np.float32)),
+                            quantiles)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), 1.0)
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        return total / max(len(order), 1)
+
+    def loss(self, windows: Any) -> float:
+        """Mean pinball loss (normalised power) of the current weights on a WindowSet."""
+        pred = torch.from_numpy(self.predict(windows.x, windows.last))
+        return float(_pinball(pred, torch.from_numpy(np.asarray(windows.y, np.float32)),
+                              torch.tensor(self.quantiles)))
+
+
+def _pinball(pred: torch.Tensor, y: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
+    """Mean pinball loss; pred (batch, horizon, Q), y (batch, horizon), quantiles (Q,)."""
+    diff = y.unsqueeze(-1) - pred
+    return torch.maximum(quantiles * diff, (quantiles - 1.0) * diff).mean()
+
+
+def _progress(iterable, enabled: bool, desc: str):
+    """tqdm around ``iterable`` when enabled (tqdm imported only then)."""
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+    return tqdm(iterable, desc=desc, unit="epoch")

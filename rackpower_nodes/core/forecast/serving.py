@@ -1,0 +1,143 @@
+"""The model in service: live windows in, per-component quantile forecasts in watts out.
+
+`ForecastService` owns the `OnlineWindows` and the forecaster in service. Swapping models is
+atomic: a new model is loaded and checked off the inference path, then replaces the reference
+in one step, so a cycle runs with either the old model or the new one, never with neither.
+A component whose inputs are not ready (warming up, stale, after a gap), and every component
+while no model is in service or the model fails, gets the persistence fallback with a wide
+margin, and each forecast says so.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from rackpower_nodes.core.forecast.features import OnlineWindows, WindowSpec, feature_names
+from rackpower_nodes.core.forecast.forecaster import Forecaster, ModelLoadError
+from rackpower_nodes.core.forecast.registry import load_model
+from rackpower_nodes.core.schedule import WorkloadSchedule
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """One forecast of every component; arrays (components, horizon) in W."""
+
+    t_unix: float              # origin: the newest input step's end, s
+    step_s: float
+    p50_w: np.ndarray
+    p90_w: np.ndarray
+    p99_w: np.ndarray
+    last_w: np.ndarray         # (components,), NaN where never measured
+    fallback: np.ndarray       # (components,) bool
+    reason: str                # why any component is in fallback ('' when none)
+    model_name: str
+    model_version: str
+
+
+class ForecastService:
+    """Forecasts for `components` with the model in service or the persistence fallback.
+
+    Args:
+        components, idle_w, max_w: component ids and their idle and maximum power, W
+            (`max_w` scales the model's inputs and outputs, as in training).
+        schedule: the known workload schedule, for job features.
+        stale_after_s: inputs older than this put a component in fallback, s.
+        margin_frac, min_margin_w: fallback headroom: p90 = last + max(m * last, min),
+            p99 = last + 2 * max(m * last, min).
+        spec: window geometry used while no model is loaded (a model brings its own).
+    """
+
+    def __init__(self, components, idle_w, max_w, schedule: WorkloadSchedule | None = None,
+                 stale_after_s: float = 1.0, margin_frac: float = 0.25,
+                 min_margin_w: float = 20.0, spec: WindowSpec = WindowSpec()):
+        self.components = list(components)
+        self._idle, self._max = np.asarray(idle_w, float), np.asarray(max_w, float)
+        self._schedule, self._stale = schedule, stale_after_s
+        self._margin = (margin_frac, min_margin_w)
+        self._lock = threading.Lock()
+        self._model: Forecaster | None = None
+        self._model_error = "no model in service"
+        self._windows = self._new_windows(spec)
+
+    @property
+    def model(self) -> Forecaster | None:
+        return self._model
+
+    @property
+    def spec(self) -> WindowSpec:
+        return self._windows.spec
+
+    def load(self, path: str) -> Forecaster:
+        """Load the model in `path` and put it in service; raises ModelLoadError (the model in
+        service, if any, stays)."""
+        model = load_model(path)
+        spec = WindowSpec(**{k: tuple(v) if k == "coarse" else v
+                             for k, v in model.spec.items() if k != "stride"})
+        if model.feature_names != feature_names(spec):
+            raise ModelLoadError(path, "its features are not the ones this predictor builds "
+                                 f"({len(model.feature_names)} stored)")
+        if model.history_steps != spec.history_steps:
+            raise ModelLoadError(path, "window_spec history_steps disagrees with its features")
+        with self._lock:
+            if spec != self._windows.spec:
+                self._windows = self._new_windows(spec)    # history rebuilds: fallback meanwhile
+            self._model, self._model_error = model, ""
+        _log.info("model in service: %s %s from %s", model.name, model.version, path)
+        return model
+
+    def unload(self, reason: str) -> None:
+        """Take the model out of service; forecasts use the fallback, saying `reason`."""
+        with self._lock:
+            self._model, self._model_error = None, reason
+
+    def push_samples(self, msg) -> None:
+        with self._lock:
+            self._windows.push_samples(msg)
+
+    def push_host_telemetry(self, msg) -> None:
+        with self._lock:
+            self._windows.push_host_telemetry(msg)
+
+    def forecast(self, t_unix: float) -> Forecast:
+        """Forecast every component from the inputs at `t_unix` (Unix s)."""
+        with self._lock:
+            x, last, ready, _ = self._windows.window(t_unix)
+            model, error, spec = self._model, self._model_error, self._windows.spec
+        n, h = len(self.components), spec.horizon_steps
+        q = np.empty((n, h, 3), np.float32)
+        use = ready & (model is not None)
+        reason = error if model is None else ""
+        if use.any():
+            try:
+                q[use] = model.predict(x[use], last[use])
+            except (ValueError, RuntimeError) as exc:     # a broken model must not stop us
+                _log.error("model %s failed, using the fallback: %s", model.version, exc)
+                use[:] = False
+                reason = f"model failed: {exc}"
+        q *= self._max[:, None, None].astype(np.float32)
+        if (~use).any():
+            q[~use] = self._fallback(last[~use] * self._max[~use], self._max[~use], h)
+            if not reason:
+                reason = "inputs stale or warming up: " + ", ".join(
+                    c for c, u in zip(self.components, use) if not u)
+        return Forecast(
+            t_unix=float(t_unix), step_s=spec.step_s, p50_w=q[..., 0], p90_w=q[..., 1],
+            p99_w=q[..., 2], last_w=(last * self._max).astype(np.float32), fallback=~use,
+            reason=reason, model_name=model.name if model is not None else "persistence",
+            model_version=model.version if model is not None else "fallback")
+
+    def _fallback(self, last_w: np.ndarray, max_w: np.ndarray, horizon: int) -> np.ndarray:
+        """Persistence with a wide margin, (n, horizon, 3) W; never measured → max_w."""
+        base = np.where(np.isfinite(last_w), np.maximum(last_w, 0.0), max_w)
+        margin = np.maximum(self._margin[0] * base, self._margin[1])
+        out = np.stack([base, base + margin, base + 2 * margin], axis=-1)
+        return np.repeat(out[:, None, :], horizon, axis=1).astype(np.float32)
+
+    def _new_windows(self, spec: WindowSpec) -> OnlineWindows:
+        return OnlineWindows(spec, self.components, self._idle, self._max, self._schedule,
+                             stale_s=self._stale)

@@ -1,0 +1,92 @@
+"""Parameter schema and validated configuration of the `predictor` node (no rclpy)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rackpower_nodes.core.params import (
+    ConfigError, ParamSpec, check_ids, load_node_parameters, param, read_parameters)
+
+PREDICTOR_PARAMETERS: tuple[ParamSpec, ...] = (
+    param("model.path", "", "string",
+          "Versioned model directory to serve ('' = persistence fallback until a model_update)",
+          read_only=False),
+    param("inference.rate_hz", 10.0, "double", "Forecast rate in Hz", (0.5, 50.0)),
+    param("inputs.stale_after_s", 1.0, "double",
+          "Inputs older than this switch a component to the fallback, s", (0.05, 60.0)),
+    param("fallback.margin_frac", 0.25, "double",
+          "Fallback headroom: p90 = last * (1 + m), p99 = last * (1 + 2 m)", (0.0, 5.0)),
+    param("fallback.min_margin_w", 20.0, "double",
+          "Smallest fallback headroom in W, added when m * last is smaller", (0.0, 10000.0)),
+    param("components.names", [], "string_array", "Component ids to forecast, e.g. srv01"),
+    param("components.idle_w", [], "double_array",
+          "Idle power per component in W (one per components.names)"),
+    param("components.max_w", [], "double_array",
+          "Maximum power per component in W (its outlet or PSU limit; scales the model)"),
+    param("schedule.file", "", "string",
+          "YAML file with a top-level `schedule:` list of known workload jobs ('' = none)"),
+    param("calendar.utc_offset_s", 0, "integer",
+          "Offset of the rack's local time from UTC in s", (-50400, 50400)),
+    param("publish.deadline_s", 0.5, "double", "QoS deadline of power_forecast in s",
+          (0.01, 60.0), positive=True),
+    param("frame_id", "rack", "string", "header.frame_id of published messages"),
+)
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    model_path: str
+    rate_hz: float
+    stale_after_s: float
+    margin_frac: float
+    min_margin_w: float
+    components: tuple[str, ...]
+    idle_w: tuple[float, ...]
+    max_w: tuple[float, ...]
+    schedule_file: str
+    utc_offset_s: int
+    deadline_s: float
+    frame_id: str
+
+
+def predictor_config_from_params(values: Mapping[str, Any]) -> PredictorConfig:
+    """Build a validated config; raises ConfigError naming every bad key and value."""
+    errors: list[str] = []
+    v = read_parameters(PREDICTOR_PARAMETERS, values, errors)
+    names = v.get("components.names", ())
+    if not names:
+        errors.append("components.names = []: expected at least one component id")
+    check_ids("components.names", names, errors)
+    for key in ("components.idle_w", "components.max_w"):
+        arr = v.get(key, ())
+        if len(arr) != len(names):
+            errors.append(f"{key} = {list(arr)!r}: has {len(arr)} values, expected "
+                          f"{len(names)} (one per components.names)")
+    for i, (idle, peak) in enumerate(zip(v.get("components.idle_w", ()),
+                                         v.get("components.max_w", ()))):
+        if not (math.isfinite(idle) and math.isfinite(peak) and 0 <= idle < peak):
+            errors.append(f"components.idle_w[{i}] = {idle!r}, components.max_w[{i}] = "
+                          f"{peak!r}: expected 0 <= idle < max, finite, in W")
+    schedule = v.get("schedule.file", "")
+    if schedule and not Path(schedule).is_file():
+        errors.append(f"schedule.file = {schedule!r}: no such file")
+    if errors:
+        raise ConfigError(errors)
+    return PredictorConfig(
+        model_path=v["model.path"], rate_hz=v["inference.rate_hz"],
+        stale_after_s=v["inputs.stale_after_s"], margin_frac=v["fallback.margin_frac"],
+        min_margin_w=v["fallback.min_margin_w"], components=tuple(names),
+        idle_w=tuple(v["components.idle_w"]), max_w=tuple(v["components.max_w"]),
+        schedule_file=schedule, utc_offset_s=v["calendar.utc_offset_s"],
+        deadline_s=v["publish.deadline_s"], frame_id=v["frame_id"])
+
+
+def load_predictor_config_yaml(path: str | Path, node_name: str = "predictor") -> PredictorConfig:
+    values = load_node_parameters(path, node_name)
+    try:
+        return predictor_config_from_params(values)
+    except ConfigError as exc:
+        raise ConfigError([f"{path}: {e}" for e in exc.errors]) from exc

@@ -1,0 +1,383 @@
+"""``rackpower-train`` and ``rackpower-eval``: fit forecasters and compare them with baselines.
+
+    rackpower-train --sim DIR --model all --out models/ [--threads 2 --seed 0 --epochs 40]
+    rackpower-eval --sim DIR2 --models-root models/ --plots plots/
+    rackpower-eval --bsc ../shared/data/bsc-power --protocol leave-one-workload-out \\
+                   --horizons 2,3
+
+Data come from exactly one of ``--sim`` (a ``rackpower-sim fast`` folder), ``--bsc`` (a BSC
+CSV or a folder of ``<server>/<workload>.csv``), ``--plain`` (plain CSV, docs/forecast-data.md)
+or ``--bag`` (rosbag2), cut into windows by features.build_windows. ``rackpower-train`` holds
+out the last ``--val-frac`` of each component's time for early stopping and validation
+metrics, and saves each model to ``<out>/<name>-<version>/`` (registry.py).
+``rackpower-eval`` either scores saved models (``--models`` / ``--models-root``) on all windows
+of the data, or trains and scores the LSTM and every baseline itself under ``--protocol``
+(``leave-one-workload-out``: BSC components ``<server>/<workload>``, each workload held out
+of training in turn; ``time-split``: the last ``--test-frac`` of each component's time).
+Tables (markdown) per horizon step, per component and, for BSC, per server; metrics in W.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rackpower_nodes.core.forecast.baselines import (
+    EwmaForecaster, EwmaParams, LightGbmForecaster, LightGbmParams, PersistenceForecaster)
+from rackpower_nodes.core.forecast.datasets import (
+    from_bag, from_bsc_csv, from_plain_csv, from_sim)
+from rackpower_nodes.core.forecast.features import (
+    WindowSpec, build_windows, group_of, split_by_time)
+from rackpower_nodes.core.forecast.forecaster import (
+    Forecaster, LstmForecaster, LstmParams, ModelLoadError)
+from rackpower_nodes.core.forecast.metrics import comparison_report, metric_rows
+from rackpower_nodes.core.forecast.registry import load_model, save_model
+
+__all__ = ["eval_main", "load_windows_for_bench", "train_main"]
+
+_log = logging.getLogger("rackpower_forecast")
+MODELS = ("lstm", "persistence", "ewma", "lightgbm")
+# per source: (step_s, history_steps, horizon_steps, coarse, stride)
+SPEC_DEFAULTS = {"sim": (0.1, 50, 50, (10, 100), 20), "bag": (0.1, 50, 50, (10, 100), 20),
+                 "plain": (0.1, 50, 50, (10, 100), 20), "bsc": (2.0, 15, 3, (5, 15), 1)}
+
+
+class CliError(Exception):
+    """A command-line problem a person can fix; printed without a traceback."""
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--sim", type=Path, help="rackpower-sim fast folder")
+    src.add_argument("--bsc", type=Path, help="BSC CSV file or folder of <server>/*.csv")
+    src.add_argument("--plain", type=Path, help="plain CSV (time_s,component,power_w,...)")
+    src.add_argument("--bag", type=Path, help="rosbag2 folder or file")
+    p.add_argument("--namespace", default=None, help="rack namespace inside a bag")
+    p.add_argument("--step-s", type=float, default=None, help="model step, s (per source)")
+    p.add_argument("--history-steps", type=int, default=None)
+    p.add_argument("--horizon-steps", type=int, default=None)
+    p.add_argument("--coarse", default=None, help="coarse resolutions in steps, e.g. 10,100")
+    p.add_argument("--stride", type=int, default=None, help="steps between windows")
+    p.add_argument("--max-windows", type=int, default=300_000,
+                   help="cap on windows (random sample; memory ~ 4*history*24 B each)")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling and training")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (torch, LightGBM)")
+    p.add_argument("--log-level", default="INFO")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("LSTM")
+    d = LstmParams()
+    for flag, attr, typ in [("--hidden", "hidden_size", int), ("--layers", "num_layers", int),
+                            ("--dropout", "dropout", float), ("--lr", "lr", float),
+                            ("--batch-size", "batch_size", int), ("--epochs", "max_epochs", int),
+                            ("--patience", "patience", int),
+                            ("--max-train-s", "max_train_s", float),
+                            ("--samples-per-epoch", "samples_per_epoch", int)]:
+        g.add_argument(flag, dest=attr, type=typ, default=getattr(d, attr),
+                       help=f"default {getattr(d, attr)}")
+    p.add_argument("--features", default=None,
+                   help="comma list of features (fnmatch patterns) the LSTM reads; default: "
+                        "'power' for --bsc, all otherwise")
+    p.add_argument("--ewma-alpha", type=float, default=EwmaParams().alpha)
+    p.add_argument("--lgbm-trees", type=int, default=LightGbmParams().n_estimators)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _source(args: argparse.Namespace) -> tuple[str, Path]:
+    for kind in ("sim", "bsc", "plain", "bag"):
+        if getattr(args, kind) is not None:
+            return kind, getattr(args, kind)
+    raise CliError("no data source: give --sim, --bsc, --plain or --bag")
+
+
+def window_spec(args: argparse.Namespace, base: dict | None = None):
+    """WindowSpec from the source's defaults, a saved model's spec (``base``) and flags."""
+    step, hist, hor, coarse, stride = SPEC_DEFAULTS[_source(args)[0]]
+    if base:
+        step, hist, hor = base["step_s"], base["history_steps"], base["horizon_steps"]
+        coarse, stride = tuple(base.get("coarse", coarse)), base.get("stride", stride)
+    if args.coarse is not None:
+        coarse = tuple(int(k) for k in args.coarse.split(",") if k.strip())
+    return WindowSpec(step_s=args.step_s or step, history_steps=args.history_steps or hist,
+                      horizon_steps=args.horizon_steps or hor, coarse=coarse,
+                      stride=args.stride or stride)
+
+
+def load_series(args: argparse.Namespace, step_s: float) -> list:
+    """ComponentSeries of the chosen source (datasets.py)."""
+    kind, path = _source(args)
+    if not path.exists():
+        raise CliError(f"--{kind} {path}: no such file or folder")
+    if kind == "sim":
+        return from_sim(path, step_s=step_s)
+    if kind == "plain":
+        return from_plain_csv(path, step_s=step_s)
+    if kind == "bag":
+        return from_bag(path, step_s=step_s, namespace=args.namespace)
+    files = [path]
+    if path.is_dir():
+        files = sorted(path.glob("*/*.csv")) or sorted(path.glob("*.csv"))
+    if not files:
+        raise CliError(f"--bsc {path}: no CSV files in it or in its subfolders")
+    return [s for f in files for s in from_bsc_csv(f, step_s=step_s)]
+
+
+def load_windows(args: argparse.Namespace, spec) -> tuple:
+    """(WindowSet, data_info dict) for the chosen source and spec."""
+    kind, path = _source(args)
+    series = load_series(args, spec.step_s)
+    ws = build_windows(series, spec, max_windows=args.max_windows, seed=args.seed)
+    if not len(ws):
+        raise CliError(f"--{kind} {path}: no windows (segments shorter than "
+                       f"{spec.warmup_steps + spec.horizon_steps} steps?)")
+    info = {"source": kind, "path": str(path), "series": len(series),
+            "components": sorted(set(ws.component.tolist())), "windows": len(ws),
+            "t_first_unix": float(ws.t_unix.min()), "t_last_unix": float(ws.t_unix.max())}
+    _log.info("%s %s: %d series, %d windows of %s", kind, path, len(series), len(ws),
+              ws.x.shape[1:])
+    return ws, info
+
+
+def _lstm_features(args: argparse.Namespace, names: list[str]) -> tuple[str, ...]:
+    """Features the LSTM reads: ``--features`` patterns matched against ``names``.
+
+    BSC default: the current power only. Each BSC file is one workload with its own max_w,
+    run at its own hours, so calendar, spec and coarse columns identify the workload; with
+    them the LSTM fits the training workloads and loses to persistence on the held-out one
+    (leave-one-workload-out: 1.10x persistence MAE with all features, 1.00x with power*,
+    0.96x with power only)."""
+    text = args.features if args.features is not None else (
+        "power" if _source(args)[0] == "bsc" else "")
+    pats = [p.strip() for p in text.split(",") if p.strip()]
+    chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
+    if pats and not chosen:
+        raise CliError(f"--features {text!r} matches none of {names}")
+    return tuple(chosen)
+
+
+def make_forecaster(name: str, args: argparse.Namespace, names: list[str]) -> Forecaster:
+    """A fresh forecaster ``name`` configured from the flags; ``names``: window features."""
+    if name == "lstm":
+        keys = ("hidden_size", "num_layers", "dropout", "lr", "batch_size", "max_epochs",
+                "patience", "max_train_s", "samples_per_epoch")
+        params = LstmParams(seed=args.seed, threads=args.threads,
+                            features=_lstm_features(args, names),
+                            **{k: getattr(args, k) for k in keys})
+        return LstmForecaster(params, progress=not args.no_progress)
+    if name == "persistence":
+        return PersistenceForecaster()
+    if name == "ewma":
+        return EwmaForecaster(EwmaParams(alpha=args.ewma_alpha))
+    if name == "lightgbm":
+        return LightGbmForecaster(LightGbmParams(n_estimators=args.lgbm_trees,
+                                                 threads=args.threads, seed=args.seed))
+    raise CliError(f"unknown model {name!r}, expected one of {', '.join(MODELS)} or all")
+
+
+def _names(text: str) -> list[str]:
+    names = list(MODELS) if text == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in MODELS]
+    if bad or not names:
+        raise CliError(f"--model {text!r}: unknown {bad}, expected a comma list of "
+                       f"{', '.join(MODELS)} or all")
+    return names
+
+
+def _watts(ws, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scale = np.asarray(ws.scale_w, np.float64)
+    return ws.y * scale[:, None], pred * scale[:, None, None]
+
+
+def _setup(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+    torch.set_num_threads(args.threads)
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """``rackpower-train``: fit models, save them with their validation metrics."""
+    parser = argparse.ArgumentParser(prog="rackpower-train", description=__doc__.split("\n")[0])
+    _data_args(parser)
+    _model_args(parser)
+    parser.add_argument("--model", default="lstm", help="comma list of models, or all")
+    parser.add_argument("--out", type=Path, default=Path("models"), help="model root folder")
+    parser.add_argument("--val-frac", type=float, default=0.15,
+                        help="last fraction of each component's time held out for validation")
+    args = parser.parse_args(argv)
+    _setup(args)
+    try:
+        names = _names(args.model)
+        ws, info = load_windows(args, window_spec(args))
+        train, val = split_by_time(ws, 1.0 - args.val_frac)
+        info.update(train_windows=len(train), val_windows=len(val))
+        for name in names:
+            t0 = time.monotonic()
+            model = make_forecaster(name, args, train.feature_names).fit(train, val)
+            seconds = time.monotonic() - t0
+            y_w, p_w = _watts(val, model.predict(val.x, val.last))
+            rows = metric_rows(y_w, p_w, val.component, model.quantiles, step_s=ws.spec.step_s)
+            metrics = {"val": rows[-1], "val_per_step": [r for r in rows if r["scope"] == "step"],
+                       "train_seconds": seconds}
+            path = save_model(model, args.out, metrics, info)
+            print(f"{name}: saved {path} (val MAE {rows[-1]['mae']:.3f} W, pinball "
+                  f"{rows[-1]['pinball']:.3f} W, p90 coverage {rows[-1]['cov_p90']:.3f}, "
+                  f"fit {seconds:.1f} s)")
+    except (CliError, ModelLoadError, ValueError) as exc:   # DatasetError is a ValueError
+        print(f"rackpower-train: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _fit_predict(names: list[str], args, train, test) -> dict[str, np.ndarray]:
+    """Fit each model on ``train`` (last 15 % of its time for early stopping), predict test."""
+    fit_on, val = split_by_time(train, 0.85)
+    out = {}
+    for name in names:
+        t0 = time.monotonic()
+        model = make_forecaster(name, args, train.feature_names).fit(fit_on, val)
+        out[name] = model.predict(test.x, test.last)
+        _log.info("%s: fitted on %d windows in %.1f s", name, len(fit_on),
+                  time.monotonic() - t0)
+    return out
+
+
+def _evaluate(args, names: list[str]) -> tuple:
+    """(test WindowSet, {model name: (n, horizon, 3) normalised predictions})."""
+    dirs = list(args.models or [])
+    if args.models_root is not None:
+        dirs += _latest_models(args.models_root)
+    if dirs:
+        models = [load_model(d) for d in dirs]
+        ws, _ = load_windows(args, window_spec(args, models[0].spec))
+        preds = {}
+        for d, m in zip(dirs, models, strict=True):
+            if m.feature_names != ws.feature_names:
+                raise ModelLoadError(Path(d) / "model.json", "its features differ from the "
+                                     f"windows' ({len(m.feature_names)} vs "
+                                     f"{len(ws.feature_names)}, or another order)")
+            preds[m.name if m.name not in preds else f"{m.name}-{m.version}"] = m.predict(
+                ws.x, ws.last)
+        return ws, preds
+    ws, _ = load_windows(args, window_spec(args))
+    if args.protocol == "time-split":
+        train, test = split_by_time(ws, 1.0 - args.test_frac)
+        return test, _fit_predict(names, args, train, test)
+    groups = np.array([group_of(c) for c in ws.component], dtype=object)
+    if len(set(groups)) < 2:
+        raise CliError("leave-one-workload-out needs components named <server>/<workload> "
+                       f"with >= 2 workloads; found {sorted(set(groups))}")
+    preds = {n: np.zeros((len(ws), ws.y.shape[1], 3), np.float32) for n in names}
+    for g in dict.fromkeys(groups):
+        held = groups == g
+        _log.info("fold %s: %d train, %d test windows", g, int((~held).sum()), int(held.sum()))
+        for name, p in _fit_predict(names, args, ws.subset(~held), ws.subset(held)).items():
+            preds[name][held] = p
+    return ws, preds
+
+
+def _latest_models(root: Path) -> list[Path]:
+    """The newest ``<name>-<version>`` folder of each model name under ``root``."""
+    newest: dict[str, Path] = {}
+    for d in sorted(p for p in root.glob("*-*")
+                    if not p.name.startswith(".") and (p / "model.json").is_file()):
+        newest[d.name.split("-", 1)[0]] = d
+    if not newest:
+        raise CliError(f"--models-root {root}: no model folders (<name>-<version>/model.json)")
+    return list(newest.values())
+
+
+def report(ws, preds: dict[str, np.ndarray], horizons: list[int]) -> str:
+    """comparison_report of normalised predictions on a WindowSet, in W."""
+    scale = np.asarray(ws.scale_w, np.float64)
+    return comparison_report(ws.y * scale[:, None],
+                             {n: p * scale[:, None, None] for n, p in preds.items()},
+                             ws.last * scale, ws.component, horizons, ws.spec.step_s)
+
+
+def plot_bands(ws, preds: dict[str, np.ndarray], horizon: int, folder: Path,
+               components: int = 4, points: int = 400) -> list[Path]:
+    """PNG per component: actual power vs each model's p50 and p50-p90-p99 bands at
+    ``horizon`` steps ahead, over the component's first ``points`` windows in time."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    comp, files = np.asarray(ws.component).astype(str), []
+    for c in sorted(set(comp.tolist()))[:components]:
+        idx = np.flatnonzero(comp == c)
+        idx = idx[np.argsort(ws.t_unix[idx], kind="stable")][:points]
+        t = ws.t_unix[idx] + horizon * ws.spec.step_s - ws.t_unix[idx][0]
+        scale = np.asarray(ws.scale_w[idx], np.float64)
+        fig, axes = plt.subplots(len(preds), 1, figsize=(11, 2.4 * len(preds)), sharex=True,
+                                 squeeze=False)
+        for ax, (name, pred) in zip(axes[:, 0], preds.items(), strict=True):
+            p = pred[idx, horizon - 1] * scale[:, None]
+            ax.fill_between(t, p[:, 0], p[:, 2], color="tab:blue", alpha=0.15, label="p50-p99")
+            ax.fill_between(t, p[:, 0], p[:, 1], color="tab:blue", alpha=0.3, label="p50-p90")
+            ax.plot(t, p[:, 0], color="tab:blue", lw=1, label="p50")
+            ax.plot(t, ws.y[idx, horizon - 1] * scale, color="k", lw=0.8, label="actual")
+            ax.set_ylabel(f"{name}\nW")
+        axes[0, 0].legend(loc="upper right", fontsize=7, ncol=4)
+        axes[0, 0].set_title(f"{c}: {horizon * ws.spec.step_s:g} s ahead")
+        axes[-1, 0].set_xlabel("s (windows not always contiguous)")
+        path = folder / f"bands_{c.replace('/', '_')}_h{horizon}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        files.append(path)
+    return files
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    """``rackpower-eval``: tables of the LSTM vs every baseline (and plots)."""
+    parser = argparse.ArgumentParser(prog="rackpower-eval", description=__doc__.split("\n")[0])
+    _data_args(parser)
+    _model_args(parser)
+    parser.add_argument("--models", type=Path, nargs="*", help="saved model folders to score")
+    parser.add_argument("--models-root", type=Path, default=None,
+                        help="score the newest folder of each model name under this root")
+    parser.add_argument("--protocol", choices=("time-split", "leave-one-workload-out"),
+                        default="time-split", help="when no saved models are given")
+    parser.add_argument("--model", default="all", help="models the protocol trains")
+    parser.add_argument("--test-frac", type=float, default=0.3)
+    parser.add_argument("--horizons", default=None, help="1-based steps to report, e.g. 2,3")
+    parser.add_argument("--plots", type=Path, default=None, help="folder for PNG plots")
+    args = parser.parse_args(argv)
+    _setup(args)
+    try:
+        ws, preds = _evaluate(args, _names(args.model))
+        h = ws.y.shape[1]
+        horizons = ([int(k) for k in args.horizons.split(",")] if args.horizons
+                    else sorted({1, max(h // 2, 1), h}))
+        if any(not 1 <= k <= h for k in horizons):
+            raise CliError(f"--horizons {args.horizons}: steps must lie in 1..{h}")
+        print(f"# rackpower-eval: {len(ws)} test windows, {len(set(ws.component))} components"
+              f", models {', '.join(preds)}\n")
+        print(report(ws, preds, horizons))
+        if args.plots is not None:
+            for path in plot_bands(ws, preds, max(horizons), args.plots):
+                print(f"plot: {path}")
+    except (CliError, ModelLoadError, ValueError) as exc:
+        print(f"rackpower-eval: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def load_windows_for_bench(sim_dir: str | Path, threads: int,
+                           val_frac: float = 0.15) -> tuple:
+    """(train, val) windows of a simulator folder with rackpower-train's defaults."""
+    args = argparse.Namespace(sim=Path(sim_dir), bsc=None, plain=None, bag=None, step_s=None,
+                              history_steps=None, horizon_steps=None, coarse=None, stride=None,
+                              max_windows=300_000, seed=0, threads=threads, namespace=None)
+    ws, _ = load_windows(args, window_spec(args))
+    return split_by_time(ws, 1.0 - val_frac)

@@ -1,0 +1,178 @@
+"""The `predictor` node: `power_samples` and `host_telemetry` in, `power_forecast` out at 10 Hz.
+
+Inference runs on a timer in its own callback group; the input subscriptions run in another,
+under a MultiThreadedExecutor, so neither waits for the other. A new model (a `model_update`
+message, or a change of the `model.path` parameter) is loaded on a worker thread and swapped
+in atomically, so no cycle is skipped. Without a usable model, or for components whose inputs
+are stale, forecasts come from the persistence fallback with a wide margin, and both the
+message and the diagnostics say so.
+"""
+from __future__ import annotations
+
+import array
+import threading
+import time
+from collections import deque
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from rackpower.msg import HostTelemetry, ModelUpdate, PowerForecast, PowerSamples
+from rackpower_nodes.core.forecast.forecaster import ModelLoadError
+from rackpower_nodes.core.forecast.serving import Forecast, ForecastService
+from rackpower_nodes.core.predictor_config import (
+    PREDICTOR_PARAMETERS, PredictorConfig, predictor_config_from_params)
+from rackpower_nodes.core.schedule import WorkloadSchedule
+from rackpower_nodes.current_sensor import samples_qos
+from rackpower_nodes.node_main import run_node
+from rackpower_nodes.ros_params import declare_from_specs
+
+LATENCY_WINDOW = 200
+
+
+def forecast_qos() -> QoSProfile:
+    """Forecasts: reliable, keep last 5."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def latched_qos() -> QoSProfile:
+    """Latest state (model_update): reliable, transient local, depth 1."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def to_message(fc: Forecast, components, frame_id: str, inference_ms: float) -> PowerForecast:
+    msg = PowerForecast()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(fc.t_unix * 1e9), 10**9)
+    msg.header.frame_id = frame_id
+    msg.step_s = fc.step_s
+    msg.horizon_steps = int(fc.p50_w.shape[1])
+    msg.channel_ids = list(components)
+    msg.p50_w, msg.p90_w, msg.p99_w = _f32(fc.p50_w), _f32(fc.p90_w), _f32(fc.p99_w)
+    msg.peak_p90_w = _f32(fc.p90_w.max(axis=1))
+    msg.last_w = _f32(np.nan_to_num(fc.last_w, nan=-1.0))
+    msg.model_name, msg.model_version = fc.model_name, fc.model_version
+    msg.fallback = bool(fc.fallback.any())
+    msg.fallback_reason = fc.reason
+    msg.inference_ms = float(inference_ms)
+    return msg
+
+
+def _f32(values: np.ndarray) -> array.array:
+    out = array.array("f")
+    out.frombytes(np.ascontiguousarray(values, dtype=np.float32).tobytes())
+    return out
+
+
+class PredictorNode(Node):
+    """Forecasts each component's power for the next horizon."""
+
+    def __init__(self, **kwargs):
+        super().__init__("predictor", **kwargs)
+        self.config: PredictorConfig = predictor_config_from_params(
+            declare_from_specs(self, PREDICTOR_PARAMETERS))
+        cfg = self.config
+        schedule = WorkloadSchedule.from_file(cfg.schedule_file) if cfg.schedule_file else None
+        self.service = ForecastService(cfg.components, cfg.idle_w, cfg.max_w, schedule,
+                                       cfg.stale_after_s, cfg.margin_frac, cfg.min_margin_w)
+        self._latency_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._cycles = 0
+        self._last_fallback = (0, "")
+        self._load_state = ("none", "no model configured")
+        inputs = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(PowerSamples, "power_samples", self.service.push_samples,
+                                 samples_qos(0.25), callback_group=inputs)
+        self.create_subscription(HostTelemetry, "host_telemetry",
+                                 self.service.push_host_telemetry, samples_qos(2.0),
+                                 callback_group=inputs)
+        self.create_subscription(ModelUpdate, "model_update", self._on_model_update,
+                                 latched_qos(), callback_group=inputs)
+        self._pub = self.create_publisher(PowerForecast, "power_forecast", forecast_qos())
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0 / cfg.rate_hz, self._cycle,
+                          callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=inputs)
+        self.add_on_set_parameters_callback(self._on_parameters)
+        if cfg.model_path:
+            self._load_async(cfg.model_path, "model.path")
+
+    def _cycle(self) -> None:
+        began = time.perf_counter()
+        fc = self.service.forecast(time.time())
+        elapsed_ms = (time.perf_counter() - began) * 1e3
+        self._latency_ms.append(elapsed_ms)
+        self._cycles += 1
+        self._last_fallback = (int(fc.fallback.sum()), fc.reason)
+        self._pub.publish(to_message(fc, self.service.components, self.config.frame_id,
+                                     elapsed_ms))
+
+    def _on_model_update(self, msg: ModelUpdate) -> None:
+        self._load_async(msg.model_path, f"model_update ({msg.reason or 'no reason'})")
+
+    def _on_parameters(self, params) -> SetParametersResult:
+        for p in params:
+            if p.name == "model.path" and p.value:
+                self._load_async(str(p.value), "model.path")
+        return SetParametersResult(successful=True)
+
+    def _load_async(self, path: str, why: str) -> None:
+        """Load off the inference path; the model in service keeps serving meanwhile."""
+        threading.Thread(target=self._load, args=(path, why), daemon=True,
+                         name="model-loader").start()
+
+    def _load(self, path: str, why: str) -> None:
+        try:
+            model = self.service.load(path)
+        except ModelLoadError as exc:
+            self._load_state = ("error", str(exc))
+            self.get_logger().error(f"cannot load model ({why}): {exc}; "
+                                    + ("keeping the model in service" if self.service.model
+                                       else "serving the persistence fallback"))
+            return
+        self._load_state = ("loaded", f"{model.name} {model.version} from {path}")
+        self.get_logger().info(f"model in service ({why}): {model.name} {model.version}")
+
+    def _publish_diagnostics(self) -> None:
+        lat = np.array(self._latency_ms) if self._latency_ms else np.array([np.nan])
+        model = self.service.model
+        state, detail = self._load_state
+        n_fallback, reason = self._last_fallback
+        if model is None:
+            level, text = DiagnosticStatus.WARN, f"persistence fallback: {detail}"
+        elif n_fallback:
+            level, text = DiagnosticStatus.WARN, f"{n_fallback} components in fallback: {reason}"
+        elif state == "error":
+            level, text = DiagnosticStatus.WARN, f"serving {model.version}; last load: {detail}"
+        else:
+            level, text = DiagnosticStatus.OK, f"serving {model.name} {model.version}"
+        values = {"model": model.name if model else "persistence",
+                  "model_version": model.version if model else "fallback",
+                  "load_state": state, "load_detail": detail, "cycles": self._cycles,
+                  "fallback_components": n_fallback, "fallback_reason": reason,
+                  "inference_ms_p50": f"{np.percentile(lat, 50):.2f}",
+                  "inference_ms_p99": f"{np.percentile(lat, 99):.2f}",
+                  "inference_ms_max": f"{lat.max():.2f}"}
+        status = DiagnosticStatus(
+            level=level, name=f"{self.get_fully_qualified_name()}: forecaster", message=text,
+            hardware_id="predictor",
+            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        diag = DiagnosticArray(status=[status])
+        diag.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(diag)
+
+
+def main(args=None) -> int:
+    return run_node(PredictorNode, "predictor", args, threads=3)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,466 @@
+"""Forecast data: gap splitting, every reader, window layout and the live twin of training."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rackpower_nodes.core.forecast.datasets import (
+    TELEMETRY,
+    ComponentSeries,
+    DatasetError,
+    from_bag,
+    from_bsc_csv,
+    from_plain_csv,
+    from_sim,
+    message_typestore,
+    split_on_gaps,
+    write_plain_csv,
+)
+from rackpower_nodes.core.forecast.features import (
+    FEATURES,
+    OnlineWindows,
+    WindowSpec,
+    build_windows,
+    feature_names,
+    split_by_group,
+    split_by_time,
+)
+from rackpower_nodes.core.schedule import WorkloadSchedule
+from rackpower_nodes.sim.rack_sim import generate
+
+T0 = 1_700_000_000.0                  # on the 0.1 s grid
+SMALL = WindowSpec(step_s=0.1, history_steps=10, horizon_steps=5, coarse=(3, 10))
+COL = {name: i for i, name in enumerate(feature_names(SMALL))}
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return generate(1, seed=1)
+
+
+def _series(power, step_s=0.1, t0=T0, telemetry=None, name="srv01", idle_w=50.0, max_w=200.0,
+            schedule=None) -> ComponentSeries:
+    power = np.asarray(power, dtype=np.float64)
+    tel = np.full((len(power), 6), np.nan) if telemetry is None else telemetry
+    return ComponentSeries(name, t0, step_s, power, tel, idle_w, max_w, schedule)
+
+
+# -- gaps -----------------------------------------------------------------------------------
+
+def test_split_on_gaps_cuts_at_a_gap_and_a_back_jump():
+    t = np.concatenate([T0 + np.arange(300) * 0.01,            # 3 s at 100 Hz
+                        T0 + 4.0 + np.arange(200) * 0.01,      # after a 1 s gap
+                        T0 + 1.0 + np.arange(100) * 0.01])     # back in time
+    p = np.concatenate([np.full(300, 100.0), np.full(200, 200.0), np.full(100, 300.0)])
+    runs = split_on_gaps(t, p, step_s=0.1)
+    assert [r[0] for r in runs] == pytest.approx([T0, T0 + 4.0, T0 + 1.0])
+    assert [len(r[1]) for r in runs] == [30, 20, 10]
+    for run, level in zip(runs, (100.0, 200.0, 300.0), strict=True):
+        assert np.all(run[1] == level)
+
+
+def test_split_on_gaps_means_and_holds_empty_steps():
+    # dt = 0.14 s stays within 1.5 steps, so some steps get no sample and hold the previous
+    t = T0 + np.array([0.0, 0.05, 0.14, 0.28, 0.42])
+    p = np.array([1.0, 3.0, 5.0, 7.0, 9.0])
+    tel = np.array([[np.nan, 1.0], [np.nan, 3.0], [2.0, np.nan], [4.0, 4.0], [6.0, 6.0]])
+    [(t0, mean, tmean)] = split_on_gaps(t, p, tel, step_s=0.1)
+    assert t0 == pytest.approx(T0)
+    np.testing.assert_allclose(mean, [2.0, 5.0, 7.0, 7.0, 9.0])   # step 3 is empty: held
+    np.testing.assert_allclose(tmean[:, 0], [np.nan, 2.0, 4.0, 4.0, 6.0])
+    np.testing.assert_allclose(tmean[:, 1], [2.0, np.nan, 4.0, 4.0, 6.0])
+
+
+def test_no_window_crosses_a_gap_or_a_back_jump():
+    levels = (60.0, 120.0, 180.0)
+    t = np.concatenate([T0 + np.arange(60) * 0.1, T0 + 7.0 + np.arange(40) * 0.1,
+                        T0 + 2.0 + np.arange(30) * 0.1])
+    p = np.repeat(levels, [60, 40, 30])
+    series = [_series(r[1], t0=r[0]) for r in split_on_gaps(t, p, step_s=0.1)]
+    ws = build_windows(series, SMALL)
+    per_segment = [n - SMALL.warmup_steps - SMALL.horizon_steps + 1 for n in (60, 40, 30)]
+    assert len(ws) == sum(per_segment)
+    window_power = np.concatenate([ws.x[:, :, COL["power"]], ws.y], axis=1) * 200.0
+    assert np.allclose(window_power, window_power[:, :1])          # one level per window
+    assert sorted(set(np.round(window_power[:, 0]))) == list(levels)
+
+
+# -- readers --------------------------------------------------------------------------------
+
+def test_from_sim_one_hour(sim):
+    series = from_sim(sim)
+    assert [s.component for s in series] == list(sim.names)
+    srv01, tor_a = series[0], series[sim.names.index("tor-a")]
+    assert len(srv01) == 36000 and srv01.step_s == 0.1 and srv01.t0_unix == sim.start_unix
+    np.testing.assert_array_equal(srv01.power_w, sim.power_w[:, 0])
+    assert (srv01.idle_w, srv01.max_w) == (64.0, 232.0)      # r710 SPECpower curve ends
+    assert (tor_a.idle_w, tor_a.max_w) == pytest.approx((222.0, 318.0))
+    assert np.isnan(tor_a.telemetry).all()
+    # the row for second s (its mean) is known at s + 1 and held for that second
+    h = sim.hosts.index("srv01")
+    np.testing.assert_array_equal(srv01.telemetry[:10], np.nan)
+    np.testing.assert_allclose(srv01.telemetry[25, 0], sim.telemetry["cpu_util"][1, h])
+    mem = sim.telemetry["mem_used_bytes"][1, h] / sim.meta["mem_total_bytes"][h]
+    assert srv01.telemetry[25, 1] == pytest.approx(mem, rel=1e-6)
+    assert srv01.schedule is not None and "srv04" in srv01.schedule.hosts
+
+
+def test_from_sim_reads_a_saved_folder(tmp_path):
+    short = generate(60 / 3600, seed=2)
+    series = from_sim(short.save(tmp_path / "run"), step_s=0.5)
+    assert len(series) == 16 and len(series[0]) == 120
+    np.testing.assert_allclose(series[0].power_w[:3],
+                               short.power_w[:15, 0].reshape(3, 5).mean(axis=1), rtol=1e-6)
+
+
+def test_from_bsc_csv_web_search(shared_data):
+    path = shared_data / "bsc-power" / "AMD_Opteron_6140" / "web_search.csv"
+    series = from_bsc_csv(path)
+    assert len(series) == 3                       # a back-jump and a gap split the file
+    assert {s.component for s in series} == {"AMD_Opteron_6140/web_search"}
+    assert sum(len(s) for s in series) == 998      # 2 s rows, one per step
+    for s in series:
+        assert s.step_s == 2.0 and s.t0_unix % 2.0 == 0.0
+        assert np.isfinite(s.power_w).all() and 74.0 <= s.power_w.min()
+        assert np.all((s.telemetry[:, 0] >= 0) & (s.telemetry[:, 0] <= 1))
+        assert np.isnan(s.telemetry[:, 1]).all()               # no memory total
+        assert np.isfinite(s.telemetry[:, [0, 2, 3, 4, 5]]).all()
+    assert 0 < series[0].idle_w < series[0].max_w <= 304.0
+    ws = build_windows(series, WindowSpec(step_s=2.0, history_steps=30, horizon_steps=3,
+                                          coarse=(5, 30)))
+    assert len(ws) > 0 and np.isfinite(ws.x).all()
+
+
+def test_plain_csv_round_trip(tmp_path):
+    rng = np.random.default_rng(3)
+    tel = rng.uniform(0, 1, (40, 6)) * [1, 1, 1e6, 1e6, 1e7, 1e7]
+    tel[5:9, 2] = np.nan
+    a = _series(rng.uniform(80, 190, 40), telemetry=tel, name="srv,01")
+    b = _series(rng.uniform(150, 160, 25), t0=T0 + 100.0, name="tor-a", idle_w=140.0)
+    path = write_plain_csv(tmp_path / "trace.csv", [a, b])
+    back = from_plain_csv(path, 0.1, specs={"srv,01": (50.0, 200.0), "tor-a": (140.0, 200.0)})
+    assert [(s.component, s.t0_unix, len(s)) for s in back] == [
+        ("srv,01", T0, 40), ("tor-a", T0 + 100.0, 25)]
+    for got, want in zip(back, (a, b), strict=True):
+        np.testing.assert_array_equal(got.power_w, want.power_w)
+        np.testing.assert_array_equal(got.telemetry, want.telemetry)
+        assert (got.idle_w, got.max_w) == (want.idle_w, want.max_w)
+
+
+def test_plain_csv_with_some_telemetry_columns(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("time_s,component,power_w,cpu_util\n"
+                    "0.0,a,100,0.5\n0.1,a,110,\n0.2,a,120,0.7\n5.0,a,90,0.1\n")
+    series = from_plain_csv(path, 0.1)
+    assert [len(s) for s in series] == [3, 1]
+    np.testing.assert_allclose(series[0].telemetry[:, 0], [0.5, np.nan, 0.7])
+    assert np.isnan(series[0].telemetry[:, 1:]).all()
+
+
+@pytest.mark.parametrize("header", ["time_s,power_w,component", "time_s,component,power_w,foo",
+                                    "time_s,component,power_w,cpu_util,cpu_util"])
+def test_plain_csv_rejects_a_bad_header(tmp_path, header):
+    path = tmp_path / "bad.csv"
+    path.write_text(header + "\n")
+    with pytest.raises(DatasetError, match="header"):
+        from_plain_csv(path, 0.1)
+
+
+# -- bags -----------------------------------------------------------------------------------
+
+N_BATCH, PER_BATCH, RATE = 260, 50, 1000          # 13 s at 1 kHz, 20 batches per second
+SKIPPED = range(120, 124)                         # 0.2 s lost: sequence and time gap
+SEQ_JUMP = 181                                    # this batch claims 1 lost frame, no time gap
+
+
+def _bag_power() -> np.ndarray:
+    """(2, samples) W of channels srv01 and tor-a (samples of skipped batches included)."""
+    rng = np.random.default_rng(11)
+    current = rng.uniform(0.3, 1.2, (2, N_BATCH * PER_BATCH)).astype(np.float32)
+    return current.astype(np.float64) * np.float32(230.0)
+
+
+def _bag_telemetry() -> list[tuple[float, float, bool]]:
+    """(stamp, cpu_util, stale) of srv01's telemetry; none after 6.5 s."""
+    return [(T0 + s + 0.5, s / 20.0, s == 3) for s in range(7)]
+
+
+def _write_bag(path, storage: str) -> None:
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    store = message_typestore()
+    T = store.types
+
+    def header(t_ns: int):
+        stamp = T["builtin_interfaces/msg/Time"](sec=t_ns // 10**9, nanosec=t_ns % 10**9)
+        return T["std_msgs/msg/Header"](stamp=stamp, frame_id="board")
+
+    current = (_bag_power() / np.float32(230.0)).astype(np.float32)
+    out = []
+    for b in (b for b in range(N_BATCH) if b not in SKIPPED):
+        t_ns = int(T0) * 10**9 + b * 50_000_000
+        cur = current[:, b * PER_BATCH:(b + 1) * PER_BATCH]
+        msg = T["rackpower/msg/PowerSamples"](
+            header=header(t_ns), sample_period_s=1.0 / RATE, sample_count=PER_BATCH,
+            first_sequence=b * PER_BATCH + (b >= SEQ_JUMP), first_board_time_us=b * 50_000,
+            channel_ids=["srv01", "tor-a"], current_a=cur.reshape(-1),
+            voltage_v=np.full(2, 230.0, np.float32), mean_power_w=cur.mean(axis=1) * 230,
+            peak_power_w=cur.max(axis=1) * 230, total_power_w=float(cur.mean() * 460),
+            frames_lost=200 if b == SKIPPED[-1] + 1 else int(b == SEQ_JUMP))
+        out.append((t_ns, 0, store.serialize_cdr(msg, msg.__msgtype__)))
+    for t, cpu, stale in _bag_telemetry():
+        host = T["rackpower/msg/HostMetrics"](
+            host_id="srv01", up=True, stale=stale, age_s=0.5, last_error="", cpu_util=cpu,
+            mem_used_fraction=0.5, mem_used_bytes=1e9, net_rx_bps=1e3, net_tx_bps=2e3,
+            disk_read_bps=0.0, disk_write_bps=5e4, active_job="", next_job_in_s=math.nan,
+            next_job_expected_util=0.0, next_job_duration_s=0.0)
+        msg = T["rackpower/msg/HostTelemetry"](
+            header=header(round(t * 1e9)), hosts=[host], hour_of_day=0.0, day_of_week=0,
+            is_weekend=False, time_of_day_sin=0.0, time_of_day_cos=1.0, day_of_week_sin=0.0,
+            day_of_week_cos=1.0)
+        out.append((round(t * 1e9), 1, store.serialize_cdr(msg, msg.__msgtype__)))
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    with Writer(path, version=9, storage_plugin=plugin) as writer:
+        conns = [writer.add_connection("/rack_07/power_samples", "rackpower/msg/PowerSamples",
+                                       typestore=store),
+                 writer.add_connection("/rack_07/host_telemetry",
+                                       "rackpower/msg/HostTelemetry", typestore=store)]
+        for t_ns, c, data in sorted(out, key=lambda m: m[0]):
+            writer.write(conns[c], t_ns, data)
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bags") / "mcap_bag"
+    _write_bag(path, "mcap")
+    return path
+
+
+def _expected_segments(power: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(first step, step means) of each segment, computed from sample indices."""
+    spans = [(0, SKIPPED[0]), (SKIPPED[-1] + 1, SEQ_JUMP), (SEQ_JUMP, N_BATCH)]
+    out = []
+    for a, b in spans:
+        k = np.arange(a * PER_BATCH, b * PER_BATCH)
+        steps = k // 100
+        means = np.bincount(steps - steps[0], weights=power[k]) / np.bincount(steps - steps[0])
+        out.append((int(steps[0]), means))
+    return out
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_from_bag_round_trip_with_gaps(tmp_path, storage):
+    _write_bag(tmp_path / "bag", storage)
+    series = from_bag(tmp_path / "bag", namespace="rack_07")
+    power = _bag_power()
+    for c, name in enumerate(["srv01", "tor-a"]):
+        got = [s for s in series if s.component == name]
+        want = _expected_segments(power[c])
+        assert len(got) == 3
+        for s, (first, means) in zip(got, want, strict=True):
+            assert s.t0_unix == pytest.approx(T0 + first * 0.1)
+            np.testing.assert_allclose(s.power_w, means, rtol=1e-6)
+
+
+def test_from_bag_holds_host_telemetry(bag):
+    srv01 = [s for s in from_bag(bag) if s.component == "srv01"]
+    tel = np.concatenate([s.telemetry for s in srv01])
+    t = np.concatenate([s.t_unix for s in srv01]) - T0
+    expect = np.full(len(t), np.nan)
+    for stamp, cpu, stale in _bag_telemetry():
+        expect[t >= stamp - T0 - 1e-6] = np.nan if stale else cpu
+    expect[t >= 6.5 + 5.0 + 0.1 - 1e-6] = np.nan        # newest message older than 5 s
+    np.testing.assert_allclose(tel[:, 0], expect, rtol=1e-6)
+    assert np.isnan(tel[:, 0]).any() and np.isfinite(tel[:, 0]).any()
+    tor = [s for s in from_bag(bag) if s.component == "tor-a"]
+    assert all(np.isnan(s.telemetry).all() for s in tor)
+
+
+def test_from_bag_names_a_missing_namespace(bag):
+    with pytest.raises(DatasetError, match="rack_99"):
+        from_bag(bag, namespace="rack_99")
+
+
+# -- features -------------------------------------------------------------------------------
+
+def test_feature_names_follow_the_spec():
+    assert FEATURES == feature_names(WindowSpec())
+    assert feature_names(SMALL)[:7] == ["power", "power_mean_3", "power_max_3", "power_slope_3",
+                                        "power_mean_10", "power_max_10", "power_slope_10"]
+
+
+def test_power_scaling_and_coarse_statistics():
+    ramp = 40.0 + 2.0 * np.arange(30)                 # W, +2 W per step
+    ws = build_windows([_series(ramp, max_w=200.0)], SMALL)
+    first = ws.x[0]                                   # steps 9 .. 18 of the ramp
+    np.testing.assert_allclose(first[:, COL["power"]], ramp[9:19] / 200.0, rtol=1e-6)
+    np.testing.assert_allclose(first[:, COL["power_mean_3"]], (ramp[9:19] - 2.0) / 200.0,
+                               rtol=1e-6)
+    np.testing.assert_allclose(first[:, COL["power_max_10"]], ramp[9:19] / 200.0, rtol=1e-6)
+    np.testing.assert_allclose(first[:, COL["power_slope_10"]], 10 * 2.0 / 200.0, rtol=1e-5)
+    np.testing.assert_allclose(ws.y[0], ramp[19:24] / 200.0, rtol=1e-6)
+    assert ws.last[0] == pytest.approx(ramp[18] / 200.0)
+    assert ws.scale_w[0] == 200.0 and ws.t_unix[0] == pytest.approx(T0 + 1.8)
+    assert first[0, COL["idle_frac"]] == 0.25 and first[0, COL["max_kw"]] == 0.2
+    assert ws.x.dtype == ws.y.dtype == np.float32
+
+
+def test_nan_telemetry_becomes_zero_with_telemetry_known():
+    tel = np.tile([0.5, 0.25, 1e6, 0.0, np.nan, 3e9], (30, 1))
+    tel[12:, :] = np.nan
+    ws = build_windows([_series(np.full(30, 100.0), telemetry=tel)], SMALL)
+    x = ws.x[0]                                       # steps 9 .. 18
+    names = ["cpu_util", "mem_used_fraction", "net_rx", "net_tx", "disk_read", "disk_write"]
+    cols = [COL[n] for n in names]
+    np.testing.assert_allclose(x[0, cols], [0.5, 0.25, math.log1p(1e6) / math.log1p(1e10), 0.0,
+                                            0.0, math.log1p(3e9) / math.log1p(1e10)], rtol=1e-6)
+    assert x[0, COL["telemetry_known"]] == pytest.approx(5 / 6)
+    assert np.all(x[3:, cols] == 0.0) and np.all(x[3:, COL["telemetry_known"]] == 0.0)
+    assert np.isfinite(ws.x).all()
+
+
+def test_calendar_and_job_features():
+    schedule = WorkloadSchedule.from_config({"schedule": {"jobs": [
+        {"name": "idx", "hosts": ["srv01"], "expected_util": 0.7, "duration_s": 1.0,
+         "every": {"period_s": 3600, "phase_s": 2.0}}]}})
+    monday = 1709510400.0                             # 2024-03-04 00:00 UTC
+    spec = WindowSpec(0.1, 40, 5, (3,))
+    ws = build_windows([_series(np.full(60, 90.0), t0=monday, schedule=schedule)], spec)
+    col = {name: i for i, name in enumerate(ws.feature_names)}
+    x = ws.x[0]
+    t = ws.t_unix[0] - monday + (np.arange(40) - 39) * 0.1     # step start times (s)
+    active = (t >= 2.0 - 1e-4) & (t < 3.0 - 1e-4)
+    np.testing.assert_array_equal(x[:, col["job_active"]], active)
+    np.testing.assert_allclose(x[:, col["job_util"]], 0.7 * active)
+    wait = np.where(t <= 2.0 + 1e-4, np.maximum(2.0 - t, 0.0), 3602.0 - t) / 3600.0
+    np.testing.assert_allclose(x[:, col["job_next_in_h"]], np.minimum(wait, 1.0), atol=1e-6)
+    np.testing.assert_allclose(x[:, col["job_next_util"]], 0.7)
+    assert x[0, col["tod_sin"]] == pytest.approx(2 * np.pi * t[0] / 86400, abs=1e-6)
+    assert x[0, col["dow_cos"]] == pytest.approx(1.0)          # Monday 00:00
+
+
+def test_stride_and_max_windows():
+    series = [_series(np.full(200, 100.0)), _series(np.full(100, 120.0), name="srv02")]
+    full = build_windows(series, SMALL)
+    strided = build_windows(series, WindowSpec(0.1, 10, 5, (3, 10), stride=4))
+    assert len(full) == (200 - 18 - 5) + (100 - 18 - 5)
+    assert len(strided) == math.ceil(177 / 4) + math.ceil(77 / 4)
+    a = build_windows(series, SMALL, max_windows=50, seed=5)
+    b = build_windows(series, SMALL, max_windows=50, seed=5)
+    assert len(a) == 50 and np.array_equal(a.t_unix, b.t_unix)
+    assert set(a.component) == {"srv01", "srv02"}
+
+
+def test_splits_keep_train_and_test_apart():
+    series = [_series(np.full(400, 100.0), name=f"AMD/{w}") for w in ("web", "db")]
+    ws = build_windows(series, SMALL)
+    train, test = split_by_time(ws, 0.7)
+    for name in ("AMD/web", "AMD/db"):
+        tr, te = train.t_unix[train.component == name], test.t_unix[test.component == name]
+        assert len(tr) and len(te)
+        assert tr.max() + (SMALL.horizon_steps + 1) * 0.1 <= te.min() - 18 * 0.1 + 1e-6
+    train, test = split_by_group(ws, ["db"])
+    assert set(test.component) == {"AMD/db"} and set(train.component) == {"AMD/web"}
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"power": [1.0, np.nan]}, "non-finite"),
+    ({"power": [1.0, 2.0], "telemetry": np.zeros((2, 5))}, "telemetry shape"),
+    ({"power": [1.0], "max_w": 0.0}, "max_w"),
+    ({"power": [1.0], "t0": T0 + 0.05}, "grid"),
+])
+def test_component_series_rejects_bad_input(kwargs, match):
+    with pytest.raises(DatasetError, match=match):
+        _series(**kwargs)
+
+
+# -- live twin ------------------------------------------------------------------------------
+
+def test_online_windows_match_build_windows_on_sim_data(sim):
+    names = ["srv04", "srv07", "tor-a", "stor-1"]     # job at 00:30, job next at 01:00
+    seconds = 2400
+    series = [s for s in from_sim(sim) if s.component in names]
+    for s in series:                                 # first 40 minutes
+        s.power_w, s.telemetry = s.power_w[:seconds * 10], s.telemetry[:seconds * 10]
+    spec = WindowSpec(stride=10)
+    ws = build_windows(series, spec)
+    online = OnlineWindows(spec, names, [s.idle_w for s in series], [s.max_w for s in series],
+                           series[0].schedule)
+    rows = {(c, round(t, 1)): i for i, (c, t) in enumerate(zip(ws.component, ws.t_unix - T0))}
+    checked = 0
+    for sec in range(seconds):
+        t0 = sim.start_unix + sec
+        online.push_power_block(t0, 0.1, list(sim.names), sim.power_w[sec * 10:(sec + 1) * 10].T)
+        for h, host in enumerate(sim.hosts):
+            online.push_telemetry(t0 + 1.0, host, _sim_row(sim, sec, h))
+        x, last, ready, age = online.window(t0 + 1.0)
+        if sec < 14:
+            assert not ready.any()                    # 149 steps of warm-up
+            continue
+        assert ready.all() and np.allclose(age, 0.1)
+        if sec % 20 and not 1795 <= sec <= 1805:
+            continue
+        for i, name in enumerate(names):
+            row = rows[(name, round(t0 + 0.8 - T0, 1))]
+            np.testing.assert_allclose(x[i], ws.x[row], atol=1e-5, err_msg=f"{name} at {sec}")
+            assert last[i] == ws.last[row]
+            checked += 1
+    assert checked > 400
+
+
+def _sim_row(sim, sec: int, h: int) -> list[float]:
+    tele = sim.telemetry
+    return [tele["cpu_util"][sec, h],
+            tele["mem_used_bytes"][sec, h] / sim.meta["mem_total_bytes"][h],
+            tele["net_rx_bytes_per_s"][sec, h], tele["net_tx_bytes_per_s"][sec, h],
+            tele["disk_read_bytes_per_s"][sec, h], tele["disk_write_bytes_per_s"][sec, h]]
+
+
+def test_online_windows_match_from_bag_across_lost_frames(bag):
+    from rosbags.highlevel import AnyReader
+
+    series = from_bag(bag)
+    ws = build_windows(series, SMALL)
+    rows = {(c, round(t, 1)): i for i, (c, t) in enumerate(zip(ws.component, ws.t_unix - T0))}
+    specs = {s.component: (s.idle_w, s.max_w) for s in series}
+    names = ["srv01", "tor-a"]
+    online = OnlineWindows(SMALL, names, [specs[n][0] for n in names],
+                           [specs[n][1] for n in names])
+    matched, not_ready_after_gap = set(), 0
+    with AnyReader([bag], default_typestore=message_typestore()) as reader:
+        for conn, t_ns, raw in reader.messages():
+            msg = reader.deserialize(raw, conn.msgtype)
+            if conn.msgtype.endswith("HostTelemetry"):
+                online.push_host_telemetry(msg)
+                continue
+            online.push_samples(msg)
+            t_query = t_ns * 1e-9 + 0.05
+            x, last, ready, age = online.window(t_query)
+            t_last = round(t_query - age[0] - 0.1 - T0, 1)     # start of the last closed step
+            not_ready_after_gap += 6.2 <= t_last < 6.2 + 1.8 and not ready.any()
+            for i, name in enumerate(names):
+                row = rows.get((name, t_last))
+                if row is not None:
+                    assert ready[i], f"{name} at {t_last}"
+                    np.testing.assert_allclose(x[i], ws.x[row], atol=1e-5)
+                    assert last[i] == ws.last[row]
+                    matched.add(row)
+    assert matched == set(range(len(ws)))
+    assert not_ready_after_gap > 0
+
+
+def test_online_windows_go_stale_and_restart_after_a_gap():
+    online = OnlineWindows(SMALL, ["a"], [10.0], [100.0], stale_s=0.5)
+    t = T0 + np.arange(300) * 0.01
+    online.push_power_block(T0, 0.01, ["a", "unknown"], np.full((2, 300), 50.0))
+    x, last, ready, age = online.window(t[-1] + 0.01)
+    assert ready[0] and last[0] == np.float32(0.5) and age[0] == pytest.approx(0.1)
+    assert not online.window(t[-1] + 1.0)[2][0]                  # stale
+    online.push_power(t[-1] + 0.5, "a", 60.0)                     # after a gap: history restarts
+    x, last, ready, age = online.window(t[-1] + 0.5)
+    assert not ready[0] and np.all(x == 0.0)
+    with pytest.raises(DatasetError, match="6"):
+        online.push_telemetry(T0, "a", [1.0, 2.0])
+    assert len(TELEMETRY) == 6

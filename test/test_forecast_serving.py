@@ -1,0 +1,111 @@
+"""The predictor's serving core: fallback, atomic model swaps, broken models, units."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from rackpower_nodes.core.forecast.baselines import EwmaForecaster, PersistenceForecaster
+from rackpower_nodes.core.forecast.datasets import from_sim
+from rackpower_nodes.core.forecast.features import WindowSpec, build_windows
+from rackpower_nodes.core.forecast.forecaster import ModelLoadError
+from rackpower_nodes.core.forecast.registry import save_model
+from rackpower_nodes.core.forecast.serving import ForecastService
+from rackpower_nodes.sim.rack_sim import generate
+
+SPEC = WindowSpec(step_s=0.1, history_steps=10, horizon_steps=10, coarse=(5,))
+
+
+@pytest.fixture(scope="module")
+def sim_series():
+    return from_sim(generate(0.05, seed=3), step_s=SPEC.step_s)
+
+
+@pytest.fixture(scope="module")
+def models(sim_series, tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    ws = build_windows(sim_series, SPEC)
+    return {"persistence": save_model(PersistenceForecaster().fit(ws), root),
+            "ewma": save_model(EwmaForecaster().fit(ws), root)}
+
+
+def _service(series):
+    return ForecastService([s.component for s in series], [s.idle_w for s in series],
+                           [s.max_w for s in series], stale_after_s=0.5, spec=SPEC)
+
+
+def _feed(service, series, t_end):
+    """Push every component's steps up to t_end as one-sample blocks per step."""
+    for s in series:
+        steps = s.t_unix < t_end
+        service._windows.push_power_block(float(s.t_unix[0]), s.step_s, [s.component],
+                                          s.power_w[steps][None, :])
+
+
+def test_no_model_gives_the_wide_persistence_fallback(sim_series):
+    service = _service(sim_series)
+    t_end = sim_series[0].t_unix[40]
+    _feed(service, sim_series, t_end)
+    fc = service.forecast(float(t_end))
+    assert fc.fallback.all() and fc.model_name == "persistence"
+    assert "no model" in fc.reason
+    last = fc.last_w
+    assert np.isfinite(last).all()
+    np.testing.assert_allclose(fc.p50_w, np.repeat(last[:, None], SPEC.horizon_steps, 1),
+                               rtol=1e-6)
+    margin = np.maximum(0.25 * last, 20.0)
+    np.testing.assert_allclose(fc.p90_w[:, 0], last + margin, rtol=1e-5)
+    np.testing.assert_allclose(fc.p99_w[:, 0], last + 2 * margin, rtol=1e-5)
+
+
+def test_model_serves_ready_components_and_falls_back_for_stale_ones(sim_series, models):
+    service = _service(sim_series)
+    service.load(str(models["persistence"]))
+    t_end = float(sim_series[0].t_unix[60])
+    _feed(service, sim_series, t_end)
+    fc = service.forecast(t_end)
+    assert not fc.fallback.any(), fc.reason
+    assert fc.model_name == "persistence" and fc.reason == ""
+    assert (fc.p50_w <= fc.p90_w).all() and (fc.p90_w <= fc.p99_w).all()
+    assert (fc.p50_w >= 0).all()
+    np.testing.assert_allclose(fc.p50_w[:, 0], fc.last_w, rtol=1e-5)   # p50 of persistence
+    stale = service.forecast(t_end + 5.0)                                # no new input for 5 s
+    assert stale.fallback.all() and "stale" in stale.reason
+    _feed(service, sim_series, float(sim_series[0].t_unix[-1]))          # inputs resume
+    back = service.forecast(float(sim_series[0].t_unix[-1]))
+    assert not back.fallback.any()
+
+
+def test_swap_is_atomic_and_a_broken_model_keeps_the_one_in_service(sim_series, models,
+                                                                    tmp_path):
+    service = _service(sim_series)
+    service.load(str(models["persistence"]))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.json").write_text("{ not json")
+    with pytest.raises(ModelLoadError, match="model.json"):
+        service.load(str(broken))
+    assert service.model.name == "persistence"
+    service.load(str(models["ewma"]))
+    assert service.model.name == "ewma"
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        service.load(str(tmp_path / "missing"))
+    assert service.model.name == "ewma"
+
+
+def test_corrupt_weights_or_metadata_are_named(models, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(models["ewma"], copy)
+    doc = json.loads((copy / "model.json").read_text())
+    doc["format_version"] = 999
+    (copy / "model.json").write_text(json.dumps(doc))
+    service = ForecastService(["a"], [10.0], [100.0], spec=SPEC)
+    with pytest.raises(ModelLoadError, match="format_version"):
+        service.load(str(copy))
+    fc = service.forecast(0.0)
+    assert fc.fallback.all() and not math.isnan(float(fc.p99_w.max()))
+    np.testing.assert_allclose(fc.p50_w, 100.0)       # never measured: its max power

@@ -1,0 +1,150 @@
+"""The `predictor` executable in the live graph: simulated rack -> current_sensor -> predictor.
+
+One run walks through the states an operator meets: the model in service, a model swap by
+`model_update` (no cycle missed), a broken model announced (kept serving the old one), the
+samples stream stopping (fallback, said in the message) and coming back.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from rackpower_nodes.core.forecast.baselines import EwmaForecaster, PersistenceForecaster
+from rackpower_nodes.core.forecast.datasets import from_sim
+from rackpower_nodes.core.forecast.features import WindowSpec, build_windows
+from rackpower_nodes.core.forecast.registry import save_model
+from rackpower_nodes.launch_env import executable, stop_process
+from rackpower_nodes.sim.live import LiveRack
+from rackpower_nodes.sim.rack_sim import generate, load_config
+
+pytestmark = pytest.mark.ros
+
+SPEC = WindowSpec(step_s=0.1, history_steps=10, horizon_steps=10, coarse=(5,))
+NS = "/rack_pr"
+RATE_HZ = 10.0
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    data = generate(0.05, seed=3)
+    ws = build_windows(from_sim(data, step_s=SPEC.step_s), SPEC)
+    broken = root / "broken"
+    shutil.copytree(save_model(EwmaForecaster().fit(ws), root), broken)
+    (broken / "model.json").write_text("{")            # truncated metadata
+    return {"persistence": save_model(PersistenceForecaster().fit(ws), root),
+            "ewma": save_model(EwmaForecaster().fit(ws), root), "broken": broken,
+            "names": data.names}
+
+
+def _params(tmp_path, board: str, model: str, names) -> str:
+    cfg = load_config()
+    idle = [float(c.model.steady_power_w(np.array([0.0]))[0]) for c in cfg.components]
+    peak = [float(c.model.steady_power_w(np.array([1.0]))[0]) for c in cfg.components]
+    doc = {
+        "/**/current_sensor": {"ros__parameters": {
+            "serial": {"port": board}, "board": {"channels": 16, "frame_rate_hz": 500.0},
+            "channels": {"components": list(names), "board_index": list(range(len(names))),
+                         "scale_a_per_count": [0.001]}}},
+        "/**/predictor": {"ros__parameters": {
+            "model": {"path": model}, "inference": {"rate_hz": RATE_HZ},
+            "inputs": {"stale_after_s": 0.5},
+            "components": {"names": list(names), "idle_w": idle, "max_w": peak}}},
+    }
+    path = tmp_path / "graph.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+class _Listener:
+    def __init__(self):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        from rackpower.msg import ModelUpdate, PowerForecast
+        from rackpower_nodes.predictor import forecast_qos, latched_qos
+
+        self.node = rclpy.create_node("forecast_listener", namespace=NS)
+        self.forecasts: list = []
+        self.diag: dict[str, str] = {}
+        self.node.create_subscription(PowerForecast, "power_forecast",
+                                      lambda m: self.forecasts.append((time.monotonic(), m)),
+                                      forecast_qos())
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        self.updates = self.node.create_publisher(ModelUpdate, "model_update", latched_qos())
+
+    def _on_diag(self, msg) -> None:
+        for s in msg.status:
+            if s.name.endswith(": forecaster"):
+                self.diag = {kv.key: kv.value for kv in s.values}
+
+    def announce(self, path, reason: str) -> None:
+        from rackpower.msg import ModelUpdate
+
+        self.updates.publish(ModelUpdate(model_path=str(path), reason=reason))
+
+    def spin_until(self, predicate, timeout_s: float) -> bool:
+        import rclpy
+
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            rclpy.spin_once(self.node, timeout_sec=0.02)
+            if self.forecasts and predicate(self.forecasts[-1][1]):
+                return True
+        return False
+
+
+def test_predictor_serves_swaps_and_falls_back(ros_env, tmp_path, models):
+    import rclpy
+
+    board = str(tmp_path / "board")
+    rack = LiveRack(board, board_channels=16, board_rate_hz=500.0).start()
+    params = _params(tmp_path, board, str(models["persistence"]), models["names"])
+    args = ["--ros-args", "-r", f"__ns:={NS}", "--params-file", params]
+
+    def launch(name: str) -> subprocess.Popen:
+        proc = subprocess.Popen([str(executable(name)), *args], env=ros_env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(proc)
+        return proc
+
+    procs: list[subprocess.Popen] = []
+    try:
+        sensor, predictor = launch("current_sensor"), launch("predictor")
+        with rclpy.init():
+            lis = _Listener()
+            served = lis.spin_until(lambda m: not m.fallback and m.model_name == "persistence",
+                                    30)
+            assert served, lis.forecasts[-1][1].fallback_reason if lis.forecasts else "none"
+            start = len(lis.forecasts)
+            lis.announce(models["ewma"], "promoted")
+            assert lis.spin_until(lambda m: m.model_name == "ewma" and not m.fallback, 15)
+            assert lis.spin_until(lambda m: False, 1.0) is False      # a few more cycles
+            swap = lis.forecasts[start:]
+            lis.announce(models["broken"], "promoted")
+            assert lis.spin_until(lambda m: lis.diag.get("load_state") == "error", 10)
+            assert lis.forecasts[-1][1].model_name == "ewma"          # still serving
+            assert "model.json" in lis.diag.get("load_detail", "")
+            stop_process(sensor)                                      # samples stop
+            assert lis.spin_until(lambda m: m.fallback and "stale" in m.fallback_reason, 5)
+            sensor = launch("current_sensor")
+            recovered = lis.spin_until(lambda m: not m.fallback and m.model_name == "ewma", 40)
+            assert recovered, lis.forecasts[-1][1].fallback_reason
+            assert predictor.poll() is None
+            all_msgs = [m for _, m in lis.forecasts]
+            lis.node.destroy_node()
+    finally:
+        for proc in procs:
+            stop_process(proc)
+        rack.stop()
+    stamps = np.array([m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for _, m in swap])
+    assert np.diff(stamps).max() < 1.6 / RATE_HZ, "a cycle was missed during the swap"
+    for m in all_msgs:
+        n, h = len(m.channel_ids), m.horizon_steps
+        p50, p90, p99 = (np.asarray(a).reshape(n, h) for a in (m.p50_w, m.p90_w, m.p99_w))
+        assert (p50 >= 0).all() and (p50 <= p90).all() and (p90 <= p99).all()
