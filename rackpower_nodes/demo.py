@@ -3,7 +3,9 @@
 `rackpower-sim live` plays the rack: a sensor board on a pty (64 channels at 1 kHz, 16 of them
 carrying the simulated components, a little line noise injected) and one node_exporter endpoint
 per simulated host. `current_sensor` reads the board, `host_telemetry` scrapes the endpoints,
-and this process subscribes like any consumer and prints what arrived.
+`predictor` forecasts the next 5 s with a small LSTM (trained on two simulated hours the first
+time the demo runs, then reused from build/demo-model), and this process subscribes like any
+consumer and prints what arrived.
 """
 from __future__ import annotations
 
@@ -20,19 +22,41 @@ import rclpy
 import yaml
 from rclpy.executors import SingleThreadedExecutor
 
-from rackpower.msg import HostTelemetry
+from rackpower.msg import HostTelemetry, PowerForecast
 from rackpower_nodes.current_sensor import samples_qos
 from rackpower_nodes.launch_env import (
     executable, isolated_ros_env, share_file, stop_process, wait_for_path)
 from rackpower_nodes.monitor import SampleMonitor
 
 NAMESPACE = "/rack_01"
+DEMO_MODEL_ROOT = Path("build") / "demo-model"
+# A short history (3 s) and one coarse resolution (1 s) so the model is ready ~4 s after start.
+DEMO_TRAINING = ["--model", "lstm", "--hidden", "32", "--epochs", "3", "--history-steps", "30",
+                 "--coarse", "10", "--stride", "10", "--max-windows", "40000", "--threads", "2",
+                 "--no-progress", "--seed", "1"]
 
 
 def _parse(argv):
     parser = argparse.ArgumentParser(prog="rackpower-demo", description=__doc__)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds to watch")
+    parser.add_argument("--model-root", type=Path, default=DEMO_MODEL_ROOT,
+                        help="where the demo's model is kept between runs")
     return parser.parse_args(argv)
+
+
+def demo_model(root: Path, tmp: Path, env: dict) -> Path:
+    """The newest model under `root`; trains one on two simulated hours when there is none."""
+    models = sorted(p for p in root.glob("lstm-*") if (p / "model.json").is_file())
+    if models:
+        return models[-1]
+    print("training a small forecasting model on 2 simulated hours (first run only) ...",
+          flush=True)
+    data = tmp / "train-sim"
+    subprocess.run([str(executable("rackpower-sim")), "fast", "--hours", "2", "--seed", "11",
+                    "--out", str(data)], env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([str(executable("rackpower-train")), "--sim", str(data), "--out", str(root),
+                    *DEMO_TRAINING], env=env, check=True)
+    return sorted(root.glob("lstm-*"))[-1]
 
 
 def _spin_for(executor, seconds: float) -> None:
@@ -54,10 +78,11 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="rackpower-demo-") as tmp_name:
         tmp = Path(tmp_name)
         env = isolated_ros_env(tmp / "log")
+        model = demo_model(args.model_root.resolve(), tmp, env)
         config = str(share_file("config", "rack.yaml"))
         link, manifest_path = tmp / "board", tmp / "rack.json"
-        print(f"rackpower demo: simulated rack + current_sensor + host_telemetry for "
-              f"{args.duration:g} s (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']})", flush=True)
+        print(f"rackpower demo: simulated rack + current_sensor + host_telemetry + predictor "
+              f"for {args.duration:g} s (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']})", flush=True)
         procs = [subprocess.Popen(
             [str(executable("rackpower-sim")), "live", "--link", str(link),
              "--config", str(share_file("config", "rack_sim.yaml")),
@@ -73,6 +98,9 @@ def main(argv=None) -> int:
             procs.append(subprocess.Popen(
                 [str(executable("host_telemetry")), *ros_args,
                  "--params-file", str(_telemetry_params(tmp, manifest))], env=env))
+            procs.append(subprocess.Popen(
+                [str(executable("predictor")), *ros_args, "-p", f"model.path:={model}", "-p",
+                 f"schedule.file:={share_file('config', 'rack_sim.yaml')}"], env=env))
             return _watch(args, procs[1:])
         finally:
             for proc in reversed(procs):
@@ -83,8 +111,10 @@ def _watch(args, nodes: list[subprocess.Popen]) -> int:
     with rclpy.init():
         monitor = SampleMonitor(NAMESPACE)
         telemetry: list[HostTelemetry] = []
+        forecasts: list[PowerForecast] = []
         monitor.create_subscription(HostTelemetry, "host_telemetry", telemetry.append,
                                     samples_qos(2.0))
+        monitor.create_subscription(PowerForecast, "power_forecast", forecasts.append, 10)
         executor = SingleThreadedExecutor()
         executor.add_node(monitor)
         _spin_for(executor, 3.0)      # discovery and the first batches
@@ -95,7 +125,10 @@ def _watch(args, nodes: list[subprocess.Popen]) -> int:
             print(f"exited early: {', '.join(map(str, dead))}", file=sys.stderr)
             return 1
         _report(monitor, telemetry[-1] if telemetry else None)
-        ok = monitor.stats.messages > 0 and bool(telemetry)
+        _report_forecasts(forecasts)
+        ok = monitor.stats.messages > 0 and bool(telemetry) and bool(forecasts)
+        executor.remove_node(monitor)
+        executor.shutdown()
         monitor.destroy_node()
     return 0 if ok else 1
 
@@ -136,6 +169,29 @@ def _report(monitor: SampleMonitor, telemetry: HostTelemetry | None) -> None:
         h = hosts["controller"]
         print(f"  controller (psutil): cpu {h.cpu_util * 100:.1f} %, "
               f"mem {h.mem_used_fraction * 100:.1f} %")
+
+
+
+def _report_forecasts(forecasts: list[PowerForecast]) -> None:
+    print("\n== power_forecast ==")
+    if not forecasts:
+        print("  no forecasts arrived")
+        return
+    served = [f for f in forecasts if not f.fallback]
+    ms = sorted(f.inference_ms for f in forecasts)
+    last = forecasts[-1]
+    print(f"forecasts {len(forecasts)}, by the model {len(served)}, by the fallback "
+          f"{len(forecasts) - len(served)} (warm-up: the model needs a few seconds of history)")
+    print(f"model {last.model_name} {last.model_version}; inference p50 "
+          f"{ms[len(ms) // 2]:.2f} ms, max {ms[-1]:.2f} ms")
+    if last.fallback:
+        print(f"  last forecast in fallback: {last.fallback_reason}")
+    h = last.horizon_steps
+    print(f"  {'component':10s} {'now W':>7s} {'p50 +5s':>8s} {'p90 +5s':>8s} {'p99 +5s':>8s}")
+    for c, cid in enumerate(last.channel_ids):
+        k = c * h + h - 1
+        print(f"  {cid:10s} {last.last_w[c]:7.1f} {last.p50_w[k]:8.1f} {last.p90_w[k]:8.1f} "
+              f"{last.p99_w[k]:8.1f}")
 
 
 if __name__ == "__main__":

@@ -36,5 +36,6 @@ def run_node(factory: Callable[[], Node], name: str, args=None, threads: int = 1
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
         finally:
+            executor.shutdown(timeout_sec=2.0)   # let callbacks in flight finish first
             node.destroy_node()
     return 0

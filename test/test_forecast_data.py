@@ -172,7 +172,8 @@ def test_plain_csv_rejects_a_bad_header(tmp_path, header):
 
 N_BATCH, PER_BATCH, RATE = 260, 50, 1000          # 13 s at 1 kHz, 20 batches per second
 SKIPPED = range(120, 124)                         # 0.2 s lost: sequence and time gap
-SEQ_JUMP = 181                                    # this batch claims 1 lost frame, no time gap
+SEQ_JUMP = 181                                    # claims 60 lost frames (60 ms), no time gap
+JUMP_FRAMES = 60
 
 
 def _bag_power() -> np.ndarray:
@@ -204,11 +205,12 @@ def _write_bag(path, storage: str) -> None:
         cur = current[:, b * PER_BATCH:(b + 1) * PER_BATCH]
         msg = T["rackpower/msg/PowerSamples"](
             header=header(t_ns), sample_period_s=1.0 / RATE, sample_count=PER_BATCH,
-            first_sequence=b * PER_BATCH + (b >= SEQ_JUMP), first_board_time_us=b * 50_000,
+            first_sequence=b * PER_BATCH + JUMP_FRAMES * (b >= SEQ_JUMP),
+            first_board_time_us=b * 50_000,
             channel_ids=["srv01", "tor-a"], current_a=cur.reshape(-1),
             voltage_v=np.full(2, 230.0, np.float32), mean_power_w=cur.mean(axis=1) * 230,
             peak_power_w=cur.max(axis=1) * 230, total_power_w=float(cur.mean() * 460),
-            frames_lost=200 if b == SKIPPED[-1] + 1 else int(b == SEQ_JUMP))
+            frames_lost=200 if b == SKIPPED[-1] + 1 else JUMP_FRAMES * int(b == SEQ_JUMP))
         out.append((t_ns, 0, store.serialize_cdr(msg, msg.__msgtype__)))
     for t, cpu, stale in _bag_telemetry():
         host = T["rackpower/msg/HostMetrics"](
@@ -464,3 +466,14 @@ def test_online_windows_go_stale_and_restart_after_a_gap():
     with pytest.raises(DatasetError, match="6"):
         online.push_telemetry(T0, "a", [1.0, 2.0])
     assert len(TELEMETRY) == 6
+
+
+def test_a_few_lost_frames_inside_a_step_are_no_break():
+    from rackpower_nodes.core.forecast.datasets import SequenceCheck, lost_frames_tolerance_s
+
+    check = SequenceCheck(lost_frames_tolerance_s(0.1))           # 50 ms at a 0.1 s step
+    assert not check.is_break(0, 50, 0, 0.001)
+    assert not check.is_break(51, 50, 1, 0.001)                    # 1 ms lost (a CRC error)
+    assert check.is_break(161, 50, 60, 0.001)                      # 60 ms lost
+    assert not check.is_break(211, 50, 0, 0.001)
+    assert check.is_break(0, 50, 0, 0.001)                         # sequence went back

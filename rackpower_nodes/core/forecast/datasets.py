@@ -31,6 +31,7 @@ from rackpower_nodes.core.schedule import WorkloadSchedule
 
 __all__ = [
     "GRID_EPS", "TELEMETRY", "ComponentSeries", "DatasetError", "SequenceCheck", "estimate_spec",
+    "lost_frames_tolerance_s",
     "from_bag", "from_bsc_csv", "from_plain_csv", "from_sim", "hold_telemetry",
     "message_typestore", "metrics_vector", "sample_times", "samples_power", "split_on_gaps",
     "stamp_unix", "step_index", "step_times", "write_plain_csv",
@@ -405,15 +406,30 @@ def samples_power(msg) -> tuple[float, float, list[str], np.ndarray]:
     return stamp_unix(msg.header.stamp), float(msg.sample_period_s), ids, power
 
 
+def lost_frames_tolerance_s(step_s: float) -> float:
+    """Frames lost for less than half a model step leave the step mean usable, s."""
+    return 0.5 * step_s
+
+
 class SequenceCheck:
-    """Says whether a PowerSamples batch follows the previous one without lost frames."""
+    """Says whether a PowerSamples batch follows the previous one closely enough.
 
-    def __init__(self) -> None:
+    A loss shorter than ``tolerance_s`` (a few corrupt frames inside one model step, whose
+    step mean the rest of the step still gives) is not a break; a longer one is, and so is a
+    sequence that goes back (a restarted sensor node or board).
+    """
+
+    def __init__(self, tolerance_s: float = 0.0) -> None:
         self.expected: int | None = None
+        self.tolerance_s = float(tolerance_s)
 
-    def is_break(self, first_sequence: int, sample_count: int, frames_lost: int = 0) -> bool:
-        """True when frames were lost or ``first_sequence`` is not the one expected."""
-        brk = frames_lost > 0 or (self.expected is not None and first_sequence != self.expected)
+    def is_break(self, first_sequence: int, sample_count: int, frames_lost: int = 0,
+                 sample_period_s: float = 0.0) -> bool:
+        """True when more than ``tolerance_s`` of frames were lost before this batch, or
+        ``first_sequence`` went back."""
+        jump = 0 if self.expected is None else int(first_sequence) - self.expected
+        missing = max(int(frames_lost), jump)
+        brk = jump < 0 or (missing > 0 and missing * sample_period_s >= self.tolerance_s)
         self.expected = int(first_sequence) + int(sample_count)
         return brk
 
@@ -459,7 +475,7 @@ def from_bag(path: str | Path, step_s: float = 0.1, namespace: str | None = None
     if not path.exists():
         raise DatasetError(f"bag {path} does not exist")
     try:
-        pieces, tele = _read_bag(path, namespace)
+        pieces, tele = _read_bag(path, namespace, lost_frames_tolerance_s(step_s))
     except AnyReaderError as exc:
         raise DatasetError(f"bag {path}: {exc}") from exc
     out: list[ComponentSeries] = []
@@ -469,14 +485,14 @@ def from_bag(path: str | Path, step_s: float = 0.1, namespace: str | None = None
     return out
 
 
-def _read_bag(path: Path, namespace: str | None) -> tuple[dict, dict]:
+def _read_bag(path: Path, namespace: str | None, tolerance_s: float) -> tuple[dict, dict]:
     """Per component: power chunks ``(piece, t, power)`` (a new piece after every sequence
     break) and telemetry ``(t, values)``, in bag order."""
     from rosbags.highlevel import AnyReader
 
     pieces: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
     tele: dict[str, list[tuple[float, np.ndarray]]] = {}
-    check, piece = SequenceCheck(), 0
+    check, piece = SequenceCheck(tolerance_s), 0
     with AnyReader([path], default_typestore=message_typestore()) as reader:
         for conn, _, raw in reader.messages(connections=_bag_topics(reader, namespace, path)):
             msg = reader.deserialize(raw, conn.msgtype)
@@ -485,7 +501,8 @@ def _read_bag(path: Path, namespace: str | None) -> tuple[dict, dict]:
                 for host in msg.hosts:
                     tele.setdefault(host.host_id, []).append((t, metrics_vector(host)))
                 continue
-            piece += check.is_break(msg.first_sequence, msg.sample_count, msg.frames_lost)
+            piece += check.is_break(msg.first_sequence, msg.sample_count, msg.frames_lost,
+                                    msg.sample_period_s)
             t0, period, ids, power = samples_power(msg)
             t = sample_times(t0, period, power.shape[1])
             for c, name in enumerate(ids):

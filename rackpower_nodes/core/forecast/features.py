@@ -39,6 +39,7 @@ from rackpower_nodes.core.forecast.datasets import (
     DatasetError,
     SequenceCheck,
     hold_telemetry,
+    lost_frames_tolerance_s,
     metrics_vector,
     sample_times,
     samples_power,
@@ -349,13 +350,15 @@ class OnlineWindows:
         self._keep_s = (spec.warmup_steps + 2) * spec.step_s + self.telemetry_max_age_s + 1.0
         self._tracks = {c: _Track(spec.warmup_steps) for c in self.components}
         self._tele: dict[str, list[tuple[float, np.ndarray]]] = {c: [] for c in self.components}
-        self._sequence = SequenceCheck()
+        self._sequence = SequenceCheck(lost_frames_tolerance_s(spec.step_s))
         self.names = feature_names(spec)
 
     def push_samples(self, msg) -> None:
-        """A ``rackpower/msg/PowerSamples``; lost frames restart its channels' history."""
+        """A ``rackpower/msg/PowerSamples``; a loss of more than half a step of frames
+        restarts its channels' history."""
         t0, period, ids, power = samples_power(msg)
-        if self._sequence.is_break(msg.first_sequence, msg.sample_count, msg.frames_lost):
+        if self._sequence.is_break(msg.first_sequence, msg.sample_count, msg.frames_lost,
+                                   msg.sample_period_s):
             for name in ids:
                 if name in self._tracks:
                     self._tracks[name].cut()
