@@ -24,7 +24,6 @@ import argparse
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,32 +35,14 @@ from rackpower_nodes.core.forecast.baselines import (
     EwmaForecaster, LightGbmForecaster, LightGbmParams, PersistenceForecaster)
 from rackpower_nodes.core.forecast.forecaster import (
     Forecaster, LstmForecaster, LstmParams)
+from rackpower_nodes.core.forecast.features import WindowSet, WindowSpec
 from rackpower_nodes.core.forecast.metrics import format_table
 
 
-@dataclass
-class SyntheticSpec:
-    step_s: float
-    history_steps: int
-    horizon_steps: int
-    coarse: tuple = ()
-    stride: int = 1
-
-
-@dataclass
-class SyntheticWindows:
-    x: np.ndarray
-    y: np.ndarray
-    scale_w: np.ndarray
-    last: np.ndarray
-    component: np.ndarray
-    t_unix: np.ndarray
-    feature_names: list
-    spec: SyntheticSpec
 
 
 def synthetic_windows(n: int, history: int, features: int, horizon: int,
-                      seed: int = 0) -> SyntheticWindows:
+                      seed: int = 0) -> WindowSet:
     """n windows of a square-wave power schedule with noise; extra features are noisy copies
     of power and a schedule phase. Memory: n * history * features * 4 bytes."""
     rng = np.random.default_rng(seed)
@@ -78,10 +59,10 @@ def synthetic_windows(n: int, history: int, features: int, horizon: int,
     for f in range(2, features):
         x[:, :, f] = power[:, :history] + rng.normal(0, 0.1, (n, history)).astype(np.float32)
     names = ["power", "phase"] + [f"f{i}" for i in range(2, features)]
-    return SyntheticWindows(x, power[:, history:], np.full(n, 400.0), power[:, history - 1],
+    return WindowSet(x, power[:, history:], np.full(n, 400.0), power[:, history - 1],
                             np.array([f"srv{i % 16:02d}" for i in range(n)]),
                             np.arange(n, dtype=np.float64), names[:features],
-                            SyntheticSpec(0.1, history, horizon))
+                            WindowSpec(0.1, history, horizon, coarse=()))
 
 
 def time_calls(fn, calls: int, warmup: int = 50) -> np.ndarray:

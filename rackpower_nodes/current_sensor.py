@@ -49,16 +49,17 @@ def to_message(batch: SampleBatch, frame_id: str) -> PowerSamples:
     msg.first_sequence = batch.first_sequence
     msg.first_board_time_us = batch.first_board_time_us
     msg.channel_ids = list(batch.components)
-    msg.current_a = _f32(batch.current_a)
-    msg.voltage_v = _f32(batch.voltage_v)
-    msg.mean_power_w = _f32(batch.mean_power_w)
-    msg.peak_power_w = _f32(batch.peak_power_w)
+    msg.current_a = float32_array(batch.current_a)
+    msg.voltage_v = float32_array(batch.voltage_v)
+    msg.mean_power_w = float32_array(batch.mean_power_w)
+    msg.peak_power_w = float32_array(batch.peak_power_w)
     msg.total_power_w = float(batch.mean_power_w.sum())
     msg.frames_lost = batch.frames_lost
     return msg
 
 
-def _f32(values: np.ndarray) -> array.array:
+def float32_array(values: np.ndarray) -> array.array:
+    """A float32[] message field from any array, without a per-element Python check."""
     out = array.array("f")
     out.frombytes(np.ascontiguousarray(values, dtype=np.float32).tobytes())
     return out

@@ -9,7 +9,6 @@ message and the diagnostics say so.
 """
 from __future__ import annotations
 
-import array
 import threading
 import time
 from collections import deque
@@ -27,6 +26,7 @@ from rackpower_nodes.core.forecast.serving import Forecast, ForecastService
 from rackpower_nodes.core.predictor_config import (
     PREDICTOR_PARAMETERS, PredictorConfig, predictor_config_from_params)
 from rackpower_nodes.core.schedule import WorkloadSchedule
+from rackpower_nodes.current_sensor import float32_array as _f32
 from rackpower_nodes.current_sensor import samples_qos
 from rackpower_nodes.node_main import run_node
 from rackpower_nodes.ros_params import declare_from_specs
@@ -63,12 +63,6 @@ def to_message(fc: Forecast, components, frame_id: str, inference_ms: float) -> 
     msg.fallback_reason = fc.reason
     msg.inference_ms = float(inference_ms)
     return msg
-
-
-def _f32(values: np.ndarray) -> array.array:
-    out = array.array("f")
-    out.frombytes(np.ascontiguousarray(values, dtype=np.float32).tobytes())
-    return out
 
 
 class PredictorNode(Node):

@@ -6,7 +6,6 @@ component, t_unix, feature_names, spec); the forecasters only read those attribu
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,35 +21,18 @@ from rackpower_nodes.core.forecast.forecaster import (
     ForecastInputError, Forecaster, LstmForecaster, LstmParams, ModelLoadError)
 from rackpower_nodes.core.forecast.metrics import (
     comparison_report, coverage, metric_rows, pinball_loss, point_metrics)
+from rackpower_nodes.core.forecast.features import WindowSet, WindowSpec
 from rackpower_nodes.core.forecast.model import QuantileLSTM
 from rackpower_nodes.core.forecast.registry import load_model, save_model
 
 FEATURES = ["power", "phase_sin", "phase_cos", "util"]
 HISTORY, HORIZON, PERIOD = 16, 8, 48
+SPEC = WindowSpec(step_s=2.0, history_steps=HISTORY, horizon_steps=HORIZON, coarse=())
 
 
-@dataclass
-class Spec:
-    step_s: float = 2.0
-    history_steps: int = HISTORY
-    horizon_steps: int = HORIZON
-    coarse: list[int] = field(default_factory=lambda: [1])
-    stride: int = 1
 
 
-@dataclass
-class Windows:
-    x: np.ndarray
-    y: np.ndarray
-    scale_w: np.ndarray
-    last: np.ndarray
-    component: np.ndarray
-    t_unix: np.ndarray
-    feature_names: list[str]
-    spec: Spec
-
-
-def schedule_windows(steps: int, seed: int, n_components: int = 3) -> Windows:
+def schedule_windows(steps: int, seed: int, n_components: int = 3) -> WindowSet:
     """Each component alternates 0.3 / 0.8 of max_w on a fixed schedule (period 48 steps,
     per-component phase) plus noise; the schedule phase is a known (calendar-like) feature."""
     rng = np.random.default_rng(seed)
@@ -67,13 +49,13 @@ def schedule_windows(steps: int, seed: int, n_components: int = 3) -> Windows:
             lasts.append(power[i - 1])
             comps.append(f"srv{c:02d}")
     n = len(xs)
-    return Windows(np.stack(xs), np.asarray(ys, np.float32), np.full(n, 400.0),
+    return WindowSet(np.stack(xs), np.asarray(ys, np.float32), np.full(n, 400.0),
                    np.asarray(lasts, np.float32), np.asarray(comps), np.arange(n) * 2.0,
-                   list(FEATURES), Spec())
+                   list(FEATURES), SPEC)
 
 
 @pytest.fixture(scope="module")
-def data() -> tuple[Windows, Windows, Windows]:
+def data() -> tuple[WindowSet, WindowSet, WindowSet]:
     return schedule_windows(1200, 1), schedule_windows(300, 2), schedule_windows(600, 3)
 
 

@@ -177,3 +177,13 @@ def load_node_parameters(path: str | Path, node_name: str) -> dict[str, Any]:
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
     return values
+
+
+def load_config_yaml(path: str | Path, node_name: str, build):
+    """`build(values)` applied to `node_name`'s parameters in a ROS parameter YAML file; every
+    error message is prefixed with the file."""
+    values = load_node_parameters(path, node_name)
+    try:
+        return build(values)
+    except ConfigError as exc:
+        raise ConfigError([f"{path}: {e}" for e in exc.errors]) from exc

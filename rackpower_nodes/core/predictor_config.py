@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rackpower_nodes.core.params import (
-    ConfigError, ParamSpec, check_ids, load_node_parameters, param, read_parameters)
+    ConfigError, ParamSpec, check_ids, load_config_yaml, param, read_parameters)
 
 PREDICTOR_PARAMETERS: tuple[ParamSpec, ...] = (
     param("model.path", "", "string",
@@ -85,8 +85,4 @@ def predictor_config_from_params(values: Mapping[str, Any]) -> PredictorConfig:
 
 
 def load_predictor_config_yaml(path: str | Path, node_name: str = "predictor") -> PredictorConfig:
-    values = load_node_parameters(path, node_name)
-    try:
-        return predictor_config_from_params(values)
-    except ConfigError as exc:
-        raise ConfigError([f"{path}: {e}" for e in exc.errors]) from exc
+    return load_config_yaml(path, node_name, predictor_config_from_params)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rackpower_nodes.core.params import (
-    ConfigError, ParamSpec, check_ids, flatten_parameters, load_node_parameters, read_parameters)
+    ConfigError, ParamSpec, check_ids, flatten_parameters, load_config_yaml, read_parameters)
 
 __all__ = [
     "ChannelSpec", "ConfigError", "ParamSpec", "SENSOR_PARAMETERS", "SensorConfig",
@@ -238,8 +238,4 @@ def sensor_config_from_params(values: Mapping[str, Any]) -> SensorConfig:
 
 def load_sensor_config_yaml(path: str | Path, node_name: str = "current_sensor") -> SensorConfig:
     """Load a ROS parameter YAML file (`{node: {ros__parameters: {...}}}`) into a config."""
-    values = load_node_parameters(path, node_name)
-    try:
-        return sensor_config_from_params(values)
-    except ConfigError as exc:
-        raise ConfigError([f"{path}: {e}" for e in exc.errors]) from exc
+    return load_config_yaml(path, node_name, sensor_config_from_params)

@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from rackpower_nodes.core.params import (
-    ConfigError, ParamSpec, check_ids, load_node_parameters, param, read_parameters)
+    ConfigError, ParamSpec, check_ids, load_config_yaml, param, read_parameters)
 
 
 TELEMETRY_PARAMETERS: tuple[ParamSpec, ...] = (
@@ -91,8 +91,4 @@ def _check_hosts(names, urls, errors: list[str]) -> None:
 
 def load_telemetry_config_yaml(path: str | Path,
                                node_name: str = "host_telemetry") -> TelemetryConfig:
-    values = load_node_parameters(path, node_name)
-    try:
-        return telemetry_config_from_params(values)
-    except ConfigError as exc:
-        raise ConfigError([f"{path}: {e}" for e in exc.errors]) from exc
+    return load_config_yaml(path, node_name, telemetry_config_from_params)
