@@ -216,6 +216,53 @@ def test_plain_csv_trace_replay(raw, tmp_path):
     np.testing.assert_allclose(util[[0, 10, 20, 30]], [0.1, 0.3, 0.5, 0.4], atol=1e-6)
 
 
+def _write_power_bag(path, watts_per_batch, component="srv05", voltage=230.0) -> None:
+    """A rosbag2 (MCAP) of PowerSamples: batches of 100 samples at 1 kHz, one level each."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from rackpower_nodes.core.forecast.datasets import message_typestore
+
+    store = message_typestore()
+    T = store.types
+    t0_ns = 1_700_000_000 * 10**9
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conn = writer.add_connection("/rack_07/power_samples", "rackpower/msg/PowerSamples",
+                                     typestore=store)
+        for b, watts in enumerate(watts_per_batch):
+            t_ns = t0_ns + b * 100_000_000
+            stamp = T["builtin_interfaces/msg/Time"](sec=t_ns // 10**9, nanosec=t_ns % 10**9)
+            current = np.full(100, watts / voltage, np.float32)
+            msg = T["rackpower/msg/PowerSamples"](
+                header=T["std_msgs/msg/Header"](stamp=stamp, frame_id="rack_07"),
+                sample_period_s=0.001, sample_count=100, first_sequence=b * 100,
+                first_board_time_us=b * 100_000, channel_ids=[component], current_a=current,
+                voltage_v=np.full(1, voltage, np.float32),
+                mean_power_w=np.full(1, watts, np.float32),
+                peak_power_w=np.full(1, watts, np.float32), total_power_w=float(watts),
+                frames_lost=0)
+            writer.write(conn, t_ns, store.serialize_cdr(msg, msg.__msgtype__))
+
+
+def test_bag_trace_replay(raw, tmp_path):
+    levels = [100.0, 120.0, 150.0, 130.0, 110.0]
+    _write_power_bag(tmp_path / "bag", levels)
+    cfg = copy.deepcopy(raw)
+    cfg["components"][4]["trace"] = {"format": "bag", "path": str(tmp_path / "bag"),
+                                     "component": "srv05"}
+    data = generate(2 / HOUR, seed=1, config=cfg)          # 2 s at the config's 10 Hz
+    np.testing.assert_allclose(data.power_w[:10, 4], levels * 2, rtol=1e-5)   # looped
+    util = data.util[:5, 4]                                 # no telemetry: scaled power
+    np.testing.assert_allclose(util, [0.0, 0.4, 1.0, 0.6, 0.2], atol=1e-5)
+    missing = copy.deepcopy(cfg)
+    missing["components"][4]["trace"]["component"] = "srv99"
+    with pytest.raises(SimConfigError, match="no power_samples channel 'srv99'"):
+        generate(1 / HOUR, seed=1, config=missing)
+    no_id = copy.deepcopy(cfg)
+    del no_id["components"][4]["trace"]["component"]
+    with pytest.raises(SimConfigError, match="component"):
+        generate(1 / HOUR, seed=1, config=no_id)
+
+
 def test_plain_csv_without_util_and_with_a_bad_header(tmp_path):
     good = tmp_path / "p.csv"
     good.write_text("time_s,power_w\n0,100\n0.5,300\n1.0,200\n")

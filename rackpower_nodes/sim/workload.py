@@ -310,20 +310,56 @@ def load_plain_trace(path: str | Path) -> TraceReplay:
     return TraceReplay(t, power.copy(), util, float(t[-1] + step), str(path))
 
 
+def load_bag_trace(path: str | Path, component: str, namespace: str | None = None,
+                   step_s: float = 0.1) -> TraceReplay:
+    """One component's power from a rosbag2 bag of ``power_samples`` (and ``host_telemetry``
+    for utilisation), as recorded by rackpower or ``ros2 bag record``: step means of
+    ``step_s`` (s), segments joined end to end. Utilisation is the host's CPU utilisation
+    where the bag has it, else the power scaled to 0..1."""
+    from rackpower_nodes.core.forecast.datasets import DatasetError, from_bag
+
+    try:
+        series = [s for s in from_bag(Path(path), step_s, namespace) if s.component == component]
+    except DatasetError as exc:
+        raise SimConfigError(f"trace {path}: {exc}") from exc
+    if not series:
+        raise SimConfigError(f"trace {path}: no power_samples channel {component!r}")
+    power = np.concatenate([s.power_w for s in series]).astype(np.float64)
+    util = np.concatenate([s.telemetry[:, 0] for s in series]).astype(np.float64)
+    if len(power) < 2:
+        raise SimConfigError(f"trace {path}: {len(power)} steps of {component!r}, expected >= 2")
+    if not np.isfinite(util).all():
+        span = float(power.max() - power.min()) or 1.0
+        util = np.where(np.isfinite(util), util, (power - power.min()) / span)
+    t = np.arange(len(power)) * step_s
+    return TraceReplay(t, power, np.clip(util, 0.0, 1.0), float(len(power) * step_s),
+                       f"{path}#{component}")
+
+
 def load_trace(raw: Mapping, key: str, base_dir: Path) -> TraceReplay:
-    """A trace from a component's ``trace`` section: ``format`` (bsc | csv), ``path``
-    (relative to ``base_dir``), optional ``offset_s`` and ``max_gap_s`` (bsc)."""
+    """A trace from a component's ``trace`` section: ``format`` (bsc | csv | bag), ``path``
+    (relative to ``base_dir``; a bag's folder or file), optional ``offset_s``, ``max_gap_s``
+    (bsc), and for a bag ``component`` (the channel id to replay) and ``namespace``."""
     raw = cfg_map(raw, key)
     fmt, rel = raw.get("format", "csv"), raw.get("path")
-    if fmt not in ("bsc", "csv"):
-        raise SimConfigError(f"{key}.format: {fmt!r}, expected 'bsc' or 'csv'")
+    if fmt not in ("bsc", "csv", "bag"):
+        raise SimConfigError(f"{key}.format: {fmt!r}, expected 'bsc', 'csv' or 'bag'")
     if not isinstance(rel, str):
         raise SimConfigError(f"{key}.path: {rel!r}, expected a file path")
     path = (base_dir / rel).expanduser()
-    if not path.is_file():
-        raise SimConfigError(f"{key}.path: {str(path)!r} is not a file")
-    trace = (load_bsc_trace(path, cfg_float(raw, "max_gap_s", key, 10.0, 0.1, 1e6, "s"))
-             if fmt == "bsc" else load_plain_trace(path))
+    if not (path.is_file() or (fmt == "bag" and path.is_dir())):
+        raise SimConfigError(f"{key}.path: {str(path)!r} is not a "
+                             + ("bag folder or file" if fmt == "bag" else "file"))
+    if fmt == "bag":
+        component = raw.get("component")
+        if not isinstance(component, str) or not component:
+            raise SimConfigError(f"{key}.component: {component!r}, expected the channel id "
+                                 "to replay from the bag")
+        trace = load_bag_trace(path, component, raw.get("namespace"))
+    elif fmt == "bsc":
+        trace = load_bsc_trace(path, cfg_float(raw, "max_gap_s", key, 10.0, 0.1, 1e6, "s"))
+    else:
+        trace = load_plain_trace(path)
     offset = cfg_float(raw, "offset_s", key, 0.0, 0.0, 1e9, "s")
     _log.debug("trace %s: %d samples, loop %.0f s", path, trace.t_s.size, trace.period_s)
     return TraceReplay(trace.t_s, trace.power_w, trace.util, trace.period_s, trace.source,
