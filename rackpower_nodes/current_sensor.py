@@ -14,12 +14,13 @@ import threading
 import time
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from rackpower.msg import PowerSamples
+from rackpower_nodes import diagnostics
 from rackpower_nodes.core.acquisition import Acquisition, SampleBatch
 from rackpower_nodes.core.sensor_config import (
     SENSOR_PARAMETERS, SensorConfig, sensor_config_from_params)
@@ -141,13 +142,9 @@ class CurrentSensorNode(Node):
         }
         for report in self._reader.realtime_reports:
             values[f"realtime.{report.setting}"] = report.detail
-        status = DiagnosticStatus(
-            level=level, name=f"{self.get_fully_qualified_name()}: sensor board",
-            message=message, hardware_id=self.config.port,
-            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
-        diag = DiagnosticArray(status=[status])
-        diag.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(diag)
+        diagnostics.publish(self, self._diag_pub, [diagnostics.status(
+            level, f"{self.get_fully_qualified_name()}: sensor board", message,
+            self.config.port, values)])
 
     def _health(self, rate_hz: float, age_s: float) -> tuple[bytes, str]:
         if self._state.state != "open":

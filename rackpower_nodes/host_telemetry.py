@@ -10,11 +10,12 @@ from __future__ import annotations
 import sys
 import time
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
 from rackpower.msg import HostMetrics, HostTelemetry
+from rackpower_nodes import diagnostics
 from rackpower_nodes.core.schedule import WorkloadSchedule
 from rackpower_nodes.core.telemetry import (
     HostTarget, LocalHostReader, TelemetryCollector, calendar_features)
@@ -91,9 +92,8 @@ class HostTelemetryNode(Node):
         return m
 
     def _publish_diagnostics(self, statuses, now: float) -> None:
-        diag = DiagnosticArray()
-        diag.header.stamp = self.get_clock().now().to_msg()
         prefix = self.get_fully_qualified_name()
+        out = []
         for s in statuses:
             if s.up and not s.stale:
                 level, text = DiagnosticStatus.OK, "reachable"
@@ -105,10 +105,8 @@ class HostTelemetryNode(Node):
                       "consecutive_failures": s.consecutive_failures,
                       "counter_resets": s.counter_resets,
                       "age_s": f"{now - s.last_success_s:.2f}" if s.last_success_s else "never"}
-            diag.status.append(DiagnosticStatus(
-                level=level, name=f"{prefix}: {s.host}", message=text, hardware_id=s.host,
-                values=[KeyValue(key=k, value=str(v)) for k, v in values.items()]))
-        self._diag_pub.publish(diag)
+            out.append(diagnostics.status(level, f"{prefix}: {s.host}", text, s.host, values))
+        diagnostics.publish(self, self._diag_pub, out)
 
     def destroy_node(self) -> None:
         self._collector.close()

@@ -14,13 +14,14 @@ import time
 from collections import deque
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from rackpower.msg import HostTelemetry, ModelUpdate, PowerForecast, PowerSamples
+from rackpower_nodes import diagnostics
 from rackpower_nodes.core.forecast.forecaster import ModelLoadError
 from rackpower_nodes.core.forecast.serving import Forecast, ForecastService
 from rackpower_nodes.core.predictor_config import (
@@ -153,13 +154,9 @@ class PredictorNode(Node):
                   "inference_ms_p50": f"{np.percentile(lat, 50):.2f}",
                   "inference_ms_p99": f"{np.percentile(lat, 99):.2f}",
                   "inference_ms_max": f"{lat.max():.2f}"}
-        status = DiagnosticStatus(
-            level=level, name=f"{self.get_fully_qualified_name()}: forecaster", message=text,
-            hardware_id="predictor",
-            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
-        diag = DiagnosticArray(status=[status])
-        diag.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(diag)
+        diagnostics.publish(self, self._diag_pub, [diagnostics.status(
+            level, f"{self.get_fully_qualified_name()}: forecaster", text, "predictor",
+            values)])
 
 
 def main(args=None) -> int:
