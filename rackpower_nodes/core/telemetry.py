@@ -34,6 +34,8 @@ from typing import Self
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from rackpower_nodes.core.calendar import phases as calendar_phases
+
 __all__ = [
     "HostRates", "HostStatus", "HostTarget", "LocalHostReader", "RateTracker", "RawSample",
     "Scrape", "ScrapeError", "TelemetryCollector", "calendar_features", "fetch",
@@ -457,11 +459,9 @@ def calendar_features(t_unix: float, tz_offset_s: int = 0) -> dict[str, float]:
     local = datetime.fromtimestamp(t_unix, tz=timezone(timedelta(seconds=tz_offset_s)))
     day_s = local.hour * 3600 + local.minute * 60 + local.second + local.microsecond * 1e-6
     dow = local.weekday()
-    tod = 2 * math.pi * day_s / 86400
-    tow = 2 * math.pi * (dow * 86400 + day_s) / (7 * 86400)
+    tod_sin, tod_cos, dow_sin, dow_cos = map(float, calendar_phases(t_unix + tz_offset_s)[0])
     return {"hour_of_day": day_s / 3600, "day_of_week": dow,
-            "tod_sin": math.sin(tod), "tod_cos": math.cos(tod),
-            "dow_sin": math.sin(tow), "dow_cos": math.cos(tow),
+            "tod_sin": tod_sin, "tod_cos": tod_cos, "dow_sin": dow_sin, "dow_cos": dow_cos,
             "is_weekend": float(dow >= 5)}
 
 

@@ -47,6 +47,7 @@ from rackpower_nodes.core.forecast.datasets import (
     step_index,
     step_times,
 )
+from rackpower_nodes.core.calendar import phases as calendar_phases
 from rackpower_nodes.core.schedule import WorkloadSchedule
 
 __all__ = [
@@ -57,7 +58,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-DAY_S, WEEK_S = 86400.0, 7 * 86400.0
 LOG_BYTES = math.log1p(1e10)        # byte rates: log1p(B/s) / LOG_BYTES, 10 GB/s -> 1
 JOB_HORIZON_S = 3600.0
 JOB_TOL_S = 1e-3                    # a job starting within 1 ms of a step's start counts at it
@@ -115,7 +115,7 @@ def step_features(power_w, telemetry, first_step: int, spec: WindowSpec, idle_w:
     tel = np.asarray(telemetry, dtype=np.float32).astype(np.float64)
     times = step_times(first_step, len(p), spec.step_s)
     tz = schedule.tz_offset_s if schedule is not None else 0.0
-    blocks = [p[:, None], _coarse(p, spec.coarse), _telemetry(tel), _calendar(times + tz),
+    blocks = [p[:, None], _coarse(p, spec.coarse), _telemetry(tel), calendar_phases(times + tz),
               _jobs(schedule, component, times), np.array([[idle_w / max_w, max_w / 1000.0]])]
     out = np.empty((len(p), sum(b.shape[1] for b in blocks)), dtype=np.float32)
     col = 0
@@ -144,12 +144,6 @@ def _telemetry(tel: np.ndarray) -> np.ndarray:
     v[:, :2] = np.clip(v[:, :2], 0.0, 1.0)
     v[:, 2:] = np.log1p(np.maximum(v[:, 2:], 0.0)) / LOG_BYTES
     return np.column_stack([v, known.mean(axis=1)])
-
-
-def _calendar(local_t: np.ndarray) -> np.ndarray:
-    day = 2 * np.pi * np.mod(local_t, DAY_S) / DAY_S
-    week = 2 * np.pi * np.mod(local_t + 3 * DAY_S, WEEK_S) / WEEK_S    # epoch was a Thursday
-    return np.column_stack([np.sin(day), np.cos(day), np.sin(week), np.cos(week)])
 
 
 def _jobs(schedule: WorkloadSchedule | None, host: str, times: np.ndarray) -> np.ndarray:
