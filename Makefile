@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BUILD ?= build/cmake
 PY := $(VENV)/bin/python
-APT_PACKAGES := cmake g++ make prometheus-node-exporter
+APT_PACKAGES := cmake g++ make prometheus-node-exporter mbpoll
 STAMPS := $(VENV)/.rackpower
 
 MSG_FILES := $(wildcard msg/*.msg)
