@@ -162,16 +162,16 @@ def _fill_inputs(demand_w, floor_w, ceiling_w, priority, budget_w):
     for key, arr in (("floor_w", floor), ("ceiling_w", ceiling)):
         bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0))
         if bad.size:
-            raise ValueError(f"water_fill: {key}[{bad[0]}] = {arr[bad[0]]!r}: expected a "
+            raise ValueError(f"water_fill: {key}[{bad[0]}] = {float(arr[bad[0]])!r}: expected a "
                              "finite number >= 0 (W)")
     bad = np.flatnonzero(floor > ceiling)
     if bad.size:
         i = bad[0]
-        raise ValueError(f"water_fill: floor_w[{i}] = {floor[i]!r} > ceiling_w[{i}] = "
-                         f"{ceiling[i]!r}: expected floor_w <= ceiling_w")
+        raise ValueError(f"water_fill: floor_w[{i}] = {float(floor[i])!r} > ceiling_w[{i}] = "
+                         f"{float(ceiling[i])!r}: expected floor_w <= ceiling_w")
     bad = np.flatnonzero(~np.isfinite(prio))
     if bad.size:
-        raise ValueError(f"water_fill: priority[{bad[0]}] = {prio[bad[0]]!r}: expected a "
+        raise ValueError(f"water_fill: priority[{bad[0]}] = {float(prio[bad[0]])!r}: expected a "
                          "finite number")
     return demand, floor, ceiling, prio, budget
 
@@ -568,6 +568,7 @@ class AllocationController:
         if mode == "proactive":
             flagged |= self._off_forecast(measured, predicted)
         wanted = np.where(flagged, np.fmax(demand, _plus_margin(base, frac, minimum)), demand)
+        wanted = np.maximum(wanted, self.floor_w)  # idle power is always asked for
         allocated = self._fill(wanted)
         corrections = self._corrections(np.flatnonzero(flagged), measured, predicted, wanted,
                                         allocated)
