@@ -141,7 +141,8 @@ def _total(x: np.ndarray) -> float:
         exact = math.fsum(values)
     except OverflowError:
         exact = math.inf
-    return max(float(np.sum(x)), float(np.cumsum(x)[-1]), exact, float(sum(values)))
+    with np.errstate(over="ignore"):
+        return max(float(np.sum(x)), float(np.cumsum(x)[-1]), exact, float(sum(values)))
 
 
 def _fill_inputs(demand_w, floor_w, ceiling_w, priority, budget_w):
@@ -415,7 +416,8 @@ class Decision:
 
 def _plus_margin(x: np.ndarray, frac: float, minimum_w: float) -> np.ndarray:
     """x + max(frac * x, minimum_w), W (NaN stays NaN)."""
-    return x + np.maximum(frac * x, minimum_w)
+    with np.errstate(over="ignore"):
+        return x + np.maximum(frac * x, minimum_w)
 
 
 class AllocationController:
