@@ -193,6 +193,8 @@ def test_forecast_peak_picks_the_quantile_and_skips_unknown_values():
     assert math.isnan(peak[0]) and peak[1] == 25.0
     with pytest.raises(ValueError, match="quantile = 'p75'"):
         forecast_peak(fc, 100.0, CFG, "p75")
+    with pytest.raises(ValueError, match="now_s = nan"):
+        forecast_peak(fc, math.nan, CFG, "p99")
 
 
 def test_forecast_now_takes_the_step_covering_now():

@@ -350,6 +350,8 @@ def forecast_peak(forecast: ForecastView, now_s: float, cfg: PolicyConfig,
     the horizon's end (a window lying wholly past it uses the last step; one before the
     origin, the first). NaN where a component has no forecast value in those steps.
     """
+    if not _is_number(now_s) or not math.isfinite(now_s):
+        raise ValueError(f"now_s = {now_s!r}: expected a finite time, s")
     values = forecast.quantile_w(quantile)
     n, horizon = values.shape
     if horizon == 0:
@@ -546,10 +548,14 @@ class AllocationController:
 
         The requested mode is used unless it is proactive and the forecast is missing or its
         origin is more than forecast_stale_s away from t_unix, or the PDU is not answering
-        (`pdu_ok` False): then safe mode, with the reason. Components measured at or above
-        PINNED_FRAC of their allocation, or off the p50 forecast by more than the error
-        threshold (proactive), are corrected at once and reported. The allocation becomes the
-        one in force. Raises ValueError for a non-finite time or arrays of the wrong size.
+        (`pdu_ok` False): then safe mode, with the reason. Every component asks for at least
+        its floor. Components measured at or above PINNED_FRAC of their allocation (held
+        there by the PDU, so wanting more), or off the p50 forecast by more than the error
+        threshold (proactive), are corrected at once: they ask for at least the measured
+        power plus the mode's margin, and each yields a `Correction`. The budget is then
+        water-filled by priority and the result becomes the allocation in force. Static mode,
+        and safe mode under the static policy, allocate the static split and correct nothing.
+        Raises ValueError for a non-finite time or arrays of the wrong size.
         """
         measured = self._check_inputs(t_unix, measured_w, forecast)
         mode, reason, fresh = self._select_mode(t_unix, forecast, pdu_ok, pdu_reason)
