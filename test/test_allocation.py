@@ -99,13 +99,45 @@ def test_water_fill_strands_no_budget_while_someone_is_short(case):
         assert math.fsum(result.tolist()) >= budget - 1e-9 * max(budget, 1.0)
 
 
+@st.composite
+def short_case(draw):
+    """Finite powers, with a budget between the floors' sum and the targets' sum."""
+    demand, floor, ceiling, priority, _ = draw(fill_case(
+        powers=st.floats(0.0, 2000.0), demands=st.floats(-10.0, 3000.0), budgets=st.just(0.0)))
+    target = target_of(demand, floor, ceiling)
+    low = math.fsum(np.minimum(floor, target).tolist())
+    high = math.fsum(target.tolist())
+    return demand, floor, ceiling, priority, low + draw(st.floats(0.0, 1.0)) * (high - low)
+
+
+@PROPERTY
+@given(short_case())
+def test_water_fill_shares_a_short_budget_by_priority_above_the_floors(case):
+    demand, floor, ceiling, priority, budget = case
+    result = water_fill(demand, floor, ceiling, priority, budget)
+    target = target_of(demand, floor, ceiling)
+    grant = np.minimum(floor, target)
+    assert fits(result, budget) and np.all(result <= target)
+    if fits(grant, budget):
+        assert np.all(result >= grant)
+    assert math.fsum(result.tolist()) >= budget - 1e-9 * max(budget, 1.0)
+    for j in np.flatnonzero(result > floor):
+        higher = priority > priority[j]
+        assert np.all(result[higher] == target[higher])
+    for level in np.unique(priority):  # one common level above the grants inside a priority
+        idx = np.flatnonzero((priority == level) & (result < target))
+        above = result[idx] - grant[idx]
+        if idx.size > 1:
+            assert np.ptp(above) <= 1e-9 * max(budget, 1.0)
+
+
 # ---------------------------------------------------------------- water_fill, examples
 
 
 def test_water_fill_returns_targets_that_fit():
-    result = water_fill([100.0, np.nan, 900.0, -5.0], [10, 20, 0, 5], [500, 500, 600, 50],
-                        [1, 1, 1, 1], 2000.0)
-    assert result.tolist() == [100.0, 20.0, 600.0, 0.0]
+    result = water_fill([100.0, np.nan, 900.0, -5.0, math.inf], [10, 20, 0, 5, 0],
+                        [500, 500, 600, 50, 70], [1, 1, 1, 1, 1], 2000.0)
+    assert result.tolist() == [100.0, 20.0, 600.0, 0.0, 70.0]
 
 
 def test_water_fill_cuts_lower_priority_first_and_keeps_floors():
