@@ -4,12 +4,14 @@
                        [--rate-hz 10] [--png day.png]
     rackpower-sim plot --data DIR --out day.png
     rackpower-sim live --link /tmp/rackpower_rack_01_board --exporter-base-port 9101
+                       [--pdu-base-port 5020 | --no-pdus] [--pdu-map rackpower_sim]
 
 ``fast`` writes ``DIR/rack_sim.npz`` and ``DIR/rack_sim.json`` (layout in
 :mod:`rackpower_nodes.sim.rack_sim`); ``plot`` draws per-component power, the rack total and
 the breaker budget over the simulated span. ``live`` plays the rack's hardware in real time: the
-sensor board on a pty and one node_exporter endpoint per host (see
-:mod:`rackpower_nodes.sim.live`), until SIGINT/SIGTERM or ``--duration``.
+sensor board on a pty, one node_exporter endpoint per host and one Modbus TCP PDU per
+``rack.pdus`` entry (see :mod:`rackpower_nodes.sim.live`, docs/pdu.md), until SIGINT/SIGTERM
+or ``--duration``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from rackpower_nodes.core.params import ConfigError
 from rackpower_nodes.core.schedule import ScheduleError
 from rackpower_nodes.sim.rack_sim import DEFAULT_CONFIG, SimConfigError, SimData, generate
 
@@ -55,8 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     live.add_argument("--exporter-base-port", type=int, default=9101,
                       help="host i serves node_exporter metrics on 127.0.0.1:<base + i> "
                            "(0: free ports)")
+    live.add_argument("--pdu-base-port", type=int, default=5020,
+                      help="PDU i (rack.pdus order) serves Modbus TCP on 127.0.0.1:<base + i> "
+                           "(0: free ports; see the manifest)")
+    live.add_argument("--no-pdus", action="store_true",
+                      help="run no simulated PDUs (the board shows unthrottled demand)")
+    live.add_argument("--pdu-map", default="rackpower_sim",
+                      help="register map of the simulated PDUs (preset name or YAML path)")
     live.add_argument("--manifest", type=Path, default=None,
-                      help="write the board link, channel map and exporter URLs here (JSON)")
+                      help="write the board link, channel map, exporter and PDU URLs here "
+                           "(JSON)")
     live.add_argument("--corrupt-prob", type=float, default=0.0, help="per-frame bit flips")
     live.add_argument("--garbage-prob", type=float, default=0.0, help="garbage bursts")
     live.add_argument("--duration", type=float, default=0.0, help="s; 0 = until stopped")
@@ -76,12 +87,15 @@ def _live(args: argparse.Namespace) -> int:
     faults = FaultConfig(corrupt_prob=args.corrupt_prob, garbage_prob=args.garbage_prob,
                          seed=args.seed)
     rack = LiveRack(str(args.link), args.config, args.seed, args.channels, args.rate,
-                    args.scale, exporter_base_port=args.exporter_base_port, faults=faults)
+                    args.scale, exporter_base_port=args.exporter_base_port, faults=faults,
+                    pdu_base_port=None if args.no_pdus else args.pdu_base_port,
+                    pdu_map=args.pdu_map)
     with rack:
         if args.manifest is not None:
             rack.write_manifest(args.manifest)
-        _log.info("board on %s; exporters %s", rack.board.port_path,
-                  " ".join(rack.fleet.urls.values()))
+        _log.info("board on %s; exporters %s; PDUs %s", rack.board.port_path,
+                  " ".join(rack.fleet.urls.values()),
+                  " ".join(f"{n}={s.url}" for n, s in rack.pdus.items()) or "none")
         stop.wait(args.duration if args.duration > 0 else None)
     return 0
 
@@ -117,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _live(args)
         _plot(SimData.load(args.data), args.out, args.title)
         return 0
-    except (SimConfigError, ScheduleError, FileNotFoundError) as exc:
+    except (SimConfigError, ScheduleError, ConfigError, OSError) as exc:
         _log.error("%s", exc)
         return 2
 

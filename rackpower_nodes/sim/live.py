@@ -5,7 +5,10 @@
     mapped), so `current_sensor` reads the simulated rack through the real frame protocol;
   - one node_exporter-compatible endpoint per simulated host on loopback, whose counters
     advance with the host's simulated CPU, memory, network and disk activity, so
-    `host_telemetry` scrapes it like a real server.
+    `host_telemetry` scrapes it like a real server;
+  - one Modbus TCP PDU per `rack.pdus` entry on loopback (`rackpower_nodes.sim.pdu`), all fed
+    by one modelled breaker: each component's outlet serves min(demand, allocation), so the
+    board's currents are the PDU-served power / voltage and throttling shows on the board.
 """
 from __future__ import annotations
 
@@ -17,8 +20,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from rackpower_nodes.core.frame_codec import FrameLayout
+from rackpower_nodes.core.pdu_map import load_register_map
 from rackpower_nodes.sim.node_exporter import ExporterFleet, SimulatedHost
+from rackpower_nodes.sim.pdu import PduModel, SimPduServer
 from rackpower_nodes.sim.rack_sim import RackSimulator, load_config
 from rackpower_nodes.sim.sensor_board import FaultConfig, SensorBoardEmulator
 
@@ -39,6 +46,12 @@ class LiveRack:
         start_unix: the wall-clock time simulated time 0 stands for (default: now), so the
             day's rhythm and the workload schedule follow the real clock, as host_telemetry's
             calendar and schedule features do.
+        pdu_base_port: PDU i (in `rack.pdus` order) serves Modbus TCP on base + i; 0 picks
+            free ports; None runs no PDUs (the board then shows raw demand).
+        pdu_map: register map of the simulated PDUs (preset name or YAML path).
+        pdu_host: address the PDUs listen on.
+        outlet_rating_w: every outlet's rating and initial allocation, W (default: 10 A at
+            the rack's nominal voltage, an IEC C13 outlet).
     """
 
     def __init__(self, board_link: str, config=None, seed: int | None = None,
@@ -46,7 +59,9 @@ class LiveRack:
                  scale_a_per_count: float = 0.001,
                  channel_map: Sequence[int | None] | None = None, exporter_base_port: int = 0,
                  faults: FaultConfig = FaultConfig(), telemetry_hz: float = 10.0,
-                 start_unix: float | None = None):
+                 start_unix: float | None = None, pdu_base_port: int | None = 0,
+                 pdu_map: str = "rackpower_sim", pdu_host: str = "127.0.0.1",
+                 outlet_rating_w: float | None = None):
         rack = load_config(config)
         rack = dataclasses.replace(
             rack, start_unix=time.time() if start_unix is None else float(start_unix))
@@ -55,9 +70,14 @@ class LiveRack:
         if channel_map is None:
             channel_map = list(range(min(n, board_channels)))
         self.channel_map = list(channel_map)
+        self.pdu_lock = threading.Lock()
+        self.pdu_model: PduModel | None = None
+        self.pdus: dict[str, SimPduServer] = {}
+        if pdu_base_port is not None:
+            self._make_pdus(pdu_base_port, pdu_map, pdu_host, outlet_rating_w)
         self.board = SensorBoardEmulator(
             FrameLayout(board_channels), board_rate_hz,
-            self.sim.current_source(self.channel_map, board_channels),
+            self._board_source(board_channels),
             scale_a_per_count=scale_a_per_count, link_path=board_link, faults=faults,
             board_clock="wall")
         hosts = {}
@@ -71,7 +91,53 @@ class LiveRack:
         self._thread = threading.Thread(target=self._run, name="live-rack", daemon=True)
         self._t0 = 0.0
 
+    def _make_pdus(self, base_port: int, map_name: str, host: str,
+                   outlet_rating_w: float | None) -> None:
+        """One model (one breaker) over every PDU's outlets; a server per PDU."""
+        cfg = self.sim.config
+        pdus = {str(k): int(v["outlets"]) for k, v in cfg.raw["rack"]["pdus"].items()}
+        first, total = {}, 0
+        for name, n in pdus.items():
+            first[name], total = total, total + n
+        rating = cfg.nominal_v * cfg.power_factor * 10.0 if outlet_rating_w is None \
+            else float(outlet_rating_w)
+        self.pdu_model = PduModel(np.full(total, rating), cfg.breaker_w)
+        self._outlet_of = np.array([first[c.pdu] + c.outlet - 1 for c in cfg.components])
+        base_map = load_register_map(map_name)
+        for i, (name, n) in enumerate(pdus.items()):
+            port = base_port + i if base_port else 0
+            self.pdus[name] = SimPduServer(
+                base_map.with_outlets(n), self.pdu_model, host, port, unit_id=1,
+                voltage_v=cfg.nominal_v, first_outlet=first[name], lock=self.pdu_lock)
+
+    def _board_source(self, channels: int):
+        """Board currents (A): each channel's component power as served by its outlet."""
+        self.sim.current_source(self.channel_map, channels)      # validates the map
+        cols = np.array([-1 if c is None else int(c) for c in self.channel_map], dtype=np.int64)
+        board = np.flatnonzero(cols >= 0)
+        comps = cols[board]
+        volts = self.sim.config.nominal_v * self.sim.config.power_factor
+
+        def source(t_s: np.ndarray) -> np.ndarray:
+            t = np.asarray(t_s, dtype=np.float64)
+            out = np.zeros((t.size, channels))
+            if board.size:
+                power = self.sim.power_at(t)[:, comps]
+                if self.pdu_model is not None:
+                    power = np.minimum(power, self.pdu_model.cap_w()[self._outlet_of[comps]])
+                out[:, board] = power / volts
+            return out
+
+        return source
+
     def start(self) -> LiveRack:
+        try:
+            for server in self.pdus.values():
+                server.start()
+        except OSError:
+            for server in self.pdus.values():
+                server.stop()
+            raise
         self.fleet.start()
         self._t0 = time.monotonic()
         self.board.start()
@@ -84,6 +150,8 @@ class LiveRack:
             self._thread.join(2.0)
         self.board.stop()
         self.fleet.stop()
+        for server in self.pdus.values():
+            server.stop()
 
     def __enter__(self) -> LiveRack:
         return self.start()
@@ -96,8 +164,11 @@ class LiveRack:
         return time.monotonic() - self._t0
 
     def manifest(self) -> dict:
-        """What the nodes need to find this rack: board link, channel map, exporter URLs."""
+        """What the nodes need to find this rack: board link, channel map, exporter URLs,
+        PDUs (name, url, host, port, unit_id, map, outlets), each component's [pdu, outlet],
+        the breaker rating and the derated budget (W)."""
         names = self.sim.names
+        cfg = self.sim.config
         return {
             "board_link": self.board.port_path,
             "board_channels": self.board.layout.channels,
@@ -107,7 +178,28 @@ class LiveRack:
                             if c is not None and c >= 0],
             "hosts": list(self.fleet.urls),
             "host_urls": list(self.fleet.urls.values()),
+            "pdus": [{"name": name, "url": s.url, "host": s.host, "port": s.port,
+                      "unit_id": s.unit_id, "map": s.map.name, "outlets": s.map.outlets}
+                     for name, s in self.pdus.items()],
+            "pdu_outlets": {c.name: [c.pdu, c.outlet] for c in cfg.components},
+            "breaker_w": cfg.breaker_w,
+            "budget_w": cfg.budget_w,
         }
+
+    def pdu_stats(self) -> dict:
+        """The PDU model's counters (`PduModel.stats`) plus per-component throttled energy
+        (J) and under-allocated time (s); empty without PDUs."""
+        if self.pdu_model is None:
+            return {}
+        with self.pdu_lock:
+            stats = self.pdu_model.stats()
+            m = self.pdu_model
+            stats["components"] = {
+                c.name: {"throttled_j": float(m.throttled_j[i]),
+                         "under_allocated_s": float(m.under_allocated_s[i]),
+                         "allocation_w": float(m.allocation_w[i])}
+                for c, i in zip(self.sim.config.components, self._outlet_of.tolist())}
+        return stats
 
     def write_manifest(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.manifest(), indent=2))
@@ -117,7 +209,21 @@ class LiveRack:
         while not self._stop.wait(self._period):
             now = self.sim_time()
             self._advance_hosts(last, now)
+            self._advance_pdus(last, now)
             last = now
+
+    def _advance_pdus(self, t_from: float, t_to: float) -> None:
+        """Serve the outlets from `t_from` to `t_to` (s) at the demand there; refresh the
+        PDUs' registers."""
+        dt = t_to - t_from
+        if self.pdu_model is None or dt <= 0:
+            return
+        demand = np.zeros(self.pdu_model.n_outlets)
+        demand[self._outlet_of] = self.sim.power_at(np.array([t_to]))[0]
+        with self.pdu_lock:
+            self.pdu_model.apply(demand, dt)
+        for server in self.pdus.values():
+            server.refresh()
 
     def _advance_hosts(self, t_from: float, t_to: float) -> None:
         """Integrate each host's counters from `t_from` to `t_to` (s of simulated time)."""
