@@ -212,3 +212,19 @@ def test_rtu_framing_over_a_socket():
             assert client.read_outlets([2]).power_w.tolist() == [42.0]
     finally:
         srv.stop()
+
+
+def test_a_device_that_never_answers_times_out():
+    import socket
+    import time
+
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(1)                  # accepts the connection, never answers
+        url = f"tcp://127.0.0.1:{mute.getsockname()[1]}"
+        client = open_pdu(url, "rackpower_sim", timeout_s=0.2)
+        began = time.monotonic()
+        with pytest.raises(PduError, match=re.escape(url) + r" unit 1: holding register 0: "
+                                                            r"ModbusIOException.*timeout 0.2 s"):
+            client.connect()
+        assert time.monotonic() - began < 3.0 and not client.connected

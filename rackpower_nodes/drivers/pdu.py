@@ -251,8 +251,10 @@ class ModbusPdu(PduClient):
         except Exception as exc:  # noqa: BLE001 - pymodbus and pyserial raise many kinds;
             # none is swallowed: each becomes PduError naming it, chained
             self.close()
+            hint = (f" (timeout {self.timeout_s:g} s)"
+                    if type(exc).__name__ == "ModbusIOException" else "")
             raise PduError(f"{self._where(table, address, n)}: "
-                           f"{type(exc).__name__}: {exc}") from exc
+                           f"{type(exc).__name__}: {exc}{hint}") from exc
         if response.isError():
             code = getattr(response, "exception_code", None)
             self._fail(table, address, f"Modbus exception {code} "
