@@ -1,0 +1,230 @@
+"""Parameter schema and validated configuration of the `pdu_actuator` node (no rclpy).
+
+The rack budget is the breaker rating (A x V) times a derating; each component has a floor
+(idle power), a ceiling (its outlet or PSU rating), a priority, and the PDU outlet that feeds
+it. PDUs are named, each with a URL (`tcp://host:port` or `rtu:///dev/ttyUSB0?baudrate=19200`),
+a register map (a preset name from `config/pdu/` or a YAML path) and a Modbus unit id.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rackpower_nodes.core.allocation import MODES, QUANTILES, Component, PolicyConfig
+from rackpower_nodes.core.params import (
+    ConfigError, ParamSpec, check_ids, load_config_yaml, param, read_parameters)
+
+ACTUATOR_PARAMETERS: tuple[ParamSpec, ...] = (
+    param("mode", "proactive", "string",
+          "Allocation mode: proactive (forecast), reactive (last measured + margin), static "
+          "(nameplate split) or safe", choices=MODES, read_only=False),
+    param("autostart", True, "bool",
+          "Configure and activate by itself at start-up, retrying until the PDUs answer"),
+    param("budget.breaker_a", 20.0, "double", "Rating of the breaker feeding the rack, A",
+          (0.1, 10000.0)),
+    param("budget.voltage_v", 230.0, "double", "Nominal supply voltage, V", (1.0, 1000.0)),
+    param("budget.derating", 0.8, "double",
+          "Continuous-load fraction of the breaker rating the allocations may use",
+          (0.05, 1.0)),
+    param("policy.quantile", "p99", "string",
+          "Forecast quantile the proactive mode allocates", choices=QUANTILES),
+    param("policy.margin_frac", 0.05, "double", "Proactive headroom as a fraction", (0.0, 5.0)),
+    param("policy.margin_w", 5.0, "double", "Smallest proactive headroom, W", (0.0, 10000.0)),
+    param("policy.lead_s", 1.0, "double",
+          "Actuation latency: the window an allocation covers starts this long after now, s",
+          (0.0, 60.0)),
+    param("policy.window_s", 2.0, "double", "Length of the window an allocation covers, s",
+          (0.01, 60.0), positive=True),
+    param("policy.reactive_margin_frac", 0.10, "double",
+          "Reactive headroom as a fraction of the last measured power", (0.0, 5.0)),
+    param("policy.reactive_margin_w", 10.0, "double", "Smallest reactive headroom, W",
+          (0.0, 10000.0)),
+    param("policy.error_threshold_frac", 0.15, "double",
+          "Forecast error (fraction of the forecast) that triggers a correction", (0.0, 10.0)),
+    param("policy.error_threshold_w", 20.0, "double",
+          "Smallest forecast error that triggers a correction, W", (0.0, 10000.0)),
+    param("policy.safe_policy", "reactive", "string",
+          "What safe mode allocates: reactive with policy.safe_margin_frac, or static",
+          choices=("reactive", "static")),
+    param("policy.safe_margin_frac", 0.25, "double", "Safe-mode reactive headroom fraction",
+          (0.0, 5.0)),
+    param("inputs.forecast_stale_s", 0.2, "double",
+          "No forecast received for this long switches to safe mode, s", (0.01, 60.0),
+          positive=True),
+    param("inputs.forecast_max_age_s", 1.0, "double",
+          "A forecast whose origin (newest input) is older than this is not used, s",
+          (0.05, 60.0), positive=True),
+    param("inputs.samples_stale_s", 0.5, "double",
+          "A component's measurement older than this counts as unknown, s", (0.01, 60.0),
+          positive=True),
+    param("control.rate_hz", 10.0, "double",
+          "Highest control rate; a step runs on a power_samples batch at most this often",
+          (0.5, 100.0)),
+    param("components.names", [], "string_array", "Component ids, as the sensor names them"),
+    param("components.pdu", [], "string_array", "The PDU (pdus.names) feeding each component"),
+    param("components.outlet", [], "integer_array", "PDU outlet number (1-based) per component"),
+    param("components.floor_w", [], "double_array",
+          "Floor per component, W: its idle power, kept while the floors fit the budget"),
+    param("components.ceiling_w", [], "double_array",
+          "Ceiling per component, W: its outlet or PSU rating, never exceeded"),
+    param("components.priority", [], "integer_array",
+          "Priority per component (higher keeps power longer); empty = all 1"),
+    param("components.nameplate_w", [], "double_array",
+          "Nameplate power per component for the static split, W; empty = the ceilings"),
+    param("pdus.names", [], "string_array", "PDU names"),
+    param("pdus.urls", [], "string_array",
+          "Per PDU: tcp://host:port, or rtu:///dev/ttyUSB0?baudrate=19200&parity=E"),
+    param("pdus.maps", [], "string_array",
+          "Per PDU: register map preset (config/pdu/<name>.yaml) or a YAML path"),
+    param("pdus.unit_ids", [], "integer_array", "Per PDU: Modbus unit id; empty = all 1"),
+    param("pdu.timeout_s", 0.3, "double", "Modbus request timeout, s", (0.01, 10.0),
+          positive=True),
+    param("pdu.retry_s", 1.0, "double", "Wait between reconnection attempts, s",
+          (0.05, 600.0), positive=True),
+    param("pdu.allow_switching", False, "bool",
+          "Allow switching outlets off to enforce an allocation (never by default)"),
+    param("publish.deadline_s", 0.5, "double", "QoS deadline of power_allocation, s",
+          (0.01, 60.0), positive=True),
+    param("frame_id", "rack", "string", "header.frame_id of published messages"),
+)
+
+
+@dataclass(frozen=True)
+class PduSpec:
+    name: str
+    url: str
+    register_map: str
+    unit_id: int
+
+
+@dataclass(frozen=True)
+class ActuatorConfig:
+    mode: str
+    autostart: bool
+    policy: PolicyConfig
+    components: tuple[Component, ...]
+    outlets: tuple[tuple[str, int], ...]      # (pdu name, outlet number) per component
+    pdus: tuple[PduSpec, ...]
+    forecast_stale_s: float
+    samples_stale_s: float
+    rate_hz: float
+    timeout_s: float
+    retry_s: float
+    allow_switching: bool
+    deadline_s: float
+    frame_id: str
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.id for c in self.components)
+
+
+def _per_item(v: Mapping, key: str, n: int, owner: str, errors: list[str],
+              default: Any = None) -> list:
+    arr = list(v.get(key, ()))
+    if not arr and default is not None:
+        return [default] * n
+    if len(arr) != n:
+        errors.append(f"{key} = {arr!r}: has {len(arr)} values, expected {n} (one per "
+                      f"{owner})")
+        return [default] * n
+    return arr
+
+
+def actuator_config_from_params(values: Mapping[str, Any]) -> ActuatorConfig:
+    """Build a validated config; raises ConfigError naming every bad key and value."""
+    errors: list[str] = []
+    v = read_parameters(ACTUATOR_PARAMETERS, values, errors)
+    names = list(v.get("components.names", ()))
+    if not names:
+        errors.append("components.names = []: expected at least one component id")
+    check_ids("components.names", names, errors)
+    n = len(names)
+    comp_pdu = _per_item(v, "components.pdu", n, "components.names", errors, "")
+    outlet = _per_item(v, "components.outlet", n, "components.names", errors, 0)
+    floor = _per_item(v, "components.floor_w", n, "components.names", errors, math.nan)
+    ceiling = _per_item(v, "components.ceiling_w", n, "components.names", errors, math.nan)
+    priority = _per_item(v, "components.priority", n, "components.names", errors, 1)
+    nameplate = list(v.get("components.nameplate_w", ())) or list(ceiling)
+    if len(nameplate) != n:
+        errors.append(f"components.nameplate_w = {nameplate!r}: has {len(nameplate)} values, "
+                      f"expected {n} (one per components.names) or none")
+        nameplate = list(ceiling)
+
+    pdu_names = list(v.get("pdus.names", ()))
+    if not pdu_names:
+        errors.append("pdus.names = []: expected at least one PDU")
+    check_ids("pdus.names", pdu_names, errors)
+    urls = _per_item(v, "pdus.urls", len(pdu_names), "pdus.names", errors, "")
+    maps = _per_item(v, "pdus.maps", len(pdu_names), "pdus.names", errors, "")
+    units = _per_item(v, "pdus.unit_ids", len(pdu_names), "pdus.names", errors, 1)
+    pdus = []
+    for i, name in enumerate(pdu_names):
+        if not urls[i].startswith(("tcp://", "rtu://")):
+            errors.append(f"pdus.urls[{i}] = {urls[i]!r}: expected tcp://host:port or "
+                          "rtu:///dev/<port>?baudrate=<baud>")
+        if not maps[i]:
+            errors.append(f"pdus.maps[{i}] = {maps[i]!r}: expected a preset name or a path")
+        if not 0 <= units[i] <= 255:
+            errors.append(f"pdus.unit_ids[{i}] = {units[i]!r}: expected 0..255")
+        pdus.append(PduSpec(name, urls[i], maps[i], int(units[i])))
+
+    components, outlets, used = [], [], {}
+    for i, cid in enumerate(names):
+        lo, hi = floor[i], ceiling[i]
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi and hi > 0):
+            errors.append(f"components.floor_w[{i}] = {lo!r}, components.ceiling_w[{i}] = "
+                          f"{hi!r} ({cid}): expected 0 <= floor <= ceiling, ceiling > 0, in W")
+        if not (math.isfinite(nameplate[i]) and nameplate[i] > 0):
+            errors.append(f"components.nameplate_w[{i}] = {nameplate[i]!r} ({cid}): expected "
+                          "> 0 W")
+        if comp_pdu[i] not in pdu_names:
+            errors.append(f"components.pdu[{i}] = {comp_pdu[i]!r} ({cid}): expected one of "
+                          f"pdus.names {pdu_names!r}")
+        if not outlet[i] >= 1:
+            errors.append(f"components.outlet[{i}] = {outlet[i]!r} ({cid}): expected an outlet "
+                          "number >= 1")
+        key = (comp_pdu[i], int(outlet[i]))
+        if key in used and outlet[i] >= 1:
+            errors.append(f"components.outlet[{i}] = {outlet[i]!r} ({cid}): outlet already "
+                          f"feeds {used[key]} on {comp_pdu[i]}")
+        used.setdefault(key, cid)
+        components.append(Component(cid, float(lo), float(hi), int(priority[i]),
+                                    float(nameplate[i])))
+        outlets.append(key)
+
+    policy = None
+    if not errors:
+        try:
+            policy = PolicyConfig(
+                breaker_w=v["budget.breaker_a"] * v["budget.voltage_v"],
+                derating=v["budget.derating"], quantile=v["policy.quantile"],
+                margin_frac=v["policy.margin_frac"], margin_w=v["policy.margin_w"],
+                lead_s=v["policy.lead_s"], window_s=v["policy.window_s"],
+                reactive_margin_frac=v["policy.reactive_margin_frac"],
+                reactive_margin_w=v["policy.reactive_margin_w"],
+                error_threshold_frac=v["policy.error_threshold_frac"],
+                error_threshold_w=v["policy.error_threshold_w"],
+                forecast_stale_s=v["inputs.forecast_max_age_s"],
+                safe_policy=v["policy.safe_policy"],
+                safe_margin_frac=v["policy.safe_margin_frac"])
+        except ConfigError as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise ConfigError(errors)
+    return ActuatorConfig(
+        mode=v["mode"], autostart=v["autostart"], policy=policy,
+        components=tuple(components), outlets=tuple(outlets), pdus=tuple(pdus),
+        forecast_stale_s=v["inputs.forecast_stale_s"],
+        samples_stale_s=v["inputs.samples_stale_s"], rate_hz=v["control.rate_hz"],
+        timeout_s=v["pdu.timeout_s"], retry_s=v["pdu.retry_s"],
+        allow_switching=v["pdu.allow_switching"], deadline_s=v["publish.deadline_s"],
+        frame_id=v["frame_id"])
+
+
+def load_actuator_config_yaml(path: str | Path,
+                              node_name: str = "pdu_actuator") -> ActuatorConfig:
+    return load_config_yaml(path, node_name, actuator_config_from_params)

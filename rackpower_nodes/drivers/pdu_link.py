@@ -1,0 +1,281 @@
+"""PDU input/output off the control loop: the newest allocation is written on a worker thread.
+
+The control step hands each new allocation to `PduLink.submit` and returns at once; a worker
+thread writes it to every PDU that takes allocations, reconnects PDUs that stopped answering
+(every `retry_s`), and keeps per-PDU counters for diagnostics. Only the newest allocation
+matters, so a slow PDU makes the worker skip stale ones rather than queue them.
+
+Writes keep the rack budget in every intermediate state: outlets whose allocation shrinks are
+written first (to every PDU), then outlets whose allocation grows, each growth limited so that
+the sum of the allocations the PDUs acknowledged never exceeds the budget. A PDU that failed
+keeps counting with its last acknowledged values.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rackpower_nodes.drivers.pdu import PduClient, PduError
+
+_log = logging.getLogger(__name__)
+
+LATENCY_WINDOW = 500
+HEARTBEAT_S = 0.5          # longest silence before a PDU is read to check it still answers
+
+
+def float32_floor(watts: np.ndarray) -> np.ndarray:
+    """`watts` as float32 values no larger than the float64 ones (registers and messages are
+    float32: rounding up could carry a sum over the budget)."""
+    w = np.asarray(watts, dtype=np.float64)
+    f = w.astype(np.float32)
+    f = np.where(f.astype(np.float64) > w, np.nextafter(f, np.float32(-np.inf)), f)
+    return np.maximum(f, 0).astype(np.float64)
+
+
+@dataclass
+class PduTarget:
+    """One PDU: its client, the outlets the link drives and those outlets' component indices."""
+
+    name: str
+    client: PduClient
+    outlets: np.ndarray            # (k,) outlet numbers, 1-based
+    index: np.ndarray              # (k,) component index of each outlet
+    connected_once: bool = False
+    last_attempt: float = -1e9
+    last_error: str = ""
+    writes: int = 0
+    failures: int = 0
+    reconnects: int = 0
+    last_ok: float | None = None   # monotonic time of the last successful request
+
+    @property
+    def writable(self) -> bool:
+        return bool(self.client.can_write_allocations)
+
+
+@dataclass
+class _Pending:
+    allocation_w: np.ndarray
+    t_ref: float                   # perf_counter of the event that caused it (latency start)
+
+
+@dataclass
+class LinkStatus:
+    ok: bool
+    reason: str
+    pdus: list[dict] = field(default_factory=list)
+
+
+class PduLink:
+    """Writes allocations to PDUs on a worker thread, within `budget_w` at every step.
+
+    Args:
+        targets: the PDUs and the component outlets on each.
+        n_components: length of the allocation vectors.
+        budget_w: the rack budget no sum of acknowledged allocations may exceed, W.
+        initial_w: what the outlets are assumed to hold before the first write, W (the
+            worst case, e.g. their ceilings, unless they are known).
+        retry_s: wait between connection attempts to a PDU that is down, s.
+    """
+
+    def __init__(self, targets: Sequence[PduTarget], n_components: int, budget_w: float,
+                 initial_w: np.ndarray, retry_s: float = 1.0):
+        self.targets = list(targets)
+        self.budget_w = float(budget_w)
+        self.retry_s = float(retry_s)
+        self.heartbeat_s = min(self.retry_s, HEARTBEAT_S)
+        self.in_force_w = np.array(initial_w, dtype=float).reshape(n_components)
+        self._worst = self.in_force_w.copy()
+        self._driven = np.zeros(n_components, bool)
+        for t in self.targets:
+            self._driven[t.index] = t.writable
+        self._cond = threading.Condition()
+        self._pending: _Pending | None = None
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._io = threading.Lock()             # one request sequence at a time
+        self.latency_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.last_written = False               # the newest finished write reached every PDU
+        self.written = 0
+
+    # -- connection -------------------------------------------------------------------------
+    def connect_all(self) -> list[str]:
+        """Connect every PDU now; returns one error message per PDU that failed."""
+        errors = []
+        with self._io:
+            for t in self.targets:
+                err = self._connect(t)
+                if err:
+                    errors.append(err)
+        return errors
+
+    def _connect(self, t: PduTarget) -> str:
+        t.last_attempt = time.monotonic()
+        try:
+            t.client.connect()
+        except PduError as exc:
+            t.last_error = f"{t.name}: {exc}"
+            return t.last_error
+        if t.connected_once:
+            t.reconnects += 1
+            _log.info("PDU %s reconnected", t.name)
+        t.connected_once, t.last_error, t.last_ok = True, "", time.monotonic()
+        self._read_back(t)
+        return ""
+
+    def _read_back(self, t: PduTarget) -> None:
+        """What a (re)connected PDU holds now: it may have restarted with its defaults, so
+        the budget arithmetic starts from its registers, or from the ceilings if unread."""
+        if not t.writable:
+            return
+        try:
+            held = np.asarray(t.client.read_allocations(t.outlets.tolist()), dtype=float)
+        except PduError as exc:
+            _log.warning("PDU %s: cannot read its allocations back (%s); assuming the "
+                         "worst case", t.name, exc)
+            held = np.full(len(t.outlets), np.inf)
+        self.in_force_w[t.index] = np.where(np.isfinite(held), held, self._worst[t.index])
+
+    def close(self) -> None:
+        self.stop()
+        with self._io:
+            for t in self.targets:
+                t.client.close()
+
+    # -- worker -----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="pdu-link", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+
+    def submit(self, allocation_w: np.ndarray, t_ref: float | None = None) -> None:
+        """Queue `allocation_w` (replacing any not yet written); returns at once."""
+        with self._cond:
+            self._pending = _Pending(np.array(allocation_w, dtype=float),
+                                     time.perf_counter() if t_ref is None else t_ref)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if self._pending is None and not self._stop:
+                    self._cond.wait(timeout=self.heartbeat_s)
+                if self._stop:
+                    return
+                item, self._pending = self._pending, None
+            try:
+                self._service(item)
+            except Exception:      # never let the worker die; the cause is in the log
+                _log.exception("PDU link worker: unexpected error")
+
+    def _service(self, item: _Pending | None) -> None:
+        with self._io:
+            now = time.monotonic()
+            for t in self.targets:
+                if not t.client.connected:
+                    if now - t.last_attempt >= self.retry_s:
+                        self._connect(t)
+                elif t.last_ok is None or now - t.last_ok >= self.heartbeat_s:
+                    self._heartbeat(t)
+            if item is None:
+                return
+            ok = self._write(item.allocation_w)
+        self.latency_ms.append((time.perf_counter() - item.t_ref) * 1e3)
+        self.last_written = ok
+        self.written += 1
+
+    def _heartbeat(self, t: PduTarget) -> None:
+        """A read, so a PDU that stopped answering is noticed even while nothing changes."""
+        try:
+            t.client.read_outlets(t.outlets[:1].tolist())
+        except PduError as exc:
+            t.failures += 1
+            t.last_error = f"{t.name}: {exc}"
+            _log.warning("PDU %s: not answering: %s", t.name, exc)
+            return
+        t.last_ok = time.monotonic()
+
+    def write_now(self, allocation_w: np.ndarray) -> bool:
+        """Write `allocation_w` on the caller's thread (safe allocations on deactivate and
+        shutdown); True when every PDU that takes allocations acknowledged it."""
+        with self._io:
+            for t in self.targets:
+                if not t.client.connected:
+                    self._connect(t)
+            ok = self._write(np.array(allocation_w, dtype=float))
+        self.last_written = ok
+        return ok
+
+    # -- the budget-keeping write -----------------------------------------------------------
+    def _write(self, want: np.ndarray) -> bool:
+        """Shrinking outlets first, then growing ones as far as the budget allows."""
+        want = float32_floor(np.where(np.isfinite(want), np.maximum(want, 0.0), 0.0))
+        shrink = self._driven & (want < self.in_force_w)
+        all_ok = self._write_where(shrink, want)
+        grow = self._driven & (want > self.in_force_w)
+        if grow.any():
+            room = self.budget_w - self.in_force_w.sum()
+            target = self.in_force_w.copy()
+            for i in np.flatnonzero(grow):          # component order; shrinks went first
+                step = min(want[i] - self.in_force_w[i], max(room, 0.0))
+                target[i] += step
+                room -= step
+            all_ok &= self._write_where(grow, float32_floor(target))
+            all_ok &= bool(np.all(target[grow] >= want[grow]))
+        return all_ok
+
+    def _write_where(self, mask: np.ndarray, values: np.ndarray) -> bool:
+        ok = True
+        for t in self.targets:
+            if not t.writable:
+                continue
+            sel = mask[t.index]
+            if not sel.any():
+                continue
+            if not t.client.connected:
+                ok = False
+                continue
+            idx = t.index[sel]
+            try:
+                t.client.write_allocations(t.outlets[sel].tolist(), values[idx].tolist())
+            except PduError as exc:
+                t.failures += 1
+                t.last_error = f"{t.name}: {exc}"
+                _log.warning("PDU %s: write failed: %s", t.name, exc)
+                ok = False
+                continue
+            t.writes += 1
+            t.last_ok = time.monotonic()
+            self.in_force_w[idx] = values[idx]
+        return ok
+
+    # -- state ------------------------------------------------------------------------------
+    def status(self) -> LinkStatus:
+        """Whether every PDU is connected, why not, and per-PDU counters."""
+        down = [t for t in self.targets if not t.client.connected]
+        now = time.monotonic()
+        pdus = [{"name": t.name, "connected": t.client.connected,
+                 "takes_allocations": t.writable, "writes": t.writes, "failures": t.failures,
+                 "reconnects": t.reconnects, "last_error": t.last_error,
+                 "last_ok_age_s": None if t.last_ok is None else round(now - t.last_ok, 3)}
+                for t in self.targets]
+        if not down:
+            return LinkStatus(True, "", pdus)
+        reason = "; ".join(t.last_error or f"{t.name}: not connected" for t in down)
+        return LinkStatus(False, reason, pdus)

@@ -1,0 +1,403 @@
+"""The `pdu_actuator` lifecycle node: forecasts and measurements in, allocations to the PDUs out.
+
+Lifecycle:
+  - configure: load the register maps, connect to every PDU and verify it; a PDU that does
+    not answer fails the transition (with `autostart`, the node retries every `pdu.retry_s`);
+  - activate: allocations are computed and written on every `power_samples` batch (at most
+    `control.rate_hz`), and on a watchdog timer when batches stop;
+  - deactivate, shutdown and error: the static (nameplate) split is written, the safe state a
+    rack can stay in without this node, and writing stops.
+
+The control step never waits on the PDUs: a worker thread writes the newest allocation
+(`drivers/pdu_link.py`). When the forecast stream stops for `inputs.forecast_stale_s`, or a
+PDU stops answering, the controller switches to safe mode on the next step, reports why, and
+returns to the requested mode once things recover.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import replace
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from rackpower.msg import AllocationError, PowerAllocation, PowerForecast, PowerSamples
+from rackpower_nodes import diagnostics
+from rackpower_nodes.core.actuator_config import (
+    ACTUATOR_PARAMETERS, ActuatorConfig, actuator_config_from_params)
+from rackpower_nodes.core.allocation import MODES, AllocationController, Decision, ForecastView
+from rackpower_nodes.core.forecast.datasets import stamp_unix
+from rackpower_nodes.core.pdu_map import load_register_map
+from rackpower_nodes.current_sensor import float32_array as _f32
+from rackpower_nodes.current_sensor import samples_qos
+from rackpower_nodes.drivers.pdu import open_pdu
+from rackpower_nodes.drivers.pdu_link import PduLink, PduTarget, float32_floor
+from rackpower_nodes.node_main import run_node
+from rackpower_nodes.predictor import forecast_qos
+from rackpower_nodes.ros_params import declare_from_specs
+
+
+WATCHDOG_S = 0.02
+
+
+def allocation_qos() -> QoSProfile:
+    """The current allocation: reliable, transient local, depth 1 (a late joiner gets it)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def errors_qos() -> QoSProfile:
+    """Allocation errors: reliable, keep last 100 (the retraining loop must not miss them)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def forecast_view(msg: PowerForecast, components: tuple[str, ...]) -> ForecastView:
+    """A PowerForecast in the controller's component order (NaN rows for missing ones)."""
+    h = int(msg.horizon_steps)
+    n = len(components)
+    out = {q: np.full((n, h), np.nan) for q in ("p50", "p90", "p99")}
+    pos = {cid: i for i, cid in enumerate(msg.channel_ids)}
+    rows = [(i, pos[cid]) for i, cid in enumerate(components) if cid in pos]
+    if rows and h:
+        mine, theirs = (np.array(a) for a in zip(*rows))
+        for q, arr in (("p50", msg.p50_w), ("p90", msg.p90_w), ("p99", msg.p99_w)):
+            flat = np.asarray(arr, dtype=float)
+            if flat.size == len(msg.channel_ids) * h:
+                out[q][mine] = flat.reshape(-1, h)[theirs]
+    return ForecastView(stamp_unix(msg.header.stamp), float(msg.step_s), out["p50"],
+                        out["p90"], out["p99"],
+                        model=f"{msg.model_name} {msg.model_version}".strip(),
+                        fallback=np.full(n, bool(msg.fallback)))
+
+
+class PduActuatorNode(LifecycleNode):
+    """Allocates the rack budget and writes it to the PDUs."""
+
+    def __init__(self, **kwargs):
+        super().__init__("pdu_actuator", **kwargs)
+        # the driver's PduError already names the cause; pymodbus would repeat it per retry
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+        self.config: ActuatorConfig = actuator_config_from_params(
+            declare_from_specs(self, ACTUATOR_PARAMETERS))
+        cfg = self.config
+        # a bad register map is a configuration error: the process exits 2 naming it
+        self._maps = {p.name: load_register_map(p.register_map) for p in cfg.pdus}
+        self.controller = AllocationController(cfg.components, cfg.policy, cfg.mode)
+        n = len(cfg.components)
+        self._measured_w = np.full(n, np.nan)
+        self._measured_t = np.full(n, -np.inf)          # monotonic receipt time
+        self._index = {cid: i for i, cid in enumerate(cfg.names)}
+        self._forecast: ForecastView | None = None
+        self._forecast_rx = -math.inf
+        self._last_step = -math.inf
+        self._active = False
+        self._link: PduLink | None = None
+        self._decision: Decision | None = None
+        self._steps = 0
+        self._corrections = 0
+        self._failures = 0
+        self._mode_changes: list[str] = []
+        self._alloc_pub = None
+        self._error_pub = None
+        self._control = MutuallyExclusiveCallbackGroup()
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self._publish_diagnostics,
+                          callback_group=MutuallyExclusiveCallbackGroup())
+        self.add_on_set_parameters_callback(self._on_parameters)
+        self._configure_attempt = -math.inf
+        self._auto = (self.create_timer(0.05, self._autostart,
+                                        callback_group=MutuallyExclusiveCallbackGroup())
+                      if cfg.autostart else None)
+
+    def destroy_node(self) -> None:
+        """Leave the safe allocation behind however the process ends (Ctrl-C, SIGTERM)."""
+        if self._state_machine.current_state[1] not in ("finalized", "unconfigured"):
+            try:
+                self.trigger_shutdown()
+            except Exception as exc:     # the state machine refused: still write safe
+                self.get_logger().error(f"shutdown transition failed: {exc}")
+                self._write_safe("shutdown")
+        super().destroy_node()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def _autostart(self) -> None:
+        """Configure then activate; retried every pdu.retry_s while a PDU does not answer."""
+        state = self._state_machine.current_state[1]
+        if state == "unconfigured":
+            if time.monotonic() - self._configure_attempt < self.config.retry_s:
+                return
+            self._configure_attempt = time.monotonic()
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                return
+            state = "inactive"
+        if state == "inactive":
+            self.trigger_activate()
+        if self._state_machine.current_state[1] != "unconfigured":
+            self._auto.cancel()
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        cfg = self.config
+        targets = []
+        for spec in cfg.pdus:
+            mine = [i for i, (pdu, _) in enumerate(cfg.outlets) if pdu == spec.name]
+            client = open_pdu(spec.url, self._maps[spec.name], unit_id=spec.unit_id,
+                              timeout_s=cfg.timeout_s)
+            targets.append(PduTarget(spec.name, client,
+                                     np.array([cfg.outlets[i][1] for i in mine], dtype=int),
+                                     np.array(mine, dtype=int)))
+        ceilings = np.array([c.ceiling_w for c in cfg.components])
+        link = PduLink(targets, len(cfg.components), cfg.policy.budget_w, ceilings,
+                       cfg.retry_s)
+        errors = link.connect_all()
+        if errors:
+            self.get_logger().error(
+                "configure failed, PDU not answering: " + "; ".join(errors)
+                + (f" (retrying every {cfg.retry_s:g} s)" if cfg.autostart else ""),
+                throttle_duration_sec=30.0)
+            link.close()
+            return TransitionCallbackReturn.FAILURE
+        self._link = link
+        self._alloc_pub = self.create_lifecycle_publisher(
+            PowerAllocation, "power_allocation", allocation_qos())
+        self._error_pub = self.create_lifecycle_publisher(
+            AllocationError, "allocation_error", errors_qos())
+        self._subs = [
+            self.create_subscription(PowerSamples, "power_samples", self._on_samples,
+                                     samples_qos(0.25), callback_group=self._control),
+            self.create_subscription(PowerForecast, "power_forecast", self._on_forecast,
+                                     forecast_qos(), callback_group=self._control)]
+        self._watchdog = self.create_timer(WATCHDOG_S, self._on_watchdog,
+                                           callback_group=self._control)
+        self.get_logger().info(
+            f"configured: {len(cfg.pdus)} PDU(s), {len(cfg.components)} components, budget "
+            f"{cfg.policy.budget_w:.0f} W")
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._link.start()
+        self._active = True
+        self.get_logger().info(f"active, mode {self.controller.mode}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._write_safe("deactivate")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._active or self._link is not None:
+            self._active = False
+            self._write_safe("shutdown")
+        self._teardown()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._write_safe("error")
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _write_safe(self, why: str) -> None:
+        """Leave the static split in the PDUs: safe without this node."""
+        if self._link is None:
+            return
+        self._link.stop()
+        safe = self.controller.static_allocation()
+        try:
+            ok = self._link.write_now(safe)
+        except Exception as exc:      # best effort on the way out; never raise from here
+            ok = False
+            self.get_logger().error(f"{why}: writing the safe allocation failed: {exc}")
+        level = self.get_logger().info if ok else self.get_logger().warning
+        level(f"{why}: static split {'written' if ok else 'NOT fully written'} "
+              f"({safe.sum():.0f} W of {self.config.policy.budget_w:.0f} W)")
+
+    def _teardown(self) -> None:
+        for sub in getattr(self, "_subs", []):
+            self.destroy_subscription(sub)
+        self._subs = []
+        if getattr(self, "_watchdog", None) is not None:
+            self.destroy_timer(self._watchdog)
+            self._watchdog = None
+        for pub in (self._alloc_pub, self._error_pub):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        self._alloc_pub = self._error_pub = None
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+
+    # -- inputs -----------------------------------------------------------------------------
+    def _on_forecast(self, msg: PowerForecast) -> None:
+        self._forecast = forecast_view(msg, self.config.names)
+        self._forecast_rx = time.monotonic()
+
+    def _on_samples(self, msg: PowerSamples) -> None:
+        t_ref = time.perf_counter()
+        now = time.monotonic()
+        means = np.asarray(msg.mean_power_w, dtype=float)
+        for cid, value in zip(msg.channel_ids, means):
+            i = self._index.get(cid)
+            if i is not None and math.isfinite(value):
+                self._measured_w[i] = value
+                self._measured_t[i] = now
+        if now - self._last_step >= 0.95 / self.config.rate_hz:
+            self._step(t_ref)
+
+    def _on_watchdog(self) -> None:
+        """Steps when batches stop, and at once when the forecast stream goes stale or a PDU
+        drops, so safe mode starts within a watchdog period (20 ms) of either."""
+        now = time.monotonic()
+        if now - self._last_step >= 1.5 / self.config.rate_hz:
+            self._step(time.perf_counter())
+            return
+        d = self._decision
+        if d is None or d.mode == "safe" or self.controller.mode != "proactive":
+            return
+        stale = now - self._forecast_rx > self.config.forecast_stale_s
+        if stale or (self._link is not None and not self._link.status().ok):
+            self._step(time.perf_counter())
+
+    # -- the control step -------------------------------------------------------------------
+    def _step(self, t_ref: float) -> None:
+        if not self._active or self._link is None:
+            return
+        try:
+            self._control_step(t_ref)
+        except Exception as exc:    # a bug must not stop the PDUs from holding a safe split
+            self._failures += 1
+            self.get_logger().error(f"control step failed ({exc!r}); writing the static "
+                                    "split", throttle_duration_sec=10.0)
+            self._link.submit(self.controller.static_allocation(), t_ref)
+
+    def _control_step(self, t_ref: float) -> None:
+        cfg = self.config
+        now = time.monotonic()
+        self._last_step = now
+        measured = np.where(now - self._measured_t <= cfg.samples_stale_s, self._measured_w,
+                            np.nan)
+        forecast = self._forecast
+        if forecast is not None and now - self._forecast_rx > cfg.forecast_stale_s:
+            forecast = None
+        link = self._link.status()
+        before = self._decision.mode if self._decision else None
+        decision = self.controller.step(time.time(), measured, forecast, pdu_ok=link.ok,
+                                        pdu_reason=link.reason)
+        if (forecast is None and link.ok and decision.mode == "safe"
+                and self._forecast is not None):
+            decision = replace(decision, mode_reason=f"no forecast received for "
+                               f"{now - self._forecast_rx:.2f} s")
+        self._decision = decision
+        self._steps += 1
+        if decision.mode != before:
+            text = f"mode {before} -> {decision.mode}" + (
+                f" ({decision.mode_reason})" if decision.mode_reason else "")
+            self._mode_changes.append(text)
+            if decision.mode == "safe":
+                self.get_logger().warning(text)
+            else:
+                self.get_logger().info(text)
+        self._link.submit(decision.allocated_w, t_ref)
+        self._publish(decision, measured, forecast)
+
+    def _publish(self, d: Decision, measured: np.ndarray, forecast: ForecastView | None) -> None:
+        cfg = self.config
+        msg = PowerAllocation()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = cfg.frame_id
+        msg.mode, msg.mode_reason = d.mode, d.mode_reason
+        msg.budget_w, msg.breaker_w = cfg.policy.budget_w, cfg.policy.breaker_w
+        msg.window_s = cfg.policy.window_s
+        msg.channel_ids = list(cfg.names)
+        msg.allocated_w = _f32(float32_floor(d.allocated_w))
+        msg.forecast_w = _f32(d.forecast_w)
+        msg.measured_w = _f32(measured)
+        msg.floor_w = _f32([c.floor_w for c in cfg.components])
+        msg.ceiling_w = _f32([c.ceiling_w for c in cfg.components])
+        msg.priority = bytes(min(max(c.priority, 0), 255) for c in cfg.components)
+        msg.total_allocated_w = float(d.allocated_w.sum())
+        msg.total_measured_w = float(np.nansum(measured))
+        msg.slack_w = float(cfg.policy.budget_w - d.allocated_w.sum())
+        msg.forecast_model = forecast.model if forecast is not None else ""
+        msg.pdu_written = bool(self._link.last_written)
+        self._alloc_pub.publish(msg)
+        for c in d.corrections:
+            err = AllocationError()
+            err.header = msg.header
+            err.channel_id, err.mode = c.component, d.mode
+            err.predicted_w, err.actual_w = float(c.predicted_w), float(c.actual_w)
+            err.allocated_w, err.new_allocated_w = float(c.allocated_w), float(c.new_allocated_w)
+            err.error_w = float(c.actual_w - c.predicted_w)
+            err.action = c.action
+            err.model_version = msg.forecast_model
+            self._error_pub.publish(err)
+            self._corrections += 1
+
+    # -- parameters and diagnostics ---------------------------------------------------------
+    def _on_parameters(self, params) -> SetParametersResult:
+        for p in params:
+            if p.name == "mode":
+                if p.value not in MODES:
+                    return SetParametersResult(
+                        successful=False,
+                        reason=f"mode = {p.value!r}: expected one of {', '.join(MODES)}")
+                self.controller.set_mode(str(p.value))
+                self.get_logger().info(f"mode set to {p.value}")
+        return SetParametersResult(successful=True)
+
+    def _publish_diagnostics(self) -> None:
+        state = self._state_machine.current_state[1]
+        statuses = []
+        d = self._decision
+        values = {"lifecycle_state": state, "requested_mode": self.controller.mode,
+                  "mode": d.mode if d else "-", "mode_reason": d.mode_reason if d else "",
+                  "steps": self._steps, "corrections": self._corrections,
+                  "step_failures": self._failures,
+                  "budget_w": f"{self.config.policy.budget_w:.0f}",
+                  "allocated_w": f"{d.allocated_w.sum():.0f}" if d else "-",
+                  "last_mode_change": self._mode_changes[-1] if self._mode_changes else ""}
+        if state != "active":
+            level, text = DiagnosticStatus.WARN, f"{state}: not allocating"
+        elif d is not None and d.mode == "safe":
+            level, text = DiagnosticStatus.WARN, f"safe mode: {d.mode_reason}"
+        else:
+            level, text = DiagnosticStatus.OK, f"{d.mode if d else 'starting'}"
+        name = self.get_fully_qualified_name()
+        statuses.append(diagnostics.status(level, f"{name}: allocation", text, "pdu_actuator",
+                                           values))
+        link = self._link
+        if link is not None:
+            lat = np.array(link.latency_ms) if link.latency_ms else np.array([np.nan])
+            for p in link.status().pdus:
+                ok = p["connected"]
+                vals = dict(p, write_latency_ms_p50=f"{np.percentile(lat, 50):.2f}",
+                            write_latency_ms_p99=f"{np.percentile(lat, 99):.2f}")
+                statuses.append(diagnostics.status(
+                    DiagnosticStatus.OK if ok else DiagnosticStatus.ERROR,
+                    f"{name}: PDU {p['name']}",
+                    "connected" if ok else f"not answering: {p['last_error']}",
+                    p["name"], vals))
+        diagnostics.publish(self, self._diag_pub, statuses)
+
+
+def main(args=None) -> int:
+    return run_node(PduActuatorNode, "pdu_actuator", args, threads=3)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
