@@ -103,13 +103,24 @@ class ForecastService:
         with self._lock:
             self._windows.push_host_telemetry(msg)
 
+    def push_power_block(self, t0_unix: float, sample_period_s: float, component_ids,
+                         power_w) -> None:
+        """Samples (components, samples) in W without a message (the fast-mode evaluation)."""
+        with self._lock:
+            self._windows.push_power_block(t0_unix, sample_period_s, component_ids, power_w)
+
+    def push_telemetry(self, t_unix: float, host_id: str, values_6) -> None:
+        """One host's telemetry vector without a message (the fast-mode evaluation)."""
+        with self._lock:
+            self._windows.push_telemetry(t_unix, host_id, values_6)
+
     def forecast(self, t_unix: float) -> Forecast:
         """Forecast every component from the inputs at `t_unix` (Unix s)."""
         with self._lock:
             x, last, ready, _ = self._windows.window(t_unix)
             model, error, spec = self._model, self._model_error, self._windows.spec
         n, h = len(self.components), spec.horizon_steps
-        q = np.empty((n, h, 3), np.float32)
+        q = np.zeros((n, h, 3), np.float32)
         use = ready & (model is not None)
         reason = error if model is None else ""
         if use.any():

@@ -1,0 +1,243 @@
+"""``rackpower-evaluate``: the allocation modes side by side on one held-out simulated day.
+
+    rackpower-sim fast --hours 24 --seed 7 --out /tmp/day7
+    rackpower-evaluate --sim /tmp/day7 --model models/lstm-<version> --plot /tmp/modes.png
+
+Runs the same simulated demand under each mode (default proactive, reactive, static) through
+the controller, an actuation delay and the simulated PDU (core/evaluation.py), and prints one
+row per mode: time and energy under-allocated, performance lost to throttling, stranded power
+(allocated minus used, rack total), breaker trips, budget violations. The rack (components,
+floors, ceilings, priorities, budget, policy) comes from the `pdu_actuator` section of the
+config; the forecaster's component specs from its `predictor` section.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rackpower_nodes.core.actuator_config import actuator_config_from_params
+from rackpower_nodes.core.allocation import MODES
+from rackpower_nodes.core.evaluation import (
+    EvalSetup, Forecasts, ModeResult, format_table, run_mode)
+from rackpower_nodes.core.params import ConfigError, load_node_parameters
+from rackpower_nodes.core.predictor_config import load_predictor_config_yaml
+
+_log = logging.getLogger("rackpower_evaluate")
+
+
+class CliError(Exception):
+    """A command-line problem a person can fix; printed without a traceback."""
+
+
+def _default_config() -> Path:
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[1] / "config" / "rack.yaml",
+                      Path(sys.prefix) / "share" / "rackpower" / "config" / "rack.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise CliError("no config/rack.yaml found: pass --config")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="rackpower-evaluate", description=__doc__.split("\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--sim", type=Path, help="a rackpower-sim fast folder (the held-out day)")
+    src.add_argument("--hours", type=float, help="simulate this many hours now (with --seed)")
+    p.add_argument("--seed", type=int, default=7, help="seed when simulating (default 7)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="model directory for proactive mode (default: the persistence fallback)")
+    p.add_argument("--config", type=Path, default=None, help="ROS parameter YAML (rack.yaml)")
+    p.add_argument("--modes", default="proactive,reactive,static",
+                   help="comma-separated modes (default proactive,reactive,static)")
+    p.add_argument("--delay-s", type=float, default=None,
+                   help="allocation write -> in force, s (default: the policy's lead_s)")
+    p.add_argument("--forecast-every-s", type=float, default=0.5,
+                   help="forecaster period, s (the live predictor: 0.1; default 0.5)")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
+                   help="override a pdu_actuator parameter, as `ros2 run --ros-args -p` does "
+                        "(e.g. -p policy.quantile:=p90); repeatable")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--plot", type=Path, default=None, help="write a PNG of the run here")
+    p.add_argument("--json", type=Path, default=None, help="write the table as JSON here")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def actuator_config(path: Path, overrides: Sequence[str]):
+    """The pdu_actuator section of `path` with `NAME:=VALUE` overrides (YAML values)."""
+    import yaml
+
+    values = load_node_parameters(path, "pdu_actuator")
+    for item in overrides:
+        name, sep, text = item.partition(":=")
+        if not sep or not name:
+            raise CliError(f"-p {item!r}: expected NAME:=VALUE, e.g. policy.quantile:=p90")
+        try:
+            values[name.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise CliError(f"-p {item!r}: value is not YAML: {exc}") from exc
+    try:
+        return actuator_config_from_params(values)
+    except ConfigError as exc:
+        raise ConfigError([f"{path}: {e}" for e in exc.errors]) from exc
+
+
+def load_day(args):
+    from rackpower_nodes.sim.rack_sim import SimData, generate
+
+    if args.sim is not None:
+        if not (args.sim / "rack_sim.json").is_file():
+            raise CliError(f"--sim {args.sim}: no rack_sim.json there (a rackpower-sim fast "
+                           "folder expected)")
+        return SimData.load(args.sim)
+    if not args.hours > 0:
+        raise CliError(f"--hours {args.hours}: expected > 0")
+    return generate(args.hours, seed=args.seed)
+
+
+def demand_columns(data, names: Sequence[str]) -> np.ndarray:
+    missing = [n for n in names if n not in data.names]
+    if missing:
+        raise CliError(f"components {missing} of the pdu_actuator config are not in the "
+                       f"simulated rack ({', '.join(data.names)})")
+    return np.ascontiguousarray(
+        data.power_w[:, [data.names.index(n) for n in names]], dtype=np.float64)
+
+
+def make_forecasts(data, names, config_path: Path, model: Path | None, threads: int):
+    import torch
+
+    from rackpower_nodes.core.forecast.datasets import from_sim
+    from rackpower_nodes.core.forecast.forecaster import ModelLoadError
+    from rackpower_nodes.core.forecast.serving import ForecastService
+    from rackpower_nodes.core.schedule import WorkloadSchedule
+
+    torch.set_num_threads(max(threads, 1))
+    pcfg = load_predictor_config_yaml(config_path)
+    spec = dict(zip(pcfg.components, zip(pcfg.idle_w, pcfg.max_w)))
+    missing = [n for n in names if n not in spec]
+    if missing:
+        raise CliError(f"components {missing} have no idle_w/max_w in the predictor config")
+    config = data.meta.get("config")
+    schedule = WorkloadSchedule.from_config(config) if isinstance(config, dict) else None
+    service = ForecastService(names, [spec[n][0] for n in names], [spec[n][1] for n in names],
+                              schedule, pcfg.stale_after_s, pcfg.margin_frac, pcfg.min_margin_w)
+    if model is not None:
+        try:
+            service.load(str(model))
+        except ModelLoadError as exc:
+            raise CliError(str(exc)) from exc
+    else:
+        _log.warning("no --model: proactive mode runs on the persistence fallback")
+    series = {s.component: s for s in from_sim(data)}
+    tele = np.stack([series[n].telemetry for n in names])
+    return Forecasts(service, names, tele, data.start_unix, data.rate_hz)
+
+
+def make_pdu(data, setup: EvalSetup):
+    from rackpower_nodes.sim.pdu import PduModel
+
+    ceilings = np.array([c.ceiling_w for c in setup.components])
+    return PduModel(ceilings, breaker_w=setup.policy.breaker_w)
+
+
+def plot(results: Sequence[ModeResult], names: Sequence[str], path: Path,
+         budget_w: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, figsize=(11, 10), constrained_layout=True)
+    first = results[0].trace
+    t_h = first["t_s"] / 3600.0
+    axes[0].plot(t_h, first["demand_w"].sum(axis=1), color="black", lw=0.6, label="demand")
+    for r in results:
+        axes[0].plot(t_h, r.trace["allocated_w"].sum(axis=1), lw=0.6, label=f"{r.mode}")
+    axes[0].axhline(budget_w, color="red", ls="--", lw=0.8, label="budget")
+    axes[0].set(ylabel="rack W", xlabel="hours", title="rack total: demand and allocation")
+    axes[0].legend(loc="upper right", fontsize=8)
+    # the component and 10 minutes with the largest rise in demand
+    demand = first["demand_w"]
+    rise = np.diff(demand, axis=0)
+    k, c = np.unravel_index(np.argmax(rise), rise.shape)
+    a, b = max(k - 300, 0), min(k + 300, len(t_h))
+    tm = (first["t_s"][a:b] - first["t_s"][a]) / 60.0
+    axes[1].plot(tm, demand[a:b, c], color="black", lw=0.8, label="demand")
+    for r in results:
+        axes[1].plot(tm, r.trace["allocated_w"][a:b, c], lw=0.8, label=r.mode)
+    axes[1].set(ylabel="W", xlabel="minutes",
+                title=f"{names[c]}: the 10 minutes around its largest rise")
+    axes[1].legend(loc="upper right", fontsize=8)
+    rows = [r.row(len(names)) for r in results]
+    x = np.arange(len(rows))
+    axes[2].bar(x - 0.2, [row["under_alloc_pct"] for row in rows], 0.4,
+                label="under-allocated time %")
+    ax2 = axes[2].twinx()
+    ax2.bar(x + 0.2, [row["stranded_mean_w"] for row in rows], 0.4, color="tab:orange",
+            label="mean stranded W")
+    axes[2].set_xticks(x, [row["mode"] for row in rows])
+    axes[2].set(ylabel="under-allocated time %")
+    ax2.set(ylabel="mean stranded W")
+    axes[2].legend(loc="upper left", fontsize=8)
+    ax2.legend(loc="upper right", fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        bad = [m for m in modes if m not in MODES or m == "safe"]
+        if bad or not modes:
+            raise CliError(f"--modes {args.modes!r}: expected some of proactive, reactive, "
+                           "static")
+        config = args.config or _default_config()
+        acfg = actuator_config(config, args.param)
+        delay = acfg.policy.lead_s if args.delay_s is None else args.delay_s
+        setup = EvalSetup(acfg.components, acfg.policy, delay, args.forecast_every_s)
+        data = load_day(args)
+        names = [c.id for c in acfg.components]
+        demand = demand_columns(data, names)
+        results = []
+        for mode in modes:
+            forecasts = (make_forecasts(data, names, config, args.model, args.threads)
+                         if mode == "proactive" else None)
+            print(f"running {mode} over {len(demand) / data.rate_hz / 3600:.2f} h ...",
+                  file=sys.stderr, flush=True)
+            results.append(run_mode(mode, demand, data.start_unix, data.rate_hz, setup,
+                                    make_pdu(data, setup), forecasts))
+    except (CliError, ConfigError, OSError) as exc:
+        print(f"rackpower-evaluate: {exc}", file=sys.stderr)
+        return 2
+    hours = len(demand) / data.rate_hz / 3600
+    print(f"# rackpower-evaluate: {hours:.2f} h simulated (seed {data.seed}), "
+          f"{len(names)} components, budget {acfg.policy.budget_w:.0f} W, delay {delay:g} s, "
+          f"model {args.model or 'persistence fallback'}\n")
+    print(format_table(results, len(names)))
+    for r in results:
+        extra = (f", forecasts {r.forecasts} ({r.fallback_forecasts} with fallback)"
+                 if r.forecasts else "")
+        print(f"\n{r.mode}: {r.wall_s:.1f} s wall{extra}", end="")
+    print()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([r.row(len(names)) for r in results], indent=1) + "\n")
+    if args.plot:
+        plot(results, names, args.plot, acfg.policy.budget_w)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
