@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from rackpower_nodes.core.allocation import (
     ACTIONS, MODES, AllocationController, Component, ForecastView, PolicyConfig, forecast_now,
-    forecast_peak, water_fill)
+    forecast_peak, water_fill, water_fill_tiers)
 from rackpower_nodes.core.params import ConfigError
 
 PROPERTY = settings(max_examples=1000, deadline=None,
@@ -129,6 +129,28 @@ def test_water_fill_shares_a_short_budget_by_priority_above_the_floors(case):
         above = result[idx] - grant[idx]
         if idx.size > 1:
             assert np.ptp(above) <= 1e-9 * max(budget, 1.0)
+
+
+@PROPERTY
+@given(fill_case(), st.lists(demand_value, min_size=8, max_size=8))
+def test_water_fill_tiers_keeps_the_invariants_and_serves_needs_first(case, needs):
+    demand, floor, ceiling, priority, budget = case
+    n = len(demand)
+    need = np.array(needs[:n], dtype=np.float64)
+    a = water_fill_tiers(need, demand, floor, ceiling, priority, budget)
+    floor, ceiling = np.asarray(floor, dtype=np.float64), np.asarray(ceiling, dtype=np.float64)
+    assert fits(a, budget)
+    assert np.all(a >= 0) and np.all(a <= ceiling)
+    want = target_of(demand, floor, ceiling)
+    assert np.all(a <= np.maximum(want, np.minimum(floor, ceiling)))
+    first = np.clip(np.fmin(np.fmax(need, floor), np.where(np.isnan(demand), floor, demand)),
+                    0.0, ceiling)
+    first = np.where(np.isnan(first), floor, first)
+    if fits(first, budget) and np.all(np.isfinite(first)):
+        # every expected draw fits: nobody is cut below it for someone else's headroom
+        assert np.all(a >= first * (1 - 1e-12) - 1e-9)
+    if n and fits(np.minimum(floor, want), budget):
+        assert np.all(a >= np.minimum(floor, want) * (1 - 1e-12) - 1e-9)
 
 
 # ---------------------------------------------------------------- water_fill, examples
@@ -375,7 +397,8 @@ def settled(breaker_w) -> AllocationController:
 
 @pytest.mark.parametrize("breaker_w, gpu_w, allocated, action", [
     (10000.0, 150.0, [157.5, 105.0], "raised_from_slack"),
-    (312.5, 150.0, [157.5, 92.5], "took_from_lower_priority"),  # budget 250 W
+    # budget 250 W: both keep their measured draw; the cpu's headroom went to the gpu
+    (312.5, 150.0, [150.0, 100.0], "took_from_lower_priority"),
     (10000.0, 1200.0, [1000.0, 105.0], "capped_at_ceiling"),
     (312.5, 300.0, [230.0, 20.0], "budget_exhausted"),  # cpu cut to its floor
     (10000.0, 50.0, [105.0, 105.0], "none"),  # below the forecast: nothing to raise

@@ -271,6 +271,30 @@ def water_fill(demand_w, floor_w, ceiling_w, priority, budget_w) -> np.ndarray:
     return _shave(granted, np.zeros_like(granted), prio, budget)
 
 
+def water_fill_tiers(need_w, want_w, floor_w, ceiling_w, priority, budget_w) -> np.ndarray:
+    """Water-filling in two tiers: first every component's `need_w` (its expected draw,
+    capped at `want_w`) by priority as in `water_fill`, floors included; then what budget is
+    left goes to the headroom up to `want_w`, again highest priority first. Under a short
+    budget a component thus keeps its expected draw while others lose headroom, and lower
+    priorities lose first within each tier. The first tier asks for at least the floors; NaN
+    need or want asks for the floor only. Same invariants as `water_fill`."""
+    floors = np.array(floor_w, dtype=np.float64)
+    want = np.array(want_w, dtype=np.float64)
+    if want.shape == floors.shape:
+        want = np.where(np.isnan(want), floors, want)
+    need = np.fmin(np.fmax(np.array(need_w, dtype=np.float64), floors), want)
+    first = water_fill(need, floor_w, ceiling_w, priority, budget_w)
+    _, floor, ceiling, prio, budget = _fill_inputs(want, floor_w, ceiling_w, priority, budget_w)
+    left = budget - _total(first)
+    if not left > 0:
+        return first
+    extra_want = np.maximum(want - first, 0.0)
+    extra = water_fill(extra_want, np.zeros_like(first), np.maximum(ceiling - first, 0.0),
+                       prio, left)
+    top = np.maximum(np.clip(want, 0.0, ceiling), first)      # no rounding above the want
+    return _shave(np.minimum(first + extra, top), first, prio, budget)
+
+
 # ---------------------------------------------------------------- forecasts
 
 
@@ -577,7 +601,11 @@ class AllocationController:
             flagged |= self._off_forecast(measured, predicted)
         wanted = np.where(flagged, np.fmax(demand, _plus_margin(base, frac, minimum)), demand)
         wanted = np.maximum(wanted, self.floor_w)  # idle power is always asked for
-        allocated = self._fill(wanted)
+        # what each component is expected to draw comes before anyone's headroom
+        need = base if mode != "proactive" else np.fmax(
+            base, forecast_peak(forecast, t_unix, self.cfg, "p50"))
+        allocated = water_fill_tiers(need, wanted, self.floor_w, self.ceiling_w,
+                                     self.priority, self.cfg.budget_w)
         corrections = self._corrections(np.flatnonzero(flagged), measured, predicted, wanted,
                                         allocated)
         decision = Decision(t_unix, mode, reason, _frozen_array(allocated),
