@@ -1,11 +1,14 @@
-"""`make demo`: the rack simulator and the node graph, each as its own process, over DDS.
+"""`make demo`: the rack simulator and the whole node graph, each as its own process, over DDS.
 
 `rackpower-sim live` plays the rack: a sensor board on a pty (64 channels at 1 kHz, 16 of them
-carrying the simulated components, a little line noise injected) and one node_exporter endpoint
-per simulated host. `current_sensor` reads the board, `host_telemetry` scrapes the endpoints,
-`predictor` forecasts the next 5 s with a small LSTM (trained on two simulated hours the first
-time the demo runs, then reused from build/demo-model), and this process subscribes like any
-consumer and prints what arrived.
+carrying the simulated components, a little line noise injected), one node_exporter endpoint
+per simulated host, and two Modbus TCP PDUs that throttle each outlet to its allocation.
+`current_sensor` reads the board, `host_telemetry` scrapes the endpoints, `predictor` forecasts
+the next 5 s with a small LSTM (trained on two simulated hours the first time the demo runs,
+then reused from build/demo-model), and `pdu_actuator` allocates the rack budget from the
+forecasts and writes it to the PDUs. This process subscribes like any consumer and prints what
+arrived, then replays the demo's own simulated span in fast mode under the proactive, reactive
+and static modes and prints them side by side.
 """
 from __future__ import annotations
 
@@ -22,11 +25,12 @@ import rclpy
 import yaml
 from rclpy.executors import SingleThreadedExecutor
 
-from rackpower.msg import HostTelemetry, PowerForecast
+from rackpower.msg import AllocationError, HostTelemetry, PowerAllocation, PowerForecast
 from rackpower_nodes.current_sensor import samples_qos
 from rackpower_nodes.launch_env import (
     executable, isolated_ros_env, share_file, stop_process, wait_for_path)
 from rackpower_nodes.monitor import SampleMonitor
+from rackpower_nodes.pdu_actuator import allocation_qos, errors_qos
 
 NAMESPACE = "/rack_01"
 DEMO_MODEL_ROOT = Path("build") / "demo-model"
@@ -38,7 +42,7 @@ DEMO_TRAINING = ["--model", "lstm", "--hidden", "32", "--epochs", "3", "--histor
 
 def _parse(argv):
     parser = argparse.ArgumentParser(prog="rackpower-demo", description=__doc__)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds to watch")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds to watch")
     parser.add_argument("--model-root", type=Path, default=DEMO_MODEL_ROOT,
                         help="where the demo's model is kept between runs")
     return parser.parse_args(argv)
@@ -73,6 +77,17 @@ def _telemetry_params(tmp: Path, manifest: dict) -> Path:
     return path
 
 
+def _actuator_params(tmp: Path, manifest: dict) -> Path:
+    """The simulator's PDUs as the pdu_actuator finds them (free ports, from its manifest)."""
+    pdus = manifest["pdus"]
+    params = {"pdus": {"names": [p["name"] for p in pdus], "urls": [p["url"] for p in pdus],
+                       "maps": [p["map"] for p in pdus],
+                       "unit_ids": [p["unit_id"] for p in pdus]}}
+    path = tmp / "actuator.yaml"
+    path.write_text(yaml.safe_dump({"/**/pdu_actuator": {"ros__parameters": params}}))
+    return path
+
+
 def main(argv=None) -> int:
     args = _parse(argv)
     with tempfile.TemporaryDirectory(prefix="rackpower-demo-") as tmp_name:
@@ -86,7 +101,8 @@ def main(argv=None) -> int:
         procs = [subprocess.Popen(
             [str(executable("rackpower-sim")), "live", "--link", str(link),
              "--config", str(share_file("config", "rack_sim.yaml")),
-             "--exporter-base-port", "0", "--manifest", str(manifest_path),
+             "--exporter-base-port", "0", "--pdu-base-port", "0",
+             "--manifest", str(manifest_path),
              "--corrupt-prob", "0.001", "--garbage-prob", "0.0005", "--seed", "7"], env=env)]
         try:
             wait_for_path(manifest_path, 30)
@@ -101,10 +117,17 @@ def main(argv=None) -> int:
             procs.append(subprocess.Popen(
                 [str(executable("predictor")), *ros_args, "-p", f"model.path:={model}", "-p",
                  f"schedule.file:={share_file('config', 'rack_sim.yaml')}"], env=env))
-            return _watch(args, procs[1:])
+            procs.append(subprocess.Popen(
+                [str(executable("pdu_actuator")), *ros_args,
+                 "--params-file", str(_actuator_params(tmp, manifest))], env=env))
+            code = _watch(args, procs[1:])
+            span_s = time.time() - manifest["start_unix"]
         finally:
             for proc in reversed(procs):
                 stop_process(proc)
+        if code == 0:
+            _replay(manifest, span_s, model, config)
+        return code
 
 
 def _watch(args, nodes: list[subprocess.Popen]) -> int:
@@ -112,9 +135,15 @@ def _watch(args, nodes: list[subprocess.Popen]) -> int:
         monitor = SampleMonitor(NAMESPACE)
         telemetry: list[HostTelemetry] = []
         forecasts: list[PowerForecast] = []
+        allocations: list[PowerAllocation] = []
+        errors: list[AllocationError] = []
         monitor.create_subscription(HostTelemetry, "host_telemetry", telemetry.append,
                                     samples_qos(2.0))
         monitor.create_subscription(PowerForecast, "power_forecast", forecasts.append, 10)
+        monitor.create_subscription(PowerAllocation, "power_allocation", allocations.append,
+                                    allocation_qos())
+        monitor.create_subscription(AllocationError, "allocation_error", errors.append,
+                                    errors_qos())
         executor = SingleThreadedExecutor()
         executor.add_node(monitor)
         _spin_for(executor, 3.0)      # discovery and the first batches
@@ -126,7 +155,9 @@ def _watch(args, nodes: list[subprocess.Popen]) -> int:
             return 1
         _report(monitor, telemetry[-1] if telemetry else None)
         _report_forecasts(forecasts)
-        ok = monitor.stats.messages > 0 and bool(telemetry) and bool(forecasts)
+        _report_allocations(allocations, errors)
+        ok = (monitor.stats.messages > 0 and bool(telemetry) and bool(forecasts)
+              and bool(allocations))
         executor.remove_node(monitor)
         executor.shutdown()
         monitor.destroy_node()
@@ -192,6 +223,69 @@ def _report_forecasts(forecasts: list[PowerForecast]) -> None:
         k = c * h + h - 1
         print(f"  {cid:10s} {last.last_w[c]:7.1f} {last.p50_w[k]:8.1f} {last.p90_w[k]:8.1f} "
               f"{last.p99_w[k]:8.1f}")
+
+
+def _report_allocations(allocations: list[PowerAllocation],
+                        errors: list[AllocationError]) -> None:
+    print("\n== power_allocation (pdu_actuator) ==")
+    if not allocations:
+        print("  no allocations arrived")
+        return
+    modes: dict[str, int] = {}
+    over = 0
+    for a in allocations:
+        modes[a.mode] = modes.get(a.mode, 0) + 1
+        over += sum(a.allocated_w) > a.budget_w
+    last = allocations[-1]
+    print(f"allocations {len(allocations)} ({', '.join(f'{m} {n}' for m, n in modes.items())}); "
+          f"above the budget: {over}; written to the PDUs: {last.pdu_written}")
+    if last.mode_reason:
+        print(f"  last mode {last.mode}: {last.mode_reason}")
+    print(f"  budget {last.budget_w:.0f} W (breaker {last.breaker_w:.0f} W), allocated "
+          f"{last.total_allocated_w:.0f} W, measured {last.total_measured_w:.0f} W, slack "
+          f"{last.slack_w:.0f} W; forecast from {last.forecast_model or '-'}")
+    print(f"  {'component':10s} {'measured W':>10s} {'forecast W':>10s} {'allocated W':>11s} "
+          f"{'floor':>6s} {'ceiling':>7s} prio")
+    for i, cid in enumerate(last.channel_ids):
+        print(f"  {cid:10s} {last.measured_w[i]:10.1f} {last.forecast_w[i]:10.1f} "
+              f"{last.allocated_w[i]:11.1f} {last.floor_w[i]:6.0f} {last.ceiling_w[i]:7.0f} "
+              f"{last.priority[i]:4d}")
+    actions: dict[str, int] = {}
+    for e in errors:
+        actions[e.action] = actions.get(e.action, 0) + 1
+    print(f"allocation errors (corrections) {len(errors)}"
+          + (f": {', '.join(f'{a} {n}' for a, n in actions.items())}" if errors else ""))
+
+
+def _replay(manifest: dict, span_s: float, model: Path, config: str) -> None:
+    """The demo's own simulated span in fast mode under each mode, side by side."""
+    import dataclasses
+
+    from rackpower_nodes.core.actuator_config import load_actuator_config_yaml
+    from rackpower_nodes.core.evaluation import EvalSetup, format_table, run_mode
+    from rackpower_nodes.evaluate_cli import demand_columns, make_forecasts, make_pdu
+    from rackpower_nodes.sim.rack_sim import generate, load_config
+
+    rack = dataclasses.replace(load_config(share_file("config", "rack_sim.yaml")),
+                               start_unix=float(manifest["start_unix"]))
+    data = generate(max(span_s, 1.0) / 3600.0, seed=int(manifest["seed"]),
+                    rate_hz=int(manifest["rate_hz"]), config=rack)
+    acfg = load_actuator_config_yaml(config)
+    setup = EvalSetup(acfg.components, acfg.policy, acfg.policy.lead_s, 0.1)
+    names = [c.id for c in acfg.components]
+    demand = demand_columns(data, names)
+    results = []
+    for mode in ("proactive", "reactive", "static"):
+        forecasts = (make_forecasts(data, names, Path(config), model, 1)
+                     if mode == "proactive" else None)
+        results.append(run_mode(mode, demand, data.start_unix, data.rate_hz, setup,
+                                make_pdu(data, setup), forecasts))
+    print(f"\n== the demo's {span_s:.0f} s of simulated demand, replayed in fast mode under "
+          "each mode ==")
+    print("(the same controller, a 1 s actuation delay and the simulated PDU; the first few "
+          "seconds the forecaster warms up on the fallback; `rackpower-evaluate` does this "
+          "for a whole day)\n")
+    print(format_table(results, len(names)))
 
 
 if __name__ == "__main__":

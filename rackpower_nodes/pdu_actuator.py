@@ -120,7 +120,7 @@ class PduActuatorNode(LifecycleNode):
 
     def destroy_node(self) -> None:
         """Leave the safe allocation behind however the process ends (Ctrl-C, SIGTERM)."""
-        if self._state_machine.current_state[1] not in ("finalized", "unconfigured"):
+        if self._state_machine.current_state[1] in ("inactive", "active"):
             try:
                 self.trigger_shutdown()
             except Exception as exc:     # the state machine refused: still write safe

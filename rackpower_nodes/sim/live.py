@@ -166,7 +166,8 @@ class LiveRack:
     def manifest(self) -> dict:
         """What the nodes need to find this rack: board link, channel map, exporter URLs,
         PDUs (name, url, host, port, unit_id, map, outlets), each component's [pdu, outlet],
-        the breaker rating and the derated budget (W)."""
+        the breaker rating and the derated budget (W), and the simulated start (Unix s), seed
+        and rate, so `generate` can replay the same demand in fast mode."""
         names = self.sim.names
         cfg = self.sim.config
         return {
@@ -184,6 +185,9 @@ class LiveRack:
             "pdu_outlets": {c.name: [c.pdu, c.outlet] for c in cfg.components},
             "breaker_w": cfg.breaker_w,
             "budget_w": cfg.budget_w,
+            "start_unix": cfg.start_unix,       # simulated t = 0 (fast mode replays from it)
+            "seed": self.sim.seed,
+            "rate_hz": self.sim.rate_hz,
         }
 
     def pdu_stats(self) -> dict:
