@@ -2,6 +2,7 @@
 
     ros2 launch rackpower rack.launch.py rack:=rack_07 serial_port:=/dev/ttyACM0
     ros2 launch rackpower rack.launch.py use_sim:=true            # against the built-in simulator
+    ros2 launch rackpower rack.launch.py use_sim:=true mode:=reactive
 
 Arguments:
     rack         namespace of every topic and node (/<rack>/power_samples, ...)
@@ -9,12 +10,18 @@ Arguments:
     serial_port  the sensor board's device or pyserial URL; empty keeps the config's serial.port
     model        a versioned model directory for the predictor; empty keeps the config's
     use_sim      start the rack simulator (sensor board on a pty, node_exporter endpoints on
-                 127.0.0.1:9101..) and read it instead of hardware
+                 127.0.0.1:9101.., Modbus TCP PDUs on 127.0.0.1:5020..) and read it instead of
+                 hardware
+    mode         allocation mode of pdu_actuator (proactive, reactive, static, safe); empty
+                 keeps the config's
+
+pdu_actuator is a lifecycle node: with its `autostart` parameter (the default) it configures
+and activates itself once its PDUs answer; otherwise drive it with `ros2 lifecycle set`.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackagePrefix, FindPackageShare
 
 SIM_BOARD_LINK = "/tmp/rackpower_{rack}_board"
@@ -26,9 +33,11 @@ def _launch_setup(context):
     serial_port = LaunchConfiguration("serial_port").perform(context)
     use_sim = LaunchConfiguration("use_sim").perform(context).lower() in ("true", "1", "yes")
     model = LaunchConfiguration("model").perform(context)
+    mode = LaunchConfiguration("mode").perform(context)
 
     actions = []
     sensor_overrides, telemetry_overrides, predictor_overrides = {}, {}, {}
+    actuator_overrides = {"mode": mode} if mode else {}
     if use_sim:
         serial_port = serial_port or SIM_BOARD_LINK.format(rack=rack)
         sim_config = PathJoinSubstitution(
@@ -37,7 +46,7 @@ def _launch_setup(context):
             [FindPackagePrefix("rackpower"), "lib", "rackpower", "rackpower-sim"])
         actions.append(ExecuteProcess(
             cmd=[rack_sim, "live", "--link", serial_port, "--config", sim_config,
-                 "--exporter-base-port", "9101"],
+                 "--exporter-base-port", "9101", "--pdu-base-port", "5020"],
             name="rack_sim", output="screen"))
         telemetry_overrides["schedule.file"] = sim_config
         predictor_overrides["schedule.file"] = sim_config
@@ -58,6 +67,10 @@ def _launch_setup(context):
         package="rackpower", executable="predictor", name="predictor",
         namespace=rack, parameters=[config, predictor_overrides], output="screen",
         respawn=True, respawn_delay=2.0))
+    actions.append(LifecycleNode(
+        package="rackpower", executable="pdu_actuator", name="pdu_actuator",
+        namespace=rack, parameters=[config, actuator_overrides], output="screen",
+        respawn=True, respawn_delay=2.0))
     return actions
 
 
@@ -76,5 +89,7 @@ def generate_launch_description():
                                           "(empty: the config's model.path)"),
         DeclareLaunchArgument("use_sim", default_value="false", choices=["true", "false"],
                               description="Run the rack simulator instead of hardware"),
+        DeclareLaunchArgument("mode", default_value="",
+                              description="pdu_actuator allocation mode (empty: the config's)"),
         OpaqueFunction(function=_launch_setup),
     ])

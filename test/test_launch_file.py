@@ -38,11 +38,13 @@ def test_defines_generate_launch_description():
 def test_every_node_executable_is_installed_by_the_package():
     scripts = _console_scripts()
     tree = _tree()
-    executables = [kw.value.value for call in _calls(tree, "Node") for kw in call.keywords
+    nodes = _calls(tree, "Node") + _calls(tree, "LifecycleNode")
+    executables = [kw.value.value for call in nodes for kw in call.keywords
                    if kw.arg == "executable"]
     assert executables, "no Node actions found"
     assert set(executables) <= scripts
-    packages = {kw.value.value for call in _calls(tree, "Node") for kw in call.keywords
+    assert {"current_sensor", "host_telemetry", "predictor", "pdu_actuator"} <= set(executables)
+    packages = {kw.value.value for call in nodes for kw in call.keywords
                 if kw.arg == "package"}
     assert packages == {"rackpower"}
     lib_paths = [c for c in _calls(tree, "PathJoinSubstitution")
@@ -53,7 +55,7 @@ def test_every_node_executable_is_installed_by_the_package():
 
 def test_declares_the_operator_arguments():
     declared = {call.args[0].value for call in _calls(_tree(), "DeclareLaunchArgument")}
-    assert {"rack", "config", "serial_port", "use_sim"} <= declared
+    assert {"rack", "config", "serial_port", "use_sim", "mode"} <= declared
 
 
 def test_default_config_is_shipped():
