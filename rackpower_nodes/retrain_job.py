@@ -1,0 +1,206 @@
+"""One retraining job, run in its own low-priority process by the retrain_scheduler.
+
+    python -m rackpower_nodes.retrain_job --request JOBDIR/request.json
+
+The request (JSON) names the data ``sources`` (``{"kind": "bag" | "sim" | "plain", "path":
+..., "info": {...}}``), ``namespace`` (bags), ``errors`` (``[t_unix, component, |error_w|]``
+logged AllocationErrors; those recorded in the bags are added), ``out_root`` (the model
+registry), ``champion`` (its model folder or null), ``spec`` (WindowSpec fields for a first
+model; a champion's spec wins, so both are scored on the same windows), ``lstm`` (LstmParams
+fields), ``threads`` (torch threads), ``nice`` (niceness added), ``holdout_s`` (s),
+``val_frac``, ``max_windows``, ``weighting`` (``max_weight``, ``error_ref_w`` W, ``radius_s``
+s), ``seed``, ``report`` and ``progress`` (paths).
+
+It loads the data, holds out the last ``holdout_s`` s, repeats windows near large errors,
+trains the challenger, saves it into ``out_root``, scores champion, challenger and
+persistence on the same held-out windows and writes ``report`` (``ok``, ``model_dir``,
+``metrics`` W, ``trained_on``, ``problems``). Exit 0 on success; 1 with ``error`` in the report
+and on stderr when it fails; 2 for an unreadable request.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+_log = logging.getLogger("rackpower_retrain_job")
+SPEC_DEFAULT = {"step_s": 0.1, "history_steps": 50, "horizon_steps": 50, "coarse": [10, 100],
+                "stride": 20}
+
+
+def _write(path: str | None, doc: dict) -> None:
+    if not path:
+        return
+    tmp = Path(f"{path}.tmp")
+    from rackpower_nodes.core.model_registry import _jsonable
+
+    tmp.write_text(json.dumps(_jsonable(doc), indent=1, allow_nan=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _progress(req: dict, stage: str, **extra) -> None:
+    _write(req.get("progress"), {"stage": stage, "unix": time.time(), **extra})
+    _log.info("stage: %s %s", stage, extra or "")
+
+
+def load_sources(req: dict, step_s: float) -> tuple[list, dict, list[str]]:
+    """(series, trained_on, problems): a source that cannot be read is a problem, not a
+    failure, as long as one source remains."""
+    from rackpower_nodes.core.forecast.datasets import from_bag, from_plain_csv, from_sim
+
+    series, problems = [], []
+    trained_on: dict = {"bags": [], "sims": [], "plain": []}
+    for src in req.get("sources", []):
+        kind, path = src.get("kind"), src.get("path")
+        try:
+            if kind == "bag":
+                got = from_bag(path, step_s=step_s, namespace=req.get("namespace"))
+            elif kind == "sim":
+                got = from_sim(path, step_s=step_s)
+            elif kind == "plain":
+                got = from_plain_csv(path, step_s=step_s)
+            else:
+                raise ValueError(f"source kind {kind!r}, expected bag, sim or plain")
+        except (ValueError, OSError, KeyError) as exc:   # DatasetError is a ValueError
+            problems.append(f"{kind} {path}: {exc}")
+            continue
+        series.extend(got)
+        info = dict(src.get("info") or {}, path=str(path))
+        if kind == "sim":
+            info.setdefault("seed", _sim_seed(path))
+        trained_on[{"bag": "bags", "sim": "sims", "plain": "plain"}[kind]].append(info)
+    if not series:
+        raise ValueError("no usable data in the sources: " + ("; ".join(problems) or "none given"))
+    return series, trained_on, problems
+
+
+def _sim_seed(path: str) -> int | None:
+    try:
+        return int(json.loads((Path(path) / "rack_sim.json").read_text())["seed"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _champion(req: dict):
+    from rackpower_nodes.core.forecast.registry import ModelLoadError, load_model
+
+    if not req.get("champion"):
+        return None, "no champion"
+    try:
+        return load_model(req["champion"]), ""
+    except ModelLoadError as exc:
+        return None, str(exc)
+
+
+def run(req: dict) -> dict:
+    """The job (see the module docstring); returns the report."""
+    import numpy as np
+
+    from rackpower_nodes.core import retrain as rt
+    from rackpower_nodes.core.forecast.features import WindowSpec, build_windows, split_by_time
+    from rackpower_nodes.core.forecast.forecaster import LstmForecaster, LstmParams
+    from rackpower_nodes.core.forecast.registry import save_model
+
+    _progress(req, "loading")
+    champion, champion_problem = _champion(req)
+    spec_doc = {**SPEC_DEFAULT, **(req.get("spec") or {}), **(champion.spec if champion else {})}
+    spec = WindowSpec(step_s=float(spec_doc["step_s"]),
+                      history_steps=int(spec_doc["history_steps"]),
+                      horizon_steps=int(spec_doc["horizon_steps"]),
+                      coarse=tuple(int(k) for k in spec_doc["coarse"]),
+                      stride=int(spec_doc.get("stride", 1)))
+    series, trained_on, problems = load_sources(req, spec.step_s)
+    seed = int(req.get("seed", 0))
+    ws = build_windows(series, spec, max_windows=req.get("max_windows"), seed=seed)
+    train_all, test = rt.holdout_split(ws, float(req.get("holdout_s", 600.0)))
+    if not len(train_all) or not len(test):
+        raise ValueError(f"{len(train_all)} training and {len(test)} held-out windows from "
+                         f"{len(ws)}: record more data or lower holdout_s")
+    bags = [s["path"] for s in req.get("sources", []) if s.get("kind") == "bag"]
+    errors = [tuple(e) for e in req.get("errors", [])] + _bag_errors(bags, problems)
+    fit_on, val = split_by_time(train_all, 1.0 - float(req.get("val_frac", 0.15)))
+    weights = rt.error_weights(fit_on, errors, **(req.get("weighting") or {}))
+    fit_on = rt.resample_weighted(fit_on, weights, seed)
+    _progress(req, "training", windows=len(fit_on))
+    params = LstmParams(**dict(req.get("lstm") or {}, threads=int(req.get("threads", 1)),
+                               seed=seed))
+    challenger = LstmForecaster(params).fit(fit_on, val if len(val) else None)
+    _progress(req, "evaluating", windows=len(test))
+    models = {"challenger": challenger}
+    if champion is not None:
+        if list(champion.feature_names) == list(test.feature_names):
+            models["champion"] = champion
+        else:
+            champion_problem = f"champion {req['champion']}: its features differ from the data's"
+    metrics = rt.evaluate(models, test)
+    metrics["holdout"] = {"windows": len(test), "holdout_s": float(req.get("holdout_s", 600.0)),
+                          "t_first_unix": float(test.t_unix.min()),
+                          "t_last_unix": float(test.t_unix.max())}
+    metrics["champion_path"] = req.get("champion")
+    if "champion" not in models:
+        metrics["champion_problem"] = champion_problem
+    trained_on.update(windows=len(train_all), trained_windows=len(fit_on),
+                      weighted_windows=int(np.count_nonzero(weights > 1.0)),
+                      errors_logged=len(errors), spec=spec_doc,
+                      t_first_unix=float(train_all.t_unix.min()),
+                      t_last_unix=float(train_all.t_unix.max()))
+    path = save_model(challenger, req["out_root"], metrics, trained_on)
+    _progress(req, "done")
+    return {"ok": True, "model_dir": str(path), "metrics": metrics, "trained_on": trained_on,
+            "problems": problems}
+
+
+def _bag_errors(bags: list[str], problems: list[str]) -> list[tuple]:
+    from rackpower_nodes.core.retrain import allocation_errors_from_bags
+
+    out = []
+    for bag in bags:
+        try:
+            out.extend(allocation_errors_from_bags([bag]))
+        except (ValueError, OSError, KeyError) as exc:
+            problems.append(f"bag {bag}: allocation errors unreadable ({exc})")
+    return out
+
+
+def _limit(req: dict) -> None:
+    """Lower this process's priority and cap torch's threads."""
+    import torch
+
+    nice = int(req.get("nice", 19))
+    if nice:
+        os.nice(nice)
+    torch.set_num_threads(max(1, int(req.get("threads", 1))))
+    torch.set_num_interop_threads(1)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="retrain_job", description=__doc__.split("\n")[0])
+    parser.add_argument("--request", type=Path, required=True, help="request JSON file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        req = json.loads(args.request.read_text())
+        if not isinstance(req, dict) or "out_root" not in req:
+            raise ValueError("expected a JSON object with out_root and sources")
+    except (OSError, ValueError) as exc:
+        print(f"retrain_job: request {args.request}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        _limit(req)
+        report = run(req)
+    except (ValueError, OSError, RuntimeError, KeyError, TypeError) as exc:
+        msg = f"{type(exc).__name__}: {exc}"
+        print(f"retrain_job: failed: {msg}", file=sys.stderr)
+        _write(req.get("report"), {"ok": False, "error": msg})
+        _progress(req, "failed", error=msg)
+        return 1
+    _write(req.get("report"), report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,417 @@
+"""Off-peak retraining without ROS: the policy, the registry, the pipeline and its training job.
+
+The pipeline tests run the real job process (``python -m rackpower_nodes.retrain_job``) on
+small simulated racks: 4 servers at 2 Hz, 1 s model steps, a 16-wide LSTM for 3 epochs.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from rackpower_nodes.core import retrain as rt
+from rackpower_nodes.core.forecast.datasets import from_sim, message_typestore
+from rackpower_nodes.core.forecast.features import WindowSpec, build_windows, split_by_time
+from rackpower_nodes.core.forecast.forecaster import LstmForecaster, LstmParams
+from rackpower_nodes.core.forecast.registry import save_model
+from rackpower_nodes.core.model_registry import ModelRegistry, RegistryError
+from rackpower_nodes.sim.rack_sim import generate
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
+SPEC = WindowSpec(step_s=1.0, history_steps=16, horizon_steps=10, coarse=(5,), stride=2)
+SPEC_DOC = {"step_s": 1.0, "history_steps": 16, "horizon_steps": 10, "coarse": [5], "stride": 2}
+LSTM = {"hidden_size": 16, "max_epochs": 3, "batch_size": 128, "patience": 2}
+SERVERS = ("srv01", "srv04", "srv07", "srv10")
+NS = "/rack_rt"
+DAY = dt.datetime(2026, 3, 2, tzinfo=dt.UTC).timestamp()      # a Monday, 00:00 UTC
+
+
+def at(hhmm: str, offset_s: float = 0.0) -> float:
+    """Unix time of local ``hhmm`` on DAY for a rack at UTC + offset_s."""
+    h, m = (int(v) for v in hhmm.split(":"))
+    return DAY + h * 3600 + m * 60 - offset_s
+
+
+# --- the off-peak policy ---------------------------------------------------------------------
+@pytest.mark.parametrize("windows, hhmm, inside", [
+    (("01:00-05:00",), "00:59", False), (("01:00-05:00",), "01:00", True),
+    (("01:00-05:00",), "04:59", True), (("01:00-05:00",), "05:00", False),
+    (("22:30-02:00",), "23:59", True), (("22:30-02:00",), "00:30", True),
+    (("22:30-02:00",), "02:00", False), (("22:30-02:00",), "12:00", False),
+    (("12:00-13:00", "22:00-24:00"), "23:30", True), (("12:00-13:00", "22:00-24:00"), "21:59",
+                                                      False),
+])
+def test_window_membership_and_midnight(windows, hhmm, inside):
+    assert rt.OffPeakPolicy(windows=windows).in_window(at(hhmm)) is inside
+
+
+def test_window_uses_the_utc_offset():
+    policy = rt.OffPeakPolicy(windows=("01:00-05:00",), utc_offset_s=7200)   # UTC+2
+    assert policy.in_window(at("00:00"))                          # 02:00 local
+    assert policy.in_window(at("23:30"))                          # 01:30 local
+    assert not policy.in_window(at("04:00"))                      # 06:00 local
+
+
+@pytest.mark.parametrize("text", ["1-5", "25:00-03:00", "01:00-01:00", "01:70-02:00", ""])
+def test_bad_window_is_named(text):
+    with pytest.raises(rt.RetrainError, match=f"window {text!r}"):
+        rt.OffPeakPolicy(windows=(text,))
+
+
+def test_load_rule_needs_low_load_for_the_minimum_duration():
+    policy = rt.OffPeakPolicy(windows=(), load_threshold_frac=0.5, budget_w=1000,
+                              load_min_s=60, min_interval_s=0)
+    gate = rt.OffPeakGate(policy)
+    t0 = at("12:00")
+    for k in range(0, 59):
+        gate.push_load(t0 + k, 400.0)
+    assert not gate.check(t0 + 58, None)[0]
+    gate.push_load(t0 + 60, 400.0)
+    ok, why = gate.check(t0 + 60, None)
+    assert ok and "load < 50%" in why
+    gate.push_load(t0 + 61, 600.0)                                # above: the clock restarts
+    gate.push_load(t0 + 62, 400.0)
+    assert not gate.check(t0 + 62, None)[0]
+    assert not gate.check(t0 + 200, None)[0], "a load older than 5 s must not count as quiet"
+
+
+def test_combine_all_and_minimum_interval():
+    policy = rt.OffPeakPolicy(windows=("01:00-05:00",), load_threshold_frac=0.5, budget_w=1000,
+                              load_min_s=10, combine="all", min_interval_s=3600)
+    gate = rt.OffPeakGate(policy)
+    t = at("02:00")
+    assert not gate.check(t, None)[0]                             # window yes, load unknown
+    for k in range(12):
+        gate.push_load(t + k, 100.0)
+    assert gate.check(t + 11, None)[0]
+    ok, why = gate.check(t + 11, last_retrain_unix=t - 600)
+    assert not ok and "next in" in why
+    assert gate.check(t + 11, last_retrain_unix=t - 4000)[0]
+
+
+# --- the registry --------------------------------------------------------------------------
+@pytest.fixture
+def tiny_models(tmp_path_factory):
+    """Three saved model folders (persistence forecasters) to register."""
+    from rackpower_nodes.core.forecast.baselines import PersistenceForecaster
+
+    data = generate(0.05, seed=3, rate_hz=2, config=sim_config())
+    ws = build_windows(from_sim(data, step_s=1.0), SPEC)
+    root = tmp_path_factory.mktemp("candidates")
+    out = []
+    for _ in range(3):
+        m = PersistenceForecaster().fit(ws)
+        out.append(save_model(m, root))
+    return out
+
+
+def test_registry_promote_reject_rollback(tmp_path, tiny_models):
+    reg = ModelRegistry(tmp_path / "reg")
+    assert reg.current() is None
+    a = reg.register(tiny_models[0], {"sims": [{"seed": 3}]}, {"challenger": {"mae_w": 5.0}})
+    assert a["status"] == "candidate" and (tmp_path / "reg" / a["path"]).is_dir()
+    reg.promote(a["version"], "initial")
+    b = reg.register(tiny_models[1], {"sims": [{"seed": 4}]}, {})
+    c = reg.register(tiny_models[2], {"sims": [{"seed": 5}]}, {})
+    reg.promote(b["version"], "promoted")
+    reg.reject(c["version"], "worse than the champion")
+    assert reg.current()["version"] == b["version"]
+    back = reg.rollback(reason="operator")
+    assert back["version"] == a["version"] == reg.current()["version"]
+    entries = reg.entries()
+    assert entries[b["version"]]["status"] == "rolled_back"
+    assert entries[c["version"]]["status"] == "rejected"
+    assert [h["version"] for h in reg.history()] == [a["version"], b["version"], a["version"]]
+    assert entries[a["version"]]["trained_on"] == {"sims": [{"seed": 3}]}
+    with pytest.raises(RegistryError, match="no earlier version in service"):
+        reg.rollback()                                # b was rolled back, c never served
+    with pytest.raises(RegistryError, match="no version 'nope'"):
+        reg.promote("nope", "x")
+    again = ModelRegistry(tmp_path / "reg")           # a fresh reader sees the same state
+    assert again.current()["version"] == a["version"]
+
+
+def test_rollback_with_nothing_earlier_names_the_reason(tmp_path, tiny_models):
+    reg = ModelRegistry(tmp_path / "reg")
+    with pytest.raises(RegistryError, match="nothing is in service"):
+        reg.rollback()
+    a = reg.register(tiny_models[0], {}, {})
+    reg.promote(a["version"], "initial")
+    with pytest.raises(RegistryError, match="no earlier version"):
+        reg.rollback()
+
+
+def test_corrupt_registry_is_an_error_naming_the_file(tmp_path, tiny_models):
+    reg = ModelRegistry(tmp_path / "reg")
+    a = reg.register(tiny_models[0], {}, {})
+    reg.promote(a["version"], "initial")
+    good = reg.file.read_text()
+    reg.file.write_text(good[: len(good) // 2])       # torn write by something else
+    with pytest.raises(RegistryError, match=r"registry\.json: unreadable") as err:
+        ModelRegistry(tmp_path / "reg")
+    assert "registry.json.bak" in str(err.value)
+    with pytest.raises(RegistryError):
+        reg.promote(a["version"], "again")            # no silent overwrite
+    assert reg.file.read_text() == good[: len(good) // 2]
+    assert json.loads(reg.backup.read_text())["entries"], "the backup keeps the older state"
+
+
+def test_registry_writes_atomically(tmp_path, tiny_models, monkeypatch):
+    reg = ModelRegistry(tmp_path / "reg")
+    a = reg.register(tiny_models[0], {}, {})
+    before = reg.file.read_text()
+
+    def fail(*_args, **_kw):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("rackpower_nodes.core.model_registry.os.replace", fail)
+    with pytest.raises(OSError):
+        reg.promote(a["version"], "initial")
+    monkeypatch.undo()
+    assert reg.file.read_text() == before             # old file intact, no half file
+    assert json.loads(reg.file.read_text())["history"] == []
+
+
+# --- simulated racks and bags ------------------------------------------------------------
+def sim_config(level: tuple[float, float] = (0.15, 0.2), start: str = "2024-03-04T00:00:00Z",
+               batch_job: bool = False) -> dict:
+    """The shipped simulator config cut to SERVERS, no switches/storage, every workload's
+    diurnal level set to ``level`` (night, peak); ``batch_job`` adds a job at 0.9 util."""
+    raw = yaml.safe_load((REPO / "config" / "rack_sim.yaml").read_text())
+    raw = copy.deepcopy(raw)
+    raw["components"] = [c for c in raw["components"] if c["name"] in SERVERS]
+    raw["start"] = start
+    raw["schedule"] = {"jobs": []}
+    for w in raw["workloads"].values():
+        w["diurnal"].update(night=level[0], peak=level[1])
+    if batch_job:
+        raw["workloads"]["batch"]["diurnal"].update(night=0.9, peak=0.95)
+    return raw
+
+
+def write_sim_bag(path: Path, data, errors=(), namespace: str = NS) -> Path:
+    """An MCAP rosbag2 bag of ``data`` written with rosbags' Writer, as `ros2 bag record`
+    would: 1 s PowerSamples batches, 1 Hz HostTelemetry and ``errors`` (t, component, error_w)
+    as AllocationError messages."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import get_types_from_msg
+
+    store = message_typestore()
+    store.register(get_types_from_msg((REPO / "msg" / "AllocationError.msg").read_text(),
+                                      "rackpower/msg/AllocationError"))
+    T = store.types
+    rate = int(data.rate_hz)
+    volts = 230.0
+
+    def header(t: float):
+        ns = round(t * 1e9)
+        return T["std_msgs/msg/Header"](
+            stamp=T["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9),
+            frame_id="rack")
+
+    msgs = []
+    seconds = len(data.power_w) // rate
+    mem_total = data.meta["mem_total_bytes"]
+    for s in range(seconds):
+        t = data.start_unix + s
+        p = data.power_w[s * rate:(s + 1) * rate].T.astype(np.float32)       # (m, rate)
+        cur = (p / volts).astype(np.float32)
+        msg = T["rackpower/msg/PowerSamples"](
+            header=header(t), sample_period_s=1.0 / rate, sample_count=rate,
+            first_sequence=s * rate, first_board_time_us=s * 1_000_000,
+            channel_ids=list(data.names), current_a=cur.reshape(-1),
+            voltage_v=np.full(len(data.names), volts, np.float32),
+            mean_power_w=p.mean(axis=1).astype(np.float32),
+            peak_power_w=p.max(axis=1).astype(np.float32), total_power_w=float(p.mean(1).sum()),
+            frames_lost=0)
+        msgs.append((t, 0, store.serialize_cdr(msg, msg.__msgtype__)))
+        hosts = []
+        for h, name in enumerate(data.hosts):
+            tel = {f: float(v[s, h]) for f, v in data.telemetry.items()}
+            hosts.append(T["rackpower/msg/HostMetrics"](
+                host_id=name, up=True, stale=False, age_s=0.5, last_error="",
+                cpu_util=tel["cpu_util"], mem_used_fraction=tel["mem_used_bytes"] / mem_total[h],
+                mem_used_bytes=tel["mem_used_bytes"], net_rx_bps=tel["net_rx_bytes_per_s"],
+                net_tx_bps=tel["net_tx_bytes_per_s"], disk_read_bps=tel["disk_read_bytes_per_s"],
+                disk_write_bps=tel["disk_write_bytes_per_s"], active_job="",
+                next_job_in_s=math.nan, next_job_expected_util=0.0, next_job_duration_s=0.0))
+        tmsg = T["rackpower/msg/HostTelemetry"](
+            header=header(t + 1.0), hosts=hosts, hour_of_day=0.0, day_of_week=0,
+            is_weekend=False, time_of_day_sin=0.0, time_of_day_cos=1.0, day_of_week_sin=0.0,
+            day_of_week_cos=1.0)
+        msgs.append((t + 1.0, 1, store.serialize_cdr(tmsg, tmsg.__msgtype__)))
+    for t, comp, err in errors:
+        emsg = T["rackpower/msg/AllocationError"](
+            header=header(t), channel_id=comp, mode="proactive", predicted_w=0.0,
+            actual_w=float(err), allocated_w=0.0, new_allocated_w=0.0, error_w=float(err),
+            action="raised_from_slack", model_version="test")
+        msgs.append((t, 2, store.serialize_cdr(emsg, emsg.__msgtype__)))
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conns = [writer.add_connection(f"{namespace}/{topic}", f"rackpower/msg/{typ}",
+                                       typestore=store)
+                 for topic, typ in (("power_samples", "PowerSamples"),
+                                    ("host_telemetry", "HostTelemetry"),
+                                    ("allocation_error", "AllocationError"))]
+        for t, c, raw in sorted(msgs, key=lambda m: (m[0], m[1])):
+            writer.write(conns[c], round(t * 1e9), raw)
+    return path
+
+
+def train_champion(series, registry: ModelRegistry) -> tuple[LstmForecaster, str]:
+    """The model in service: an LSTM fitted on ``series`` (last 10 min held out), promoted."""
+    ws = build_windows(series, SPEC)
+    train, _ = rt.holdout_split(ws, 600.0)
+    fit_on, val = split_by_time(train, 0.85)
+    model = LstmForecaster(LstmParams(threads=1, **LSTM)).fit(fit_on, val)
+    entry = registry.register(save_model(model, registry.root / "incoming"),
+                              {"sims": [{"seed": 1}]}, {})
+    registry.promote(entry["version"], "initial")
+    return model, entry["version"]
+
+
+def run_pipeline(pipe: rt.RetrainPipeline, timeout_s: float = 120.0, **start) -> rt.Outcome:
+    pipe.start(**start)
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        outcome = pipe.poll()
+        if outcome is not None:
+            return outcome
+        time.sleep(0.2)
+    pipe.cancel()
+    raise AssertionError(f"retrain job did not finish in {timeout_s} s")
+
+
+def settings(bag_folder: Path | str = "", **job) -> dict:
+    return {"bag_folder": str(bag_folder), "namespace": NS, "metric": "mae",
+            "margin_frac": 0.02, "max_seconds": 110.0, "max_rss_mb": 3000.0,
+            "job": {"spec": SPEC_DOC, "lstm": LSTM, "threads": 1, "nice": 5, "holdout_s": 600.0,
+                    "weighting": {"max_weight": 4.0, "error_ref_w": 20.0, "radius_s": 5.0},
+                    **job}}
+
+
+@pytest.fixture(scope="module")
+def workload_a(tmp_path_factory):
+    """1 h of workload A (low load), saved; its series."""
+    data = generate(1.0, seed=1, rate_hz=2, config=sim_config())
+    folder = data.save(tmp_path_factory.mktemp("sim_a"))
+    return data, folder, from_sim(data, step_s=1.0)
+
+
+# --- the pipeline -------------------------------------------------------------------------
+@pytest.mark.parametrize("corruption", ["shuffled", "zeroed"])
+def test_bad_challenger_is_never_promoted(tmp_path, workload_a, corruption):
+    """Training data corrupted (power shuffled in time, or a dead sensor reading 0 W) up to
+    the last 15 min; the held-out slice is clean. The challenger must be rejected."""
+    data, _, series = workload_a
+    reg = ModelRegistry(tmp_path / "reg")
+    _, champion = train_champion(series, reg)
+    bad = copy.deepcopy(data)
+    cut = len(bad.power_w) - 15 * 60 * int(bad.rate_hz)
+    if corruption == "shuffled":
+        bad.power_w[:cut] = bad.power_w[:cut][np.random.default_rng(0).permutation(cut)]
+    else:
+        bad.power_w[:cut] = 0.0
+    folder = bad.save(tmp_path / "corrupt")
+    outcome = run_pipeline(rt.RetrainPipeline(reg, settings()),
+                           sources=[{"kind": "sim", "path": str(folder)}])
+    print(f"bad challenger ({corruption}): {outcome.reason}")
+    assert outcome.status == "rejected", outcome
+    assert reg.current()["version"] == champion
+    entry = reg.entry(outcome.version)
+    assert entry["status"] == "rejected"
+    m = entry["metrics"]
+    assert m["challenger"]["mae_w"] > m["champion"]["mae_w"]
+    assert m["holdout"]["windows"] == m["champion"]["windows"] == m["challenger"]["windows"]
+
+
+def test_training_from_a_bag_written_with_rosbags_writer(tmp_path, workload_a):
+    data, _, _ = workload_a
+    bags = tmp_path / "bags"
+    bags.mkdir()
+    (bags / "broken.mcap").write_bytes(b"not an mcap file")
+    t_err = data.start_unix + 1800.0
+    errors = [(t_err + k, "srv10", 60.0) for k in range(30)]
+    write_sim_bag(bags / "rack_0", data, errors)
+    chosen, problems = rt.newest_bags(bags, max_span_s=7200, max_bytes=1 << 30)
+    assert [Path(b.path).name for b in chosen] == ["rack_0"]
+    assert problems and "broken.mcap" in problems[0]
+    assert chosen[0].start_unix == pytest.approx(data.start_unix, abs=1.0)
+    reg = ModelRegistry(tmp_path / "reg")
+    outcome = run_pipeline(rt.RetrainPipeline(reg, settings(bags)))
+    assert outcome.status in ("promoted", "rejected"), outcome   # no champion: vs persistence
+    entry = reg.entry(outcome.version)
+    on = entry["trained_on"]
+    assert on["bags"][0]["path"].endswith("rack_0") and on["bags"][0]["bytes"] > 0
+    assert on["bags"][0]["end_unix"] > on["bags"][0]["start_unix"]
+    assert on["errors_logged"] == 30 and on["weighted_windows"] > 0
+    assert any("broken.mcap" in p for p in entry["metrics"]["problems"])
+    assert on["t_last_unix"] < entry["metrics"]["holdout"]["t_first_unix"]
+
+
+def test_failed_job_is_reported(tmp_path):
+    reg = ModelRegistry(tmp_path / "reg")
+    bags = tmp_path / "bags"
+    bags.mkdir()
+    (bags / "a.mcap").write_bytes(b"\x89MCAP0\r\n garbage")
+    with pytest.raises(rt.RetrainError, match="no usable bag"):
+        rt.RetrainPipeline(reg, settings(bags)).start()
+    empty = tmp_path / "empty.csv"
+    empty.write_text("time_s,component,power_w\n")
+    outcome = run_pipeline(rt.RetrainPipeline(reg, settings()),
+                           sources=[{"kind": "plain", "path": str(empty)}])
+    assert outcome.status == "failed" and "no usable data" in outcome.reason
+    assert reg.current() is None
+
+
+def test_error_weights_repeat_windows_near_large_errors():
+    data = generate(0.1, seed=2, rate_hz=2, config=sim_config())
+    ws = build_windows(from_sim(data, step_s=1.0), SPEC)
+    t = float(np.median(ws.t_unix))
+    w = rt.error_weights(ws, [(t, "srv04", 40.0)], max_weight=4.0, error_ref_w=20.0,
+                         radius_s=0.0)
+    near = (ws.component == "srv04") & (ws.t_unix <= t) & (ws.t_unix >= t - 11)
+    assert (w[near] == 4.0).all() and (w[~near] == 1.0).all()
+    more = rt.resample_weighted(ws, w)
+    assert len(more) == len(ws) + 3 * int(near.sum())
+
+
+def test_drift_recovery(tmp_path, workload_a):
+    """Workload A for 1 h, then the rack's load rises (workload B) for 1 h; the champion
+    trained on A degrades on B, the retrained challenger recovers."""
+    data_a, folder_a, series_a = workload_a
+    reg = ModelRegistry(tmp_path / "reg")
+    champion, champion_version = train_champion(series_a, reg)
+    _, test_a = rt.holdout_split(build_windows(series_a, SPEC), 600.0)
+    before = rt.evaluate({"champion": champion}, test_a)["champion"]["mae_w"]
+    data_b = generate(1.0, seed=2, rate_hz=2,
+                      config=sim_config(level=(0.6, 0.7), start="2024-03-04T01:00:00Z"))
+    folder_b = data_b.save(tmp_path / "sim_b")
+    ws_b = build_windows(from_sim(data_b, step_s=1.0), SPEC)
+    pred = champion.predict(ws_b.x, ws_b.last)[:, 0, 0] * ws_b.scale_w
+    err = ws_b.y[:, 0] * ws_b.scale_w - pred                     # actual - forecast, W
+    big = np.abs(err) > 10.0
+    errors = list(zip((ws_b.t_unix[big] + 1.0).tolist(), ws_b.component[big].tolist(),
+                      err[big].tolist(), strict=True))
+    outcome = run_pipeline(rt.RetrainPipeline(reg, settings()), errors=errors, sources=[
+        {"kind": "sim", "path": str(folder_a)}, {"kind": "sim", "path": str(folder_b)}])
+    m = outcome.metrics
+    during, after = m["champion"]["mae_w"], m["challenger"]["mae_w"]
+    print(f"\ndrift: MAE before {before:.2f} W (champion, workload A) | during {during:.2f} W "
+          f"(champion, workload B) | after {after:.2f} W (promoted challenger, workload B) | "
+          f"persistence on B {m['persistence']['mae_w']:.2f} W | recovered "
+          f"{(during - after) / (during - before):.0%} of the rise; {len(errors)} logged errors")
+    assert during > before * 1.2, "the workload change must raise the champion's error"
+    assert outcome.status == "promoted", outcome
+    assert reg.current()["version"] == outcome.version != champion_version
+    assert during - after >= 0.5 * (during - before)
+    seeds = [s["seed"] for s in reg.current()["trained_on"]["sims"]]
+    assert seeds == [1, 2]
