@@ -1,0 +1,382 @@
+"""The `recorder` executable with real DDS and real bags.
+
+This process publishes the rack's topics (reliable publishers, so every message must arrive);
+the recorder runs in its own process. The bags are then read with rosbags' AnyReader, the
+`mcap` reader and the forecaster's `from_bag`.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from rackpower_nodes.core.recorder_config import recorder_config_from_params
+from rackpower_nodes.launch_env import executable, stop_process
+
+pytestmark = pytest.mark.ros
+
+CHANNELS, PER_BATCH, PERIOD_S = ("srv01", "srv02", "sw01"), 10, 0.001
+MIB = 1 << 20
+
+
+def _samples(k: int, t0: float, pad: int = 0):
+    """Batch k of a 1 kHz board: 10 samples per channel, stamped t0 + k * 10 ms."""
+    from rackpower.msg import PowerSamples
+
+    msg = PowerSamples()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(
+        int((t0 + k * PER_BATCH * PERIOD_S) * 1e9), 10**9)
+    msg.header.frame_id = "rack" + "x" * pad
+    msg.sample_period_s, msg.sample_count = PERIOD_S, PER_BATCH
+    msg.first_sequence, msg.first_board_time_us = k * PER_BATCH, k * PER_BATCH * 1000
+    msg.channel_ids = list(CHANNELS)
+    current = 1.0 + 0.1 * np.sin(k / 7.0 + np.arange(len(CHANNELS) * PER_BATCH))
+    msg.current_a = current.astype(np.float32)
+    msg.voltage_v = np.full(len(CHANNELS), 230.0, dtype=np.float32)
+    power = (current.reshape(len(CHANNELS), PER_BATCH) * 230.0).astype(np.float32)
+    msg.mean_power_w, msg.peak_power_w = power.mean(axis=1), power.max(axis=1)
+    msg.total_power_w = float(power.mean(axis=1).sum())
+    return msg
+
+
+def _telemetry(t: float):
+    from rackpower.msg import HostMetrics, HostTelemetry
+
+    msg = HostTelemetry()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(t * 1e9), 10**9)
+    msg.hosts = [HostMetrics(host_id=h, up=True, cpu_util=0.5, mem_used_fraction=0.3)
+                 for h in CHANNELS[:2]]
+    return msg
+
+
+class Source:
+    """Publishes power_samples at `rate_hz`, host_telemetry and allocation_error at a tenth,
+    all reliable (keep last 1000), plus one latched model_update; counts what it sent."""
+
+    def __init__(self, ns: str, pad: int = 0):
+        import rclpy
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+        from rackpower.msg import AllocationError, HostTelemetry, ModelUpdate, PowerSamples
+        from rackpower_nodes.predictor import latched_qos
+
+        self.node = rclpy.create_node("recorder_test_source", namespace=ns)
+        # keep last, deep: a keep-all writer stalls on the reader of a killed recorder
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
+                         reliability=ReliabilityPolicy.RELIABLE)
+        self.pubs = {"power_samples": self.node.create_publisher(PowerSamples, "power_samples",
+                                                                   qos),
+                     "host_telemetry": self.node.create_publisher(HostTelemetry,
+                                                                  "host_telemetry", qos),
+                     "allocation_error": self.node.create_publisher(AllocationError,
+                                                                    "allocation_error", qos),
+                     "model_update": self.node.create_publisher(ModelUpdate, "model_update",
+                                                                latched_qos())}
+        self.pubs["model_update"].publish(ModelUpdate(model_path="/models/v1", version="v1"))
+        self.ns, self.pad, self.k, self.t0 = ns, pad, 0, time.time()
+        self.sent: Counter = Counter({"model_update": 1})
+        self.sent_at: list[float] = []               # send time of power_samples batch k
+
+    def wait_recorded(self, timeout_s: float = 30.0) -> None:
+        """Until the recorder subscribes to every topic."""
+        import rclpy
+
+        end = time.monotonic() + timeout_s
+        while any(p.get_subscription_count() == 0 for p in self.pubs.values()):
+            assert time.monotonic() < end, {t: p.get_subscription_count()
+                                            for t, p in self.pubs.items()}
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+
+    def run(self, seconds: float, rate_hz: float = 100.0, stop=None) -> None:
+        """Publish for `seconds` at `rate_hz`; `stop()` returning True ends it early."""
+        import rclpy
+
+        from rackpower.msg import AllocationError
+
+        start, first = time.monotonic(), self.k
+        while time.monotonic() - start < seconds and not (stop and stop()):
+            time.sleep(max(0.0, start + (self.k - first) / rate_hz - time.monotonic()))
+            self.pubs["power_samples"].publish(_samples(self.k, self.t0, self.pad))
+            self.sent_at.append(time.time())
+            self.sent["power_samples"] += 1
+            if self.k % 10 == 0:
+                self.pubs["host_telemetry"].publish(_telemetry(time.time()))
+                self.pubs["allocation_error"].publish(
+                    AllocationError(channel_id="srv01", mode="proactive", actual_w=float(self.k)))
+                self.sent["host_telemetry"] += 1
+                self.sent["allocation_error"] += 1
+            self.k += 1
+            rclpy.spin_once(self.node, timeout_sec=0.0)
+
+    def topic(self, name: str) -> str:
+        return f"{self.ns}/{name}"
+
+
+def start_recorder(ros_env, ns: str, folder: Path, log: Path, **params) -> subprocess.Popen:
+    args = [str(executable("recorder")), "--ros-args", "-r", f"__ns:={ns}",
+            "-p", f"output.folder:={folder}", "-p", "discovery.interval_s:=0.2"]
+    for key, value in params.items():
+        args += ["-p", f"{key.replace('__', '.')}:={value}"]
+    return subprocess.Popen(args, env=ros_env, stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT)
+
+
+def bags_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir())
+
+
+def read_bags(bags: list[Path]) -> tuple[Counter, list[int]]:
+    """Messages per topic with AnyReader, and the power_samples batch numbers in bag order."""
+    from rosbags.highlevel import AnyReader
+
+    from rackpower_nodes.core.forecast.datasets import message_typestore
+
+    counts, batches = Counter(), []
+    with AnyReader(bags, default_typestore=message_typestore()) as reader:
+        for conn, _, raw in reader.messages():
+            counts[conn.topic] += 1
+            if conn.msgtype == "rackpower/msg/PowerSamples":
+                batches.append(reader.deserialize(raw, conn.msgtype).first_sequence // PER_BATCH)
+    return counts, batches
+
+
+def mcap_counts(bags: list[Path]) -> Counter:
+    """Messages per topic with the `mcap` package's reader (through each file's summary)."""
+    from mcap.reader import make_reader
+
+    counts = Counter()
+    for bag in bags:
+        (path,) = bag.glob("*.mcap")
+        with path.open("rb") as fh:
+            reader = make_reader(fh)
+            assert reader.get_summary() is not None, f"{path} has no summary"
+            for _, channel, _ in reader.iter_messages():
+                counts[channel.topic] += 1
+    return counts
+
+
+def _run(ros_env, tmp_path: Path, ns: str, seconds: float, rate_hz: float = 100.0,
+         pad: int = 0, **params):
+    import rclpy
+
+    folder, log = tmp_path / "bags", tmp_path / "recorder.log"
+    with rclpy.init():
+        source = Source(ns, pad)
+        rec = start_recorder(ros_env, ns, folder, log, **params)
+        try:
+            source.wait_recorded()
+            source.run(seconds, rate_hz)
+            time.sleep(1.0)                                   # let the last ones arrive
+        finally:
+            code = stop_process(rec, timeout_s=10)
+            source.node.destroy_node()
+    assert code == 0, log.read_text()[-3000:]
+    return source, folder, log
+
+
+def test_records_every_message_rotating_by_duration(ros_env, tmp_path):
+    """Every published message is in the bags, which AnyReader, mcap and from_bag read."""
+    from rosbags.rosbag2 import Reader
+
+    from rackpower_nodes.core.forecast.datasets import from_bag
+
+    ns = "/rack_rec_all"
+    source, folder, log = _run(ros_env, tmp_path, ns, 4.5, rotation__max_duration_s=1.5)
+    bags = bags_in(folder)
+    assert len(bags) >= 3, [b.name for b in bags]            # 1.5 s each over >= 4.5 s
+    expected = {source.topic(t): n for t, n in source.sent.items()}
+    counts, batches = read_bags(bags)
+    assert counts == expected, log.read_text()[-2000:]
+    assert mcap_counts(bags) == expected
+    assert batches == list(range(source.k))                   # nothing lost, in order
+    for bag in bags:
+        with Reader(bag) as reader:
+            assert reader.duration <= 1.6e9                   # ns
+            qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
+    assert qos[f"{ns}/model_update"][0].durability.name == "TRANSIENT_LOCAL"
+    assert qos[f"{ns}/power_samples"][0].reliability.name == "RELIABLE"
+    longest = max(bags, key=lambda b: yaml.safe_load((b / "metadata.yaml").read_text())
+                  ["rosbag2_bagfile_information"]["message_count"])
+    series = from_bag(longest, step_s=0.1, namespace=ns)
+    assert sorted({s.component for s in series}) == sorted(CHANNELS)
+    for s in series:
+        assert len(s) >= 8 and np.allclose(s.power_w, 230.0, rtol=0.15)
+        if s.component in CHANNELS[:2]:
+            assert np.isfinite(s.telemetry[-1, 0])            # telemetry held per host
+
+
+def test_rotation_by_size_and_quota_hold(ros_env, tmp_path):
+    """64 KiB bags under a 256 KiB quota: the total never exceeds quota + one bag, the
+    oldest bags go first, and the newest messages are all kept."""
+    ns, max_bytes, quota = "/rack_rec_quota", 64 * 1024, 256 * 1024
+    import rclpy
+
+    folder, log = tmp_path / "bags", tmp_path / "recorder.log"
+    peak = 0
+    with rclpy.init():
+        source = Source(ns, pad=1500)                         # ~1.7 kB per batch
+        rec = start_recorder(ros_env, ns, folder, log, rotation__max_bytes=max_bytes,
+                             quota__max_total_bytes=quota, flush__interval_s=0.2)
+        try:
+            source.wait_recorded()
+
+            def watch() -> bool:
+                nonlocal peak
+                if source.k % 10 == 0 and folder.exists():
+                    peak = max(peak, _du(folder))
+                return False
+
+            source.run(8.0, 150.0, stop=watch)
+            time.sleep(1.0)
+        finally:
+            code = stop_process(rec, timeout_s=10)
+            source.node.destroy_node()
+    assert code == 0, log.read_text()[-3000:]
+    bags = bags_in(folder)
+    sizes = [_du(b) for b in bags]
+    # a closed bag: up to max_bytes, one more message, then the summary (message definitions
+    # again, indexes) and metadata.yaml: ~17 KiB here, negligible at real sizes
+    assert all(s <= max_bytes + 24 * 1024 for s in sizes), sizes
+    assert peak <= quota + max(sizes), (peak, sizes)
+    assert _du(folder) <= quota + max(sizes)
+    assert source.sent["power_samples"] * 1700 > 6 * quota    # the quota really bit
+    counts, batches = read_bags(bags)
+    assert batches == list(range(batches[0], source.k)), "a kept bag is not the newest"
+    assert batches[0] > 0
+
+
+def _watch_written(source: Source, ns: str) -> dict[str, int]:
+    """Messages written per topic, as the recorder in `ns` reports on /diagnostics."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    written: dict[str, int] = {}
+
+    def on_diag(msg) -> None:
+        for status in msg.status:
+            if status.name.startswith(f"{ns}/recorder"):
+                written.update({kv.key.removeprefix("messages "): int(kv.value)
+                                for kv in status.values if kv.key.startswith("messages /")})
+
+    source.node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    return written
+
+
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_kill_9_loses_at_most_2_s(ros_env, tmp_path, storage):
+    """SIGKILL while batches flow: after the restart salvages the unclosed bag, every batch
+    sent more than 2 s before the kill is in the bags (measured: the flush interval)."""
+    import rclpy
+
+    ns, folder, log = f"/rack_rec_kill_{storage}", tmp_path / "bags", tmp_path / "recorder.log"
+    with rclpy.init():
+        source = Source(ns)
+        rec = start_recorder(ros_env, ns, folder, log, flush__interval_s=0.5, storage=storage)
+        try:
+            source.wait_recorded()
+            source.run(3.0)
+            rec.send_signal(signal.SIGKILL)
+            killed_at = time.time()
+            rec.wait()
+            source.run(0.5)                                   # nobody records these
+            broken = bags_in(folder)
+            assert broken and not (broken[0] / "metadata.yaml").exists()
+            rec = start_recorder(ros_env, ns, folder, log, storage=storage)
+            restarted, written = time.time(), _watch_written(source, ns)
+            # a reliable writer that still has the killed reader matched delivers to the new
+            # one only after a while (Fast DDS; the dead participant's lease is 20 s)
+            source.run(25.0, stop=lambda: written.get(f"{ns}/power_samples", 0) > 0)
+            resumed_after = time.time() - restarted
+            source.run(2.0)
+            time.sleep(1.0)
+        finally:
+            code = stop_process(rec, timeout_s=10)
+            source.node.destroy_node()
+    assert code == 0, log.read_text()[-3000:]
+    bags = bags_in(folder)
+    assert all((b / "metadata.yaml").exists() for b in bags), [b.name for b in bags]
+    assert not [p for p in folder.iterdir() if p.name.endswith(".crashed")]
+    counts, batches = read_bags(bags)
+    if storage == "mcap":
+        assert sum(mcap_counts(bags).values()) == sum(counts.values())
+    sent_at = np.array(source.sent_at)
+    before = set(np.flatnonzero(sent_at < killed_at).tolist())
+    kept = before & set(batches)
+    lost = sorted(before - kept)
+    loss_s = killed_at - sent_at[lost[0]] if lost else 0.0
+    print(f"kill -9: {len(lost)} of {len(before)} batches lost, the oldest sent "
+          f"{loss_s:.2f} s before the kill; recording resumed {resumed_after:.1f} s after "
+          "the restart")
+    assert loss_s <= 2.0, (len(lost), loss_s)
+    assert lost == list(range(lost[0], len(before))) if lost else True   # only the tail
+    assert "salvaged" in log.read_text()
+    after = [k for k in batches if sent_at[k] > killed_at + 0.5]
+    assert after, "nothing recorded after the restart"
+
+
+@pytest.mark.parametrize("args, key", [
+    (["-p", "storage:=bag"], "storage"),
+    (["-p", "rotation.max_bytes:=10"], "rotation.max_bytes"),
+    (["-p", "topics:=['power samples']"], "topics[0]"),
+    (["-p", "quota.max_total_bytes:=100000", "-p", "rotation.max_bytes:=65536"],
+     "quota.max_total_bytes"),
+])
+def test_malformed_config_exits_2_naming_the_key(ros_env, tmp_path, args, key):
+    proc = subprocess.run([str(executable("recorder")), "--ros-args",
+                           "-p", f"output.folder:={tmp_path}", *args],
+                          env=ros_env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert key in proc.stderr and "invalid configuration" in proc.stderr
+
+
+def test_config_defaults_and_errors():
+    cfg = recorder_config_from_params({})
+    assert cfg.storage == "mcap" and cfg.flush_interval_s <= 1.0
+    assert "model_update" in cfg.topics and cfg.quota_bytes == 0
+    with pytest.raises(ValueError, match="flush.interval_s = 5.0"):
+        recorder_config_from_params({"flush.interval_s": 5.0})
+
+
+def test_folder_gone_is_reported_and_recording_goes_on(ros_env, tmp_path):
+    """The output folder removed under the running recorder: the error is on /diagnostics,
+    the node keeps running, and new bags appear once the folder is back."""
+    import shutil
+
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    ns, folder, log = "/rack_rec_gone", tmp_path / "bags", tmp_path / "recorder.log"
+    errors: list[str] = []
+    with rclpy.init():
+        source = Source(ns)
+        source.node.create_subscription(
+            DiagnosticArray, "/diagnostics",
+            lambda m: errors.extend(kv.value for s in m.status if s.name.startswith(ns)
+                                    for kv in s.values if kv.key == "last_error" and kv.value),
+            10)
+        rec = start_recorder(ros_env, ns, folder, log, rotation__max_duration_s=1.0)
+        try:
+            source.wait_recorded()
+            source.run(1.5)
+            shutil.rmtree(folder)
+            source.run(4.0)
+            assert rec.poll() is None, log.read_text()[-3000:]
+        finally:
+            code = stop_process(rec, timeout_s=10)
+            source.node.destroy_node()
+    assert code == 0, log.read_text()[-3000:]
+    assert errors and str(folder) in errors[-1], errors[-3:]
+    assert "cannot write bags" in log.read_text()
+    counts, batches = read_bags(bags_in(folder))
+    assert batches and batches[-1] == source.k - 1
+    assert os.path.isdir(folder)
