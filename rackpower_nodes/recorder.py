@@ -20,11 +20,13 @@ the node because it is the recorder's alone.
 """
 from __future__ import annotations
 
+import fcntl
 import importlib
 import logging
 import shutil
 import sqlite3
 import struct
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,6 +46,7 @@ from rosbags.rosbag2.metadata import parse_qos
 
 from rackpower_nodes import diagnostics
 from rackpower_nodes.core.forecast.datasets import message_typestore
+from rackpower_nodes.core.params import ConfigError
 from rackpower_nodes.core.recorder_config import (
     RECORDER_PARAMETERS, RecorderConfig, recorder_config_from_params)
 from rackpower_nodes.node_main import run_node
@@ -73,15 +76,16 @@ def ensure_type(store, msgtype: str, tried: set[str]) -> None:
         from rosbags.typesys import get_types_from_msg
         try:
             folder = Path(get_package_share_directory(pkg)) / "msg"
-        except PackageNotFoundError as exc:
-            raise UnknownType(f"{msgtype}: package {pkg!r} is not in the ament index") from exc
+        except (PackageNotFoundError, OSError):     # OSError: AMENT_PREFIX_PATH unset
+            folder = Path(sys.prefix) / "share" / pkg / "msg"
         types: dict = {}
         for path in sorted(folder.glob("*.msg")):
             types.update(get_types_from_msg(path.read_text(encoding="utf-8"),
                                             f"{pkg}/msg/{path.stem}"))
         store.register(types)
     if msgtype not in store.fielddefs:
-        raise UnknownType(f"{msgtype}: no definition in {pkg}'s share/{pkg}/msg")
+        raise UnknownType(f"{msgtype}: no .msg definition in share/{pkg}/msg of the ament "
+                          f"index or of {sys.prefix}")
 
 
 def bag_qos(profile) -> Qos:
@@ -131,14 +135,28 @@ class BagStore:
         self.closed: list[tuple[Path, int]] = []     # oldest first
         self.retry_at_ns = 0
         self.recovered: list[str] = []
+        self._lock = None                             # held while the node runs
+        self._salvage_pending = False
 
     @property
     def current(self) -> str:
         return self.writer.path.name if self.writer else ""
 
     def start(self) -> None:
-        """Salvage unclosed bags, list the closed ones, apply the quota."""
+        """Take the folder's lock for the prefix, salvage unclosed bags, list the closed ones,
+        apply the quota. ConfigError when another recorder holds the lock (it would take the
+        other's open bag for a crashed one)."""
         self.cfg.folder.mkdir(parents=True, exist_ok=True)
+        lock = self.cfg.folder / f".{self.cfg.prefix}.lock"
+        self._lock = lock.open("a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._lock.close()
+            raise ConfigError(
+                f"output.folder = {str(self.cfg.folder)!r}, output.prefix = "
+                f"{self.cfg.prefix!r}: another recorder writes there ({lock} is locked); "
+                "expected one recorder per folder and prefix") from exc
         self._recover()
         self.closed = [(p, _du(p)) for p in sorted(self.cfg.folder.iterdir())
                        if _ours(p, self.cfg.prefix) and (p / "metadata.yaml").is_file()]
@@ -197,12 +215,14 @@ class BagStore:
             _log.error("cannot write bag: %s (retrying in 1 s)", self.stats.last_error)
             self._abort()
             self.retry_at_ns = self.now_ns() + RETRY_AFTER_NS
+            self._salvage_pending = True
             return False
 
     def _open(self, t_ns: int) -> None:
         self.cfg.folder.mkdir(parents=True, exist_ok=True)
-        if self.stats.last_error:
+        if self._salvage_pending:
             self._recover()                         # the bag aborted by the error
+            self._salvage_pending = False
         stamp = datetime.fromtimestamp(t_ns / 1e9, UTC)
         name = f"{self.cfg.prefix}_{stamp:%Y%m%dT%H%M%S}_{stamp.microsecond // 1000:03d}"
         path, n = self.cfg.folder / name, 0
@@ -244,9 +264,8 @@ class BagStore:
             storage.conn.commit()
 
     def _close(self) -> None:
-        writer, self.writer = self.writer, None
-        self.bag_bytes = 0
-        writer.close()
+        self.writer.close()                   # on an error _guard aborts it, still current
+        writer, self.writer, self.bag_bytes = self.writer, None, 0
         self.closed.append((writer.path, _du(writer.path)))
         self.stats.bags_closed += 1
         self._enforce_quota()
@@ -347,7 +366,11 @@ def _salvage(crashed: Path, target: Path, typestore) -> int:
         elif key in conns:
             writer.write(conns[key], a, b)
             count += 1
-    writer.close()
+    if count:
+        writer.close()
+    else:                                   # nothing reached the disk: nothing to keep
+        writer.abort()
+        shutil.rmtree(target)
     shutil.rmtree(crashed)
     _log.warning("salvaged %d messages of the unclosed bag %s", count, target)
     return count
@@ -516,6 +539,4 @@ def main(args=None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

@@ -339,6 +339,24 @@ def test_malformed_config_exits_2_naming_the_key(ros_env, tmp_path, args, key):
     assert key in proc.stderr and "invalid configuration" in proc.stderr
 
 
+def test_second_recorder_on_the_same_folder_exits_2(ros_env, tmp_path):
+    """It would take the first one's open bag for a crashed one."""
+    folder, log = tmp_path / "bags", tmp_path / "first.log"
+    first = start_recorder(ros_env, "/rack_rec_lock", folder, log)
+    try:
+        end = time.monotonic() + 30
+        while "recording [" not in log.read_text():
+            assert time.monotonic() < end and first.poll() is None, log.read_text()
+            time.sleep(0.1)
+        proc = subprocess.run([str(executable("recorder")), "--ros-args",
+                               "-p", f"output.folder:={folder}"],
+                              env=ros_env, capture_output=True, text=True, timeout=60)
+    finally:
+        stop_process(first)
+    assert proc.returncode == 2, proc.stderr
+    assert "output.folder" in proc.stderr and "another recorder" in proc.stderr
+
+
 def test_config_defaults_and_errors():
     cfg = recorder_config_from_params({})
     assert cfg.storage == "mcap" and cfg.flush_interval_s <= 1.0
