@@ -212,7 +212,7 @@ class BagStore:
         except (OSError, WriterError, sqlite3.Error) as exc:
             where = self.writer.path if self.writer else self.cfg.folder
             self.stats.last_error = f"{where}: {type(exc).__name__}: {exc}"
-            _log.error("cannot write bag: %s (retrying in 1 s)", self.stats.last_error)
+            _log.debug("cannot write bag: %s (retrying in 1 s)", self.stats.last_error)
             self._abort()
             self.retry_at_ns = self.now_ns() + RETRY_AFTER_NS
             self._salvage_pending = True
@@ -372,7 +372,7 @@ def _salvage(crashed: Path, target: Path, typestore) -> int:
         writer.abort()
         shutil.rmtree(target)
     shutil.rmtree(crashed)
-    _log.warning("salvaged %d messages of the unclosed bag %s", count, target)
+    _log.info("salvaged %d messages of the unclosed bag %s", count, target)
     return count
 
 
