@@ -269,7 +269,13 @@ def _watch_written(source: Source, ns: str) -> dict[str, int]:
 
 
 def _du(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    """Bytes under `path`, retried when the recorder deletes a bag while it is walked."""
+    for _ in range(10):
+        try:
+            return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        except FileNotFoundError:
+            continue
+    raise AssertionError(f"could not measure {path}")
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
