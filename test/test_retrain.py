@@ -372,6 +372,26 @@ def test_failed_job_is_reported(tmp_path):
     assert reg.current() is None
 
 
+@pytest.mark.parametrize("metrics, metric, promote", [
+    ({"champion": {"mae_w": 10.0, "pinball_w": 3.0}, "challenger": {"mae_w": 9.79,
+                                                                    "pinball_w": 3.5}},
+     "mae", True),
+    ({"champion": {"mae_w": 10.0, "pinball_w": 3.0}, "challenger": {"mae_w": 9.81,
+                                                                    "pinball_w": 2.0}},
+     "mae", False),                                       # better, but not by 2 %
+    ({"champion": {"mae_w": 10.0, "pinball_w": 3.0}, "challenger": {"mae_w": 9.0,
+                                                                    "pinball_w": 3.5}},
+     "pinball", False),
+    ({"challenger": {"mae_w": 4.0}, "persistence": {"mae_w": 5.0}}, "mae", True),
+    ({"challenger": {"mae_w": 4.95}, "persistence": {"mae_w": 5.0}}, "pinball", False),
+    ({"champion": {"mae_w": 5.0}, "challenger": {"mae_w": None}}, "mae", False),
+])
+def test_decide_needs_the_margin(metrics, metric, promote):
+    ok, why = rt.decide(metrics, metric, margin_frac=0.02)
+    assert ok is promote, why
+    assert ("champion" if "champion" in metrics else "persistence") in why
+
+
 def test_error_weights_repeat_windows_near_large_errors():
     data = generate(0.1, seed=2, rate_hz=2, config=sim_config())
     ws = build_windows(from_sim(data, step_s=1.0), SPEC)

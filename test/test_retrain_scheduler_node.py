@@ -187,3 +187,13 @@ def test_bad_config_exits_2_naming_the_key(ros_env, tmp_path):
     proc = _launch(ros_env, params)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and "registry.root" in err
+
+
+def test_corrupt_registry_exits_2_naming_the_file(ros_env, tmp_path):
+    (tmp_path / "reg").mkdir()
+    (tmp_path / "reg" / "registry.json").write_text('{"format_version": 1, "entr')
+    proc = _launch(ros_env, _params(tmp_path, tmp_path / "reg", tmp_path))
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "registry.json: unreadable" in err and "registry.json.bak" in err
+    assert (tmp_path / "reg" / "registry.json").read_text() == '{"format_version": 1, "entr'

@@ -330,24 +330,22 @@ def evaluate(models: dict[str, Any], test) -> dict[str, dict[str, float]]:
 
 def decide(metrics: dict[str, dict[str, float]], metric: str = "mae",
            margin_frac: float = 0.02) -> tuple[bool, str]:
-    """(promote, reason): the challenger must beat the champion's ``metric`` (``mae`` or
-    ``pinball``) by ``margin_frac``; without a champion it must beat persistence's MAE by
-    the margin."""
+    """(promote, reason): the challenger's ``metric`` (``mae`` or ``pinball``, W) must be below
+    the champion's x (1 - ``margin_frac``). Without a scored champion (none yet, unloadable,
+    other features) its MAE must beat persistence's MAE by the same margin."""
     if metric not in ("mae", "pinball"):
         raise RetrainError(f"metric={metric!r}, expected 'mae' or 'pinball'")
     key = f"{metric}_w"
-    chal = metrics.get("challenger", {}).get(key)
-    if chal is None or not math.isfinite(chal):
-        return False, f"challenger has no finite {key}"
-    ref_name = "champion" if metrics.get("champion", {}).get(key) is not None else "persistence"
-    if ref_name == "persistence":
-        key_ref = "mae_w"
-        chal = metrics["challenger"]["mae_w"]
+    if metrics.get("champion", {}).get(key) is not None:
+        ref_name = "champion"
     else:
-        key_ref = key
-    ref = float(metrics[ref_name][key_ref])
+        ref_name, key = "persistence", "mae_w"          # persistence has no quantiles
+    chal = metrics.get("challenger", {}).get(key)
+    ref = metrics.get(ref_name, {}).get(key)
+    if chal is None or ref is None or not (math.isfinite(chal) and math.isfinite(ref)):
+        return False, f"no finite {key} for the challenger ({chal}) or the {ref_name} ({ref})"
     need = ref * (1.0 - margin_frac)
-    verdict = f"challenger {key_ref} {chal:.3f} W vs {ref_name} {ref:.3f} W (needs < {need:.3f})"
+    verdict = f"challenger {key} {chal:.3f} W vs {ref_name} {ref:.3f} W (needs < {need:.3f})"
     return chal < need, verdict
 
 
