@@ -392,6 +392,21 @@ def test_decide_needs_the_margin(metrics, metric, promote):
     assert ("champion" if "champion" in metrics else "persistence") in why
 
 
+@pytest.mark.parametrize("limits, words", [({"max_seconds": 1.0}, "over max_seconds=1"),
+                                            ({"max_rss_mb": 100.0}, "over max_rss_mb=100")])
+def test_job_over_its_limits_is_killed(tmp_path, workload_a, limits, words):
+    _, folder, _ = workload_a
+    request = {"sources": [{"kind": "sim", "path": str(folder)}], "out_root": str(tmp_path),
+               "spec": SPEC_DOC, "lstm": dict(LSTM, max_epochs=1000, patience=1000),
+               "threads": 1, "nice": 5}
+    job = rt.RetrainJob(request, tmp_path / "job", **limits).start()
+    end = time.monotonic() + 60
+    while (report := job.poll()) is None and time.monotonic() < end:
+        time.sleep(0.1)
+    assert report is not None and not report["ok"] and words in report["error"], report
+    assert job.proc.returncode is not None and job.proc.returncode < 0       # killed
+
+
 def test_error_weights_repeat_windows_near_large_errors():
     data = generate(0.1, seed=2, rate_hz=2, config=sim_config())
     ws = build_windows(from_sim(data, step_s=1.0), SPEC)

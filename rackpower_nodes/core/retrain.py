@@ -22,9 +22,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import math
+import os
 import re
+import subprocess
+import sys
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -364,8 +369,6 @@ class RetrainJob:
 
     def __init__(self, request: dict, workdir: str | Path, max_seconds: float = 1800.0,
                  max_rss_mb: float = 2048.0, python: str | None = None) -> None:
-        import sys
-
         self.workdir = Path(workdir)
         self.request = dict(request, report=str(self.workdir / "report.json"),
                             progress=str(self.workdir / "progress.json"))
@@ -376,10 +379,6 @@ class RetrainJob:
         self.peak_rss_mb = 0.0
 
     def start(self) -> RetrainJob:
-        import json
-        import subprocess
-        import time
-
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "request.json").write_text(json.dumps(self.request, indent=1))
         log = open(self.workdir / "job.log", "wb")
@@ -395,8 +394,6 @@ class RetrainJob:
 
     def stage(self) -> str:
         """The job's own account of its stage (loading, training, evaluating, done)."""
-        import json
-
         try:
             return str(json.loads((self.workdir / "progress.json").read_text())["stage"])
         except (OSError, ValueError, KeyError, TypeError):
@@ -405,9 +402,6 @@ class RetrainJob:
     def poll(self) -> dict | None:
         """None while the job runs; then its report (``ok`` true/false, ``error`` on failure).
         A job over its time or memory limit is killed and reported as failed."""
-        import json
-        import time
-
         if self.proc is None:
             raise RetrainError("RetrainJob.poll before start")
         code = self.proc.poll()
@@ -457,8 +451,6 @@ class RetrainJob:
 def _job_env() -> dict[str, str]:
     """This environment, with this package's folder first on PYTHONPATH, so the job runs the
     same code as its parent."""
-    import os
-
     import rackpower_nodes
 
     here = str(Path(rackpower_nodes.__file__).resolve().parents[1])
@@ -501,8 +493,6 @@ class RetrainPipeline:
         """Start a job on ``sources`` (default: the newest bags of ``bag_folder``) with the
         logged ``errors`` (t_unix, component, |error_w|). RetrainError when there is no data
         or a job runs already."""
-        import time
-
         if self.job is not None:
             raise RetrainError("a retrain job is running already")
         s = self.settings
