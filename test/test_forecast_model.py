@@ -193,6 +193,46 @@ def test_lstm_reads_a_feature_subset(data, tmp_path):
         LstmForecaster(LstmParams(features=("watts",))).fit(train, val)
 
 
+def test_lstm_calibration_covers_its_levels_on_validation(fitted, data):
+    _, val, _ = data
+    model = fitted["lstm"]
+    assert model.calibration.shape == (HORIZON, 3) and not model.calibration[:, 0].any()
+    assert model.training["calibrated"] is True
+    cov = (val.y[..., None] <= model.predict(val.x, val.last)).mean(axis=0)   # (horizon, Q)
+    slack = 3.0 / len(val.y)                        # conformal rank rounding and ties
+    assert (cov[:, 1] >= 0.9).all() and (cov[:, 1] <= 0.9 + slack).all(), cov[:, 1]
+    assert (cov[:, 2] >= 0.99).all() and (cov[:, 2] <= 0.99 + slack).all(), cov[:, 2]
+
+
+def test_lstm_without_calibration_or_validation_keeps_raw_quantiles(data):
+    train, val, test = data
+    params = LstmParams(hidden_size=8, max_epochs=1, seed=1, calibrate=False)
+    raw = LstmForecaster(params).fit(train, val)
+    assert raw.calibration.size == 0 and raw.training["calibrated"] is False
+    no_val = LstmForecaster(LstmParams(hidden_size=8, max_epochs=1, seed=1)).fit(train)
+    assert no_val.calibration.size == 0
+    with torch.inference_mode():
+        direct = raw.module(raw._scale(test.x), torch.from_numpy(test.last)).numpy()
+    assert np.array_equal(raw.predict(test.x, test.last), direct)
+
+
+def test_calibration_in_model_json(lstm_dir, fitted, data):
+    _, _, test = data
+    doc = json.loads((lstm_dir / "model.json").read_text())
+    state = doc["state"]
+    _edit_json(lstm_dir, state={**state, "calibration": [[0.0, 0.1, 0.2]] * (HORIZON - 1)})
+    with pytest.raises(ModelLoadError, match=r"calibration has shape \(7, 3\), expected \(8, 3\)"):
+        load_model(lstm_dir)
+    # a model saved before calibration existed has no such key and predicts the raw quantiles
+    _edit_json(lstm_dir, state={k: v for k, v in state.items() if k != "calibration"})
+    old = load_model(lstm_dir)
+    assert old.calibration.size == 0
+    model = fitted["lstm"]
+    with torch.inference_mode():
+        direct = model.module(model._scale(test.x), torch.from_numpy(test.last)).numpy()
+    assert np.array_equal(old.predict(test.x, test.last), direct)
+
+
 def test_saving_twice_makes_a_new_version(fitted, tmp_path):
     model = fitted["persistence"]
     first = save_model(model, tmp_path)

@@ -175,9 +175,12 @@ class LstmParams:
     ``max_train_s`` (0 = none) stops after the epoch that crosses it; ``samples_per_epoch``
     (0 = all) draws that many training windows per epoch; ``min_delta``: relative drop of the
     validation loss below the best so far that counts as progress for ``patience`` (the best
-    weights are kept whatever the drop); ``features`` names the input
+    weights are kept whatever the drop); ``lr_decay``: factor applied to the learning rate
+    after each epoch without such progress (1 = constant rate); ``features`` names the input
     features the network reads (empty = all; ``predict`` still takes every feature of the
-    WindowSet, so the model stays a drop-in for the same windows)."""
+    WindowSet, so the model stays a drop-in for the same windows); ``calibrate``: after fit,
+    shift p90 and p99 per horizon step so that they cover 90 % and 99 % of the validation
+    windows (split conformal offsets; needs a validation set)."""
 
     hidden_size: int = 64
     num_layers: int = 1
@@ -194,6 +197,8 @@ class LstmParams:
     input_clip: float = 10.0
     min_delta: float = 0.002
     features: tuple[str, ...] = ()
+    lr_decay: float = 0.5
+    calibrate: bool = True
 
     def __post_init__(self) -> None:
         self.features = tuple(self.features)
@@ -202,7 +207,7 @@ class LstmParams:
             "lr": (1e-7, 1.0), "weight_decay": (0.0, 1.0), "batch_size": (1, 1 << 20),
             "max_epochs": (1, 100000), "patience": (1, 100000), "threads": (1, 1024),
             "max_train_s": (0.0, 1e7), "samples_per_epoch": (0, 1 << 40),
-            "input_clip": (0.1, 1e6), "min_delta": (0.0, 0.5)})
+            "input_clip": (0.1, 1e6), "min_delta": (0.0, 0.5), "lr_decay": (0.01, 1.0)})
 
 
 class LstmForecaster(Forecaster):
@@ -210,9 +215,11 @@ class LstmForecaster(Forecaster):
 
     Fit minimises the mean pinball loss over p50/p90/p99 with Adam, keeps the weights of the
     epoch with the lowest validation pinball loss (training loss when no validation set is
-    given) and stops after ``patience`` epochs without a relative improvement of
-    ``min_delta``. Deterministic for a seed
-    and thread count. ``progress=True`` shows a tqdm bar over epochs.
+    given), multiplies the learning rate by ``lr_decay`` after every epoch without a relative
+    improvement of ``min_delta`` and stops after ``patience`` such epochs in a row. With
+    ``calibrate`` and a validation set it then stores ``calibration`` (horizon, Q) offsets
+    (normalised power) that ``predict`` adds to p90 and p99 (the p50 column is 0).
+    Deterministic for a seed and thread count. ``progress=True`` shows a tqdm bar over epochs.
     """
 
     name: ClassVar[str] = "lstm"
@@ -224,13 +231,14 @@ class LstmForecaster(Forecaster):
         self.mean: np.ndarray = np.zeros(0, np.float32)      # (F,) feature means
         self.std: np.ndarray = np.ones(0, np.float32)        # (F,) feature std devs
         self.module: QuantileLSTM | None = None
+        self.calibration: np.ndarray = np.zeros((0, 0), np.float32)  # (horizon, Q) or empty
 
     def hyperparameters(self) -> dict[str, Any]:
         return asdict(self.params)
 
     def state(self) -> dict[str, Any]:
         return {"scaler": {"mean": self.mean.tolist(), "std": self.std.tolist()},
-                "training": self.training}
+                "calibration": self.calibration.tolist(), "training": self.training}
 
     @classmethod
     def from_config(cls, hyperparameters: dict, state: dict) -> LstmForecaster:
@@ -238,6 +246,8 @@ class LstmForecaster(Forecaster):
         model.mean = np.asarray(state["scaler"]["mean"], np.float32)
         model.std = np.asarray(state["scaler"]["std"], np.float32)
         model.training = dict(state.get("training", {}))
+        model.calibration = np.asarray(state.get("calibration", []), np.float32).reshape(
+            (-1, len(model.quantiles)) if state.get("calibration") else (0, 0))
         return model
 
     @property
@@ -269,6 +279,10 @@ class LstmForecaster(Forecaster):
         if len(self.mean) != width or len(self.std) != width:
             raise ModelLoadError(meta, f"scaler has {len(self.mean)} means and {len(self.std)} "
                                  f"stds for {width} input features")
+        want = (self.horizon_steps, len(self.quantiles))
+        if self.calibration.size and self.calibration.shape != want:
+            raise ModelLoadError(meta, f"calibration has shape {self.calibration.shape}, "
+                                 f"expected {want} (horizon steps, quantiles)")
         try:
             weights = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError as exc:
@@ -302,11 +316,16 @@ class LstmForecaster(Forecaster):
                 out.append(self.module(self._scale(x[sl]), torch.from_numpy(last[sl])).numpy())
         if not out:
             return np.zeros((0, self.horizon_steps, len(self.quantiles)), np.float32)
-        return np.concatenate(out)
+        pred = np.concatenate(out)
+        if self.calibration.size:
+            pred += self.calibration[None]
+            np.maximum.accumulate(pred, axis=2, out=pred)     # p90 >= p50 after a shift down
+        return pred
 
     def fit(self, train: Any, val: Any | None = None) -> LstmForecaster:
         p = self.params
         self._adopt(train)
+        self.calibration = np.zeros((0, 0), np.float32)
         torch.set_num_threads(p.threads)
         torch.manual_seed(p.seed)
         rng = np.random.default_rng(p.seed)
@@ -331,6 +350,9 @@ class LstmForecaster(Forecaster):
             if hasattr(epochs, "set_postfix"):
                 epochs.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
             bad = 0 if val_loss < best * (1.0 - p.min_delta) else bad + 1
+            if bad:
+                for group in opt.param_groups:
+                    group["lr"] *= p.lr_decay
             if val_loss < best:
                 best, best_state = val_loss, copy.deepcopy(self.module.state_dict())
             if bad >= p.patience or (p.max_train_s and time.monotonic() - t0 > p.max_train_s):
@@ -338,9 +360,27 @@ class LstmForecaster(Forecaster):
         if best_state is not None:          # None only when every loss was NaN
             self.module.load_state_dict(best_state)
         self.module.eval()
+        if p.calibrate and val is not None and len(val.x):
+            self.calibration = self._conformal_offsets(val)
         self.training = {"epochs": len(history), "best_val_pinball": best,
-                         "seconds": time.monotonic() - t0, "history": history}
+                         "seconds": time.monotonic() - t0, "history": history,
+                         "calibrated": bool(self.calibration.size)}
         return self
+
+    def _conformal_offsets(self, val: Any) -> np.ndarray:
+        """(horizon, Q) float32 offsets (normalised power): per horizon step, the split
+        conformal quantile of ``y - q`` on the validation windows for each upper quantile q,
+        so that ``q + offset`` covers its level there; 0 for the median."""
+        pred = self.predict(val.x, val.last).astype(np.float64)
+        resid = np.asarray(val.y, np.float64)[:, :, None] - pred
+        n = len(resid)
+        out = np.zeros(pred.shape[1:], np.float32)
+        for k, level in enumerate(self.quantiles):
+            if k == 0:
+                continue
+            rank = min(1.0, np.ceil((n + 1) * level) / n)
+            out[:, k] = np.quantile(resid[:, :, k], rank, axis=0, method="higher")
+        return out
 
     def _epoch(self, train: Any, opt: torch.optim.Optimizer, quantiles: torch.Tensor,
                rng: np.random.Generator) -> float:
