@@ -14,10 +14,14 @@ Arguments:
                  hardware
     mode         allocation mode of pdu_actuator (proactive, reactive, static, safe); empty
                  keeps the config's
+    data_dir     where the recorder's bags and the model registry live; empty keeps the
+                 config's (/var/lib/rackpower/...); e.g. data_dir:=$HOME/rackpower
 
 pdu_actuator is a lifecycle node: with its `autostart` parameter (the default) it configures
 and activates itself once its PDUs answer; otherwise drive it with `ros2 lifecycle set`.
 """
+import os
+
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -34,10 +38,18 @@ def _launch_setup(context):
     use_sim = LaunchConfiguration("use_sim").perform(context).lower() in ("true", "1", "yes")
     model = LaunchConfiguration("model").perform(context)
     mode = LaunchConfiguration("mode").perform(context)
+    data_dir = LaunchConfiguration("data_dir").perform(context)
 
     actions = []
     sensor_overrides, telemetry_overrides, predictor_overrides = {}, {}, {}
     actuator_overrides = {"mode": mode} if mode else {}
+    recorder_overrides, retrain_overrides = {}, {}
+    if data_dir:
+        rack_dir = os.path.join(os.path.expanduser(data_dir), rack)
+        recorder_overrides["output.folder"] = os.path.join(rack_dir, "bags")
+        recorder_overrides["output.prefix"] = rack
+        retrain_overrides["bags.folder"] = os.path.join(rack_dir, "bags")
+        retrain_overrides["registry.root"] = os.path.join(rack_dir, "models")
     if use_sim:
         serial_port = serial_port or SIM_BOARD_LINK.format(rack=rack)
         sim_config = PathJoinSubstitution(
@@ -71,6 +83,14 @@ def _launch_setup(context):
         package="rackpower", executable="pdu_actuator", name="pdu_actuator",
         namespace=rack, parameters=[config, actuator_overrides], output="screen",
         respawn=True, respawn_delay=2.0))
+    actions.append(Node(
+        package="rackpower", executable="recorder", name="recorder",
+        namespace=rack, parameters=[config, recorder_overrides], output="screen",
+        respawn=True, respawn_delay=2.0))
+    actions.append(Node(
+        package="rackpower", executable="retrain_scheduler", name="retrain_scheduler",
+        namespace=rack, parameters=[config, retrain_overrides], output="screen",
+        respawn=True, respawn_delay=5.0))
     return actions
 
 
@@ -91,5 +111,8 @@ def generate_launch_description():
                               description="Run the rack simulator instead of hardware"),
         DeclareLaunchArgument("mode", default_value="",
                               description="pdu_actuator allocation mode (empty: the config's)"),
+        DeclareLaunchArgument("data_dir", default_value="",
+                              description="Folder for bags and the model registry, one "
+                                          "subfolder per rack (empty: the config's)"),
         OpaqueFunction(function=_launch_setup),
     ])

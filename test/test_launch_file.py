@@ -43,7 +43,8 @@ def test_every_node_executable_is_installed_by_the_package():
                    if kw.arg == "executable"]
     assert executables, "no Node actions found"
     assert set(executables) <= scripts
-    assert {"current_sensor", "host_telemetry", "predictor", "pdu_actuator"} <= set(executables)
+    assert {"current_sensor", "host_telemetry", "predictor", "pdu_actuator", "recorder",
+            "retrain_scheduler"} <= set(executables)
     packages = {kw.value.value for call in nodes for kw in call.keywords
                 if kw.arg == "package"}
     assert packages == {"rackpower"}
@@ -55,7 +56,8 @@ def test_every_node_executable_is_installed_by_the_package():
 
 def test_declares_the_operator_arguments():
     declared = {call.args[0].value for call in _calls(_tree(), "DeclareLaunchArgument")}
-    assert {"rack", "config", "serial_port", "use_sim", "mode"} <= declared
+    assert {"rack", "config", "serial_port", "use_sim", "mode",
+            "data_dir"} <= declared
 
 
 def test_default_config_is_shipped():
