@@ -11,7 +11,17 @@ schedule-driven power plus noise) or built from a simulator folder (``--sim DIR`
 ``rackpower-sim fast``, through the dataset and feature functions `rackpower-train` uses).
 Target: 24 h of 16 components at 100 ms steps in <= 10 min on 2 cores.
 
+Floor (``--floor``): how far below persistence any forecaster can get on the simulated rack.
+The simulator is run twice with the same seed, once as configured and once with its fast
+noise switched off (workload jitter, power AR(1) and white noise, power spikes: every random
+process has its own generator, so the rest of the day is identical). It prints the 5 s-ahead
+persistence MAE of each variant and the MAE of oracles that know the noise-free power:
+O1 its future change plus the noise persisted, O2 its future value plus the best linear
+prediction of the noise from the noise's own past (fitted on the first half of the day,
+scored on the second), O3 its value now (no future) plus the same noise prediction.
+
 Usage:
+    .venv/bin/python benchmarks/bench_forecast.py --floor [--floor-seed 2 --floor-hours 24]
     .venv/bin/python benchmarks/bench_forecast.py [--components 48] [--calls 1000]
         [--history 30 --features 27 --horizon 50] [--windows 200000 | --sim DIR]
         [--threads 2] [--max-epochs 40 --patience 5] [--lightgbm] [--skip-train]
@@ -139,6 +149,62 @@ def bench_training(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def _quiet_config(raw: dict, jitter: bool, power_noise: bool) -> dict:
+    """A copy of a simulator config with workload jitter and/or power noise switched off."""
+    import copy
+    cfg = copy.deepcopy(raw)
+    if not jitter:
+        for w in cfg["workloads"].values():
+            if "jitter" in w:
+                w["jitter"]["sigma"] = 0.0
+            elif "constant" not in w:
+                w["jitter"] = {"sigma": 0.0}
+    if not power_noise:
+        for d in cfg["dynamics"].values():
+            d.update(noise_w=0.0, white_w=0.0, spike_rate_per_h=0.0)
+    return cfg
+
+
+def bench_floor(args: argparse.Namespace, lead_steps: int = 50, stride: int = 20,
+                warmup: int = 149) -> list[dict]:
+    """Persistence MAE (W) of each noise variant over the whole run, and the oracles' MAE (W)
+    and ratio to persistence on its second half, ``lead_steps`` 0.1 s steps ahead."""
+    import yaml
+    from rackpower_nodes.sim.rack_sim import generate
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "rack_sim.yaml")
+                         .read_text())
+    runs = {}
+    for label, jit, noise in (("as configured", True, True), ("no jitter", False, True),
+                              ("no power noise", True, False), ("noise-free", False, False)):
+        data = generate(args.floor_hours, seed=args.floor_seed, rate_hz=10,
+                        config=_quiet_config(raw, jit, noise))
+        runs[label] = data.power_w.astype(np.float64)
+    full, clean = runs["as configured"], runs["noise-free"]
+    ends = np.arange(warmup - 1, len(full) - 1 - lead_steps, stride)
+    rows = [{"what": f"persistence, {label}", "mae_w": float(np.abs(
+        p[ends + lead_steps] - p[ends]).mean())} for label, p in runs.items()]
+    y, noise = full[ends + lead_steps], full - clean
+    o1 = np.abs(y - (full[ends] + clean[ends + lead_steps] - clean[ends]))
+    o2, o3 = np.empty_like(o1), np.empty_like(o1)
+    half = len(ends) // 2
+    for c in range(full.shape[1]):
+        sums = np.concatenate([[0.0], np.cumsum(noise[:, c])])
+        x = np.column_stack([np.ones(len(ends)), noise[ends, c]] + [
+            (sums[ends + 1] - sums[ends + 1 - k]) / k for k in (5, 20, 50, 100)])
+        beta = np.linalg.lstsq(x[:half], noise[ends[:half] + lead_steps, c], rcond=None)[0]
+        o2[:, c] = np.abs(y[:, c] - clean[ends + lead_steps, c] - x @ beta)
+        o3[:, c] = np.abs(y[:, c] - clean[ends, c] - x @ beta)
+    pers = np.abs(y - full[ends])[half:].mean()
+    rows.append({"what": "persistence, as configured, second half", "mae_w": float(pers),
+                 "vs_persistence": 1.0})
+    for label, err in (("O1 noise-free future + noise persisted", o1),
+                       ("O2 noise-free future + best linear noise", o2),
+                       ("O3 noise-free now + best linear noise", o3)):
+        rows.append({"what": label, "mae_w": float(err[half:].mean()),
+                     "vs_persistence": float(err[half:].mean() / pers)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--components", type=int, default=48)
@@ -158,8 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-train-s", type=float, default=0.0)
     parser.add_argument("--lightgbm", action="store_true", help="also time LightGBM training")
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--floor", action="store_true", help="only the oracle floor table")
+    parser.add_argument("--floor-seed", type=int, default=2)
+    parser.add_argument("--floor-hours", type=float, default=24.0)
     args = parser.parse_args(argv)
     print("command: " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]))
+    if args.floor:
+        print(f"## Floor: 5 s ahead, simulated rack, seed {args.floor_seed}, "
+              f"{args.floor_hours:g} h, 0.1 s steps, windows every 2 s\n")
+        print(format_table(bench_floor(args), ["what", "mae_w", "vs_persistence"], "{:.3f}"))
+        return 0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} default threads\n")
     rows = bench_inference(args)
     print(f"## Inference: {args.components} components, history {args.history} x "

@@ -157,8 +157,18 @@ def load_windows(args: argparse.Namespace, spec) -> tuple:
     return ws, info
 
 
-def _lstm_features(args: argparse.Namespace, names: list[str]) -> tuple[str, ...]:
+WEEK_S = 7 * 86400.0
+
+
+def _lstm_features(args: argparse.Namespace, names: list[str],
+                   span_s: float | None = None) -> tuple[str, ...]:
     """Features the LSTM reads: ``--features`` patterns matched against ``names``.
+
+    Default for other sources: every feature, except the week phase (``dow_*``) when the
+    training windows span less than a week (``span_s``, s): it then only tells the training
+    days apart and, standardised on them, is far out of range on any other day (trained on
+    Monday 24 h of the simulated rack, tested on a Tuesday: 0.994x persistence MAE 5 s
+    ahead with it, against 0.847x on another Monday).
 
     BSC default: the current power only. Each BSC file is one workload with its own max_w,
     run at its own hours, so calendar, spec and coarse columns identify the workload; with
@@ -167,6 +177,8 @@ def _lstm_features(args: argparse.Namespace, names: list[str]) -> tuple[str, ...
     0.96x with power only)."""
     text = args.features if args.features is not None else (
         "power" if _source(args)[0] == "bsc" else "")
+    if args.features is None and not text and span_s is not None and span_s < WEEK_S:
+        return tuple(n for n in names if not n.startswith("dow_"))
     pats = [p.strip() for p in text.split(",") if p.strip()]
     chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
     if pats and not chosen:
@@ -184,13 +196,15 @@ def _lr_decay(args: argparse.Namespace) -> float:
     return 1.0 if _source(args)[0] == "bsc" else LstmParams().lr_decay
 
 
-def make_forecaster(name: str, args: argparse.Namespace, names: list[str]) -> Forecaster:
-    """A fresh forecaster ``name`` configured from the flags; ``names``: window features."""
+def make_forecaster(name: str, args: argparse.Namespace, names: list[str],
+                    span_s: float | None = None) -> Forecaster:
+    """A fresh forecaster ``name`` configured from the flags; ``names``: window features;
+    ``span_s``: time the training windows span (s), None if unknown."""
     if name == "lstm":
         keys = ("hidden_size", "num_layers", "dropout", "lr", "batch_size", "max_epochs",
                 "patience", "max_train_s", "samples_per_epoch", "calibrate")
         params = LstmParams(seed=args.seed, threads=args.threads,
-                            features=_lstm_features(args, names), lr_decay=_lr_decay(args),
+                            features=_lstm_features(args, names, span_s), lr_decay=_lr_decay(args),
                             **{k: getattr(args, k) for k in keys})
         return LstmForecaster(params, progress=not args.no_progress)
     if name == "persistence":
@@ -201,6 +215,11 @@ def make_forecaster(name: str, args: argparse.Namespace, names: list[str]) -> Fo
         return LightGbmForecaster(LightGbmParams(n_estimators=args.lgbm_trees,
                                                  threads=args.threads, seed=args.seed))
     raise CliError(f"unknown model {name!r}, expected one of {', '.join(MODELS)} or all")
+
+
+def _span_s(ws) -> float:
+    """Seconds between the first and the last window of a WindowSet (0 when empty)."""
+    return float(ws.t_unix.max() - ws.t_unix.min()) if len(ws) else 0.0
 
 
 def _names(text: str) -> list[str]:
@@ -242,7 +261,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         info.update(train_windows=len(train), val_windows=len(val))
         for name in names:
             t0 = time.monotonic()
-            model = make_forecaster(name, args, train.feature_names).fit(train, val)
+            model = make_forecaster(name, args, train.feature_names, _span_s(train)).fit(
+                train, val)
             seconds = time.monotonic() - t0
             y_w, p_w = _watts(val, model.predict(val.x, val.last))
             rows = metric_rows(y_w, p_w, val.component, model.quantiles, step_s=ws.spec.step_s)
@@ -264,7 +284,8 @@ def _fit_predict(names: list[str], args, train, test) -> dict[str, np.ndarray]:
     out = {}
     for name in names:
         t0 = time.monotonic()
-        model = make_forecaster(name, args, train.feature_names).fit(fit_on, val)
+        model = make_forecaster(name, args, train.feature_names, _span_s(train)).fit(
+            fit_on, val)
         out[name] = model.predict(test.x, test.last)
         _log.info("%s: fitted on %d windows in %.1f s", name, len(fit_on),
                   time.monotonic() - t0)

@@ -445,3 +445,17 @@ def test_eval_reads_a_bsc_file(shared_data, capsys):
                       "--log-level", "WARNING"]) == 0
     out = capsys.readouterr().out
     assert "| persistence | 3 | 6 |" in out and "INTEL_Xeon_X5650/web_search" in out
+
+
+def test_cli_lstm_features_leave_out_the_week_phase_under_a_week():
+    import argparse
+    from rackpower_nodes.forecast_cli import WEEK_S, _lstm_features
+    names = ["power", "cpu_util", "tod_sin", "dow_sin", "dow_cos"]
+    sim = argparse.Namespace(sim=Path("x"), bsc=None, plain=None, bag=None, features=None)
+    assert _lstm_features(sim, names, 86400.0) == ("power", "cpu_util", "tod_sin")
+    assert _lstm_features(sim, names, WEEK_S) == ()          # () = every feature
+    assert _lstm_features(sim, names, None) == ()
+    given = argparse.Namespace(**{**vars(sim), "features": "power,dow_*"})
+    assert _lstm_features(given, names, 86400.0) == ("power", "dow_sin", "dow_cos")
+    bsc = argparse.Namespace(**{**vars(sim), "sim": None, "bsc": Path("x")})
+    assert _lstm_features(bsc, names, 86400.0) == ("power",)
