@@ -168,13 +168,14 @@ def _lstm_features(args: argparse.Namespace, names: list[str],
     training windows span less than a week (``span_s``, s): it then only tells the training
     days apart and, standardised on them, is far out of range on any other day (trained on
     Monday 24 h of the simulated rack, tested on a Tuesday: 0.994x persistence MAE 5 s
-    ahead with it, against 0.847x on another Monday).
+    ahead with it, against 0.847x on another Monday; without it 0.840x on the Tuesday).
 
     BSC default: the current power only. Each BSC file is one workload with its own max_w,
     run at its own hours, so calendar, spec and coarse columns identify the workload; with
     them the LSTM fits the training workloads and loses to persistence on the held-out one
     (leave-one-workload-out: 1.10x persistence MAE with all features, 1.00x with power*,
-    0.96x with power only)."""
+    0.96x with power only in an earlier run, 0.980x in the one benchmarks/RESULTS.md
+    reports)."""
     text = args.features if args.features is not None else (
         "power" if _source(args)[0] == "bsc" else "")
     if args.features is None and not text and span_s is not None and span_s < WEEK_S:
