@@ -175,9 +175,8 @@ class _Bench:
 
     def _on_diag(self, msg) -> None:
         for s in msg.status:
-            if "pdu_actuator: PDU " in s.name:
-                self.diag[s.name.rsplit(": PDU ", 1)[-1]] = {kv.key: kv.value
-                                                              for kv in s.values}
+            if s.name.endswith("pdu_actuator: allocation"):
+                self.diag["link"] = {kv.key: kv.value for kv in s.values}
 
     def publish(self, measured: np.ndarray, forecast: bool) -> int:
         from rackpower.msg import PowerForecast, PowerSamples
@@ -319,8 +318,8 @@ def _latencies(writes, comp_of, expected, sent, warmup, csv=None) -> dict:
 
 
 def _diag_value(diag: dict, key: str) -> str:
-    """One PDU status's value; every PDU status carries the link's latency window (one
-    window for all PDUs), so they agree: if they ever differ, all are shown."""
+    """A value of the actuator's allocation status (the write latency is link-wide: from a
+    batch's callback to its allocation written to every PDU)."""
     values = sorted({d.get(key, "?") for d in diag.values()}) or ["?"]
     return ", ".join(values)
 

@@ -105,6 +105,9 @@ class PduActuatorNode(LifecycleNode):
         self._steps = 0
         self._corrections = 0
         self._failures = 0
+        self._destroyed = False
+        self._pending: float | None = None     # perf_counter of a batch not yet stepped on
+        self._safe_entries = 0
         self._mode_changes: list[str] = []
         self._alloc_pub = None
         self._error_pub = None
@@ -120,12 +123,19 @@ class PduActuatorNode(LifecycleNode):
 
     def destroy_node(self) -> None:
         """Leave the safe allocation behind however the process ends (Ctrl-C, SIGTERM)."""
-        if self._state_machine.current_state[1] in ("inactive", "active"):
-            try:
-                self.trigger_shutdown()
-            except Exception as exc:     # the state machine refused: still write safe
-                self.get_logger().error(f"shutdown transition failed: {exc}")
-                self._write_safe("shutdown")
+        if getattr(self, "_destroyed", True):     # twice (rclpy's context cleanup), or half-built
+            super().destroy_node()
+            return
+        self._destroyed = True
+        if (self.context.ok()
+                and self._state_machine.current_state[1] in ("inactive", "active")):
+            self.trigger_shutdown()                # on_shutdown writes the static split
+        if self._link is not None:
+            # the context is gone (Ctrl-C, SIGTERM) and with it the lifecycle transitions:
+            # write the static split directly
+            self._active = False
+            self._write_safe("shutdown")
+            self._teardown()
         super().destroy_node()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -194,15 +204,16 @@ class PduActuatorNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_cleanup(state)       # the managed publishers first
         self._teardown()
-        return super().on_cleanup(state)
+        return result
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self._active or self._link is not None:
-            self._active = False
-            self._write_safe("shutdown")
+        self._active = False
+        self._write_safe("shutdown")
+        result = super().on_shutdown(state)      # the managed publishers first
         self._teardown()
-        return super().on_shutdown(state)
+        return result
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
@@ -256,11 +267,16 @@ class PduActuatorNode(LifecycleNode):
                 self._measured_t[i] = now
         if now - self._last_step >= 0.95 / self.config.rate_hz:
             self._step(t_ref)
+        elif self._pending is None:
+            self._pending = t_ref       # the watchdog steps on it when the period is up
 
     def _on_watchdog(self) -> None:
         """Steps when batches stop, and at once when the forecast stream goes stale or a PDU
         drops, so safe mode starts within a watchdog period (20 ms) of either."""
         now = time.monotonic()
+        if self._pending is not None and now - self._last_step >= 0.95 / self.config.rate_hz:
+            self._step(self._pending)
+            return
         if now - self._last_step >= 1.5 / self.config.rate_hz:
             self._step(time.perf_counter())
             return
@@ -287,6 +303,7 @@ class PduActuatorNode(LifecycleNode):
         cfg = self.config
         now = time.monotonic()
         self._last_step = now
+        self._pending = None
         measured = np.where(now - self._measured_t <= cfg.samples_stale_s, self._measured_w,
                             np.nan)
         forecast = self._forecast
@@ -307,9 +324,10 @@ class PduActuatorNode(LifecycleNode):
                 f" ({decision.mode_reason})" if decision.mode_reason else "")
             self._mode_changes.append(text)
             if decision.mode == "safe":
-                self.get_logger().warning(text)
+                self._safe_entries += 1
+                self.get_logger().warning(text, throttle_duration_sec=10.0)
             else:
-                self.get_logger().info(text)
+                self.get_logger().info(text, throttle_duration_sec=10.0)
         self._link.submit(decision.allocated_w, t_ref)
         self._publish(decision, measured, forecast)
 
@@ -365,7 +383,7 @@ class PduActuatorNode(LifecycleNode):
         values = {"lifecycle_state": state, "requested_mode": self.controller.mode,
                   "mode": d.mode if d else "-", "mode_reason": d.mode_reason if d else "",
                   "steps": self._steps, "corrections": self._corrections,
-                  "step_failures": self._failures,
+                  "step_failures": self._failures, "safe_entries": self._safe_entries,
                   "budget_w": f"{self.config.policy.budget_w:.0f}",
                   "allocated_w": f"{d.allocated_w.sum():.0f}" if d else "-",
                   "last_mode_change": self._mode_changes[-1] if self._mode_changes else ""}
@@ -375,16 +393,19 @@ class PduActuatorNode(LifecycleNode):
             level, text = DiagnosticStatus.WARN, f"safe mode: {d.mode_reason}"
         else:
             level, text = DiagnosticStatus.OK, f"{d.mode if d else 'starting'}"
+        if self._link is not None and self._link.latency_ms:
+            # from a batch's callback to its allocation written to every PDU (link-wide)
+            lat = np.array(self._link.latency_ms)
+            values["write_latency_ms_p50"] = f"{np.percentile(lat, 50):.2f}"
+            values["write_latency_ms_p99"] = f"{np.percentile(lat, 99):.2f}"
         name = self.get_fully_qualified_name()
         statuses.append(diagnostics.status(level, f"{name}: allocation", text, "pdu_actuator",
                                            values))
         link = self._link
         if link is not None:
-            lat = np.array(link.latency_ms) if link.latency_ms else np.array([np.nan])
             for p in link.status().pdus:
                 ok = p["connected"]
-                vals = dict(p, write_latency_ms_p50=f"{np.percentile(lat, 50):.2f}",
-                            write_latency_ms_p99=f"{np.percentile(lat, 99):.2f}")
+                vals = dict(p)
                 statuses.append(diagnostics.status(
                     DiagnosticStatus.OK if ok else DiagnosticStatus.ERROR,
                     f"{name}: PDU {p['name']}",

@@ -4,7 +4,7 @@ One run walks through what an operator meets: the node starts before its PDUs an
 keeps retrying), comes up, writes allocations that Debian's `mbpoll` reads back from the PDUs,
 survives a PDU killed and restarted (safe mode, reported, reconnected, rewritten), falls back
 when the forecast stream stops and returns when it resumes, leaves the static split behind on
-deactivate, and ends on Ctrl-C with no exception.
+deactivate, and on Ctrl-C, with no exception.
 """
 from __future__ import annotations
 
@@ -258,9 +258,23 @@ def test_actuator_drives_the_pdus_and_survives_faults(ros_env, tmp_path):
             np.testing.assert_allclose(_mbpoll_allocations(ports[0]), static[:2], rtol=1e-5)
             np.testing.assert_allclose(_mbpoll_allocations(ports[1]), static[2:], rtol=1e-5)
             assert static.sum() <= 920.0
+
+            # active again: allocations follow the forecasts, then Ctrl-C leaves the static
+            # split behind too
+            fut = cli.call_async(ChangeState.Request(
+                transition=Transition(id=Transition.TRANSITION_ACTIVATE)))
+            end = time.monotonic() + 10.0
+            while not fut.done() and time.monotonic() < end:
+                time.sleep(0.02)
+            assert fut.result() is not None and fut.result().success
+            assert rack.run_until(lambda m: m.mode == "proactive"
+                                  and not np.allclose(servers[0].model.allocation_w[:2],
+                                                      static[:2]), 10.0)
             rack.close()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0
+        np.testing.assert_allclose(servers[0].model.allocation_w[:2], static[:2], rtol=1e-6)
+        np.testing.assert_allclose(servers[1].model.allocation_w[:2], static[2:], rtol=1e-6)
     finally:
         if proc is not None and proc.poll() is None:
             stop_process(proc)

@@ -51,7 +51,7 @@ ACTUATOR_PARAMETERS: tuple[ParamSpec, ...] = (
           choices=("reactive", "static")),
     param("policy.safe_margin_frac", 0.25, "double", "Safe-mode reactive headroom fraction",
           (0.0, 5.0)),
-    param("inputs.forecast_stale_s", 0.2, "double",
+    param("inputs.forecast_stale_s", 0.25, "double",
           "No forecast received for this long switches to safe mode, s", (0.01, 60.0),
           positive=True),
     param("inputs.forecast_max_age_s", 1.0, "double",
