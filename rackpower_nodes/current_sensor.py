@@ -16,6 +16,7 @@ import time
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.duration import Duration
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -101,7 +102,14 @@ class CurrentSensorNode(Node):
         with self._lock:
             batches = self._acq.ingest(data, host_ns)
         for batch in batches:
-            self._pub.publish(to_message(batch, self.config.frame_id))
+            if not self.context.ok():       # shutting down: the reader stops next
+                return
+            try:
+                self._pub.publish(to_message(batch, self.config.frame_id))
+            except RCLError:
+                if self.context.ok():
+                    raise
+                return
 
     def _on_state(self, state: PortState) -> None:
         """Reader thread: the link changed state; publish what was pending when it drops."""
