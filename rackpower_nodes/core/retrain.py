@@ -247,6 +247,8 @@ def allocation_errors_from_bags(paths: Iterable[str | Path]) -> list[tuple[float
         with AnyReader([Path(path)], default_typestore=store) as reader:
             conns = [c for c in reader.connections
                      if c.msgtype == "rackpower/msg/AllocationError"]
+            if not conns:            # an empty list would make rosbags read every message
+                continue
             for conn, _, raw in reader.messages(connections=conns):
                 msg = reader.deserialize(raw, conn.msgtype)
                 err = float(msg.error_w)

@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     fast.add_argument("--rate-hz", type=int, default=None,
                       help="power samples per second (default: the config's)")
     fast.add_argument("--png", type=Path, default=None, help="also draw the plot here")
+    fast.add_argument("--bag", type=Path, default=None,
+                      help="also write the run as a rosbag2 (MCAP) bag folder here, as "
+                           "`ros2 bag record` of the live graph would")
+    fast.add_argument("--namespace", default="/rack_01", help="topic namespace in --bag")
     plot = sub.add_parser("plot", help="plot data written by 'fast'")
     plot.add_argument("--data", type=Path, required=True, help="folder written by 'fast'")
     plot.add_argument("--out", type=Path, required=True, help="PNG file to write")
@@ -110,6 +114,11 @@ def _fast(args: argparse.Namespace) -> int:
               time.perf_counter() - began - generated, args.out)
     if args.png is not None:
         _plot(data, args.png, None)
+    if args.bag is not None:
+        from rackpower_nodes.sim.bag_export import write_bag
+
+        write_bag(data, args.bag, args.namespace)
+        _log.info("bag -> %s", args.bag)
     return 0
 
 
