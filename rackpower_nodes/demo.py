@@ -6,15 +6,20 @@ per simulated host, and two Modbus TCP PDUs that throttle each outlet to its all
 `current_sensor` reads the board, `host_telemetry` scrapes the endpoints, `predictor` forecasts
 the next 5 s with a small LSTM (trained on two simulated hours the first time the demo runs,
 then reused from build/demo-model), and `pdu_actuator` allocates the rack budget from the
-forecasts and writes it to the PDUs. This process subscribes like any consumer and prints what
-arrived, then replays the demo's own simulated span in fast mode under the proactive, reactive
-and static modes and prints them side by side.
+forecasts and writes it to the PDUs. `recorder` writes every topic into rosbag2 (MCAP) bags,
+rotated every 10 s, beside a bag of 15 simulated minutes of history, and `retrain_scheduler`,
+whose off-peak rule is shortened to "the rack has been below its budget for 30 s", trains a
+challenger on those bags during the demo and judges it against the champion on the newest
+two minutes. This process subscribes like any consumer and prints what arrived,
+then replays the demo's own simulated span in fast mode under the proactive, reactive and
+static modes and prints them side by side.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,12 +30,16 @@ import rclpy
 import yaml
 from rclpy.executors import SingleThreadedExecutor
 
-from rackpower.msg import AllocationError, HostTelemetry, PowerAllocation, PowerForecast
+from diagnostic_msgs.msg import DiagnosticArray
+
+from rackpower.msg import (
+    AllocationError, HostTelemetry, ModelUpdate, PowerAllocation, PowerForecast)
 from rackpower_nodes.current_sensor import samples_qos
 from rackpower_nodes.launch_env import (
     executable, isolated_ros_env, share_file, stop_process, wait_for_path)
 from rackpower_nodes.monitor import SampleMonitor
 from rackpower_nodes.pdu_actuator import allocation_qos, errors_qos
+from rackpower_nodes.predictor import latched_qos
 
 NAMESPACE = "/rack_01"
 DEMO_MODEL_ROOT = Path("build") / "demo-model"
@@ -42,7 +51,7 @@ DEMO_TRAINING = ["--model", "lstm", "--hidden", "32", "--epochs", "3", "--histor
 
 def _parse(argv):
     parser = argparse.ArgumentParser(prog="rackpower-demo", description=__doc__)
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds to watch")
+    parser.add_argument("--duration", type=float, default=40.0, help="seconds to watch")
     parser.add_argument("--model-root", type=Path, default=DEMO_MODEL_ROOT,
                         help="where the demo's model is kept between runs")
     return parser.parse_args(argv)
@@ -88,6 +97,52 @@ def _actuator_params(tmp: Path, manifest: dict) -> Path:
     return path
 
 
+def _history_bag(tmp: Path) -> Path:
+    """15 simulated minutes up to now, as a bag in the recorder's folder: the history a rack
+    would have recorded before the demo started (the live bags add to it)."""
+    import dataclasses
+
+    from rackpower_nodes.sim.bag_export import write_bag
+    from rackpower_nodes.sim.rack_sim import generate, load_config
+
+    minutes = 15
+    rack = dataclasses.replace(load_config(share_file("config", "rack_sim.yaml")),
+                               start_unix=float(int(time.time()) - 60 * minutes))
+    data = generate(minutes / 60, seed=8, config=rack)
+    return write_bag(data, tmp / "bags" / "history-sim", NAMESPACE)
+
+
+def _recorder_params(tmp: Path) -> Path:
+    params = {"output": {"folder": str(tmp / "bags"), "prefix": "demo"},
+              "rotation": {"max_duration_s": 10.0}}
+    path = tmp / "recorder.yaml"
+    path.write_text(yaml.safe_dump({"/**/recorder": {"ros__parameters": params}}))
+    return path
+
+
+def _retrain_params(tmp: Path, model: Path) -> Path:
+    """A registry with the demo model as champion; an off-peak rule a demo can reach."""
+    from rackpower_nodes.core.model_registry import ModelRegistry
+
+    registry = ModelRegistry(tmp / "registry")
+    champion = tmp / "champion" / model.name
+    shutil.copytree(model, champion)
+    registry.register(champion, {"sim": "2 simulated hours, seed 11"}, {})
+    registry.promote(model.name, "the demo's model")
+    params = {"registry": {"root": str(registry.root)},
+              "bags": {"folder": str(tmp / "bags")},
+              # "quiet" = below 100 % of the budget for 30 s: reached during the demo
+              "offpeak": {"load_threshold_frac": 1.0, "load_min_s": 30.0,
+                          "min_interval_s": 25.0},
+              "policy": {"check_period_s": 2.0},
+              "windows": {"stride": 1},
+              "training": {"hidden_size": 16, "max_epochs": 2, "max_seconds": 120.0},
+              "evaluation": {"holdout_s": 120.0}}
+    path = tmp / "retrain.yaml"
+    path.write_text(yaml.safe_dump({"/**/retrain_scheduler": {"ros__parameters": params}}))
+    return path
+
+
 def main(argv=None) -> int:
     args = _parse(argv)
     with tempfile.TemporaryDirectory(prefix="rackpower-demo-") as tmp_name:
@@ -120,6 +175,13 @@ def main(argv=None) -> int:
             procs.append(subprocess.Popen(
                 [str(executable("pdu_actuator")), *ros_args,
                  "--params-file", str(_actuator_params(tmp, manifest))], env=env))
+            _history_bag(tmp)
+            procs.append(subprocess.Popen(
+                [str(executable("recorder")), *ros_args,
+                 "--params-file", str(_recorder_params(tmp))], env=env))
+            procs.append(subprocess.Popen(
+                [str(executable("retrain_scheduler")), *ros_args,
+                 "--params-file", str(_retrain_params(tmp, model))], env=env))
             code = _watch(args, procs[1:])
             span_s = time.time() - manifest["start_unix"]
         finally:
@@ -137,6 +199,17 @@ def _watch(args, nodes: list[subprocess.Popen]) -> int:
         forecasts: list[PowerForecast] = []
         allocations: list[PowerAllocation] = []
         errors: list[AllocationError] = []
+        updates: list[ModelUpdate] = []
+        retrain: dict[str, str] = {}
+
+        def on_diag(msg: DiagnosticArray) -> None:
+            for st in msg.status:
+                if st.name.endswith(": retraining"):
+                    retrain.clear()
+                    retrain.update({kv.key: kv.value for kv in st.values})
+
+        monitor.create_subscription(ModelUpdate, "model_update", updates.append, latched_qos())
+        monitor.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 50)
         monitor.create_subscription(HostTelemetry, "host_telemetry", telemetry.append,
                                     samples_qos(2.0))
         monitor.create_subscription(PowerForecast, "power_forecast", forecasts.append, 10)
@@ -149,6 +222,10 @@ def _watch(args, nodes: list[subprocess.Popen]) -> int:
         _spin_for(executor, 3.0)      # discovery and the first batches
         monitor.reset()
         _spin_for(executor, args.duration)
+        end = time.monotonic() + 90.0      # let a retrain that started finish
+        while (retrain.get("state") in ("training", "evaluating")
+               and time.monotonic() < end):
+            _spin_for(executor, 0.5)
         dead = [p.args[0] for p in nodes if p.poll() is not None]
         if dead:
             print(f"exited early: {', '.join(map(str, dead))}", file=sys.stderr)
@@ -156,6 +233,7 @@ def _watch(args, nodes: list[subprocess.Popen]) -> int:
         _report(monitor, telemetry[-1] if telemetry else None)
         _report_forecasts(forecasts)
         _report_allocations(allocations, errors)
+        _report_retraining(retrain, updates)
         ok = (monitor.stats.messages > 0 and bool(telemetry) and bool(forecasts)
               and bool(allocations))
         executor.remove_node(monitor)
@@ -255,6 +333,20 @@ def _report_allocations(allocations: list[PowerAllocation],
         actions[e.action] = actions.get(e.action, 0) + 1
     print(f"allocation errors (corrections) {len(errors)}"
           + (f": {', '.join(f'{a} {n}' for a, n in actions.items())}" if errors else ""))
+
+
+def _report_retraining(retrain: dict[str, str], updates: list[ModelUpdate]) -> None:
+    print("\n== recorder and retrain_scheduler ==")
+    for u in updates:
+        print(f"  model_update: {u.model_name} {u.version} ({u.reason})")
+    if not retrain:
+        print("  no diagnostics from retrain_scheduler")
+        return
+    print(f"  state {retrain.get('state')}: {retrain.get('detail', '')}")
+    print(f"  champion {retrain.get('champion_version')}; last retrain: "
+          f"{retrain.get('last_result')}")
+    if retrain.get("last_error"):
+        print(f"  last error: {retrain['last_error']}")
 
 
 def _replay(manifest: dict, span_s: float, model: Path, config: str) -> None:
