@@ -210,6 +210,17 @@ def test_records_every_message_rotating_by_duration(ros_env, tmp_path):
         assert len(s) >= 8 and np.allclose(s.power_w, 230.0, rtol=0.15)
         if s.component in CHANNELS[:2]:
             assert np.isfinite(s.telemetry[-1, 0])            # telemetry held per host
+    # ... and a forecaster trains on them (tiny: the point is the path, not the accuracy)
+    from rackpower_nodes.core.forecast.features import WindowSpec, build_windows
+    from rackpower_nodes.core.forecast.forecaster import LstmForecaster, LstmParams
+
+    ws = build_windows(series, WindowSpec(step_s=0.1, history_steps=4, horizon_steps=3,
+                                          coarse=(2,)))
+    assert len(ws) > 0
+    model = LstmForecaster(LstmParams(hidden_size=4, max_epochs=1, threads=1,
+                                      calibrate=False)).fit(ws)
+    q = model.predict(ws.x, ws.last)
+    assert np.all(np.isfinite(q)) and np.all(np.diff(q, axis=-1) >= 0)
 
 
 def test_rotation_by_size_and_quota_hold(ros_env, tmp_path):
