@@ -34,7 +34,7 @@ from rackpower_nodes.core.forecast.baselines import (
 from rackpower_nodes.core.forecast.datasets import (
     from_bag, from_bsc_csv, from_plain_csv, from_sim)
 from rackpower_nodes.core.forecast.features import (
-    WindowSpec, build_windows, group_of, split_by_time)
+    WindowSpec, build_windows, group_of, seen_features, split_by_time)
 from rackpower_nodes.core.forecast.forecaster import (
     Forecaster, LstmForecaster, LstmParams, ModelLoadError)
 from rackpower_nodes.core.forecast.metrics import comparison_report, metric_rows
@@ -157,7 +157,6 @@ def load_windows(args: argparse.Namespace, spec) -> tuple:
     return ws, info
 
 
-WEEK_S = 7 * 86400.0
 
 
 def _lstm_features(args: argparse.Namespace, names: list[str],
@@ -178,8 +177,8 @@ def _lstm_features(args: argparse.Namespace, names: list[str],
     reports)."""
     text = args.features if args.features is not None else (
         "power" if _source(args)[0] == "bsc" else "")
-    if args.features is None and not text and span_s is not None and span_s < WEEK_S:
-        return tuple(n for n in names if not n.startswith("dow_"))
+    if args.features is None and not text and span_s is not None:
+        return seen_features(names, span_s)
     pats = [p.strip() for p in text.split(",") if p.strip()]
     chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
     if pats and not chosen:

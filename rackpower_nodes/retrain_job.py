@@ -101,7 +101,8 @@ def run(req: dict) -> dict:
     import numpy as np
 
     from rackpower_nodes.core import retrain as rt
-    from rackpower_nodes.core.forecast.features import WindowSpec, build_windows, split_by_time
+    from rackpower_nodes.core.forecast.features import (
+        WindowSpec, build_windows, seen_features, split_by_time)
     from rackpower_nodes.core.forecast.forecaster import LstmForecaster, LstmParams
     from rackpower_nodes.core.forecast.registry import save_model
 
@@ -126,8 +127,10 @@ def run(req: dict) -> dict:
     weights = rt.error_weights(fit_on, errors, **(req.get("weighting") or {}))
     fit_on = rt.resample_weighted(fit_on, weights, seed)
     _progress(req, "training", windows=len(fit_on))
-    params = LstmParams(**dict(req.get("lstm") or {}, threads=int(req.get("threads", 1)),
-                               seed=seed))
+    span_s = float(fit_on.t_unix.max() - fit_on.t_unix.min()) if len(fit_on) else 0.0
+    lstm = dict(req.get("lstm") or {})
+    lstm.setdefault("features", seen_features(fit_on.feature_names, span_s))
+    params = LstmParams(**dict(lstm, threads=int(req.get("threads", 1)), seed=seed))
     challenger = LstmForecaster(params).fit(fit_on, val if len(val) else None)
     _progress(req, "evaluating", windows=len(test))
     models = {"challenger": challenger}

@@ -100,6 +100,17 @@ def feature_names(spec: WindowSpec) -> list[str]:
 
 
 FEATURES = feature_names(WindowSpec())
+WEEK_S = 7 * 86400.0
+
+
+def seen_features(names: Sequence[str], span_s: float) -> tuple[str, ...]:
+    """The features a model should read (``LstmParams.features``; ``()`` = all) when its
+    training windows span ``span_s`` s: all of them, except the week phase (``dow_*``) under a
+    week, which then only tells the training days apart and, standardised on them, is far out
+    of range on any other day."""
+    if span_s < WEEK_S:
+        return tuple(n for n in names if not n.startswith("dow_"))
+    return ()
 
 
 def step_features(power_w, telemetry, first_step: int, spec: WindowSpec, idle_w: float,
