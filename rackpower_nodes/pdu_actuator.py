@@ -39,18 +39,15 @@ from rackpower_nodes.current_sensor import samples_qos
 from rackpower_nodes.drivers.pdu import open_pdu
 from rackpower_nodes.drivers.pdu_link import PduLink, PduTarget, float32_floor
 from rackpower_nodes.node_main import run_node
-from rackpower_nodes.predictor import forecast_qos
+from rackpower_nodes.predictor import forecast_qos, latched_qos
 from rackpower_nodes.ros_params import declare_from_specs
 
 
 WATCHDOG_S = 0.02
 
 
-def allocation_qos() -> QoSProfile:
-    """The current allocation: reliable, transient local, depth 1 (a late joiner gets it)."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                      reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# The current allocation is latest state: reliable, transient local, depth 1.
+allocation_qos = latched_qos
 
 
 def errors_qos() -> QoSProfile:
