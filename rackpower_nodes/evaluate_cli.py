@@ -230,9 +230,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                  if r.forecasts else "")
         print(f"\n{r.mode}: {r.wall_s:.1f} s wall{extra}", end="")
     print()
+    print("\nunder-allocated time % per component:")
+    print("| component | " + " | ".join(r.mode for r in results) + " |")
+    print("|---|" + "---|" * len(results))
+    for i, name in enumerate(names):
+        cells = [f"{100.0 * r.under_steps_by_component[i] / max(r.steps, 1):.3f}"
+                 for r in results]
+        print(f"| {name} | " + " | ".join(cells) + " |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([r.row(len(names)) for r in results], indent=1) + "\n")
+        rows = []
+        for r in results:
+            row = r.row(len(names))
+            row["under_alloc_pct_by_component"] = {
+                name: 100.0 * int(c) / max(r.steps, 1)
+                for name, c in zip(names, r.under_steps_by_component)}
+            per_hour = 3600.0 * data.rate_hz * len(names)
+            row["under_alloc_pct_by_hour"] = [100.0 * int(c) / per_hour
+                                              for c in r.under_steps_by_hour]
+            rows.append(row)
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
     if args.plot:
         plot(results, names, args.plot, acfg.policy.budget_w)
         print(f"plot: {args.plot}")

@@ -53,6 +53,9 @@ def test_modes_keep_the_budget_and_account_for_every_step(day, setup, mode):
     assert np.all(res.trace["served_w"] <= alloc + 1e-9)      # the PDU enforced them
     row = res.row(len(setup.components))
     assert row["stranded_mean_w"] > 0
+    assert res.under_steps_by_component.sum() == res.under_steps == res.under_steps_by_hour.sum()
+    np.testing.assert_allclose(res.under_steps_by_component / day.rate_hz,
+                               pdu.under_allocated_s, atol=1e-6)
 
 
 def test_static_never_moves_and_reactive_follows_demand(day, setup):
@@ -89,7 +92,9 @@ def test_cli_prints_the_table_and_writes_json_and_plot(tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "| mode | under-alloc time %" in text
+    assert "under-allocated time % per component" in text
     rows = json.loads(out_json.read_text())
+    assert set(rows[0]["under_alloc_pct_by_component"]) >= {"srv01", "tor-a"}
     assert [r["mode"] for r in rows] == ["proactive", "reactive", "static"]
     assert all(r["budget_violations"] == 0 and r["breaker_trips"] == 0 for r in rows)
     assert out_png.stat().st_size > 10_000

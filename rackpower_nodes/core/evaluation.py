@@ -53,6 +53,8 @@ class ModeResult:
     fallback_forecasts: int = 0
     wall_s: float = 0.0
     trace: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    under_steps_by_component: np.ndarray | None = field(default=None, repr=False)
+    under_steps_by_hour: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_components(self) -> int:
@@ -152,6 +154,9 @@ def run_mode(mode: str, demand_w: np.ndarray, start_unix: float, rate_hz: float,
     view = None
     res = ModeResult(mode, steps, steps * dt)
     res.stranded_w = np.zeros(steps)
+    res.under_steps_by_component = np.zeros(n, np.int64)
+    per_hour = int(round(3600 * rate_hz))
+    res.under_steps_by_hour = np.zeros(-(-steps // per_hour), np.int64)
     keep = np.arange(0, steps, TRACE_EVERY)
     trace_alloc = np.zeros((len(keep), n))
     trace_served = np.zeros((len(keep), n))
@@ -180,7 +185,10 @@ def run_mode(mode: str, demand_w: np.ndarray, start_unix: float, rate_hz: float,
         served_log[k] = served
         measured = np.asarray(served, dtype=np.float64)
         short = demand_w[k] - in_force
-        res.under_steps += int(np.count_nonzero(short > 1e-9))
+        under = short > 1e-9
+        res.under_steps_by_component += under
+        res.under_steps_by_hour[k // per_hour] += int(np.count_nonzero(under))
+        res.under_steps += int(np.count_nonzero(under))
         res.under_energy_wh += float(np.clip(short, 0.0, None).sum()) * dt / 3600.0
         res.demand_energy_wh += float(demand_w[k].sum()) * dt / 3600.0
         res.stranded_w[k] = in_force.sum() - measured.sum()
