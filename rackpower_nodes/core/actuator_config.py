@@ -32,7 +32,7 @@ ACTUATOR_PARAMETERS: tuple[ParamSpec, ...] = (
     param("policy.quantile", "p90", "string",
           "Forecast quantile the proactive mode allocates", choices=QUANTILES),
     param("policy.margin_frac", 0.04, "double", "Proactive headroom as a fraction", (0.0, 5.0)),
-    param("policy.margin_w", 5.0, "double", "Smallest proactive headroom, W", (0.0, 10000.0)),
+    param("policy.margin_w", 10.0, "double", "Smallest proactive headroom, W", (0.0, 10000.0)),
     param("policy.lead_s", 1.0, "double",
           "Actuation latency: the window an allocation covers starts this long after now, s",
           (0.0, 60.0)),
