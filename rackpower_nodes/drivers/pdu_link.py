@@ -101,7 +101,9 @@ class PduLink:
         self._thread: threading.Thread | None = None
         self._io = threading.Lock()             # one request sequence at a time
         self.latency_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self.last_written = False               # the newest finished write reached every PDU
+        # the newest finished write reached every PDU that takes allocations (False when
+        # none does: monitoring-only PDUs)
+        self.last_written = False
         self.written = 0
 
     # -- connection -------------------------------------------------------------------------
@@ -197,7 +199,7 @@ class PduLink:
                 return
             ok = self._write(item.allocation_w)
         self.latency_ms.append((time.perf_counter() - item.t_ref) * 1e3)
-        self.last_written = ok
+        self.last_written = ok and self._driven.any()
         self.written += 1
 
     def _heartbeat(self, t: PduTarget) -> None:
@@ -219,7 +221,7 @@ class PduLink:
                 if not t.client.connected:
                     self._connect(t)
             ok = self._write(np.array(allocation_w, dtype=float))
-        self.last_written = ok
+        self.last_written = ok and self._driven.any()
         return ok
 
     # -- the budget-keeping write -----------------------------------------------------------

@@ -1,0 +1,91 @@
+"""The PDU link (drivers/pdu_link.py) against real simulated PDUs on loopback: writes keep the
+budget in every state the PDUs acknowledge, also when one PDU stops answering or restarts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rackpower_nodes.core.pdu_map import RegisterMap
+from rackpower_nodes.drivers.pdu import open_pdu
+from rackpower_nodes.drivers.pdu_link import PduLink, PduTarget, float32_floor
+from rackpower_nodes.sim.pdu import PduModel, SimPduServer
+
+BUDGET = 1000.0
+CEILING = 600.0
+
+
+def _server(port: int = 0) -> SimPduServer:
+    return SimPduServer("rackpower_sim", PduModel(np.full(24, CEILING), 10_000.0),
+                        port=port).start()
+
+
+@pytest.fixture
+def pdus():
+    servers = [_server(), _server()]
+    yield servers
+    for s in servers:
+        s.stop()
+
+
+def _link(servers, maps=("rackpower_sim", "rackpower_sim")) -> PduLink:
+    """Components 0, 1 on PDU a outlets 1, 2; components 2, 3 on PDU b outlets 1, 2."""
+    targets = [PduTarget(name, open_pdu(s.url, m, timeout_s=0.3), np.array([1, 2]),
+                         np.array(index))
+               for name, s, m, index in zip("ab", servers, maps, ([0, 1], [2, 3]))]
+    link = PduLink(targets, 4, BUDGET, np.full(4, CEILING), retry_s=0.1)
+    assert link.connect_all() == []
+    return link
+
+
+def _held(servers) -> np.ndarray:
+    return np.concatenate([s.model.allocation_w[:2] for s in servers])
+
+
+def test_writes_reach_both_pdus_and_the_acknowledged_sum_never_exceeds_the_budget(pdus):
+    link = _link(pdus)
+    # the PDUs start at their ratings (2400 W in all): the first write shrinks first
+    for want in ([250.0, 250.0, 250.0, 250.0], [400.0, 100.0, 300.0, 200.0],
+                 [100.0, 400.0, 200.0, 300.0]):
+        assert link.write_now(np.array(want))
+        np.testing.assert_array_equal(_held(pdus), float32_floor(np.array(want)))
+        assert link.in_force_w.sum() <= BUDGET
+    assert link.last_written
+    link.close()
+
+
+def test_a_pdu_that_stops_answering_holds_back_growth_elsewhere(pdus):
+    link = _link(pdus)
+    assert link.write_now(np.array([250.0, 250.0, 250.0, 250.0]))
+    port_b = pdus[1].port
+    pdus[1].stop()
+    # b should shrink to make room for a's growth; b cannot be reached, so a may only grow
+    # as far as b's last acknowledged allocations leave room for
+    assert not link.write_now(np.array([450.0, 450.0, 50.0, 50.0]))
+    held_a = pdus[0].model.allocation_w[:2]
+    assert held_a.sum() + 500.0 <= BUDGET          # b still holds 250 + 250
+    assert not link.status().ok and "b:" in link.status().reason
+    # b comes back with its defaults (600 W per outlet): the link reads them back, so a
+    # still may not grow until b has shrunk
+    pdus[1] = _server(port_b)
+    assert link.connect_all() == []
+    assert link.in_force_w[2:].tolist() == [CEILING, CEILING]
+    assert link.write_now(np.array([450.0, 450.0, 50.0, 50.0]))
+    np.testing.assert_array_equal(_held(pdus), [450.0, 450.0, 50.0, 50.0])
+    link.close()
+
+
+def test_monitoring_only_pdus_are_never_written_and_never_reported_written(pdus):
+    raw = {"outlets": 24, "points": {
+        "outlet_power_w": {"table": "holding", "address": 100, "stride": 2, "type": "float32"}}}
+    monitor = RegisterMap.from_mapping(raw, "monitor.yaml")
+    link = _link(pdus, maps=(monitor, monitor))
+    assert link.write_now(np.array([100.0, 100.0, 100.0, 100.0]))   # nothing needed writing
+    assert not link.last_written
+    np.testing.assert_array_equal(_held(pdus), [CEILING] * 4)
+    link.close()
+
+
+def test_float32_floor_never_rounds_up():
+    w = np.array([0.1, 1 / 3, 2300.0000001, 920.0, 1e-9])
+    f = float32_floor(w)
+    assert np.all(f <= w) and np.all(f.astype(np.float32).astype(np.float64) == f)
