@@ -281,7 +281,7 @@ class PduActuatorNode(LifecycleNode):
         if d is None or d.mode == "safe" or self.controller.mode != "proactive":
             return
         stale = now - self._forecast_rx > self.config.forecast_stale_s
-        if stale or (self._link is not None and not self._link.status().ok):
+        if stale or (self._link is not None and not self._link.health()[0]):
             self._step(time.perf_counter())
 
     # -- the control step -------------------------------------------------------------------
@@ -306,11 +306,11 @@ class PduActuatorNode(LifecycleNode):
         forecast = self._forecast
         if forecast is not None and now - self._forecast_rx > cfg.forecast_stale_s:
             forecast = None
-        link = self._link.status()
+        pdu_ok, pdu_reason = self._link.health()
         before = self._decision.mode if self._decision else None
-        decision = self.controller.step(time.time(), measured, forecast, pdu_ok=link.ok,
-                                        pdu_reason=link.reason)
-        if (forecast is None and link.ok and decision.mode == "safe"
+        decision = self.controller.step(time.time(), measured, forecast, pdu_ok=pdu_ok,
+                                        pdu_reason=pdu_reason)
+        if (forecast is None and pdu_ok and decision.mode == "safe"
                 and self._forecast is not None):
             decision = replace(decision, mode_reason=f"no forecast received for "
                                f"{now - self._forecast_rx:.2f} s")

@@ -268,16 +268,18 @@ class PduLink:
         return ok
 
     # -- state ------------------------------------------------------------------------------
-    def status(self) -> LinkStatus:
-        """Whether every PDU is connected, why not, and per-PDU counters."""
+    def health(self) -> tuple[bool, str]:
+        """(every PDU connected, why not): cheap, for every control step."""
         down = [t for t in self.targets if not t.client.connected]
+        return (not down,
+                "; ".join(t.last_error or f"{t.name}: not connected" for t in down))
+
+    def status(self) -> LinkStatus:
+        """`health` plus per-PDU counters, for diagnostics."""
         now = time.monotonic()
         pdus = [{"name": t.name, "connected": t.client.connected,
                  "takes_allocations": t.writable, "writes": t.writes, "failures": t.failures,
                  "reconnects": t.reconnects, "last_error": t.last_error,
                  "last_ok_age_s": None if t.last_ok is None else round(now - t.last_ok, 3)}
                 for t in self.targets]
-        if not down:
-            return LinkStatus(True, "", pdus)
-        reason = "; ".join(t.last_error or f"{t.name}: not connected" for t in down)
-        return LinkStatus(False, reason, pdus)
+        return LinkStatus(*self.health(), pdus)
