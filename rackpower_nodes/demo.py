@@ -354,8 +354,8 @@ def _replay(manifest: dict, span_s: float, model: Path, config: str) -> None:
     import dataclasses
 
     from rackpower_nodes.core.actuator_config import load_actuator_config_yaml
-    from rackpower_nodes.core.evaluation import EvalSetup, format_table, run_mode
-    from rackpower_nodes.evaluate_cli import demand_columns, make_forecasts, make_pdu
+    from rackpower_nodes.core.evaluation import EvalSetup, format_table
+    from rackpower_nodes.evaluate_cli import demand_columns, run_modes
     from rackpower_nodes.sim.rack_sim import generate, load_config
 
     rack = dataclasses.replace(load_config(share_file("config", "rack_sim.yaml")),
@@ -366,12 +366,8 @@ def _replay(manifest: dict, span_s: float, model: Path, config: str) -> None:
     setup = EvalSetup(acfg.components, acfg.policy, acfg.policy.lead_s, 0.1)
     names = [c.id for c in acfg.components]
     demand = demand_columns(data, names)
-    results = []
-    for mode in ("proactive", "reactive", "static"):
-        forecasts = (make_forecasts(data, names, Path(config), model, 1)
-                     if mode == "proactive" else None)
-        results.append(run_mode(mode, demand, data.start_unix, data.rate_hz, setup,
-                                make_pdu(data, setup), forecasts))
+    results = run_modes(("proactive", "reactive", "static"), data, demand, names, setup,
+                        Path(config), model)
     print(f"\n== the demo's {span_s:.0f} s of simulated demand, replayed in fast mode under "
           "each mode ==")
     print("(the same controller, a 1 s actuation delay and the simulated PDU; the first few "

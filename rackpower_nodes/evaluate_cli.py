@@ -147,6 +147,23 @@ def make_pdu(data, setup: EvalSetup):
     return PduModel(ceilings, breaker_w=setup.policy.breaker_w)
 
 
+def run_modes(modes: Sequence[str], data, demand: np.ndarray, names: Sequence[str],
+              setup: EvalSetup, config: Path, model: Path | None, threads: int = 1,
+              verbose: bool = False) -> list[ModeResult]:
+    """Each mode over the same demand, a fresh simulated PDU each (and for proactive the
+    forecaster with `model`, or the fallback)."""
+    results = []
+    for mode in modes:
+        forecasts = (make_forecasts(data, names, config, model, threads)
+                     if mode == "proactive" else None)
+        if verbose:
+            print(f"running {mode} over {len(demand) / data.rate_hz / 3600:.2f} h ...",
+                  file=sys.stderr, flush=True)
+        results.append(run_mode(mode, demand, data.start_unix, data.rate_hz, setup,
+                                make_pdu(data, setup), forecasts))
+    return results
+
+
 def plot(results: Sequence[ModeResult], names: Sequence[str], path: Path,
          budget_w: float) -> None:
     import matplotlib
@@ -209,14 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = load_day(args)
         names = [c.id for c in acfg.components]
         demand = demand_columns(data, names)
-        results = []
-        for mode in modes:
-            forecasts = (make_forecasts(data, names, config, args.model, args.threads)
-                         if mode == "proactive" else None)
-            print(f"running {mode} over {len(demand) / data.rate_hz / 3600:.2f} h ...",
-                  file=sys.stderr, flush=True)
-            results.append(run_mode(mode, demand, data.start_unix, data.rate_hz, setup,
-                                    make_pdu(data, setup), forecasts))
+        results = run_modes(modes, data, demand, names, setup, config, args.model,
+                            args.threads, verbose=True)
     except (CliError, ConfigError, OSError) as exc:
         print(f"rackpower-evaluate: {exc}", file=sys.stderr)
         return 2

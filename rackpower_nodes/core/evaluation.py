@@ -41,7 +41,6 @@ class ModeResult:
     mode: str
     steps: int
     seconds: float
-    under_steps: int = 0             # component-steps with demand above the allocation
     under_energy_wh: float = 0.0     # energy demanded above the allocation (throttled away)
     demand_energy_wh: float = 0.0
     stranded_w: list[float] = field(default_factory=list, repr=False)  # per step, rack
@@ -55,6 +54,12 @@ class ModeResult:
     trace: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     under_steps_by_component: np.ndarray | None = field(default=None, repr=False)
     under_steps_by_hour: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def under_steps(self) -> int:
+        """Component-steps with demand above the allocation in force."""
+        c = self.under_steps_by_component
+        return 0 if c is None else int(c.sum())
 
     @property
     def n_components(self) -> int:
@@ -188,7 +193,6 @@ def run_mode(mode: str, demand_w: np.ndarray, start_unix: float, rate_hz: float,
         under = short > 1e-9
         res.under_steps_by_component += under
         res.under_steps_by_hour[k // per_hour] += int(np.count_nonzero(under))
-        res.under_steps += int(np.count_nonzero(under))
         res.under_energy_wh += float(np.clip(short, 0.0, None).sum()) * dt / 3600.0
         res.demand_energy_wh += float(demand_w[k].sum()) * dt / 3600.0
         res.stranded_w[k] = in_force.sum() - measured.sum()
