@@ -17,8 +17,9 @@ from rackpower_nodes.sim.bmc import SimBmcServer
 
 CURL = shutil.which("curl") or "/usr/bin/curl"
 USER, PASSWORD = "admin", "rackpower"
-POWER_W = {"em": 344.0, "pc": 287.5, "both": 120.0, "none": 55.0}
-APIS = {"em": "environment_metrics", "pc": "power_control", "both": "both", "none": "none"}
+POWER_W = {"em": 344.0, "pc": 287.5, "mix": 199.0, "both": 120.0, "none": 55.0}
+APIS = {"em": "environment_metrics", "pc": "power_control", "mix": "mixed", "both": "both",
+        "none": "none"}
 SESSIONS = "/redfish/v1/SessionService/Sessions"
 
 
@@ -136,10 +137,16 @@ def test_auto_prefers_environment_metrics_and_either_schema_can_be_forced(bmc, c
     legacy.write_allocations([1], [321.0])
     _, _, doc = curl(f"{bmc.chassis_url('both')}/EnvironmentMetrics")
     assert doc["PowerLimitWatts"]["SetPoint"] == 321.0            # one limit, two views
-    # a legacy chassis links EnvironmentMetrics for the reading only: auto falls back
-    _, _, chassis = curl(bmc.chassis_url("pc"))
+    # EnvironmentMetrics with the reading only beside the legacy limit: auto falls back
+    _, _, chassis = curl(bmc.chassis_url("mix"))
     assert "EnvironmentMetrics" in chassis and "Power" in chassis
-    assert caps(bmc, "pc").api == "power_control"
+    mixed = caps(bmc, "mix")
+    assert mixed.api == "power_control"
+    np.testing.assert_array_equal(mixed.write_allocations([1], [222.0]), [222.0])
+    _, _, doc = curl(f"{bmc.chassis_url('mix')}/EnvironmentMetrics")
+    assert "PowerLimitWatts" not in doc and doc["PowerWatts"]["Reading"] == POWER_W["mix"]
+    _, _, chassis = curl(bmc.chassis_url("pc"))
+    assert "Power" in chassis and "EnvironmentMetrics" not in chassis
 
 
 def test_limit_disabled_on_the_bmc_reads_as_inf(bmc, caps, limit_calls):
@@ -421,6 +428,8 @@ def test_argument_checks(bmc, caps):
     ("pc", '{"PowerControl": [{}, {}]}', 400, "PropertyValueTypeError", "PowerControl"),
     ("none", '{"PowerLimitWatts": {"SetPoint": 300}}', 400, "PropertyUnknown",
      "PowerLimitWatts"),
+    ("mix", '{"PowerLimitWatts": {"SetPoint": 300}}', 400, "PropertyUnknown",
+     "PowerLimitWatts"),
 ])
 def test_server_refuses_bad_patches(bmc, limit_calls, chassis, body, status, message_id, named):
     resource = "Power" if chassis == "pc" else "EnvironmentMetrics"
@@ -443,6 +452,7 @@ def test_server_paths_methods_and_authentication(bmc):
     assert [m["@odata.id"].rsplit("/", 1)[1] for m in chassis["Members"]] == list(APIS)
     assert curl(bmc.chassis_url("nope"))[0] == 404
     assert curl(f"{bmc.chassis_url('em')}/Power")[0] == 404       # not offered there
+    assert curl(f"{bmc.chassis_url('pc')}/EnvironmentMetrics")[0] == 404
     assert curl(f"{bmc.url}/redfish/v1/Systems")[0] == 404
     status, headers, _ = curl(bmc.chassis_url("em"), "-X", "DELETE")
     assert status == 405 and headers["allow"] == "GET"

@@ -11,9 +11,10 @@ they talk to a real BMC. Each chassis offers its power limit in one of the two D
   ("Automatic").
 - "power_control" (legacy): `.../Chassis/{id}/Power` with `PowerControl[0]`
   {PowerConsumedWatts, PowerCapacityWatts (= the allowable maximum), PowerLimit
-  {LimitInWatts, LimitException, CorrectionInMs}}; LimitInWatts null means no limit. Such a
-  chassis also links an EnvironmentMetrics resource with the reading only, as BMCs between
-  schema versions do, so that clients must look for the limit rather than for the link.
+  {LimitInWatts, LimitException, CorrectionInMs}}; LimitInWatts null means no limit.
+- "mixed": the limit in Power as above, beside an EnvironmentMetrics resource with the
+  reading only, as BMCs between schema versions have it (clients must look for the limit,
+  not just for the link).
 - "both": both resources with the limit (one limit, two views).
 - "none": metering only (EnvironmentMetrics without PowerLimitWatts): no power limit.
 
@@ -50,7 +51,7 @@ from urllib.parse import urlsplit
 
 __all__ = ["SimBmcServer", "APIS"]
 
-APIS = ("environment_metrics", "power_control", "both", "none")
+APIS = ("environment_metrics", "power_control", "mixed", "both", "none")
 
 _log = logging.getLogger(__name__)
 
@@ -102,13 +103,15 @@ class _Chassis:
 
     def has(self, resource: str) -> bool:
         """Whether the chassis serves `resource` ("EnvironmentMetrics" or "Power")."""
-        return resource == "EnvironmentMetrics" or self.api in ("power_control", "both")
+        if resource == "EnvironmentMetrics":
+            return self.api != "power_control"
+        return self.api in ("power_control", "mixed", "both")
 
     def limits_in(self, resource: str) -> bool:
         """Whether `resource` carries the power limit."""
         if resource == "EnvironmentMetrics":
             return self.api in ("environment_metrics", "both")
-        return self.api in ("power_control", "both")
+        return self.api in ("power_control", "mixed", "both")
 
 
 def _error_doc(status: int, message_id: str, message: str) -> dict:
@@ -475,10 +478,10 @@ class SimBmcServer:
         base = f"{_ROOT}/Chassis/{cid}"
         doc = {"@odata.id": base, "@odata.type": "#Chassis.v1_21_0.Chassis", "Id": cid,
                "Name": f"Chassis {cid}", "ChassisType": "RackMount", "PowerState": "On",
-               "Status": {"State": "Enabled", "Health": "OK"},
-               "EnvironmentMetrics": {"@odata.id": f"{base}/EnvironmentMetrics"}}
-        if ch.has("Power"):
-            doc["Power"] = {"@odata.id": f"{base}/Power"}
+               "Status": {"State": "Enabled", "Health": "OK"}}
+        for resource in ("EnvironmentMetrics", "Power"):
+            if ch.has(resource):
+                doc[resource] = {"@odata.id": f"{base}/{resource}"}
         return _Reply(200, doc)
 
     def _reading(self, cid: str) -> float | None:
