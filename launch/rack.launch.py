@@ -10,15 +10,18 @@ Arguments:
     serial_port  the sensor board's device or pyserial URL; empty keeps the config's serial.port
     model        a versioned model directory for the predictor; empty keeps the config's
     use_sim      start the rack simulator (sensor board on a pty, node_exporter endpoints on
-                 127.0.0.1:9101.., Modbus TCP PDUs on 127.0.0.1:5020..) and read it instead of
-                 hardware
+                 127.0.0.1:9101.., Modbus TCP PDUs on 127.0.0.1:5020.., the servers' Redfish
+                 BMCs on 127.0.0.1:5080) and read it instead of hardware
     mode         allocation mode of pdu_actuator (proactive, reactive, static, safe); empty
                  keeps the config's
     data_dir     where the recorder's bags and the model registry live; empty keeps the
                  config's (/var/lib/rackpower/...); e.g. data_dir:=$HOME/rackpower
 
 pdu_actuator is a lifecycle node: with its `autostart` parameter (the default) it configures
-and activates itself once its PDUs answer; otherwise drive it with `ros2 lifecycle set`.
+and activates itself once its PDUs and BMCs answer; otherwise drive it with `ros2 lifecycle
+set`. It reads the BMC password from the variable its `power_caps.password_env` names
+(RACKPOWER_BMC_PASSWORD) or from `power_caps.password_file`; with use_sim the simulator's
+password is passed to it.
 """
 import os
 
@@ -29,6 +32,7 @@ from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackagePrefix, FindPackageShare
 
 SIM_BOARD_LINK = "/tmp/rackpower_{rack}_board"
+SIM_BMC_PASSWORD = "rackpower"         # the simulated BMCs' password (rackpower-sim live)
 
 
 def _launch_setup(context):
@@ -43,6 +47,7 @@ def _launch_setup(context):
     actions = []
     sensor_overrides, telemetry_overrides, predictor_overrides = {}, {}, {}
     actuator_overrides = {"mode": mode} if mode else {}
+    actuator_env = {}
     recorder_overrides, retrain_overrides = {}, {}
     if data_dir:
         rack_dir = os.path.join(os.path.expanduser(data_dir), rack)
@@ -58,8 +63,10 @@ def _launch_setup(context):
             [FindPackagePrefix("rackpower"), "lib", "rackpower", "rackpower-sim"])
         actions.append(ExecuteProcess(
             cmd=[rack_sim, "live", "--link", serial_port, "--config", sim_config,
-                 "--exporter-base-port", "9101", "--pdu-base-port", "5020"],
+                 "--exporter-base-port", "9101", "--pdu-base-port", "5020",
+                 "--bmc-port", "5080"],
             name="rack_sim", output="screen"))
+        actuator_env["RACKPOWER_BMC_PASSWORD"] = SIM_BMC_PASSWORD
         telemetry_overrides["schedule.file"] = sim_config
         predictor_overrides["schedule.file"] = sim_config
     if serial_port:
@@ -82,7 +89,7 @@ def _launch_setup(context):
     actions.append(LifecycleNode(
         package="rackpower", executable="pdu_actuator", name="pdu_actuator",
         namespace=rack, parameters=[config, actuator_overrides], output="screen",
-        respawn=True, respawn_delay=2.0))
+        additional_env=actuator_env, respawn=True, respawn_delay=2.0))
     actions.append(Node(
         package="rackpower", executable="recorder", name="recorder",
         namespace=rack, parameters=[config, recorder_overrides], output="screen",

@@ -2,17 +2,18 @@
 
 `rackpower-sim live` plays the rack: a sensor board on a pty (64 channels at 1 kHz, 16 of them
 carrying the simulated components, a little line noise injected), one node_exporter endpoint
-per simulated host, and two Modbus TCP PDUs that throttle each outlet to its allocation.
+per simulated host, two Modbus TCP PDUs that throttle each outlet to its allocation, and a
+Redfish endpoint playing the twelve servers' BMCs, whose power limits cap the servers too.
 `current_sensor` reads the board, `host_telemetry` scrapes the endpoints, `predictor` forecasts
 the next 5 s with a small LSTM (trained on two simulated hours the first time the demo runs,
 then reused from build/demo-model), and `pdu_actuator` allocates the rack budget from the
-forecasts and writes it to the PDUs. `recorder` writes every topic into rosbag2 (MCAP) bags,
-rotated every 10 s, beside a bag of 15 simulated minutes of history, and `retrain_scheduler`,
-whose off-peak rule is shortened to "the rack has been below its budget for 30 s", trains a
-challenger on those bags during the demo and judges it against the champion on the newest
-two minutes. This process subscribes like any consumer and prints what arrived,
-then replays the demo's own simulated span in fast mode under the proactive, reactive and
-static modes and prints them side by side.
+forecasts and writes it to the PDUs and the BMCs. `recorder` writes every topic into rosbag2
+(MCAP) bags, rotated every 10 s, beside a bag of 15 simulated minutes of history, and
+`retrain_scheduler`, whose off-peak rule is shortened to "the rack has been below its budget
+for 30 s", trains a challenger on those bags during the demo and judges it against the
+champion on the newest two minutes. This process subscribes like any consumer and prints
+what arrived, then replays the demo's own simulated span in fast mode under the proactive,
+reactive and static modes and prints them side by side.
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rackpower.msg import (
     AllocationError, HostTelemetry, ModelUpdate, PowerAllocation, PowerForecast)
 from rackpower_nodes.current_sensor import samples_qos
+from rackpower_nodes.drivers.bmc import RedfishPowerCap
+from rackpower_nodes.drivers.pdu import PduError
 from rackpower_nodes.launch_env import (
     executable, isolated_ros_env, share_file, stop_process, wait_for_path)
 from rackpower_nodes.monitor import SampleMonitor
@@ -42,6 +45,7 @@ from rackpower_nodes.pdu_actuator import allocation_qos, errors_qos
 from rackpower_nodes.predictor import latched_qos
 
 NAMESPACE = "/rack_01"
+SIM_BMC_USER, SIM_BMC_PASSWORD = "admin", "rackpower"     # rackpower-sim live's defaults
 DEMO_MODEL_ROOT = Path("build") / "demo-model"
 # A short history (3 s) and one coarse resolution (1 s) so the model is ready ~4 s after start.
 DEMO_TRAINING = ["--model", "lstm", "--hidden", "32", "--epochs", "3", "--history-steps", "30",
@@ -86,12 +90,17 @@ def _telemetry_params(tmp: Path, manifest: dict) -> Path:
     return path
 
 
-def _actuator_params(tmp: Path, manifest: dict) -> Path:
-    """The simulator's PDUs as the pdu_actuator finds them (free ports, from its manifest)."""
+def _actuator_params(tmp: Path, manifest: dict, config: str) -> Path:
+    """The simulator's PDUs and BMCs as the pdu_actuator finds them (free ports, from its
+    manifest), for the components `config` names."""
     pdus = manifest["pdus"]
+    raw = yaml.safe_load(Path(config).read_text())
+    names = raw["/**/pdu_actuator"]["ros__parameters"]["components"]["names"]
     params = {"pdus": {"names": [p["name"] for p in pdus], "urls": [p["url"] for p in pdus],
                        "maps": [p["map"] for p in pdus],
-                       "unit_ids": [p["unit_id"] for p in pdus]}}
+                       "unit_ids": [p["unit_id"] for p in pdus]},
+              "components": {"power_cap_url": [manifest["bmcs"].get(n, "") for n in names]},
+              "power_caps": {"username": SIM_BMC_USER}}
     path = tmp / "actuator.yaml"
     path.write_text(yaml.safe_dump({"/**/pdu_actuator": {"ros__parameters": params}}))
     return path
@@ -156,7 +165,7 @@ def main(argv=None) -> int:
         procs = [subprocess.Popen(
             [str(executable("rackpower-sim")), "live", "--link", str(link),
              "--config", str(share_file("config", "rack_sim.yaml")),
-             "--exporter-base-port", "0", "--pdu-base-port", "0",
+             "--exporter-base-port", "0", "--pdu-base-port", "0", "--bmc-port", "0",
              "--manifest", str(manifest_path),
              "--corrupt-prob", "0.001", "--garbage-prob", "0.0005", "--seed", "7"], env=env)]
         try:
@@ -174,7 +183,8 @@ def main(argv=None) -> int:
                  f"schedule.file:={share_file('config', 'rack_sim.yaml')}"], env=env))
             procs.append(subprocess.Popen(
                 [str(executable("pdu_actuator")), *ros_args,
-                 "--params-file", str(_actuator_params(tmp, manifest))], env=env))
+                 "--params-file", str(_actuator_params(tmp, manifest, config))],
+                env={**env, "RACKPOWER_BMC_PASSWORD": SIM_BMC_PASSWORD}))
             _history_bag(tmp)
             procs.append(subprocess.Popen(
                 [str(executable("recorder")), *ros_args,
@@ -182,7 +192,7 @@ def main(argv=None) -> int:
             procs.append(subprocess.Popen(
                 [str(executable("retrain_scheduler")), *ros_args,
                  "--params-file", str(_retrain_params(tmp, model))], env=env))
-            code = _watch(args, procs[1:])
+            code = _watch(args, procs[1:], manifest)
             span_s = time.time() - manifest["start_unix"]
         finally:
             for proc in reversed(procs):
@@ -192,7 +202,7 @@ def main(argv=None) -> int:
         return code
 
 
-def _watch(args, nodes: list[subprocess.Popen]) -> int:
+def _watch(args, nodes: list[subprocess.Popen], manifest: dict) -> int:
     with rclpy.init():
         monitor = SampleMonitor(NAMESPACE)
         telemetry: list[HostTelemetry] = []
@@ -232,7 +242,7 @@ def _watch(args, nodes: list[subprocess.Popen]) -> int:
             return 1
         _report(monitor, telemetry[-1] if telemetry else None)
         _report_forecasts(forecasts)
-        _report_allocations(allocations, errors)
+        _report_allocations(allocations, errors, _read_caps(manifest["bmcs"]))
         _report_retraining(retrain, updates)
         ok = (monitor.stats.messages > 0 and bool(telemetry) and bool(forecasts)
               and bool(allocations))
@@ -303,8 +313,24 @@ def _report_forecasts(forecasts: list[PowerForecast]) -> None:
               f"{last.p99_w[k]:8.1f}")
 
 
+def _read_caps(bmcs: dict[str, str]) -> dict[str, float]:
+    """The power limit each simulated BMC holds now, read over Redfish (NaN where unread)."""
+    caps = {}
+    for name, url in bmcs.items():
+        client = RedfishPowerCap(url, username=SIM_BMC_USER, password=SIM_BMC_PASSWORD,
+                                 timeout_s=2.0)
+        try:
+            client.connect()
+            caps[name] = float(client.read_allocations([1])[0])
+        except PduError:
+            caps[name] = math.nan
+        finally:
+            client.close()
+    return caps
+
+
 def _report_allocations(allocations: list[PowerAllocation],
-                        errors: list[AllocationError]) -> None:
+                        errors: list[AllocationError], caps: dict[str, float]) -> None:
     print("\n== power_allocation (pdu_actuator) ==")
     if not allocations:
         print("  no allocations arrived")
@@ -323,11 +349,15 @@ def _report_allocations(allocations: list[PowerAllocation],
           f"{last.total_allocated_w:.0f} W, measured {last.total_measured_w:.0f} W, slack "
           f"{last.slack_w:.0f} W; forecast from {last.forecast_model or '-'}")
     print(f"  {'component':10s} {'measured W':>10s} {'forecast W':>10s} {'allocated W':>11s} "
-          f"{'floor':>6s} {'ceiling':>7s} prio")
+          f"{'BMC cap W':>9s} {'floor':>6s} {'ceiling':>7s} prio")
     for i, cid in enumerate(last.channel_ids):
+        cap = f"{caps[cid]:9.1f}" if cid in caps else f"{'-':>9s}"
         print(f"  {cid:10s} {last.measured_w[i]:10.1f} {last.forecast_w[i]:10.1f} "
-              f"{last.allocated_w[i]:11.1f} {last.floor_w[i]:6.0f} {last.ceiling_w[i]:7.0f} "
-              f"{last.priority[i]:4d}")
+              f"{last.allocated_w[i]:11.1f} {cap} {last.floor_w[i]:6.0f} "
+              f"{last.ceiling_w[i]:7.0f} {last.priority[i]:4d}")
+    if caps:
+        print(f"  (BMC caps of {len(caps)} servers, read back over Redfish just after the last "
+              "allocation: whole watts, rewritten when the allocation moves 5 W or more)")
     actions: dict[str, int] = {}
     for e in errors:
         actions[e.action] = actions.get(e.action, 0) + 1

@@ -1,8 +1,13 @@
 """The `pdu_actuator` lifecycle node: forecasts and measurements in, allocations to the PDUs out.
 
+Allocations are enforced through each PDU outlet's allocation register where the register map
+has one, and through the server's power limit on its BMC (Redfish) where
+`components.power_cap_url` names one; a component may have both.
+
 Lifecycle:
-  - configure: load the register maps, connect to every PDU and verify it; a PDU that does
-    not answer fails the transition (with `autostart`, the node retries every `pdu.retry_s`);
+  - configure: load the register maps, connect to every PDU and BMC and verify it; one that
+    does not answer fails the transition (with `autostart`, the node retries every
+    `pdu.retry_s`);
   - activate: allocations are computed and written on every `power_samples` batch (at most
     `control.rate_hz`), and on a watchdog timer when batches stop;
   - deactivate, shutdown and error: the static (nameplate) split is written, the safe state a
@@ -36,6 +41,7 @@ from rackpower_nodes.core.forecast.datasets import stamp_unix
 from rackpower_nodes.core.pdu_map import load_register_map
 from rackpower_nodes.current_sensor import float32_array as _f32
 from rackpower_nodes.current_sensor import samples_qos
+from rackpower_nodes.drivers.bmc import RedfishPowerCap
 from rackpower_nodes.drivers.pdu import open_pdu
 from rackpower_nodes.drivers.pdu_link import PduLink, PduTarget, float32_floor
 from rackpower_nodes.node_main import run_node
@@ -88,6 +94,8 @@ class PduActuatorNode(LifecycleNode):
         cfg = self.config
         # a bad register map is a configuration error: the process exits 2 naming it
         self._maps = {p.name: load_register_map(p.register_map) for p in cfg.pdus}
+        # so is an unreadable BMC password file
+        self._bmc_password = cfg.power_caps.password() if any(cfg.cap_urls) else ""
         self.controller = AllocationController(cfg.components, cfg.policy, cfg.mode)
         n = len(cfg.components)
         self._measured_w = np.full(n, np.nan)
@@ -161,18 +169,20 @@ class PduActuatorNode(LifecycleNode):
             targets.append(PduTarget(spec.name, client,
                                      np.array([cfg.outlets[i][1] for i in mine], dtype=int),
                                      np.array(mine, dtype=int)))
+        targets += self._cap_targets()
         ceilings = np.array([c.ceiling_w for c in cfg.components])
         link = PduLink(targets, len(cfg.components), cfg.policy.budget_w, ceilings,
                        cfg.retry_s)
         errors = link.connect_all()
         if errors:
             self.get_logger().error(
-                "configure failed, PDU not answering: " + "; ".join(errors)
+                "configure failed, not answering: " + "; ".join(errors)
                 + (f" (retrying every {cfg.retry_s:g} s)" if cfg.autostart else ""),
                 throttle_duration_sec=30.0)
             link.close()
             return TransitionCallbackReturn.FAILURE
         self._link = link
+        self._check_cap_ranges(link)
         self._alloc_pub = self.create_lifecycle_publisher(
             PowerAllocation, "power_allocation", allocation_qos())
         self._error_pub = self.create_lifecycle_publisher(
@@ -184,10 +194,37 @@ class PduActuatorNode(LifecycleNode):
                                      forecast_qos(), callback_group=self._control)]
         self._watchdog = self.create_timer(WATCHDOG_S, self._on_watchdog,
                                            callback_group=self._control)
+        caps = sum(1 for u in cfg.cap_urls if u)
         self.get_logger().info(
-            f"configured: {len(cfg.pdus)} PDU(s), {len(cfg.components)} components, budget "
-            f"{cfg.policy.budget_w:.0f} W")
+            f"configured: {len(cfg.pdus)} PDU(s), {caps} BMC power cap(s), "
+            f"{len(cfg.components)} components, budget {cfg.policy.budget_w:.0f} W")
         return super().on_configure(state)
+
+    def _cap_targets(self) -> list[PduTarget]:
+        """One one-outlet target per component with a BMC power cap."""
+        cfg, pc = self.config, self.config.power_caps
+        return [PduTarget(f"bmc:{cfg.names[i]}",
+                          RedfishPowerCap(url, username=pc.username,
+                                          password=self._bmc_password, api=pc.api,
+                                          auth=pc.auth, timeout_s=pc.timeout_s,
+                                          cafile=pc.cafile or None),
+                          np.array([1]), np.array([i]), min_change_w=pc.min_change_w,
+                          resolution_w=1.0, kind="bmc")
+                for i, url in enumerate(cfg.cap_urls) if url]
+
+    def _check_cap_ranges(self, link: PduLink) -> None:
+        """Warn where a BMC cannot hold a component's floor or ceiling: below its allowable
+        minimum the server cannot be capped as far as the policy may ask."""
+        for t in link.targets:
+            if t.kind != "bmc":
+                continue
+            comp = self.config.components[int(t.index[0])]
+            lo, hi = t.client.allowable_min_w, t.client.allowable_max_w
+            if comp.floor_w < lo or comp.ceiling_w > hi:
+                self.get_logger().warning(
+                    f"{t.name}: the BMC allows limits of {lo:g}..{hi:g} W but the component's "
+                    f"floor..ceiling is {comp.floor_w:g}..{comp.ceiling_w:g} W; allocations "
+                    "outside that range are held at the nearest limit and counted so")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._link.start()
@@ -405,7 +442,7 @@ class PduActuatorNode(LifecycleNode):
                 vals = dict(p)
                 statuses.append(diagnostics.status(
                     DiagnosticStatus.OK if ok else DiagnosticStatus.ERROR,
-                    f"{name}: PDU {p['name']}",
+                    f"{name}: PDU {p['name']}" if p["kind"] == "pdu" else f"{name}: {p['name']}",
                     "connected" if ok else f"not answering: {p['last_error']}",
                     p["name"], vals))
         diagnostics.publish(self, self._diag_pub, statuses)

@@ -79,7 +79,7 @@ def _mbpoll_allocations(port: int, count: int = 2) -> np.ndarray:
 class _Rack:
     """The test's side of the graph: a sensor and a predictor stand-in, and listeners."""
 
-    def __init__(self):
+    def __init__(self, namespace: str = NS):
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
 
@@ -88,7 +88,7 @@ class _Rack:
         from rackpower_nodes.pdu_actuator import allocation_qos, errors_qos
         from rackpower_nodes.predictor import forecast_qos
 
-        self.node = rclpy.create_node("actuator_test", namespace=NS)
+        self.node = rclpy.create_node("actuator_test", namespace=namespace)
         self.allocations: list = []
         self.errors: list = []
         self.diag: dict[str, tuple[int, str]] = {}

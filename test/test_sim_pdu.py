@@ -54,6 +54,22 @@ def test_allocation_defaults_to_the_outlet_rating_and_bad_values_are_refused():
         PduModel([1.0], 0)
 
 
+
+def test_a_server_cap_limits_its_outlet_like_an_allocation():
+    m = _model(rating=2300.0)
+    m.set_allocations([0, 1], [100.0, 300.0])
+    m.set_server_caps([1, 2], [120.0, 50.0])         # BMC limits below / without an allocation
+    demand = np.array([150.0, 200.0, 60.0, 40.0])
+    for _ in range(4):
+        served = m.apply(demand, 0.5)
+    np.testing.assert_allclose(served, [100.0, 120.0, 50.0, 40.0])
+    np.testing.assert_allclose(m.throttled_j, [100.0, 160.0, 20.0, 0.0])
+    np.testing.assert_allclose(m.under_allocated_s, [2.0, 2.0, 2.0, 0.0])
+    m.set_server_caps([1, 2], np.inf)                  # limits lifted: the allocation again
+    np.testing.assert_allclose(m.apply(demand, 0.5), [100.0, 200.0, 60.0, 40.0])
+    with pytest.raises(ValueError, match="server caps >= 0 W"):
+        m.set_server_caps([0], [-1.0])
+
 def test_no_trip_at_or_below_the_rating_for_hours():
     m = _model()
     _run(m, BREAKER_W, 4 * 3600.0, dt=1.0)
@@ -240,10 +256,43 @@ def test_live_rack_serves_its_pdus_and_the_board_shows_throttling(tmp_path):
         assert stats["components"]["srv01"]["throttled_j"] == 0.0
 
 
+def test_live_rack_caps_a_server_through_its_bmc(tmp_path):
+    from rackpower_nodes.drivers.bmc import RedfishPowerCap
+
+    with LiveRack(str(tmp_path / "board"), board_channels=16, board_rate_hz=100.0,
+                  bmc_port=0) as rack:
+        bmcs = rack.manifest()["bmcs"]
+        assert sorted(bmcs) == [f"srv{i:02d}" for i in range(1, 13)]   # servers only
+        srv03 = rack.sim.index("srv03")
+        source = rack.board._source
+        caps = {}
+        for name in ("srv03", "srv04"):          # the two schemas, alternating by server
+            cap = RedfishPowerCap(bmcs[name], username="admin", password="rackpower")
+            cap.connect()
+            caps[name] = cap
+        assert {c.api for c in caps.values()} == {"environment_metrics", "power_control"}
+        assert caps["srv03"].allowable_min_w == pytest.approx(64.0)     # R710 idle
+        assert caps["srv03"].allowable_max_w == pytest.approx(570.0)    # its PSU
+        # below the allowable minimum: held there (the server's idle power)
+        np.testing.assert_array_equal(caps["srv03"].write_allocations([1], [30.0]), [64.0])
+        time.sleep(0.4)
+        assert rack.manifest()["pdu_outlets"]["srv03"] == ["pdu-a", 2]
+        assert rack.pdu_model.cap_w()[1] == 64.0           # pdu-a outlet 2: 0-based 1
+        t = rack.sim_time() + np.arange(50) * 0.01
+        assert np.all(source(t)[:, srv03] <= 64.0 / 230.0 + 1e-12)
+        assert caps["srv03"].read_outlets([1]).power_w[0] <= 64.0
+        stats = rack.pdu_stats()["components"]
+        assert stats["srv03"]["server_cap_w"] == 64.0
+        assert stats["srv04"]["server_cap_w"] is None
+        for cap in caps.values():
+            cap.close()
+
+
 def test_live_rack_without_pdus(tmp_path):
     with LiveRack(str(tmp_path / "board"), board_channels=16, board_rate_hz=100.0,
-                  pdu_base_port=None) as rack:
-        assert rack.manifest()["pdus"] == [] and rack.pdu_stats() == {}
+                  pdu_base_port=None, bmc_port=0) as rack:
+        m = rack.manifest()
+        assert m["pdus"] == [] and m["bmcs"] == {} and rack.pdu_stats() == {}
 
 
 def test_cli_live_pdu_options():
@@ -254,3 +303,8 @@ def test_cli_live_pdu_options():
     args = _parser().parse_args(["live", "--link", "/tmp/b", "--pdu-base-port", "0",
                                  "--no-pdus", "--pdu-map", "my.yaml"])
     assert args.pdu_base_port == 0 and args.no_pdus and args.pdu_map == "my.yaml"
+    args = _parser().parse_args(["live", "--link", "/tmp/b"])
+    assert args.bmc_port == 5080 and not args.no_bmcs and args.bmc_api == "mixed"
+    args = _parser().parse_args(["live", "--link", "/tmp/b", "--no-bmcs", "--bmc-api",
+                                 "power_control"])
+    assert args.no_bmcs and args.bmc_api == "power_control"

@@ -3,11 +3,16 @@
 The rack budget is the breaker rating (A x V) times a derating; each component has a floor
 (idle power), a ceiling (its outlet or PSU rating), a priority, and the PDU outlet that feeds
 it. PDUs are named, each with a URL (`tcp://host:port` or `rtu:///dev/ttyUSB0?baudrate=19200`),
-a register map (a preset name from `config/pdu/` or a YAML path) and a Modbus unit id.
+a register map (a preset name from `config/pdu/` or a YAML path) and a Modbus unit id. A
+server may also have a power cap: the Redfish URL of its chassis on its BMC
+(`https://bmc/redfish/v1/Chassis/1`), written with the same allocation as its outlet. The BMC
+password is read from an environment variable or a file, never from a parameter (parameters
+can be listed by anyone on the ROS graph).
 """
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +21,8 @@ from typing import Any
 from rackpower_nodes.core.allocation import MODES, QUANTILES, Component, PolicyConfig
 from rackpower_nodes.core.params import (
     ConfigError, ParamSpec, check_ids, load_config_yaml, param, read_parameters)
+
+CAP_APIS = ("auto", "environment_metrics", "power_control")
 
 ACTUATOR_PARAMETERS: tuple[ParamSpec, ...] = (
     param("mode", "proactive", "string",
@@ -74,6 +81,9 @@ ACTUATOR_PARAMETERS: tuple[ParamSpec, ...] = (
           "Priority per component (higher keeps power longer); empty = all 1"),
     param("components.nameplate_w", [], "double_array",
           "Nameplate power per component for the static split, W; empty = the ceilings"),
+    param("components.power_cap_url", [], "string_array",
+          "Per component: Redfish chassis URL of its BMC power limit, or '' for none; "
+          "empty = no power caps"),
     param("pdus.names", [], "string_array", "PDU names"),
     param("pdus.urls", [], "string_array",
           "Per PDU: tcp://host:port, or rtu:///dev/ttyUSB0?baudrate=19200&parity=E"),
@@ -86,6 +96,22 @@ ACTUATOR_PARAMETERS: tuple[ParamSpec, ...] = (
           (0.05, 600.0), positive=True),
     param("pdu.allow_switching", False, "bool",
           "Allow switching outlets off to enforce an allocation (never by default)"),
+    param("power_caps.api", "auto", "string",
+          "Redfish resource holding the limit: auto, environment_metrics (PowerLimitWatts) or "
+          "power_control (legacy Power.PowerControl)", choices=CAP_APIS),
+    param("power_caps.auth", "session", "string", "Redfish login: session or basic",
+          choices=("session", "basic")),
+    param("power_caps.username", "", "string", "BMC user name"),
+    param("power_caps.password_env", "RACKPOWER_BMC_PASSWORD", "string",
+          "Environment variable holding the BMC password (tried first)"),
+    param("power_caps.password_file", "", "string",
+          "File holding the BMC password (first line), used when the variable is unset"),
+    param("power_caps.cafile", "", "string",
+          "CA bundle to verify the BMCs' TLS certificates; '' = not verified"),
+    param("power_caps.timeout_s", 1.0, "double", "Redfish request timeout, s", (0.05, 30.0),
+          positive=True),
+    param("power_caps.min_change_w", 5.0, "double",
+          "Dead band: a power cap is not rewritten for a smaller change, W", (0.0, 1000.0)),
     param("publish.deadline_s", 0.5, "double", "QoS deadline of power_allocation, s",
           (0.01, 60.0), positive=True),
     param("frame_id", "rack", "string", "header.frame_id of published messages"),
@@ -101,6 +127,33 @@ class PduSpec:
 
 
 @dataclass(frozen=True)
+class PowerCapSpec:
+    """How the BMC power caps are reached (shared by every capped component)."""
+
+    api: str
+    auth: str
+    username: str
+    password_env: str
+    password_file: str
+    cafile: str
+    timeout_s: float
+    min_change_w: float
+
+    def password(self) -> str:
+        """The password from the environment variable, else the file, else ''; ConfigError
+        naming the file when it cannot be read."""
+        if self.password_env and self.password_env in os.environ:
+            return os.environ[self.password_env]
+        if not self.password_file:
+            return ""
+        try:
+            return Path(self.password_file).read_text().splitlines()[0].strip()
+        except (OSError, IndexError) as exc:
+            raise ConfigError([f"power_caps.password_file = {self.password_file!r}: cannot "
+                               f"read a password from it ({exc or 'empty file'})"]) from None
+
+
+@dataclass(frozen=True)
 class ActuatorConfig:
     mode: str
     autostart: bool
@@ -108,6 +161,8 @@ class ActuatorConfig:
     components: tuple[Component, ...]
     outlets: tuple[tuple[str, int], ...]      # (pdu name, outlet number) per component
     pdus: tuple[PduSpec, ...]
+    cap_urls: tuple[str, ...]                 # per component, '' = no power cap
+    power_caps: PowerCapSpec
     forecast_stale_s: float
     samples_stale_s: float
     rate_hz: float
@@ -153,6 +208,16 @@ def actuator_config_from_params(values: Mapping[str, Any]) -> ActuatorConfig:
         errors.append(f"components.nameplate_w = {nameplate!r}: has {len(nameplate)} values, "
                       f"expected {n} (one per components.names) or none")
         nameplate = list(ceiling)
+    cap_urls = [str(u) for u in _per_item(v, "components.power_cap_url", n,
+                                          "components.names", errors, "")]
+    for i, url in enumerate(cap_urls):
+        if url and not (url.startswith(("http://", "https://")) and "/redfish/v1/Chassis/"
+                        in url and not url.endswith("/Chassis/")):
+            errors.append(f"components.power_cap_url[{i}] = {url!r} ({names[i]}): expected "
+                          "'' or http(s)://<bmc>/redfish/v1/Chassis/<id>")
+        elif url and url in cap_urls[:i]:
+            errors.append(f"components.power_cap_url[{i}] = {url!r} ({names[i]}): already the "
+                          f"power cap of {names[cap_urls.index(url)]}")
 
     pdu_names = list(v.get("pdus.names", ()))
     if not pdu_names:
@@ -218,6 +283,12 @@ def actuator_config_from_params(values: Mapping[str, Any]) -> ActuatorConfig:
     return ActuatorConfig(
         mode=v["mode"], autostart=v["autostart"], policy=policy,
         components=tuple(components), outlets=tuple(outlets), pdus=tuple(pdus),
+        cap_urls=tuple(cap_urls),
+        power_caps=PowerCapSpec(
+            api=v["power_caps.api"], auth=v["power_caps.auth"],
+            username=v["power_caps.username"], password_env=v["power_caps.password_env"],
+            password_file=v["power_caps.password_file"], cafile=v["power_caps.cafile"],
+            timeout_s=v["power_caps.timeout_s"], min_change_w=v["power_caps.min_change_w"]),
         forecast_stale_s=v["inputs.forecast_stale_s"],
         samples_stale_s=v["inputs.samples_stale_s"], rate_hz=v["control.rate_hz"],
         timeout_s=v["pdu.timeout_s"], retry_s=v["pdu.retry_s"],

@@ -1,14 +1,23 @@
-"""PDU input/output off the control loop: the newest allocation is written on a worker thread.
+"""Actuator input/output off the control loop: the newest allocation is written on a worker.
 
-The control step hands each new allocation to `PduLink.submit` and returns at once; a worker
-thread writes it to every PDU that takes allocations, reconnects PDUs that stopped answering
-(every `retry_s`), and keeps per-PDU counters for diagnostics. Only the newest allocation
-matters, so a slow PDU makes the worker skip stale ones rather than queue them.
+The actuators are PDUs (outlet allocation registers, `drivers.pdu`) and server BMCs (power
+limits over Redfish, `drivers.bmc`); both are `PduClient`s, here called targets. The control
+step hands each new allocation to `PduLink.submit` and returns at once; a worker thread writes
+it to every target that takes allocations, reconnects targets that stopped answering (every
+`retry_s`), and keeps per-target counters for diagnostics. Only the newest allocation matters,
+so a slow target makes the worker skip stale ones rather than queue them. Requests to
+different targets run side by side on a small thread pool (a BMC answers in tens to hundreds
+of ms; one at a time, twelve of them would take seconds).
 
-Writes keep the rack budget in every intermediate state: outlets whose allocation shrinks are
-written first (to every PDU), then outlets whose allocation grows, each growth limited so that
-the sum of the allocations the PDUs acknowledged never exceeds the budget. A PDU that failed
-keeps counting with its last acknowledged values.
+Writes keep the rack budget in every intermediate state: components whose allocation shrinks
+are written first (to every target), then components whose allocation grows, each growth
+limited so that the sum of the allocations the targets acknowledged never exceeds the budget.
+A target that failed keeps counting with its last acknowledged values. A target may hold a
+value other than the one written (a BMC raises a limit below its allowable minimum to that
+minimum); the link counts what the target says it holds. BMCs take whole watts: values
+for a target with a `resolution_w` are rounded down to it. Targets with a dead band
+(`min_change_w`, for slow BMCs; at least the resolution) are not written for smaller
+changes; a skipped shrink keeps the larger value counted, so the budget still holds.
 """
 from __future__ import annotations
 
@@ -16,17 +25,19 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from rackpower_nodes.drivers.pdu import PduClient, PduError
+from rackpower_nodes.drivers.pdu import PduCapabilityError, PduClient, PduError
 
 _log = logging.getLogger(__name__)
 
 LATENCY_WINDOW = 500
-HEARTBEAT_S = 0.5          # longest silence before a PDU is read to check it still answers
+HEARTBEAT_S = 0.5          # longest silence before a target is read to check it still answers
+MAX_WORKERS = 8            # requests in flight at once, to different targets
 
 
 def float32_floor(watts: np.ndarray) -> np.ndarray:
@@ -40,12 +51,16 @@ def float32_floor(watts: np.ndarray) -> np.ndarray:
 
 @dataclass
 class PduTarget:
-    """One PDU: its client, the outlets the link drives and those outlets' component indices."""
+    """One actuator (a PDU, or a server's BMC seen as a one-outlet device): its client, the
+    outlets the link drives and those outlets' component indices."""
 
     name: str
     client: PduClient
     outlets: np.ndarray            # (k,) outlet numbers, 1-based
     index: np.ndarray              # (k,) component index of each outlet
+    min_change_w: float = 0.0      # dead band: smaller changes are not written, W
+    resolution_w: float = 0.0      # values written rounded down to a multiple of this, W
+    kind: str = "pdu"              # "pdu" or "bmc", for diagnostics
     connected_once: bool = False
     last_attempt: float = -1e9
     last_error: str = ""
@@ -93,40 +108,47 @@ class PduLink:
         self.in_force_w = np.array(initial_w, dtype=float).reshape(n_components)
         self._worst = self.in_force_w.copy()
         self._driven = np.zeros(n_components, bool)
+        self._dead_band = np.zeros(n_components)
         for t in self.targets:
-            self._driven[t.index] = t.writable
+            self._driven[t.index] |= t.writable
+            if t.writable:         # a change below the resolution could not be written anyway
+                self._dead_band[t.index] = np.maximum(
+                    self._dead_band[t.index], max(t.min_change_w, t.resolution_w))
+        self._pool = ThreadPoolExecutor(max_workers=max(1, min(MAX_WORKERS, len(self.targets))),
+                                        thread_name_prefix="pdu-io")
         self._cond = threading.Condition()
         self._pending: _Pending | None = None
         self._stop = False
         self._thread: threading.Thread | None = None
         self._io = threading.Lock()             # one request sequence at a time
         self.latency_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        # the newest finished write reached every PDU that takes allocations (False when
+        # the newest finished write reached every target that takes allocations (False when
         # none does: monitoring-only PDUs)
         self.last_written = False
         self.written = 0
 
     # -- connection -------------------------------------------------------------------------
     def connect_all(self) -> list[str]:
-        """Connect every PDU now; returns one error message per PDU that failed."""
-        errors = []
+        """Connect every target now; returns one error message per target that failed."""
         with self._io:
-            for t in self.targets:
-                err = self._connect(t)
-                if err:
-                    errors.append(err)
-        return errors
+            return [err for err in self._each(self.targets, self._connect) if err]
+
+    def _each(self, targets: Sequence[PduTarget], fn: Callable[[PduTarget], object]) -> list:
+        """`fn(t)` for every target in `targets`, side by side; results in order."""
+        if len(targets) <= 1:
+            return [fn(t) for t in targets]
+        return list(self._pool.map(fn, targets))
 
     def _connect(self, t: PduTarget) -> str:
         t.last_attempt = time.monotonic()
         try:
             t.client.connect()
-        except PduError as exc:
+        except (PduError, PduCapabilityError) as exc:
             t.last_error = f"{t.name}: {exc}"
             return t.last_error
         if t.connected_once:
             t.reconnects += 1
-            _log.info("PDU %s reconnected", t.name)
+            _log.info("%s %s reconnected", t.kind.upper(), t.name)
         t.connected_once, t.last_error, t.last_ok = True, "", time.monotonic()
         self._read_back(t)
         return ""
@@ -139,16 +161,16 @@ class PduLink:
         try:
             held = np.asarray(t.client.read_allocations(t.outlets.tolist()), dtype=float)
         except PduError as exc:
-            _log.warning("PDU %s: cannot read its allocations back (%s); assuming the "
-                         "worst case", t.name, exc)
+            _log.warning("%s %s: cannot read its allocations back (%s); assuming the "
+                         "worst case", t.kind.upper(), t.name, exc)
             held = np.full(len(t.outlets), np.inf)
         self.in_force_w[t.index] = np.where(np.isfinite(held), held, self._worst[t.index])
 
     def close(self) -> None:
         self.stop()
         with self._io:
-            for t in self.targets:
-                t.client.close()
+            self._each(self.targets, lambda t: t.client.close())
+        self._pool.shutdown(wait=True)
 
     # -- worker -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -189,12 +211,11 @@ class PduLink:
     def _service(self, item: _Pending | None) -> None:
         with self._io:
             now = time.monotonic()
-            for t in self.targets:
-                if not t.client.connected:
-                    if now - t.last_attempt >= self.retry_s:
-                        self._connect(t)
-                elif t.last_ok is None or now - t.last_ok >= self.heartbeat_s:
-                    self._heartbeat(t)
+            self._each([t for t in self.targets if not t.client.connected
+                        and now - t.last_attempt >= self.retry_s], self._connect)
+            self._each([t for t in self.targets if t.client.connected
+                        and (t.last_ok is None or now - t.last_ok >= self.heartbeat_s)],
+                       self._heartbeat)
             if item is None:
                 return
             ok = self._write(item.allocation_w)
@@ -209,17 +230,15 @@ class PduLink:
         except PduError as exc:
             t.failures += 1
             t.last_error = f"{t.name}: {exc}"
-            _log.warning("PDU %s: not answering: %s", t.name, exc)
+            _log.warning("%s %s: not answering: %s", t.kind.upper(), t.name, exc)
             return
         t.last_ok = time.monotonic()
 
     def write_now(self, allocation_w: np.ndarray) -> bool:
         """Write `allocation_w` on the caller's thread (safe allocations on deactivate and
-        shutdown); True when every PDU that takes allocations acknowledged it."""
+        shutdown); True when every target that takes allocations acknowledged it."""
         with self._io:
-            for t in self.targets:
-                if not t.client.connected:
-                    self._connect(t)
+            self._each([t for t in self.targets if not t.client.connected], self._connect)
             ok = self._write(np.array(allocation_w, dtype=float))
         self.last_written = ok and self._driven.any()
         return ok
@@ -228,6 +247,8 @@ class PduLink:
     def _write(self, want: np.ndarray) -> bool:
         """Shrinking outlets first, then growing ones as far as the budget allows."""
         want = float32_floor(np.where(np.isfinite(want), np.maximum(want, 0.0), 0.0))
+        small = np.abs(want - self.in_force_w) < self._dead_band
+        want = np.where(small, self.in_force_w, want)
         shrink = self._driven & (want < self.in_force_w)
         all_ok = self._write_where(shrink, want)
         grow = self._driven & (want > self.in_force_w)
@@ -243,41 +264,53 @@ class PduLink:
         return all_ok
 
     def _write_where(self, mask: np.ndarray, values: np.ndarray) -> bool:
-        ok = True
-        for t in self.targets:
-            if not t.writable:
-                continue
-            sel = mask[t.index]
-            if not sel.any():
-                continue
-            if not t.client.connected:
-                ok = False
-                continue
-            idx = t.index[sel]
-            try:
-                t.client.write_allocations(t.outlets[sel].tolist(), values[idx].tolist())
-            except PduError as exc:
-                t.failures += 1
-                t.last_error = f"{t.name}: {exc}"
-                _log.warning("PDU %s: write failed: %s", t.name, exc)
-                ok = False
-                continue
-            t.writes += 1
-            t.last_ok = time.monotonic()
-            self.in_force_w[idx] = values[idx]
-        return ok
+        todo = [t for t in self.targets if t.writable and mask[t.index].any()]
+        return all(self._each(todo, lambda t: self._write_target(t, mask, values)))
+
+    def _write_target(self, t: PduTarget, mask: np.ndarray, values: np.ndarray) -> bool:
+        """Write one target's share; True when it acknowledged exactly those values."""
+        if not t.client.connected:
+            return False
+        sel = mask[t.index]
+        idx = t.index[sel]
+        vals = values[idx]
+        if t.resolution_w > 0:          # BMCs take whole watts: round down, never above
+            vals = np.floor(vals / t.resolution_w) * t.resolution_w
+        try:
+            held = t.client.write_allocations(t.outlets[sel].tolist(), vals.tolist())
+        except PduError as exc:
+            t.failures += 1
+            t.last_error = f"{t.name}: {exc}"
+            _log.warning("%s %s: write failed: %s", t.kind.upper(), t.name, exc)
+            return False
+        t.writes += 1
+        t.last_ok = time.monotonic()
+        if held is None:
+            self.in_force_w[idx] = vals
+            return True
+        held = np.asarray(held, dtype=float).reshape(idx.shape)
+        # a component behind two targets (outlet register and BMC) is limited by the smaller
+        # value; whichever of the two lands here counts at least that much
+        self.in_force_w[idx] = held
+        if np.all(held == vals):
+            return True
+        t.last_error = (f"{t.name}: holds {np.round(held, 3).tolist()} W where "
+                        f"{np.round(vals, 3).tolist()} W was written (outside what it "
+                        f"allows)")
+        _log.warning("%s", t.last_error)
+        return False
 
     # -- state ------------------------------------------------------------------------------
     def health(self) -> tuple[bool, str]:
-        """(every PDU connected, why not): cheap, for every control step."""
+        """(every target connected, why not): cheap, for every control step."""
         down = [t for t in self.targets if not t.client.connected]
         return (not down,
                 "; ".join(t.last_error or f"{t.name}: not connected" for t in down))
 
     def status(self) -> LinkStatus:
-        """`health` plus per-PDU counters, for diagnostics."""
+        """`health` plus per-target counters, for diagnostics."""
         now = time.monotonic()
-        pdus = [{"name": t.name, "connected": t.client.connected,
+        pdus = [{"name": t.name, "kind": t.kind, "connected": t.client.connected,
                  "takes_allocations": t.writable, "writes": t.writes, "failures": t.failures,
                  "reconnects": t.reconnects, "last_error": t.last_error,
                  "last_ok_age_s": None if t.last_ok is None else round(now - t.last_ok, 3)}

@@ -708,6 +708,7 @@ class _HttpServer(ThreadingHTTPServer):
     IPv6 hosts, skips the reverse DNS lookup and reports handler errors only to the log."""
 
     daemon_threads = True
+    request_queue_size = 64        # a rack's worth of clients connecting at once (default 5)
 
     def __init__(self, address: tuple[str, int], sim: SimBmcServer):
         self.sim = sim

@@ -5,6 +5,7 @@
     rackpower-sim plot --data DIR --out day.png
     rackpower-sim live --link /tmp/rackpower_rack_01_board --exporter-base-port 9101
                        [--pdu-base-port 5020 | --no-pdus] [--pdu-map rackpower_sim]
+                       [--bmc-port 5080 | --no-bmcs] [--bmc-api mixed]
 
 ``fast`` writes ``DIR/rack_sim.npz`` and ``DIR/rack_sim.json`` (layout in
 :mod:`rackpower_nodes.sim.rack_sim`); ``plot`` draws per-component power, the rack total and
@@ -69,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
                       help="run no simulated PDUs (the board shows unthrottled demand)")
     live.add_argument("--pdu-map", default="rackpower_sim",
                       help="register map of the simulated PDUs (preset name or YAML path)")
+    live.add_argument("--bmc-port", type=int, default=5080,
+                      help="the servers' simulated BMCs serve Redfish on 127.0.0.1:<port>, "
+                           "one chassis per server (0 = a free port)")
+    live.add_argument("--no-bmcs", action="store_true", help="run no simulated BMCs")
+    live.add_argument("--bmc-api", default="mixed",
+                      choices=("mixed", "environment_metrics", "power_control"),
+                      help="Redfish schema of the power limit (mixed: alternating by server)")
     live.add_argument("--manifest", type=Path, default=None,
                       help="write the board link, channel map, exporter and PDU URLs here "
                            "(JSON)")
@@ -93,13 +101,15 @@ def _live(args: argparse.Namespace) -> int:
     rack = LiveRack(str(args.link), args.config, args.seed, args.channels, args.rate,
                     args.scale, exporter_base_port=args.exporter_base_port, faults=faults,
                     pdu_base_port=None if args.no_pdus else args.pdu_base_port,
-                    pdu_map=args.pdu_map)
+                    pdu_map=args.pdu_map,
+                    bmc_port=None if args.no_bmcs else args.bmc_port, bmc_api=args.bmc_api)
     with rack:
         if args.manifest is not None:
             rack.write_manifest(args.manifest)
-        _log.info("board on %s; exporters %s; PDUs %s", rack.board.port_path,
+        _log.info("board on %s; exporters %s; PDUs %s; BMCs %s", rack.board.port_path,
                   " ".join(rack.fleet.urls.values()),
-                  " ".join(f"{n}={s.url}" for n, s in rack.pdus.items()) or "none")
+                  " ".join(f"{n}={s.url}" for n, s in rack.pdus.items()) or "none",
+                  rack.bmc.url if rack.bmc is not None else "none")
         stop.wait(args.duration if args.duration > 0 else None)
     return 0
 

@@ -8,7 +8,12 @@
     `host_telemetry` scrapes it like a real server;
   - one Modbus TCP PDU per `rack.pdus` entry on loopback (`rackpower_nodes.sim.pdu`), all fed
     by one modelled breaker: each component's outlet serves min(demand, allocation), so the
-    board's currents are the PDU-served power / voltage and throttling shows on the board.
+    board's currents are the PDU-served power / voltage and throttling shows on the board;
+  - with the PDUs, a Redfish BMC endpoint on loopback (`rackpower_nodes.sim.bmc`) with one
+    chassis per server (`/redfish/v1/Chassis/<name>`): a power limit written there caps that
+    server's outlet like an allocation. Servers alternate between the EnvironmentMetrics and
+    the legacy Power schema (`bmc_api="mixed"`), so both are exercised; a limit is allowed
+    from the server's idle power (in whole watts, rounded down) to its PSU rating.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import numpy as np
 
 from rackpower_nodes.core.frame_codec import FrameLayout
 from rackpower_nodes.core.pdu_map import load_register_map
+from rackpower_nodes.sim.bmc import SimBmcServer
 from rackpower_nodes.sim.node_exporter import ExporterFleet, SimulatedHost
 from rackpower_nodes.sim.pdu import PduModel, SimPduServer
 from rackpower_nodes.sim.rack_sim import RackSimulator, load_config
@@ -52,6 +58,10 @@ class LiveRack:
         pdu_host: address the PDUs listen on.
         outlet_rating_w: every outlet's rating and initial allocation, W (default: 10 A at
             the rack's nominal voltage, an IEC C13 outlet).
+        bmc_port: the servers' Redfish endpoint listens here; 0 picks a free port; None runs
+            no BMCs (also when there are no PDUs: the PDU model enforces the limits).
+        bmc_api: environment_metrics, power_control, or mixed (alternating by server).
+        bmc_username, bmc_password: the BMC credentials.
     """
 
     def __init__(self, board_link: str, config=None, seed: int | None = None,
@@ -61,7 +71,9 @@ class LiveRack:
                  faults: FaultConfig = FaultConfig(), telemetry_hz: float = 10.0,
                  start_unix: float | None = None, pdu_base_port: int | None = 0,
                  pdu_map: str = "rackpower_sim", pdu_host: str = "127.0.0.1",
-                 outlet_rating_w: float | None = None):
+                 outlet_rating_w: float | None = None, bmc_port: int | None = None,
+                 bmc_api: str = "mixed", bmc_username: str = "admin",
+                 bmc_password: str = "rackpower"):
         rack = load_config(config)
         rack = dataclasses.replace(
             rack, start_unix=time.time() if start_unix is None else float(start_unix))
@@ -75,6 +87,9 @@ class LiveRack:
         self.pdus: dict[str, SimPduServer] = {}
         if pdu_base_port is not None:
             self._make_pdus(pdu_base_port, pdu_map, pdu_host, outlet_rating_w)
+        self.bmc: SimBmcServer | None = None
+        if bmc_port is not None and self.pdu_model is not None:
+            self._make_bmc(bmc_port, pdu_host, bmc_api, bmc_username, bmc_password)
         self.board = SensorBoardEmulator(
             FrameLayout(board_channels), board_rate_hz,
             self._board_source(board_channels),
@@ -110,6 +125,35 @@ class LiveRack:
                 base_map.with_outlets(n), self.pdu_model, host, port, unit_id=1,
                 voltage_v=cfg.nominal_v, first_outlet=first[name], lock=self.pdu_lock)
 
+    def _make_bmc(self, port: int, host: str, api: str, username: str, password: str) -> None:
+        """One Redfish endpoint with a chassis per server, its limits fed to the PDU model."""
+        if api not in ("mixed", "environment_metrics", "power_control"):
+            raise ValueError(f"bmc_api = {api!r}: expected mixed, environment_metrics or "
+                             "power_control")
+        servers = [c for c in self.sim.config.components if c.kind == "server"]
+        outlet = {c.name: int(self._outlet_of[c.index]) for c in servers}
+        apis, lo, hi = {}, {}, {}
+        for k, c in enumerate(servers):
+            apis[c.name] = (("environment_metrics", "power_control")[k % 2] if api == "mixed"
+                            else api)
+            # whole watts, as BMCs publish them, at or below the idle power
+            lo[c.name] = float(np.floor(c.model.steady_power_w(np.zeros(1))[0]))
+            psu = c.model.psu or c.model.reference_psu
+            hi[c.name] = float(psu.rating_w) if psu is not None else 1000.0
+
+        def power_w(name: str) -> float:
+            with self.pdu_lock:
+                return float(self.pdu_model.served_w[outlet[name]])
+
+        def on_limit(name: str, watts: float | None) -> None:
+            with self.pdu_lock:
+                self.pdu_model.set_server_caps([outlet[name]],
+                                               np.inf if watts is None else watts)
+
+        self.bmc = SimBmcServer([c.name for c in servers], host=host, port=port, api=apis,
+                                allowable_min_w=lo, allowable_max_w=hi, power_w=power_w,
+                                on_limit=on_limit, username=username, password=password)
+
     def _board_source(self, channels: int):
         """Board currents (A): each channel's component power as served by its outlet."""
         self.sim.current_source(self.channel_map, channels)      # validates the map
@@ -134,9 +178,13 @@ class LiveRack:
         try:
             for server in self.pdus.values():
                 server.start()
+            if self.bmc is not None:
+                self.bmc.start()
         except OSError:
             for server in self.pdus.values():
                 server.stop()
+            if self.bmc is not None:
+                self.bmc.stop()
             raise
         self.fleet.start()
         self._t0 = time.monotonic()
@@ -152,6 +200,8 @@ class LiveRack:
         self.fleet.stop()
         for server in self.pdus.values():
             server.stop()
+        if self.bmc is not None:
+            self.bmc.stop()
 
     def __enter__(self) -> LiveRack:
         return self.start()
@@ -166,6 +216,7 @@ class LiveRack:
     def manifest(self) -> dict:
         """What the nodes need to find this rack: board link, channel map, exporter URLs,
         PDUs (name, url, host, port, unit_id, map, outlets), each component's [pdu, outlet],
+        each simulated BMC's chassis URL by server,
         the breaker rating and the derated budget (W), and the simulated start (Unix s), seed
         and rate, so `generate` can replay the same demand in fast mode."""
         names = self.sim.names
@@ -183,12 +234,18 @@ class LiveRack:
                       "unit_id": s.unit_id, "map": s.map.name, "outlets": s.map.outlets}
                      for name, s in self.pdus.items()],
             "pdu_outlets": {c.name: [c.pdu, c.outlet] for c in cfg.components},
+            "bmcs": {name: self.bmc.chassis_url(name) for name in self.bmc_chassis()},
             "breaker_w": cfg.breaker_w,
             "budget_w": cfg.budget_w,
             "start_unix": cfg.start_unix,       # simulated t = 0 (fast mode replays from it)
             "seed": self.sim.seed,
             "rate_hz": self.sim.rate_hz,
         }
+
+    def bmc_chassis(self) -> list[str]:
+        """The servers with a simulated BMC (component names)."""
+        return [] if self.bmc is None else [c.name for c in self.sim.config.components
+                                            if c.kind == "server"]
 
     def pdu_stats(self) -> dict:
         """The PDU model's counters (`PduModel.stats`) plus per-component throttled energy
@@ -201,7 +258,9 @@ class LiveRack:
             stats["components"] = {
                 c.name: {"throttled_j": float(m.throttled_j[i]),
                          "under_allocated_s": float(m.under_allocated_s[i]),
-                         "allocation_w": float(m.allocation_w[i])}
+                         "allocation_w": float(m.allocation_w[i]),
+                         "server_cap_w": (None if np.isinf(m.server_cap_w[i])
+                                          else float(m.server_cap_w[i]))}
                 for c, i in zip(self.sim.config.components, self._outlet_of.tolist())}
         return stats
 

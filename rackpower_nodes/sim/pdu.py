@@ -1,7 +1,8 @@
 """The simulator's PDU: a pure model of outlets and the rack breaker, and a Modbus TCP server.
 
-`PduModel` serves each outlet min(demand, allocation) (0 W for an outlet switched off), counts
-what it withheld, and models the breaker feeding the outlets with a trip curve:
+`PduModel` serves each outlet min(demand, allocation, server cap) (0 W for an outlet switched
+off; the server cap is the power limit a server's BMC enforces, `sim.bmc`), counts what it
+withheld, and models the breaker feeding the outlets with a trip curve:
 
 - thermal (inverse time): with r = total served power / breaker rating, the element's heat
   h integrates (r**2 - 1) dt, clamped at 0 (it cools at the same rate below the rating); the
@@ -66,6 +67,8 @@ class PduModel:
         self.magnetic_multiple = float(magnetic_multiple)
         n = ratings.size
         self.allocation_w = ratings.copy()
+        self.server_cap_w = np.full(n, np.inf)   # power limits set through the servers' BMCs
+        self._limit = ratings.copy()             # min(allocation, server cap)
         self.outlet_on = np.ones(n, dtype=bool)
         self.served_w = np.zeros(n)           # served in the last step, W
         self.demand_w = np.zeros(n)           # demand in the last step, W
@@ -87,6 +90,7 @@ class PduModel:
         self.demand_j = np.zeros(n)
         self.served_j = np.zeros(n)
         self.throttled_j = np.zeros(n)        # demand - served before a trip: performance lost
+        # allocation here means min(outlet allocation, server cap)
         self.under_allocated_s = np.zeros(n)  # time with demand > allocation, s
         self.under_allocated_j = np.zeros(n)  # integral of max(demand - allocation, 0), J
         self.unserved_after_trip_j = 0.0      # demand while the breaker was open, J
@@ -102,6 +106,15 @@ class PduModel:
         self.allocation_w[np.asarray(index, dtype=np.int64)] = w
         self._update_cap()
 
+    def set_server_caps(self, index: Sequence[int] | np.ndarray, watts) -> None:
+        """Power limits (W, >= 0; inf = none) of the servers on outlets at 0-based `index`, as
+        their BMCs enforce them: an outlet serves at most min(allocation, server cap)."""
+        w = np.broadcast_to(np.asarray(watts, dtype=np.float64), np.shape(index))
+        if np.any(np.isnan(w)) or np.any(w < 0):
+            raise ValueError(f"watts = {w.tolist()}: expected server caps >= 0 W (inf = none)")
+        self.server_cap_w[np.asarray(index, dtype=np.int64)] = w
+        self._update_cap()
+
     def set_outlet_on(self, index: Sequence[int] | np.ndarray, on) -> None:
         """Switch outlets at 0-based `index` on or off (off serves 0 W)."""
         self.outlet_on[np.asarray(index, dtype=np.int64)] = np.asarray(on, dtype=bool)
@@ -112,7 +125,8 @@ class PduModel:
         return self._cap
 
     def _update_cap(self) -> None:
-        self._cap = np.where(self.outlet_on & (not self.tripped), self.allocation_w, 0.0)
+        self._limit = np.minimum(self.allocation_w, self.server_cap_w)
+        self._cap = np.where(self.outlet_on & (not self.tripped), self._limit, 0.0)
 
     # -- time -----------------------------------------------------------------------------
     def apply(self, demand_w: np.ndarray, dt_s: float) -> np.ndarray:
@@ -125,7 +139,7 @@ class PduModel:
             self.served_w = served
             self.unserved_after_trip_j += float(demand.sum()) * dt_s
             return served
-        over = demand - self.allocation_w
+        over = demand - self._limit
         under = over > 0.0
         self.under_allocated_s += under * dt_s
         self.under_allocated_j += np.where(under, over, 0.0) * dt_s
@@ -160,7 +174,7 @@ class PduModel:
             hit = np.flatnonzero((ratio > self.magnetic_multiple)
                                  | (heat >= self.thermal_constant_s))
             live = int(hit[0]) + 1 if hit.size else steps
-            over = demand[:live] - self.allocation_w
+            over = demand[:live] - self._limit
             under = over > 0.0
             self.under_allocated_s += under.sum(axis=0) * dt_s
             self.under_allocated_j += np.where(under, over, 0.0).sum(axis=0) * dt_s

@@ -1,0 +1,320 @@
+"""Server power caps: the actuator's configuration, the PDU link with BMC targets, and the
+`pdu_actuator` node in its own process capping servers through simulated Redfish BMCs while
+its PDUs only meter (the usual real rack)."""
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from rackpower_nodes.core.actuator_config import actuator_config_from_params
+from rackpower_nodes.core.params import ConfigError, flatten_parameters
+from rackpower_nodes.core.pdu_map import RegisterMap
+from rackpower_nodes.drivers.bmc import RedfishPowerCap
+from rackpower_nodes.drivers.pdu import open_pdu
+from rackpower_nodes.drivers.pdu_link import PduLink, PduTarget, float32_floor
+from rackpower_nodes.launch_env import executable, stop_process
+from rackpower_nodes.sim.bmc import SimBmcServer
+from rackpower_nodes.sim.pdu import PduModel, SimPduServer
+
+NS = "/rack_pc"
+NAMES = ["a1", "a2", "b1", "b2"]
+USER, PASSWORD = "admin", "rackpower"
+# metering only: no allocation register, so the BMCs are the only actuators
+MONITOR_MAP = {"name": "metering", "outlets": 24, "points": {
+    "outlet_power_w": {"table": "holding", "address": 100, "stride": 2, "type": "float32"}}}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _bmc(port: int = 0, **kwargs) -> SimBmcServer:
+    kwargs.setdefault("api", {"a1": "environment_metrics", "a2": "power_control",
+                              "b1": "environment_metrics", "b2": "power_control"})
+    kwargs.setdefault("allowable_min_w", 40.0)
+    kwargs.setdefault("allowable_max_w", 500.0)
+    return SimBmcServer(NAMES, port=port, username=USER, password=PASSWORD, **kwargs)
+
+
+def _cap(server: SimBmcServer, name: str, **kwargs) -> RedfishPowerCap:
+    return RedfishPowerCap(server.chassis_url(name), username=USER, password=PASSWORD,
+                           timeout_s=1.0, **kwargs)
+
+
+# -- configuration ---------------------------------------------------------------------------
+def _params(**over) -> dict:
+    p = {"components": {"names": NAMES, "pdu": ["p"] * 4, "outlet": [1, 2, 3, 4],
+                        "floor_w": [50.0] * 4, "ceiling_w": [400.0] * 4},
+         "pdus": {"names": ["p"], "urls": ["tcp://127.0.0.1:5020"], "maps": ["rackpower_sim"]}}
+    p["components"].update(over)
+    return flatten_parameters(p)
+
+
+def test_power_cap_urls_are_checked_and_default_to_none():
+    assert actuator_config_from_params(_params()).cap_urls == ("",) * 4
+    url = "https://10.0.0.5/redfish/v1/Chassis/1"
+    cfg = actuator_config_from_params(_params(power_cap_url=[url, "", "", ""]))
+    assert cfg.cap_urls == (url, "", "", "") and cfg.power_caps.api == "auto"
+    with pytest.raises(ConfigError) as e:
+        actuator_config_from_params(_params(power_cap_url=["10.0.0.5", url, url, ""]))
+    text = str(e.value)
+    assert "components.power_cap_url[0] = '10.0.0.5' (a1)" in text
+    assert "components.power_cap_url[2]" in text and "already the power cap of a2" in text
+    with pytest.raises(ConfigError, match=r"components.power_cap_url = .*has 1 values"):
+        actuator_config_from_params(_params(power_cap_url=[url]))
+
+
+def test_the_bmc_password_comes_from_the_environment_or_a_file(tmp_path, monkeypatch):
+    cfg = actuator_config_from_params(_params()).power_caps
+    monkeypatch.delenv(cfg.password_env, raising=False)
+    assert cfg.password() == ""
+    secret = tmp_path / "bmc.secret"
+    secret.write_text("s3cret\n")
+    raw = _params()
+    raw["power_caps.password_file"] = str(secret)
+    cfg = actuator_config_from_params(raw).power_caps
+    assert cfg.password() == "s3cret"
+    monkeypatch.setenv(cfg.password_env, "from-env")
+    assert cfg.password() == "from-env"
+    monkeypatch.delenv(cfg.password_env)
+    raw["power_caps.password_file"] = str(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="power_caps.password_file = .*missing"):
+        actuator_config_from_params(raw).power_caps.password()
+
+
+# -- the link with BMC targets ----------------------------------------------------------------
+@pytest.fixture
+def bmc():
+    server = _bmc().start()
+    yield server
+    server.stop()
+
+
+def _bmc_link(server: SimBmcServer, budget: float = 1000.0, dead_band: float = 0.0,
+              pdu: SimPduServer | None = None, resolution: float = 0.0) -> PduLink:
+    targets = []
+    if pdu is not None:          # a metering PDU listed first: it must not undo the BMCs
+        targets.append(PduTarget("p", open_pdu(pdu.url, RegisterMap.from_mapping(MONITOR_MAP),
+                                               timeout_s=0.3),
+                                 np.array([1, 2, 3, 4]), np.arange(4)))
+    targets += [PduTarget(f"bmc:{n}", _cap(server, n), np.array([1]), np.array([i]),
+                          min_change_w=dead_band, resolution_w=resolution, kind="bmc")
+                for i, n in enumerate(NAMES)]
+    link = PduLink(targets, 4, budget, np.full(4, 400.0), retry_s=0.1)
+    assert link.connect_all() == []
+    return link
+
+
+def _limits(server: SimBmcServer) -> np.ndarray:
+    return np.array([np.inf if server.limit_w(n) is None else server.limit_w(n)
+                     for n in NAMES])
+
+
+def test_bmc_caps_are_written_within_the_budget_beside_a_metering_pdu(bmc):
+    pdu = SimPduServer("rackpower_sim", PduModel(np.full(24, 2300.0), 10_000.0)).start()
+    try:
+        link = _bmc_link(bmc, pdu=pdu)
+        for want in ([250.0, 250.0, 250.0, 250.0], [100.0, 400.0, 300.0, 200.0]):
+            assert link.write_now(np.array(want))
+            np.testing.assert_array_equal(_limits(bmc), float32_floor(np.array(want)))
+            assert link.in_force_w.sum() <= 1000.0
+        assert link.last_written
+        np.testing.assert_array_equal(pdu.model.allocation_w[:4], 2300.0)   # never written
+        kinds = {p["name"]: p["kind"] for p in link.status().pdus}
+        assert kinds == {"p": "pdu", **{f"bmc:{n}": "bmc" for n in NAMES}}
+        link.close()
+    finally:
+        pdu.stop()
+
+
+def test_a_limit_below_the_bmcs_minimum_is_counted_as_held(bmc):
+    link = _bmc_link(bmc)
+    assert link.write_now(np.array([200.0, 200.0, 200.0, 200.0]))
+    assert not link.write_now(np.array([10.0, 200.0, 200.0, 200.0]))    # a1: min 40 W
+    assert bmc.limit_w("a1") == 40.0 and link.in_force_w[0] == 40.0
+    assert "bmc:a1" in link.status().pdus[0]["last_error"]
+    link.close()
+
+
+def test_whole_watts_are_written_rounded_down_and_counted(bmc):
+    link = _bmc_link(bmc, budget=800.0, resolution=1.0)
+    assert link.write_now(np.array([200.7, 199.2, 200.0, 199.99]))
+    np.testing.assert_array_equal(_limits(bmc), [200.0, 199.0, 200.0, 199.0])
+    np.testing.assert_array_equal(link.in_force_w, [200.0, 199.0, 200.0, 199.0])
+    # less than a watt from what is held: nothing to write (it would round to the same)
+    assert link.write_now(np.array([200.9, 199.5, 200.0, 199.0]))
+    np.testing.assert_array_equal(_limits(bmc), [200.0, 199.0, 200.0, 199.0])
+    link.close()
+
+
+def test_the_dead_band_skips_small_changes_and_keeps_the_budget(bmc):
+    link = _bmc_link(bmc, budget=800.0, dead_band=5.0)
+    assert link.write_now(np.array([200.0, 200.0, 200.0, 200.0]))
+    # a1 down by 3 W, a2 up by 3 W: neither written; a1's larger value still counts
+    assert link.write_now(np.array([197.0, 203.0, 200.0, 200.0]))
+    np.testing.assert_array_equal(_limits(bmc), [200.0] * 4)
+    assert link.in_force_w.sum() <= 800.0
+    assert link.write_now(np.array([180.0, 220.0, 200.0, 200.0]))
+    np.testing.assert_array_equal(_limits(bmc), [180.0, 220.0, 200.0, 200.0])
+    link.close()
+
+
+def test_a_bmc_that_stops_answering_holds_back_growth_and_is_read_back(bmc):
+    link = _bmc_link(bmc)
+    assert link.write_now(np.array([250.0, 250.0, 250.0, 250.0]))
+    port = bmc.port
+    bmc.stop()
+    # b1 cannot shrink: the others may grow only into what is left of the budget
+    assert not link.write_now(np.array([300.0, 300.0, 100.0, 250.0]))
+    ok, reason = link.health()
+    assert not ok and "bmc:" in reason
+    assert link.in_force_w.sum() <= 1000.0
+    bmc.start()                     # the BMC reboots: limits kept, sessions forgotten
+    assert bmc.port == port
+    assert link.write_now(np.array([300.0, 300.0, 100.0, 250.0]))
+    assert link.health()[0]
+    np.testing.assert_array_equal(_limits(bmc), [300.0, 300.0, 100.0, 250.0])
+    link.close()
+
+
+# -- the node -----------------------------------------------------------------------------------
+def _node_params(pdu_port: int, urls: list[str], map_path: str) -> dict:
+    return {
+        "mode": "proactive", "autostart": True,
+        "budget": {"breaker_a": 5.0, "voltage_v": 230.0, "derating": 0.8},     # 920 W
+        "policy": {"quantile": "p99", "lead_s": 1.0, "window_s": 1.0},
+        "inputs": {"forecast_stale_s": 0.2, "samples_stale_s": 0.5},
+        "components": {"names": NAMES, "pdu": ["pdu-a"] * 4, "outlet": [1, 2, 3, 4],
+                       "floor_w": [50.0] * 4, "ceiling_w": [400.0] * 4,
+                       "priority": [2, 1, 2, 1], "power_cap_url": urls},
+        "pdus": {"names": ["pdu-a"], "urls": [f"tcp://127.0.0.1:{pdu_port}"],
+                 "maps": [map_path]},
+        "pdu": {"timeout_s": 0.3, "retry_s": 0.5},
+        "power_caps": {"username": USER, "timeout_s": 0.5, "min_change_w": 0.0},
+    }
+
+
+def _curl_limit(url: str) -> float:
+    """The limit in force, read by curl (an independent HTTP client) from either schema."""
+    res = json.loads(subprocess.run(["curl", "-s", "-f", "-u", f"{USER}:{PASSWORD}", url],
+                                    capture_output=True, text=True, timeout=20,
+                                    check=True).stdout)
+    for name, link in (("EnvironmentMetrics", res.get("EnvironmentMetrics")),
+                       ("Power", res.get("Power"))):
+        if link:
+            base = url.split("/redfish/")[0]
+            part = json.loads(subprocess.run(
+                ["curl", "-s", "-f", "-u", f"{USER}:{PASSWORD}", base + link["@odata.id"]],
+                capture_output=True, text=True, timeout=20, check=True).stdout)
+            if name == "EnvironmentMetrics":
+                return float(part["PowerLimitWatts"]["SetPoint"])
+            return float(part["PowerControl"][0]["PowerLimit"]["LimitInWatts"])
+    raise AssertionError(f"no power limit resource in {res}")
+
+
+def _assert_limits(limits, alloc: np.ndarray) -> None:
+    limits = np.asarray(limits, dtype=float)
+    np.testing.assert_array_equal(limits, np.round(limits))
+    assert np.all(np.abs(limits - alloc) < 1.0), (limits, alloc)
+    assert limits.sum() <= 920.0
+
+
+@pytest.mark.ros
+def test_actuator_caps_servers_through_their_bmcs(ros_env, tmp_path):
+    import rclpy
+
+    from test_pdu_actuator_node import _expected_static, _Rack
+
+    pdu = SimPduServer("rackpower_sim", PduModel(np.full(24, 2300.0), 4600.0)).start()
+    bmc_port = _free_port()
+    bmc = _bmc(bmc_port).start()
+    map_path = tmp_path / "metering.yaml"
+    map_path.write_text(yaml.safe_dump(MONITOR_MAP))
+    urls = [bmc.chassis_url(n) for n in NAMES]
+    params = _node_params(pdu.port, urls, str(map_path))
+    path = tmp_path / "actuator.yaml"
+    path.write_text(yaml.safe_dump({"/**/pdu_actuator": {"ros__parameters": params}}))
+    log = tmp_path / "actuator.err"
+    env = {**ros_env, "RACKPOWER_BMC_PASSWORD": PASSWORD}
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [str(executable("pdu_actuator")), "--ros-args", "-r", f"__ns:={NS}",
+             "--params-file", str(path)], env=env, stdout=err, stderr=subprocess.STDOUT)
+    try:
+        with rclpy.init():
+            rack = _Rack(NS)
+
+            def written(m):
+                return m.mode == "proactive" and m.pdu_written
+
+            assert rack.run_until(written, 30.0), "never came up"
+            assert rack.run_until(lambda m: False, 1.0) is False    # constant input: settle
+            alloc = np.array(rack.allocations[-1].allocated_w, dtype=np.float64)
+            assert alloc.sum() <= 920.0
+            # curl reads back, from both schemas, the published allocations in whole watts
+            # (rounded down; changes under a watt are not written)
+            _assert_limits([_curl_limit(u) for u in urls], alloc)
+            np.testing.assert_array_equal(pdu.model.allocation_w[:4], 2300.0)  # metering only
+
+            # the BMC endpoint goes away: safe mode naming a BMC, ERROR in diagnostics
+            bmc.stop()
+            assert rack.run_until(lambda m: m.mode == "safe" and "bmc:" in m.mode_reason,
+                                  10.0), [m.mode_reason for m in rack.allocations[-3:]]
+            assert rack.run_until(lambda m: rack.diag.get("bmc:a1", (0, ""))[0] == 2, 5.0)
+            # back (limits kept, sessions lost): reconnected, proactive, rewritten
+            bmc.start()
+            assert rack.run_until(written, 15.0)
+            assert rack.run_until(lambda m: False, 1.0) is False
+            alloc = np.array(rack.allocations[-1].allocated_w, dtype=np.float64)
+            _assert_limits([_curl_limit(u) for u in urls], alloc)
+            rack.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+        static = np.floor(float32_floor(_expected_static(params)))
+        np.testing.assert_array_equal(_limits(bmc), static)      # Ctrl-C: the static split
+    finally:
+        if proc.poll() is None:
+            stop_process(proc)
+        bmc.stop()
+        pdu.stop()
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    assert "1 PDU(s), 4 BMC power cap(s)" in text
+
+
+@pytest.mark.ros
+def test_refused_bmc_credentials_are_named_and_the_node_keeps_trying(ros_env, tmp_path):
+    pdu = SimPduServer("rackpower_sim", PduModel(np.full(24, 2300.0), 4600.0)).start()
+    bmc = _bmc().start()
+    map_path = tmp_path / "metering.yaml"
+    map_path.write_text(yaml.safe_dump(MONITOR_MAP))
+    params = _node_params(pdu.port, [bmc.chassis_url(n) for n in NAMES], str(map_path))
+    path = tmp_path / "actuator.yaml"
+    path.write_text(yaml.safe_dump({"/**/pdu_actuator": {"ros__parameters": params}}))
+    env = {**ros_env, "RACKPOWER_BMC_PASSWORD": "wrong"}
+    proc = subprocess.Popen(
+        [str(executable("pdu_actuator")), "--ros-args", "--params-file", str(path)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(4.0)
+        assert proc.poll() is None                  # still running, retrying
+        assert all(bmc.limit_w(n) is None for n in NAMES)      # nothing was written
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=15)
+        assert proc.returncode == 0, out
+    finally:
+        if proc.poll() is None:
+            stop_process(proc)
+        bmc.stop()
+        pdu.stop()
+    assert "bmc:a1" in out and "credentials" in out.lower(), out
+    assert "Traceback" not in out, out
