@@ -304,7 +304,7 @@ def test_cli_live_pdu_options():
                                  "--no-pdus", "--pdu-map", "my.yaml"])
     assert args.pdu_base_port == 0 and args.no_pdus and args.pdu_map == "my.yaml"
     args = _parser().parse_args(["live", "--link", "/tmp/b"])
-    assert args.bmc_port == 5080 and not args.no_bmcs and args.bmc_api == "mixed"
+    assert args.bmc_port == 5080 and not args.no_bmcs and args.bmc_api == "alternate"
     args = _parser().parse_args(["live", "--link", "/tmp/b", "--no-bmcs", "--bmc-api",
                                  "power_control"])
     assert args.no_bmcs and args.bmc_api == "power_control"

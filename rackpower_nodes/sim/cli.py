@@ -5,7 +5,7 @@
     rackpower-sim plot --data DIR --out day.png
     rackpower-sim live --link /tmp/rackpower_rack_01_board --exporter-base-port 9101
                        [--pdu-base-port 5020 | --no-pdus] [--pdu-map rackpower_sim]
-                       [--bmc-port 5080 | --no-bmcs] [--bmc-api mixed]
+                       [--bmc-port 5080 | --no-bmcs] [--bmc-api alternate]
 
 ``fast`` writes ``DIR/rack_sim.npz`` and ``DIR/rack_sim.json`` (layout in
 :mod:`rackpower_nodes.sim.rack_sim`); ``plot`` draws per-component power, the rack total and
@@ -74,9 +74,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="the servers' simulated BMCs serve Redfish on 127.0.0.1:<port>, "
                            "one chassis per server (0 = a free port)")
     live.add_argument("--no-bmcs", action="store_true", help="run no simulated BMCs")
-    live.add_argument("--bmc-api", default="mixed",
-                      choices=("mixed", "environment_metrics", "power_control"),
-                      help="Redfish schema of the power limit (mixed: alternating by server)")
+    live.add_argument("--bmc-api", default="alternate",
+                      choices=("alternate", "environment_metrics", "power_control"),
+                      help="Redfish schema of the power limit (alternate: by server)")
     live.add_argument("--manifest", type=Path, default=None,
                       help="write the board link, channel map, exporter and PDU URLs here "
                            "(JSON)")

@@ -12,7 +12,7 @@
   - with the PDUs, a Redfish BMC endpoint on loopback (`rackpower_nodes.sim.bmc`) with one
     chassis per server (`/redfish/v1/Chassis/<name>`): a power limit written there caps that
     server's outlet like an allocation. Servers alternate between the EnvironmentMetrics and
-    the legacy Power schema (`bmc_api="mixed"`), so both are exercised; a limit is allowed
+    the legacy Power schema (`bmc_api="alternate"`), so both are exercised; a limit is allowed
     from the server's idle power (in whole watts, rounded down) to its PSU rating.
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ class LiveRack:
             the rack's nominal voltage, an IEC C13 outlet).
         bmc_port: the servers' Redfish endpoint listens here; 0 picks a free port; None runs
             no BMCs (also when there are no PDUs: the PDU model enforces the limits).
-        bmc_api: environment_metrics, power_control, or mixed (alternating by server).
+        bmc_api: environment_metrics, power_control, or alternate (by server).
         bmc_username, bmc_password: the BMC credentials.
     """
 
@@ -72,7 +72,7 @@ class LiveRack:
                  start_unix: float | None = None, pdu_base_port: int | None = 0,
                  pdu_map: str = "rackpower_sim", pdu_host: str = "127.0.0.1",
                  outlet_rating_w: float | None = None, bmc_port: int | None = None,
-                 bmc_api: str = "mixed", bmc_username: str = "admin",
+                 bmc_api: str = "alternate", bmc_username: str = "admin",
                  bmc_password: str = "rackpower"):
         rack = load_config(config)
         rack = dataclasses.replace(
@@ -127,14 +127,14 @@ class LiveRack:
 
     def _make_bmc(self, port: int, host: str, api: str, username: str, password: str) -> None:
         """One Redfish endpoint with a chassis per server, its limits fed to the PDU model."""
-        if api not in ("mixed", "environment_metrics", "power_control"):
-            raise ValueError(f"bmc_api = {api!r}: expected mixed, environment_metrics or "
+        if api not in ("alternate", "environment_metrics", "power_control"):
+            raise ValueError(f"bmc_api = {api!r}: expected alternate, environment_metrics or "
                              "power_control")
         servers = [c for c in self.sim.config.components if c.kind == "server"]
         outlet = {c.name: int(self._outlet_of[c.index]) for c in servers}
         apis, lo, hi = {}, {}, {}
         for k, c in enumerate(servers):
-            apis[c.name] = (("environment_metrics", "power_control")[k % 2] if api == "mixed"
+            apis[c.name] = (("environment_metrics", "power_control")[k % 2] if api == "alternate"
                             else api)
             # whole watts, as BMCs publish them, at or below the idle power
             lo[c.name] = float(np.floor(c.model.steady_power_w(np.zeros(1))[0]))
