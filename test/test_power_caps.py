@@ -221,11 +221,21 @@ def _curl_limit(url: str) -> float:
     raise AssertionError(f"no power limit resource in {res}")
 
 
-def _assert_limits(limits, alloc: np.ndarray) -> None:
-    limits = np.asarray(limits, dtype=float)
-    np.testing.assert_array_equal(limits, np.round(limits))
-    assert np.all(np.abs(limits - alloc) < 1.0), (limits, alloc)
-    assert limits.sum() <= 920.0
+def _limits_follow(rack, urls: list[str], timeout_s: float = 15.0) -> None:
+    """The BMCs come to hold the newest proactive allocation (BMC writes trail the published
+    message by a few requests, and a loaded machine may put a safe step in between)."""
+    end = time.monotonic() + timeout_s
+    while True:
+        m = rack.allocations[-1]
+        alloc = np.array(m.allocated_w, dtype=np.float64)
+        limits = np.array([_curl_limit(u) for u in urls])
+        assert alloc.sum() <= 920.0 and limits.sum() <= 920.0
+        np.testing.assert_array_equal(limits, np.round(limits))       # whole watts
+        if (m.mode == "proactive" and m is rack.allocations[-1]
+                and np.all(np.abs(limits - alloc) < 1.0)):
+            return
+        assert time.monotonic() < end, (m.mode, limits, alloc)
+        time.sleep(0.2)
 
 
 @pytest.mark.ros
@@ -257,12 +267,9 @@ def test_actuator_caps_servers_through_their_bmcs(ros_env, tmp_path):
                 return m.mode == "proactive" and m.pdu_written
 
             assert rack.run_until(written, 30.0), "never came up"
-            assert rack.run_until(lambda m: False, 1.0) is False    # constant input: settle
-            alloc = np.array(rack.allocations[-1].allocated_w, dtype=np.float64)
-            assert alloc.sum() <= 920.0
             # curl reads back, from both schemas, the published allocations in whole watts
             # (rounded down; changes under a watt are not written)
-            _assert_limits([_curl_limit(u) for u in urls], alloc)
+            _limits_follow(rack, urls)
             np.testing.assert_array_equal(pdu.model.allocation_w[:4], 2300.0)  # metering only
 
             # the BMC endpoint goes away: safe mode naming a BMC, ERROR in diagnostics
@@ -273,9 +280,7 @@ def test_actuator_caps_servers_through_their_bmcs(ros_env, tmp_path):
             # back (limits kept, sessions lost): reconnected, proactive, rewritten
             bmc.start()
             assert rack.run_until(written, 15.0)
-            assert rack.run_until(lambda m: False, 1.0) is False
-            alloc = np.array(rack.allocations[-1].allocated_w, dtype=np.float64)
-            _assert_limits([_curl_limit(u) for u in urls], alloc)
+            _limits_follow(rack, urls)
             rack.close()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0
