@@ -384,7 +384,7 @@ def _replay(manifest: dict, span_s: float, model: Path, config: str) -> None:
     import dataclasses
 
     from rackpower_nodes.core.actuator_config import load_actuator_config_yaml
-    from rackpower_nodes.core.evaluation import EvalSetup, format_table
+    from rackpower_nodes.core.evaluation import EvalSetup, bmc_actuation, format_table
     from rackpower_nodes.evaluate_cli import demand_columns, run_modes
     from rackpower_nodes.sim.rack_sim import generate, load_config
 
@@ -393,14 +393,16 @@ def _replay(manifest: dict, span_s: float, model: Path, config: str) -> None:
     data = generate(max(span_s, 1.0) / 3600.0, seed=int(manifest["seed"]),
                     rate_hz=int(manifest["rate_hz"]), config=rack)
     acfg = load_actuator_config_yaml(config)
-    setup = EvalSetup(acfg.components, acfg.policy, acfg.policy.lead_s, 0.1)
+    setup = EvalSetup(acfg.components, acfg.policy, acfg.policy.lead_s, 0.1,
+                      *bmc_actuation(acfg.cap_urls, acfg.power_caps.min_change_w))
     names = [c.id for c in acfg.components]
     demand = demand_columns(data, names)
     results = run_modes(("proactive", "reactive", "static"), data, demand, names, setup,
                         Path(config), model)
     print(f"\n== the demo's {span_s:.0f} s of simulated demand, replayed in fast mode under "
           "each mode ==")
-    print("(the same controller, a 1 s actuation delay and the simulated PDU; the first few "
+    print("(the same controller, a 1 s actuation delay, the servers' BMC caps in whole watts "
+          "with their dead band, and the simulated PDU; the first few "
           "seconds the forecaster warms up on the fallback; `rackpower-evaluate` does this "
           "for a whole day)\n")
     print(format_table(results, len(names)))

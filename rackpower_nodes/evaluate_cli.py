@@ -24,7 +24,7 @@ import numpy as np
 from rackpower_nodes.core.actuator_config import actuator_config_from_params
 from rackpower_nodes.core.allocation import MODES
 from rackpower_nodes.core.evaluation import (
-    EvalSetup, Forecasts, ModeResult, format_table, run_mode)
+    EvalSetup, Forecasts, ModeResult, bmc_actuation, format_table, run_mode)
 from rackpower_nodes.core.params import ConfigError, load_node_parameters
 from rackpower_nodes.core.predictor_config import load_predictor_config_yaml
 
@@ -62,6 +62,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                    help="override a pdu_actuator parameter, as `ros2 run --ros-args -p` does "
                         "(e.g. -p policy.quantile:=p90); repeatable")
+    p.add_argument("--bmc-caps", action="store_true",
+                   help="write allocations as the BMC power caps do where the config has "
+                        "components.power_cap_url: whole watts, not rewritten for changes "
+                        "under power_caps.min_change_w (default: exact values)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--plot", type=Path, default=None, help="write a PNG of the run here")
     p.add_argument("--json", type=Path, default=None, help="write the table as JSON here")
@@ -222,7 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = args.config or _default_config()
         acfg = actuator_config(config, args.param)
         delay = acfg.policy.lead_s if args.delay_s is None else args.delay_s
-        setup = EvalSetup(acfg.components, acfg.policy, delay, args.forecast_every_s)
+        dead_band, resolution = (bmc_actuation(acfg.cap_urls, acfg.power_caps.min_change_w)
+                                 if args.bmc_caps else (None, None))
+        setup = EvalSetup(acfg.components, acfg.policy, delay, args.forecast_every_s,
+                          dead_band, resolution)
         data = load_day(args)
         names = [c.id for c in acfg.components]
         demand = demand_columns(data, names)
@@ -234,7 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     hours = len(demand) / data.rate_hz / 3600
     print(f"# rackpower-evaluate: {hours:.2f} h simulated (seed {data.seed}), "
           f"{len(names)} components, budget {acfg.policy.budget_w:.0f} W, delay {delay:g} s, "
-          f"model {args.model or 'persistence fallback'}\n")
+          f"model {args.model or 'persistence fallback'}"
+          + (f", BMC caps on {int(np.count_nonzero(setup.resolution_w))} components "
+             f"(whole watts, {acfg.power_caps.min_change_w:g} W dead band)"
+             if setup.resolution_w is not None else "") + "\n")
     print(format_table(results, len(names)))
     for r in results:
         extra = (f", forecasts {r.forecasts} ({r.fallback_forecasts} with fallback)"

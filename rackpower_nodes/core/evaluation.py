@@ -4,7 +4,10 @@ Each mode runs the same loop the live graph runs, at the simulator's rate (10 Hz
 
 1. the controller (`core/allocation.py`) computes an allocation from the newest measured power
    and, in proactive mode, the newest forecast;
-2. the allocation reaches the hardware `delay_s` later (power caps react in about a second);
+2. the allocation reaches the hardware `delay_s` later (power caps react in about a second),
+   as the PDU link writes it: where components are capped through BMCs (`dead_band_w`,
+   `resolution_w`), changes under the dead band are not written and limits are whole watts
+   rounded down, shrinks first and growth within the budget (`core/actuation.py`);
 3. the simulated PDU (`sim/pdu.py`) serves each component min(demand, allocation in force),
    counts the energy throttled away and runs the breaker's trip curve;
 4. what the PDU served is what the sensor measures: the next step's measured power, and the
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rackpower_nodes.core.actuation import settle
 from rackpower_nodes.core.allocation import (
     AllocationController, Component, ForecastView, PolicyConfig)
 
@@ -92,6 +96,18 @@ class EvalSetup:
     policy: PolicyConfig
     delay_s: float = 1.0             # allocation written -> in force at the hardware, s
     forecast_every_s: float = 0.5    # how often the forecaster runs (the live one: 0.1 s)
+    dead_band_w: np.ndarray | None = None    # per component; None = every change written
+    resolution_w: np.ndarray | None = None   # per component; None = exact values
+
+
+def bmc_actuation(cap_urls: Sequence[str], min_change_w: float
+                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(dead band, resolution) per component for `EvalSetup`: whole watts and the dead band
+    where a component has a BMC power cap URL; (None, None) when none has."""
+    capped = np.array([bool(u) for u in cap_urls])
+    if not capped.any():
+        return None, None
+    return np.where(capped, float(min_change_w), 0.0), np.where(capped, 1.0, 0.0)
 
 
 class Forecasts:
@@ -153,6 +169,9 @@ def run_mode(mode: str, demand_w: np.ndarray, start_unix: float, rate_hz: float,
     fc_every = max(int(round(setup.forecast_every_s * rate_hz)), 1)
     in_flight: deque[np.ndarray] = deque([ctrl.static_allocation()] * delay)
     in_force = ctrl.static_allocation()
+    exact = setup.dead_band_w is None and setup.resolution_w is None
+    dead_band = np.zeros(n) if setup.dead_band_w is None else np.asarray(setup.dead_band_w)
+    resolution = np.zeros(n) if setup.resolution_w is None else np.asarray(setup.resolution_w)
     outlets = np.arange(n)
     served_log = np.zeros_like(demand_w, dtype=np.float64)
     measured = np.full(n, np.nan)
@@ -180,11 +199,14 @@ def run_mode(mode: str, demand_w: np.ndarray, start_unix: float, rate_hz: float,
         if (alloc.sum() > budget + VIOLATION_TOL_W or np.any(alloc > ceiling + VIOLATION_TOL_W)
                 or np.any(alloc < 0)):
             res.budget_violations += 1
+        arriving = alloc
         if delay:
             in_flight.append(alloc)
-            in_force = in_flight.popleft()
+            arriving = in_flight.popleft()
+        if exact:
+            in_force = arriving
         else:
-            in_force = alloc
+            in_force = settle(in_force, arriving, dead_band, resolution, budget)
         pdu.set_allocations(outlets, in_force)
         served = pdu.apply(demand_w[k], dt)
         served_log[k] = served

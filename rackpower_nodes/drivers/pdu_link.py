@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rackpower_nodes.core.actuation import grow_within_budget, round_down, skip_small_changes
 from rackpower_nodes.drivers.pdu import PduCapabilityError, PduClient, PduError
 
 _log = logging.getLogger(__name__)
@@ -247,18 +248,12 @@ class PduLink:
     def _write(self, want: np.ndarray) -> bool:
         """Shrinking outlets first, then growing ones as far as the budget allows."""
         want = float32_floor(np.where(np.isfinite(want), np.maximum(want, 0.0), 0.0))
-        small = np.abs(want - self.in_force_w) < self._dead_band
-        want = np.where(small, self.in_force_w, want)
+        want = skip_small_changes(self.in_force_w, want, self._dead_band)
         shrink = self._driven & (want < self.in_force_w)
         all_ok = self._write_where(shrink, want)
         grow = self._driven & (want > self.in_force_w)
-        if grow.any():
-            room = self.budget_w - self.in_force_w.sum()
-            target = self.in_force_w.copy()
-            for i in np.flatnonzero(grow):          # component order; shrinks went first
-                step = min(want[i] - self.in_force_w[i], max(room, 0.0))
-                target[i] += step
-                room -= step
+        if grow.any():          # from what the shrinks left in force, even where they failed
+            target = grow_within_budget(self.in_force_w, want, grow, self.budget_w)
             all_ok &= self._write_where(grow, float32_floor(target))
             all_ok &= bool(np.all(target[grow] >= want[grow]))
         return all_ok
@@ -273,9 +268,7 @@ class PduLink:
             return False
         sel = mask[t.index]
         idx = t.index[sel]
-        vals = values[idx]
-        if t.resolution_w > 0:          # BMCs take whole watts: round down, never above
-            vals = np.floor(vals / t.resolution_w) * t.resolution_w
+        vals = round_down(values[idx], t.resolution_w)     # BMCs take whole watts
         try:
             held = t.client.write_allocations(t.outlets[sel].tolist(), vals.tolist())
         except PduError as exc:
