@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import rclpy
@@ -211,12 +212,16 @@ def _watch(args, nodes: list[subprocess.Popen], manifest: dict) -> int:
         errors: list[AllocationError] = []
         updates: list[ModelUpdate] = []
         retrain: dict[str, str] = {}
+        actuator: dict[str, str] = {}
 
         def on_diag(msg: DiagnosticArray) -> None:
             for st in msg.status:
                 if st.name.endswith(": retraining"):
                     retrain.clear()
                     retrain.update({kv.key: kv.value for kv in st.values})
+                elif st.name.endswith("pdu_actuator: allocation"):
+                    actuator.clear()
+                    actuator.update({kv.key: kv.value for kv in st.values})
 
         monitor.create_subscription(ModelUpdate, "model_update", updates.append, latched_qos())
         monitor.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 50)
@@ -231,18 +236,21 @@ def _watch(args, nodes: list[subprocess.Popen], manifest: dict) -> int:
         executor.add_node(monitor)
         _spin_for(executor, 3.0)      # discovery and the first batches
         monitor.reset()
+        cap_reader = _CapReader(manifest["bmcs"])
         _spin_for(executor, args.duration)
         end = time.monotonic() + 90.0      # let a retrain that started finish
         while (retrain.get("state") in ("training", "evaluating")
                and time.monotonic() < end):
             _spin_for(executor, 0.5)
+        caps = cap_reader.read()          # the moment the last allocation below arrived
+        cap_reader.close()
         dead = [p.args[0] for p in nodes if p.poll() is not None]
         if dead:
             print(f"exited early: {', '.join(map(str, dead))}", file=sys.stderr)
             return 1
         _report(monitor, telemetry[-1] if telemetry else None)
         _report_forecasts(forecasts)
-        _report_allocations(allocations, errors, _read_caps(manifest["bmcs"]))
+        _report_allocations(allocations, errors, caps, actuator)
         _report_retraining(retrain, updates)
         ok = (monitor.stats.messages > 0 and bool(telemetry) and bool(forecasts)
               and bool(allocations))
@@ -313,24 +321,40 @@ def _report_forecasts(forecasts: list[PowerForecast]) -> None:
               f"{last.p99_w[k]:8.1f}")
 
 
-def _read_caps(bmcs: dict[str, str]) -> dict[str, float]:
-    """The power limit each simulated BMC holds now, read over Redfish (NaN where unread)."""
-    caps = {}
-    for name, url in bmcs.items():
-        client = RedfishPowerCap(url, username=SIM_BMC_USER, password=SIM_BMC_PASSWORD,
-                                 timeout_s=2.0)
+class _CapReader:
+    """Reads every simulated BMC's power limit over Redfish at one moment: sessions are
+    opened beforehand, the reads go side by side."""
+
+    def __init__(self, bmcs: dict[str, str]):
+        self.clients = {name: RedfishPowerCap(url, username=SIM_BMC_USER,
+                                              password=SIM_BMC_PASSWORD, timeout_s=2.0)
+                        for name, url in bmcs.items()}
+        self.pool = ThreadPoolExecutor(max_workers=max(len(self.clients), 1))
+        list(self.pool.map(self._call, self.clients.values(), ["connect"] * len(self.clients)))
+
+    @staticmethod
+    def _call(client: RedfishPowerCap, what: str) -> float:
         try:
-            client.connect()
-            caps[name] = float(client.read_allocations([1])[0])
+            if what == "connect":
+                client.connect()
+                return math.nan
+            return float(client.read_allocations([1])[0])
         except PduError:
-            caps[name] = math.nan
-        finally:
+            return math.nan
+
+    def read(self) -> dict[str, float]:
+        """The limit each BMC holds now, W (NaN where unread)."""
+        values = self.pool.map(self._call, self.clients.values(), ["read"] * len(self.clients))
+        return dict(zip(self.clients, values))
+
+    def close(self) -> None:
+        for client in self.clients.values():
             client.close()
-    return caps
+        self.pool.shutdown()
 
 
-def _report_allocations(allocations: list[PowerAllocation],
-                        errors: list[AllocationError], caps: dict[str, float]) -> None:
+def _report_allocations(allocations: list[PowerAllocation], errors: list[AllocationError],
+                        caps: dict[str, float], diag: dict[str, str]) -> None:
     print("\n== power_allocation (pdu_actuator) ==")
     if not allocations:
         print("  no allocations arrived")
@@ -345,6 +369,10 @@ def _report_allocations(allocations: list[PowerAllocation],
           f"above the budget: {over}; written to the PDUs: {last.pdu_written}")
     if last.mode_reason:
         print(f"  last mode {last.mode}: {last.mode_reason}")
+    if "write_latency_ms_p50" in diag:
+        print(f"  from a batch to its allocation written to every PDU and BMC: p50 "
+              f"{diag['write_latency_ms_p50']} ms, p99 {diag['write_latency_ms_p99']} ms "
+              "(the node's diagnostics)")
     print(f"  budget {last.budget_w:.0f} W (breaker {last.breaker_w:.0f} W), allocated "
           f"{last.total_allocated_w:.0f} W, measured {last.total_measured_w:.0f} W, slack "
           f"{last.slack_w:.0f} W; forecast from {last.forecast_model or '-'}")
@@ -356,8 +384,9 @@ def _report_allocations(allocations: list[PowerAllocation],
               f"{last.allocated_w[i]:11.1f} {cap} {last.floor_w[i]:6.0f} "
               f"{last.ceiling_w[i]:7.0f} {last.priority[i]:4d}")
     if caps:
-        print(f"  (BMC caps of {len(caps)} servers, read back over Redfish just after the last "
-              "allocation: whole watts, rewritten when the allocation moves 5 W or more)")
+        print(f"  (BMC caps of {len(caps)} servers, read back over Redfish as the last "
+              "allocation arrived: whole watts, rewritten when the allocation moves 5 W or "
+              "more)")
     actions: dict[str, int] = {}
     for e in errors:
         actions[e.action] = actions.get(e.action, 0) + 1
