@@ -209,7 +209,7 @@ class PduActuatorNode(LifecycleNode):
                                           auth=pc.auth, timeout_s=pc.timeout_s,
                                           cafile=pc.cafile or None),
                           np.array([1]), np.array([i]), min_change_w=pc.min_change_w,
-                          resolution_w=1.0, kind="bmc")
+                          resolution_w=1.0, heartbeat_s=pc.heartbeat_s, kind="bmc")
                 for i, url in enumerate(cfg.cap_urls) if url]
 
     def _check_cap_ranges(self, link: PduLink) -> None:

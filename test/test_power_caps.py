@@ -323,3 +323,22 @@ def test_refused_bmc_credentials_are_named_and_the_node_keeps_trying(ros_env, tm
         pdu.stop()
     assert "bmc:a1" in out and "credentials" in out.lower(), out
     assert "Traceback" not in out, out
+
+
+def test_a_quiet_bmc_is_read_on_its_own_heartbeat(bmc):
+    """A BMC is read every `heartbeat_s` (here 3 s), not at the link's 0.5 s for PDUs."""
+    target = PduTarget("bmc:a1", _cap(bmc, "a1"), np.array([1]), np.array([0]),
+                       heartbeat_s=3.0, kind="bmc")
+    link = PduLink([target], 1, 1000.0, np.full(1, 400.0), retry_s=60.0)
+    assert link.connect_all() == []
+    link.start()                         # nothing to write: only heartbeats reach the BMC
+    bmc.stop()
+    time.sleep(1.5)                      # three PDU heartbeats, no BMC one yet
+    assert link.health()[0]
+    end = time.monotonic() + 15.0        # guard only
+    while link.health()[0] and time.monotonic() < end:
+        time.sleep(0.05)
+    ok, reason = link.health()
+    assert not ok and "bmc:a1" in reason
+    link.close()
+    bmc.start()

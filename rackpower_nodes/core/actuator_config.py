@@ -112,6 +112,9 @@ ACTUATOR_PARAMETERS: tuple[ParamSpec, ...] = (
           positive=True),
     param("power_caps.min_change_w", 5.0, "double",
           "Dead band: a power cap is not rewritten for a smaller change, W", (0.0, 1000.0)),
+    param("power_caps.heartbeat_s", 2.0, "double",
+          "Longest silence before a BMC is read to check it still answers, s", (0.1, 600.0),
+          positive=True),
     param("publish.deadline_s", 0.5, "double", "QoS deadline of power_allocation, s",
           (0.01, 60.0), positive=True),
     param("frame_id", "rack", "string", "header.frame_id of published messages"),
@@ -138,6 +141,7 @@ class PowerCapSpec:
     cafile: str
     timeout_s: float
     min_change_w: float
+    heartbeat_s: float
 
     def password(self) -> str:
         """The password from the environment variable, else the file, else ''; ConfigError
@@ -288,7 +292,8 @@ def actuator_config_from_params(values: Mapping[str, Any]) -> ActuatorConfig:
             api=v["power_caps.api"], auth=v["power_caps.auth"],
             username=v["power_caps.username"], password_env=v["power_caps.password_env"],
             password_file=v["power_caps.password_file"], cafile=v["power_caps.cafile"],
-            timeout_s=v["power_caps.timeout_s"], min_change_w=v["power_caps.min_change_w"]),
+            timeout_s=v["power_caps.timeout_s"], min_change_w=v["power_caps.min_change_w"],
+            heartbeat_s=v["power_caps.heartbeat_s"]),
         forecast_stale_s=v["inputs.forecast_stale_s"],
         samples_stale_s=v["inputs.samples_stale_s"], rate_hz=v["control.rate_hz"],
         timeout_s=v["pdu.timeout_s"], retry_s=v["pdu.retry_s"],

@@ -61,6 +61,7 @@ class PduTarget:
     index: np.ndarray              # (k,) component index of each outlet
     min_change_w: float = 0.0      # dead band: smaller changes are not written, W
     resolution_w: float = 0.0      # values written rounded down to a multiple of this, W
+    heartbeat_s: float | None = None   # longest silence before a read (None: the link's)
     kind: str = "pdu"              # "pdu" or "bmc", for diagnostics
     connected_once: bool = False
     last_attempt: float = -1e9
@@ -215,7 +216,8 @@ class PduLink:
             self._each([t for t in self.targets if not t.client.connected
                         and now - t.last_attempt >= self.retry_s], self._connect)
             self._each([t for t in self.targets if t.client.connected
-                        and (t.last_ok is None or now - t.last_ok >= self.heartbeat_s)],
+                        and (t.last_ok is None
+                             or now - t.last_ok >= (t.heartbeat_s or self.heartbeat_s))],
                        self._heartbeat)
             if item is None:
                 return
