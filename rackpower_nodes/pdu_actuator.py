@@ -379,6 +379,7 @@ class PduActuatorNode(LifecycleNode):
         msg.measured_w = _f32(measured)
         msg.floor_w = _f32([c.floor_w for c in cfg.components])
         msg.ceiling_w = _f32([c.ceiling_w for c in cfg.components])
+        msg.held_w = _f32(self._link.held_w())
         msg.priority = bytes(min(max(c.priority, 0), 255) for c in cfg.components)
         msg.total_allocated_w = float(d.allocated_w.sum())
         msg.total_measured_w = float(np.nansum(measured))

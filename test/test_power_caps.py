@@ -232,8 +232,9 @@ def _limits_follow(rack, urls: list[str], timeout_s: float = 15.0) -> None:
         assert alloc.sum() <= 920.0 and limits.sum() <= 920.0
         np.testing.assert_array_equal(limits, np.round(limits))       # whole watts
         if (m.mode == "proactive" and m is rack.allocations[-1]
-                and np.all(np.abs(limits - alloc) < 1.0)):
-            return
+                and np.all(np.abs(limits - alloc) < 1.0)
+                and np.array_equal(np.array(m.held_w, dtype=np.float64), limits)):
+            return                  # ... and the message says what they hold
         assert time.monotonic() < end, (m.mode, limits, alloc)
         time.sleep(0.2)
 

@@ -296,6 +296,11 @@ class PduLink:
         return False
 
     # -- state ------------------------------------------------------------------------------
+    def held_w(self) -> np.ndarray:
+        """What the devices acknowledged holding, per component, W (NaN where no target
+        takes allocations)."""
+        return np.where(self._driven, self.in_force_w, np.nan)
+
     def health(self) -> tuple[bool, str]:
         """(every target connected, why not): cheap, for every control step."""
         down = [t for t in self.targets if not t.client.connected]
