@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import ssl
 import subprocess
 import time
 
@@ -495,3 +496,53 @@ def test_server_lifecycle_and_arguments():
     for bad in ([], ["a", "a"], ["a/b"]):
         with pytest.raises(ValueError):
             SimBmcServer(bad)
+
+
+# -- HTTPS, as real BMCs serve it -----------------------------------------------------------
+def _self_signed(folder, name: str) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 made by the openssl command line."""
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return str(cert), str(key)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tls")
+    return _self_signed(folder, "bmc"), _self_signed(folder, "other-ca")
+
+
+@pytest.fixture
+def tls_bmc(certs):
+    (cert, key), _ = certs
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    with SimBmcServer(["em"], allowable_max_w=800.0, tls=ctx) as srv:
+        yield srv
+
+
+def test_https_with_the_bmcs_certificate_verified(tls_bmc, certs, caps):
+    (cert, _), _ = certs
+    assert tls_bmc.chassis_url("em").startswith("https://127.0.0.1:")
+    cap = caps(tls_bmc, "em", cafile=cert)
+    np.testing.assert_array_equal(cap.write_allocations([1], [420.0]), [420.0])
+    assert tls_bmc.limit_w("em") == 420.0
+
+
+def test_https_with_the_wrong_ca_is_refused_naming_the_certificate(tls_bmc, certs, caps):
+    _, (other, _) = certs
+    with pytest.raises(BmcError, match="(?i)certificate") as err:
+        caps(tls_bmc, "em", cafile=other)
+    assert tls_bmc.chassis_url("em").split("/redfish")[0] in str(err.value)
+    assert tls_bmc.limit_w("em") is None
+
+
+def test_https_without_a_ca_file_is_not_verified_and_says_so(tls_bmc, caps):
+    from urllib3.exceptions import InsecureRequestWarning
+
+    with pytest.warns(InsecureRequestWarning):    # BMCs mostly carry self-signed certificates
+        cap = caps(tls_bmc, "em")
+        np.testing.assert_array_equal(cap.write_allocations([1], [300.0]), [300.0])

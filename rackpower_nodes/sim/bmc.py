@@ -42,6 +42,7 @@ import re
 import secrets
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -177,6 +178,8 @@ class SimBmcServer:
             changed, outside the server's lock and before the PATCH is answered.
         username, password: the one account.
         require_if_match: refuse a PATCH without If-Match (428), as some BMCs do.
+        tls: a server-side `ssl.SSLContext` (certificate loaded) to serve HTTPS, as real BMCs
+            do; None serves plain HTTP.
     """
 
     def __init__(self, chassis: Sequence[str], *, host: str = "127.0.0.1", port: int = 0,
@@ -186,7 +189,7 @@ class SimBmcServer:
                  power_w: Callable[[str], float] | None = None,
                  on_limit: Callable[[str, float | None], None] | None = None,
                  username: str = "admin", password: str = "rackpower",
-                 require_if_match: bool = False):
+                 require_if_match: bool = False, tls: ssl.SSLContext | None = None):
         ids = [chassis] if isinstance(chassis, str) else list(chassis)
         bad = [c for c in ids if not isinstance(c, str) or not re.fullmatch(r"[\w.\-]+", c)]
         if not ids or bad or len(set(ids)) != len(ids):
@@ -208,6 +211,7 @@ class SimBmcServer:
         self._on_limit = on_limit
         self._username, self._password = username, password
         self.require_if_match = bool(require_if_match)
+        self._tls = tls
         self._lock = threading.Lock()
         self._sessions: dict[str, tuple[str, str]] = {}   # token -> (session id, user)
         self._next_session = 1
@@ -226,7 +230,7 @@ class SimBmcServer:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self._port}"
+        return f"{'https' if self._tls is not None else 'http'}://{host}:{self._port}"
 
     @property
     def running(self) -> bool:
@@ -241,6 +245,9 @@ class SimBmcServer:
         if self._httpd is not None:
             return self
         httpd = _HttpServer((self.host, self._port), self)
+        if self._tls is not None:       # the handshake runs in the handler, on first read
+            httpd.socket = self._tls.wrap_socket(httpd.socket, server_side=True,
+                                                 do_handshake_on_connect=False)
         self._port = httpd.server_address[1]
         thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                   name=f"sim-bmc-{self._port}", daemon=True)
