@@ -217,6 +217,7 @@ class SimBmcServer:
         self._next_session = 1
         self._fail_left, self._fail_status = 0, 503
         self._delay_s = 0.0
+        self._seen: list[tuple[str, str]] = []     # (method, path) of every request
         self._httpd: _HttpServer | None = None
         self._thread: threading.Thread | None = None
         self._routes = self._route_table()
@@ -301,6 +302,12 @@ class SimBmcServer:
         with self._lock:
             self._fail_left, self._fail_status = max(0, int(n)), int(status)
 
+    def requests(self, method: str | None = None, path: str | None = None) -> int:
+        """How many requests arrived (of `method` to `path` when given), since start-up."""
+        with self._lock:
+            return sum(1 for m, p in self._seen
+                       if (method is None or m == method) and (path is None or p == path))
+
     def set_delay(self, seconds: float) -> None:
         """Every response waits `seconds` before it is sent (a slow BMC); 0 to stop."""
         if not (math.isfinite(seconds) and seconds >= 0):
@@ -332,6 +339,8 @@ class SimBmcServer:
                 body: bytes) -> _Reply:
         """Answer one request; every refusal becomes a Redfish error reply."""
         path = urlsplit(target).path.rstrip("/") or "/"
+        with self._lock:
+            self._seen.append((method, path))
         try:
             return self._dispatch(method, path, _Request(headers, body))
         except _Refusal as r:
