@@ -262,7 +262,7 @@ class PduActuatorNode(LifecycleNode):
         self._link.stop()
         safe = self.controller.static_allocation()
         try:
-            ok = self._link.write_now(safe)
+            ok = self._link.write_now(safe, exact=True)
         except Exception as exc:      # best effort on the way out; never raise from here
             ok = False
             self.get_logger().error(f"{why}: writing the safe allocation failed: {exc}")

@@ -165,6 +165,13 @@ def test_the_dead_band_skips_small_changes_and_keeps_the_budget(bmc):
     assert link.in_force_w.sum() <= 800.0
     assert link.write_now(np.array([180.0, 220.0, 200.0, 200.0]))
     np.testing.assert_array_equal(_limits(bmc), [180.0, 220.0, 200.0, 200.0])
+    # a split filling the budget: a2's 3 W shrink is skipped, so a1 cannot grow all of its
+    # 10 W; written exactly (the static split on the way out), it lands whole
+    split = np.array([190.0, 217.0, 193.0, 200.0])
+    assert not link.write_now(split)
+    np.testing.assert_array_equal(_limits(bmc), [187.0, 220.0, 193.0, 200.0])
+    assert link.write_now(split, exact=True)
+    np.testing.assert_array_equal(_limits(bmc), split)
     link.close()
 
 

@@ -237,20 +237,23 @@ class PduLink:
             return
         t.last_ok = time.monotonic()
 
-    def write_now(self, allocation_w: np.ndarray) -> bool:
+    def write_now(self, allocation_w: np.ndarray, exact: bool = False) -> bool:
         """Write `allocation_w` on the caller's thread (safe allocations on deactivate and
-        shutdown); True when every target that takes allocations acknowledged it."""
+        shutdown); True when every target that takes allocations acknowledged it. `exact`
+        writes changes under the dead bands too: a split that fills the budget lands whole
+        only if no shrink is skipped."""
         with self._io:
             self._each([t for t in self.targets if not t.client.connected], self._connect)
-            ok = self._write(np.array(allocation_w, dtype=float))
+            ok = self._write(np.array(allocation_w, dtype=float), exact)
         self.last_written = ok and self._driven.any()
         return ok
 
     # -- the budget-keeping write -----------------------------------------------------------
-    def _write(self, want: np.ndarray) -> bool:
+    def _write(self, want: np.ndarray, exact: bool = False) -> bool:
         """Shrinking outlets first, then growing ones as far as the budget allows."""
         want = float32_floor(np.where(np.isfinite(want), np.maximum(want, 0.0), 0.0))
-        want = skip_small_changes(self.in_force_w, want, self._dead_band)
+        if not exact:
+            want = skip_small_changes(self.in_force_w, want, self._dead_band)
         shrink = self._driven & (want < self.in_force_w)
         all_ok = self._write_where(shrink, want)
         grow = self._driven & (want > self.in_force_w)
