@@ -450,3 +450,29 @@ def test_drift_recovery(tmp_path, workload_a):
     assert during - after >= 0.5 * (during - before)
     seeds = [s["seed"] for s in reg.current()["trained_on"]["sims"]]
     assert seeds == [1, 2]
+
+
+def test_prune_keeps_the_newest_rejected_and_everything_that_served(tmp_path, tiny_models):
+    import shutil as _shutil
+
+    reg = ModelRegistry(tmp_path / "reg")
+    a = reg.register(tiny_models[0], {}, {})
+    reg.promote(a["version"], "initial")
+    rejected = []
+    for k in range(4):                                   # four challengers that lost
+        src = tmp_path / f"cand{k}"
+        _shutil.copytree(tiny_models[1], src)
+        rejected.append(reg.register(src, {}, {})["version"])
+        reg.reject(rejected[-1], "worse than the champion")
+    assert reg.prune(2) == rejected[:2]                  # the oldest two go
+    entries = reg.entries()
+    for v in rejected[:2]:
+        assert not (reg.root / v).exists() and "pruned_unix" in entries[v]
+        assert entries[v]["status"] == "rejected"        # the record stays
+    for v in rejected[2:] + [a["version"]]:
+        assert (reg.root / v).is_dir() and "pruned_unix" not in entries[v]
+    assert reg.prune(2) == []                            # nothing more to do
+    assert reg.prune(0) == rejected[2:]
+    assert reg.current()["version"] == a["version"] and reg.path_of(a["version"]).is_dir()
+    with pytest.raises(ValueError, match="keep = -1"):
+        reg.prune(-1)

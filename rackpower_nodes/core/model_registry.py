@@ -15,6 +15,11 @@ challenger evaluation, W), ``trained_on`` (bags with sizes and time ranges, or s
 ``events`` (status changes with their reasons). ``history`` lists ``{version, since_unix,
 reason}`` in the order versions went into service; the last one is in service.
 
+Rejected challengers would pile up with every retrain: ``prune`` deletes the folders of all
+but the newest ``keep`` rejected versions (their entries stay, with ``pruned_unix``, so the
+record of what was tried and why it lost is kept). Versions that were ever in service are
+never pruned: they are what a rollback goes back to.
+
 Every change rewrites registry.json atomically (temp file, fsync, rename), after copying the
 previous file to registry.json.bak. A registry.json that cannot be read raises
 :class:`RegistryError` naming the file and the backup; nothing is overwritten then.
@@ -181,6 +186,27 @@ class ModelRegistry:
                                "reason": f"rollback: {reason}"})
         self._save(doc)
         return target
+
+    def prune(self, keep: int) -> list[str]:
+        """Delete the model folders of rejected versions but the newest ``keep``; returns the
+        versions pruned. Their entries stay, marked with ``pruned_unix``."""
+        if keep < 0:
+            raise ValueError(f"keep = {keep!r}: expected a count >= 0")
+        doc = self._load()
+        served = {h["version"] for h in doc["history"]}
+        rejected = [e for v, e in doc["entries"].items()         # in registration order
+                    if e["status"] == "rejected" and v not in served and "pruned_unix" not in e]
+        gone = rejected[:max(len(rejected) - keep, 0)]              # all but the newest keep
+        if not gone:
+            return []
+        now = time.time()
+        for entry in gone:
+            folder = self.root / entry["path"]
+            if folder.resolve().parent == self.root.resolve():   # only inside the registry
+                shutil.rmtree(folder, ignore_errors=True)
+            entry["pruned_unix"] = now
+        self._save(doc)
+        return [e["version"] for e in gone]
 
     # --- helpers -----------------------------------------------------------------------
     def _get(self, doc: dict, version: str) -> dict[str, Any]:

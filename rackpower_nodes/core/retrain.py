@@ -540,6 +540,7 @@ class RetrainPipeline:
             self.registry.promote(entry["version"], f"promoted: {why}")
             return Outcome("promoted", entry["version"], why, metrics)
         self.registry.reject(entry["version"], why)
+        self.registry.prune(int(self.settings.get("keep_rejected", 10)))
         return Outcome("rejected", entry["version"], why, metrics)
 
     def cancel(self) -> None:

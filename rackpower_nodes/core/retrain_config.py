@@ -13,6 +13,9 @@ from rackpower_nodes.core.retrain import OffPeakPolicy, RetrainError, parse_wind
 RETRAIN_PARAMETERS: tuple[ParamSpec, ...] = (
     param("registry.root", "", "string",
           "Model registry folder (registry.json + model versions); created if missing"),
+    param("registry.keep_rejected", 10, "integer",
+          "Model folders of rejected challengers kept (newest first); older ones are deleted, "
+          "their registry entries kept", (0, 100000)),
     param("bags.folder", "", "string", "Folder of recorded rosbag2 bags (folders or .mcap)"),
     param("bags.namespace", "", "string",
           "Rack namespace of the topics inside the bags ('' = the only rack recorded)"),
@@ -132,7 +135,8 @@ def _settings(v: dict) -> dict:
             "max_span_s": v["bags.max_span_s"], "max_bytes": v["bags.max_bytes"],
             "metric": v["evaluation.metric"], "margin_frac": v["evaluation.margin_frac"],
             "max_seconds": v["training.max_seconds"],
-            "max_rss_mb": v["training.max_rss_mb"], "job": job}
+            "max_rss_mb": v["training.max_rss_mb"], "job": job,
+            "keep_rejected": v["registry.keep_rejected"]}
 
 
 def load_retrain_config_yaml(path: str | Path,
