@@ -5,10 +5,10 @@ server, half on the EnvironmentMetrics schema and half on the legacy Power schem
 their own process; this process drives them through the PDU link (`drivers/pdu_link.py`)
 with `RedfishPowerCap` clients, as `pdu_actuator`'s worker does. Each write moves every
 limit by 40 W (all down, then all up on the next write; beyond the dead band), so each is 12
-PATCH requests in one pass. Measured: the wall time of `PduLink.write_now`, with the link's requests
-side by side (its default, up to 8 at once) and one at a time (the pool cut to 1 worker), and
-with the BMC answering at once or after a delay (`--delay-ms`, a real BMC takes tens to
-hundreds of ms per request).
+PATCH requests in one pass. Measured: the wall time of `PduLink.write_now`, with the link's
+requests side by side (its default, up to 8 at once) and one at a time (the pool cut to 1
+worker), and with the BMC answering at once or after a delay (`--delay-ms`, a real BMC takes
+tens to hundreds of ms per request).
 
 Usage: .venv/bin/python benchmarks/bench_power_caps.py [--writes 200] [--delay-ms 0,50]
 """

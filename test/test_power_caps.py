@@ -69,6 +69,10 @@ def test_power_cap_urls_are_checked_and_default_to_none():
     text = str(e.value)
     assert "components.power_cap_url[0] = '10.0.0.5' (a1)" in text
     assert "components.power_cap_url[2]" in text and "already the power cap of a2" in text
+    # the driver's own rule: a sub-resource or credentials in the URL are refused at start
+    for bad in (url + "/Power", "https://root@10.0.0.5/redfish/v1/Chassis/1"):
+        with pytest.raises(ConfigError, match=r"components.power_cap_url\[1\]"):
+            actuator_config_from_params(_params(power_cap_url=["", bad, "", ""]))
     with pytest.raises(ConfigError, match=r"components.power_cap_url = .*has 1 values"):
         actuator_config_from_params(_params(power_cap_url=[url]))
 

@@ -13,16 +13,35 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from rackpower_nodes.core.allocation import MODES, QUANTILES, Component, PolicyConfig
 from rackpower_nodes.core.params import (
     ConfigError, ParamSpec, check_ids, load_config_yaml, param, read_parameters)
 
 CAP_APIS = ("auto", "environment_metrics", "power_control")
+_CHASSIS_PATH = re.compile(r"/redfish/v1/Chassis/([^/]+)/?")
+
+
+def split_chassis_url(url: str) -> tuple[str, str]:
+    """(scheme://host[:port], /redfish/v1/Chassis/<id>) of a BMC chassis URI; ValueError
+    naming the URL otherwise (the rule `components.power_cap_url` and the driver share)."""
+    expected = "expected http(s)://host[:port]/redfish/v1/Chassis/<id>"
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        port_ok = parts is not None and (parts.port is None or 0 < parts.port < 65536)
+    except ValueError:
+        parts, port_ok = None, False
+    if (parts is None or not port_ok or parts.scheme not in ("http", "https")
+            or not parts.hostname or parts.query or parts.fragment or parts.username
+            or not _CHASSIS_PATH.fullmatch(parts.path)):
+        raise ValueError(f"BMC url = {url!r}: {expected}")
+    return f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/")
 
 ACTUATOR_PARAMETERS: tuple[ParamSpec, ...] = (
     param("mode", "proactive", "string",
@@ -215,11 +234,15 @@ def actuator_config_from_params(values: Mapping[str, Any]) -> ActuatorConfig:
     cap_urls = [str(u) for u in _per_item(v, "components.power_cap_url", n,
                                           "components.names", errors, "")]
     for i, url in enumerate(cap_urls):
-        if url and not (url.startswith(("http://", "https://")) and "/redfish/v1/Chassis/"
-                        in url and not url.endswith("/Chassis/")):
+        if not url:
+            continue
+        try:
+            split_chassis_url(url)
+        except ValueError:
             errors.append(f"components.power_cap_url[{i}] = {url!r} ({names[i]}): expected "
                           "'' or http(s)://<bmc>/redfish/v1/Chassis/<id>")
-        elif url and url in cap_urls[:i]:
+            continue
+        if url in cap_urls[:i]:
             errors.append(f"components.power_cap_url[{i}] = {url!r} ({names[i]}): already the "
                           f"power cap of {names[cap_urls.index(url)]}")
 

@@ -36,13 +36,12 @@ mostly carry self-signed certificates); give the CA bundle to verify it.
 from __future__ import annotations
 
 import math
-import re
 import threading
 from collections.abc import Sequence
-from urllib.parse import urlsplit
 
 import numpy as np
 
+from rackpower_nodes.core.actuator_config import split_chassis_url
 from rackpower_nodes.drivers.pdu import (
     OutletReadings, PduCapabilityError, PduClient, PduError,
 )
@@ -52,7 +51,6 @@ __all__ = ["APIS", "BmcError", "RedfishPowerCap", "open_power_cap"]
 APIS = ("environment_metrics", "power_control")
 AUTHS = ("session", "basic")
 
-_CHASSIS_PATH = re.compile(r"/redfish/v1/Chassis/([^/]+)/?")
 _ROOT_PATH = "/redfish/v1/"
 _RETRY_STATUSES = (412, 428)       # stale or missing If-Match: read again, write once more
 _LIMIT_NAMES = {"environment_metrics": "PowerLimitWatts",
@@ -92,7 +90,7 @@ class RedfishPowerCap(PduClient):
                  min_w: float | None = None, max_w: float | None = None,
                  cafile: str | None = None):
         self.url = url
-        self._base, self.chassis_path = _split_chassis_url(url)
+        self._base, self.chassis_path = split_chassis_url(url)
         if api not in ("auto", *APIS):
             raise ValueError(f"BMC {url}: api = {api!r}, expected auto, {', '.join(APIS)}")
         if auth not in AUTHS:
@@ -384,21 +382,6 @@ class RedfishPowerCap(PduClient):
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def _split_chassis_url(url: str) -> tuple[str, str]:
-    """(scheme://host[:port], /redfish/v1/Chassis/<id>) of a chassis URI; ValueError else."""
-    expected = "expected http(s)://host[:port]/redfish/v1/Chassis/<id>"
-    try:
-        parts = urlsplit(url) if isinstance(url, str) else None
-        port_ok = parts is not None and (parts.port is None or 0 < parts.port < 65536)
-    except ValueError:
-        parts, port_ok = None, False
-    if (parts is None or not port_ok or parts.scheme not in ("http", "https")
-            or not parts.hostname or parts.query or parts.fragment or parts.username
-            or not _CHASSIS_PATH.fullmatch(parts.path)):
-        raise ValueError(f"BMC url = {url!r}: {expected}")
-    return f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/")
-
-
 def _link(doc: dict, name: str) -> str | None:
     ref = doc.get(name)
     target = ref.get("@odata.id") if isinstance(ref, dict) else None
