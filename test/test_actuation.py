@@ -41,6 +41,9 @@ def test_dead_band_and_whole_watts():
                                   [203.0, 196.0, 180.0, 57.9])
     np.testing.assert_array_equal(settle(held, want, 5.0, 1.0, 1000.0),
                                   [200.0, 200.0, 180.0, 57.0])
+    # no dead band, whole watts: a change under a watt is not written, as the PDU link does
+    np.testing.assert_array_equal(settle(np.array([200.0, 200.0]), np.array([199.5, 198.5]),
+                                         0.0, 1.0, 1000.0), [200.0, 198.0])
 
 
 @settings(max_examples=500, deadline=None)

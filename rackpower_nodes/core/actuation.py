@@ -3,7 +3,8 @@
 Pure numpy, shared by the PDU link (`drivers/pdu_link.py`, which writes real devices between
 the steps) and the evaluation (`core/evaluation.py`, which assumes every write lands):
 
-1. changes smaller than a device's dead band are not written (the held value stays);
+1. changes smaller than a device's dead band, or than its resolution (they would round to
+   what it holds), are not written (the held value stays);
 2. values shrink first;
 3. then values grow, each by at most what is left of the budget after what is held, in
    component order;
@@ -17,9 +18,12 @@ __all__ = ["grow_within_budget", "round_down", "settle", "skip_small_changes"]
 
 
 def skip_small_changes(held_w: np.ndarray, want_w: np.ndarray,
-                       dead_band_w: np.ndarray | float) -> np.ndarray:
-    """`want_w` with the held value kept where it differs by less than the dead band."""
-    return np.where(np.abs(want_w - held_w) < dead_band_w, held_w, want_w)
+                       dead_band_w: np.ndarray | float,
+                       resolution_w: np.ndarray | float = 0.0) -> np.ndarray:
+    """`want_w` with the held value kept where it differs by less than the dead band or the
+    resolution."""
+    return np.where(np.abs(want_w - held_w) < np.maximum(dead_band_w, resolution_w),
+                    held_w, want_w)
 
 
 def grow_within_budget(held_w: np.ndarray, want_w: np.ndarray, grow: np.ndarray,
@@ -46,7 +50,8 @@ def settle(held_w: np.ndarray, want_w: np.ndarray, dead_band_w: np.ndarray | flo
            resolution_w: np.ndarray | float, budget_w: float) -> np.ndarray:
     """What the devices hold once `want_w` is written over `held_w` and every write lands."""
     held = np.array(held_w, dtype=np.float64)
-    want = skip_small_changes(held, np.asarray(want_w, dtype=np.float64), dead_band_w)
+    want = skip_small_changes(held, np.asarray(want_w, dtype=np.float64), dead_band_w,
+                              resolution_w)
     shrink = want < held
     held[shrink] = round_down(want, resolution_w)[shrink]
     grow = want > held

@@ -111,11 +111,13 @@ class PduLink:
         self._worst = self.in_force_w.copy()
         self._driven = np.zeros(n_components, bool)
         self._dead_band = np.zeros(n_components)
+        self._resolution = np.zeros(n_components)
         for t in self.targets:
             self._driven[t.index] |= t.writable
-            if t.writable:         # a change below the resolution could not be written anyway
-                self._dead_band[t.index] = np.maximum(
-                    self._dead_band[t.index], max(t.min_change_w, t.resolution_w))
+            if t.writable:
+                self._dead_band[t.index] = np.maximum(self._dead_band[t.index], t.min_change_w)
+                self._resolution[t.index] = np.maximum(self._resolution[t.index],
+                                                       t.resolution_w)
         self._pool = ThreadPoolExecutor(max_workers=max(1, min(MAX_WORKERS, len(self.targets))),
                                         thread_name_prefix="pdu-io")
         self._cond = threading.Condition()
@@ -253,7 +255,7 @@ class PduLink:
         """Shrinking outlets first, then growing ones as far as the budget allows."""
         want = float32_floor(np.where(np.isfinite(want), np.maximum(want, 0.0), 0.0))
         if not exact:
-            want = skip_small_changes(self.in_force_w, want, self._dead_band)
+            want = skip_small_changes(self.in_force_w, want, self._dead_band, self._resolution)
         shrink = self._driven & (want < self.in_force_w)
         all_ok = self._write_where(shrink, want)
         grow = self._driven & (want > self.in_force_w)
