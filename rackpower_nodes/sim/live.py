@@ -37,6 +37,8 @@ from rackpower_nodes.sim.sensor_board import FaultConfig, SensorBoardEmulator
 
 _log = logging.getLogger(__name__)
 
+BMC_APIS = ("alternate", "environment_metrics", "power_control")   # alternate: by server
+
 
 class LiveRack:
     """Simulated rack hardware: a sensor board on a pty and node_exporter endpoints.
@@ -88,6 +90,7 @@ class LiveRack:
         if pdu_base_port is not None:
             self._make_pdus(pdu_base_port, pdu_map, pdu_host, outlet_rating_w)
         self.bmc: SimBmcServer | None = None
+        self._bmc_servers: list[str] = []
         if bmc_port is not None and self.pdu_model is not None:
             self._make_bmc(bmc_port, pdu_host, bmc_api, bmc_username, bmc_password)
         self.board = SensorBoardEmulator(
@@ -127,10 +130,10 @@ class LiveRack:
 
     def _make_bmc(self, port: int, host: str, api: str, username: str, password: str) -> None:
         """One Redfish endpoint with a chassis per server, its limits fed to the PDU model."""
-        if api not in ("alternate", "environment_metrics", "power_control"):
-            raise ValueError(f"bmc_api = {api!r}: expected alternate, environment_metrics or "
-                             "power_control")
+        if api not in BMC_APIS:
+            raise ValueError(f"bmc_api = {api!r}: expected one of {', '.join(BMC_APIS)}")
         servers = [c for c in self.sim.config.components if c.kind == "server"]
+        self._bmc_servers = [c.name for c in servers]
         outlet = {c.name: int(self._outlet_of[c.index]) for c in servers}
         apis, lo, hi = {}, {}, {}
         for k, c in enumerate(servers):
@@ -150,7 +153,7 @@ class LiveRack:
                 self.pdu_model.set_server_caps([outlet[name]],
                                                np.inf if watts is None else watts)
 
-        self.bmc = SimBmcServer([c.name for c in servers], host=host, port=port, api=apis,
+        self.bmc = SimBmcServer(self._bmc_servers, host=host, port=port, api=apis,
                                 allowable_min_w=lo, allowable_max_w=hi, power_w=power_w,
                                 on_limit=on_limit, username=username, password=password)
 
@@ -244,8 +247,7 @@ class LiveRack:
 
     def bmc_chassis(self) -> list[str]:
         """The servers with a simulated BMC (component names)."""
-        return [] if self.bmc is None else [c.name for c in self.sim.config.components
-                                            if c.kind == "server"]
+        return list(self._bmc_servers)
 
     def pdu_stats(self) -> dict:
         """The PDU model's counters (`PduModel.stats`) plus per-component throttled energy
