@@ -25,9 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import rclpy
 import yaml
 from rclpy.executors import SingleThreadedExecutor
@@ -38,7 +38,7 @@ from rackpower.msg import (
     AllocationError, HostTelemetry, ModelUpdate, PowerAllocation, PowerForecast)
 from rackpower_nodes.current_sensor import samples_qos
 from rackpower_nodes.drivers.bmc import RedfishPowerCap
-from rackpower_nodes.drivers.pdu import PduError
+from rackpower_nodes.drivers.pdu_link import PduLink, PduTarget
 from rackpower_nodes.launch_env import (
     executable, isolated_ros_env, share_file, stop_process, wait_for_path)
 from rackpower_nodes.monitor import SampleMonitor
@@ -236,14 +236,12 @@ def _watch(args, nodes: list[subprocess.Popen], manifest: dict) -> int:
         executor.add_node(monitor)
         _spin_for(executor, 3.0)      # discovery and the first batches
         monitor.reset()
-        cap_reader = _CapReader(manifest["bmcs"])
         _spin_for(executor, args.duration)
         end = time.monotonic() + 90.0      # let a retrain that started finish
         while (retrain.get("state") in ("training", "evaluating")
                and time.monotonic() < end):
             _spin_for(executor, 0.5)
-        caps = cap_reader.read()          # the moment the last allocation below arrived
-        cap_reader.close()
+        caps = _read_caps(manifest["bmcs"])     # right after the last allocation below
         dead = [p.args[0] for p in nodes if p.poll() is not None]
         if dead:
             print(f"exited early: {', '.join(map(str, dead))}", file=sys.stderr)
@@ -321,36 +319,19 @@ def _report_forecasts(forecasts: list[PowerForecast]) -> None:
               f"{last.p99_w[k]:8.1f}")
 
 
-class _CapReader:
-    """Reads every simulated BMC's power limit over Redfish at one moment: sessions are
-    opened beforehand, the reads go side by side."""
-
-    def __init__(self, bmcs: dict[str, str]):
-        self.clients = {name: RedfishPowerCap(url, username=SIM_BMC_USER,
-                                              password=SIM_BMC_PASSWORD, timeout_s=2.0)
-                        for name, url in bmcs.items()}
-        self.pool = ThreadPoolExecutor(max_workers=max(len(self.clients), 1))
-        list(self.pool.map(self._call, self.clients.values(), ["connect"] * len(self.clients)))
-
-    @staticmethod
-    def _call(client: RedfishPowerCap, what: str) -> float:
-        try:
-            if what == "connect":
-                client.connect()
-                return math.nan
-            return float(client.read_allocations([1])[0])
-        except PduError:
-            return math.nan
-
-    def read(self) -> dict[str, float]:
-        """The limit each BMC holds now, W (NaN where unread)."""
-        values = self.pool.map(self._call, self.clients.values(), ["read"] * len(self.clients))
-        return dict(zip(self.clients, values))
-
-    def close(self) -> None:
-        for client in self.clients.values():
-            client.close()
-        self.pool.shutdown()
+def _read_caps(bmcs: dict[str, str]) -> dict[str, float]:
+    """The power limit each simulated BMC holds now, read over Redfish (NaN where unread or
+    none is set):
+    a PDU link over the BMCs connects to them side by side and reads each limit back."""
+    targets = [PduTarget(name, RedfishPowerCap(url, username=SIM_BMC_USER,
+                                               password=SIM_BMC_PASSWORD, timeout_s=2.0),
+                         np.array([1]), np.array([i]), kind="bmc")
+               for i, (name, url) in enumerate(bmcs.items())]
+    link = PduLink(targets, len(targets), math.inf, np.full(len(targets), np.nan))
+    link.connect_all()
+    held = link.in_force_w.copy()
+    link.close()
+    return dict(zip(bmcs, held.tolist()))
 
 
 def _report_allocations(allocations: list[PowerAllocation], errors: list[AllocationError],
@@ -384,8 +365,8 @@ def _report_allocations(allocations: list[PowerAllocation], errors: list[Allocat
               f"{last.allocated_w[i]:11.1f} {cap} {last.floor_w[i]:6.0f} "
               f"{last.ceiling_w[i]:7.0f} {last.priority[i]:4d}")
     if caps:
-        print(f"  (BMC caps of {len(caps)} servers, read back over Redfish as the last "
-              "allocation arrived: whole watts, rewritten when the allocation moves 5 W or "
+        print(f"  (BMC caps of {len(caps)} servers, read back over Redfish right after the "
+              "last allocation: whole watts, rewritten when the allocation moves 5 W or "
               "more)")
     actions: dict[str, int] = {}
     for e in errors:
