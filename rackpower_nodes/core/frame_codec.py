@@ -55,6 +55,14 @@ class FrameError(ValueError):
     """Misuse of the codec: invalid layout, wrong array shapes or out-of-range values."""
 
 
+def _partial_prefix_len(buf: bytes, pos: int, prefix: bytes) -> int:
+    """Length of the longest proper start of ``prefix`` that ``buf[pos:]`` ends with."""
+    for k in range(min(len(prefix) - 1, len(buf) - pos), 0, -1):
+        if buf.endswith(prefix[:k]):
+            return k
+    return 0
+
+
 def crc16(data: bytes | bytearray | memoryview) -> int:
     """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, xorout 0) of ``data``."""
     return binascii.crc_hqx(data, 0xFFFF)
@@ -223,8 +231,11 @@ class FrameDecoder:
 
     Bytes may be fed in pieces split anywhere. Complete frames are verified in vectorised
     batches; a candidate with a wrong header or CRC is skipped by advancing *one* byte and
-    searching for the next sync word, so every intact frame after garbage or a damaged frame is
-    still found (barring a 1 in 65536 CRC collision on a false candidate).
+    searching for the next header (sync word, version, flags, channel count), so every intact
+    frame after garbage or a damaged frame is still found (barring a 1 in 65536 CRC collision on
+    a false candidate). The work per byte is bounded whatever arrives: at most one CRC of one
+    frame per candidate header, and a burst of sync words or random bytes is skipped at C
+    speed (1 MB of either: milliseconds; benchmarks/bench_inputs.py).
 
     Continuity: ``lost = (seq - last_seq - 1) mod 65536`` between consecutive accepted frames.
     When the board clock advanced by more than 65536 frame periods (period = median of recent
@@ -286,39 +297,46 @@ class FrameDecoder:
             self._pending = buf[self._scan(buf, parts):]
         return DecodedFrames.concat(parts, self._layout.channels)
 
-    def _discard(self, count: int) -> None:
-        self._stats.bytes_discarded += count
+    def _skip(self, buf: bytes, start: int, end: int) -> None:
+        """Discard ``buf[start:end]``; every sync word in it began a wrong header."""
+        self._stats.bytes_discarded += end - start
+        self._stats.header_errors += buf.count(SYNC, start, end)   # A5 5A cannot overlap
 
     def _scan(self, buf: bytes, parts: list[DecodedFrames]) -> int:
-        """Decode what ``buf`` holds; return the offset where the unconsumed tail starts."""
+        """Decode what ``buf`` holds; return the offset where the unconsumed tail starts.
+
+        Bounded work per byte whatever the garbage: candidates are found by searching for the
+        whole 6-byte header prefix (C speed, also through bursts of sync words), and each one
+        costs one CRC of one frame before any vectorised batch is tried.
+        """
         size, total, pos = self._layout.frame_size, len(buf), 0
         while True:
-            found = buf.find(SYNC, pos)
+            found = buf.find(self._prefix, pos)
             if found < 0:
-                keep = 1 if total > pos and buf[-1] == SYNC[0] else 0
-                self._discard(total - keep - pos)
+                keep = _partial_prefix_len(buf, pos, self._prefix)
+                self._skip(buf, pos, total - keep)
                 return total - keep
-            self._discard(found - pos)
+            self._skip(buf, pos, found)
             pos = found
-            rows = min((total - pos) // size, _BATCH_ROWS)
-            if rows == 0:
-                if self._prefix.startswith(buf[pos:pos + len(self._prefix)]):
-                    return pos
-                self._stats.header_errors += 1
-            else:
-                good, problem = self._verify(buf, pos, rows)
-                if good:
-                    parts.append(self._accept(buf, pos, good))
-                    pos += good * size
-                if problem is None or problem == "nosync":
-                    continue
-                if problem == "header":
-                    self._stats.header_errors += 1
-                else:
-                    self._stats.crc_errors += 1
+            if total - pos < size:
+                return pos                      # the start of a frame: wait for the rest
+            good, problem = (self._verify(buf, pos, min((total - pos) // size, _BATCH_ROWS))
+                             if self._first_crc_ok(buf, pos) else (0, "crc"))
+            if good:
+                parts.append(self._accept(buf, pos, good))
+                pos += good * size
+            if problem != "crc":                # None, or a wrong header counted by _skip
+                continue
+            self._stats.crc_errors += 1
             _log.debug("rejected frame candidate at stream offset %d", pos)
-            self._discard(1)
+            self._stats.bytes_discarded += 1
             pos += 1
+
+    def _first_crc_ok(self, buf: bytes, pos: int) -> bool:
+        """Whether the CRC of the one frame at ``pos`` matches (the header already does)."""
+        end = pos + self._layout.frame_size
+        return crc16(memoryview(buf)[pos + 2:end - CRC_SIZE]) == int.from_bytes(
+            buf[end - CRC_SIZE:end], "little")
 
     def _verify(self, buf: bytes, pos: int, rows: int) -> tuple[int, str | None]:
         """Check ``rows`` back-to-back candidates at ``pos``.
