@@ -1,28 +1,78 @@
 """The `main()` every rackpower node executable shares.
 
 Initialises rclpy, builds the node (a configuration error ends the process with exit code 2 and
-a message naming the key), spins it until Ctrl-C or shutdown, and always destroys it, so ports
-and sockets are released on every way out.
+a message naming the key), spins it until SIGINT or SIGTERM, then shuts down in an order that
+leaves every device and file in a known state:
+
+1. the executor stops taking work and the callbacks in flight finish (at most
+   `EXECUTOR_STOP_S`);
+2. the node is destroyed while the ROS context is still valid: the actuator writes its static
+   split, the recorder closes its bag with its metadata, readers stop, sockets close;
+3. the context is shut down.
+
+The signals are handled here, not by rclpy (`SignalHandlerOptions.NO`): rclpy's handler shuts
+the context down at once, so callbacks still running publish into a dead context (RCLError),
+and a second Ctrl-C (a terminal sends SIGINT to the whole process group, and `ros2 launch`
+sends its own SIGINT on top) raised KeyboardInterrupt inside the actuator's safe write or the
+recorder's bag close. Here the first SIGINT/SIGTERM requests the shutdown and every later one
+is only counted until the process exits: the safe work is never interrupted.
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
 import rclpy
 from rclpy.executors import (
     ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor)
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 from rackpower_nodes.core.params import ConfigError
 from rackpower_nodes.ros_params import ParameterError
 
 EXIT_BAD_CONFIG = 2
+EXECUTOR_STOP_S = 1.0        # how long callbacks in flight may take to finish at shutdown, s
+SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class ShutdownRequest:
+    """Turns SIGINT/SIGTERM into a request to shut down; later signals are counted, never
+    raised. Call :meth:`install` from the main thread (Python delivers signals there)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signals: list[str] = []
+
+    def install(self) -> bool:
+        """Handle SIGINT and SIGTERM; False (nothing installed) outside the main thread."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        for sig in SHUTDOWN_SIGNALS:
+            signal.signal(sig, self._on_signal)
+        return True
+
+    def _on_signal(self, signum: int, _frame) -> None:
+        self.signals.append(signal.Signals(signum).name)
+        self.event.set()
+
+    @property
+    def reason(self) -> str:
+        return self.signals[0] if self.signals else "the executor stopped"
+
+    def ignored(self) -> list[str]:
+        return self.signals[1:]
 
 
 def run_node(factory: Callable[[], Node], name: str, args=None, threads: int = 1) -> int:
-    """Run the node made by `factory`; `threads` > 1 uses a MultiThreadedExecutor."""
-    with rclpy.init(args=args):
+    """Run the node made by `factory` until SIGINT/SIGTERM; `threads` > 1 uses a
+    MultiThreadedExecutor. Returns the exit code: 0, or EXIT_BAD_CONFIG."""
+    request = ShutdownRequest()
+    request.install()
+    with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
         try:
             node = factory()
         except (ConfigError, ParameterError) as exc:
@@ -31,11 +81,54 @@ def run_node(factory: Callable[[], Node], name: str, args=None, threads: int = 1
         executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
                     else SingleThreadedExecutor())
         executor.add_node(node)
-        try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        finally:
-            executor.shutdown(timeout_sec=2.0)   # let callbacks in flight finish first
-            node.destroy_node()
+        failure: list[BaseException] = []
+        spinner = threading.Thread(target=_spin, args=(executor, request, failure),
+                                   name=f"{name}-executor", daemon=True)
+        spinner.start()
+        request.event.wait()
+        node.get_logger().info(f"shutting down ({request.reason})")
+        stopped = _stop_executor(executor, spinner)
+        if not stopped:
+            node.get_logger().warning(
+                f"callbacks still running {EXECUTOR_STOP_S:g} s after {request.reason}; "
+                "destroying the node anyway")
+        node.destroy_node()
+    if request.ignored():
+        rclpy.logging.get_logger(name).info(
+            f"ignored {', '.join(request.ignored())} while shutting down (the shutdown "
+            "completes first)")
+    if failure:
+        raise failure[0]                  # a crash in a callback: a traceback, exit 1
+    if not stopped:
+        _exit_now(0)                      # a stuck callback thread would block the exit
     return 0
+
+
+def _spin(executor, request: ShutdownRequest, failure: list[BaseException]) -> None:
+    """The executor's thread: spin until shut down; a callback's exception is kept for the
+    main thread, which shuts down in order before it re-raises it."""
+    try:
+        executor.spin()
+    except ExternalShutdownException:
+        pass
+    except BaseException as exc:          # noqa: BLE001 (re-raised by the main thread)
+        failure.append(exc)
+    finally:
+        request.event.set()
+
+
+def _stop_executor(executor, spinner: threading.Thread) -> bool:
+    """Stop the executor and wait, at most EXECUTOR_STOP_S, for its callbacks in flight;
+    True when it stopped in time."""
+    stopper = threading.Thread(target=executor.shutdown, name="executor-shutdown",
+                               kwargs={"timeout_sec": EXECUTOR_STOP_S}, daemon=True)
+    stopper.start()
+    stopper.join(EXECUTOR_STOP_S)
+    spinner.join(max(0.0, EXECUTOR_STOP_S / 2))
+    return not stopper.is_alive() and not spinner.is_alive()
+
+
+def _exit_now(code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -44,7 +44,7 @@ def test_schema_is_consistent():
 
 
 def test_minimal_config_takes_defaults_and_broadcasts():
-    cfg = sensor_config_from_params(valid(unknown__key=42))
+    cfg = sensor_config_from_params(valid())
     assert isinstance(cfg, SensorConfig)
     assert cfg.components == ("srv01", "srv02", "tor-a")
     assert [c.board_index for c in cfg.channels] == [0, 5, 63]
@@ -55,6 +55,17 @@ def test_minimal_config_takes_defaults_and_broadcasts():
     assert cfg.cpu_affinity == () and cfg.lock_memory is False and cfg.frame_id == "rack"
     with pytest.raises(AttributeError):
         cfg.port = "x"
+
+
+def test_unknown_keys_and_placeholders_are_errors_naming_them():
+    text = errors_of(valid(serial__baud_rate=115200, unknown__key=42))
+    assert "serial.baud_rate: not a parameter of current_sensor; did you mean " \
+        "'serial.baudrate'?" in text
+    assert "unknown.key: not a parameter of current_sensor" in text
+    assert "use_sim_time" not in text            # rclpy's own parameters are accepted
+    sensor_config_from_params(valid(use_sim_time=False))
+    text = errors_of(valid(serial__port="FILL_ME: /dev/serial/by-id/..."))
+    assert "serial.port = 'FILL_ME: /dev/serial/by-id/...': placeholder not filled in" in text
 
 
 def test_per_component_arrays_and_ros_array_types():

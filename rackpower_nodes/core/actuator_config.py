@@ -215,7 +215,7 @@ def _per_item(v: Mapping, key: str, n: int, owner: str, errors: list[str],
 def actuator_config_from_params(values: Mapping[str, Any]) -> ActuatorConfig:
     """Build a validated config; raises ConfigError naming every bad key and value."""
     errors: list[str] = []
-    v = read_parameters(ACTUATOR_PARAMETERS, values, errors)
+    v = read_parameters(ACTUATOR_PARAMETERS, values, errors, "pdu_actuator")
     names = list(v.get("components.names", ()))
     if not names:
         errors.append("components.names = []: expected at least one component id")

@@ -7,6 +7,7 @@ names the key, the offending value and what was expected.
 """
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,6 +32,8 @@ class ParamSpec:
 
     `type` is one of string, integer, double, bool and their `_array` forms. `positive` asks
     for a value > 0 (a ROS range cannot say "exclusive"); `choices` lists the allowed values.
+    `required` marks a safety-critical value with no default (`default` is None): a config
+    without it is an error naming the key.
     """
 
     name: str
@@ -41,13 +44,44 @@ class ParamSpec:
     range: tuple[float, float] | None = None
     positive: bool = False
     choices: tuple[Any, ...] | None = None
+    required: bool = False
+
+    def constraints(self) -> str:
+        """What the value must be, in words (the ROS descriptor's additional_constraints)."""
+        parts = ["required: no default, the configuration must set it"] if self.required else []
+        if self.choices is not None:
+            parts.append(f"one of: {', '.join(map(str, self.choices))}")
+        if self.range is not None:
+            parts.append(f"{self.range[0]:g} .. {self.range[1]:g}")
+        if self.positive:
+            parts.append("> 0")
+        return "; ".join(parts)
 
 
 def param(name, default, type_, description, range_=None, read_only=True, positive=False,
-          choices=None) -> ParamSpec:
-    """Shorthand for a `ParamSpec` in a schema table."""
+          choices=None, required=False) -> ParamSpec:
+    """Shorthand for a `ParamSpec` in a schema table (`required`: pass None as the default)."""
     return ParamSpec(name, default, type_, description, read_only, range_, positive,
-                     None if choices is None else tuple(choices))
+                     None if choices is None else tuple(choices), required)
+
+
+ROS_OWN_PARAMETERS = frozenset({"use_sim_time", "start_type_description_service"})
+"""Parameters rclpy declares on every node itself; a config may set them."""
+
+PLACEHOLDER_RE = re.compile(r"^\s*FILL[_ ]?ME\b", re.IGNORECASE)
+"""A value an operator must replace (config/rack.example.yaml): 'FILL_ME: what to put here'."""
+
+
+def unknown_key_errors(given: Iterable[str], known: Iterable[str], owner: str) -> list[str]:
+    """One message per key of `given` not in `known` (nor rclpy's own), naming the closest
+    known key where one is close (a typo such as budget.breaker_amps)."""
+    known = sorted(set(known) | ROS_OWN_PARAMETERS)
+    errors = []
+    for key in sorted(set(given) - set(known)):
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        errors.append(f"{key}: not a parameter of {owner}{hint}")
+    return errors
 
 
 def _is_int(value: Any) -> bool:
@@ -68,6 +102,7 @@ def coerce(spec: ParamSpec, value: Any) -> Any:
     """Check the type of `value` against `spec` and normalise it (arrays become tuples)."""
     base, is_array = spec.type.removesuffix("_array"), spec.type.endswith("_array")
     check, convert, what = _ELEMENT[base]
+    _reject_placeholders(spec, value)
     if not is_array:
         if hasattr(value, "item") and not isinstance(value, (str, bytes)):
             value = value.item()  # numpy scalar
@@ -85,6 +120,15 @@ def coerce(spec: ParamSpec, value: Any) -> Any:
     return tuple(convert(v) for v in value)
 
 
+def _reject_placeholders(spec: ParamSpec, value: Any) -> None:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    bad = [f"{spec.name}{'' if v is value else f'[{i}]'} = {v!r}: placeholder not filled in; "
+           f"expected {spec.description} ({spec.type})"
+           for i, v in enumerate(items) if isinstance(v, str) and PLACEHOLDER_RE.match(v)]
+    if bad:
+        raise ConfigError(bad)
+
+
 def _check_scalar(spec: ParamSpec, value: Any, errors: list[str]) -> None:
     name = spec.name
     if isinstance(value, float) and not math.isfinite(value):
@@ -98,11 +142,21 @@ def _check_scalar(spec: ParamSpec, value: Any, errors: list[str]) -> None:
 
 
 def read_parameters(specs: Iterable[ParamSpec], values: Mapping[str, Any],
-                    errors: list[str]) -> dict[str, Any]:
-    """Type- and range-check every spec (default when absent); failed keys are left out."""
+                    errors: list[str], owner: str = "this node") -> dict[str, Any]:
+    """Type- and range-check every spec (default when absent); failed keys are left out.
+
+    A key of `values` that no spec names is an error (with the close match), and so is a
+    required spec without a value.
+    """
+    specs = tuple(specs)
+    errors.extend(unknown_key_errors(values, (s.name for s in specs), owner))
     out: dict[str, Any] = {}
     for spec in specs:
         raw = values.get(spec.name, spec.default)
+        if raw is None and spec.required:
+            errors.append(f"{spec.name}: missing; expected {spec.description} "
+                          f"({spec.type}, safety-critical: no default)")
+            continue
         try:
             out[spec.name] = coerce(spec, raw)
         except ConfigError as exc:

@@ -55,7 +55,7 @@ class PredictorConfig:
 def predictor_config_from_params(values: Mapping[str, Any]) -> PredictorConfig:
     """Build a validated config; raises ConfigError naming every bad key and value."""
     errors: list[str] = []
-    v = read_parameters(PREDICTOR_PARAMETERS, values, errors)
+    v = read_parameters(PREDICTOR_PARAMETERS, values, errors, "predictor")
     names = v.get("components.names", ())
     if not names:
         errors.append("components.names = []: expected at least one component id")

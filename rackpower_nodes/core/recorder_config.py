@@ -66,7 +66,7 @@ class RecorderConfig:
 def recorder_config_from_params(values: Mapping[str, Any]) -> RecorderConfig:
     """Build a validated config; raises ConfigError naming every bad key and value."""
     errors: list[str] = []
-    v = read_parameters(RECORDER_PARAMETERS, values, errors)
+    v = read_parameters(RECORDER_PARAMETERS, values, errors, "recorder")
     topics = v.get("topics", ())
     if "topics" in v and not topics:
         errors.append("topics = []: expected at least one topic name")

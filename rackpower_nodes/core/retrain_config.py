@@ -88,7 +88,7 @@ class RetrainConfig:
 def retrain_config_from_params(values: Mapping[str, Any]) -> RetrainConfig:
     """Build a validated config; raises ConfigError naming every bad key and value."""
     errors: list[str] = []
-    v = read_parameters(RETRAIN_PARAMETERS, values, errors)
+    v = read_parameters(RETRAIN_PARAMETERS, values, errors, "retrain_scheduler")
     for key in ("registry.root", "bags.folder"):
         if key in v and not v[key]:
             errors.append(f"{key} = '': expected a folder path")

@@ -213,11 +213,12 @@ def _build_channels(v: dict[str, Any], errors: list[str]) -> tuple[ChannelSpec, 
 def sensor_config_from_params(values: Mapping[str, Any]) -> SensorConfig:
     """Build a :class:`SensorConfig` from dotted parameter values.
 
-    Missing keys take the schema default, unknown keys are ignored. All problems are collected
-    and raised together as one :class:`ConfigError` (messages joined by ``"; "``).
+    Missing keys take the schema default; an unknown key is an error naming the close match.
+    All problems are collected and raised together as one :class:`ConfigError` (messages
+    joined by ``"; "``).
     """
     errors: list[str] = []
-    v = read_parameters(SENSOR_PARAMETERS, values, errors)
+    v = read_parameters(SENSOR_PARAMETERS, values, errors, "current_sensor")
     channels = _build_channels(v, errors)
     _check_cross(v, errors)
     if errors:

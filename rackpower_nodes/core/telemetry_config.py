@@ -21,6 +21,9 @@ TELEMETRY_PARAMETERS: tuple[ParamSpec, ...] = (
     param("poll.timeout_s", 0.4, "double",
           "Per-host HTTP timeout in s; must be shorter than the poll period", (0.01, 10.0),
           positive=True),
+    param("poll.max_body_bytes", 2 * 2**20, "integer",
+          "Largest node_exporter response body accepted, bytes; a larger one is a scrape error "
+          "(real bodies are 50-150 kB)", (65536, 64 * 2**20)),
     param("stale_after_s", 3.0, "double",
           "A host with no good scrape for this long is reported stale, s", (0.1, 3600.0)),
     param("local_host.enabled", False, "bool",
@@ -43,6 +46,7 @@ class TelemetryConfig:
     hosts: tuple[tuple[str, str], ...]   # (host id, URL)
     poll_rate_hz: float
     timeout_s: float
+    max_body_bytes: int                  # largest response body accepted, bytes
     stale_after_s: float
     local_host: str | None               # host id of the controller when enabled
     schedule_file: str
@@ -54,7 +58,7 @@ class TelemetryConfig:
 def telemetry_config_from_params(values: Mapping[str, Any]) -> TelemetryConfig:
     """Build a validated config; raises ConfigError naming every bad key and value."""
     errors: list[str] = []
-    v = read_parameters(TELEMETRY_PARAMETERS, values, errors)
+    v = read_parameters(TELEMETRY_PARAMETERS, values, errors, "host_telemetry")
     names, urls = v.get("hosts.names", ()), v.get("hosts.urls", ())
     if len(names) != len(urls):
         errors.append(f"hosts.urls = {list(urls)!r}: has {len(urls)} values, expected "
@@ -76,7 +80,8 @@ def telemetry_config_from_params(values: Mapping[str, Any]) -> TelemetryConfig:
         raise ConfigError(errors)
     return TelemetryConfig(
         hosts=tuple(zip(names, urls)), poll_rate_hz=v["poll.rate_hz"],
-        timeout_s=v["poll.timeout_s"], stale_after_s=v["stale_after_s"], local_host=local,
+        timeout_s=v["poll.timeout_s"], max_body_bytes=v["poll.max_body_bytes"],
+        stale_after_s=v["stale_after_s"], local_host=local,
         schedule_file=schedule, utc_offset_s=v["calendar.utc_offset_s"],
         deadline_s=v["publish.deadline_s"], frame_id=v["frame_id"])
 
