@@ -32,7 +32,7 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
 from rackpower_nodes.core.params import ConfigError
-from rackpower_nodes.ros_params import ParameterError
+from rackpower_nodes.ros_params import ParameterError, reject_undeclared_overrides
 
 EXIT_BAD_CONFIG = 2
 EXECUTOR_STOP_S = 1.0        # how long callbacks in flight may take to finish at shutdown, s
@@ -73,9 +73,13 @@ def run_node(factory: Callable[[], Node], name: str, args=None, threads: int = 1
     request = ShutdownRequest()
     request.install()
     with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
+        node = None
         try:
             node = factory()
+            reject_undeclared_overrides(node)     # a mistyped key must not pass silently
         except (ConfigError, ParameterError) as exc:
+            if node is not None:
+                node.destroy_node()
             print(f"{name}: invalid configuration: {exc}", file=sys.stderr)
             return EXIT_BAD_CONFIG
         executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
