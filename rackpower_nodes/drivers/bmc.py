@@ -28,7 +28,9 @@ without the expected properties) raises `BmcError`, a `PduError`, naming the URL
 afresh. A 401 on a request means the session is gone (expired, BMC restarted): the same.
 A chassis without a power limit raises `PduCapabilityError`. Each request is tried once and
 costs at most `timeout_s` per connection and per read (the library's own retries, 10 by
-default with 1 s pauses, are turned off: the caller's control loop is the retry).
+default with 1 s pauses, are turned off: the caller's control loop is the retry). An answer
+over MAX_BODY_BYTES (1 MiB, decoded; by Content-Length or while reading) is refused the same
+way, read no further than the cap and one 64 kB chunk.
 
 Without `cafile` an https BMC's certificate is not verified (the library's default: BMCs
 mostly carry self-signed certificates); give the CA bundle to verify it.
@@ -52,6 +54,7 @@ APIS = ("environment_metrics", "power_control")
 AUTHS = ("session", "basic")
 
 _ROOT_PATH = "/redfish/v1/"
+MAX_BODY_BYTES = 2**20             # a larger answer is refused (Redfish resources are a few kB)
 _RETRY_STATUSES = (412, 428)       # stale or missing If-Match: read again, write once more
 _LIMIT_NAMES = {"environment_metrics": "PowerLimitWatts",
                 "power_control": "PowerControl[0].PowerLimit"}
@@ -170,7 +173,9 @@ class RedfishPowerCap(PduClient):
         try:
             client = redfish_client(base_url=self._base, username=self.username,
                                     password=self._password, timeout=self.timeout_s,
-                                    max_retry=0, check_connectivity=True, cafile=self.cafile)
+                                    max_retry=0, check_connectivity=False, cafile=self.cafile)
+            _cap_bodies(client._session, MAX_BODY_BYTES)   # the library's requests.Session
+            client.get_root_object()
         except Exception as exc:  # noqa: BLE001 - the library and requests raise many kinds;
             # each becomes BmcError naming it, chained
             raise BmcError(f"{self._where('GET', _ROOT_PATH)}: "
@@ -450,6 +455,32 @@ def _release(client, *, logout: bool) -> None:
         client.logout()
     except Exception:  # noqa: BLE001 - as above
         pass
+
+
+class BodyTooLarge(Exception):
+    """An answer over MAX_BODY_BYTES; it was not read past the cap and one chunk."""
+
+
+def _cap_bodies(session, limit: int) -> None:
+    """Make `session` (requests) refuse answers over `limit` bytes, decoded: a response hook
+    runs before requests reads the body, so the hook reads it in 64 kB chunks and stops."""
+    def read_capped(resp, *args, **kwargs):
+        length = resp.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > limit:
+            resp.close()
+            raise BodyTooLarge(f"answer of {length} bytes (Content-Length), more than the "
+                               f"{limit}-byte cap")
+        body = bytearray()
+        for chunk in resp.iter_content(65536):
+            body += chunk
+            if len(body) > limit:
+                resp.close()
+                raise BodyTooLarge(f"answer larger than the {limit}-byte cap (stopped after "
+                                   f"{len(body)} bytes)")
+        resp._content = bytes(body)    # what requests' .content returns from now on
+        return resp
+
+    session.hooks["response"].append(read_capped)
 
 
 def _snippet(text: str, n: int = 200) -> str:
