@@ -41,7 +41,7 @@ class HostTelemetryNode(Node):
         self._schedule = (WorkloadSchedule.from_file(cfg.schedule_file)
                           if cfg.schedule_file else None)
         self._collector = TelemetryCollector(
-            [HostTarget(name, url, cfg.timeout_s) for name, url in cfg.hosts],
+            [HostTarget(name, url, cfg.timeout_s, cfg.max_body_bytes) for name, url in cfg.hosts],
             stale_after_s=cfg.stale_after_s)
         self._local = LocalHostReader(cfg.local_host) if cfg.local_host else None
         self._pub = self.create_publisher(

@@ -272,7 +272,30 @@ def test_collector_over_real_exporter(node_exporter):
     assert 0.0 <= status.rates.cpu_util <= 1.0 and 0.0 < status.rates.mem_used_fraction < 1.0
 
 
-def test_body_cap(node_exporter, monkeypatch):
-    monkeypatch.setattr(telemetry, "MAX_BODY_BYTES", 1000)
-    with pytest.raises(ScrapeError, match="too large"):
-        fetch(node_exporter)
+def test_body_cap(node_exporter):
+    small = HostTarget("real", node_exporter.url, node_exporter.timeout_s, max_body_bytes=1000)
+    with pytest.raises(ScrapeError, match=r"real: body too large: more than the 1000-byte cap"):
+        fetch(small)
+
+
+def test_real_body_is_small_and_parses_only_the_used_series(node_exporter):
+    body = fetch(node_exporter)
+    assert 10_000 < len(body.encode()) < telemetry.MAX_BODY_BYTES // 10
+    used = telemetry._used_lines(body, "real").splitlines()
+    assert 0 < len(used) < len(body.splitlines()) / 5
+    assert {line.split("{")[0].split()[0] for line in used} <= set(telemetry.USED_SERIES)
+    assert parse_node_exporter(body, "real") == parse_node_exporter("\n".join(used), "real")
+
+
+def test_unused_series_and_comments_are_not_parsed():
+    junk = "".join(f'junk_total{{id="{i}"}} {i}\n' for i in range(5 * telemetry.MAX_SAMPLES))
+    s = parse_node_exporter("# HELP x ok\n" + junk + TEXT + "node_time_seconds_x{a=\"b\"} 1\n")
+    assert s == parse_node_exporter(TEXT)
+    assert s.host_time_s == 1.7e9
+
+
+def test_too_many_samples_of_a_used_series_is_garbage():
+    lines = "".join(f'node_cpu_seconds_total{{cpu="{i}",mode="idle"}} 1\n'
+                    for i in range(telemetry.MAX_SAMPLES + 1))
+    with pytest.raises(ScrapeError, match=f"h1: garbage: more than {telemetry.MAX_SAMPLES}"):
+        parse_node_exporter(lines, "h1")
