@@ -6,13 +6,15 @@
     rackpower-sim live --link /tmp/rackpower_rack_01_board --exporter-base-port 9101
                        [--pdu-base-port 5020 | --no-pdus] [--pdu-map rackpower_sim]
                        [--bmc-port 5080 | --no-bmcs] [--bmc-api alternate]
+                       [--control /tmp/rack.sock]
 
 ``fast`` writes ``DIR/rack_sim.npz`` and ``DIR/rack_sim.json`` (layout in
 :mod:`rackpower_nodes.sim.rack_sim`); ``plot`` draws per-component power, the rack total and
 the breaker budget over the simulated span. ``live`` plays the rack's hardware in real time: the
 sensor board on a pty, one node_exporter endpoint per host and one Modbus TCP PDU per
 ``rack.pdus`` entry (see :mod:`rackpower_nodes.sim.live`, docs/pdu.md), until SIGINT/SIGTERM
-or ``--duration``.
+or ``--duration``; with ``--control`` it takes fault-injection commands (PDU and BMC reboots,
+board stalls, cable pulls, garbage; :mod:`rackpower_nodes.sim.control`) on a Unix socket.
 """
 
 from __future__ import annotations
@@ -83,10 +85,15 @@ def _parser() -> argparse.ArgumentParser:
     live.add_argument("--corrupt-prob", type=float, default=0.0, help="per-frame bit flips")
     live.add_argument("--garbage-prob", type=float, default=0.0, help="garbage bursts")
     live.add_argument("--duration", type=float, default=0.0, help="s; 0 = until stopped")
+    live.add_argument("--control", type=Path, default=None,
+                      help="take fault-injection commands as JSON lines on this Unix socket "
+                           "(reboot_pdu, reboot_bmc, board_stall, cable_pull, garbage, stats; "
+                           "docs/rack-simulator.md)")
     return parser
 
 
 def _live(args: argparse.Namespace) -> int:
+    import contextlib
     import signal
     import threading
 
@@ -103,7 +110,11 @@ def _live(args: argparse.Namespace) -> int:
                     pdu_base_port=None if args.no_pdus else args.pdu_base_port,
                     pdu_map=args.pdu_map,
                     bmc_port=None if args.no_bmcs else args.bmc_port, bmc_api=args.bmc_api)
-    with rack:
+    with rack, contextlib.ExitStack() as stack:
+        if args.control is not None:
+            from rackpower_nodes.sim.control import ControlServer
+
+            stack.enter_context(ControlServer(rack, args.control))
         if args.manifest is not None:
             rack.write_manifest(args.manifest)
         _log.info("board on %s; exporters %s; PDUs %s; BMCs %s", rack.board.port_path,

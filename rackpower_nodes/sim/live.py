@@ -218,7 +218,8 @@ class LiveRack:
 
     def manifest(self) -> dict:
         """What the nodes need to find this rack: board link, channel map, exporter URLs,
-        PDUs (name, url, host, port, unit_id, map, outlets), each component's [pdu, outlet],
+        PDUs (name, url, host, port, unit_id, map, outlets, the allocations a reboot restores
+        in W), each component's [pdu, outlet],
         each simulated BMC's chassis URL by server,
         the breaker rating and the derated budget (W), and the simulated start (Unix s), seed
         and rate, so `generate` can replay the same demand in fast mode."""
@@ -234,7 +235,8 @@ class LiveRack:
             "hosts": list(self.fleet.urls),
             "host_urls": list(self.fleet.urls.values()),
             "pdus": [{"name": name, "url": s.url, "host": s.host, "port": s.port,
-                      "unit_id": s.unit_id, "map": s.map.name, "outlets": s.map.outlets}
+                      "unit_id": s.unit_id, "map": s.map.name, "outlets": s.map.outlets,
+                      "defaults_w": s.defaults_w.tolist()}
                      for name, s in self.pdus.items()],
             "pdu_outlets": {c.name: [c.pdu, c.outlet] for c in cfg.components},
             "bmcs": {name: self.bmc.chassis_url(name) for name in self.bmc_chassis()},

@@ -88,6 +88,8 @@ class EmulatorStats:
     garbage_bursts: int = 0             # garbage bursts sent (garbage_prob)
     frames_lost_unplugged: int = 0      # generated while unplugged or unsent at the cable pull
     frames_overflowed: int = 0          # dropped because the output buffer was full
+    frames_lost_stalled: int = 0        # generated while stalled (:meth:`stall`), never sent
+    garbage_bytes_injected: int = 0     # bytes queued by :meth:`send_garbage`
     bytes_written: int = 0              # bytes handed to the pty, garbage included
 
 
@@ -231,6 +233,7 @@ class SensorBoardEmulator:
         self._pty: _Pty | None = _Pty(link_path)
         self._last_slave = self._pty.slave_name
         self._holding = False          # unplug() in progress: stop writing
+        self._stalled_until = 0.0      # time.monotonic() until which the board sends nothing
         self._generated = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -315,6 +318,32 @@ class SensorBoardEmulator:
                 self._last_slave = self._pty.slave_name
         _log.info("sensor board replugged at %s", self.port_path)
 
+    def stall(self, seconds: float) -> None:
+        """Hang the board for `seconds` s: the port stays open but nothing arrives; frames
+        sampled meanwhile are lost (``frames_lost_stalled``), so the host sees a sequence gap
+        and a board-clock jump when it resumes."""
+        if not (np.isfinite(seconds) and seconds >= 0):
+            raise SensorBoardError(f"stall seconds: {seconds!r}, expected a finite number >= 0")
+        with self._lock:
+            self._stalled_until = max(self._stalled_until, time.monotonic() + float(seconds))
+
+    @property
+    def stalled(self) -> bool:
+        """True while a :meth:`stall` lasts."""
+        return time.monotonic() < self._stalled_until
+
+    def send_garbage(self, nbytes: int, seed: int | None = None) -> None:
+        """Queue `nbytes` random bytes (line noise, a babbling device) between two frames;
+        a sync word every 64 bytes lures the decoder into false frame starts."""
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or not 1 <= nbytes <= 1 << 20:
+            raise SensorBoardError(f"garbage bytes: {nbytes!r}, expected an integer 1..1048576")
+        burst = bytearray(np.random.default_rng(seed).bytes(nbytes))
+        for at in range(0, nbytes - 1, 64):
+            burst[at:at + 2] = SYNC
+        with self._lock:
+            self._stats.frames_overflowed += self._fifo.push(bytes(burst))
+            self._stats.garbage_bytes_injected += nbytes
+
     def _drain(self, pty: _Pty, flush_fifo: bool) -> None:
         """Wait until the host has read everything in the pty, optionally writing out the
         FIFO first; give up after 0.25 s without progress (host gone) or 2 s in all.
@@ -392,6 +421,9 @@ class SensorBoardEmulator:
         st.frames_generated += len(frames)
         if self._pty is None:
             st.frames_lost_unplugged += len(frames)
+            return
+        if frames and time.monotonic() < self._stalled_until:
+            st.frames_lost_stalled += len(frames)
             return
         for frame in self._inject(frames) if self.faults.active else frames:
             st.frames_overflowed += self._fifo.push(frame)
