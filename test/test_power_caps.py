@@ -54,7 +54,8 @@ def _cap(server: SimBmcServer, name: str, **kwargs) -> RedfishPowerCap:
 def _params(**over) -> dict:
     p = {"components": {"names": NAMES, "pdu": ["p"] * 4, "outlet": [1, 2, 3, 4],
                         "floor_w": [50.0] * 4, "ceiling_w": [400.0] * 4},
-         "pdus": {"names": ["p"], "urls": ["tcp://127.0.0.1:5020"], "maps": ["rackpower_sim"]}}
+         "pdus": {"names": ["p"], "urls": ["tcp://127.0.0.1:5020"], "maps": ["rackpower_sim"]},
+         "budget": {"breaker_a": 20.0, "voltage_v": 230.0, "derating": 0.8}}
     p["components"].update(over)
     return flatten_parameters(p)
 
@@ -337,20 +338,28 @@ def test_refused_bmc_credentials_are_named_and_the_node_keeps_trying(ros_env, tm
     assert "Traceback" not in out, out
 
 
-def test_a_quiet_bmc_is_read_on_its_own_heartbeat(bmc):
-    """A BMC is read every `heartbeat_s` (here 3 s), not at the link's 0.5 s for PDUs."""
-    target = PduTarget("bmc:a1", _cap(bmc, "a1"), np.array([1]), np.array([0]),
-                       heartbeat_s=3.0, kind="bmc")
-    link = PduLink([target], 1, 1000.0, np.full(1, 400.0), retry_s=60.0)
+def test_each_bmc_is_read_back_on_its_own_schedule(bmc):
+    """A BMC is read back every `verify_s`: the link's (0.5 s by default) unless the target
+    sets its own. One with a 30 s period is left alone while one at the default is read back
+    again and again; the first notices its BMC gone only when read."""
+    quiet = PduTarget("bmc:a1", _cap(bmc, "a1"), np.array([1]), np.array([0]),
+                      verify_s=30.0, kind="bmc")
+    busy = PduTarget("bmc:a2", _cap(bmc, "a2"), np.array([1]), np.array([1]), kind="bmc")
+    link = PduLink([quiet, busy], 2, 1000.0, np.full(2, 400.0), retry_s=60.0)
+    assert link.verify_s == 0.5
     assert link.connect_all() == []
-    link.start()                         # nothing to write: only heartbeats reach the BMC
-    bmc.stop()
-    time.sleep(1.5)                      # three PDU heartbeats, no BMC one yet
-    assert link.health()[0]
-    end = time.monotonic() + 15.0        # guard only
-    while link.health()[0] and time.monotonic() < end:
+    assert quiet.readbacks == busy.readbacks == 1           # on connecting
+    link.start()                         # nothing to write: only read-backs reach the BMC
+    end = time.monotonic() + 30.0        # guard only
+    while busy.readbacks < 4 and time.monotonic() < end:
         time.sleep(0.05)
+    assert busy.readbacks >= 4 and quiet.readbacks == 1, (busy.readbacks, quiet.readbacks)
+    link.stop()
+    bmc.stop()
+    assert link.health()[0]              # not read since: not known to be gone
+    assert link.verify_now() == []
     ok, reason = link.health()
-    assert not ok and "bmc:a1" in reason
+    assert not ok and "bmc:a1" in reason and "bmc:a2" in reason
+    assert np.isnan(link.held_w()).all()     # unknown now, not assumed
     link.close()
     bmc.start()

@@ -5,7 +5,10 @@ A map (YAML, see docs/pdu.md and config/pdu/) names the outlet count and, per po
 table, the 0-based wire address of outlet 1, the stride in registers between outlets, the data
 type, the scale (raw x scale = value in the point's unit), the word order of 32-bit values and
 whether the controller may write it. An optional `identity` block lists registers read on
-connect with the value the device must hold there.
+connect with the value the device must hold there. Two optional device-wide points (one
+register for the whole PDU, no stride) let the controller notice a restart: `boot_count` (a
+counter that grows at every power-on) and `uptime_s` (seconds since power-on; a drop means a
+restart).
 
     outlets: 24
     switching_allowed: false
@@ -31,7 +34,8 @@ import yaml
 from rackpower_nodes.core.params import ConfigError
 
 __all__ = [
-    "BIT_TABLES", "IdentityCheck", "POINTS", "Point", "PRESET_DIR", "REGISTER_TABLES",
+    "BIT_TABLES", "DEVICE_POINTS", "IdentityCheck", "POINTS", "Point", "PRESET_DIR",
+    "REGISTER_TABLES",
     "READ_LIMITS", "RegisterMap", "TYPES", "WRITE_LIMITS", "load_register_map", "plan_blocks",
     "preset_names",
 ]
@@ -54,8 +58,14 @@ POINTS = {
     "outlet_state": (False, BIT_TABLES, "on/off"),
     "outlet_allocation_w": (False, ("holding",), "W"),
 }
+# device-wide point name -> (allowed tables, unit): one value per PDU, at `address`
+DEVICE_POINTS = {
+    "boot_count": (REGISTER_TABLES, "count"),
+    "uptime_s": (REGISTER_TABLES, "s"),
+}
 _TOP_KEYS = ("name", "description", "outlets", "switching_allowed", "points", "identity")
 _POINT_KEYS = ("table", "address", "stride", "type", "scale", "word_order", "writable")
+_DEVICE_POINT_KEYS = ("table", "address", "type", "scale", "word_order")
 _IDENTITY_KEYS = ("table", "address", "type", "scale", "word_order", "expect")
 
 
@@ -84,6 +94,7 @@ class Point:
     scale: float = 1.0
     word_order: str = "big"
     writable: bool = False
+    per_outlet: bool = True        # False: one device-wide value at `address` (DEVICE_POINTS)
 
     @property
     def is_bits(self) -> bool:
@@ -158,6 +169,11 @@ class RegisterMap:
     def can_write_allocations(self) -> bool:
         p = self.points.get("outlet_allocation_w")
         return p is not None and p.writable
+
+    @property
+    def boot_point(self) -> Point | None:
+        """The point a restart is detected from: boot_count, else uptime_s, else None."""
+        return self.points.get("boot_count") or self.points.get("uptime_s")
 
     @property
     def can_switch(self) -> bool:
@@ -355,9 +371,13 @@ def _points(raw: Any, outlets: int, errors: list[str]) -> dict[str, Point]:
         errors.append(f"points = {raw!r}: expected a mapping of point names "
                       f"({', '.join(POINTS)}) to register specs")
         return {}
-    _unknown(raw, tuple(POINTS), "points", errors)
+    _unknown(raw, (*POINTS, *DEVICE_POINTS), "points", errors)
     out: dict[str, Point] = {}
-    for name, (required, tables, unit) in POINTS.items():
+    specs = [(name, required, tables, unit, True)
+             for name, (required, tables, unit) in POINTS.items()]
+    specs += [(name, False, tables, unit, False)
+              for name, (tables, unit) in DEVICE_POINTS.items()]
+    for name, required, tables, unit, per_outlet in specs:
         where = f"points.{name}"
         spec = raw.get(name)
         if spec is None:
@@ -369,7 +389,7 @@ def _points(raw: Any, outlets: int, errors: list[str]) -> dict[str, Point]:
                           f"{', '.join(_POINT_KEYS)}")
             continue
         n_err = len(errors)
-        _unknown(spec, _POINT_KEYS, where, errors)
+        _unknown(spec, _POINT_KEYS if per_outlet else _DEVICE_POINT_KEYS, where, errors)
         table = _choice(spec, "table", where, None, tables, errors)
         address = _integer(spec, "address", where, None, 0, 65535, errors)
         type_, order, scale = _encoding(spec, table, where, errors)
@@ -384,12 +404,13 @@ def _points(raw: Any, outlets: int, errors: list[str]) -> dict[str, Point]:
                           f"writes allocations there; omit the point on a PDU without one)")
         if len(errors) > n_err:
             continue
-        last = address + (outlets - 1) * stride + width - 1
+        last = address + ((outlets - 1) * stride if per_outlet else 0) + width - 1
         if last > 65535:
             errors.append(f"{where}: outlet {outlets} ends at address {last}, expected <= "
                           f"65535 (address {address}, stride {stride})")
             continue
-        out[name] = Point(name, table, address, stride, type_, scale, order, writable)
+        out[name] = Point(name, table, address, stride, type_, scale, order, writable,
+                          per_outlet)
     return out
 
 
@@ -426,7 +447,8 @@ def _check_overlaps(points: Mapping[str, Point], identity: Sequence[IdentityChec
                     outlets: int, errors: list[str]) -> None:
     """No two points (or identity registers) may share a register of the same table."""
     owner: dict[tuple[str, int], str] = {}
-    items = [(p, outlets) for p in points.values()] + [(c.as_point(), 1) for c in identity]
+    items = [(p, outlets if p.per_outlet else 1) for p in points.values()]
+    items += [(c.as_point(), 1) for c in identity]
     for p, n in items:
         key = p.name if p.name.startswith("identity.") else f"points.{p.name}"
         for first in p.address_of(np.arange(1, n + 1)).tolist():

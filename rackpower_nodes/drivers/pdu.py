@@ -32,6 +32,7 @@ from rackpower_nodes.core.pdu_map import (
 __all__ = ["OutletReadings", "PduCapabilityError", "PduClient", "PduError", "ModbusPdu",
            "open_pdu", "parse_pdu_url"]
 
+_READ_FUNCTIONS = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}   # Modbus codes
 _EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
                     4: "server device failure", 5: "acknowledge", 6: "server device busy",
                     10: "gateway path unavailable", 11: "gateway target failed to respond"}
@@ -100,6 +101,11 @@ class PduClient(abc.ABC):
     @abc.abstractmethod
     def set_outlet(self, outlet: int, on: bool) -> None:
         """Switch an outlet; PduCapabilityError unless the map's switching_allowed is true."""
+
+    def read_boot_marker(self) -> tuple[str, float] | None:
+        """("boot_count", n) or ("uptime_s", s) where the device shows one, so a restart
+        can be told from a reconnect; None where it does not."""
+        return None
 
     def __enter__(self) -> PduClient:
         self.connect()
@@ -272,9 +278,14 @@ class ModbusPdu(PduClient):
         values: dict[int, int] = {}
         for address, n in plan_blocks(spans, READ_LIMITS[table], readable):
             r = self._request(table, address, n, calls[table], count=n)
-            got = r.bits if table in ("coil", "discrete") else r.registers
-            if len(got) < n:
-                self._fail(table, address, f"short answer: {len(got)} of {n} values", n)
+            if r.function_code != _READ_FUNCTIONS[table]:   # pymodbus takes any read answer
+                self._fail(table, address, f"answer with function code {r.function_code}, "
+                           f"expected {_READ_FUNCTIONS[table]}", n)
+            bits = table in ("coil", "discrete")      # bits come padded to whole bytes
+            got = r.bits if bits else r.registers
+            if len(got) < n or len(got) > (-(-n // 8) * 8 if bits else n):
+                self._fail(table, address, f"malformed answer: {len(got)} values for "
+                           f"{n} requested", n)
             values.update(zip(range(address, address + n), (int(v) for v in got[:n])))
         return values
 
@@ -306,6 +317,14 @@ class ModbusPdu(PduClient):
         idx = self._outlets(outlets)
         with self._lock:
             return self._read_point(p, idx) if idx.size else np.zeros(0)
+
+    def read_boot_marker(self) -> tuple[str, float] | None:
+        p = self.register_map.boot_point
+        if p is None:
+            return None
+        with self._lock:
+            got = self._read_registers(p.table, [(p.address, p.width)])
+        return p.name, float(p.decode([got[p.address + i] for i in range(p.width)])[0])
 
     # -- writes -----------------------------------------------------------------------------
     def write_allocations(self, outlets: Sequence[int], watts: Sequence[float]) -> None:

@@ -27,8 +27,12 @@ credentials, else 401. GETs of the limit resources carry an ETag that versions t
 strict BMC checks them (unknown or read-only properties, wrong types, values outside
 [AllowableMin, AllowableMax] -> 400 with a Redfish error body naming the property).
 
-Limits survive `stop()`/`start()` (a BMC reboot) while sessions do not; `reset_limits()`
-clears them. `fail_requests` and `set_delay` inject failures and slowness for client tests.
+Limits survive `stop()`/`start()` (the service restarting) while sessions do not;
+`reset_limits()` clears them. `reboot(chassis_id)` plays a BMC power cycle: the chassis'
+limit back to its power-on default (none) and the sessions that used that chassis gone (with
+no id: every chassis, every session and every open connection). Like a real BMC it takes a
+PATCH from any client holding the credentials (curl included), not only from rackpower.
+`fail_requests` and `set_delay` inject failures and slowness for client tests.
 """
 from __future__ import annotations
 
@@ -62,6 +66,7 @@ _REGISTRY = "Base.1.8"
 _MAX_BODY = 64 * 1024
 _CONTROL_MODES = ("Automatic", "Override", "Manual", "Disabled")
 _LIMIT_EXCEPTIONS = ("NoAction", "HardPowerOff", "LogEventOnly", "Oem")
+_CHASSIS_PATH = re.compile(rf"{_ROOT}/Chassis/([\w.\-]+)")
 
 
 class _Refusal(Exception):
@@ -214,6 +219,8 @@ class SimBmcServer:
         self._tls = tls
         self._lock = threading.Lock()
         self._sessions: dict[str, tuple[str, str]] = {}   # token -> (session id, user)
+        self._session_chassis: dict[str, set[str]] = {}   # token -> chassis it touched
+        self.boots = 0                                    # reboot() calls
         self._next_session = 1
         self._fail_left, self._fail_status = 0, 503
         self._delay_s = 0.0
@@ -270,6 +277,7 @@ class SimBmcServer:
         thread.join(5.0)
         with self._lock:
             self._sessions.clear()
+            self._session_chassis.clear()
 
     def __enter__(self) -> SimBmcServer:
         return self.start()
@@ -283,17 +291,41 @@ class SimBmcServer:
         with self._lock:
             return self._get_chassis(chassis_id).limit_w
 
-    def reset_limits(self) -> None:
-        """Every chassis back to no limit (on_limit is told for those that had one)."""
+    def reset_limits(self, chassis_ids: Sequence[str] | None = None) -> None:
+        """Every chassis (or those of `chassis_ids`) back to no limit (on_limit is told for
+        those that had one)."""
         changed = []
         with self._lock:
-            for cid, ch in self._chassis.items():
+            ids = list(self._chassis) if chassis_ids is None else list(chassis_ids)
+            for cid in ids:
+                ch = self._get_chassis(cid)
                 if ch.limit_w is not None:
                     changed.append(cid)
                 ch.set_point_w, ch.enabled = None, False
                 ch.version += 1
         for cid in changed:
             self._notify(cid, None)
+
+    def reboot(self, chassis_id: str | None = None) -> None:
+        """A BMC power cycle: the limit of `chassis_id` (None: of every chassis) back to its
+        power-on default, no limit, and the sessions that used that chassis forgotten (their
+        next request gets 401). With None every session goes and every open connection is
+        dropped, as when the one BMC serving them all restarts. KeyError for an unknown id."""
+        ids = list(self._chassis) if chassis_id is None else [chassis_id]
+        with self._lock:
+            for cid in ids:
+                self._get_chassis(cid)
+            gone = [t for t, used in self._session_chassis.items()
+                    if chassis_id is None or chassis_id in used]
+            for token in gone:
+                self._sessions.pop(token, None)
+                self._session_chassis.pop(token, None)
+            self.boots += 1
+        if chassis_id is None and self._httpd is not None:
+            self._httpd.drop_connections()
+        self.reset_limits(ids)
+        _log.info("simulated BMC %s rebooted: limits of %s back to none, %d session(s) gone",
+                  self.url, ids, len(gone))
 
     def fail_requests(self, n: int, status: int = 503) -> None:
         """The next `n` authenticated requests answer `status` with a Redfish error body."""
@@ -359,8 +391,12 @@ class SimBmcServer:
             return _Reply(200, self._service_root())
         if path == _SESSIONS and method == "POST":
             return self._create_session(self._json(req.body))
-        self._authenticate(req.headers)
+        token = self._authenticate(req.headers)
         self._injected_failure()
+        m = _CHASSIS_PATH.match(path)
+        if token is not None and m is not None:
+            with self._lock:
+                self._session_chassis.setdefault(token, set()).add(m.group(1))
         for pattern, methods in self._routes:
             m = pattern.fullmatch(path)
             if m is None:
@@ -410,12 +446,14 @@ class SimBmcServer:
         return (hmac.compare_digest(user.encode(), self._username.encode())
                 and hmac.compare_digest(password.encode(), self._password.encode()))
 
-    def _authenticate(self, headers) -> None:
+    def _authenticate(self, headers) -> str | None:
+        """The session token of an authenticated request (None: Basic credentials);
+        refused with 401 otherwise."""
         token = headers.get("X-Auth-Token")
         if token is not None:
             with self._lock:
                 if token in self._sessions:
-                    return
+                    return token
         auth = headers.get("Authorization") or ""
         if auth[:6].lower() == "basic ":
             try:
@@ -424,7 +462,7 @@ class SimBmcServer:
             except (binascii.Error, UnicodeDecodeError):
                 user, password = "", None
             if password is not None and self._credentials_ok(user, password):
-                return
+                return None
         raise _Refusal(401, "NoValidSession", "There is no valid session established with "
                        "the implementation (X-Auth-Token or Basic credentials required).",
                        {"WWW-Authenticate": 'Basic realm="rackpower-sim-bmc"'})
@@ -701,6 +739,7 @@ class SimBmcServer:
         token, _ = self._find_session(sid)
         with self._lock:
             self._sessions.pop(token, None)
+            self._session_chassis.pop(token, None)
         return _Reply(204)
 
 

@@ -18,13 +18,18 @@ withheld, and models the breaker feeding the outlets with a trip curve:
 
 A trip is counted, sets `tripped` and from then on every outlet is served 0 W (the end of the
 run). `SimPduServer` exposes one PDU's outlets of a model over Modbus TCP on loopback with the
-`rackpower_sim` register map (config/pdu/rackpower_sim.yaml, docs/pdu.md).
+`rackpower_sim` register map (config/pdu/rackpower_sim.yaml, docs/pdu.md). Like a real PDU it
+takes writes from any Modbus client (there is no authentication in Modbus), and `reboot()`
+plays a power cycle: connections dropped, allocations back to the power-on defaults (the
+outlet ratings unless told otherwise, which may sum above the breaker) and the boot counter
+one higher.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -240,18 +245,35 @@ class SimPduServer:
         voltage_v: outlet voltage, V.
         lock: shared with other servers on the same model (default: a new lock).
         framer: "socket" (Modbus TCP) or "rtu" (RTU frames over TCP, for RTU client tests).
+        defaults_w: the allocations `reboot()` restores, W (one value or one per outlet;
+            None: the model's outlet ratings).
+        boot_count: the boot counter's value at construction (the map's `boot_count` point).
     """
 
     def __init__(self, register_map: RegisterMap | str = "rackpower_sim",
                  model: PduModel | None = None, host: str = "127.0.0.1", port: int = 0,
                  unit_id: int = 1, voltage_v: float = 230.0, first_outlet: int = 0,
-                 lock: threading.Lock | None = None, framer: str = "socket"):
+                 lock: threading.Lock | None = None, framer: str = "socket",
+                 defaults_w: float | Sequence[float] | None = None, boot_count: int = 1):
         self.map = load_register_map(register_map)
         self.model = model if model is not None else PduModel(
             np.full(self.map.outlets, 2300.0), 4600.0)
         if first_outlet < 0 or first_outlet + self.map.outlets > self.model.n_outlets:
             raise ValueError(f"first_outlet = {first_outlet}: the map's {self.map.outlets} "
                              f"outlets do not fit the model's {self.model.n_outlets}")
+        sel = slice(first_outlet, first_outlet + self.map.outlets)
+        defaults = self.model.ratings_w[sel] if defaults_w is None else defaults_w
+        self.defaults_w = np.broadcast_to(np.asarray(defaults, dtype=np.float64),
+                                          (self.map.outlets,)).copy()
+        if not np.all(np.isfinite(self.defaults_w)) or np.any(self.defaults_w < 0):
+            raise ValueError(f"defaults_w = {self.defaults_w.tolist()}: expected finite "
+                             f"allocations >= 0 W")
+        if isinstance(boot_count, bool) or not isinstance(boot_count, int) \
+                or not 0 <= boot_count < 2**32:
+            raise ValueError(f"boot_count = {boot_count!r}: expected an integer 0..2**32-1")
+        self.boot_count = boot_count
+        self._boot_t = time.monotonic()
+        self._delay_s = {"read": 0.0, "write": 0.0}
         for name in ("outlet_power_w", "outlet_allocation_w", "outlet_state"):
             if self.map.point(name) is None:
                 raise ValueError(f"register map {self.map.name}: point {name} missing, "
@@ -339,6 +361,34 @@ class SimPduServer:
         loop.close()
         self._loop = self._thread = self._server = None
 
+    def reboot(self, down_s: float = 0.0) -> None:
+        """A power cycle, as a real PDU goes through one: every connection dropped, the
+        allocations back to `defaults_w`, every outlet on, the boot counter (and uptime)
+        restarted; listening again after `down_s` s if it was listening before."""
+        if not (np.isfinite(down_s) and down_s >= 0):
+            raise ValueError(f"down_s = {down_s!r}: expected a finite number >= 0 s")
+        was_running = self.running
+        self.stop()
+        with self.lock:
+            self.model.set_allocations(self._sel, self.defaults_w)
+            self.model.set_outlet_on(self._sel, True)
+        self.boot_count = (self.boot_count + 1) % 2**32
+        self._boot_t = time.monotonic()
+        _log.info("simulated PDU on %s rebooted (boot %d): allocations back to %s W",
+                  self.url, self.boot_count, np.unique(self.defaults_w).tolist())
+        if down_s:
+            time.sleep(down_s)
+        if was_running:
+            self.start()
+
+    def set_delay(self, read_s: float = 0.0, write_s: float = 0.0) -> None:
+        """Every read (write) request is answered `read_s` (`write_s`) s late: a slow or busy
+        PDU. 0 to stop."""
+        for name, value in (("read_s", read_s), ("write_s", write_s)):
+            if not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} = {value!r}: expected a finite number >= 0 s")
+        self._delay_s = {"read": float(read_s), "write": float(write_s)}
+
     def __enter__(self) -> SimPduServer:
         return self.start()
 
@@ -373,6 +423,10 @@ class SimPduServer:
             alloc = self.model.allocation_w[self._sel].copy()
             on = self.model.outlet_on[self._sel].copy()
         for name, p in self.map.points.items():
+            if not p.per_outlet:        # boot_count / uptime_s: one read-only value
+                regs[p.table].append(SimData(p.address, values=self._device_words(p),
+                                             datatype=DataType.REGISTERS, readonly=True))
+                continue
             if p.is_bits:
                 for addr, state in zip(p.address_of(outlets).tolist(), on.tolist()):
                     bits[p.table].append(SimData(addr, values=[bool(state)],
@@ -393,14 +447,28 @@ class SimPduServer:
                   regs["holding"] or empty_regs, regs["input"] or empty_regs)
         return SimDevice(self.unit_id, simdata=blocks, action=self._action)
 
+    def _device_words(self, p: Point) -> list[int]:
+        """Registers of a device-wide point: the boot counter or the uptime (s)."""
+        value = self.boot_count if p.name == "boot_count" else time.monotonic() - self._boot_t
+        return p.encode([min(value, 2.0**32 - 1) if p.type == "uint32" else value])[0].tolist()
+
     async def _action(self, func_code: int, start: int, address: int, count: int,
                       registers: list[int], values) -> object:
         """pymodbus hook on every request: refresh metering before a read; apply writes of
         allocations and outlet coils to the model (refusing bad allocations)."""
         from pymodbus.constants import ExcCodes
 
-        if func_code in (3, 4) and self._shown != self._version:
-            self._show(registers, start, "holding" if func_code == 3 else "input")
+        delay = self._delay_s["read" if values is None else "write"]
+        if delay:
+            await asyncio.sleep(delay)
+        if func_code in (3, 4):
+            table = "holding" if func_code == 3 else "input"
+            if self._shown != self._version:
+                self._show(registers, start, table)
+            up = self.map.point("uptime_s")
+            if up is not None and up.table == table:
+                registers[up.address - start:up.address - start + up.width] = \
+                    self._device_words(up)
         if values is None:
             return None
         try:
