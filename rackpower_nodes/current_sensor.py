@@ -8,17 +8,12 @@ start and a bad one stops the node with a message that names the key.
 """
 from __future__ import annotations
 
-import array
 import sys
 import threading
 import time
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy.duration import Duration
-from rclpy._rclpy_pybind11 import RCLError
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from rackpower.msg import PowerSamples
 from rackpower_nodes import diagnostics
@@ -28,17 +23,10 @@ from rackpower_nodes.core.sensor_config import (
 from rackpower_nodes.drivers.port_reader import PortReader, PortState
 from rackpower_nodes.drivers.serial_port import PySerialPort
 from rackpower_nodes.node_main import run_node
+from rackpower_nodes.ros_common import float32_array, publish_unless_shut_down, samples_qos
 from rackpower_nodes.ros_params import declare_from_specs
 
 DIAGNOSTICS_PERIOD_S = 1.0
-
-
-def samples_qos(deadline_s: float) -> QoSProfile:
-    """Sensor-data QoS for measurement streams, with a deadline so subscribers see a stall."""
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST, depth=10,
-        reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE,
-        deadline=Duration(seconds=deadline_s))
 
 
 def to_message(batch: SampleBatch, frame_id: str) -> PowerSamples:
@@ -58,13 +46,6 @@ def to_message(batch: SampleBatch, frame_id: str) -> PowerSamples:
     msg.total_power_w = float(batch.mean_power_w.sum())
     msg.frames_lost = batch.frames_lost
     return msg
-
-
-def float32_array(values: np.ndarray) -> array.array:
-    """A float32[] message field from any array, without a per-element Python check."""
-    out = array.array("f")
-    out.frombytes(np.ascontiguousarray(values, dtype=np.float32).tobytes())
-    return out
 
 
 class CurrentSensorNode(Node):
@@ -102,14 +83,9 @@ class CurrentSensorNode(Node):
         with self._lock:
             batches = self._acq.ingest(data, host_ns)
         for batch in batches:
-            if not self.context.ok():       # shutting down: the reader stops next
-                return
-            try:
-                self._pub.publish(to_message(batch, self.config.frame_id))
-            except RCLError:
-                if self.context.ok():
-                    raise
-                return
+            if not publish_unless_shut_down(self, self._pub,
+                                            to_message(batch, self.config.frame_id)):
+                return                      # shutting down: the reader stops next
 
     def _on_state(self, state: PortState) -> None:
         """Reader thread: the link changed state; publish what was pending when it drops."""
@@ -122,7 +98,8 @@ class CurrentSensorNode(Node):
                 batch = self._acq.flush(time.time_ns())
                 self._acq.port_reset()
             if batch is not None:
-                self._pub.publish(to_message(batch, self.config.frame_id))
+                publish_unless_shut_down(self, self._pub,
+                                         to_message(batch, self.config.frame_id))
             log.warning(f"sensor board link lost: {state.detail}; reconnecting")
         elif state.state == "open":
             log.info(f"sensor board link open on {self.config.port}")

@@ -21,8 +21,8 @@ from rackpower_nodes.core.telemetry import (
     HostTarget, LocalHostReader, TelemetryCollector, calendar_features)
 from rackpower_nodes.core.telemetry_config import (
     TELEMETRY_PARAMETERS, TelemetryConfig, telemetry_config_from_params)
-from rackpower_nodes.current_sensor import samples_qos
 from rackpower_nodes.node_main import run_node
+from rackpower_nodes.ros_common import samples_qos
 from rackpower_nodes.ros_params import declare_from_specs
 
 NAN = float("nan")

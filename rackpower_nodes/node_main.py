@@ -23,12 +23,15 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 import rclpy
 from rclpy.executors import (
     ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor)
+from rclpy.logging import get_logger
 from rclpy.node import Node
+from rclpy.task import Future
 from rclpy.signals import SignalHandlerOptions
 
 from rackpower_nodes.core.params import ConfigError
@@ -59,6 +62,13 @@ class ShutdownRequest:
         self.signals.append(signal.Signals(signum).name)
         self.event.set()
 
+    def ignore_from_now(self) -> None:
+        """Ignore SIGINT/SIGTERM outright (the shutdown is done): the interpreter restores the
+        default handlers while it exits, so a late Ctrl-C would otherwise kill it (-2)."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in SHUTDOWN_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
+
     @property
     def reason(self) -> str:
         return self.signals[0] if self.signals else "the executor stopped"
@@ -72,6 +82,14 @@ def run_node(factory: Callable[[], Node], name: str, args=None, threads: int = 1
     MultiThreadedExecutor. Returns the exit code: 0, or EXIT_BAD_CONFIG."""
     request = ShutdownRequest()
     request.install()
+    try:
+        return _run(factory, name, args, threads, request)
+    finally:
+        request.ignore_from_now()
+
+
+def _run(factory: Callable[[], Node], name: str, args, threads: int,
+         request: ShutdownRequest) -> int:
     with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
         node = None
         try:
@@ -86,19 +104,20 @@ def run_node(factory: Callable[[], Node], name: str, args=None, threads: int = 1
                     else SingleThreadedExecutor())
         executor.add_node(node)
         failure: list[BaseException] = []
-        spinner = threading.Thread(target=_spin, args=(executor, request, failure),
+        stop = Future()
+        spinner = threading.Thread(target=_spin, args=(executor, stop, request, failure),
                                    name=f"{name}-executor", daemon=True)
         spinner.start()
         request.event.wait()
         node.get_logger().info(f"shutting down ({request.reason})")
-        stopped = _stop_executor(executor, spinner)
+        stopped = _stop_executor(executor, stop, spinner)
         if not stopped:
             node.get_logger().warning(
                 f"callbacks still running {EXECUTOR_STOP_S:g} s after {request.reason}; "
                 "destroying the node anyway")
         node.destroy_node()
     if request.ignored():
-        rclpy.logging.get_logger(name).info(
+        get_logger(name).info(
             f"ignored {', '.join(request.ignored())} while shutting down (the shutdown "
             "completes first)")
     if failure:
@@ -108,11 +127,12 @@ def run_node(factory: Callable[[], Node], name: str, args=None, threads: int = 1
     return 0
 
 
-def _spin(executor, request: ShutdownRequest, failure: list[BaseException]) -> None:
-    """The executor's thread: spin until shut down; a callback's exception is kept for the
-    main thread, which shuts down in order before it re-raises it."""
+def _spin(executor, stop: Future, request: ShutdownRequest,
+          failure: list[BaseException]) -> None:
+    """The executor's thread: spin until `stop` is done; a callback's exception is kept for
+    the main thread, which shuts down in order before it re-raises it."""
     try:
-        executor.spin()
+        executor.spin_until_future_complete(stop)
     except ExternalShutdownException:
         pass
     except BaseException as exc:          # noqa: BLE001 (re-raised by the main thread)
@@ -121,15 +141,22 @@ def _spin(executor, request: ShutdownRequest, failure: list[BaseException]) -> N
         request.event.set()
 
 
-def _stop_executor(executor, spinner: threading.Thread) -> bool:
-    """Stop the executor and wait, at most EXECUTOR_STOP_S, for its callbacks in flight;
-    True when it stopped in time."""
+def _stop_executor(executor, stop: Future, spinner: threading.Thread) -> bool:
+    """Stop spinning (no new callbacks), then shut the executor down, waiting at most
+    EXECUTOR_STOP_S in all for the callbacks in flight; True when it stopped in time. The
+    executor is shut down only once its thread is out of its wait set."""
+    deadline = time.monotonic() + EXECUTOR_STOP_S
+    if not stop.done():
+        stop.set_result(None)             # wakes the executor's wait
+    spinner.join(EXECUTOR_STOP_S)
+    if spinner.is_alive():
+        return False
+    left = max(0.0, deadline - time.monotonic())
     stopper = threading.Thread(target=executor.shutdown, name="executor-shutdown",
-                               kwargs={"timeout_sec": EXECUTOR_STOP_S}, daemon=True)
+                               kwargs={"timeout_sec": left}, daemon=True)
     stopper.start()
-    stopper.join(EXECUTOR_STOP_S)
-    spinner.join(max(0.0, EXECUTOR_STOP_S / 2))
-    return not stopper.is_alive() and not spinner.is_alive()
+    stopper.join(left)
+    return not stopper.is_alive()
 
 
 def _exit_now(code: int) -> None:

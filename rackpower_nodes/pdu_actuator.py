@@ -30,7 +30,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from rackpower.msg import AllocationError, PowerAllocation, PowerForecast, PowerSamples
 from rackpower_nodes import diagnostics
@@ -39,13 +38,12 @@ from rackpower_nodes.core.actuator_config import (
 from rackpower_nodes.core.allocation import MODES, AllocationController, Decision, ForecastView
 from rackpower_nodes.core.forecast.datasets import stamp_unix
 from rackpower_nodes.core.pdu_map import load_register_map
-from rackpower_nodes.current_sensor import float32_array as _f32
-from rackpower_nodes.current_sensor import samples_qos
 from rackpower_nodes.drivers.bmc import RedfishPowerCap
 from rackpower_nodes.drivers.pdu import open_pdu
 from rackpower_nodes.drivers.pdu_link import PduLink, PduTarget, float32_floor
 from rackpower_nodes.node_main import run_node
-from rackpower_nodes.predictor import forecast_qos, latched_qos
+from rackpower_nodes.ros_common import float32_array as _f32
+from rackpower_nodes.ros_common import errors_qos, forecast_qos, latched_qos, samples_qos
 from rackpower_nodes.ros_params import declare_from_specs
 
 
@@ -54,13 +52,6 @@ WATCHDOG_S = 0.02
 
 # The current allocation is latest state: reliable, transient local, depth 1.
 allocation_qos = latched_qos
-
-
-def errors_qos() -> QoSProfile:
-    """Allocation errors: reliable, keep last 100 (the retraining loop must not miss them)."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
-                      reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.VOLATILE)
 
 
 def forecast_view(msg: PowerForecast, components: tuple[str, ...]) -> ForecastView:

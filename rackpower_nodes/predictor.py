@@ -18,7 +18,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from rackpower.msg import HostTelemetry, ModelUpdate, PowerForecast, PowerSamples
 from rackpower_nodes import diagnostics
@@ -27,26 +26,12 @@ from rackpower_nodes.core.forecast.serving import Forecast, ForecastService
 from rackpower_nodes.core.predictor_config import (
     PREDICTOR_PARAMETERS, PredictorConfig, predictor_config_from_params)
 from rackpower_nodes.core.schedule import WorkloadSchedule
-from rackpower_nodes.current_sensor import float32_array as _f32
-from rackpower_nodes.current_sensor import samples_qos
 from rackpower_nodes.node_main import run_node
+from rackpower_nodes.ros_common import float32_array as _f32
+from rackpower_nodes.ros_common import forecast_qos, latched_qos, samples_qos
 from rackpower_nodes.ros_params import declare_from_specs
 
 LATENCY_WINDOW = 200
-
-
-def forecast_qos() -> QoSProfile:
-    """Forecasts: reliable, keep last 5."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
-                      reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.VOLATILE)
-
-
-def latched_qos() -> QoSProfile:
-    """Latest state (model_update): reliable, transient local, depth 1."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                      reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def to_message(fc: Forecast, components, frame_id: str, inference_ms: float) -> PowerForecast:

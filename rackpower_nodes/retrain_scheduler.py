@@ -28,10 +28,8 @@ from rackpower_nodes.core.params import ConfigError
 from rackpower_nodes.core.retrain import OffPeakGate, Outcome, RetrainError, RetrainPipeline
 from rackpower_nodes.core.retrain_config import (
     RETRAIN_PARAMETERS, RetrainConfig, retrain_config_from_params)
-from rackpower_nodes.current_sensor import samples_qos
 from rackpower_nodes.node_main import run_node
-from rackpower_nodes.pdu_actuator import errors_qos
-from rackpower_nodes.predictor import latched_qos
+from rackpower_nodes.ros_common import errors_qos, latched_qos, samples_qos
 from rackpower_nodes.ros_params import declare_from_specs
 
 POLL_PERIOD_S = 0.5
