@@ -34,7 +34,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rackpower.msg import AllocationError, PowerAllocation, PowerForecast, PowerSamples
 from rackpower_nodes import diagnostics
 from rackpower_nodes.core.actuator_config import (
-    ACTUATOR_PARAMETERS, ActuatorConfig, actuator_config_from_params)
+    ACTUATOR_PARAMETERS, ActuatorConfig, actuator_config_from_params, check_outlets_in_maps)
 from rackpower_nodes.core.allocation import MODES, AllocationController, Decision, ForecastView
 from rackpower_nodes.core.forecast.datasets import stamp_unix
 from rackpower_nodes.core.pdu_map import load_register_map
@@ -85,12 +85,17 @@ class PduActuatorNode(LifecycleNode):
         cfg = self.config
         # a bad register map is a configuration error: the process exits 2 naming it
         self._maps = {p.name: load_register_map(p.register_map) for p in cfg.pdus}
+        # and so is an outlet the map does not have (it would never configure)
+        check_outlets_in_maps(cfg, {name: m.outlets for name, m in self._maps.items()})
         # so is an unreadable BMC password file
         self._bmc_password = cfg.power_caps.password() if any(cfg.cap_urls) else ""
         self.controller = AllocationController(cfg.components, cfg.policy, cfg.mode)
         n = len(cfg.components)
         self._measured_w = np.full(n, np.nan)
         self._measured_t = np.full(n, -np.inf)          # monotonic receipt time
+        self._samples_fresh = -math.inf     # monotonic receipt of the last fresh batch
+        self._samples_stamp = -math.inf     # header.stamp of the previous batch, s
+        self._samples_fault = ""            # why the batches since the last fresh one were not
         self._index = {cid: i for i, cid in enumerate(cfg.names)}
         self._forecast: ForecastView | None = None
         self._forecast_rx = -math.inf
@@ -282,22 +287,38 @@ class PduActuatorNode(LifecycleNode):
         self._forecast_rx = time.monotonic()
 
     def _on_samples(self, msg: PowerSamples) -> None:
+        """A batch is fresh when its header.stamp advanced over the previous batch's and it
+        holds a finite value for one of our components; only a fresh batch updates the
+        measurements and the power_samples deadline (a stuck board clock or an all-NaN
+        stream ends in safe mode like a dead sensor)."""
         t_ref = time.perf_counter()
         now = time.monotonic()
-        means = np.asarray(msg.mean_power_w, dtype=float)
-        for cid, value in zip(msg.channel_ids, means):
-            i = self._index.get(cid)
-            if i is not None and math.isfinite(value):
-                self._measured_w[i] = value
-                self._measured_t[i] = now
+        stamp, previous = stamp_unix(msg.header.stamp), self._samples_stamp
+        self._samples_stamp = stamp
+        if not stamp > previous:
+            self._samples_fault = "header.stamp not advancing"
+        else:
+            fresh = False
+            means = np.asarray(msg.mean_power_w, dtype=float)
+            for cid, value in zip(msg.channel_ids, means):
+                i = self._index.get(cid)
+                if i is not None and math.isfinite(value):
+                    self._measured_w[i] = value
+                    self._measured_t[i] = now
+                    fresh = True
+            if fresh:
+                self._samples_fresh, self._samples_fault = now, ""
+            else:
+                self._samples_fault = "every value NaN"
         if now - self._last_step >= 0.95 / self.config.rate_hz:
             self._step(t_ref)
         elif self._pending is None:
             self._pending = t_ref       # the watchdog steps on it when the period is up
 
     def _on_watchdog(self) -> None:
-        """Steps when batches stop, and at once when the forecast stream goes stale or a PDU
-        drops, so safe mode starts within a watchdog period (20 ms) of either."""
+        """Steps when batches stop, and at once when power_samples pass their deadline, the
+        forecast stream goes stale or a PDU drops, so safe mode starts within a watchdog
+        period (20 ms) of any of them."""
         now = time.monotonic()
         if self._pending is not None and now - self._last_step >= 0.95 / self.config.rate_hz:
             self._step(self._pending)
@@ -306,7 +327,12 @@ class PduActuatorNode(LifecycleNode):
             self._step(time.perf_counter())
             return
         d = self._decision
-        if d is None or d.mode == "safe" or self.controller.mode != "proactive":
+        if d is None or d.mode == "safe":
+            return
+        if now - self._samples_fresh > self.config.samples_stale_s:
+            self._step(time.perf_counter())
+            return
+        if self.controller.mode != "proactive":
             return
         stale = now - self._forecast_rx > self.config.forecast_stale_s
         if stale or (self._link is not None and not self._link.health()[0]):
@@ -336,12 +362,16 @@ class PduActuatorNode(LifecycleNode):
             forecast = None
         pdu_ok, pdu_reason = self._link.health()
         before = self._decision.mode if self._decision else None
-        decision = self.controller.step(time.time(), measured, forecast, pdu_ok=pdu_ok,
-                                        pdu_reason=pdu_reason)
-        if (forecast is None and pdu_ok and decision.mode == "safe"
-                and self._forecast is not None):
-            decision = replace(decision, mode_reason=f"no forecast received for "
-                               f"{now - self._forecast_rx:.2f} s")
+        age = now - self._samples_fresh
+        why = self._samples_fault or "no batch received"
+        decision = self.controller.step(
+            time.time(), measured, forecast, pdu_ok=pdu_ok, pdu_reason=pdu_reason,
+            samples_age_s=age, samples_reason=(f"{why} for {age:.2f} s" if math.isfinite(age)
+                                               else f"{why} since the start"))
+        if (forecast is None and self._forecast is not None
+                and "forecast missing" in decision.mode_reason):
+            decision = replace(decision, mode_reason=decision.mode_reason.replace(
+                "forecast missing", f"no forecast received for {now - self._forecast_rx:.2f} s"))
         self._decision = decision
         self._steps += 1
         if decision.mode != before:

@@ -372,6 +372,43 @@ def test_pdu_failure_forces_safe_in_every_mode_until_it_answers():
     assert d.mode_reason == "pdu: not answering; forecast missing"
 
 
+@pytest.mark.parametrize("mode", ["proactive", "reactive", "static", "safe"])
+def test_stale_samples_force_safe_in_every_mode_and_their_return_restores_it(mode):
+    ctl = rack(mode=mode, samples_stale_s=0.5)
+    fc = flat(100.0, [300, 100])
+    # at the deadline the measurements still count; past it: safe, whatever was requested
+    assert ctl.step(100.0, [300.0, 100.0], fc, samples_age_s=0.5).mode == mode
+    d = ctl.step(100.1, [np.nan, np.nan], fc, samples_age_s=0.51,
+                 samples_reason="header.stamp not advancing for 0.51 s")
+    assert d.mode == "safe"
+    assert d.mode_reason.endswith("power_samples stale: header.stamp not advancing for 0.51 s")
+    assert ctl.mode == mode                           # the request is kept for the return
+    d = ctl.step(100.2, [np.nan, np.nan], fc, samples_age_s=math.inf)
+    assert d.mode_reason.endswith("power_samples stale: none received")
+    d = ctl.step(100.2, [300.0, 100.0], fc, samples_age_s=0.05)
+    assert (d.mode, d.mode_reason) == (mode, "" if mode != "safe" else "requested")
+
+
+@pytest.mark.parametrize("policy", ["reactive", "static"])
+@pytest.mark.parametrize("measured", [[np.nan, np.nan], [900.0, 480.0], [0.0, 0.0]])
+def test_safe_mode_without_measurements_allocates_the_static_split(policy, measured):
+    """Stale samples: the values passed in (old, NaN or not) are not trusted; the allocation
+    is the static split, finite, within the ceilings and the budget, with no correction."""
+    ctl = rack(breaker_w=700.0, derating=0.8, safe_policy=policy)     # budget 560 W
+    d = ctl.step(100.0, measured, flat(100.0, [900, 480]), samples_age_s=2.0)
+    static = ctl.static_allocation()
+    assert d.mode == "safe" and d.corrections == ()
+    np.testing.assert_array_equal(d.allocated_w, static)
+    assert np.all(np.isfinite(static)) and static.sum() <= 560.0
+    assert np.all(static <= ctl.ceiling_w) and np.all(static >= ctl.floor_w)
+    np.testing.assert_array_equal(ctl.allocated_w, static)      # what stays in force
+
+
+def test_samples_age_must_be_a_number():
+    with pytest.raises(ValueError, match="samples_age_s = nan"):
+        rack().step(100.0, [1.0, 1.0], None, samples_age_s=math.nan)
+
+
 def test_reactive_ignores_forecast_staleness():
     assert rack(mode="reactive").step(100.0, [1.0, 1.0], None).mode == "reactive"
 

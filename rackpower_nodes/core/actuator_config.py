@@ -49,12 +49,13 @@ ACTUATOR_PARAMETERS: tuple[ParamSpec, ...] = (
           "(nameplate split) or safe", choices=MODES, read_only=False),
     param("autostart", True, "bool",
           "Configure and activate by itself at start-up, retrying until the PDUs answer"),
-    param("budget.breaker_a", 20.0, "double", "Rating of the breaker feeding the rack, A",
-          (0.1, 10000.0)),
-    param("budget.voltage_v", 230.0, "double", "Nominal supply voltage, V", (1.0, 1000.0)),
-    param("budget.derating", 0.8, "double",
+    param("budget.breaker_a", None, "double", "Rating of the breaker feeding the rack, A",
+          (0.1, 10000.0), required=True),
+    param("budget.voltage_v", None, "double", "Nominal supply voltage, V", (1.0, 1000.0),
+          required=True),
+    param("budget.derating", None, "double",
           "Continuous-load fraction of the breaker rating the allocations may use",
-          (0.05, 1.0)),
+          (0.05, 1.0), required=True),
     param("policy.quantile", "p90", "string",
           "Forecast quantile the proactive mode allocates", choices=QUANTILES),
     param("policy.margin_frac", 0.04, "double", "Proactive headroom as a fraction", (0.0, 5.0)),
@@ -84,18 +85,24 @@ ACTUATOR_PARAMETERS: tuple[ParamSpec, ...] = (
           "A forecast whose origin (newest input) is older than this is not used, s",
           (0.05, 60.0), positive=True),
     param("inputs.samples_stale_s", 0.5, "double",
-          "A component's measurement older than this counts as unknown, s", (0.01, 60.0),
-          positive=True),
+          "Deadline of power_samples: no fresh batch (a newer header.stamp with a finite "
+          "value) for this long switches to safe mode, and a component's measurement older "
+          "than this counts as unknown, s", (0.01, 60.0), positive=True),
     param("control.rate_hz", 10.0, "double",
           "Highest control rate; a step runs on a power_samples batch at most this often",
           (0.5, 100.0)),
-    param("components.names", [], "string_array", "Component ids, as the sensor names them"),
-    param("components.pdu", [], "string_array", "The PDU (pdus.names) feeding each component"),
-    param("components.outlet", [], "integer_array", "PDU outlet number (1-based) per component"),
-    param("components.floor_w", [], "double_array",
-          "Floor per component, W: its idle power, kept while the floors fit the budget"),
-    param("components.ceiling_w", [], "double_array",
-          "Ceiling per component, W: its outlet or PSU rating, never exceeded"),
+    param("components.names", None, "string_array", "Component ids, as the sensor names them",
+          required=True),
+    param("components.pdu", None, "string_array",
+          "The PDU (pdus.names) feeding each component", required=True),
+    param("components.outlet", None, "integer_array",
+          "PDU outlet number (1-based) per component", required=True),
+    param("components.floor_w", None, "double_array",
+          "Floor per component, W: its idle power, kept while the floors fit the budget",
+          required=True),
+    param("components.ceiling_w", None, "double_array",
+          "Ceiling per component, W: its outlet or PSU rating, never exceeded",
+          required=True),
     param("components.priority", [], "integer_array",
           "Priority per component (higher keeps power longer); empty = all 1"),
     param("components.nameplate_w", [], "double_array",
@@ -103,11 +110,13 @@ ACTUATOR_PARAMETERS: tuple[ParamSpec, ...] = (
     param("components.power_cap_url", [], "string_array",
           "Per component: Redfish chassis URL of its BMC power limit, or '' for none; "
           "empty = no power caps"),
-    param("pdus.names", [], "string_array", "PDU names"),
-    param("pdus.urls", [], "string_array",
-          "Per PDU: tcp://host:port, or rtu:///dev/ttyUSB0?baudrate=19200&parity=E"),
-    param("pdus.maps", [], "string_array",
-          "Per PDU: register map preset (config/pdu/<name>.yaml) or a YAML path"),
+    param("pdus.names", None, "string_array", "PDU names", required=True),
+    param("pdus.urls", None, "string_array",
+          "Per PDU: tcp://host:port, or rtu:///dev/ttyUSB0?baudrate=19200&parity=E",
+          required=True),
+    param("pdus.maps", None, "string_array",
+          "Per PDU: register map preset (config/pdu/<name>.yaml) or a YAML path",
+          required=True),
     param("pdus.unit_ids", [], "integer_array", "Per PDU: Modbus unit id; empty = all 1"),
     param("pdu.timeout_s", 0.3, "double", "Modbus request timeout, s", (0.01, 10.0),
           positive=True),
@@ -216,6 +225,8 @@ def actuator_config_from_params(values: Mapping[str, Any]) -> ActuatorConfig:
     """Build a validated config; raises ConfigError naming every bad key and value."""
     errors: list[str] = []
     v = read_parameters(ACTUATOR_PARAMETERS, values, errors, "pdu_actuator")
+    if any(s.required and s.name not in v for s in ACTUATOR_PARAMETERS):
+        raise ConfigError(errors)     # safety-critical values missing or malformed: say so
     names = list(v.get("components.names", ()))
     if not names:
         errors.append("components.names = []: expected at least one component id")
@@ -302,9 +313,12 @@ def actuator_config_from_params(values: Mapping[str, Any]) -> ActuatorConfig:
                 error_threshold_w=v["policy.error_threshold_w"],
                 forecast_stale_s=v["inputs.forecast_max_age_s"],
                 safe_policy=v["policy.safe_policy"],
-                safe_margin_frac=v["policy.safe_margin_frac"])
+                safe_margin_frac=v["policy.safe_margin_frac"],
+                samples_stale_s=v["inputs.samples_stale_s"])
         except ConfigError as exc:
             errors.extend(exc.errors)
+    if policy is not None:
+        _check_against_budget(policy, components, errors)
     if errors:
         raise ConfigError(errors)
     return ActuatorConfig(
@@ -322,6 +336,36 @@ def actuator_config_from_params(values: Mapping[str, Any]) -> ActuatorConfig:
         timeout_s=v["pdu.timeout_s"], retry_s=v["pdu.retry_s"],
         allow_switching=v["pdu.allow_switching"], deadline_s=v["publish.deadline_s"],
         frame_id=v["frame_id"])
+
+
+def _check_against_budget(policy: PolicyConfig, components: list[Component],
+                          errors: list[str]) -> None:
+    """A ceiling above the breaker rating, or floors summing above the budget: the config
+    promises power the breaker cannot give."""
+    for i, c in enumerate(components):
+        if c.ceiling_w > policy.breaker_w:
+            errors.append(f"components.ceiling_w[{i}] = {c.ceiling_w!r} ({c.id}): above the "
+                          f"breaker rating budget.breaker_a x budget.voltage_v = "
+                          f"{policy.breaker_w:g} W")
+    floors = math.fsum(c.floor_w for c in components)
+    if floors > policy.budget_w:
+        errors.append(f"components.floor_w: the floors sum to {floors:g} W, above the budget "
+                      f"budget.breaker_a x budget.voltage_v x budget.derating = "
+                      f"{policy.budget_w:g} W")
+
+
+def check_outlets_in_maps(cfg: ActuatorConfig, outlets_per_pdu: Mapping[str, int]) -> None:
+    """ConfigError naming every component whose outlet number is beyond its PDU's register
+    map (`outlets_per_pdu`: PDU name -> the map's outlet count)."""
+    errors = []
+    for i, (c, (pdu, outlet)) in enumerate(zip(cfg.components, cfg.outlets)):
+        count = outlets_per_pdu.get(pdu)
+        if count is not None and outlet > count:
+            spec = next(p for p in cfg.pdus if p.name == pdu)
+            errors.append(f"components.outlet[{i}] = {outlet} ({c.id}): beyond PDU {pdu}'s "
+                          f"register map {spec.register_map!r}, which has outlets 1..{count}")
+    if errors:
+        raise ConfigError(errors)
 
 
 def load_actuator_config_yaml(path: str | Path,

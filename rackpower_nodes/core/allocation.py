@@ -74,6 +74,7 @@ _CONFIG_RANGES = {
     "reactive_margin_frac": (0.0, True, math.inf), "reactive_margin_w": (0.0, True, math.inf),
     "error_threshold_frac": (0.0, True, math.inf), "error_threshold_w": (0.0, True, math.inf),
     "forecast_stale_s": (0.0, False, math.inf), "safe_margin_frac": (0.0, True, math.inf),
+    "samples_stale_s": (0.0, False, math.inf),
 }
 
 
@@ -87,7 +88,9 @@ class PolicyConfig:
     power is off the p50 forecast by more than max(error_threshold_frac * p50,
     error_threshold_w) is corrected at once. A forecast whose origin is older than
     `forecast_stale_s` sends a proactive controller to safe mode, which allocates by
-    `safe_policy`: reactive with `safe_margin_frac`, or the static split.
+    `safe_policy`: reactive with `safe_margin_frac`, or the static split. No fresh
+    measurement batch for more than `samples_stale_s` sends every mode to safe mode, which
+    then allocates the static split (there is nothing to react to).
     """
 
     breaker_w: float
@@ -104,6 +107,7 @@ class PolicyConfig:
     forecast_stale_s: float = 0.25
     safe_policy: str = "reactive"
     safe_margin_frac: float = 0.25
+    samples_stale_s: float = 0.5
 
     def __post_init__(self):
         errors = []
@@ -497,10 +501,12 @@ class AllocationController:
         capped at the ceiling, then water-filled to the budget (floors kept when they fit)."""
         return self._static.copy()
 
-    def _select_mode(self, t_unix, forecast, pdu_ok, pdu_reason) -> tuple[str, str, bool]:
-        """(mode used, reason, forecast usable)."""
+    def _select_mode(self, t_unix, forecast, pdu_ok, pdu_reason, samples_age_s,
+                     samples_reason) -> tuple[str, str, bool, bool]:
+        """(mode used, reason, forecast usable, measurements stale)."""
         reasons = []
         fresh = False
+        blind = not samples_age_s <= self.cfg.samples_stale_s
         if forecast is not None:
             age = t_unix - forecast.t_unix
             fresh = -self.cfg.forecast_stale_s <= age <= self.cfg.forecast_stale_s
@@ -508,6 +514,10 @@ class AllocationController:
             reasons.append("requested")
         if not pdu_ok:
             reasons.append(f"pdu: {pdu_reason or 'not answering'}")
+        if blind:
+            reasons.append("power_samples stale: " + (samples_reason or (
+                f"no fresh batch for {samples_age_s:.2f} s" if math.isfinite(samples_age_s)
+                else "none received")))
         if self.mode == "proactive" and not fresh:
             if forecast is None:
                 reasons.append("forecast missing")
@@ -516,12 +526,15 @@ class AllocationController:
             else:
                 reasons.append(f"forecast {-age:.2f} s ahead of the clock")
         if reasons:
-            return "safe", "; ".join(reasons), fresh
-        return self.mode, "", fresh
+            return "safe", "; ".join(reasons), fresh, blind
+        return self.mode, "", fresh, blind
 
-    def _check_inputs(self, t_unix, measured_w, forecast) -> np.ndarray:
+    def _check_inputs(self, t_unix, measured_w, forecast, samples_age_s) -> np.ndarray:
         if not _is_number(t_unix) or not math.isfinite(t_unix):
             raise ValueError(f"t_unix = {t_unix!r}: expected a finite time, s")
+        if not _is_number(samples_age_s) or math.isnan(samples_age_s):
+            raise ValueError(f"samples_age_s = {samples_age_s!r}: expected a number, s "
+                             "(inf: no batch yet)")
         measured = np.array(measured_w, dtype=np.float64)
         if measured.shape != (len(self.ids),):
             raise ValueError(f"measured_w has shape {measured.shape}: expected "
@@ -566,27 +579,33 @@ class AllocationController:
             return np.abs(measured - predicted) > limit
 
     def step(self, t_unix: float, measured_w: np.ndarray, forecast: ForecastView | None,
-             pdu_ok: bool = True, pdu_reason: str = "") -> Decision:
+             pdu_ok: bool = True, pdu_reason: str = "", samples_age_s: float = 0.0,
+             samples_reason: str = "") -> Decision:
         """One control cycle at `t_unix` (s) from the newest measured power per component (W,
-        NaN where unknown) and the newest forecast (None if none).
+        NaN where unknown) and the newest forecast (None if none). `samples_age_s`: time
+        since the last fresh measurement batch, s (inf: none yet); `samples_reason` says
+        why it is stale (no batch, clock stuck, all NaN) for the mode reason.
 
         The requested mode is used unless it is proactive and the forecast is missing or its
         origin is more than forecast_stale_s away from t_unix, or the PDU is not answering
-        (`pdu_ok` False): then safe mode, with the reason. Every component asks for at least
-        its floor. Components measured at or above PINNED_FRAC of their allocation (held
-        there by the PDU, so wanting more), or off the p50 forecast by more than the error
-        threshold (proactive), are corrected at once: they ask for at least the measured
-        power plus the mode's margin, and each yields a `Correction`. The budget is then
+        (`pdu_ok` False), or the measurements are older than samples_stale_s: then safe
+        mode, with the reason; without measurements safe mode allocates the static split,
+        whatever its policy. Every component asks for at least its floor. Components
+        measured at or above PINNED_FRAC of their allocation (held there by the PDU, so
+        wanting more), or off the p50 forecast by more than the error threshold (proactive),
+        are corrected at once: they ask for at least the measured power plus the mode's
+        margin, and each yields a `Correction`. The budget is then
         water-filled by priority and the result becomes the allocation in force. Static mode,
         and safe mode under the static policy, allocate the static split and correct nothing.
         Raises ValueError for a non-finite time or arrays of the wrong size.
         """
-        measured = self._check_inputs(t_unix, measured_w, forecast)
-        mode, reason, fresh = self._select_mode(t_unix, forecast, pdu_ok, pdu_reason)
+        measured = self._check_inputs(t_unix, measured_w, forecast, samples_age_s)
+        mode, reason, fresh, blind = self._select_mode(t_unix, forecast, pdu_ok, pdu_reason,
+                                                       samples_age_s, samples_reason)
         n = len(self.ids)
         peak = np.full(n, np.nan)
         predicted = forecast_now(forecast, t_unix) if fresh else np.full(n, np.nan)
-        if mode == "static" or (mode == "safe" and self.cfg.safe_policy == "static"):
+        if mode == "static" or (mode == "safe" and (blind or self.cfg.safe_policy == "static")):
             allocated = self._static.copy()
             decision = Decision(t_unix, mode, reason, _frozen_array(allocated),
                                 _frozen_array(peak), _frozen_array(self._static), ())
