@@ -11,7 +11,11 @@ Lifecycle:
   - activate: allocations are computed and written on every `power_samples` batch (at most
     `control.rate_hz`), and on a watchdog timer when batches stop;
   - deactivate, shutdown and error: the static (nameplate) split is written, the safe state a
-    rack can stay in without this node, and writing stops.
+    rack can stay in without this node, confirmed by reading every device back (the log
+    says what they hold), and writing stops.
+
+While active, every allocation register and BMC limit is read back every `pdu.verify_s`; a
+value other than the one written is corrected and named in /diagnostics and the log.
 
 The control step never waits on the PDUs: a worker thread writes the newest allocation
 (`drivers/pdu_link.py`). When the forecast stream stops for `inputs.forecast_stale_s`, or a
@@ -168,7 +172,7 @@ class PduActuatorNode(LifecycleNode):
         targets += self._cap_targets()
         ceilings = np.array([c.ceiling_w for c in cfg.components])
         link = PduLink(targets, len(cfg.components), cfg.policy.budget_w, ceilings,
-                       cfg.retry_s)
+                       cfg.retry_s, verify_s=cfg.verify_s)
         errors = link.connect_all()
         if errors:
             self.get_logger().error(
@@ -251,20 +255,33 @@ class PduActuatorNode(LifecycleNode):
         self._teardown()
         return TransitionCallbackReturn.SUCCESS
 
-    def _write_safe(self, why: str) -> None:
-        """Leave the static split in the PDUs: safe without this node."""
+    def _write_safe(self, why: str) -> str:
+        """Leave the static split in the PDUs (safe without this node), confirm it by reading
+        every device back, and say what they hold: logged and returned."""
         if self._link is None:
-            return
+            return f"{why}: no devices connected"
         self._link.stop()
         safe = self.controller.static_allocation()
+        budget = self.config.policy.budget_w
         try:
-            ok = self._link.write_now(safe, exact=True)
+            self._link.write_now(safe, exact=True)
+            conf = self._link.confirm(safe)
         except Exception as exc:      # best effort on the way out; never raise from here
-            ok = False
-            self.get_logger().error(f"{why}: writing the safe allocation failed: {exc}")
-        level = self.get_logger().info if ok else self.get_logger().warning
-        level(f"{why}: static split {'written' if ok else 'NOT fully written'} "
-              f"({safe.sum():.0f} W of {self.config.policy.budget_w:.0f} W)")
+            text = f"{why}: writing the static split failed: {exc!r}"
+            self.get_logger().error(text)
+            return text
+        held = conf.held_total_w
+        holds = "unknown W" if math.isnan(held) else f"{held:.0f} W"
+        if conf.ok:
+            text = (f"{why}: static split confirmed by read-back: devices hold {holds} of "
+                    f"{budget:.0f} W")
+            self.get_logger().info(text)
+        else:
+            text = (f"{why}: static split NOT confirmed by read-back ({safe.sum():.0f} W "
+                    f"written, devices hold {holds} of {budget:.0f} W): "
+                    + "; ".join(conf.differences))
+            self.get_logger().error(text)
+        return text
 
     def _teardown(self) -> None:
         for sub in getattr(self, "_subs", []):
@@ -460,14 +477,29 @@ class PduActuatorNode(LifecycleNode):
         link = self._link
         if link is not None:
             for p in link.status().pdus:
-                ok = p["connected"]
-                vals = dict(p)
+                level, text = _device_status(p)
                 statuses.append(diagnostics.status(
-                    DiagnosticStatus.OK if ok else DiagnosticStatus.ERROR,
+                    level,
                     f"{name}: PDU {p['name']}" if p["kind"] == "pdu" else f"{name}: {p['name']}",
-                    "connected" if ok else f"not answering: {p['last_error']}",
-                    p["name"], vals))
+                    text, p["name"], dict(p)))
         diagnostics.publish(self, self._diag_pub, statuses)
+
+
+FOREIGN_WARN_S = 10.0     # a foreign value found this recently keeps a device at WARN
+
+
+def _device_status(p: dict) -> tuple[int, str]:
+    """Level and message of one PDU's or BMC's diagnostics from its link status: ERROR when
+    it does not answer, WARN while a value found on it differs from the one written (or did
+    within FOREIGN_WARN_S), naming the device, outlet, expected and found values."""
+    if not p["connected"]:
+        return DiagnosticStatus.ERROR, f"not answering: {p['last_error']}"
+    age = p["last_foreign_age_s"]
+    if p["uncorrected"]:
+        return DiagnosticStatus.WARN, f"foreign value, correcting: {p['last_foreign_value']}"
+    if age is not None and age < FOREIGN_WARN_S:
+        return DiagnosticStatus.WARN, f"foreign value corrected: {p['last_foreign_value']}"
+    return DiagnosticStatus.OK, "connected"
 
 
 def main(args=None) -> int:

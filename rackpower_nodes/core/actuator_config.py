@@ -122,6 +122,9 @@ ACTUATOR_PARAMETERS: tuple[ParamSpec, ...] = (
           positive=True),
     param("pdu.retry_s", 1.0, "double", "Wait between reconnection attempts, s",
           (0.05, 600.0), positive=True),
+    param("pdu.verify_s", 0.5, "double",
+          "Read-back period of every PDU allocation register and BMC limit, s: a value other "
+          "than the one written is named and corrected", (0.05, 60.0), positive=True),
     param("pdu.allow_switching", False, "bool",
           "Allow switching outlets off to enforce an allocation (never by default)"),
     param("power_caps.api", "auto", "string",
@@ -203,6 +206,7 @@ class ActuatorConfig:
     allow_switching: bool
     deadline_s: float
     frame_id: str
+    verify_s: float = 0.5                     # read-back period of every PDU and BMC, s
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -335,7 +339,7 @@ def actuator_config_from_params(values: Mapping[str, Any]) -> ActuatorConfig:
         samples_stale_s=v["inputs.samples_stale_s"], rate_hz=v["control.rate_hz"],
         timeout_s=v["pdu.timeout_s"], retry_s=v["pdu.retry_s"],
         allow_switching=v["pdu.allow_switching"], deadline_s=v["publish.deadline_s"],
-        frame_id=v["frame_id"])
+        frame_id=v["frame_id"], verify_s=v["pdu.verify_s"])
 
 
 def _check_against_budget(policy: PolicyConfig, components: list[Component],
