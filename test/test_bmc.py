@@ -297,6 +297,49 @@ def test_reset_limits(bmc, caps, limit_calls):
     np.testing.assert_array_equal(cap.read_allocations([1]), [np.inf])
 
 
+def test_reboot_of_one_chassis_restores_its_default_and_ends_its_sessions(bmc, caps,
+                                                                         limit_calls):
+    em, pc = caps(bmc, "em"), caps(bmc, "pc")
+    em.write_allocations([1], [420.0])
+    pc.write_allocations([1], [300.0])
+    bmc.reboot("em")
+    assert bmc.boots == 1 and bmc.limit_w("em") is None and limit_calls[-1] == ("em", None)
+    with pytest.raises(BmcError, match="HTTP 401"):       # its session is gone
+        em.read_allocations([1])
+    np.testing.assert_array_equal(pc.read_allocations([1]), [300.0])   # the other's is not
+    em.connect()
+    np.testing.assert_array_equal(em.read_allocations([1]), [np.inf])   # no limit: default
+    with pytest.raises(KeyError, match="nope"):
+        bmc.reboot("nope")
+
+
+def test_reboot_of_every_chassis_drops_sessions_and_connections(bmc, caps):
+    cap = caps(bmc, "pc")
+    cap.write_allocations([1], [300.0])
+    bmc.reboot()
+    assert all(bmc.limit_w(c) is None for c in APIS)
+    with pytest.raises(BmcError):
+        cap.read_allocations([1])
+    assert not cap.connected
+    cap.connect()
+    np.testing.assert_array_equal(cap.read_allocations([1]), [np.inf])
+
+
+@pytest.mark.parametrize("chassis, body, found", [
+    ("em", '{"PowerLimitWatts": {"SetPoint": 777}}', 777.0),
+    ("pc", '{"PowerControl": [{"PowerLimit": {"LimitInWatts": 650}}]}', 650.0),
+])
+def test_a_foreign_patch_by_curl_takes_effect(bmc, caps, chassis, body, found):
+    """Anyone holding the credentials may change a limit, as on a real BMC: rackpower's
+    client sees the new value on its next read."""
+    cap = caps(bmc, chassis)
+    cap.write_allocations([1], [400.0])
+    resource = "EnvironmentMetrics" if chassis == "em" else "Power"
+    status, _, _ = patch(f"{bmc.chassis_url(chassis)}/{resource}", body)
+    assert status == 200 and bmc.limit_w(chassis) == found
+    np.testing.assert_array_equal(cap.read_allocations([1]), [found])
+
+
 def test_injected_error_then_reconnect(bmc, caps):
     cap = caps(bmc, "em")
     bmc.fail_requests(1, 503)

@@ -104,6 +104,31 @@ def test_monitoring_only_map_refuses_allocations_and_switching_needs_the_flag(si
         assert np.isnan(r.current_a).all() and np.isnan(r.voltage_v).all() and r.state is None
 
 
+def test_a_restart_shows_in_the_boot_counter_or_the_uptime(sim, pdu):
+    assert pdu.read_boot_marker() == ("boot_count", 1.0)
+    sim.reboot()
+    pdu.connect()                      # the reboot dropped the connection
+    assert pdu.read_boot_marker() == ("boot_count", 2.0)
+    raw = dict(load_register_map("rackpower_sim").raw)
+    raw["points"] = {k: v for k, v in raw["points"].items() if k != "boot_count"}
+    raw["points"]["uptime_s"] = {"table": "input", "address": 10, "type": "float32"}
+    uptime_map = RegisterMap.from_mapping(raw, "uptime.yaml")
+    srv = SimPduServer(uptime_map, PduModel(np.full(24, 2300.0), 4600.0)).start()
+    client = open_pdu(srv.url, uptime_map, timeout_s=1.0)
+    try:
+        client.connect()
+        kind, before = client.read_boot_marker()
+        assert kind == "uptime_s" and before >= 0.0
+        srv.reboot()
+        client.connect()
+        assert client.read_boot_marker()[1] < before + 60.0
+    finally:
+        client.close()
+        srv.stop()
+    xerus = open_pdu("tcp://127.0.0.1:1", "xerus_style")
+    assert xerus.read_boot_marker() is None          # no such point: no request either
+
+
 def test_xerus_style_preset_is_monitoring_only():
     client = open_pdu("tcp://127.0.0.1:1", "xerus_style")
     assert not client.can_write_allocations

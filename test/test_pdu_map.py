@@ -132,12 +132,32 @@ def test_with_outlets_revalidates_identity():
         "outlet_power_w": GOOD["points"]["outlet_power_w"]}},
      "switching_allowed = True: expected an outlet_state coil point"),
     (_with("name", 5), "name = 5: expected a string"),
+    (_with("points.boot_count", {"table": "coil", "address": 0}),
+     "points.boot_count.table = 'coil': expected one of holding, input"),
+    (_with("points.boot_count", {"table": "input", "address": 0, "type": "uint32",
+                                 "stride": 2}),
+     "points.boot_count.stride: unknown key"),
+    (_with("points.uptime_s", {"table": "holding", "address": 401, "type": "uint32"}),
+     "points.uptime_s: holding register 401 is also used by outlet_allocation_w"),
 ])
 def test_malformed_maps_name_file_key_value_and_expectation(raw, message):
     with pytest.raises(ConfigError) as err:
         RegisterMap.from_mapping(raw, "maps/bad.yaml")
     assert message in str(err.value)
     assert all(e.startswith("maps/bad.yaml: ") for e in err.value.errors)
+
+
+def test_device_wide_restart_points():
+    """boot_count and uptime_s are one value per PDU: no stride, no outlet count."""
+    assert RegisterMap.from_mapping(GOOD, "good.yaml").boot_point is None
+    raw = _with("points.uptime_s", {"table": "input", "address": 65534, "type": "uint32"})
+    m = RegisterMap.from_mapping(raw, "good.yaml")
+    assert m.boot_point.name == "uptime_s" and not m.boot_point.per_outlet
+    raw["points"]["boot_count"] = {"table": "holding", "address": 0, "type": "uint16"}
+    m = RegisterMap.from_mapping(raw, "good.yaml")
+    assert m.boot_point.name == "boot_count"           # the counter is preferred
+    sim = load_register_map("rackpower_sim").boot_point
+    assert (sim.table, sim.address, sim.type) == ("input", 0, "uint32")
 
 
 def test_good_map_and_switching_flag():

@@ -202,6 +202,79 @@ def test_server_restarts_on_the_same_port_with_the_model_state(server):
         c.close()
 
 
+def test_reboot_restores_the_defaults_counts_the_boot_and_drops_connections(server):
+    c = _client(server)
+    assert c.read_input_registers(0, count=2, device_id=1).registers == [0, 1]   # boot 1
+    regs = c.convert_to_registers([100.0], c.DATATYPE.FLOAT32, word_order="big")
+    c.write_registers(400, regs, device_id=1)
+    c.write_coil(2, False, device_id=1)
+    assert server.model.allocation_w[0] == 100.0 and not server.model.outlet_on[2]
+    port = server.port
+    server.reboot()
+    assert server.running and server.port == port and server.boot_count == 2
+    with pytest.raises(Exception):                      # the connection did not survive
+        c.read_holding_registers(0, count=1, device_id=1)
+    c.close()
+    # the defaults (the outlet ratings) sum far above the breaker: 24 x 2300 W
+    np.testing.assert_array_equal(server.model.allocation_w, 2300.0)
+    assert server.model.outlet_on.all()
+    c = _client(server)
+    try:
+        assert _floats(c, 400, 1) == [2300.0]
+        assert c.read_input_registers(0, count=2, device_id=1).registers == [0, 2]
+        assert c.write_registers(0, [1, 2], device_id=1).isError()   # the counter: read-only
+    finally:
+        c.close()
+
+
+def test_reboot_to_configured_defaults_and_a_stopped_server_stays_stopped():
+    srv = SimPduServer("rackpower_sim", PduModel(np.full(24, 2300.0), BREAKER_W),
+                       defaults_w=500.0, boot_count=7)
+    srv.model.set_allocations([0], [10.0])
+    srv.reboot()
+    assert not srv.running and srv.boot_count == 8
+    np.testing.assert_array_equal(srv.model.allocation_w, 500.0)
+    with pytest.raises(ValueError, match="defaults_w"):
+        SimPduServer("rackpower_sim", defaults_w=-1.0)
+    with pytest.raises(ValueError, match="down_s"):
+        srv.reboot(down_s=-1.0)
+
+
+def test_a_foreign_write_by_mbpoll_takes_effect(server):
+    """Modbus has no authentication: any client on the network may write an allocation,
+    and the PDU enforces it (what rackpower's read-back verification is for)."""
+    import shutil
+    import subprocess
+
+    mbpoll = shutil.which("mbpoll")
+    if mbpoll is None:
+        pytest.skip("mbpoll is not installed (apt-get install mbpoll)")
+    out = subprocess.run([mbpoll, "-m", "tcp", "-p", str(server.port), "-a", "1", "-t",
+                          "4:float", "-B", "-0", "-r", "402", "-1", "127.0.0.1", "777.5"],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0 and "Written 1 references" in out.stdout, out.stdout + out.stderr
+    assert server.model.allocation_w[1] == 777.5
+    served = server.update(np.full(24, 1000.0), 0.1)
+    assert served[1] == 777.5 and served[0] == 1000.0
+
+
+def test_a_slow_pdu_answers_late(server):
+    """Delayed answers: a client that waits less than the delay gets none."""
+    from rackpower_nodes.drivers.pdu import PduError, open_pdu
+
+    pdu = open_pdu(server.url, "rackpower_sim", timeout_s=0.1)
+    pdu.connect()
+    server.set_delay(read_s=2.0)
+    with pytest.raises(PduError, match="timeout 0.1 s"):
+        pdu.read_allocations([1])
+    server.set_delay()
+    pdu.connect()
+    np.testing.assert_array_equal(pdu.read_allocations([1]), [2300.0])
+    pdu.close()
+    with pytest.raises(ValueError, match="write_s"):
+        server.set_delay(write_s=float("nan"))
+
+
 def test_server_survives_clients_coming_and_going(server):
     for _ in range(5):
         c = _client(server)
