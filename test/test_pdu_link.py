@@ -2,6 +2,8 @@
 budget in every state the PDUs acknowledge, also when one PDU stops answering or restarts."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,96 @@ def test_float32_floor_never_rounds_up():
     w = np.array([0.1, 1 / 3, 2300.0000001, 920.0, 1e-9])
     f = float32_floor(w)
     assert np.all(f <= w) and np.all(f.astype(np.float32).astype(np.float64) == f)
+
+
+# -- verification from the hardware -----------------------------------------------------------
+def _foreign_write(server: SimPduServer, outlet: int, watts: float) -> None:
+    """An allocation written by another Modbus client (pymodbus), as anyone on the management
+    network can."""
+    from pymodbus.client import ModbusTcpClient
+
+    p = server.map.point("outlet_allocation_w")
+    c = ModbusTcpClient("127.0.0.1", port=server.port, timeout=2, retries=0)
+    assert c.connect()
+    try:
+        words = p.encode([watts])[0].tolist()
+        assert not c.write_registers(int(p.address_of(outlet)), words, device_id=1).isError()
+    finally:
+        c.close()
+
+
+def _wait(condition, timeout_s: float = 20.0) -> bool:
+    """Poll `condition` until true; the timeout is a guard against hanging, not a figure."""
+    end = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_foreign_value_is_named_counted_as_held_and_corrected(pdus):
+    link = _link(pdus)
+    want = np.array([250.0, 250.0, 250.0, 250.0])
+    assert link.write_now(want)
+    np.testing.assert_array_equal(link.held_w(), want)
+    _foreign_write(pdus[1], 1, 600.0)                 # b1: 250 -> 600 W, 1350 W in all
+    found = link.verify_now()
+    assert found == ["PDU b outlet 1: expected 250 W, found 600 W (read-back)"]
+    # held_w reports the foreign value, and the budget arithmetic counts it as in force
+    np.testing.assert_array_equal(link.held_w(), [250.0, 250.0, 600.0, 250.0])
+    assert link.in_force_w.sum() == 1350.0
+    conf = link.confirm(want)
+    assert not conf.ok and conf.differences == ["PDU b outlet 1: expected 250 W, found 600 W"]
+    link.start()                                      # the worker corrects it at once
+    assert _wait(lambda: pdus[1].model.allocation_w[0] == 250.0)
+    assert _wait(lambda: link.status().pdus[1]["corrections"] == 1)
+    b = link.status().pdus[1]
+    assert (b["foreign_values"], b["corrections"], b["uncorrected"]) == (1, 1, 0)
+    assert b["last_foreign_value"] == "PDU b outlet 1: expected 250 W, found 600 W (read-back)"
+    np.testing.assert_array_equal(link.held_w(), want)
+    assert link.confirm(want).ok
+    link.close()
+
+
+def test_a_foreign_raise_holds_back_growth_elsewhere_until_it_is_shrunk(pdus):
+    link = _link(pdus)
+    assert link.write_now(np.array([250.0, 250.0, 250.0, 250.0]))
+    _foreign_write(pdus[1], 1, 600.0)
+    assert link.verify_now()
+    pdus[1].stop()                                    # ... and b cannot be corrected
+    assert not link.write_now(np.array([400.0, 400.0, 50.0, 50.0]))
+    # a may not grow: the 600 W found on b still counts (250 + 250 + 600 + 250 > 1000)
+    np.testing.assert_array_equal(pdus[0].model.allocation_w[:2], [250.0, 250.0])
+    assert np.isnan(link.held_w()[2:]).all()          # b unknown now, not assumed
+    link.close()
+
+
+def test_a_pdu_restarted_with_defaults_above_the_budget_is_counted_and_corrected(pdus):
+    link = _link(pdus)
+    want = np.array([250.0, 250.0, 250.0, 250.0])
+    assert link.write_now(want)
+    link.submit(want)
+    link.start()
+    pdus[1].reboot()                                  # back to 600 + 600 W; boot 1 -> 2
+    assert _wait(lambda: link.status().pdus[1]["corrections"] == 2)
+    np.testing.assert_array_equal(_held(pdus), want)
+    b = link.status().pdus[1]
+    assert (b["reboots"], b["foreign_values"], b["reconnects"]) == (1, 2, 1), b
+    assert b["last_reboot"] == "PDU b restarted (boot_count 1 -> 2)"
+    assert "expected 250 W, found 600 W (after connecting)" in b["last_foreign_value"]
+    link.close()
+
+
+def test_held_w_is_unknown_until_read_and_after_a_failed_request(pdus):
+    targets = [PduTarget("a", open_pdu(pdus[0].url, "rackpower_sim", timeout_s=0.3),
+                         np.array([1, 2]), np.array([0, 1]))]
+    link = PduLink(targets, 2, BUDGET, np.full(2, CEILING), retry_s=0.1)
+    assert np.isnan(link.held_w()).all()              # nothing read yet: no assumption
+    assert link.connect_all() == []
+    np.testing.assert_array_equal(link.held_w(), [CEILING, CEILING])    # as read back
+    pdus[0].stop()
+    assert link.verify_now() == []
+    assert np.isnan(link.held_w()).all()              # not the ceilings, not the last value
+    assert link.in_force_w.tolist() == [CEILING, CEILING]   # the budget keeps the worst case
+    link.close()

@@ -198,6 +198,59 @@ def test_a_bmc_that_stops_answering_holds_back_growth_and_is_read_back(bmc):
     link.close()
 
 
+def test_a_foreign_bmc_limit_is_found_by_read_back_and_corrected(bmc):
+    link = _bmc_link(bmc, resolution=1.0)
+    want = np.array([200.0, 200.0, 200.0, 200.0])
+    assert link.write_now(want)
+    status, _ = _curl_patch(bmc.chassis_url("a2") + "/Power",
+                            {"PowerControl": [{"PowerLimit": {"LimitInWatts": 480}}]})
+    assert status == 200 and bmc.limit_w("a2") == 480.0
+    assert link.verify_now() == ["BMC bmc:a2 outlet 1: expected 200 W, found 480 W "
+                                 "(read-back)"]
+    np.testing.assert_array_equal(link.held_w(), [200.0, 480.0, 200.0, 200.0])
+    bmc.reboot("b1")                               # b1's BMC restarts: no limit at all
+    link.start()
+    end = time.monotonic() + 20.0                  # guard only
+    while not np.array_equal(_limits(bmc), want) and time.monotonic() < end:
+        time.sleep(0.02)
+    np.testing.assert_array_equal(_limits(bmc), want)
+    st = {p["name"]: p for p in link.status().pdus}
+    assert st["bmc:a2"]["corrections"] == 1 and st["bmc:b1"]["reconnects"] == 1
+    assert "expected 200 W, found inf W" in st["bmc:b1"]["last_foreign_value"]
+    link.close()
+
+
+def test_held_w_of_a_component_behind_an_outlet_and_a_bmc_is_the_smaller(bmc):
+    pdu = SimPduServer("rackpower_sim", PduModel(np.full(24, 2300.0), 10_000.0)).start()
+    try:
+        targets = [PduTarget("p", open_pdu(pdu.url, "rackpower_sim", timeout_s=0.3),
+                             np.array([1]), np.array([0])),
+                   PduTarget("bmc:a1", _cap(bmc, "a1"), np.array([1]), np.array([0]),
+                             resolution_w=1.0, kind="bmc")]
+        link = PduLink(targets, 1, 1000.0, np.full(1, 400.0), retry_s=0.1)
+        assert link.connect_all() == []
+        np.testing.assert_array_equal(link.held_w(), [2300.0])      # min(2300, no limit)
+        assert link.write_now(np.array([300.5]))
+        np.testing.assert_array_equal(link.held_w(), [300.0])       # min(300.5, 300)
+        bmc.stop()
+        link.verify_now()
+        assert np.isnan(link.held_w()).all()       # the BMC's half is unknown: so is it
+        link.close()
+    finally:
+        pdu.stop()
+        bmc.start()
+
+
+def _curl_patch(url: str, body: dict) -> tuple[int, str]:
+    """A PATCH by curl (another Redfish client holding the credentials); (status, body)."""
+    out = subprocess.run(["curl", "-s", "-o", "/dev/stdout", "-w", "\n%{http_code}", "-u",
+                          f"{USER}:{PASSWORD}", "-X", "PATCH", "-H",
+                          "Content-Type: application/json", "--data-raw", json.dumps(body),
+                          url], capture_output=True, text=True, timeout=20, check=True).stdout
+    text, _, code = out.rpartition("\n")
+    return int(code), text
+
+
 # -- the node -----------------------------------------------------------------------------------
 def _node_params(pdu_port: int, urls: list[str], map_path: str) -> dict:
     return {
