@@ -51,8 +51,10 @@ def declare_from_specs(node: Node, specs: Iterable[Any], strict: bool = True) ->
     """Declare each spec on `node`; return {dotted name: value} after overrides.
 
     With `strict` (the default) an override the node received (params file or -p) that no
-    spec declares raises ConfigError before the node does anything else (see
-    `reject_undeclared_overrides`). A required spec without a value reads as None.
+    spec declares is returned too, so that the core config builder, which rejects unknown
+    keys, names it together with every other error before the node does anything else
+    (`run_node` checks again with `reject_undeclared_overrides`). A required spec without a
+    value reads as None.
     """
     values: dict[str, Any] = {}
     for spec in specs:
@@ -64,21 +66,28 @@ def declare_from_specs(node: Node, specs: Iterable[Any], strict: bool = True) ->
         value = param.value
         values[spec.name] = list(value) if isinstance(value, (tuple, list)) else value
     if strict:
-        reject_undeclared_overrides(node)
+        values.update({name: p.value for name, p in undeclared_overrides(node).items()})
     return values
+
+
+def undeclared_overrides(node: Node) -> dict[str, Any]:
+    """{name: Parameter} of the overrides `node` received but does not declare.
+
+    rclpy keeps the overrides meant for this node (its --params-file sections, `/**` ones
+    included, and -p) in `Node._parameter_overrides`; parameters rclpy declares itself
+    (use_sim_time, ...) count as declared.
+    """
+    given = getattr(node, "_parameter_overrides", {}) or {}
+    return {name: p for name, p in given.items() if not node.has_parameter(name)}
 
 
 def reject_undeclared_overrides(node: Node) -> None:
     """ConfigError naming every parameter override `node` received but does not declare,
     each with the declared key it probably meant (difflib), e.g. `budget.breaker_amps: not a
-    parameter of pdu_actuator; did you mean 'budget.breaker_a'?`.
-
-    rclpy keeps the overrides meant for this node (its --params-file sections, `/**` ones
-    included, and -p) in `Node._parameter_overrides`; parameters rclpy declares itself
-    (use_sim_time, ...) count as declared. Call it once the node has declared everything.
+    parameter of pdu_actuator; did you mean 'budget.breaker_a'?`. Call it once the node has
+    declared everything.
     """
-    given = getattr(node, "_parameter_overrides", {}) or {}
-    undeclared = [name for name in given if not node.has_parameter(name)]
+    undeclared = undeclared_overrides(node)
     if not undeclared:
         return
     declared = node.list_parameters([], ListParameters.Request.DEPTH_RECURSIVE).names
