@@ -207,3 +207,29 @@ def test_malformed_config_fails_at_start(ros_env, tmp_path):
                              params], env=ros_env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "hosts.urls" in result.stderr and "one per hosts.names" in result.stderr
+
+
+def test_an_oversized_exporter_body_is_reported_and_memory_stays_bounded(
+        ros_env, tmp_path, listener, node_exporter):
+    from test_bounded_inputs import BodyServer, junk
+
+    big = BodyServer(lambda path: junk(8 * 2**20), "chunked")
+    params = _params(tmp_path, ["real", "big"],
+                     [node_exporter.url, f"http://127.0.0.1:{big.port}/metrics"],
+                     poll={"rate_hz": 2.0, "timeout_s": 0.4, "max_body_bytes": 2**20})
+    node = _start_node(ros_env, params)
+    try:
+        assert listener.spin(30, until=lambda: "1048576-byte cap" in getattr(
+            listener.diagnostics.get("big"), "message", "")), "oversized body not reported"
+        assert listener.spin(10, until=lambda: big.requests >= 6)     # several scrapes
+        assert listener.spin(10, until=lambda: listener.messages and not listener.host(
+            listener.messages[-1][2], "real").stale)
+        rss = psutil.Process(node.pid).memory_info().rss
+        assert node.poll() is None, "node died"
+    finally:
+        stop_process(node)
+        big.close()
+    status = listener.diagnostics["big"]
+    assert "big: body too large: more than the 1048576-byte cap" in status.message
+    assert int.from_bytes(status.level, "little") >= 1                 # WARN or ERROR
+    assert rss < 200 * 2**20, f"RSS {rss / 2**20:.0f} MiB"             # 7 MB bodies: 478 MiB
