@@ -236,9 +236,8 @@ class PduLink:
             found = np.asarray(t.client.read_allocations(t.outlets.tolist()), dtype=float)
             marker = t.client.read_boot_marker()
         except PduError as exc:
+            # the budget keeps counting its last acknowledged values (module docstring)
             self._failed(t, exc, "cannot read its allocations back")
-            self.in_force_w[t.index] = np.maximum(self.in_force_w[t.index],
-                                                  self._worst[t.index])
             return False
         t.readbacks += 1
         t.last_ok = time.monotonic()
@@ -396,8 +395,13 @@ class PduLink:
         writes changes under the dead bands too: a split that fills the budget lands whole
         only if no shrink is skipped."""
         with self._io:
-            self._each([t for t in self.targets if not t.client.connected], self._connect)
-            ok = self._write(np.array(allocation_w, dtype=float), exact)
+            down = [t for t in self.targets if not t.client.connected]
+            self._each(down, self._connect)             # read back on connecting
+            # the others too: the write starts from what the devices hold now (a foreign
+            # value since the last read-back counts)
+            self._each([t for t in self.targets if t.writable and t not in down
+                        and t.client.connected], self._verify)
+            ok = self._write(np.array(allocation_w, dtype=float), exact | self._fix_mask())
         self.last_written = ok and self._driven.any()
         return ok
 
