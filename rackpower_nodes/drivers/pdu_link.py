@@ -247,10 +247,12 @@ class PduLink:
         # no limit, e.g. a BMC without one)
         self.in_force_w[t.index] = np.where(np.isfinite(found), found, self._worst[t.index])
         bad = np.isfinite(t.expected) & (found != t.expected)
-        for k in np.flatnonzero(bad & ~t.fixing):
-            t.mismatches += 1
-            t.last_mismatch = (f"{t.label} outlet {int(t.outlets[k])}: expected "
-                               f"{t.expected[k]:g} W, found {found[k]:g} W ({when})")
+        new = np.flatnonzero(bad & ~t.fixing)
+        if new.size:
+            t.mismatches += int(new.size)
+            t.last_mismatch = "; ".join(
+                f"{t.label} outlet {int(t.outlets[k])}: expected {t.expected[k]:g} W, found "
+                f"{found[k]:g} W ({when})" for k in new)
             t.last_mismatch_t = t.last_ok
             _log.warning("%s: a foreign write, a restart or a clamp; correcting",
                          t.last_mismatch)
