@@ -218,7 +218,7 @@ class PduLink:
             _log.info("%s reconnected", t.label)
         t.connected_once, t.last_error, t.last_ok = True, "", time.monotonic()
         self._verify(t, "after connecting")
-        return ""
+        return "" if t.client.connected else t.last_error     # the read-back failed
 
     # -- verification -------------------------------------------------------------------------
     def _period(self, t: PduTarget) -> float:
