@@ -328,3 +328,25 @@ def test_fuzz_decodes_exactly_the_intact_frames():
     assert stats.frames == len(intact)
     assert stats.frames_lost == (intact[-1] - intact[0] + 1) - len(intact)
     assert stats.crc_errors > 0 and stats.header_errors > 0 and stats.board_restarts == 0
+
+
+@pytest.mark.parametrize("cut", range(1, 7))
+def test_garbage_ending_in_part_of_a_header_keeps_only_that_part(cut):
+    layout = FrameLayout(4)
+    data, seq, _, _ = make_frames(layout, 3)
+    burst = SYNC * 1000 + b"\x01" * 7            # sync words that start no frame
+    dec = FrameDecoder(layout)
+    assert len(dec.feed(burst + data[:cut])) == 0
+    assert dec.pending_bytes == cut               # the frame's first bytes, nothing else
+    assert dec.stats.header_errors == 1000 and dec.stats.bytes_discarded == len(burst)
+    np.testing.assert_array_equal(dec.feed(data[cut:]).sequence, seq)
+
+
+def test_a_run_of_headers_with_bad_crcs_costs_one_crc_each():
+    layout = FrameLayout(4)
+    data, seq, _, _ = make_frames(layout, 4)
+    fake = (layout.header_prefix + b"\0" * (layout.frame_size - 6)) * 50
+    dec = FrameDecoder(layout)
+    out = dec.feed(fake + data)
+    np.testing.assert_array_equal(out.sequence, seq)
+    assert dec.stats.crc_errors == 50 and dec.stats.bytes_discarded == len(fake)
