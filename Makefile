@@ -7,13 +7,14 @@ BUILD ?= build/cmake
 PY := $(VENV)/bin/python
 APT_PACKAGES := cmake g++ make prometheus-node-exporter mbpoll
 STAMPS := $(VENV)/.rackpower
+ROS2_TOOLS ?= ../shared/ros2-tools
 
 MSG_FILES := $(wildcard msg/*.msg)
 PKG_SOURCES := $(shell find rackpower_nodes launch config -type f -not -name '*.pyc' 2>/dev/null)
 
 .PHONY: setup test demo bench colcon clean distclean
 
-setup: $(STAMPS)/installed
+setup: $(STAMPS)/installed $(STAMPS)/ros2-tools
 
 $(STAMPS)/apt: Makefile
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -39,6 +40,16 @@ $(STAMPS)/installed: $(STAMPS)/venv CMakeLists.txt package.xml setup.cfg \
 	cmake --build $(BUILD) -j 2
 	cmake --install $(BUILD) >/dev/null
 	@touch $@
+
+# The upstream ROS 2 command-line tools (ros2 launch, topic, param, lifecycle ...) from
+# $(ROS2_TOOLS), for the tests that drive the graph as an operator does; where that folder is
+# absent they are not installed and those tests skip.
+$(STAMPS)/ros2-tools: $(STAMPS)/venv $(wildcard $(ROS2_TOOLS)/install.sh)
+	@if [ -x $(ROS2_TOOLS)/install.sh ]; then \
+	  $(ROS2_TOOLS)/install.sh $(VENV) && touch $@; \
+	else \
+	  echo "$(ROS2_TOOLS) is absent: ros2 launch and ros2cli not installed (their tests skip)"; \
+	fi
 
 test: setup
 	env PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest test -q

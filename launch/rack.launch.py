@@ -17,6 +17,11 @@ Arguments:
     data_dir     where the recorder's bags and the model registry live; empty keeps the
                  config's (/var/lib/rackpower/...); e.g. data_dir:=$HOME/rackpower
 
+Every node is restarted when it crashes (`respawn`), but not when it exits with a
+configuration error (exit code 2: a bad parameter, named in its log): restarting cannot fix
+that, so the launch log says so and the node stays down while the rest of the graph runs
+(pdu_actuator, left without samples or forecasts, holds the safe allocation).
+
 pdu_actuator is a lifecycle node: with its `autostart` parameter (the default) it configures
 and activates itself once its PDUs and BMCs answer; otherwise drive it with `ros2 lifecycle
 set`. It reads the BMC password from the variable its `power_caps.password_env` names
@@ -26,13 +31,37 @@ password is passed to it.
 import os
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
+from launch.actions import (
+    DeclareLaunchArgument, EmitEvent, ExecuteProcess, OpaqueFunction, RegisterEventHandler)
+from launch.event_handlers import OnProcessExit
+from launch.events import matches_action
+from launch.events.process import ShutdownProcess
+from launch.logging import get_logger
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackagePrefix, FindPackageShare
 
 SIM_BOARD_LINK = "/tmp/rackpower_{rack}_board"
 SIM_BMC_PASSWORD = "rackpower"         # the simulated BMCs' password (rackpower-sim live)
+EXIT_BAD_CONFIG = 2                    # rackpower_nodes.node_main.EXIT_BAD_CONFIG
+
+
+def _respawned(node) -> list:
+    """`node` (created with respawn=True and a respawn_delay > 0) is restarted after a crash
+    but never after a configuration error: launch waits respawn_delay before it restarts a
+    process, and in that time this exit handler ends the action (a ShutdownProcess event for
+    it), so launch does not start it again."""
+
+    def on_exit(event, context):
+        if event.returncode != EXIT_BAD_CONFIG or context.is_shutdown:
+            return None
+        get_logger("launch").error(
+            f"{event.action.node_name} exited with a configuration error (exit "
+            f"{EXIT_BAD_CONFIG}): not restarting it, since a restart cannot fix a parameter; "
+            "its log above names the key")
+        return [EmitEvent(event=ShutdownProcess(process_matcher=matches_action(event.action)))]
+
+    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
 
 
 def _launch_setup(context):
@@ -74,27 +103,27 @@ def _launch_setup(context):
     if model:
         predictor_overrides["model.path"] = model
 
-    actions.append(Node(
+    actions += _respawned(Node(
         package="rackpower", executable="current_sensor", name="current_sensor",
         namespace=rack, parameters=[config, sensor_overrides], output="screen",
         respawn=True, respawn_delay=2.0))
-    actions.append(Node(
+    actions += _respawned(Node(
         package="rackpower", executable="host_telemetry", name="host_telemetry",
         namespace=rack, parameters=[config, telemetry_overrides], output="screen",
         respawn=True, respawn_delay=2.0))
-    actions.append(Node(
+    actions += _respawned(Node(
         package="rackpower", executable="predictor", name="predictor",
         namespace=rack, parameters=[config, predictor_overrides], output="screen",
         respawn=True, respawn_delay=2.0))
-    actions.append(LifecycleNode(
+    actions += _respawned(LifecycleNode(
         package="rackpower", executable="pdu_actuator", name="pdu_actuator",
         namespace=rack, parameters=[config, actuator_overrides], output="screen",
         additional_env=actuator_env, respawn=True, respawn_delay=2.0))
-    actions.append(Node(
+    actions += _respawned(Node(
         package="rackpower", executable="recorder", name="recorder",
         namespace=rack, parameters=[config, recorder_overrides], output="screen",
         respawn=True, respawn_delay=2.0))
-    actions.append(Node(
+    actions += _respawned(Node(
         package="rackpower", executable="retrain_scheduler", name="retrain_scheduler",
         namespace=rack, parameters=[config, retrain_overrides], output="screen",
         respawn=True, respawn_delay=5.0))

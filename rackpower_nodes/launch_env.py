@@ -1,17 +1,21 @@
-"""Start rackpower's executables outside `ros2 launch`: for `make demo`, tests and benchmarks.
+"""Start rackpower's executables for `make demo`, tests and benchmarks.
 
 Finds `lib/rackpower/<executable>` through the ament index (as `ros2 run` does) and prepares
 an environment for an isolated DDS graph on this machine: its own domain id, discovery kept to
-localhost, logs in a scratch folder.
+localhost, logs in a scratch folder. :class:`LaunchedGraph` runs the whole graph with the real
+`ros2 launch`, in a process group of its own, and interrupts it as a terminal's Ctrl-C does.
 """
 from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -73,3 +77,135 @@ def wait_for_path(path: str | os.PathLike, timeout_s: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{path} did not appear within {timeout_s} s")
         time.sleep(0.02)
+
+
+# -- the whole graph under `ros2 launch` ------------------------------------------------------
+
+LAUNCH_STARTED = re.compile(r"\[INFO\] \[(?P<proc>[\w.-]+)\]: process started with pid "
+                            r"\[(?P<pid>\d+)\]")
+LAUNCH_EXITED = re.compile(r"\[(?:INFO|ERROR)\] \[(?P<proc>[\w.-]+)\]: process has "
+                           r"(?P<how>finished cleanly|died) \[pid (?P<pid>\d+)"
+                           r"(?:, exit code (?P<code>-?\d+))?")
+
+
+def ros2_command() -> Path | None:
+    """The `ros2` command beside this interpreter, when ros2cli and launch_ros are installed
+    (`make setup` installs them from ../shared/ros2-tools where that folder exists)."""
+    path = Path(sys.prefix) / "bin" / "ros2"
+    try:
+        import launch_ros  # noqa: F401
+    except ImportError:
+        return None
+    return path if os.access(path, os.X_OK) else None
+
+
+@dataclass
+class ProcessRun:
+    """One process `ros2 launch` started: its launch name (`recorder-6`), pid, exit code
+    (None while running) and when its exit was reported (time.monotonic(), s)."""
+
+    name: str
+    pid: int
+    code: int | None = None
+    exited_at: float | None = None
+
+
+class LaunchedGraph:
+    """`ros2 launch <args>` in a process group of its own, as a terminal runs it: its output
+    is kept line by line with the time it arrived (and copied to `log_path`), the processes
+    it starts and their exit codes are parsed from it, and :meth:`interrupt` sends SIGINT to
+    the whole group, as Ctrl-C in a terminal does."""
+
+    def __init__(self, launch_args: list[str], env: dict[str, str], log_path: Path):
+        ros2 = ros2_command()
+        if ros2 is None:
+            raise RuntimeError("ros2 launch is not installed: `make setup` installs it from "
+                               "../shared/ros2-tools when that folder exists")
+        self.lines: list[tuple[float, str]] = []
+        self.runs: list[ProcessRun] = []
+        self.interrupted_at: list[float] = []
+        self._log = log_path.open("w", encoding="utf-8")
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen([str(ros2), "launch", *launch_args], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, errors="replace", start_new_session=True)
+        self._reader = threading.Thread(target=self._read, daemon=True,
+                                        name="launch-output")
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            now = time.monotonic()
+            line = line.rstrip("\n")
+            with self._lock:
+                self.lines.append((now, line))
+                self._log.write(line + "\n")
+                self._log.flush()
+                if m := LAUNCH_STARTED.search(line):
+                    self.runs.append(ProcessRun(m["proc"], int(m["pid"])))
+                elif m := LAUNCH_EXITED.search(line):
+                    for run in self.runs:
+                        if run.pid == int(m["pid"]):
+                            run.code, run.exited_at = int(m["code"] or 0), now
+
+    @property
+    def output(self) -> str:
+        with self._lock:
+            return "\n".join(line for _, line in self.lines)
+
+    def started(self, executable: str) -> list[ProcessRun]:
+        """Every run of `executable` so far, respawns included."""
+        with self._lock:
+            return [r for r in self.runs if r.name.rsplit("-", 1)[0] == executable]
+
+    def wait_until(self, condition, timeout_s: float, what: str) -> None:
+        """Until `condition()` holds; AssertionError naming `what` and the output's tail
+        after `timeout_s`, or when launch exits first."""
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"ros2 launch exited ({self.proc.returncode}) before "
+                                     f"{what}:\n{self.output[-4000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} within {timeout_s:g} s:\n"
+                                     f"{self.output[-4000:]}")
+            time.sleep(0.1)
+
+    def interrupt(self) -> None:
+        """SIGINT to the whole process group, as a terminal's Ctrl-C."""
+        self.interrupted_at.append(time.monotonic())
+        os.killpg(self.proc.pid, signal.SIGINT)
+
+    def wait_ended(self, timeout_s: float) -> int:
+        """Until launch and every process of its group have exited; launch's exit code.
+        After `timeout_s` the group is killed and AssertionError raised."""
+        deadline = time.monotonic() + timeout_s
+        while self.proc.poll() is None or self.group_alive():   # reap launch first
+            if time.monotonic() > deadline:
+                left = subprocess.run(["ps", "-o", "pid,stat,args", "-g", str(self.proc.pid)],
+                                      capture_output=True, text=True).stdout
+                self.kill()
+                raise AssertionError(f"still running {timeout_s:g} s after Ctrl-C:\n{left}\n"
+                                     f"launch output:\n{self.output[-4000:]}")
+            time.sleep(0.05)
+        self._reader.join(5.0)
+        return self.proc.returncode
+
+    def group_alive(self) -> bool:
+        try:
+            os.killpg(self.proc.pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL to whatever is left of the group (a test's cleanup)."""
+        if self.group_alive():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._reader.join(5.0)
+
+    def close(self) -> None:
+        self.kill()
+        with self._lock:
+            self._log.close()

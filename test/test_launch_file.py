@@ -64,3 +64,20 @@ def test_default_config_is_shipped():
     source = LAUNCH.read_text()
     assert '"config", "rack.yaml"' in source
     assert (REPO / "config" / "rack.yaml").is_file()
+
+
+def test_every_node_respawns_after_a_crash_but_not_after_a_config_error():
+    """Each Node/LifecycleNode is created with respawn=True and a respawn_delay > 0 (the exit
+    handler stops a respawn within that delay) and wrapped by _respawned, whose handler
+    ends the action on exit code 2 (behaviour: test_launch_shutdown.py)."""
+    tree = _tree()
+    wrapped = [call.args[0] for call in _calls(tree, "_respawned")]
+    nodes = _calls(tree, "Node") + _calls(tree, "LifecycleNode")
+    assert len(wrapped) == len(nodes) == 6
+    assert all(any(n is w for w in wrapped) for n in nodes)
+    for call in nodes:
+        kw = {k.arg: k.value for k in call.keywords}
+        assert kw["respawn"].value is True
+        assert kw["respawn_delay"].value > 0
+    source = LAUNCH.read_text()
+    assert "EXIT_BAD_CONFIG = 2" in source and "ShutdownProcess" in source

@@ -1,0 +1,225 @@
+"""The whole graph under the real `ros2 launch`, ended the way an operator ends it: Ctrl-C.
+
+A terminal's Ctrl-C sends SIGINT to the whole process group and `ros2 launch` then sends each
+process a SIGINT of its own, so every node gets two (three or more with a second Ctrl-C).
+Every process must end with exit code 0 and no traceback before launch escalates to SIGTERM
+(5 s after the first), the actuator leaving the static split in the devices and the recorder a
+complete bag that rosbags' AnyReader and the `mcap` reader open. A node that exits with a
+configuration error is not restarted, and the launch log says why.
+
+Two launches in all: each costs the 2-core machine about 10 s of CPU. How long each process
+takes to exit is measured by benchmarks/bench_shutdown.py, not asserted here. The launch file
+and the parameter YAML are the checkout's (the installed executables run the checkout's code
+through PYTHONPATH), so this tests the tree under test even before `make setup` reinstalls it.
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rackpower_nodes.launch_env import LaunchedGraph, executable, ros2_command, stop_process
+
+pytestmark = pytest.mark.ros
+
+REPO = Path(__file__).resolve().parents[1]
+NODES = ("current_sensor", "host_telemetry", "predictor", "pdu_actuator", "recorder",
+         "retrain_scheduler")
+UP_TIMEOUT_S = 240.0           # a loaded 2-core machine starts the graph in 15-60 s
+END_TIMEOUT_S = 30.0           # launch itself escalates after 5 s (SIGTERM) and 10 s (SIGKILL)
+RETRAIN_RESPAWN_DELAY_S = 5.0  # launch/rack.launch.py
+NO_TRACE = ("Traceback", "never retrieved", "Exception ignored", "RCLError")
+
+
+@pytest.fixture(scope="module")
+def ros2():
+    if ros2_command() is None:
+        pytest.skip("ros2 launch is not installed (launch_ros, ros2cli): `make setup` installs "
+                    "them from ../shared/ros2-tools when that folder is present")
+
+
+class GraphWatch:
+    """A node of the test's own that tells when the launched graph is up: every node is in
+    the graph and the recorder reports power_samples and power_allocation written."""
+
+    def __init__(self, rack: str):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.rack = rack
+        self.node = rclpy.create_node("launch_shutdown_watch")
+        self.written: dict[str, int] = {}
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 50)
+
+    def _on_diag(self, msg) -> None:
+        for status in msg.status:
+            if status.name.startswith(f"/{self.rack}/recorder"):
+                self.written.update({kv.key.removeprefix("messages "): int(kv.value)
+                                     for kv in status.values if kv.key.startswith("messages /")})
+
+    def up(self, nodes) -> bool:
+        import rclpy
+
+        rclpy.spin_once(self.node, timeout_sec=0.1)
+        present = {f"{ns.rstrip('/')}/{name}"
+                   for name, ns in self.node.get_node_names_and_namespaces()}
+        return (all(f"/{self.rack}/{n}" in present for n in nodes)
+                and self.written.get(f"/{self.rack}/power_samples", 0) > 0
+                and self.written.get(f"/{self.rack}/power_allocation", 0) > 0)
+
+
+def _launch(ros_env, tmp_path: Path, rack: str, config: Path) -> LaunchedGraph:
+    return LaunchedGraph([str(REPO / "launch" / "rack.launch.py"), "use_sim:=true",
+                          f"rack:={rack}", f"data_dir:={tmp_path / 'data'}",
+                          f"config:={config}"], ros_env, tmp_path / "launch.log")
+
+
+def _exit_report(graph: LaunchedGraph) -> str:
+    t0 = graph.interrupted_at[0]
+    return ", ".join(f"{r.name} {r.exited_at - t0:.2f} s (exit {r.code})"
+                     for r in graph.runs if r.exited_at is not None and r.exited_at >= t0)
+
+
+def _assert_clean_exit(graph: LaunchedGraph, code: int, expected: set[str]) -> None:
+    """Launch and every process ended, each expected one with exit 0, with no traceback
+    and no escalation."""
+    out = graph.output
+    assert code == 0, out[-4000:]
+    assert not graph.group_alive()
+    for marker in NO_TRACE:
+        assert marker not in out, f"{marker!r} in the launch output:\n{out[-6000:]}"
+    assert "'SIGTERM'" not in out and "'SIGKILL'" not in out, out[-4000:]
+    last = {r.name.rsplit("-", 1)[0]: r for r in graph.runs}
+    assert expected <= set(last), sorted(last)
+    assert {n: last[n].code for n in expected} == dict.fromkeys(expected, 0), out[-6000:]
+    assert out.count("process has finished cleanly") >= len(expected)
+    assert "shutdown: static split" in out, out[-4000:]       # the actuator's safe write
+
+
+def _bags(folder: Path) -> list[Path]:
+    bags = sorted(p for p in folder.iterdir() if p.is_dir())
+    assert bags, f"no bag in {folder}"
+    return bags
+
+
+def _assert_bags_readable(bags: list[Path]) -> Counter:
+    """Every bag is complete (metadata.yaml) and reads with AnyReader and with the mcap
+    reader, alike; messages per topic."""
+    from mcap.reader import make_reader
+    from rosbags.highlevel import AnyReader
+
+    from rackpower_nodes.core.forecast.datasets import message_typestore
+
+    assert all((b / "metadata.yaml").is_file() for b in bags), [b.name for b in bags]
+    counts: Counter = Counter()
+    with AnyReader(bags, default_typestore=message_typestore()) as reader:
+        for conn, _, _ in reader.messages():
+            counts[conn.topic] += 1
+    mcap: Counter = Counter()
+    for bag in bags:
+        (path,) = bag.glob("*.mcap")
+        with path.open("rb") as fh:
+            reader = make_reader(fh)
+            assert reader.get_summary() is not None, f"{path}: no summary"
+            mcap.update(channel.topic for _, channel, _ in reader.iter_messages())
+    assert mcap == counts
+    return counts
+
+
+@pytest.fixture(scope="module")
+def ctrl_c_with_a_config_error(ros2, ros_env, tmp_path_factory):
+    """One launch with retrain_scheduler misconfigured, ended by one Ctrl-C once the graph is
+    up and the misconfigured node has had its respawn delay; yields (graph, exit code, rack,
+    folder)."""
+    import rclpy
+
+    tmp = tmp_path_factory.mktemp("launch_ctrl_c")
+    rack = "rack_ctrl_c"
+    config = yaml.safe_load((REPO / "config" / "rack.yaml").read_text())
+    config["/**/retrain_scheduler"]["ros__parameters"]["offpeak"]["combine"] = "sometimes"
+    bad = tmp / "bad_retrain.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    with rclpy.init():
+        watch = GraphWatch(rack)
+        graph = _launch(ros_env, tmp, rack, bad)
+        try:
+            graph.wait_until(lambda: watch.up(NODES[:-1]), UP_TIMEOUT_S, "graph up")
+
+            def past_respawn_delay() -> bool:
+                runs = graph.started("retrain_scheduler")
+                return bool(runs) and runs[-1].exited_at is not None and (
+                    time.monotonic() - runs[-1].exited_at > RETRAIN_RESPAWN_DELAY_S + 3.0)
+
+            # a restart would come RETRAIN_RESPAWN_DELAY_S after the exit: wait past it
+            graph.wait_until(past_respawn_delay, UP_TIMEOUT_S, "retrain_scheduler exit")
+            graph.interrupt()
+            code = graph.wait_ended(END_TIMEOUT_S)
+        finally:
+            graph.close()
+            watch.node.destroy_node()
+    print(f"Ctrl-C: {_exit_report(graph)}")
+    yield graph, code, rack, tmp / "data" / rack / "bags"
+
+
+def test_ctrl_c_ends_every_process_cleanly(ctrl_c_with_a_config_error):
+    graph, code, rack, bags = ctrl_c_with_a_config_error
+    _assert_clean_exit(graph, code, {"rack_sim", *NODES[:-1]})
+    counts = _assert_bags_readable(_bags(bags))
+    assert counts[f"/{rack}/power_samples"] > 0 and counts[f"/{rack}/power_allocation"] > 0
+
+
+def test_config_error_is_not_respawned_and_the_log_says_why(ctrl_c_with_a_config_error):
+    graph, _, rack, _ = ctrl_c_with_a_config_error
+    runs = graph.started("retrain_scheduler")
+    out = graph.output
+    assert [r.code for r in runs] == [2], out[-4000:]
+    assert "offpeak.combine" in out                                   # the node names the key
+    assert (f"/{rack}/retrain_scheduler exited with a configuration error (exit 2): "
+            "not restarting") in out, out[-4000:]
+
+
+def test_double_ctrl_c_ends_every_process_cleanly_and_the_bag_closed(ros2, ros_env, tmp_path):
+    """The second Ctrl-C arrives while the nodes shut down (the recorder has begun): it is
+    ignored until the actuator's safe write and the bag's close are done. A recorder started
+    afterwards on the same folder finds nothing to repair."""
+    import rclpy
+
+    rack = "rack_double_ctrl_c"
+    with rclpy.init():
+        watch = GraphWatch(rack)
+        graph = _launch(ros_env, tmp_path, rack, REPO / "config" / "rack.yaml")
+        try:
+            graph.wait_until(lambda: watch.up(NODES), UP_TIMEOUT_S, "graph up")
+            graph.interrupt()
+            graph.wait_until(lambda: "recorder]: shutting down" in graph.output
+                             or not graph.group_alive(), END_TIMEOUT_S, "recorder shutdown")
+            graph.interrupt()
+            code = graph.wait_ended(END_TIMEOUT_S)
+        finally:
+            graph.close()
+            watch.node.destroy_node()
+    print(f"double Ctrl-C: {_exit_report(graph)}")
+    _assert_clean_exit(graph, code, {"rack_sim", *NODES})
+    folder = tmp_path / "data" / rack / "bags"
+    bags = _bags(folder)
+    before = _assert_bags_readable(bags)
+    assert before[f"/{rack}/power_samples"] > 0 and before[f"/{rack}/power_allocation"] > 0
+
+    log = tmp_path / "recorder_again.log"
+    rec = subprocess.Popen(
+        [str(executable("recorder")), "--ros-args", "-r", f"__ns:=/{rack}",
+         "-p", f"output.folder:={folder}", "-p", f"output.prefix:={rack}"],
+        env=ros_env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "recording [" not in log.read_text():
+            assert rec.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    finally:
+        assert stop_process(rec, timeout_s=10) == 0, log.read_text()
+    assert "salvaged" not in log.read_text()
+    assert _assert_bags_readable(bags) == before
