@@ -18,7 +18,7 @@ from test_pdu_actuator_node import _params as actuator_params
 from rackpower_nodes.core.actuator_config import (
     ACTUATOR_PARAMETERS, actuator_config_from_params, check_outlets_in_maps)
 from rackpower_nodes.core.params import ConfigError, flatten_parameters, unknown_key_errors
-from rackpower_nodes.launch_env import executable
+from rackpower_nodes.launch_env import executable, stop_process
 
 RACK = REPO / "config" / "rack.yaml"
 PORTS = [5020, 5021]      # never connected to: every case fails before on_configure
@@ -199,3 +199,35 @@ def test_nodes_built_in_process_get_the_check_and_describe_their_constraints(ros
             PduActuatorNode(context=ctx)
     finally:
         rclpy.shutdown(context=ctx)
+
+
+@pytest.mark.ros
+def test_ros2_param_describe_shows_choices_ranges_and_required(ros_env, tmp_path):
+    """What an operator sees with the real `ros2 param describe` (ros2cli from
+    ../shared/ros2-tools, installed by make setup)."""
+    import sys
+    from pathlib import Path
+
+    ros2 = Path(sys.prefix) / "bin" / "ros2"
+    if not ros2.exists():
+        pytest.skip(f"{ros2} is absent (ros2cli comes from ../shared/ros2-tools via make setup)")
+    env = dict(ros_env, PATH=f"{ros2.parent}:{ros_env.get('PATH', '')}")
+    node = subprocess.Popen([str(executable("pdu_actuator")), "--ros-args", "-r",
+                             "__ns:=/rack_describe", "--params-file", str(RACK), "-p",
+                             "autostart:=false"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    try:
+        out = None
+        for _ in range(30):          # until the node is discovered (each try waits for it)
+            out = subprocess.run([str(ros2), "param", "describe", "/rack_describe/pdu_actuator",
+                                  "mode", "budget.breaker_a"], env=env, capture_output=True,
+                                 text=True, timeout=60)
+            if out.returncode == 0 and "Parameter name: budget.breaker_a" in out.stdout:
+                break
+            assert node.poll() is None, "pdu_actuator exited"
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "Additional constraints: one of: proactive, reactive, static, safe" in out.stdout
+        assert "Additional constraints: required: no default" in out.stdout
+        assert "Min value: 0.1" in out.stdout and "Max value: 10000.0" in out.stdout
+    finally:
+        stop_process(node)
