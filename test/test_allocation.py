@@ -535,7 +535,8 @@ def controllers(draw) -> AllocationController:
                        derating=draw(st.floats(0.5, 1.0)),
                        quantile=draw(st.sampled_from(["p50", "p90", "p99"])),
                        lead_s=draw(st.floats(0.0, 2.0)), window_s=draw(st.floats(0.01, 3.0)),
-                       safe_policy=draw(st.sampled_from(["reactive", "static"])))
+                       safe_policy=draw(st.sampled_from(["reactive", "static"])),
+                       samples_stale_s=draw(st.floats(0.01, 1.0)))
     return AllocationController(components, cfg, draw(st.sampled_from(MODES)))
 
 
@@ -554,7 +555,8 @@ def cycles(draw, n: int) -> list[tuple]:
             forecast = ForecastView(t - draw(st.floats(-0.5, 1.0)),
                                     draw(st.sampled_from([0.1, 0.5, 1.0])), *grids)
         mode = draw(st.none() | st.sampled_from(MODES))
-        out.append((t, measured, forecast, mode, draw(st.booleans())))
+        age = draw(st.sampled_from([0.0, math.inf]) | st.floats(-1.0, 2.0))
+        out.append((t, measured, forecast, mode, draw(st.booleans()), age))
     return out
 
 
@@ -564,10 +566,12 @@ def test_controller_step_keeps_the_invariants(data):
     ctl = data.draw(controllers())
     budget = ctl.cfg.budget_w
     floors_fit = fits(ctl.floor_w, budget)
-    for t, measured, forecast, mode, pdu_ok in data.draw(cycles(len(ctl.ids))):
+    for t, measured, forecast, mode, pdu_ok, age in data.draw(cycles(len(ctl.ids))):
         if mode is not None:
             ctl.set_mode(mode)
-        d = ctl.step(t, measured, forecast, pdu_ok, "" if pdu_ok else "refused")
+        d = ctl.step(t, measured, forecast, pdu_ok, "" if pdu_ok else "refused",
+                     samples_age_s=age)
+        blind = age > ctl.cfg.samples_stale_s
         a = d.allocated_w
         assert fits(a, budget)
         assert np.all(a >= 0) and np.all(a <= ctl.ceiling_w)
@@ -578,7 +582,10 @@ def test_controller_step_keeps_the_invariants(data):
         fresh = forecast is not None and abs(t - forecast.t_unix) <= ctl.cfg.forecast_stale_s
         if not pdu_ok:
             assert d.mode == "safe" and "pdu: refused" in d.mode_reason
-        elif ctl.mode != "safe" and (ctl.mode != "proactive" or fresh):
+        if blind:       # no measurement to trust: safe, the static split
+            assert d.mode == "safe" and "power_samples stale" in d.mode_reason
+            assert np.array_equal(a, ctl.static_allocation()) and not d.corrections
+        elif pdu_ok and ctl.mode != "safe" and (ctl.mode != "proactive" or fresh):
             assert d.mode == ctl.mode
         if d.mode == "static":
             assert np.array_equal(a, ctl.static_allocation()) and not d.corrections
