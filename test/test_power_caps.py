@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
+from test_pdu_link import _foreign_write
+
 from rackpower_nodes.core.actuator_config import actuator_config_from_params
 from rackpower_nodes.core.params import ConfigError, flatten_parameters
 from rackpower_nodes.core.pdu_map import RegisterMap
@@ -232,6 +234,23 @@ def test_held_w_of_a_component_behind_an_outlet_and_a_bmc_is_the_smaller(bmc):
         np.testing.assert_array_equal(link.held_w(), [2300.0])      # min(2300, no limit)
         assert link.write_now(np.array([300.5]))
         np.testing.assert_array_equal(link.held_w(), [300.0])       # min(300.5, 300)
+        # a foreign raise of the outlet register: held to 300 W by the BMC, but the budget
+        # counts the larger value until the register is corrected (the BMC's read-back
+        # does not hide it)
+        _foreign_write(pdu, 1, 2300.0)
+        assert link.verify_now() == ["PDU p outlet 1: expected 300.5 W, found 2300 W "
+                                     "(read-back)"]
+        assert link.in_force_w[0] == 2300.0 and link.held_w()[0] == 300.0
+        assert link.write_now(np.array([300.5]))
+        assert pdu.model.allocation_w[0] == np.float32(300.5) and bmc.limit_w("a1") == 300.0
+        # a foreign cut of the BMC limit: the smaller is held; raised back beside the
+        # register, which the budget already counted
+        bmc.reset_limits()
+        _curl_patch(bmc.chassis_url("a1") + "/EnvironmentMetrics",
+                    {"PowerLimitWatts": {"SetPoint": 100}})
+        assert link.verify_now() and link.held_w()[0] == 100.0
+        assert link.write_now(np.array([300.5]))
+        assert bmc.limit_w("a1") == 300.0 and link.held_w()[0] == 300.0
         bmc.stop()
         link.verify_now()
         assert np.isnan(link.held_w()).all()       # the BMC's half is unknown: so is it

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import yaml
 from test_pdu_actuator_node import NAMES, _expected_static, _free_port, _Rack
+from test_pdu_link import _foreign_write
 from test_power_caps import MONITOR_MAP, PASSWORD, USER, _bmc, _curl_patch
 
 from rackpower_nodes.drivers.pdu_link import float32_floor
@@ -81,20 +82,6 @@ def _wait(condition, timeout_s: float = 20.0, poll_s: float = 0.001) -> bool:
             return False
         time.sleep(poll_s)
     return True
-
-
-def _modbus_write(server: SimPduServer, outlet: int, watts: float) -> None:
-    """A foreign write of one allocation register by another Modbus client (pymodbus)."""
-    from pymodbus.client import ModbusTcpClient
-
-    p = server.map.point("outlet_allocation_w")
-    c = ModbusTcpClient("127.0.0.1", port=server.port, timeout=5, retries=0)
-    assert c.connect()
-    try:
-        words = p.encode([watts])[0].tolist()
-        assert not c.write_registers(int(p.address_of(outlet)), words, device_id=1).isError()
-    finally:
-        c.close()
 
 
 def _bmc_write(bmc, chassis: str, watts: float) -> None:
@@ -204,7 +191,7 @@ def test_foreign_writes_are_found_named_and_corrected_in_every_mode(rig):
             rack.set_mode(mode)
         before = _settled(rack, pdu, bmc, mode)
         t_pdu = _corrected_after(lambda: pdu.model.allocation_w[0], FOREIGN_PDU_W,
-                                 lambda: _modbus_write(pdu, 1, FOREIGN_PDU_W))
+                                 lambda: _foreign_write(pdu, 1, FOREIGN_PDU_W))
         t_bmc = _corrected_after(lambda: bmc.limit_w("b1"), FOREIGN_BMC_W,
                                  lambda: _bmc_write(bmc, "b1", FOREIGN_BMC_W))
         figures[mode] = (t_pdu, t_bmc)
@@ -247,7 +234,7 @@ def test_held_w_shows_the_foreign_value_until_corrected(rig):
     rack.set_mode("static")
     before = _settled(rack, pdu, bmc, "static")
     pdu.set_delay(write_s=0.6)
-    _modbus_write(pdu, 1, FOREIGN_PDU_W)
+    _foreign_write(pdu, 1, FOREIGN_PDU_W)
     assert rack.run_until(lambda m: m.held_w[0] == FOREIGN_PDU_W, 10.0), \
         [list(m.held_w) for m in rack.allocations[-5:]]
     assert rack.run_until(lambda m: m.held_w[0] == np.float32(before[0]), 10.0)
@@ -270,7 +257,7 @@ def test_deactivate_and_shutdown_confirm_the_static_split_by_read_back(rig):
     static = float32_floor(_expected_static(rig["params"]))
     static[2:] = np.floor(static[2:])
     # a foreign raise just before the node leaves: the static split still lands whole
-    _modbus_write(pdu, 2, FOREIGN_PDU_W)
+    _foreign_write(pdu, 2, FOREIGN_PDU_W)
     rack.transition(Transition.TRANSITION_DEACTIVATE)
     np.testing.assert_array_equal(_devices(pdu, bmc), static)
     held = f"{static.sum():.0f} W of {BUDGET_W:.0f} W"

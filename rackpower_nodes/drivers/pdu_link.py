@@ -3,8 +3,10 @@
 The actuators are PDUs (outlet allocation registers, `drivers.pdu`) and server BMCs (power
 limits over Redfish, `drivers.bmc`); both are `PduClient`s, here called targets. The control
 step hands each new allocation to `PduLink.submit` and returns at once; a worker thread writes
-it to every target that takes allocations, reconnects targets that stopped answering (every
-`retry_s`), and keeps per-target counters for diagnostics. Only the newest allocation matters,
+it to every target that takes allocations, reconnects targets that stopped answering (at
+once, then after 0.05, 0.1, 0.2 ... s, at most every `retry_s`: a PDU restarting is back
+within a second, one that is gone is not hammered), and keeps per-target counters for
+diagnostics. Only the newest allocation matters,
 so a slow target makes the worker skip stale ones rather than queue them. Requests to
 different targets run side by side on a small thread pool (a BMC answers in tens to hundreds
 of ms; one at a time, twelve of them would take seconds).
@@ -34,7 +36,8 @@ per component: NaN where unknown (before the first read, after a failed request,
 target takes allocations), inf where a BMC reports no limit. A component enforced by two
 targets (an outlet register and a BMC limit) is limited by the smaller value: it shows the
 smaller of the two, and NaN while either is unknown. The budget arithmetic keeps its own
-worst-case vector (`in_force_w`), which never drops below what may be in force.
+worst-case vector (`in_force_w`): per target what it last reported or acknowledged (the
+larger value after a failed write), per component the largest of its targets' values.
 """
 from __future__ import annotations
 
@@ -57,6 +60,7 @@ _log = logging.getLogger(__name__)
 LATENCY_WINDOW = 500
 HEARTBEAT_S = 0.5          # longest silence before a target is read to check it still answers
 VERIFY_S = 0.5             # read-back period of every target that takes allocations, s
+RETRY_FIRST_S = 0.05       # first wait between connection attempts, doubling up to retry_s
 MAX_WORKERS = 8            # requests in flight at once, to different targets
 
 
@@ -85,6 +89,7 @@ class PduTarget:
     verify_s: float | None = None  # read-back period, s (None: the link's)
     connected_once: bool = False
     last_attempt: float = -1e9
+    failed_attempts: int = 0       # connection attempts failed in a row
     last_error: str = ""
     writes: int = 0
     failures: int = 0
@@ -100,6 +105,7 @@ class PduTarget:
     held: np.ndarray = field(default=None, repr=False)      # (k,) reported, W (NaN unknown)
     expected: np.ndarray = field(default=None, repr=False)  # (k,) last acknowledged, W
     fixing: np.ndarray = field(default=None, repr=False)    # (k,) mismatch not yet corrected
+    in_force: np.ndarray = field(default=None, repr=False)  # (k,) worst case for the budget
     boot: tuple[str, float] | None = None                   # last boot counter / uptime read
     next_verify: float = 0.0
 
@@ -108,6 +114,7 @@ class PduTarget:
         self.held = np.full(k, np.nan)
         self.expected = np.full(k, np.nan)
         self.fixing = np.zeros(k, bool)
+        self.in_force = np.full(k, np.inf)
 
     @property
     def writable(self) -> bool:
@@ -171,11 +178,13 @@ class PduLink:
         self.n = int(n_components)
         self.in_force_w = np.array(initial_w, dtype=float).reshape(n_components)
         self._worst = self.in_force_w.copy()
+        self._state = threading.Lock()          # per-target values and their combination
         self._want: np.ndarray | None = None     # the newest allocation written, W
         self._driven = np.zeros(n_components, bool)
         self._dead_band = np.zeros(n_components)
         self._resolution = np.zeros(n_components)
         for t in self.targets:
+            t.in_force = self._worst[t.index].copy()
             self._driven[t.index] |= t.writable
             if t.writable:
                 self._dead_band[t.index] = np.maximum(self._dead_band[t.index], t.min_change_w)
@@ -211,8 +220,10 @@ class PduLink:
         try:
             t.client.connect()
         except (PduError, PduCapabilityError) as exc:
+            t.failed_attempts += 1
             t.last_error = f"{t.name}: {exc}"
             return t.last_error
+        t.failed_attempts = 0
         if t.connected_once:
             t.reconnects += 1
             _log.info("%s reconnected", t.label)
@@ -245,7 +256,8 @@ class PduLink:
         t.held = found.copy()
         # the budget arithmetic counts what the device holds (its worst case where it shows
         # no limit, e.g. a BMC without one)
-        self.in_force_w[t.index] = np.where(np.isfinite(found), found, self._worst[t.index])
+        self._set_in_force(t, np.ones(len(t.outlets), bool),
+                           np.where(np.isfinite(found), found, self._worst[t.index]))
         bad = np.isfinite(t.expected) & (found != t.expected)
         new = np.flatnonzero(bad & ~t.fixing)
         if new.size:
@@ -336,8 +348,10 @@ class PduLink:
             self._cond.notify()
 
     def _next_due_s(self) -> float:
-        """Seconds until the next read-back is due (at most a heartbeat)."""
-        due = [t.next_verify for t in self.targets if t.writable and t.client.connected]
+        """Seconds until the next read-back or connection attempt is due (at most a
+        heartbeat)."""
+        due = [t.next_verify if t.client.connected else t.last_attempt + self._retry_wait(t)
+               for t in self.targets if t.writable or not t.client.connected]
         wait = min(due, default=math.inf) - time.monotonic()
         return min(max(wait, 0.001), self.heartbeat_s)
 
@@ -358,7 +372,7 @@ class PduLink:
         with self._io:
             now = time.monotonic()
             self._each([t for t in self.targets if not t.client.connected
-                        and now - t.last_attempt >= self.retry_s], self._connect)
+                        and now - t.last_attempt >= self._retry_wait(t)], self._connect)
             self._each([t for t in self.targets if t.writable and t.client.connected
                         and now >= t.next_verify], self._verify)
             self._each([t for t in self.targets if not t.writable and t.client.connected
@@ -374,6 +388,11 @@ class PduLink:
             self.latency_ms.append((time.perf_counter() - item.t_ref) * 1e3)
             self.written += 1
         self.last_written = ok and self._driven.any()
+
+    def _retry_wait(self, t: PduTarget) -> float:
+        """Wait before the next connection attempt: 0.05 s doubling per failed attempt, at
+        most `retry_s`."""
+        return min(self.retry_s, RETRY_FIRST_S * 2.0 ** min(t.failed_attempts, 30))
 
     def _fix_mask(self) -> np.ndarray:
         """Components with a value found other than the one acknowledged."""
@@ -423,6 +442,10 @@ class PduLink:
             target = grow_within_budget(self.in_force_w, want, grow, self.budget_w)
             all_ok &= self._write_where(grow, float32_floor(target))
             all_ok &= bool(np.all(target[grow] >= want[grow]))
+        # the rest: a target below its component's largest value (e.g. a BMC limit lowered
+        # by someone else beside an outlet register that holds the allocation) is raised to
+        # it, which leaves every component's largest value, and the budget, as they are
+        all_ok &= self._write_where(self._driven & ~shrink & ~grow, want)
         self._settle_fixes(want)
         return all_ok
 
@@ -446,14 +469,23 @@ class PduLink:
                       np.round(t.held, 3).tolist())
 
     def _write_where(self, mask: np.ndarray, values: np.ndarray) -> bool:
-        todo = [t for t in self.targets if t.writable and mask[t.index].any()]
-        return all(self._each(todo, lambda t: self._write_target(t, mask, values)))
+        """Write `values` of the components in `mask` to every target holding another
+        value for them."""
+        todo = {}
+        for t in self.targets:
+            if t.writable:
+                sel = mask[t.index] & (t.in_force != round_down(values[t.index],
+                                                                t.resolution_w))
+                if sel.any():
+                    todo[t.name] = (t, sel)
+        return all(self._each([t for t, _ in todo.values()],
+                              lambda t: self._write_target(t, todo[t.name][1], values)))
 
-    def _write_target(self, t: PduTarget, mask: np.ndarray, values: np.ndarray) -> bool:
-        """Write one target's share; True when it acknowledged exactly those values."""
+    def _write_target(self, t: PduTarget, sel: np.ndarray, values: np.ndarray) -> bool:
+        """Write one target's outlets `sel`; True when it acknowledged exactly those
+        values."""
         if not t.client.connected:
             return False
-        sel = mask[t.index]
         idx = t.index[sel]
         vals = round_down(values[idx], t.resolution_w)     # BMCs take whole watts
         try:
@@ -461,7 +493,7 @@ class PduLink:
         except PduError as exc:
             self._failed(t, exc, "write failed")
             # it may have landed: the larger of the old and the new value counts
-            self.in_force_w[idx] = np.maximum(self.in_force_w[idx], vals)
+            self._set_in_force(t, sel, np.maximum(t.in_force[sel], vals))
             return False
         t.writes += 1
         t.last_ok = time.monotonic()
@@ -469,9 +501,7 @@ class PduLink:
         t.held[sel] = held
         t.expected[sel] = held
         self._corrected(t, sel)
-        # a component behind two targets (outlet register and BMC) is limited by the smaller
-        # value; whichever of the two lands here counts at least that much
-        self.in_force_w[idx] = np.where(np.isfinite(held), held, self._worst[idx])
+        self._set_in_force(t, sel, np.where(np.isfinite(held), held, self._worst[idx]))
         if np.all(held == vals):
             return True
         t.last_error = (f"{t.name}: holds {np.round(held, 3).tolist()} W where "
@@ -479,6 +509,18 @@ class PduLink:
                         f"allows)")
         _log.warning("%s", t.last_error)
         return False
+
+    def _set_in_force(self, t: PduTarget, sel: np.ndarray, values: np.ndarray) -> None:
+        """A target's worst-case values for the budget, then each component's: the largest
+        of its targets' (a component behind an outlet register and a BMC limit counts the
+        larger one until both agree)."""
+        with self._state:
+            t.in_force[sel] = values
+            largest = np.full(self.n, -np.inf)
+            for u in self.targets:
+                if u.writable:
+                    np.maximum.at(largest, u.index, u.in_force)
+            self.in_force_w = np.where(self._driven, largest, self.in_force_w)
 
     # -- state ------------------------------------------------------------------------------
     def held_w(self) -> np.ndarray:
