@@ -12,7 +12,7 @@ Prints markdown tables (benchmarks/RESULTS.md, "Bounded inputs"):
   `git archive 1b5a1d6 | tar -x -C DIR`) also that code against a 7 MB body, its old cap being
   8 MB;
 - a Redfish answer of 8 MB (refused at 1 MiB) and a Modbus server flooding garbage;
-- the frame decoder fed 1 MB of garbage of three kinds, CPU s per MB.
+- the frame decoder fed 1 MB of garbage of four kinds, CPU s per MB (and the older tree's).
 """
 from __future__ import annotations
 
@@ -204,18 +204,35 @@ def _flooder() -> int:
     return srv.getsockname()[1]
 
 
-def decoder_rows() -> None:
+def decoder_rows(old_tree: str | None) -> None:
     layout = frame_codec.FrameLayout(64)
-    print("\n| 1 MB of serial garbage (64-channel frames) | CPU s per MB | CRC failures |")
-    print("|---|---|---|")
+    codecs = [frame_codec]
+    if old_tree:        # the older tree's decoder, loaded from its file
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(
+            "old_frame_codec", Path(old_tree) / "rackpower_nodes/core/frame_codec.py")
+        codecs.append(importlib.util.module_from_spec(spec))
+        sys.modules[spec.name] = codecs[1]        # dataclasses look their module up
+        spec.loader.exec_module(codecs[1])
+    print("\n| 1 MB of serial garbage (64-channel frames) | CPU s per MB | CRC failures |"
+          + (" before: CPU s per MB |" if old_tree else ""))
+    print("|---|---|---|" + ("---|" if old_tree else ""))
+    header = layout.header_prefix
     for name, burst in (("random bytes", os.urandom(MB)),
                         ("sync words A5 5A", frame_codec.SYNC * (MB // 2)),
-                        ("valid headers with bad CRCs", layout.header_prefix * (MB // 6))):
-        dec = frame_codec.FrameDecoder(layout)
-        cpu = time.process_time()
-        for i in range(0, len(burst), 65536):
-            dec.feed(burst[i:i + 65536])
-        print(f"| {name} | {time.process_time() - cpu:.3f} | {dec.stats.crc_errors} |")
+                        ("valid headers with bad CRCs", header * (MB // 6)),
+                        ("a valid header every frame, bad CRCs",
+                         (header + bytes(layout.frame_size - 6)) * (MB // layout.frame_size))):
+        cells = []
+        for codec in codecs:
+            dec = codec.FrameDecoder(codec.FrameLayout(64))
+            cpu = time.process_time()
+            for i in range(0, len(burst), 65536):
+                dec.feed(burst[i:i + 65536])
+            cells.append(time.process_time() - cpu)
+        row = f"| {name} | {cells[0]:.3f} | {dec.stats.crc_errors} |"
+        print(row + (f" {cells[1]:.3f} |" if old_tree else ""))
 
 
 def main(argv=None) -> int:
@@ -235,7 +252,7 @@ def main(argv=None) -> int:
         exporter.terminate()
         exporter.wait()
     remote_rows()
-    decoder_rows()
+    decoder_rows(args.old_tree)
     return 0
 
 
