@@ -291,7 +291,8 @@ class PduLink:
 
     def verify_now(self) -> list[str]:
         """Read every connected target back now, on the caller's thread (without
-        correcting); one line per value that differs from the one acknowledged."""
+        correcting); per device with a value other than the one acknowledged, a line
+        naming each such outlet, expected and found."""
         with self._io:
             todo = [t for t in self.targets if t.writable and t.client.connected]
             self._each(todo, self._verify)
