@@ -4,8 +4,8 @@ Initialises rclpy, builds the node (a configuration error ends the process with 
 a message naming the key), spins it until SIGINT or SIGTERM, then shuts down in an order that
 leaves every device and file in a known state:
 
-1. the executor stops taking work and the callbacks in flight finish (at most
-   `EXECUTOR_STOP_S`);
+1. the executor stops taking work (within `SIGNAL_POLL_S`) and the callbacks in flight
+   finish (at most `EXECUTOR_STOP_S`);
 2. the node is destroyed while the ROS context is still valid: the actuator writes its static
    split, the recorder closes its bag with its metadata, readers stop, sockets close;
 3. the context is shut down;
@@ -26,7 +26,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -35,7 +34,6 @@ from rclpy.executors import (
     ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor)
 from rclpy.logging import get_logger
 from rclpy.node import Node
-from rclpy.task import Future
 from rclpy.signals import SignalHandlerOptions
 
 from rackpower_nodes.core.params import ConfigError
@@ -43,6 +41,7 @@ from rackpower_nodes.ros_params import ParameterError, reject_undeclared_overrid
 
 EXIT_BAD_CONFIG = 2
 EXECUTOR_STOP_S = 1.0        # how long callbacks in flight may take to finish at shutdown, s
+SIGNAL_POLL_S = 0.1          # longest wait of the executor before a signal is looked at, s
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -125,15 +124,9 @@ def _run(factory: Callable[[], Node], name: str, args, threads: int,
         executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
                     else SingleThreadedExecutor())
         executor.add_node(node)
-        failure: list[BaseException] = []
-        stop = Future()
-        spinner = threading.Thread(target=_spin, args=(executor, stop, request, failure),
-                                   name=f"{name}-executor", daemon=True)
-        spinner.start()
-        request.event.wait()
+        failure = _spin_until_signal(executor, node, request)
         node.get_logger().info(f"shutting down ({request.reason})")
-        stopped = _stop_executor(executor, stop, spinner)
-        if not stopped:
+        if not _stop_executor(executor):
             node.get_logger().warning(
                 f"callbacks still running {EXECUTOR_STOP_S:g} s after {request.reason}; "
                 "destroying the node anyway")
@@ -142,38 +135,31 @@ def _run(factory: Callable[[], Node], name: str, args, threads: int,
         get_logger(name).info(
             f"ignored {', '.join(request.ignored())} while shutting down (the shutdown "
             "completes first)")
-    if failure:
-        raise failure[0]                  # a crash in a callback: a traceback, exit 1
+    if failure is not None:
+        raise failure                     # a crash in a callback: a traceback, exit 1
     return 0
 
 
-def _spin(executor, stop: Future, request: ShutdownRequest,
-          failure: list[BaseException]) -> None:
-    """The executor's thread: spin until `stop` is done; a callback's exception is kept for
-    the main thread, which shuts down in order before it re-raises it."""
+def _spin_until_signal(executor, node: Node, request: ShutdownRequest) -> Exception | None:
+    """Spin in this (the main) thread, so a single-threaded node's callbacks and its
+    destruction share one thread (the recorder's sqlite3 bags require it), until a shutdown
+    signal: the handler runs between two waits of at most SIGNAL_POLL_S. A callback's
+    exception ends the spinning and is returned, to be raised once the node is destroyed."""
     try:
-        executor.spin_until_future_complete(stop)
+        while not request.event.is_set() and node.context.ok():
+            executor.spin_once(timeout_sec=SIGNAL_POLL_S)
     except ExternalShutdownException:
         pass
-    except BaseException as exc:          # noqa: BLE001 (re-raised by the main thread)
-        failure.append(exc)
-    finally:
-        request.event.set()
+    except Exception as exc:              # noqa: BLE001 (raised after the orderly shutdown)
+        return exc
+    return None
 
 
-def _stop_executor(executor, stop: Future, spinner: threading.Thread) -> bool:
-    """Stop spinning (no new callbacks), then shut the executor down, waiting at most
-    EXECUTOR_STOP_S in all for the callbacks in flight; True when it stopped in time. The
-    executor is shut down only once its thread is out of its wait set."""
-    deadline = time.monotonic() + EXECUTOR_STOP_S
-    if not stop.done():
-        stop.set_result(None)             # wakes the executor's wait
-    spinner.join(EXECUTOR_STOP_S)
-    if spinner.is_alive():
-        return False
-    left = max(0.0, deadline - time.monotonic())
+def _stop_executor(executor) -> bool:
+    """Shut the executor down, waiting at most EXECUTOR_STOP_S for callbacks still running
+    on its worker threads; True when it stopped in time."""
     stopper = threading.Thread(target=executor.shutdown, name="executor-shutdown",
-                               kwargs={"timeout_sec": left}, daemon=True)
+                               kwargs={"timeout_sec": EXECUTOR_STOP_S}, daemon=True)
     stopper.start()
-    stopper.join(left)
+    stopper.join(EXECUTOR_STOP_S)
     return not stopper.is_alive()

@@ -528,10 +528,16 @@ class RecorderNode(Node):
             values)])
 
     def destroy_node(self) -> None:
+        """Close the open bag (summary and metadata.yaml written) before the node goes; a bag
+        that cannot be closed is salvaged at the next start."""
+        name = self.bags.current
         self.bags.close()
+        if name and self.bags.closed and self.bags.closed[-1][0].name == name:
+            self.get_logger().info(f"closed the bag {name}")
+        elif name:
+            self.get_logger().error(f"could not close the bag {name}: "
+                                    f"{self.bags.stats.last_error}; the next start salvages it")
         super().destroy_node()
-
-
 
 
 def main(args=None) -> int:

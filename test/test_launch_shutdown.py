@@ -14,7 +14,9 @@ through PYTHONPATH), so this tests the tree under test even before `make setup` 
 """
 from __future__ import annotations
 
+import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -223,3 +225,18 @@ def test_double_ctrl_c_ends_every_process_cleanly_and_the_bag_closed(ros2, ros_e
         assert stop_process(rec, timeout_s=10) == 0, log.read_text()
     assert "salvaged" not in log.read_text()
     assert _assert_bags_readable(bags) == before
+
+
+def test_ctrl_c_while_a_node_imports_ends_it_quietly(ros_env):
+    """The predictor's entry point gets SIGINT while it imports its module (torch: seconds):
+    exit code 0, no traceback, nothing started (a signal during the start used to raise
+    KeyboardInterrupt in the middle of an import)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from rackpower_nodes.node_entry import predictor\n"
+         "print('importing', flush=True)\npredictor()"],
+        env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout.readline().strip() == "importing"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out

@@ -65,7 +65,7 @@ class Source:
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
         from rackpower.msg import AllocationError, HostTelemetry, ModelUpdate, PowerSamples
-        from rackpower_nodes.predictor import latched_qos
+        from rackpower_nodes.ros_common import latched_qos
 
         self.node = rclpy.create_node("recorder_test_source", namespace=ns)
         # keep last, deep: a keep-all writer stalls on the reader of a killed recorder
@@ -339,6 +339,53 @@ def test_kill_9_loses_at_most_2_s(ros_env, tmp_path, storage):
     assert "salvaged" in log.read_text()
     after = [k for k in batches if sent_at[k] > killed_at + 0.5]
     assert after, "nothing recorded after the restart"
+
+
+def test_double_sigint_closes_the_bag_and_the_next_start_finds_nothing_to_repair(
+        ros_env, tmp_path):
+    """Ctrl-C twice (and a SIGTERM) while a bag of several MB is open: the bag's close is not
+    interrupted, the bag is complete (metadata.yaml, MCAP summary) and a recorder started on
+    the same folder has nothing to salvage."""
+    import rclpy
+
+    ns, folder, log = "/rack_rec_sigint", tmp_path / "bags", tmp_path / "recorder.log"
+    with rclpy.init():
+        source = Source(ns, pad=20000)                        # ~20 kB per batch
+        rec = start_recorder(ros_env, ns, folder, log, flush__interval_s=0.5)
+        try:
+            source.wait_recorded()
+            source.run(3.0, 200.0)
+            rec.send_signal(signal.SIGINT)
+            end = time.monotonic() + 30
+            while "shutting down" not in log.read_text() and rec.poll() is None:
+                assert time.monotonic() < end, log.read_text()[-3000:]
+                time.sleep(0.005)
+            rec.send_signal(signal.SIGINT)
+            rec.send_signal(signal.SIGTERM)
+            code = rec.wait(30)
+        finally:
+            stop_process(rec)
+            source.node.destroy_node()
+    text = log.read_text()
+    assert code == 0 and "Traceback" not in text, text[-3000:]
+    assert "closed the bag" in text
+    bags = bags_in(folder)
+    assert bags and all((b / "metadata.yaml").is_file() for b in bags), [b.name for b in bags]
+    counts, batches = read_bags(bags)
+    assert mcap_counts(bags) == counts
+    assert batches == sorted(batches) and len(batches) > 100
+    assert _du(folder) > 4 * MIB
+    again = tmp_path / "again.log"
+    rec = start_recorder(ros_env, ns, folder, again)
+    try:
+        end = time.monotonic() + 60
+        while "recording [" not in again.read_text():
+            assert rec.poll() is None and time.monotonic() < end, again.read_text()
+            time.sleep(0.1)
+    finally:
+        assert stop_process(rec, timeout_s=10) == 0, again.read_text()
+    assert "salvaged" not in again.read_text()
+    assert read_bags(bags) == (counts, batches)
 
 
 @pytest.mark.parametrize("args, key", [
