@@ -18,9 +18,10 @@ never negative.
 Rates of absent series are None; consumers publish None as NaN.
 
 Bounded inputs: an exporter is a remote party, so the body is read in chunks and refused past
-`HostTarget.max_body_bytes` (default 2 MiB; real node_exporter bodies are 50-150 kB), and only
-the lines of the series used here (at most MAX_SAMPLES of them) reach prometheus_client's
-parser. A 2 MiB body therefore costs a few ms of filtering plus a bounded parse.
+`HostTarget.max_body_bytes` (default 2 MiB; a real node_exporter body is ~58 kB on a 2-CPU
+host, larger with more CPUs, disks and interfaces), and only the lines of the series used here
+(at most MAX_SAMPLES of them) reach prometheus_client's parser: ~8 ms of filtering per MB
+plus a bounded parse (benchmarks/RESULTS.md, "Bounded inputs").
 """
 from __future__ import annotations
 
@@ -43,8 +44,9 @@ from rackpower_nodes.core.calendar import phases as calendar_phases
 
 __all__ = [
     "MAX_BODY_BYTES", "MAX_SAMPLES", "USED_SERIES", "HostRates", "HostStatus", "HostTarget",
-    "LocalHostReader", "RateTracker", "RawSample", "Scrape", "ScrapeError", "TelemetryCollector", "calendar_features", "fetch",
-    "local_host_rates", "local_raw_sample", "parse_node_exporter", "scrape",
+    "LocalHostReader", "RateTracker", "RawSample", "Scrape", "ScrapeError",
+    "TelemetryCollector", "calendar_features", "fetch", "local_host_rates", "local_raw_sample",
+    "parse_node_exporter", "scrape",
 ]
 
 _log = logging.getLogger(__name__)
