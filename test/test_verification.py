@@ -207,6 +207,9 @@ def test_foreign_writes_are_found_named_and_corrected_in_every_mode(rig):
         assert _wait(lambda: rack.values["PDU pdu-a"].get("corrections") == str(n)
                      and rack.values["bmc:b1"].get("corrections") == str(n), 10.0, 0.05), \
             (mode, rack.values["PDU pdu-a"], rack.values["bmc:b1"])
+        for device in ("PDU pdu-a", "bmc:b1"):          # WARN for a while after, saying so
+            level, text = rack.diag[device]
+            assert level == 1 and text.startswith("foreign value corrected: "), (device, text)
     print("\nforeign write -> device corrected, s (PDU register, BMC limit): "
           + json.dumps({m: [round(t, 3) for t in v] for m, v in figures.items()}))
     assert "PDU pdu-a outlet 1: expected" in rig["log"].read_text()      # and in the log
