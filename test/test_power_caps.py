@@ -411,23 +411,40 @@ def test_refused_bmc_credentials_are_named_and_the_node_keeps_trying(ros_env, tm
     path = tmp_path / "actuator.yaml"
     path.write_text(yaml.safe_dump({"/**/pdu_actuator": {"ros__parameters": params}}))
     env = {**ros_env, "RACKPOWER_BMC_PASSWORD": "wrong"}
-    proc = subprocess.Popen(
-        [str(executable("pdu_actuator")), "--ros-args", "--params-file", str(path)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "actuator.out"
+    with open(log, "w") as out_file:
+        proc = subprocess.Popen(
+            [str(executable("pdu_actuator")), "--ros-args", "--params-file", str(path)],
+            env=env, stdout=out_file, stderr=subprocess.STDOUT, text=True)
     try:
-        time.sleep(4.0)
-        assert proc.poll() is None                  # still running, retrying
+        # the refusal is named in the log; then the node tries again (more requests reach the
+        # BMC after the refusal was logged) instead of giving up or exiting
+        assert _wait(lambda: "credentials" in log.read_text().lower(), 60.0), log.read_text()
+        seen = bmc.requests()
+        assert _wait(lambda: bmc.requests() > seen, 60.0), (
+            f"no new request after the refusal (still {seen})", log.read_text())
+        assert proc.poll() is None, log.read_text()             # still running, retrying
         assert all(bmc.limit_w(n) is None for n in NAMES)      # nothing was written
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=15)
-        assert proc.returncode == 0, out
+        assert proc.wait(timeout=15) == 0, log.read_text()
     finally:
         if proc.poll() is None:
             stop_process(proc)
         bmc.stop()
         pdu.stop()
+    out = log.read_text()
     assert "bmc:a1" in out and "credentials" in out.lower(), out
     assert "Traceback" not in out, out
+
+
+def _wait(condition, timeout_s: float) -> bool:
+    """Poll `condition` every 50 ms until it holds (True) or `timeout_s` passes (False)."""
+    end = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_each_bmc_is_read_back_on_its_own_schedule(bmc):
