@@ -182,15 +182,25 @@ def _start_sim(work: Path, env: dict, seed: int) -> tuple[subprocess.Popen, dict
 
 
 def _spin_in_thread(watcher: cc.GraphWatcher):
+    """A ROS node for `watcher`, spun in a thread; returns the function that stops it. rclpy
+    installs no signal handlers: Ctrl-C reaches the soak, which stops everything in order."""
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init()
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("chaos_watcher")
     watcher.attach(node, demo.NAMESPACE)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, name="ros-spin", daemon=True)
+
+    def spin() -> None:
+        try:
+            executor.spin()
+        except ExternalShutdownException:
+            pass
+
+    thread = threading.Thread(target=spin, name="ros-spin", daemon=True)
     thread.start()
 
     def stop() -> None:

@@ -214,7 +214,7 @@ class GraphWatcher:
 
     def statuses(self, suffix: str) -> list[tuple[float, int, str, dict]]:
         """Every status whose name ends with `suffix`, in arrival order."""
-        out = [e for name, events in self.diagnostics.items() if name.endswith(suffix)
+        out = [e for name, events in list(self.diagnostics.items()) if name.endswith(suffix)
                for e in events]
         return sorted(out, key=lambda e: e[0])
 

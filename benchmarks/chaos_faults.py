@@ -74,18 +74,31 @@ class FaultScript:
                       ("board_stall", ""), ("cable_pull", "")]
 
     def settle(self, watcher, timeout_s: float = 60.0) -> bool:
-        """Wait until the graph has recovered from the last fault: every node running, samples
-        arriving, the actuator writing proactive allocations (False after `timeout_s`)."""
+        """Wait until the graph has recovered from the last fault: every node up (its output
+        seen since its latest start), the actuator writing proactive allocations (False after
+        `timeout_s`)."""
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
             now = time.monotonic()
             recent = [a for a in watcher.allocations[-3:] if now - a[0] < 1.0]
-            if (all(self.graph.running(n) for n in self.nodes) and watcher.samples
-                    and now - watcher.samples[-1][0] < 0.5 and len(recent) == 3
+            if (all(self._up(n, watcher) for n in self.nodes) and len(recent) == 3
                     and all(a[1] == "proactive" and a[3] for a in recent)):
                 return True
             time.sleep(0.1)
         return False
+
+    def _up(self, node: str, w) -> bool:
+        """The node runs and has published since its latest start."""
+        if not self.graph.running(node):
+            return False
+        since = self.graph.starts[node][-1]
+        seen = {"current_sensor": [s[0] for s in w.samples[-1:]],
+                "host_telemetry": w.telemetry[-1:], "predictor": w.forecasts[-1:],
+                "pdu_actuator": [a[0] for a in w.allocations[-1:]],
+                "recorder": [e[0] for e in w.statuses("recorder: recorder")[-1:]],
+                "retrain_scheduler": [e[0] for e in
+                                      w.statuses("retrain_scheduler: retraining")[-1:]]}[node]
+        return bool(seen) and seen[-1] > since
 
     def run(self, seconds: float, gap_s: float, watcher) -> None:
         kinds = self.kinds()
