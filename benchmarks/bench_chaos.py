@@ -271,7 +271,8 @@ def _soak(args, work: Path, env: dict, model: Path) -> int:
                                 comps["names"], outlets, NODES)
         t_begin = time.monotonic()
         script.run(args.minutes * 60.0, args.gap_s, watcher)
-        time.sleep(15.0)          # the last fault's correction
+        script.settle(watcher, 90.0)      # the last fault's correction
+        time.sleep(2.0)
         t_end = time.monotonic()
         alive = {n: graph.running(n) for n in NODES}
         stats = send_command(control, {"cmd": "stats"})

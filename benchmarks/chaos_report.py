@@ -112,7 +112,7 @@ def _fault_rows(faults) -> list[str]:
         fs = groups[label]
         det = [f.detected - f.t for f in fs if f.detected is not None]
         cor = [f.corrected - f.t for f in fs if f.corrected is not None]
-        how = sorted({f.how for f in fs})
+        how = sorted({h for f in fs for h in f.how.split(" / ")})
         rows.append(f"| {label} | {len(fs)} | {len(det)} | {_p(det, 50)} / "
                     f"{max(det, default=math.nan):.2f} | {len(cor)} | {_p(cor, 50)} / "
                     f"{max(cor, default=math.nan):.2f} | {'; '.join(how)} |")
