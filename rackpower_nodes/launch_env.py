@@ -83,6 +83,10 @@ def wait_for_path(path: str | os.PathLike, timeout_s: float = 10.0) -> None:
 
 LAUNCH_STARTED = re.compile(r"\[INFO\] \[(?P<proc>[\w.-]+)\]: process started with pid "
                             r"\[(?P<pid>\d+)\]")
+# Python < 3.13: launch's asyncio child watcher and its own send_signal() both call
+# waitpid(); when a process exits just as launch signals it, the code is lost and reported as
+# 255 (CPython gh-87744, fixed in 3.13) after this warning
+LAUNCH_CODE_LOST = re.compile(r"Unknown child process pid (?P<pid>\d+), will report returncode 255")
 LAUNCH_EXITED = re.compile(r"\[(?:INFO|ERROR)\] \[(?P<proc>[\w.-]+)\]: process has "
                            r"(?P<how>finished cleanly|died) \[pid (?P<pid>\d+)"
                            r"(?:, exit code (?P<code>-?\d+))?")
@@ -102,12 +106,14 @@ def ros2_command() -> Path | None:
 @dataclass
 class ProcessRun:
     """One process `ros2 launch` started: its launch name (`recorder-6`), pid, exit code
-    (None while running) and when its exit was reported (time.monotonic(), s)."""
+    (None while running), when its exit was reported (time.monotonic(), s), and whether
+    launch lost the real exit code (`LAUNCH_CODE_LOST`: it then reports 255)."""
 
     name: str
     pid: int
     code: int | None = None
     exited_at: float | None = None
+    code_lost: bool = False
 
 
 class LaunchedGraph:
@@ -124,6 +130,7 @@ class LaunchedGraph:
         self.lines: list[tuple[float, str]] = []
         self.runs: list[ProcessRun] = []
         self.interrupted_at: list[float] = []
+        self._code_lost: set[int] = set()
         self._log = log_path.open("w", encoding="utf-8")
         self._lock = threading.Lock()
         self.proc = subprocess.Popen([str(ros2), "launch", *launch_args], env=env,
@@ -147,6 +154,10 @@ class LaunchedGraph:
                     for run in self.runs:
                         if run.pid == int(m["pid"]):
                             run.code, run.exited_at = int(m["code"] or 0), now
+                elif m := LAUNCH_CODE_LOST.search(line):
+                    self._code_lost.add(int(m["pid"]))
+                    for run in self.runs:
+                        run.code_lost = run.pid in self._code_lost
 
     @property
     def output(self) -> str:
@@ -171,10 +182,15 @@ class LaunchedGraph:
                                      f"{self.output[-4000:]}")
             time.sleep(0.1)
 
-    def interrupt(self) -> None:
-        """SIGINT to the whole process group, as a terminal's Ctrl-C."""
+    def interrupt(self, group: bool = True) -> None:
+        """SIGINT to the whole process group, as a terminal's Ctrl-C; with `group` False to
+        `ros2 launch` alone (as `kill -INT` or a service manager does), which then sends
+        each process its own SIGINT."""
         self.interrupted_at.append(time.monotonic())
-        os.killpg(self.proc.pid, signal.SIGINT)
+        if group:
+            os.killpg(self.proc.pid, signal.SIGINT)
+        else:
+            self.proc.send_signal(signal.SIGINT)
 
     def wait_ended(self, timeout_s: float) -> int:
         """Until launch and every process of its group have exited; launch's exit code.
