@@ -175,10 +175,10 @@ def _start_sim(work: Path, env: dict, seed: int) -> tuple[subprocess.Popen, dict
     try:
         wait_for_path(manifest_path, 60)
         wait_for_path(control, 10)
-    except TimeoutError:
+        return proc, json.loads(manifest_path.read_text()), control
+    except BaseException:
         stop_process(proc)
         raise
-    return proc, json.loads(manifest_path.read_text()), control
 
 
 def _spin_in_thread(watcher: cc.GraphWatcher):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -269,7 +270,11 @@ class LiveRack:
         return stats
 
     def write_manifest(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.manifest(), indent=2))
+        """Write `manifest()` as JSON, atomically: a reader never sees half a file."""
+        path = Path(path)
+        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temp.write_text(json.dumps(self.manifest(), indent=2))
+        os.replace(temp, path)
 
     def _run(self) -> None:
         last = self.sim_time()
