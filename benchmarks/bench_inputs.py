@@ -7,8 +7,9 @@ Prints markdown tables (benchmarks/RESULTS.md, "Bounded inputs"):
   real node_exporter body (Debian's prometheus-node-exporter on loopback), the same body in
   1.9 MB of other series, and 8 MB bodies (refused at the 2 MiB cap); the old parse (all of an
   8 MB body through prometheus_client) for comparison;
-- the `host_telemetry` node scraping the real exporter and an endpoint serving 8 MB at 2 Hz:
-  CPU share and peak RSS; with `--old-tree` (a checkout of an older commit, e.g.
+- the `host_telemetry` node scraping the real exporter and an endpoint serving 8 MB, every
+  5 s with a 4.5 s timeout (so that a large body arrives whole on a loaded machine): CPU share
+  and peak RSS; with `--old-tree` (a checkout of an older commit, e.g.
   `git archive 1b5a1d6 | tar -x -C DIR`) also that code against a 7 MB body, its old cap being
   8 MB;
 - a Redfish answer of 8 MB (refused at 1 MiB) and a Modbus server flooding garbage;
@@ -43,14 +44,17 @@ JUNK = b'junk_series_total{id="0123456789",pad="abcdefghijklmnopqrstuvwxyz"} 123
 
 
 def _serve(body: bytes) -> http.server.ThreadingHTTPServer:
-    """Loopback HTTP server answering every GET with `body`, close-delimited (no length)."""
+    """Loopback HTTP server answering every GET with `body`, close-delimited (no length);
+    `httpd.served` counts [requests, bodies sent whole]."""
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            httpd.served[0] += 1
             self.send_response(200)
             self.end_headers()
             try:
                 for i in range(0, len(body), 65536):
                     self.wfile.write(body[i:i + 65536])
+                httpd.served[1] += 1
             except OSError:
                 pass    # the client stopped at its cap
 
@@ -59,6 +63,7 @@ def _serve(body: bytes) -> http.server.ThreadingHTTPServer:
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True
+    httpd.served = [0, 0]
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd
 
@@ -117,10 +122,11 @@ def scrape_table(real_url: str) -> None:
 
 
 def node_rows(real_url: str, seconds: float, old_tree: str | None) -> None:
-    from rackpower_nodes.launch_env import executable, isolated_ros_env, stop_process
+    from rackpower_nodes.launch_env import isolated_ros_env, stop_process
 
-    print("\n| host_telemetry code | hosts | CPU % of one core | peak RSS MiB |")
-    print("|---|---|---|---|")
+    print("\n| host_telemetry code | hosts | CPU % of one core | peak RSS MiB | big body: "
+          "requests, sent whole |")
+    print("|---|---|---|---|---|")
     runs = [("this tree", str(REPO), 8 * MB)]
     if old_tree:
         runs.append((f"old ({old_tree})", old_tree, 7 * MB))
@@ -135,10 +141,12 @@ def node_rows(real_url: str, seconds: float, old_tree: str | None) -> None:
             params = Path(tempfile.mkdtemp()) / "p.yaml"
             params.write_text(yaml.safe_dump({"/**/host_telemetry": {"ros__parameters": {
                 "hosts": {"names": names, "urls": urls},
-                "poll": {"rate_hz": 2.0, "timeout_s": 0.4}}}}))
-            proc = subprocess.Popen([str(executable("host_telemetry")), "--ros-args",
-                                     "--params-file", str(params)],
-                                    env={**env, "PYTHONPATH": tree},
+                "poll": {"rate_hz": 0.2, "timeout_s": 4.5}}}}))
+            # python -m rather than the installed executable: its entry point may not
+            # exist in the older tree
+            proc = subprocess.Popen([sys.executable, "-m", "rackpower_nodes.host_telemetry",
+                                     "--ros-args", "--params-file", str(params)],
+                                    env={**env, "PYTHONPATH": tree}, cwd=tree,  # -m: cwd first
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             ps = psutil.Process(proc.pid)
             time.sleep(3.0)                 # start-up (imports) is not what is measured
@@ -150,7 +158,8 @@ def node_rows(real_url: str, seconds: float, old_tree: str | None) -> None:
             stop_process(proc)
             httpd.shutdown()
             hosts = f"real + {size // MB} MB body" if with_big else "real"
-            print(f"| {label} | {hosts} | {share:.0f} | {rss / MB:.0f} |")
+            served = f"{httpd.served[0]}, {httpd.served[1]}" if with_big else "-"
+            print(f"| {label} | {hosts} | {share:.0f} | {rss / MB:.0f} | {served} |")
 
 
 def remote_rows() -> None:
