@@ -86,7 +86,8 @@ LAUNCH_STARTED = re.compile(r"\[INFO\] \[(?P<proc>[\w.-]+)\]: process started wi
 # Python < 3.13: launch's asyncio child watcher and its own send_signal() both call
 # waitpid(); when a process exits just as launch signals it, the code is lost and reported as
 # 255 (CPython gh-87744, fixed in 3.13) after this warning
-LAUNCH_CODE_LOST = re.compile(r"Unknown child process pid (?P<pid>\d+), will report returncode 255")
+LAUNCH_CODE_LOST = re.compile(r"Unknown child process pid (?P<pid>\d+), will report "
+                              r"returncode 255")
 LAUNCH_EXITED = re.compile(r"\[(?:INFO|ERROR)\] \[(?P<proc>[\w.-]+)\]: process has "
                            r"(?P<how>finished cleanly|died) \[pid (?P<pid>\d+)"
                            r"(?:, exit code (?P<code>-?\d+))?")

@@ -1,12 +1,13 @@
 """The node executables' entry points (setup.cfg `console_scripts`).
 
 Importing this module takes SIGINT and SIGTERM over (only the executables import it); each
-entry point then imports its node's module and runs that module's `main()`. A node's imports take seconds on a loaded controller (rclpy, numpy; torch
-alone about 2 s in the predictor), and a Ctrl-C in that time used to end it with a
-KeyboardInterrupt traceback (exit -2), which a terminal's Ctrl-C right after `ros2 launch`, or
-during a respawn, easily hits. Nothing is held before the node is built (no device written,
-no bag open), so such a signal ends the process at once with exit code 0; from
-:func:`rackpower_nodes.node_main.run_node` on, signals start the orderly shutdown instead.
+entry point then imports its node's module and runs that module's `main()`. A node's imports
+take seconds on a loaded controller (rclpy, numpy; torch alone about 2 s in the predictor),
+and a Ctrl-C in that time used to end it with a KeyboardInterrupt traceback (exit -2), which a
+terminal's Ctrl-C right after `ros2 launch`, or during a respawn, easily hits. Nothing is held
+before the node is built (no device written, no bag open), so such a signal ends the process
+at once with exit code 0; from :func:`rackpower_nodes.node_main.run_node` on, signals start
+the orderly shutdown instead.
 """
 from __future__ import annotations
 
