@@ -101,3 +101,20 @@ def test_corrupt_frames_are_counted_not_published():
     assert [(b.first_sequence, b.sample_count) for b in batches] == [(0, 10)]
     rest = acq.flush(host_ns=T0_US * 1000)
     assert (rest.first_sequence, rest.sample_count, rest.frames_lost) == (11, 49, 1)
+
+
+def test_stamps_never_go_back_when_the_first_read_was_late():
+    """A loaded host reads the first 60 ms 300 ms late and the rest on time: the clock estimate
+    steps back by 300 ms, the batch stamps and the ring's sample times still only go forward."""
+    acq = Acquisition(_config())
+    data = _frames(np.arange(400))
+    size = LAYOUT.frame_size
+    batches = acq.ingest(data[:60 * size], host_ns=(T0_US + 59_000) * 1000 + 300_000_000)
+    for lo in range(60, 400, 20):  # then 20 frames per read, each read on time
+        batches += acq.ingest(data[lo * size:(lo + 20) * size], host_ns=(T0_US + lo * 1000
+                                                                         + 19_000) * 1000)
+    assert [b.first_sequence for b in batches] == list(range(0, 400, 50))
+    ends = [b.stamp_ns + round((b.sample_count - 1) * b.sample_period_s * 1e9) for b in batches]
+    assert all(b.stamp_ns > end for b, end in zip(batches[1:], ends))
+    times, _ = acq.ring.latest()
+    assert np.all(np.diff(times) > 0)

@@ -138,3 +138,56 @@ def test_same_board_time_twice_and_host_gap_are_continuous():
 def test_invalid_construction(kwargs):
     with pytest.raises(ValueError):
         BoardClock(**kwargs)
+
+
+def _runs(clock, first_us, count, step_us=50_000, frame_us=1000):
+    """Stamp ``count`` consecutive runs of 50 frames; return (first, last) sample ns of each."""
+    out = []
+    for k in range(count):
+        lo = first_us + k * step_us
+        hi = lo + step_us - frame_us
+        stamp = clock.run_host_ns(lo, hi)
+        out.append((stamp, stamp + (hi - lo) * 1000))
+    return out
+
+
+def test_late_first_read_steps_the_estimate_back_but_never_the_stamps():
+    """A loaded host reads the first chunk 300 ms late, later ones on time: the offset estimate
+    (smallest delay so far) then drops by 300 ms between two runs."""
+    clock = BoardClock()
+    clock.observe(50_000, WALL_NS + 50_000_000 + 300_000_000)
+    before = _runs(clock, 0, 1)
+    late_estimate = clock.to_host_ns(50_000)
+    clock.observe(100_000, WALL_NS + 100_000_000)  # on time
+    assert clock.to_host_ns(50_000) == late_estimate - 300_000_000  # the estimate went back
+    after = _runs(clock, 50_000, 800)
+    runs = before + after
+    for (_, prev_last), (first, last) in zip(runs, runs[1:]):
+        assert first - prev_last >= 500_000  # later than the previous run, by half a period
+        assert last > first
+    assert runs[1][0] == runs[0][1] + 500_000  # held at the floor, not at the estimate
+    # Catching up by half a period per run: 300 ms are made up within 600 runs (30 s).
+    assert after[-1][0] == clock.to_host_ns(50_000 + 799 * 50_000)
+
+
+def test_stamps_stay_increasing_through_refits_and_a_board_restart():
+    rng = np.random.default_rng(5)
+    clock = BoardClock()
+    stamps = []
+    board, host = 0, WALL_NS
+    for _ in range(200):  # 10 s of 50 ms chunks with heavy, bursty read delays
+        board += 50_000
+        host_read = host + board * 1000 + int(rng.exponential(20e6)) \
+            + (int(400e6) if rng.random() < 0.05 else 0)
+        clock.observe(board, host_read)
+        stamps.append(clock.run_host_ns(board - 49_000, board))
+    assert clock.observe(1_000, host + board * 1000 + 50_000_000) is False  # board restarted
+    stamps.append(clock.run_host_ns(0, 1_000))
+    assert all(b > a for a, b in zip(stamps, stamps[1:]))
+
+
+def test_run_with_last_before_first_is_refused():
+    clock = BoardClock()
+    clock.observe(0, WALL_NS)
+    with pytest.raises(ValueError, match="10 µs to 5 µs"):
+        clock.run_host_ns(10, 5)

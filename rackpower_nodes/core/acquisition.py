@@ -31,7 +31,8 @@ class SampleBatch:
     Arrays are channel-major: `current_a[c, i]` is sample i of component c, amperes.
     """
 
-    stamp_ns: int              # host time of the first sample, ns since the epoch
+    stamp_ns: int              # host time of the first sample, ns since the epoch; after the
+                               # previous batch's last sample (BoardClock.run_host_ns)
     sample_period_s: float     # s between consecutive samples
     first_sequence: int        # unwrapped board frame counter of the first sample
     first_board_time_us: int   # board clock of the first sample, µs
@@ -173,7 +174,7 @@ class Acquisition:
             period_s = float(ts_us[-1] - ts_us[0]) / (n - 1) * 1e-6
         else:
             period_s = 1.0 / self.config.frame_rate_hz
-        stamp_ns = int(self._clock.to_host_ns(int(ts_us[0])))
+        stamp_ns = self._clock.run_host_ns(int(ts_us[0]), int(ts_us[-1]))  # never backwards
         current = self._converter.currents_a(frames.samples)
         voltage = self._converter.voltages_v(frames.samples)
         power = self._converter.power_w(current, voltage)

@@ -7,6 +7,11 @@ straight line (offset and drift) is fitted by least squares through the per-bin 
 
 All arithmetic is done relative to the first observation: absolute values (~1.7e15 µs,
 ~1.7e18 ns in wall-clock mode) do not fit exactly in a float64, their differences do.
+
+The estimate can step backwards: before the drift is fitted the offset is the smallest delay
+seen so far, so a late first read (a loaded host) maps early samples late until an on-time read
+lowers it; a refit can move the line too. Published stamps must not go backwards, so
+:meth:`BoardClock.run_host_ns` stamps runs of samples monotonically (see there).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class BoardClock:
         self._min_bins = int(min_bins_for_drift)
         self._max_jump_ns = int(max_jump_s * 1e9)
         self._bins: deque[tuple[float, float]] = deque(maxlen=max(2, math.ceil(window_s / bin_s)))
+        self._issued: tuple[int, int] | None = None  # (board µs, host ns) of the last stamped
         self.reset()
 
     def reset(self) -> None:
@@ -140,6 +146,32 @@ class BoardClock:
             return np.int64(ref_host) + rel_us * 1000 + corr
         rel_us = int(board_us) - ref_board
         return ref_host + rel_us * 1000 + int(round(self._correction_ns(rel_us / 1e6)))
+
+    def run_host_ns(self, first_us: int, last_us: int) -> int:
+        """Host time in ns of the first sample of a run from board time ``first_us`` to
+        ``last_us`` (µs, in the order the board produced them); the run's samples are stamped
+        ``result + (board_us - first_us) * 1000``.
+
+        Stamps never go backwards, even when the estimate does: the first sample of a run is
+        stamped no earlier than the last sample of the previous run plus half the board-time
+        step between the two (1 ns at least, e.g. after a board restart). After a backward step
+        of the estimate the stamps thus stay strictly increasing, sample spacing at a run
+        boundary is at most halved, and the stamps rejoin the estimate by half a step per run
+        (half a sample period per run for consecutive frames). A forward step is taken at once.
+        The last stamped sample survives :meth:`reset`, so a resync cannot move stamps back.
+
+        :raises ClockNotSynced: before the first observation (or after a reset).
+        :raises ValueError: when ``last_us < first_us``.
+        """
+        first_us, last_us = int(first_us), int(last_us)
+        if last_us < first_us:
+            raise ValueError(f"run from board {first_us} µs to {last_us} µs: last < first")
+        stamp_ns = int(self.to_host_ns(first_us))
+        if self._issued is not None:
+            prev_us, prev_ns = self._issued
+            stamp_ns = max(stamp_ns, prev_ns + max((first_us - prev_us) * 1000 // 2, 1))
+        self._issued = (last_us, stamp_ns + (last_us - first_us) * 1000)
+        return stamp_ns
 
     @property
     def offset_ns(self) -> int:
