@@ -107,7 +107,8 @@ class Source:
             self.sent_at.append(time.time())
             self.sent["power_samples"] += 1
             if self.k % 10 == 0:
-                self.pubs["host_telemetry"].publish(_telemetry(time.time()))
+                self.pubs["host_telemetry"].publish(   # on the batches' clock
+                    _telemetry(self.t0 + self.k * PER_BATCH * PERIOD_S))
                 self.pubs["allocation_error"].publish(
                     AllocationError(channel_id="srv01", mode="proactive", actual_w=float(self.k)))
                 self.sent["host_telemetry"] += 1
