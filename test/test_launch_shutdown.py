@@ -245,3 +245,15 @@ def test_ctrl_c_while_a_node_imports_ends_it_quietly(ros_env):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+
+
+@pytest.mark.parametrize("module", ["current_sensor", "host_telemetry", "pdu_actuator",
+                                    "recorder", "retrain_scheduler"])
+def test_nodes_that_need_no_model_do_not_import_torch_or_lightgbm(module):
+    """torch costs such a node ~2 s at start and ~0.7 s at exit; only the predictor (and the
+    training job, its own process) may load it."""
+    code = (f"import sys, rackpower_nodes.{module}\n"
+            "print(sorted({'torch', 'lightgbm'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.strip() == "[]", out
