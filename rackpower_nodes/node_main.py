@@ -125,7 +125,8 @@ def _run(factory: Callable[[], Node], name: str, args, threads: int,
                     else SingleThreadedExecutor())
         executor.add_node(node)
         failure = _spin_until_signal(executor, node, request)
-        node.get_logger().info(f"shutting down ({request.reason})")
+        why = f"a callback failed: {failure!r}" if failure is not None else request.reason
+        node.get_logger().info(f"shutting down ({why})")
         if not _stop_executor(executor):
             node.get_logger().warning(
                 f"callbacks still running {EXECUTOR_STOP_S:g} s after {request.reason}; "
