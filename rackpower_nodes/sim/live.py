@@ -200,12 +200,15 @@ class LiveRack:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(2.0)
-        self.board.stop()
-        self.fleet.stop()
-        for server in self.pdus.values():
-            server.stop()
+        # the devices stop side by side: Ctrl-C under ros2 launch must end this process fast
+        stops = [self.board.stop, self.fleet.stop, *(s.stop for s in self.pdus.values())]
         if self.bmc is not None:
-            self.bmc.stop()
+            stops.append(self.bmc.stop)
+        threads = [threading.Thread(target=stop, name="sim-stop") for stop in stops]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
 
     def __enter__(self) -> LiveRack:
         return self.start()
