@@ -113,7 +113,7 @@ class PduActuatorNode(LifecycleNode):
         self._destroyed = False
         self._pending: float | None = None     # perf_counter of a batch not yet stepped on
         self._safe_entries = 0
-        self._mode_changes: list[str] = []
+        self._last_mode_change = ""
         self._alloc_pub = None
         self._error_pub = None
         self._control = MutuallyExclusiveCallbackGroup()
@@ -394,12 +394,14 @@ class PduActuatorNode(LifecycleNode):
         if decision.mode != before:
             text = f"mode {before} -> {decision.mode}" + (
                 f" ({decision.mode_reason})" if decision.mode_reason else "")
-            self._mode_changes.append(text)
+            self._last_mode_change = text
+            # at most one line a second each way, so a flapping input cannot flood the log
+            # while a fault a few seconds after the last one is still logged
             if decision.mode == "safe":
                 self._safe_entries += 1
-                self.get_logger().warning(text, throttle_duration_sec=10.0)
+                self.get_logger().warning(text, throttle_duration_sec=1.0)
             else:
-                self.get_logger().info(text, throttle_duration_sec=10.0)
+                self.get_logger().info(text, throttle_duration_sec=1.0)
         self._link.submit(decision.allocated_w, t_ref)
         self._publish(decision, measured, forecast)
 
@@ -459,7 +461,7 @@ class PduActuatorNode(LifecycleNode):
                   "step_failures": self._failures, "safe_entries": self._safe_entries,
                   "budget_w": f"{self.config.policy.budget_w:.0f}",
                   "allocated_w": f"{d.allocated_w.sum():.0f}" if d else "-",
-                  "last_mode_change": self._mode_changes[-1] if self._mode_changes else ""}
+                  "last_mode_change": self._last_mode_change}
         if state != "active":
             level, text = DiagnosticStatus.WARN, f"{state}: not allocating"
         elif d is not None and d.mode == "safe":
