@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.ros
 
 PUBLISHER = textwrap.dedent("""
-    import sys, time, array
+    import sys, array
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy, DurabilityPolicy
     from rackpower.msg import PowerSamples
@@ -36,10 +36,7 @@ PUBLISHER = textwrap.dedent("""
     msg.total_power_w = 637.0
     msg.frames_lost = 4
     pub.publish(msg)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and pub.get_subscription_count() == 0:
-        time.sleep(0.05)
-    time.sleep(1.0)
+    sys.stdin.readline()  # stay until the test has the message (or gave up): stdin closed
     node.destroy_node()
     rclpy.shutdown()
 """)
@@ -51,7 +48,8 @@ def test_power_samples_crosses_processes_intact(ros_env):
 
     from rackpower.msg import PowerSamples
 
-    proc = subprocess.Popen([sys.executable, "-c", PUBLISHER], env=ros_env)
+    proc = subprocess.Popen([sys.executable, "-c", PUBLISHER], env=ros_env,
+                            stdin=subprocess.PIPE)
     received = []
     try:
         with rclpy.init():
@@ -64,6 +62,7 @@ def test_power_samples_crosses_processes_intact(ros_env):
                 rclpy.spin_once(node, timeout_sec=0.1)
             node.destroy_node()
     finally:
+        proc.stdin.close()  # the publisher ends once the test is done with it
         proc.wait(30)
     assert proc.returncode == 0
     assert len(received) == 1
