@@ -327,9 +327,10 @@ def _read_caps(bmcs: dict[str, str]) -> dict[str, float]:
                                                password=SIM_BMC_PASSWORD, timeout_s=2.0),
                          np.array([1]), np.array([i]), kind="bmc")
                for i, (name, url) in enumerate(bmcs.items())]
-    link = PduLink(targets, len(targets), math.inf, np.full(len(targets), np.nan))
+    link = PduLink(targets, len(targets), math.inf, np.full(len(targets), math.inf))
     link.connect_all()
-    held = link.in_force_w.copy()
+    held = link.held_w()            # what each BMC reported (inf: no limit set)
+    held[np.isinf(held)] = np.nan
     link.close()
     return dict(zip(bmcs, held.tolist()))
 
