@@ -139,3 +139,39 @@ def test_cli_live_control_option():
     args = _parser().parse_args(["live", "--link", "/tmp/b", "--control", "/tmp/c.sock"])
     assert str(args.control) == "/tmp/c.sock"
     assert _parser().parse_args(["live", "--link", "/tmp/b"]).control is None
+
+
+def test_live_exits_0_with_ctrl_c_repeated_while_it_stops(tmp_path):
+    """`rackpower-sim live` under ros2 launch gets a terminal's SIGINT and launch's on top:
+    every signal after the first, however late in its exit, is ignored and the exit code is 0
+    (the interpreter puts the default handlers back while it exits: a late one killed it)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    control = tmp_path / "control.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rackpower_nodes.sim.cli", "live", "--link",
+         str(tmp_path / "board"), "--exporter-base-port", "0", "--pdu-base-port", "0",
+         "--bmc-port", "0", "--control", str(control)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+            str(__import__("pathlib").Path(__file__).resolve().parents[1]),
+            os.environ.get("PYTHONPATH", "")]))})
+    try:
+        _wait(lambda: control.exists() or proc.poll() is not None, "control socket", 60.0)
+        assert proc.poll() is None, proc.stderr.read()
+        sent = 0
+        while proc.poll() is None and sent < 2000:      # SIGINT every 2 ms until it is gone
+            proc.send_signal(signal.SIGINT)
+            sent += 1
+            time.sleep(0.002)
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = proc.stderr.read()
+    assert code == 0, (code, sent, err[-3000:])
+    assert "Traceback" not in err, err[-3000:]

@@ -122,6 +122,11 @@ def _live(args: argparse.Namespace) -> int:
                   " ".join(f"{n}={s.url}" for n, s in rack.pdus.items()) or "none",
                   rack.bmc.url if rack.bmc is not None else "none")
         stop.wait(args.duration if args.duration > 0 else None)
+        # shutting down: a second Ctrl-C (a terminal's on top of launch's) must neither cut the
+        # devices' stop short nor kill the process while the interpreter exits, when it has
+        # put the default handlers back
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
     return 0
 
 
