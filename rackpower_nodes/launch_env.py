@@ -88,6 +88,9 @@ LAUNCH_STARTED = re.compile(r"\[INFO\] \[(?P<proc>[\w.-]+)\]: process started wi
 # 255 (CPython gh-87744, fixed in 3.13) after this warning
 LAUNCH_CODE_LOST = re.compile(r"Unknown child process pid (?P<pid>\d+), will report "
                               r"returncode 255")
+# launch's shutdown timers: 5 s after its SIGINT, 15 s after (SIGKILL)
+LAUNCH_ESCALATED = re.compile(r"\[ERROR\] \[(?P<proc>[\w.-]+)\]: process\[[\w.-]+\] failed to "
+                              r"terminate")
 LAUNCH_EXITED = re.compile(r"\[(?:INFO|ERROR)\] \[(?P<proc>[\w.-]+)\]: process has "
                            r"(?P<how>finished cleanly|died) \[pid (?P<pid>\d+)"
                            r"(?:, exit code (?P<code>-?\d+))?")
@@ -131,6 +134,11 @@ class LaunchedGraph:
         self.lines: list[tuple[float, str]] = []
         self.runs: list[ProcessRun] = []
         self.interrupted_at: list[float] = []
+        # launch's escalations (SIGTERM, SIGKILL) of processes still running, and those of
+        # processes it had already reported ended (its timers then fire for nothing)
+        self.escalations: list[str] = []
+        self.escalations_after_exit: list[str] = []
+        self.hung: str | None = None      # why launch was killed after its processes ended
         self._code_lost: set[int] = set()
         self._log = log_path.open("w", encoding="utf-8")
         self._lock = threading.Lock()
@@ -155,6 +163,10 @@ class LaunchedGraph:
                     for run in self.runs:
                         if run.pid == int(m["pid"]):
                             run.code, run.exited_at = int(m["code"] or 0), now
+                elif m := LAUNCH_ESCALATED.search(line):
+                    mine = [r for r in self.runs if r.name == m["proc"]]
+                    ended = bool(mine) and mine[-1].exited_at is not None
+                    (self.escalations_after_exit if ended else self.escalations).append(line)
                 elif m := LAUNCH_CODE_LOST.search(line):
                     self._code_lost.add(int(m["pid"]))
                     for run in self.runs:
@@ -193,12 +205,24 @@ class LaunchedGraph:
         else:
             self.proc.send_signal(signal.SIGINT)
 
-    def wait_ended(self, timeout_s: float) -> int:
+    def wait_ended(self, timeout_s: float, hung_after_s: float = 18.0) -> int | None:
         """Until launch and every process of its group have exited; launch's exit code.
-        After `timeout_s` the group is killed and AssertionError raised."""
+
+        Once every process launch started has reported its exit and nothing but launch is
+        left in the group, launch is given `hung_after_s` (past its own SIGKILL timer, 15 s)
+        to exit; launch 3.4 on Python 3.11 rarely never does (its shutdown timers fire for a
+        process that had finished cleanly, then it waits forever): it is then killed, `hung`
+        says so and None is returned. After `timeout_s` with any other process left, the
+        group is killed and AssertionError raised."""
         deadline = time.monotonic() + timeout_s
         while self.proc.poll() is None or self.group_alive():   # reap launch first
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if (last := self._launch_alone_since()) is not None and now - last > hung_after_s:
+                self.hung = (f"ros2 launch was still running {now - last:.1f} s after the last "
+                             "of its processes had ended; killed")
+                self.kill()
+                return None
+            if now > deadline:
                 left = subprocess.run(["ps", "-o", "pid,stat,args", "-g", str(self.proc.pid)],
                                       capture_output=True, text=True).stdout
                 self.kill()
@@ -207,6 +231,17 @@ class LaunchedGraph:
             time.sleep(0.05)
         self._reader.join(5.0)
         return self.proc.returncode
+
+    def _launch_alone_since(self) -> float | None:
+        """When the last process launch started was reported ended, if every one was and
+        launch is the only process left in its group; None otherwise."""
+        with self._lock:
+            if not self.runs or any(r.exited_at is None for r in self.runs):
+                return None
+            last = max(r.exited_at for r in self.runs)
+        pids = subprocess.run(["ps", "-o", "pid=", "-g", str(self.proc.pid)],
+                              capture_output=True, text=True).stdout.split()
+        return last if pids == [str(self.proc.pid)] else None
 
     def group_alive(self) -> bool:
         try:
