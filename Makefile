@@ -55,7 +55,7 @@ test: setup
 	env PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest test -q
 
 demo: setup
-	env PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m rackpower_nodes.demo
+	env PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m rackpower_nodes.tools.demo
 
 bench: setup
 	env PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benchmarks/bench_acquisition.py

@@ -25,9 +25,9 @@ import psutil
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
-from rackpower_nodes.launch_env import (
+from rackpower_nodes.tools.launch_env import (
     executable, isolated_ros_env, share_file, stop_process, wait_for_path)
-from rackpower_nodes.monitor import SampleMonitor
+from rackpower_nodes.tools.monitor import SampleMonitor
 
 SCENARIOS = [(64, 1000.0), (16, 10000.0)]
 NAMESPACE = "/rack_bench"

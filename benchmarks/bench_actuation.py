@@ -43,7 +43,7 @@ from rackpower_nodes.core.actuator_config import actuator_config_from_params
 from rackpower_nodes.core.allocation import AllocationController, ForecastView
 from rackpower_nodes.core.params import flatten_parameters
 from rackpower_nodes.drivers.pdu_link import float32_floor
-from rackpower_nodes.launch_env import executable, isolated_ros_env, share_file, stop_process
+from rackpower_nodes.tools.launch_env import executable, isolated_ros_env, share_file, stop_process
 from rackpower_nodes.sim.pdu import PduModel, SimPduServer
 
 NAMESPACE = "/rack_bench_act"
@@ -136,9 +136,9 @@ class _Bench:
         from diagnostic_msgs.msg import DiagnosticArray
 
         from rackpower.msg import PowerAllocation, PowerForecast, PowerSamples
-        from rackpower_nodes.current_sensor import samples_qos
-        from rackpower_nodes.pdu_actuator import allocation_qos
-        from rackpower_nodes.predictor import forecast_qos
+        from rackpower_nodes.nodes.common import samples_qos
+        from rackpower_nodes.nodes.common import latched_qos
+        from rackpower_nodes.nodes.predictor import forecast_qos
 
         self.names, self.mode_wanted = names, mode
         self.node = rclpy.create_node("actuation_bench", namespace=NAMESPACE)
@@ -152,7 +152,7 @@ class _Bench:
         self.written_once = threading.Event()
         self.diag: dict[str, dict[str, str]] = {}
         self.node.create_subscription(PowerAllocation, "power_allocation", self._on_alloc,
-                                      allocation_qos())
+                                      latched_qos())
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
@@ -182,7 +182,7 @@ class _Bench:
 
     def publish(self, measured: np.ndarray, forecast: bool) -> int:
         from rackpower.msg import PowerForecast, PowerSamples
-        from rackpower_nodes.current_sensor import float32_array
+        from rackpower_nodes.nodes.current_sensor import float32_array
 
         if forecast:
             f = _forecast_arrays(measured)

@@ -2,7 +2,7 @@
 
 The simulator (`rackpower-sim live --control`) and the six nodes run as separate processes in
 an isolated DDS domain, started from their installed executables (`lib/rackpower/<node>`) with
-config/rack.yaml and the demo's overrides (`rackpower_nodes.demo`), so single nodes can be
+config/rack.yaml and the demo's overrides (`rackpower_nodes.tools.demo`), so single nodes can be
 killed and restarted. For `--minutes` a seeded script injects, one at a time, every few
 seconds, in shuffled rounds that cover every kind:
 
@@ -51,7 +51,7 @@ import chaos_checks as cc  # noqa: E402 - after the path
 import chaos_faults as cf  # noqa: E402
 import chaos_report  # noqa: E402
 from rackpower_nodes import demo  # noqa: E402
-from rackpower_nodes.launch_env import (  # noqa: E402
+from rackpower_nodes.tools.launch_env import (  # noqa: E402
     executable, isolated_ros_env, stop_process, wait_for_path)
 from rackpower_nodes.sim.control import send_command  # noqa: E402
 

@@ -25,7 +25,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "test"))
 
-from rackpower_nodes.launch_env import executable, isolated_ros_env, stop_process  # noqa: E402
+from rackpower_nodes.tools.launch_env import (  # noqa: E402
+    executable, isolated_ros_env, stop_process)
 from test_pdu_actuator_node import NS, _free_port, _params, _Rack, _server, _stamp  # noqa: E402
 
 

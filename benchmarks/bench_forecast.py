@@ -123,7 +123,7 @@ def _latency_row(what: str, ms: np.ndarray) -> dict:
 def bench_training(args: argparse.Namespace) -> list[dict]:
     t0 = time.perf_counter()
     if args.sim:
-        from rackpower_nodes.forecast_cli import load_windows_for_bench
+        from rackpower_nodes.tools.forecast_cli import load_windows_for_bench
         train, val = load_windows_for_bench(args.sim, args.threads)
         print(f"windows from {args.sim} built in {time.perf_counter() - t0:.1f} s\n")
     else:

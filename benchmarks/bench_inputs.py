@@ -122,7 +122,7 @@ def scrape_table(real_url: str) -> None:
 
 
 def node_rows(real_url: str, seconds: float, old_tree: str | None) -> None:
-    from rackpower_nodes.launch_env import isolated_ros_env, stop_process
+    from rackpower_nodes.tools.launch_env import isolated_ros_env, stop_process
 
     print("\n| host_telemetry code | hosts | CPU % of one core | peak RSS MiB | big body: "
           "requests, sent whole |")
@@ -144,7 +144,7 @@ def node_rows(real_url: str, seconds: float, old_tree: str | None) -> None:
                 "poll": {"rate_hz": 0.2, "timeout_s": 4.5}}}}))
             # python -m rather than the installed executable: its entry point may not
             # exist in the older tree
-            proc = subprocess.Popen([sys.executable, "-m", "rackpower_nodes.host_telemetry",
+            proc = subprocess.Popen([sys.executable, "-m", "rackpower_nodes.nodes.host_telemetry",
                                      "--ros-args", "--params-file", str(params)],
                                     env={**env, "PYTHONPATH": tree}, cwd=tree,  # -m: cwd first
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -29,7 +29,7 @@ import numpy as np
 import psutil
 import rclpy
 
-from rackpower_nodes.launch_env import executable, isolated_ros_env, stop_process
+from rackpower_nodes.tools.launch_env import executable, isolated_ros_env, stop_process
 
 NAMESPACE = "/rack_bench_rec"
 CHANNELS, PER_BATCH, HORIZON = 16, 20, 50
@@ -42,9 +42,9 @@ class Traffic:
         from rackpower.msg import (
             AllocationError, HostMetrics, HostTelemetry, ModelUpdate, PowerAllocation,
             PowerForecast, PowerSamples)
-        from rackpower_nodes.current_sensor import samples_qos
-        from rackpower_nodes.pdu_actuator import allocation_qos, errors_qos
-        from rackpower_nodes.predictor import forecast_qos, latched_qos
+        from rackpower_nodes.nodes.common import samples_qos
+        from rackpower_nodes.nodes.common import errors_qos, latched_qos
+        from rackpower_nodes.nodes.predictor import forecast_qos, latched_qos
 
         self.node = rclpy.create_node("bench_traffic", namespace=NAMESPACE)
         ids = [f"srv{i:02d}" for i in range(CHANNELS)]
@@ -53,7 +53,7 @@ class Traffic:
             "power_samples": pub(PowerSamples, "power_samples", samples_qos(0.25)),
             "host_telemetry": pub(HostTelemetry, "host_telemetry", samples_qos(2.0)),
             "power_forecast": pub(PowerForecast, "power_forecast", forecast_qos()),
-            "power_allocation": pub(PowerAllocation, "power_allocation", allocation_qos()),
+            "power_allocation": pub(PowerAllocation, "power_allocation", latched_qos()),
             "allocation_error": pub(AllocationError, "allocation_error", errors_qos()),
             "model_update": pub(ModelUpdate, "model_update", latched_qos())}
         rng = np.random.default_rng(1)

@@ -7,7 +7,7 @@ for the 16 simulated components, fed simulated samples stamped with the wall clo
 cycle started. Phases of ``--seconds`` each:
 
 - idle: nothing else runs;
-- retrain: ``python -m rackpower_nodes.retrain_job`` trains on a simulated rack with the
+- retrain: ``python -m rackpower_nodes.tools.retrain_job`` trains on a simulated rack with the
   scheduler's limits (``--threads`` torch threads, niceness ``--nice``), measured only while
   the job reports the training stage;
 - unlimited (``--unlimited``): the same job with 2 threads and niceness 0, for comparison.

@@ -33,7 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "test")]        # this checkout's code, not the venv's copy
 
-from rackpower_nodes.launch_env import LaunchedGraph, isolated_ros_env  # noqa: E402
+from rackpower_nodes.tools.launch_env import LaunchedGraph, isolated_ros_env  # noqa: E402
 from test_launch_shutdown import NODES, GraphWatch  # noqa: E402
 
 POLL_S = 0.002

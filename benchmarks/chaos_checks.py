@@ -178,7 +178,7 @@ class GraphWatcher:
         from diagnostic_msgs.msg import DiagnosticArray
 
         from rackpower.msg import HostTelemetry, PowerAllocation, PowerForecast, PowerSamples
-        from rackpower_nodes.ros_common import forecast_qos, latched_qos, samples_qos
+        from rackpower_nodes.nodes.common import forecast_qos, latched_qos, samples_qos
 
         node.create_subscription(PowerSamples, f"{namespace}/power_samples", self._on_samples,
                                  samples_qos(0.25))

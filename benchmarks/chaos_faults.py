@@ -173,7 +173,7 @@ class FaultScript:
 
     def _foreign_redfish(self, fault: Fault, _) -> None:
         """A PATCH of one server's power limit, as `curl -u admin:... -X PATCH` sends it."""
-        from rackpower_nodes.demo import SIM_BMC_PASSWORD, SIM_BMC_USER
+        from rackpower_nodes.tools.demo import SIM_BMC_PASSWORD, SIM_BMC_USER
 
         chassis = self.rng.choice(sorted(self.manifest["bmcs"]))
         url = self.manifest["bmcs"][chassis]

@@ -43,7 +43,7 @@ from launch_ros.substitutions import FindPackagePrefix, FindPackageShare
 
 SIM_BOARD_LINK = "/tmp/rackpower_{rack}_board"
 SIM_BMC_PASSWORD = "rackpower"         # the simulated BMCs' password (rackpower-sim live)
-EXIT_BAD_CONFIG = 2                    # rackpower_nodes.node_main.EXIT_BAD_CONFIG
+EXIT_BAD_CONFIG = 2                    # rackpower_nodes.nodes.main.EXIT_BAD_CONFIG
 
 
 def _respawned(node) -> list:

@@ -23,7 +23,7 @@ def ros_env(tmp_path_factory) -> dict[str, str]:
     Subprocesses get PYTHONPATH pointing at this checkout, so the executables installed by
     `make setup` run the code under test.
     """
-    from rackpower_nodes.launch_env import isolated_ros_env
+    from rackpower_nodes.tools.launch_env import isolated_ros_env
 
     env = isolated_ros_env(tmp_path_factory.mktemp("ros_log"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))

@@ -34,5 +34,5 @@ def test_colcon_build_installs_package(tmp_path):
     assert (prefix / "share/rackpower/msg/PowerSamples.msg").is_file()
     site = next((prefix / "lib").glob("python3.*/site-packages"))
     assert (site / "rackpower/msg/_power_samples.py").is_file()
-    assert (site / "rackpower_nodes/current_sensor.py").is_file()
+    assert (site / "rackpower_nodes/nodes/current_sensor.py").is_file()
     shutil.rmtree(tmp_path / "build", ignore_errors=True)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from rackpower_nodes.core.frame_codec import FrameLayout
-from rackpower_nodes.launch_env import executable, stop_process
+from rackpower_nodes.tools.launch_env import executable, stop_process
 from rackpower_nodes.sim.sensor_board import SensorBoardEmulator, constant_source
 
 pytestmark = pytest.mark.ros
@@ -48,7 +48,7 @@ class _Collector:
         from diagnostic_msgs.msg import DiagnosticArray
 
         from rackpower.msg import PowerSamples
-        from rackpower_nodes.current_sensor import samples_qos
+        from rackpower_nodes.nodes.current_sensor import samples_qos
 
         self.node = rclpy.create_node("test_collector", namespace=namespace)
         self.samples: list = []
@@ -171,7 +171,7 @@ def test_shipped_config_applies_in_any_rack_namespace(ros_env, tmp_path):
     import rclpy
 
     from rackpower_nodes.core.sensor_config import load_sensor_config_yaml
-    from rackpower_nodes.launch_env import share_file
+    from rackpower_nodes.tools.launch_env import share_file
 
     shipped = share_file("config", "rack.yaml")
     expected = load_sensor_config_yaml(shipped)

@@ -8,7 +8,7 @@ import pytest
 
 from rackpower_nodes.core.actuator_config import load_actuator_config_yaml
 from rackpower_nodes.core.evaluation import EvalSetup, run_mode
-from rackpower_nodes.evaluate_cli import main as evaluate_main
+from rackpower_nodes.tools.evaluate_cli import main as evaluate_main
 from rackpower_nodes.sim.pdu import PduModel
 from rackpower_nodes.sim.rack_sim import generate
 

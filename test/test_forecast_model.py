@@ -398,7 +398,7 @@ def _cli_flags(csv: Path) -> list[str]:
 
 
 def test_train_then_eval_saved_models(plain_csv, tmp_path, capsys):
-    from rackpower_nodes.forecast_cli import eval_main, train_main
+    from rackpower_nodes.tools.forecast_cli import eval_main, train_main
     root = tmp_path / "models"
     assert train_main(_cli_flags(plain_csv) + ["--model", "all", "--out", str(root)]) == 0
     saved = sorted(p.name.split("-")[0] for p in root.iterdir())
@@ -418,7 +418,7 @@ def test_train_then_eval_saved_models(plain_csv, tmp_path, capsys):
 
 
 def test_eval_leave_one_workload_out_prints_per_server_ratios(plain_csv, capsys):
-    from rackpower_nodes.forecast_cli import eval_main
+    from rackpower_nodes.tools.forecast_cli import eval_main
     code = eval_main(_cli_flags(plain_csv) + ["--protocol", "leave-one-workload-out",
                                               "--horizons", "2,3"])
     assert code == 0
@@ -428,7 +428,7 @@ def test_eval_leave_one_workload_out_prints_per_server_ratios(plain_csv, capsys)
 
 
 def test_cli_errors_are_reported_not_raised(plain_csv, tmp_path, capsys):
-    from rackpower_nodes.forecast_cli import eval_main, train_main
+    from rackpower_nodes.tools.forecast_cli import eval_main, train_main
     assert train_main(_cli_flags(plain_csv) + ["--model", "arima"]) == 2
     assert "unknown ['arima']" in capsys.readouterr().err
     broken = tmp_path / "lstm-1"
@@ -439,7 +439,7 @@ def test_cli_errors_are_reported_not_raised(plain_csv, tmp_path, capsys):
 
 
 def test_eval_reads_a_bsc_file(shared_data, capsys):
-    from rackpower_nodes.forecast_cli import eval_main
+    from rackpower_nodes.tools.forecast_cli import eval_main
     csv = shared_data / "bsc-power" / "INTEL_Xeon_X5650" / "web_search.csv"
     assert eval_main(["--bsc", str(csv), "--model", "persistence,ewma", "--horizons", "2,3",
                       "--log-level", "WARNING"]) == 0
@@ -450,7 +450,7 @@ def test_eval_reads_a_bsc_file(shared_data, capsys):
 def test_cli_lstm_features_leave_out_the_week_phase_under_a_week():
     import argparse
     from rackpower_nodes.core.forecast.features import WEEK_S
-    from rackpower_nodes.forecast_cli import _lstm_features
+    from rackpower_nodes.tools.forecast_cli import _lstm_features
     names = ["power", "cpu_util", "tod_sin", "dow_sin", "dow_cos"]
     sim = argparse.Namespace(sim=Path("x"), bsc=None, plain=None, bag=None, features=None)
     assert _lstm_features(sim, names, 86400.0) == ("power", "cpu_util", "tod_sin")

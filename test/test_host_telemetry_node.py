@@ -12,7 +12,7 @@ import psutil
 import pytest
 import yaml
 
-from rackpower_nodes.launch_env import executable, stop_process
+from rackpower_nodes.tools.launch_env import executable, stop_process
 from rackpower_nodes.sim.live import LiveRack
 
 pytestmark = pytest.mark.ros
@@ -33,7 +33,7 @@ class _Listener:
         from diagnostic_msgs.msg import DiagnosticArray
 
         from rackpower.msg import HostTelemetry
-        from rackpower_nodes.current_sensor import samples_qos
+        from rackpower_nodes.nodes.current_sensor import samples_qos
 
         self.node = rclpy.create_node("telemetry_listener", namespace=namespace)
         self.messages: list = []        # (monotonic, psutil cpu_times, msg)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rackpower_nodes.launch_env import LaunchedGraph, executable, ros2_command, stop_process
+from rackpower_nodes.tools.launch_env import LaunchedGraph, executable, ros2_command, stop_process
 
 pytestmark = pytest.mark.ros
 
@@ -244,7 +244,7 @@ def test_ctrl_c_while_a_node_imports_ends_it_quietly(ros_env):
     exit code 0, no traceback, nothing started (a signal during the start used to raise
     KeyboardInterrupt in the middle of an import)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from rackpower_nodes.node_entry import predictor\n"
+        [sys.executable, "-c", "from rackpower_nodes.nodes.entry import predictor\n"
          "print('importing', flush=True)\npredictor()"],
         env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout.readline().strip() == "importing"

@@ -1,4 +1,4 @@
-"""rackpower_nodes.node_main with a small node of its own in a process of its own: the
+"""rackpower_nodes.nodes.main with a small node of its own in a process of its own: the
 orderly shutdown on SIGINT/SIGTERM, later signals ignored while it runs, a crash in a
 callback still destroying the node. (The real graph under ros2 launch:
 test_launch_shutdown.py.)"""
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.ros
 NODE = textwrap.dedent("""
     import sys, time
     from rclpy.node import Node
-    from rackpower_nodes.node_main import run_node
+    from rackpower_nodes.nodes.main import run_node
 
     class Probe(Node):
         def __init__(self):

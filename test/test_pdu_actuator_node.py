@@ -24,7 +24,7 @@ from rackpower_nodes.core.actuator_config import actuator_config_from_params
 from rackpower_nodes.core.allocation import AllocationController
 from rackpower_nodes.core.params import flatten_parameters
 from rackpower_nodes.core.pdu_map import load_register_map
-from rackpower_nodes.launch_env import executable, stop_process
+from rackpower_nodes.tools.launch_env import executable, stop_process
 from rackpower_nodes.sim.pdu import PduModel, SimPduServer
 
 pytestmark = pytest.mark.ros
@@ -84,9 +84,9 @@ class _Rack:
         from diagnostic_msgs.msg import DiagnosticArray
 
         from rackpower.msg import AllocationError, PowerAllocation, PowerForecast, PowerSamples
-        from rackpower_nodes.current_sensor import samples_qos
-        from rackpower_nodes.pdu_actuator import allocation_qos, errors_qos
-        from rackpower_nodes.predictor import forecast_qos
+        from rackpower_nodes.nodes.common import samples_qos
+        from rackpower_nodes.nodes.common import errors_qos, latched_qos
+        from rackpower_nodes.nodes.predictor import forecast_qos
 
         self.node = rclpy.create_node("actuator_test", namespace=namespace)
         self.allocations: list = []
@@ -97,7 +97,7 @@ class _Rack:
         self.forecast_pub = self.node.create_publisher(PowerForecast, "power_forecast",
                                                        forecast_qos())
         self.node.create_subscription(PowerAllocation, "power_allocation",
-                                      self.allocations.append, allocation_qos())
+                                      self.allocations.append, latched_qos())
         self.node.create_subscription(AllocationError, "allocation_error", self.errors.append,
                                       errors_qos())
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
@@ -125,7 +125,7 @@ class _Rack:
 
     def _publish_samples(self) -> None:
         from rackpower.msg import PowerSamples
-        from rackpower_nodes.current_sensor import float32_array
+        from rackpower_nodes.nodes.current_sensor import float32_array
 
         msg = PowerSamples(channel_ids=NAMES, sample_count=1, sample_period_s=0.05,
                            mean_power_w=float32_array(self.measured),
@@ -135,7 +135,7 @@ class _Rack:
 
     def _publish_forecast(self) -> None:
         from rackpower.msg import PowerForecast
-        from rackpower_nodes.current_sensor import float32_array
+        from rackpower_nodes.nodes.current_sensor import float32_array
 
         if not self.forecasting:
             return

@@ -21,7 +21,7 @@ from rackpower_nodes.core.pdu_map import RegisterMap
 from rackpower_nodes.drivers.bmc import RedfishPowerCap
 from rackpower_nodes.drivers.pdu import open_pdu
 from rackpower_nodes.drivers.pdu_link import PduLink, PduTarget, float32_floor
-from rackpower_nodes.launch_env import executable, stop_process
+from rackpower_nodes.tools.launch_env import executable, stop_process
 from rackpower_nodes.sim.bmc import SimBmcServer
 from rackpower_nodes.sim.pdu import PduModel, SimPduServer
 

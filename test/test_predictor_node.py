@@ -18,7 +18,7 @@ from rackpower_nodes.core.forecast.baselines import EwmaForecaster, PersistenceF
 from rackpower_nodes.core.forecast.datasets import from_sim
 from rackpower_nodes.core.forecast.features import WindowSpec, build_windows
 from rackpower_nodes.core.forecast.registry import save_model
-from rackpower_nodes.launch_env import executable, stop_process
+from rackpower_nodes.tools.launch_env import executable, stop_process
 from rackpower_nodes.sim.live import LiveRack
 from rackpower_nodes.sim.rack_sim import generate, load_config
 
@@ -67,7 +67,7 @@ class _Listener:
         from diagnostic_msgs.msg import DiagnosticArray
 
         from rackpower.msg import ModelUpdate, PowerForecast
-        from rackpower_nodes.predictor import forecast_qos, latched_qos
+        from rackpower_nodes.nodes.predictor import forecast_qos, latched_qos
 
         self.node = rclpy.create_node("forecast_listener", namespace=NS)
         self.forecasts: list = []

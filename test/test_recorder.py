@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from rackpower_nodes.core.recorder_config import recorder_config_from_params
-from rackpower_nodes.launch_env import executable, stop_process
+from rackpower_nodes.tools.launch_env import executable, stop_process
 
 pytestmark = pytest.mark.ros
 
@@ -65,7 +65,7 @@ class Source:
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
         from rackpower.msg import AllocationError, HostTelemetry, ModelUpdate, PowerSamples
-        from rackpower_nodes.ros_common import latched_qos
+        from rackpower_nodes.nodes.common import latched_qos
 
         self.node = rclpy.create_node("recorder_test_source", namespace=ns)
         # keep last, deep: a keep-all writer stalls on the reader of a killed recorder

@@ -1,6 +1,6 @@
 """Off-peak retraining without ROS: the policy, the registry, the pipeline and its training job.
 
-The pipeline tests run the real job process (``python -m rackpower_nodes.retrain_job``) on
+The pipeline tests run the real job process (``python -m rackpower_nodes.tools.retrain_job``) on
 small simulated racks: 4 servers at 2 Hz, 1 s model steps, a 16-wide LSTM for 3 epochs.
 """
 from __future__ import annotations

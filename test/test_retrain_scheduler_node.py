@@ -15,7 +15,7 @@ import yaml
 
 from rackpower_nodes.core.forecast.datasets import from_sim
 from rackpower_nodes.core.model_registry import ModelRegistry
-from rackpower_nodes.launch_env import executable, stop_process
+from rackpower_nodes.tools.launch_env import executable, stop_process
 from rackpower_nodes.sim.rack_sim import generate
 from test_retrain import LSTM, NS, sim_config, train_champion, write_sim_bag
 
@@ -63,7 +63,7 @@ class _Operator:
 
     def subscribe(self, attr: str) -> None:
         from rackpower.msg import ModelUpdate
-        from rackpower_nodes.predictor import latched_qos
+        from rackpower_nodes.nodes.predictor import latched_qos
 
         setattr(self, attr, [])
         self.node.create_subscription(ModelUpdate, "model_update",

@@ -21,7 +21,7 @@ from test_pdu_actuator_node import NAMES, _expected_static, _free_port, _Rack, _
 from test_pdu_actuator_node import _params as actuator_params
 
 from rackpower_nodes.core.frame_codec import FrameLayout
-from rackpower_nodes.launch_env import executable, stop_process
+from rackpower_nodes.tools.launch_env import executable, stop_process
 from rackpower_nodes.sim.sensor_board import SensorBoardEmulator, constant_source
 
 pytestmark = pytest.mark.ros
@@ -42,7 +42,7 @@ class _StandIn(_Rack):
 
     def _publish_samples(self) -> None:
         from rackpower.msg import PowerSamples
-        from rackpower_nodes.ros_common import float32_array
+        from rackpower_nodes.nodes.common import float32_array
 
         if not self.sampling:
             return

@@ -18,7 +18,7 @@ from test_pdu_actuator_node import _params as actuator_params
 from rackpower_nodes.core.actuator_config import (
     ACTUATOR_PARAMETERS, actuator_config_from_params, check_outlets_in_maps)
 from rackpower_nodes.core.params import ConfigError, flatten_parameters, unknown_key_errors
-from rackpower_nodes.launch_env import executable, stop_process
+from rackpower_nodes.tools.launch_env import executable, stop_process
 
 RACK = REPO / "config" / "rack.yaml"
 PORTS = [5020, 5021]      # never connected to: every case fails before on_configure
@@ -170,7 +170,7 @@ def test_nodes_built_in_process_get_the_check_and_describe_their_constraints(ros
     import rclpy
     from rclpy.context import Context
 
-    from rackpower_nodes.pdu_actuator import PduActuatorNode
+    from rackpower_nodes.nodes.pdu_actuator import PduActuatorNode
 
     wild = tmp_path / "wild.yaml"
     wild.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"use_sim_time": False}}}))

@@ -28,7 +28,7 @@ from test_pdu_link import _foreign_write
 from test_power_caps import MONITOR_MAP, PASSWORD, USER, _bmc, _curl_patch
 
 from rackpower_nodes.drivers.pdu_link import float32_floor
-from rackpower_nodes.launch_env import executable, stop_process
+from rackpower_nodes.tools.launch_env import executable, stop_process
 from rackpower_nodes.sim.pdu import PduModel, SimPduServer
 
 pytestmark = pytest.mark.ros

@@ -1,7 +1,7 @@
 """Parameter schemas shared by every node: specs, typed reading, ROS parameter YAML files.
 
 Plain data, no rclpy. A node declares one ROS parameter per `ParamSpec` (see
-`rackpower_nodes.ros_params`) and hands the values to its config builder, which calls
+`rackpower_nodes.nodes.common`) and hands the values to its config builder, which calls
 `read_parameters` for type and range checks and then checks what is specific to it. Every error
 names the key, the offending value and what was expected.
 """

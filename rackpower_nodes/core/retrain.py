@@ -15,8 +15,8 @@
   whose inputs or targets would cross the cut are dropped from both sides.
 - :func:`evaluate` / :func:`decide`: champion, challenger and persistence on the same
   held-out windows; promote only when the challenger beats the champion by ``margin_frac``.
-- :class:`RetrainJob` starts the training job (``python -m rackpower_nodes.retrain_job``) in
-  its own process and watches its time and memory; :class:`RetrainPipeline` gathers the data,
+- :class:`RetrainJob` starts the training job
+  (``python -m rackpower_nodes.tools.retrain_job``) in its own process and watches its time and memory; :class:`RetrainPipeline` gathers the data,
   starts the job, and on its report registers the challenger and promotes or rejects it.
 """
 from __future__ import annotations
@@ -357,13 +357,13 @@ def decide(metrics: dict[str, dict[str, float]], metric: str = "mae",
 
 
 # --- the training job and the pipeline -----------------------------------------------------
-JOB_MODULE = "rackpower_nodes.retrain_job"
+JOB_MODULE = "rackpower_nodes.tools.retrain_job"
 
 
 class RetrainJob:
     """One training job in its own process, watched without blocking.
 
-    ``request`` is the JSON-able job description (see rackpower_nodes.retrain_job); it is
+    ``request`` is the JSON-able job description (see rackpower_nodes.tools.retrain_job); it is
     written to ``workdir/request.json``, the job writes ``report.json``, ``progress.json`` and
     its log ``job.log`` there. ``max_seconds`` (wall s) and ``max_rss_mb`` (MB, resident set
     of the job) are enforced by :meth:`poll`, which kills a job that exceeds them.

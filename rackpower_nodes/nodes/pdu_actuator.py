@@ -36,7 +36,6 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from rackpower.msg import AllocationError, PowerAllocation, PowerForecast, PowerSamples
-from rackpower_nodes import diagnostics
 from rackpower_nodes.core.actuator_config import (
     ACTUATOR_PARAMETERS, ActuatorConfig, actuator_config_from_params, check_outlets_in_maps)
 from rackpower_nodes.core.allocation import MODES, AllocationController, Decision, ForecastView
@@ -45,17 +44,13 @@ from rackpower_nodes.core.pdu_map import load_register_map
 from rackpower_nodes.drivers.bmc import RedfishPowerCap
 from rackpower_nodes.drivers.pdu import open_pdu
 from rackpower_nodes.drivers.pdu_link import PduLink, PduTarget, float32_floor
-from rackpower_nodes.node_main import run_node
-from rackpower_nodes.ros_common import float32_array as _f32
-from rackpower_nodes.ros_common import errors_qos, forecast_qos, latched_qos, samples_qos
-from rackpower_nodes.ros_params import declare_from_specs
+from rackpower_nodes.nodes.main import run_node
+from rackpower_nodes.nodes.common import (declare_from_specs, diagnostic_status, errors_qos,
+    float32_array as _f32, forecast_qos, latched_qos, publish_diagnostics, samples_qos)
 
 
 WATCHDOG_S = 0.02
 
-
-# The current allocation is latest state: reliable, transient local, depth 1.
-allocation_qos = latched_qos
 
 
 def forecast_view(msg: PowerForecast, components: tuple[str, ...]) -> ForecastView:
@@ -184,7 +179,7 @@ class PduActuatorNode(LifecycleNode):
         self._link = link
         self._check_cap_ranges(link)
         self._alloc_pub = self.create_lifecycle_publisher(
-            PowerAllocation, "power_allocation", allocation_qos())
+            PowerAllocation, "power_allocation", latched_qos())
         self._error_pub = self.create_lifecycle_publisher(
             AllocationError, "allocation_error", errors_qos())
         self._subs = [
@@ -474,17 +469,17 @@ class PduActuatorNode(LifecycleNode):
             values["write_latency_ms_p50"] = f"{np.percentile(lat, 50):.2f}"
             values["write_latency_ms_p99"] = f"{np.percentile(lat, 99):.2f}"
         name = self.get_fully_qualified_name()
-        statuses.append(diagnostics.status(level, f"{name}: allocation", text, "pdu_actuator",
+        statuses.append(diagnostic_status(level, f"{name}: allocation", text, "pdu_actuator",
                                            values))
         link = self._link
         if link is not None:
             for p in link.status().pdus:
                 level, text = _device_status(p)
-                statuses.append(diagnostics.status(
+                statuses.append(diagnostic_status(
                     level,
                     f"{name}: PDU {p['name']}" if p["kind"] == "pdu" else f"{name}: {p['name']}",
                     text, p["name"], dict(p)))
-        diagnostics.publish(self, self._diag_pub, statuses)
+        publish_diagnostics(self, self._diag_pub, statuses)
 
 
 FOREIGN_WARN_S = 10.0     # a foreign value found this recently keeps a device at WARN

@@ -14,7 +14,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 
 from rackpower.msg import PowerSamples
-from rackpower_nodes.current_sensor import samples_qos
+from rackpower_nodes.nodes.common import samples_qos
 
 
 @dataclass

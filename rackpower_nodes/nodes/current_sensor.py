@@ -16,15 +16,14 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 
 from rackpower.msg import PowerSamples
-from rackpower_nodes import diagnostics
 from rackpower_nodes.core.acquisition import Acquisition, SampleBatch
 from rackpower_nodes.core.sensor_config import (
     SENSOR_PARAMETERS, SensorConfig, sensor_config_from_params)
 from rackpower_nodes.drivers.port_reader import PortReader, PortState
 from rackpower_nodes.drivers.serial_port import PySerialPort
-from rackpower_nodes.node_main import run_node
-from rackpower_nodes.ros_common import float32_array, publish_unless_shut_down, samples_qos
-from rackpower_nodes.ros_params import declare_from_specs
+from rackpower_nodes.nodes.main import run_node
+from rackpower_nodes.nodes.common import (declare_from_specs, diagnostic_status, float32_array,
+    publish_diagnostics, publish_unless_shut_down, samples_qos)
 
 DIAGNOSTICS_PERIOD_S = 1.0
 
@@ -127,7 +126,7 @@ class CurrentSensorNode(Node):
         }
         for report in self._reader.realtime_reports:
             values[f"realtime.{report.setting}"] = report.detail
-        diagnostics.publish(self, self._diag_pub, [diagnostics.status(
+        publish_diagnostics(self, self._diag_pub, [diagnostic_status(
             level, f"{self.get_fully_qualified_name()}: sensor board", message,
             self.config.port, values)])
 

@@ -20,16 +20,14 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
 from rackpower.msg import HostTelemetry, ModelUpdate, PowerForecast, PowerSamples
-from rackpower_nodes import diagnostics
 from rackpower_nodes.core.forecast.forecaster import ModelLoadError
 from rackpower_nodes.core.forecast.serving import Forecast, ForecastService
 from rackpower_nodes.core.predictor_config import (
     PREDICTOR_PARAMETERS, PredictorConfig, predictor_config_from_params)
 from rackpower_nodes.core.schedule import WorkloadSchedule
-from rackpower_nodes.node_main import run_node
-from rackpower_nodes.ros_common import float32_array as _f32
-from rackpower_nodes.ros_common import forecast_qos, latched_qos, samples_qos
-from rackpower_nodes.ros_params import declare_from_specs
+from rackpower_nodes.nodes.main import run_node
+from rackpower_nodes.nodes.common import (declare_from_specs, diagnostic_status,
+    float32_array as _f32, forecast_qos, latched_qos, publish_diagnostics, samples_qos)
 
 LATENCY_WINDOW = 200
 
@@ -139,7 +137,7 @@ class PredictorNode(Node):
                   "inference_ms_p50": f"{np.percentile(lat, 50):.2f}",
                   "inference_ms_p99": f"{np.percentile(lat, 99):.2f}",
                   "inference_ms_max": f"{lat.max():.2f}"}
-        diagnostics.publish(self, self._diag_pub, [diagnostics.status(
+        publish_diagnostics(self, self._diag_pub, [diagnostic_status(
             level, f"{self.get_fully_qualified_name()}: forecaster", text, "predictor",
             values)])
 

@@ -37,7 +37,7 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
 from rackpower_nodes.core.params import ConfigError
-from rackpower_nodes.ros_params import ParameterError, reject_undeclared_overrides
+from rackpower_nodes.nodes.common import ParameterError, reject_undeclared_overrides
 
 EXIT_BAD_CONFIG = 2
 EXECUTOR_STOP_S = 1.0        # how long callbacks in flight may take to finish at shutdown, s

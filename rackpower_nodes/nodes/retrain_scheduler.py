@@ -21,16 +21,15 @@ from rclpy.node import Node
 from std_srvs.srv import Trigger
 
 from rackpower.msg import AllocationError, ModelUpdate, PowerSamples
-from rackpower_nodes import diagnostics
 from rackpower_nodes.core.forecast.datasets import stamp_unix
 from rackpower_nodes.core.model_registry import ModelRegistry, RegistryError
 from rackpower_nodes.core.params import ConfigError
 from rackpower_nodes.core.retrain import OffPeakGate, Outcome, RetrainError, RetrainPipeline
 from rackpower_nodes.core.retrain_config import (
     RETRAIN_PARAMETERS, RetrainConfig, retrain_config_from_params)
-from rackpower_nodes.node_main import run_node
-from rackpower_nodes.ros_common import errors_qos, latched_qos, samples_qos
-from rackpower_nodes.ros_params import declare_from_specs
+from rackpower_nodes.nodes.main import run_node
+from rackpower_nodes.nodes.common import (declare_from_specs, diagnostic_status, errors_qos,
+    latched_qos, publish_diagnostics, samples_qos)
 
 POLL_PERIOD_S = 0.5
 
@@ -173,7 +172,7 @@ class RetrainSchedulerNode(Node):
                   "champion_version": champion, "last_error": self.last_error or "none",
                   "errors_logged": len(self.errors),
                   "last_attempt_unix": f"{self.last_attempt or 0.0:.0f}"}
-        diagnostics.publish(self, self._diag_pub, [diagnostics.status(
+        publish_diagnostics(self, self._diag_pub, [diagnostic_status(
             level, f"{self.get_fully_qualified_name()}: retraining",
             f"{self.state}; champion {champion}", "retrain_scheduler", values)])
 

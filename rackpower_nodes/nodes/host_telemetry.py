@@ -15,15 +15,14 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
 from rackpower.msg import HostMetrics, HostTelemetry
-from rackpower_nodes import diagnostics
 from rackpower_nodes.core.schedule import WorkloadSchedule
 from rackpower_nodes.core.telemetry import (
     HostTarget, LocalHostReader, TelemetryCollector, calendar_features)
 from rackpower_nodes.core.telemetry_config import (
     TELEMETRY_PARAMETERS, TelemetryConfig, telemetry_config_from_params)
-from rackpower_nodes.node_main import run_node
-from rackpower_nodes.ros_common import samples_qos
-from rackpower_nodes.ros_params import declare_from_specs
+from rackpower_nodes.nodes.main import run_node
+from rackpower_nodes.nodes.common import (declare_from_specs, diagnostic_status,
+    publish_diagnostics, samples_qos)
 
 NAN = float("nan")
 _RATE_FIELDS = ("cpu_util", "mem_used_fraction", "mem_used_bytes", "net_rx_bps", "net_tx_bps",
@@ -105,8 +104,8 @@ class HostTelemetryNode(Node):
                       "consecutive_failures": s.consecutive_failures,
                       "counter_resets": s.counter_resets,
                       "age_s": f"{now - s.last_success_s:.2f}" if s.last_success_s else "never"}
-            out.append(diagnostics.status(level, f"{prefix}: {s.host}", text, s.host, values))
-        diagnostics.publish(self, self._diag_pub, out)
+            out.append(diagnostic_status(level, f"{prefix}: {s.host}", text, s.host, values))
+        publish_diagnostics(self, self._diag_pub, out)
 
     def destroy_node(self) -> None:
         self._collector.close()

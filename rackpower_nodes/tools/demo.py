@@ -36,14 +36,12 @@ from diagnostic_msgs.msg import DiagnosticArray
 
 from rackpower.msg import (
     AllocationError, HostTelemetry, ModelUpdate, PowerAllocation, PowerForecast)
-from rackpower_nodes.current_sensor import samples_qos
+from rackpower_nodes.nodes.common import errors_qos, latched_qos, samples_qos
 from rackpower_nodes.drivers.bmc import RedfishPowerCap
 from rackpower_nodes.drivers.pdu_link import PduLink, PduTarget
-from rackpower_nodes.launch_env import (
+from rackpower_nodes.tools.launch_env import (
     executable, isolated_ros_env, share_file, stop_process, wait_for_path)
-from rackpower_nodes.monitor import SampleMonitor
-from rackpower_nodes.pdu_actuator import allocation_qos, errors_qos
-from rackpower_nodes.predictor import latched_qos
+from rackpower_nodes.tools.monitor import SampleMonitor
 
 NAMESPACE = "/rack_01"
 SIM_BMC_USER, SIM_BMC_PASSWORD = "admin", "rackpower"     # rackpower-sim live's defaults
@@ -229,7 +227,7 @@ def _watch(args, nodes: list[subprocess.Popen], manifest: dict) -> int:
                                     samples_qos(2.0))
         monitor.create_subscription(PowerForecast, "power_forecast", forecasts.append, 10)
         monitor.create_subscription(PowerAllocation, "power_allocation", allocations.append,
-                                    allocation_qos())
+                                    latched_qos())
         monitor.create_subscription(AllocationError, "allocation_error", errors.append,
                                     errors_qos())
         executor = SingleThreadedExecutor()
@@ -396,7 +394,7 @@ def _replay(manifest: dict, span_s: float, model: Path, config: str) -> None:
 
     from rackpower_nodes.core.actuator_config import load_actuator_config_yaml
     from rackpower_nodes.core.evaluation import EvalSetup, bmc_actuation, format_table
-    from rackpower_nodes.evaluate_cli import demand_columns, run_modes
+    from rackpower_nodes.tools.evaluate_cli import demand_columns, run_modes
     from rackpower_nodes.sim.rack_sim import generate, load_config
 
     rack = dataclasses.replace(load_config(share_file("config", "rack_sim.yaml")),

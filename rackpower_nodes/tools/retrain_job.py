@@ -1,6 +1,6 @@
 """One retraining job, run in its own low-priority process by the retrain_scheduler.
 
-    python -m rackpower_nodes.retrain_job --request JOBDIR/request.json
+    python -m rackpower_nodes.tools.retrain_job --request JOBDIR/request.json
 
 The request (JSON) names the data ``sources`` (``{"kind": "bag" | "sim" | "plain", "path":
 ..., "info": {...}}``), ``namespace`` (bags), ``errors`` (``[t_unix, component, |error_w|]``

@@ -44,13 +44,12 @@ from rosbags.interfaces import (
 from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 from rosbags.rosbag2.metadata import parse_qos
 
-from rackpower_nodes import diagnostics
 from rackpower_nodes.core.forecast.datasets import message_typestore
 from rackpower_nodes.core.params import ConfigError
 from rackpower_nodes.core.recorder_config import (
     RECORDER_PARAMETERS, RecorderConfig, recorder_config_from_params)
-from rackpower_nodes.node_main import run_node
-from rackpower_nodes.ros_params import declare_from_specs
+from rackpower_nodes.nodes.main import run_node
+from rackpower_nodes.nodes.common import declare_from_specs, diagnostic_status, publish_diagnostics
 
 _log = logging.getLogger(__name__)
 
@@ -523,7 +522,7 @@ class RecorderNode(Node):
                   "dropped": s.dropped, "last_error": s.last_error,
                   "topics_waiting": " ".join(sorted(self._waiting)),
                   **{f"messages {t}": n for t, n in sorted(s.per_topic.items())}}
-        diagnostics.publish(self, self._diag_pub, [diagnostics.status(
+        publish_diagnostics(self, self._diag_pub, [diagnostic_status(
             level, f"{self.get_fully_qualified_name()}: recorder", text, "recorder",
             values)])
 

@@ -6,7 +6,7 @@ take seconds on a loaded controller (rclpy, numpy; torch alone about 2 s in the 
 and a Ctrl-C in that time used to end it with a KeyboardInterrupt traceback (exit -2), which a
 terminal's Ctrl-C right after `ros2 launch`, or during a respawn, easily hits. Nothing is held
 before the node is built (no device written, no bag open), so such a signal ends the process
-at once with exit code 0; from :func:`rackpower_nodes.node_main.run_node` on, signals start
+at once with exit code 0; from :func:`rackpower_nodes.nodes.main.run_node` on, signals start
 the orderly shutdown instead.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ _take_signals_over()          # at import: only the executables import this modu
 
 
 def _run(module: str) -> int:
-    return importlib.import_module(f"rackpower_nodes.{module}").main()
+    return importlib.import_module(f"rackpower_nodes.nodes.{module}").main()
 
 
 def current_sensor() -> int:
