@@ -1,0 +1,271 @@
+"""The allocation controller: mode selection (safe/static, stale inputs) and correction.
+
+Pure numpy, no rclpy. Powers in W, times in s. Each `AllocationController.step` picks the
+mode it can use, turns measurements and forecast into demands and water-fills the budget;
+the result is a `Decision`, with a `Correction` per component corrected at once.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from rackpower_nodes.core.allocation.filling import water_fill, water_fill_tiers
+from rackpower_nodes.core.allocation.forecast import (
+    ForecastView, _frozen_array, forecast_now, forecast_peak)
+from rackpower_nodes.core.allocation.policy import (
+    MODES, PINNED_FRAC, Component, PolicyConfig, _is_number)
+from rackpower_nodes.core.params import ConfigError
+
+
+@dataclass(frozen=True)
+class Correction:
+    """One component corrected at once because of its measured power (W).
+
+    `predicted_w`: p50 forecast for the measurement's moment (NaN if none); `actual_w`: the
+    measured power; `allocated_w`: the allocation in force when it was measured;
+    `new_allocated_w`: the allocation after the correction; `action`: one of ACTIONS.
+    """
+
+    component: str
+    predicted_w: float
+    actual_w: float
+    allocated_w: float
+    new_allocated_w: float
+    action: str
+
+    @property
+    def error_w(self) -> float:
+        """actual_w - predicted_w, W (NaN without a forecast)."""
+        return self.actual_w - self.predicted_w
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One control cycle's result; per-component arrays (W) in the controller's order.
+
+    `mode`: the mode used (safe when forced); `mode_reason`: why safe ('' otherwise);
+    `forecast_w`: the forecast peak used (NaN outside proactive or without a forecast);
+    `demand_w`: what each component asked for before the budget cut.
+    """
+
+    t_unix: float
+    mode: str
+    mode_reason: str
+    allocated_w: np.ndarray
+    forecast_w: np.ndarray
+    demand_w: np.ndarray
+    corrections: tuple[Correction, ...]
+
+
+def _plus_margin(x: np.ndarray, frac: float, minimum_w: float) -> np.ndarray:
+    """x + max(frac * x, minimum_w), W (NaN stays NaN)."""
+    with np.errstate(over="ignore"):
+        return x + np.maximum(frac * x, minimum_w)
+
+
+class AllocationController:
+    """Computes each cycle's allocation (W) for a fixed list of components.
+
+    `mode` is the requested mode; the mode used can be `safe` instead (see `step`).
+    `allocated_w` is the allocation in force, the static split until the first step.
+    """
+
+    def __init__(self, components: Sequence[Component], cfg: PolicyConfig,
+                 mode: str = "proactive"):
+        self.components = tuple(components)
+        if not self.components:
+            raise ConfigError("components = (): expected at least one component")
+        for c in self.components:
+            if not isinstance(c, Component):
+                raise ConfigError(f"components: {c!r}: expected a Component")
+        seen = set()
+        for c in self.components:
+            if c.id in seen:
+                raise ConfigError(f"components: id {c.id!r} appears twice: expected unique ids")
+            seen.add(c.id)
+        if not isinstance(cfg, PolicyConfig):
+            raise ConfigError(f"cfg = {cfg!r}: expected a PolicyConfig")
+        self.cfg = cfg
+        self.ids = tuple(c.id for c in self.components)
+        self.floor_w = _frozen_array([c.floor_w for c in self.components])
+        self.ceiling_w = _frozen_array([c.ceiling_w for c in self.components])
+        self.priority = _frozen_array([c.priority for c in self.components], np.int64)
+        self.set_mode(mode)
+        self._static = _frozen_array(self._static_split())
+        self.allocated_w = self._static.copy()
+
+    def set_mode(self, mode: str) -> None:
+        """Request `mode`, one of MODES; ValueError otherwise."""
+        if mode not in MODES:
+            raise ValueError(f"mode = {mode!r}: expected one of {', '.join(MODES)}")
+        self.mode = mode
+
+    def _fill(self, demand: np.ndarray) -> np.ndarray:
+        return water_fill(demand, self.floor_w, self.ceiling_w, self.priority, self.cfg.budget_w)
+
+    def _static_split(self) -> np.ndarray:
+        weight = np.array([c.weight_w for c in self.components])
+        total = float(np.sum(weight))
+        share = self.cfg.budget_w * weight / total if total > 0 else np.zeros_like(weight)
+        return self._fill(np.maximum(share, self.floor_w))
+
+    def static_allocation(self) -> np.ndarray:
+        """Nameplate split, W: budget x nameplate / sum(nameplate), raised to the floor,
+        capped at the ceiling, then water-filled to the budget (floors kept when they fit)."""
+        return self._static.copy()
+
+    def _select_mode(self, t_unix, forecast, pdu_ok, pdu_reason, samples_age_s,
+                     samples_reason) -> tuple[str, str, bool, bool]:
+        """(mode used, reason, forecast usable, measurements stale)."""
+        reasons = []
+        fresh = False
+        blind = not samples_age_s <= self.cfg.samples_stale_s
+        if forecast is not None:
+            age = t_unix - forecast.t_unix
+            fresh = -self.cfg.forecast_stale_s <= age <= self.cfg.forecast_stale_s
+        if self.mode == "safe":
+            reasons.append("requested")
+        if not pdu_ok:
+            reasons.append(f"pdu: {pdu_reason or 'not answering'}")
+        if blind:
+            reasons.append("power_samples stale: " + (samples_reason or (
+                f"no fresh batch for {samples_age_s:.2f} s" if math.isfinite(samples_age_s)
+                else "none received")))
+        if self.mode == "proactive" and not fresh:
+            if forecast is None:
+                reasons.append("forecast missing")
+            elif age > 0:
+                reasons.append(f"forecast stale {age:.2f} s")
+            else:
+                reasons.append(f"forecast {-age:.2f} s ahead of the clock")
+        if reasons:
+            return "safe", "; ".join(reasons), fresh, blind
+        return self.mode, "", fresh, blind
+
+    def _check_inputs(self, t_unix, measured_w, forecast, samples_age_s) -> np.ndarray:
+        if not _is_number(t_unix) or not math.isfinite(t_unix):
+            raise ValueError(f"t_unix = {t_unix!r}: expected a finite time, s")
+        if not _is_number(samples_age_s) or math.isnan(samples_age_s):
+            raise ValueError(f"samples_age_s = {samples_age_s!r}: expected a number, s "
+                             "(inf: no batch yet)")
+        measured = np.array(measured_w, dtype=np.float64)
+        if measured.shape != (len(self.ids),):
+            raise ValueError(f"measured_w has shape {measured.shape}: expected "
+                             f"({len(self.ids)},), one value per component (W)")
+        if forecast is not None:
+            if not isinstance(forecast, ForecastView):
+                raise ValueError(f"forecast = {forecast!r}: expected a ForecastView or None")
+            if forecast.n_components != len(self.ids):
+                raise ValueError(f"forecast has {forecast.n_components} components: expected "
+                                 f"{len(self.ids)}, in the controller's order")
+        return measured
+
+    def _measured_base(self, measured: np.ndarray) -> np.ndarray:
+        """Measured power clipped at 0; one held at its allocation counts as the allocation."""
+        base = np.maximum(measured, 0.0)
+        return np.where(self._pinned(measured), np.maximum(base, self.allocated_w), base)
+
+    def _pinned(self, measured: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            return measured >= PINNED_FRAC * self.allocated_w
+
+    def _demand(self, mode, base, peak) -> tuple[np.ndarray, float, float]:
+        """Demand (W) and the (frac, W) margin of the mode used."""
+        cfg = self.cfg
+        if mode == "safe":
+            frac, minimum = cfg.safe_margin_frac, cfg.reactive_margin_w
+        else:
+            frac, minimum = cfg.reactive_margin_frac, cfg.reactive_margin_w
+        reactive = _plus_margin(base, frac, minimum)
+        if mode != "proactive":
+            return np.where(np.isnan(reactive), self._static, reactive), frac, minimum
+        frac, minimum = cfg.margin_frac, cfg.margin_w
+        ahead = _plus_margin(np.maximum(peak, 0.0), frac, minimum)
+        demand = np.fmax(ahead, _plus_margin(base, frac, minimum))
+        demand = np.where(np.isnan(peak), reactive, demand)
+        return np.where(np.isnan(demand), self._static, demand), frac, minimum
+
+    def _off_forecast(self, measured, predicted) -> np.ndarray:
+        cfg = self.cfg
+        limit = np.maximum(cfg.error_threshold_frac * np.abs(predicted), cfg.error_threshold_w)
+        with np.errstate(invalid="ignore"):
+            return np.abs(measured - predicted) > limit
+
+    def step(self, t_unix: float, measured_w: np.ndarray, forecast: ForecastView | None,
+             pdu_ok: bool = True, pdu_reason: str = "", samples_age_s: float = 0.0,
+             samples_reason: str = "") -> Decision:
+        """One control cycle at `t_unix` (s) from the newest measured power per component (W,
+        NaN where unknown) and the newest forecast (None if none). `samples_age_s`: time
+        since the last fresh measurement batch, s (inf: none yet); `samples_reason` says
+        why it is stale (no batch, clock stuck, all NaN) for the mode reason.
+
+        The requested mode is used unless it is proactive and the forecast is missing or its
+        origin is more than forecast_stale_s away from t_unix, or the PDU is not answering
+        (`pdu_ok` False), or the measurements are older than samples_stale_s: then safe
+        mode, with the reason; without measurements safe mode allocates the static split,
+        whatever its policy. Every component asks for at least its floor. Components
+        measured at or above PINNED_FRAC of their allocation (held there by the PDU, so
+        wanting more), or off the p50 forecast by more than the error threshold (proactive),
+        are corrected at once: they ask for at least the measured power plus the mode's
+        margin, and each yields a `Correction`. The budget is then
+        water-filled by priority and the result becomes the allocation in force. Static mode,
+        and safe mode under the static policy, allocate the static split and correct nothing.
+        Raises ValueError for a non-finite time or arrays of the wrong size.
+        """
+        measured = self._check_inputs(t_unix, measured_w, forecast, samples_age_s)
+        mode, reason, fresh, blind = self._select_mode(t_unix, forecast, pdu_ok, pdu_reason,
+                                                       samples_age_s, samples_reason)
+        n = len(self.ids)
+        peak = np.full(n, np.nan)
+        predicted = forecast_now(forecast, t_unix) if fresh else np.full(n, np.nan)
+        if mode == "static" or (mode == "safe" and (blind or self.cfg.safe_policy == "static")):
+            allocated = self._static.copy()
+            decision = Decision(t_unix, mode, reason, _frozen_array(allocated),
+                                _frozen_array(peak), _frozen_array(self._static), ())
+            self.allocated_w = allocated
+            return decision
+        if mode == "proactive":
+            peak = forecast_peak(forecast, t_unix, self.cfg, self.cfg.quantile)
+        base = self._measured_base(measured)
+        demand, frac, minimum = self._demand(mode, base, peak)
+        flagged = self._pinned(measured)
+        if mode == "proactive":
+            flagged |= self._off_forecast(measured, predicted)
+        wanted = np.where(flagged, np.fmax(demand, _plus_margin(base, frac, minimum)), demand)
+        wanted = np.maximum(wanted, self.floor_w)  # idle power is always asked for
+        # what each component is expected to draw comes before anyone's headroom
+        need = base if mode != "proactive" else np.fmax(
+            base, forecast_peak(forecast, t_unix, self.cfg, "p50"))
+        allocated = water_fill_tiers(need, wanted, self.floor_w, self.ceiling_w,
+                                     self.priority, self.cfg.budget_w)
+        corrections = self._corrections(np.flatnonzero(flagged), measured, predicted, wanted,
+                                        allocated)
+        decision = Decision(t_unix, mode, reason, _frozen_array(allocated),
+                            _frozen_array(peak), _frozen_array(wanted), corrections)
+        self.allocated_w = allocated
+        return decision
+
+    def _corrections(self, flagged, measured, predicted, wanted, allocated):
+        target = np.clip(wanted, 0.0, self.ceiling_w)
+        out = []
+        for i in flagged:
+            out.append(Correction(self.ids[i], float(predicted[i]), float(measured[i]),
+                                  float(self.allocated_w[i]), float(allocated[i]),
+                                  self._action(i, measured[i], wanted[i], allocated, target)))
+        return tuple(out)
+
+    def _action(self, i, actual, wanted, allocated, target) -> str:
+        ceiling, new, old = self.ceiling_w[i], allocated[i], self.allocated_w[i]
+        if wanted > ceiling and new >= ceiling:
+            return "capped_at_ceiling"
+        if new < min(actual, ceiling):
+            return "budget_exhausted"
+        if new <= old:
+            return "none"
+        lower = self.priority < self.priority[i]
+        if np.any(allocated[lower] < target[lower]):
+            return "took_from_lower_priority"
+        return "raised_from_slack"
