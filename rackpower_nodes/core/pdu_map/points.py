@@ -1,54 +1,23 @@
-"""A PDU's Modbus register map as configuration: where each per-outlet value lives and how
-it is encoded. Pure data and numpy codecs; no pymodbus import.
+"""Points of a PDU register map: where each value lives, and the validation of their specs.
 
-A map (YAML, see docs/pdu.md and config/pdu/) names the outlet count and, per point, the Modbus
-table, the 0-based wire address of outlet 1, the stride in registers between outlets, the data
-type, the scale (raw x scale = value in the point's unit), the word order of 32-bit values and
-whether the controller may write it. An optional `identity` block lists registers read on
-connect with the value the device must hold there. Two optional device-wide points (one
-register for the whole PDU, no stride) let the controller notice a restart: `boot_count` (a
-counter that grows at every power-on) and `uptime_s` (seconds since power-on; a drop means a
-restart).
-
-    outlets: 24
-    switching_allowed: false
-    points:
-      outlet_power_w: {table: holding, address: 100, stride: 2, type: float32}
-    identity:
-      outlet_count: {table: holding, address: 1, type: uint16, expect: outlets}
-
-Every error names the file, the key, the value and what was expected (`ConfigError`).
+`Point` (one per-outlet or device-wide value) and `IdentityCheck` (a register read on connect)
+with the helpers that validate their YAML specs; every error names the key, the value and what
+was expected. Pure data and numpy; no pymodbus import.
 """
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import yaml
 
-from rackpower_nodes.core.params import ConfigError
-
-__all__ = [
-    "BIT_TABLES", "DEVICE_POINTS", "IdentityCheck", "POINTS", "Point", "PRESET_DIR",
-    "REGISTER_TABLES",
-    "READ_LIMITS", "RegisterMap", "TYPES", "WRITE_LIMITS", "load_register_map", "plan_blocks",
-    "preset_names",
-]
+from rackpower_nodes.core.pdu_map.codec import TYPES, decode_words, encode_words
 
 REGISTER_TABLES = ("holding", "input")
 BIT_TABLES = ("coil", "discrete")
 WRITABLE_TABLES = ("holding", "coil")
-# numpy big-endian dtype and registers per value
-TYPES = {"uint16": (">u2", 1), "int16": (">i2", 1), "uint32": (">u4", 2), "int32": (">i4", 2),
-         "float32": (">f4", 2)}
-# Modbus application protocol limits per request (registers or bits)
-READ_LIMITS = {"holding": 125, "input": 125, "coil": 2000, "discrete": 2000}
-WRITE_LIMITS = {"holding": 123, "coil": 1968}
 
 # point name -> (required, allowed tables, unit)
 POINTS = {
@@ -63,20 +32,9 @@ DEVICE_POINTS = {
     "boot_count": (REGISTER_TABLES, "count"),
     "uptime_s": (REGISTER_TABLES, "s"),
 }
-_TOP_KEYS = ("name", "description", "outlets", "switching_allowed", "points", "identity")
 _POINT_KEYS = ("table", "address", "stride", "type", "scale", "word_order", "writable")
 _DEVICE_POINT_KEYS = ("table", "address", "type", "scale", "word_order")
 _IDENTITY_KEYS = ("table", "address", "type", "scale", "word_order", "expect")
-
-
-def _preset_dir() -> Path:
-    """The checkout's config/pdu, else the installed share/rackpower/config/pdu."""
-    checkout = Path(__file__).resolve().parents[2] / "config" / "pdu"
-    installed = Path(sys.prefix) / "share" / "rackpower" / "config" / "pdu"
-    return installed if not checkout.is_dir() and installed.is_dir() else checkout
-
-
-PRESET_DIR = _preset_dir()
 
 
 @dataclass(frozen=True)
@@ -146,159 +104,6 @@ class IdentityCheck:
         if self.type == "float32":
             return math.isclose(value, self.expect, rel_tol=1e-6, abs_tol=1e-6)
         return value == self.expect
-
-
-@dataclass(frozen=True)
-class RegisterMap:
-    """A validated PDU register map (see the module docstring); build with `from_mapping`."""
-
-    name: str
-    source: str
-    outlets: int
-    points: Mapping[str, Point]
-    identity: tuple[IdentityCheck, ...] = ()
-    switching_allowed: bool = False
-    description: str = ""
-    raw: Mapping = field(default_factory=dict, repr=False, compare=False)
-
-    def point(self, name: str) -> Point | None:
-        """The point called `name`, or None where the map lacks it."""
-        return self.points.get(name)
-
-    @property
-    def can_write_allocations(self) -> bool:
-        p = self.points.get("outlet_allocation_w")
-        return p is not None and p.writable
-
-    @property
-    def boot_point(self) -> Point | None:
-        """The point a restart is detected from: boot_count, else uptime_s, else None."""
-        return self.points.get("boot_count") or self.points.get("uptime_s")
-
-    @property
-    def can_switch(self) -> bool:
-        """Switching is possible *and* allowed by the map's `switching_allowed`."""
-        p = self.points.get("outlet_state")
-        return self.switching_allowed and p is not None and p.writable
-
-    def with_outlets(self, outlets: int) -> RegisterMap:
-        """The same map for a PDU with `outlets` outlets (revalidated)."""
-        return RegisterMap.from_mapping({**self.raw, "outlets": outlets}, self.source)
-
-    @classmethod
-    def from_mapping(cls, raw: Any, source: str = "<mapping>") -> RegisterMap:
-        """Validate `raw` (as read from YAML); `source` names the file in errors."""
-        errors: list[str] = []
-        if not isinstance(raw, Mapping):
-            raise ConfigError(f"{source}: top level = {raw!r}: expected a mapping with "
-                              f"'outlets' and 'points'")
-        _unknown(raw, _TOP_KEYS, "", errors)
-        outlets = _integer(raw, "outlets", "", None, 1, 4096, errors)
-        switching = _boolean(raw, "switching_allowed", "", False, errors)
-        name = raw.get("name", Path(source).stem)
-        if not isinstance(name, str):
-            errors.append(f"name = {name!r}: expected a string")
-        desc = raw.get("description", "")
-        if not isinstance(desc, str):
-            errors.append(f"description = {desc!r}: expected a string")
-        points = _points(raw.get("points"), outlets or 1, errors)
-        identity = _identity(raw.get("identity", {}), outlets, errors)
-        if switching and "outlet_state" in points and not points["outlet_state"].writable:
-            errors.append("switching_allowed = True: expected points.outlet_state to be a "
-                          "coil with writable: true")
-        elif switching and "outlet_state" not in points:
-            errors.append("switching_allowed = True: expected an outlet_state coil point")
-        if not errors:
-            _check_overlaps(points, identity, outlets, errors)
-        if errors:
-            raise ConfigError([f"{source}: {e}" for e in errors])
-        return cls(str(name), source, int(outlets), points, identity, bool(switching),
-                   str(desc), dict(raw))
-
-
-def preset_names() -> list[str]:
-    """Names of the presets in config/pdu."""
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-
-
-def load_register_map(path_or_preset: str | Path | RegisterMap) -> RegisterMap:
-    """A map from a YAML file or a preset name (config/pdu/<name>.yaml); raises ConfigError."""
-    if isinstance(path_or_preset, RegisterMap):
-        return path_or_preset
-    text = str(path_or_preset)
-    looks_like_path = isinstance(path_or_preset, Path) or "/" in text \
-        or text.endswith((".yaml", ".yml"))
-    if looks_like_path:
-        path = Path(text)
-    else:
-        path = PRESET_DIR / f"{text}.yaml"
-        if not path.is_file():
-            raise ConfigError(f"register map {text!r}: no such preset in {PRESET_DIR}, "
-                              f"expected one of {preset_names()} or a path to a YAML file")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read register map: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
-    return RegisterMap.from_mapping(raw, str(path))
-
-
-def plan_blocks(spans: Iterable[tuple[int, int]], limit: int,
-                readable: Iterable[tuple[int, int]] = ()) -> list[tuple[int, int]]:
-    """Merge (address, count) spans into as few requests of at most `limit` as possible.
-
-    Spans that touch or overlap merge; spans separated by a gap merge too when the gap lies
-    inside one of the `readable` (address, count) ranges (registers known to exist, e.g. the
-    other outlets of a densely packed point). Returns sorted (address, count) requests.
-    """
-    ranges = sorted((a, a + n) for a, n in readable)
-    out: list[list[int]] = []
-    for start, count in sorted(spans):
-        end = start + count
-        if out:
-            s0, e0 = out[-1]
-            gap_ok = start <= e0 or any(a <= e0 and start <= b for a, b in ranges)
-            if gap_ok and max(end, e0) - s0 <= limit:
-                out[-1][1] = max(end, e0)
-                continue
-        while end - start > limit:      # one span longer than a request
-            out.append([start, start + limit])
-            start += limit
-        out.append([start, end])
-    return [(s, e - s) for s, e in out]
-
-
-def decode_words(words: np.ndarray, type_: str, word_order: str = "big") -> np.ndarray:
-    """(n, width) uint16 registers -> (n,) float64 raw values of `type_`."""
-    dtype, width = TYPES[type_]
-    words = np.asarray(words, dtype=np.uint16).reshape(-1, width)
-    if word_order == "little" and width > 1:
-        words = words[:, ::-1]
-    return np.frombuffer(np.ascontiguousarray(words, dtype=">u2").tobytes(),
-                         dtype=dtype).astype(np.float64)
-
-
-def encode_words(raw: np.ndarray, type_: str, word_order: str = "big") -> np.ndarray:
-    """(n,) raw values -> (n, width) uint16 registers; ValueError when a value does not fit."""
-    dtype, width = TYPES[type_]
-    raw = np.atleast_1d(np.asarray(raw, dtype=np.float64))
-    if not np.all(np.isfinite(raw)):
-        raise ValueError(f"values {raw.tolist()}: expected finite numbers")
-    if type_ == "float32":
-        lo, hi = -float(np.finfo(np.float32).max), float(np.finfo(np.float32).max)
-        cast = raw
-    else:
-        info = np.iinfo(np.dtype(dtype))
-        lo, hi = info.min, info.max
-        cast = np.rint(raw)
-    bad = raw[(cast < lo) | (cast > hi)]
-    if bad.size:
-        raise ValueError(f"raw value {float(bad[0])!r} outside {type_} range {lo}..{hi}")
-    words = np.frombuffer(cast.astype(dtype).tobytes(), dtype=">u2").reshape(-1, width)
-    if word_order == "little" and width > 1:
-        words = words[:, ::-1]
-    return words.astype(np.uint16)
 
 
 # -- validation helpers ---------------------------------------------------------------------
