@@ -1,0 +1,42 @@
+"""Rack simulator: configuration, the block generator, live use and fast-mode files.
+
+:func:`load_config` parses and validates ``config/rack_sim.yaml``. :class:`RackSimulator`
+serves a live driver (:meth:`~RackSimulator.step`, :meth:`~RackSimulator.state_at`,
+:meth:`~RackSimulator.current_source` for the sensor-board emulator,
+:meth:`~RackSimulator.host_state`); :func:`generate` produces days of data at once as a
+:class:`SimData`, saved as compressed ``.npz`` plus a JSON sidecar (layout below).
+
+Both paths run the same engine: time advances in blocks of whole seconds, every component
+draws from generators seeded by ``SeedSequence([seed, component index])``, and filter state is
+carried from block to block, so a seed always gives the same samples.
+
+Files written by :meth:`SimData.save` into a folder:
+
+- ``rack_sim.npz`` (``numpy.savez_compressed``): ``power_w`` float32 (samples, components),
+  wall power in W at ``t = k / rate_hz`` s after the start; ``util`` float32 (samples,
+  components), utilisation 0..1 (servers: CPU, storage: IO, switches: traffic); and for each
+  field of :data:`~rackpower_nodes.sim.workload.TELEMETRY_FIELDS` a float32 array
+  ``telemetry_<field>`` (seconds, hosts), the mean over ``[s, s + 1)`` s.
+- ``rack_sim.json``: ``format``, ``names``, ``kinds``, ``hosts``, ``rate_hz``, ``start_unix``,
+  ``start_iso``, ``seed``, ``hours``, electrical limits (``nominal_v``, ``breaker_a``,
+  ``breaker_w``, ``derating``, ``budget_w``), ``pdu_outlets`` and the full ``config``.
+
+Parts: :mod:`.config` (the YAML and `RackConfig`), :mod:`.data` (`SimData`, its files,
+`HostState`), :mod:`.engine` (the block generator and `generate`) and :mod:`.simulator`
+(`RackSimulator`, `RackState`).
+"""
+from rackpower_nodes.sim.rack_model import SimConfigError
+from rackpower_nodes.sim.rack_sim.config import (
+    DEFAULT_CONFIG,
+    ComponentSpec,
+    RackConfig,
+    load_config,
+)
+from rackpower_nodes.sim.rack_sim.data import HostState, SimData
+from rackpower_nodes.sim.rack_sim.engine import generate
+from rackpower_nodes.sim.rack_sim.simulator import RackSimulator, RackState
+
+__all__ = [
+    "DEFAULT_CONFIG", "ComponentSpec", "HostState", "RackConfig", "RackSimulator", "RackState",
+    "SimConfigError", "SimData", "generate", "load_config",
+]

@@ -1,0 +1,108 @@
+"""Rack simulator output: `SimData` (fast-mode samples) and its files, and `HostState`.
+
+:class:`SimData` holds per-component power (W) and utilisation at ``rate_hz`` and host
+telemetry at 1 Hz; :meth:`SimData.save` writes it as ``rack_sim.npz`` plus the JSON sidecar
+``rack_sim.json`` (layout in the package docstring, :mod:`rackpower_nodes.sim.rack_sim`) and
+:meth:`SimData.load` reads it back. :class:`HostState` is one host's telemetry over one second.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rackpower_nodes.sim.rack_model import SimConfigError
+from rackpower_nodes.sim.workload import TELEMETRY_FIELDS
+
+FORMAT = "rackpower-sim/1"
+
+
+@dataclass(frozen=True)
+class HostState:
+    """Telemetry of one host over one second: CPU utilisation 0..1, memory in bytes, network
+    and disk rates in bytes/s."""
+
+    host: str
+    t_s: float
+    cpu_util: float
+    mem_used_bytes: float
+    mem_total_bytes: float
+    net_rx_bytes_per_s: float
+    net_tx_bytes_per_s: float
+    disk_read_bytes_per_s: float
+    disk_write_bytes_per_s: float
+    n_cpus: int = 16
+
+
+@dataclass
+class SimData:
+    """Fast-mode output: per-component power (W) and utilisation at ``rate_hz``, telemetry at
+    1 Hz, and ``meta`` (electrical limits, config)."""
+
+    names: tuple[str, ...]
+    kinds: tuple[str, ...]
+    hosts: tuple[str, ...]
+    rate_hz: float
+    start_unix: float
+    seed: int
+    power_w: np.ndarray
+    util: np.ndarray
+    telemetry: dict[str, np.ndarray]
+    meta: dict
+
+    @property
+    def t_s(self) -> np.ndarray:
+        """Sample times (s after the start)."""
+        return np.arange(len(self.power_w)) / self.rate_hz
+
+    @property
+    def total_w(self) -> np.ndarray:
+        """Rack total power (W) per sample."""
+        return self.power_w.sum(axis=1, dtype=np.float64)
+
+    def current_a(self) -> np.ndarray:
+        """(samples, components) current in A = power / (nominal_v * power_factor)."""
+        return self.power_w / (self.meta["nominal_v"] * self.meta.get("power_factor", 1.0))
+
+    def host_state(self, host: str, t_s: float) -> HostState:
+        """Telemetry of ``host`` for the second containing ``t_s``."""
+        h, row = self.hosts.index(host), math.floor(t_s)
+        total, cpus = self.meta["mem_total_bytes"][h], self.meta["n_cpus"][h]
+        values = [float(self.telemetry[f][row, h]) for f in TELEMETRY_FIELDS]
+        return HostState(host, float(row), values[0], values[1], total, *values[2:], cpus)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``rack_sim.npz`` and ``rack_sim.json`` into ``folder`` (created if needed)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {"power_w": self.power_w, "util": self.util}
+        arrays.update({f"telemetry_{f}": v for f, v in self.telemetry.items()})
+        np.savez_compressed(folder / "rack_sim.npz", **arrays)
+        start = dt.datetime.fromtimestamp(self.start_unix, dt.UTC).isoformat()
+        side = dict(self.meta, format=FORMAT, names=list(self.names), kinds=list(self.kinds),
+                    hosts=list(self.hosts), rate_hz=self.rate_hz, start_unix=self.start_unix,
+                    start_iso=start, seed=self.seed, samples=len(self.power_w))
+        (folder / "rack_sim.json").write_text(json.dumps(side, indent=1) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> SimData:
+        """Read what :meth:`save` wrote."""
+        folder = Path(folder)
+        side = json.loads((folder / "rack_sim.json").read_text())
+        if side.get("format") != FORMAT:
+            raise SimConfigError(f"{folder / 'rack_sim.json'}: format {side.get('format')!r}, "
+                                 f"expected {FORMAT!r}")
+        with np.load(folder / "rack_sim.npz") as npz:
+            tele = {f: npz[f"telemetry_{f}"] for f in TELEMETRY_FIELDS}
+            power, util = npz["power_w"], npz["util"]
+        keys = ("format", "names", "kinds", "hosts", "rate_hz", "start_unix", "start_iso",
+                "seed", "samples")
+        meta = {k: v for k, v in side.items() if k not in keys}
+        return cls(tuple(side["names"]), tuple(side["kinds"]), tuple(side["hosts"]),
+                   float(side["rate_hz"]), float(side["start_unix"]), int(side["seed"]),
+                   power, util, tele, meta)
