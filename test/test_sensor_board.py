@@ -18,11 +18,11 @@ from rackpower_nodes.sim.sensor_board import (
     FaultConfig,
     SensorBoardEmulator,
     SensorBoardError,
-    _OutputBuffer,
     constant_source,
     sine_source,
     steps_source,
 )
+from rackpower_nodes.sim.sensor_board.pty_io import _OutputBuffer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,49 +1,31 @@
-"""Sensor-board emulator: writes protocol-v1 frames into a real pseudo-terminal.
+"""The sensor-board emulator: protocol-v1 frames sampled from a `Source`, written to a pty.
 
-The host side opens :attr:`SensorBoardEmulator.port_path` like a USB CDC device (pyserial or
-plain ``open``). A background thread samples per-channel current waveforms at the configured
-rate, converts amperes to ADC counts (``counts = round(A / scale + offset)``), encodes frames
-with :mod:`rackpower_nodes.core.frame_codec` and writes them without blocking. Faults (bit
-flips, board-side drops, garbage bursts) and cable pulls (:meth:`~SensorBoardEmulator.unplug`)
-can be injected. The module also provides the ``rackpower-board-sim`` command (:func:`main`).
+A background thread samples the per-channel currents at the configured rate, converts amperes
+to ADC counts (``counts = round(A / scale + offset)``), encodes frames with
+:mod:`rackpower_nodes.core.frame_codec`, injects the configured faults (bit flips, board-side
+drops, garbage bursts) and hands the frames to the pty (:mod:`.pty_io`) without blocking.
+Cable pulls, stalls and line noise can be injected on demand.
 """
-
 from __future__ import annotations
 
-import argparse
-import contextlib
 import dataclasses
-import fcntl
 import logging
-import os
-import select
-import signal
-import struct
-import sys
-import termios
 import threading
 import time
-import tty
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Self
 
 import numpy as np
 
 from rackpower_nodes.core.frame_codec import SYNC, FrameLayout, encode_frames
-
-__all__ = [
-    "EmulatorStats", "FaultConfig", "SensorBoardEmulator", "SensorBoardError",
-    "constant_source", "main", "sine_source", "steps_source",
-]
+from rackpower_nodes.sim.sensor_board.pty_io import _OutputBuffer, _Pty
+from rackpower_nodes.sim.sensor_board.sources import Source
 
 _log = logging.getLogger(__name__)
 
-Source = Callable[[np.ndarray], np.ndarray]
 TICK_S = 0.001               # writer period, s
 BOOT_US = 1_000_000          # "monotonic" board clock value at the first sampling instant, µs
-_MAX_WRITE = 1 << 16         # bytes handed to one os.write
 # A host on a loaded machine can go unscheduled for a few 100 ms, and the kernel's move of
 # written bytes into the readable queue (a worker thread) can lag as long: shorter limits lost
 # the last frames at stop() in ~5 % of runs under two CPU burners.
@@ -94,101 +76,6 @@ class EmulatorStats:
     frames_lost_stalled: int = 0        # generated while stalled (:meth:`stall`), never sent
     garbage_bytes_injected: int = 0     # bytes queued by :meth:`send_garbage`
     bytes_written: int = 0              # bytes handed to the pty, garbage included
-
-
-class _OutputBuffer:
-    """The board's transmit FIFO: whole frames, oldest dropped first when full."""
-
-    def __init__(self, capacity_bytes: int):
-        self.capacity = capacity_bytes
-        self._entries: deque[bytes] = deque()
-        self._size = 0
-        self._head_sent = 0       # bytes of the first entry already written
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def push(self, entry: bytes) -> int:
-        """Append one frame; return how many older frames had to be dropped."""
-        self._entries.append(entry)
-        self._size += len(entry)
-        dropped = 0
-        while self._size > self.capacity and len(self._entries) > 1:
-            index = 1 if self._head_sent else 0   # never cut a frame already on the wire
-            victim = self._entries[index]
-            del self._entries[index]
-            self._size -= len(victim)
-            dropped += 1
-        return dropped
-
-    def clear(self) -> int:
-        """Drop everything (a partly written frame included); return the frames dropped."""
-        count = len(self._entries)
-        self._entries.clear()
-        self._size = self._head_sent = 0
-        return count
-
-    def write_to(self, fd: int) -> tuple[int, int]:
-        """Write as much as ``fd`` takes without blocking; return (bytes, frames completed)."""
-        if not self._entries or not select.select([], [fd], [], 0)[1]:
-            return 0, 0
-        chunk, total = [], 0
-        for entry in self._entries:
-            chunk.append(entry)
-            total += len(entry)
-            if total >= _MAX_WRITE:
-                break
-        try:
-            sent = os.write(fd, b"".join(chunk)[self._head_sent:])
-        except (BlockingIOError, InterruptedError):
-            return 0, 0
-        return sent, self._consume(sent)
-
-    def _consume(self, sent: int) -> int:
-        done, offset = 0, self._head_sent + sent
-        while self._entries and offset >= len(self._entries[0]):
-            entry = self._entries.popleft()
-            offset -= len(entry)
-            self._size -= len(entry)
-            done += 1
-        self._head_sent = offset
-        return done
-
-
-class _Pty:
-    """One pty pair: raw slave (kept open by the board), non-blocking master, optional link."""
-
-    def __init__(self, link_path: str | None):
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)
-        flags = fcntl.fcntl(self.master, fcntl.F_GETFL)
-        fcntl.fcntl(self.master, fcntl.F_SETFL, flags | os.O_NONBLOCK)
-        self.slave_name = os.ttyname(self.slave)
-        self.link_path = link_path
-        if link_path:
-            temp = f"{link_path}.{os.getpid()}.tmp"
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            os.symlink(self.slave_name, temp)
-            os.replace(temp, link_path)
-
-    def unread_bytes(self) -> int:
-        """Bytes written but not yet read by the host (line-discipline queue), or 0."""
-        try:
-            raw = fcntl.ioctl(self.slave, termios.FIONREAD, b"\0\0\0\0")
-        except OSError:
-            return 0
-        return struct.unpack("i", raw)[0]
-
-    def close(self) -> None:
-        """Close both ends and remove the link if it still points at this pty."""
-        if self.link_path:
-            with contextlib.suppress(OSError):
-                if os.readlink(self.link_path) == self.slave_name:
-                    os.unlink(self.link_path)
-        for fd in (self.master, self.slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
 
 def _per_channel(name: str, value, channels: int) -> np.ndarray:
@@ -460,118 +347,3 @@ def _garbage(rng: np.random.Generator, max_bytes: int) -> bytes:
         at = int(rng.integers(0, len(burst) - 1))
         burst[at:at + 2] = SYNC
     return bytes(burst)
-
-
-def _channel_levels(channels: int, base_a: float) -> np.ndarray:
-    """Per-channel levels from ``base_a`` (channel 0) rising linearly towards 2 x base_a, A."""
-    return base_a * (1.0 + np.arange(channels) / channels)
-
-
-def constant_source(values: Sequence[float]) -> Source:
-    """Constant currents, one value in A per channel."""
-    levels = np.asarray(values, dtype=np.float64).reshape(-1)
-    return lambda t_s: np.broadcast_to(levels, (len(t_s), levels.size)).copy()
-
-
-def sine_source(channels: int, base_a: float = 2.0, amplitude_a: float = 0.5,
-                period_s: float = 1.0) -> Source:
-    """Sines around per-channel levels (see :func:`_channel_levels`); channel c lags by
-    c/channels of a period. Amplitude in A, period in s."""
-    levels = _channel_levels(channels, base_a)
-    phases = 2.0 * np.pi * np.arange(channels) / channels
-
-    def source(t_s: np.ndarray) -> np.ndarray:
-        angle = 2.0 * np.pi * np.asarray(t_s)[:, None] / period_s - phases
-        return levels + amplitude_a * np.sin(angle)
-    return source
-
-
-def steps_source(channels: int, base_a: float = 2.0, step_a: float = 1.0,
-                 period_s: float = 1.0) -> Source:
-    """Square waves: per-channel level, plus ``step_a`` A during the second half of each
-    ``period_s`` s period; channel c is shifted by c/channels of a period."""
-    levels = _channel_levels(channels, base_a)
-    shifts = np.arange(channels) / channels
-
-    def source(t_s: np.ndarray) -> np.ndarray:
-        phase = (np.asarray(t_s)[:, None] / period_s + shifts) % 1.0
-        return levels + step_a * (phase >= 0.5)
-    return source
-
-
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="rackpower-board-sim",
-                                 description="Emulate the rack current-sensor board on a pty.")
-    ap.add_argument("--link", default="/tmp/rackpower_board",
-                    help="symlink to the pty slave that the host opens (default %(default)s)")
-    ap.add_argument("--channels", type=int, default=64, help="ADC channels (1..1024)")
-    ap.add_argument("--rate", type=float, default=1000.0, help="frames per second")
-    ap.add_argument("--format", choices=("int16", "int32"), default="int16")
-    ap.add_argument("--scale", type=float, default=0.01, help="A per ADC count")
-    ap.add_argument("--waveform", choices=("sine", "steps", "constant"), default="sine")
-    ap.add_argument("--amps", type=float, default=2.0, help="base current level in A")
-    ap.add_argument("--seed", type=int, default=None, help="fault RNG seed")
-    ap.add_argument("--corrupt-prob", type=float, default=0.0)
-    ap.add_argument("--drop-prob", type=float, default=0.0)
-    ap.add_argument("--garbage-prob", type=float, default=0.0)
-    ap.add_argument("--unplug-every", type=float, default=0.0, metavar="S",
-                    help="pull the cable every S seconds (0 = never)")
-    ap.add_argument("--unplug-for", type=float, default=1.0, metavar="S",
-                    help="seconds the cable stays pulled")
-    ap.add_argument("--duration", type=float, default=0.0, metavar="S",
-                    help="run time in s (0 = until SIGINT/SIGTERM)")
-    ap.add_argument("--wall-clock", action="store_true",
-                    help="stamp frames with µs since the Unix epoch")
-    return ap.parse_args(argv)
-
-
-def _make_source(args: argparse.Namespace) -> Source:
-    if args.waveform == "constant":
-        return constant_source(_channel_levels(args.channels, args.amps))
-    if args.waveform == "steps":
-        return steps_source(args.channels, args.amps, args.amps / 2)
-    return sine_source(args.channels, args.amps, args.amps / 4)
-
-
-def _run_until(emulator: SensorBoardEmulator, args: argparse.Namespace,
-               done: threading.Event) -> None:
-    """Wait for ``done`` or the duration, pulling the cable on the configured schedule."""
-    end = time.monotonic() + args.duration if args.duration > 0 else float("inf")
-    every = args.unplug_every if args.unplug_every > 0 else float("inf")
-    next_pull = time.monotonic() + every
-    while not done.is_set() and time.monotonic() < end:
-        done.wait(min(1.0, max(0.0, min(end, next_pull) - time.monotonic())))
-        if time.monotonic() >= next_pull and not done.is_set():
-            emulator.unplug()
-            done.wait(args.unplug_for)
-            emulator.replug()
-            next_pull = time.monotonic() + every
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``rackpower-board-sim``: print the port path, run, print a stats line; exit status."""
-    args = _parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    try:
-        layout = FrameLayout(args.channels, args.format)
-        faults = FaultConfig(args.corrupt_prob, args.drop_prob, args.garbage_prob,
-                             seed=args.seed)
-        emulator = SensorBoardEmulator(layout, args.rate, _make_source(args), args.scale,
-                                       link_path=args.link or None, faults=faults,
-                                       board_clock="wall" if args.wall_clock else "monotonic")
-    except ValueError as exc:
-        print(f"rackpower-board-sim: {exc}", file=sys.stderr)
-        return 2
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    with emulator:
-        print(emulator.port_path, flush=True)
-        _run_until(emulator, args, done)
-    stats = " ".join(f"{k}={v}" for k, v in dataclasses.asdict(emulator.stats).items())
-    print(f"stats: {stats}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
