@@ -14,11 +14,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rackpower_nodes.core.forecast.base import ForecastInputError, Forecaster, ModelLoadError
 from rackpower_nodes.core.forecast.baselines import (
     EwmaForecaster, EwmaParams, LightGbmForecaster, LightGbmParams, PersistenceForecaster,
     PersistenceParams, ewma)
-from rackpower_nodes.core.forecast.forecaster import (
-    ForecastInputError, Forecaster, LstmForecaster, LstmParams, ModelLoadError)
+from rackpower_nodes.core.forecast.forecaster import LstmForecaster, LstmParams
 from rackpower_nodes.core.forecast.metrics import (
     comparison_report, coverage, metric_rows, pinball_loss, point_metrics)
 from rackpower_nodes.core.forecast.features import WindowSet, WindowSpec
@@ -314,8 +314,8 @@ def test_corrupt_lightgbm_file(fitted, tmp_path):
 
 def test_load_checks_the_class(lstm_dir):
     with pytest.raises(ModelLoadError, match="not a PersistenceForecaster"):
-        PersistenceForecaster.load(lstm_dir)
-    assert isinstance(LstmForecaster.load(lstm_dir), LstmForecaster)
+        load_model(lstm_dir, kind=PersistenceForecaster)
+    assert isinstance(load_model(lstm_dir, kind=LstmForecaster), LstmForecaster)
 
 
 def test_bad_hyperparameter_is_named():

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rackpower_nodes.core.forecast.forecaster import (
+from rackpower_nodes.core.forecast.base import (
     ForecastInputError, Forecaster, ModelLoadError, check_params)
 
 __all__ = ["EwmaForecaster", "EwmaParams", "LightGbmForecaster", "LightGbmParams",

@@ -1,4 +1,4 @@
-"""The quantile LSTM network: forward pass only (fitting, scaling and storage: forecaster.py).
+"""The quantile LSTM network: forward pass only (fitting and scaling: forecaster.py).
 
 One global network is shared by every component. It reads a window of standardised features and
 emits, for every horizon step at once, three quantiles of the component's future mean power as a

@@ -28,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from rackpower_nodes.core.forecast.base import Forecaster, ModelLoadError
 from rackpower_nodes.core.forecast.baselines import (
     EwmaForecaster, LightGbmForecaster, PersistenceForecaster)
-from rackpower_nodes.core.forecast.forecaster import Forecaster, LstmForecaster, ModelLoadError
+from rackpower_nodes.core.forecast.forecaster import LstmForecaster
 
 __all__ = ["FORMAT_VERSION", "MODEL_FILE", "ModelLoadError", "load_model", "save_model",
            "write_model_dir"]
@@ -88,12 +89,14 @@ def write_model_dir(forecaster: Forecaster, directory: Path, metrics: Mapping | 
     return directory
 
 
-def load_model(path: str | Path, expected_features: list[str] | None = None) -> Forecaster:
+def load_model(path: str | Path, expected_features: list[str] | None = None,
+               kind: type[Forecaster] | None = None) -> Forecaster:
     """Load the forecaster stored in a model directory.
 
     Args:
         path: the ``<name>-<version>`` folder (or its model.json).
         expected_features: when given, the stored feature list must equal it (same order).
+        kind: when given, the stored forecaster must be one of this class.
 
     Raises:
         ModelLoadError: naming the file and what is wrong with it.
@@ -132,6 +135,8 @@ def load_model(path: str | Path, expected_features: list[str] | None = None) -> 
     if "history_steps" not in model.spec or "horizon_steps" not in model.spec:
         raise ModelLoadError(meta, "window_spec lacks history_steps / horizon_steps")
     model.load_weights(directory)
+    if kind is not None and not isinstance(model, kind):
+        raise ModelLoadError(meta, f"holds a {type(model).__name__}, not a {kind.__name__}")
     return model
 
 
