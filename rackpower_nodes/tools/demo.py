@@ -12,8 +12,8 @@ forecasts and writes it to the PDUs and the BMCs. `recorder` writes every topic 
 `retrain_scheduler`, whose off-peak rule is shortened to "the rack has been below its budget
 for 30 s", trains a challenger on those bags during the demo and judges it against the
 champion on the newest two minutes. This process subscribes like any consumer and prints
-what arrived, then replays the demo's own simulated span in fast mode under the proactive,
-reactive and static modes and prints them side by side.
+what arrived (`tools/demo_report.py`), then replays the demo's own simulated span in fast
+mode under the proactive, reactive and static modes and prints them side by side.
 """
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ from rackpower.msg import (
 from rackpower_nodes.nodes.common import errors_qos, latched_qos, samples_qos
 from rackpower_nodes.drivers.bmc import RedfishPowerCap
 from rackpower_nodes.drivers.pdu_link import PduLink, PduTarget
+from rackpower_nodes.tools.demo_report import (
+    report_allocations, report_forecasts, report_retraining, report_samples)
 from rackpower_nodes.tools.launch_env import (
     executable, isolated_ros_env, share_file, stop_process, wait_for_path)
 from rackpower_nodes.tools.monitor import SampleMonitor
@@ -244,77 +246,16 @@ def _watch(args, nodes: list[subprocess.Popen], manifest: dict) -> int:
         if dead:
             print(f"exited early: {', '.join(map(str, dead))}", file=sys.stderr)
             return 1
-        _report(monitor, telemetry[-1] if telemetry else None)
-        _report_forecasts(forecasts)
-        _report_allocations(allocations, errors, caps, actuator)
-        _report_retraining(retrain, updates)
+        report_samples(monitor, telemetry[-1] if telemetry else None)
+        report_forecasts(forecasts)
+        report_allocations(allocations, errors, caps, actuator)
+        report_retraining(retrain, updates)
         ok = (monitor.stats.messages > 0 and bool(telemetry) and bool(forecasts)
               and bool(allocations))
         executor.remove_node(monitor)
         executor.shutdown()
         monitor.destroy_node()
     return 0 if ok else 1
-
-
-def _report(monitor: SampleMonitor, telemetry: HostTelemetry | None) -> None:
-    s, d = monitor.stats, monitor.diagnostics
-    span = (s.last_receive_s or 0) - (s.first_receive_s or 0)
-    p50, p99 = s.latency_percentiles_ms(50, 99)
-    print("\n== power_samples, as a subscriber received them ==")
-    print(f"batches {s.messages}, samples per channel {s.samples} "
-          f"({s.samples / max(span, 1e-9):.0f} frames/s over {span:.1f} s)")
-    print(f"frames lost (reported by the node) {s.frames_lost_reported}, "
-          f"sequence breaks seen {s.sequence_breaks}")
-    print(f"newest-sample-to-subscriber latency p50 {p50:.2f} ms, p99 {p99:.2f} ms")
-    print("\n== current_sensor diagnostics ==")
-    for key in ("_message", "port_state", "frame_rate_hz", "frames", "crc_errors",
-                "header_errors", "sequence_gaps", "frames_lost", "bytes_discarded",
-                "last_frame_age_s", "clock_drift_ppm"):
-        print(f"  {key.strip('_'):18s} {d.get(key, '?')}")
-    hosts = {h.host_id: h for h in telemetry.hosts} if telemetry else {}
-    print("\n== per component: mean power (current_sensor) and host telemetry ==")
-    print(f"  {'component':10s} {'power W':>8s} {'cpu %':>6s} {'mem %':>6s} {'net rx MB/s':>11s}"
-          f"  next scheduled job")
-    total = 0.0
-    for cid, watts in s.mean_power_w().items():
-        total += watts
-        h = hosts.get(cid)
-        cols = ("", "", "", "")
-        if h is not None:
-            job = (f"{h.active_job} (running)" if h.active_job else
-                   "" if math.isnan(h.next_job_in_s) else
-                   f"in {h.next_job_in_s / 3600:.1f} h, ~{h.next_job_expected_util * 100:.0f} %")
-            cols = (f"{h.cpu_util * 100:.1f}", f"{h.mem_used_fraction * 100:.1f}",
-                    f"{h.net_rx_bps / 1e6:.2f}", job)
-        print(f"  {cid:10s} {watts:8.1f} {cols[0]:>6s} {cols[1]:>6s} {cols[2]:>11s}  {cols[3]}")
-    print(f"  {'rack total':10s} {total:8.1f}")
-    if "controller" in hosts:
-        h = hosts["controller"]
-        print(f"  controller (psutil): cpu {h.cpu_util * 100:.1f} %, "
-              f"mem {h.mem_used_fraction * 100:.1f} %")
-
-
-
-def _report_forecasts(forecasts: list[PowerForecast]) -> None:
-    print("\n== power_forecast ==")
-    if not forecasts:
-        print("  no forecasts arrived")
-        return
-    served = [f for f in forecasts if not f.fallback]
-    ms = sorted(f.inference_ms for f in forecasts)
-    last = forecasts[-1]
-    print(f"forecasts {len(forecasts)}, by the model {len(served)}, by the fallback "
-          f"{len(forecasts) - len(served)} (warm-up: the model needs a few seconds of history)")
-    print(f"model {last.model_name} {last.model_version}; inference p50 "
-          f"{ms[len(ms) // 2]:.2f} ms, max {ms[-1]:.2f} ms")
-    if last.fallback:
-        print(f"  last forecast in fallback: {last.fallback_reason}")
-    h = last.horizon_steps
-    print(f"  {'component':10s} {'now W':>7s} {'p50 +5s':>8s} {'p90 +5s':>8s} {'p99 +5s':>8s}")
-    for c, cid in enumerate(last.channel_ids):
-        k = c * h + h - 1
-        print(f"  {cid:10s} {last.last_w[c]:7.1f} {last.p50_w[k]:8.1f} {last.p90_w[k]:8.1f} "
-              f"{last.p99_w[k]:8.1f}")
 
 
 def _read_caps(bmcs: dict[str, str]) -> dict[str, float]:
@@ -331,61 +272,6 @@ def _read_caps(bmcs: dict[str, str]) -> dict[str, float]:
     held[np.isinf(held)] = np.nan
     link.close()
     return dict(zip(bmcs, held.tolist()))
-
-
-def _report_allocations(allocations: list[PowerAllocation], errors: list[AllocationError],
-                        caps: dict[str, float], diag: dict[str, str]) -> None:
-    print("\n== power_allocation (pdu_actuator) ==")
-    if not allocations:
-        print("  no allocations arrived")
-        return
-    modes: dict[str, int] = {}
-    over = 0
-    for a in allocations:
-        modes[a.mode] = modes.get(a.mode, 0) + 1
-        over += sum(a.allocated_w) > a.budget_w
-    last = allocations[-1]
-    print(f"allocations {len(allocations)} ({', '.join(f'{m} {n}' for m, n in modes.items())}); "
-          f"above the budget: {over}; written to the PDUs: {last.pdu_written}")
-    if last.mode_reason:
-        print(f"  last mode {last.mode}: {last.mode_reason}")
-    if "write_latency_ms_p50" in diag:
-        print(f"  from a batch to its allocation written to every PDU and BMC: p50 "
-              f"{diag['write_latency_ms_p50']} ms, p99 {diag['write_latency_ms_p99']} ms "
-              "(the node's diagnostics)")
-    print(f"  budget {last.budget_w:.0f} W (breaker {last.breaker_w:.0f} W), allocated "
-          f"{last.total_allocated_w:.0f} W, measured {last.total_measured_w:.0f} W, slack "
-          f"{last.slack_w:.0f} W; forecast from {last.forecast_model or '-'}")
-    print(f"  {'component':10s} {'measured W':>10s} {'forecast W':>10s} {'allocated W':>11s} "
-          f"{'BMC cap W':>9s} {'floor':>6s} {'ceiling':>7s} prio")
-    for i, cid in enumerate(last.channel_ids):
-        cap = f"{caps[cid]:9.1f}" if cid in caps else f"{'-':>9s}"
-        print(f"  {cid:10s} {last.measured_w[i]:10.1f} {last.forecast_w[i]:10.1f} "
-              f"{last.allocated_w[i]:11.1f} {cap} {last.floor_w[i]:6.0f} "
-              f"{last.ceiling_w[i]:7.0f} {last.priority[i]:4d}")
-    if caps:
-        print(f"  (BMC caps of {len(caps)} servers, read back over Redfish right after the "
-              "last allocation: whole watts, rewritten when the allocation moves 5 W or "
-              "more)")
-    actions: dict[str, int] = {}
-    for e in errors:
-        actions[e.action] = actions.get(e.action, 0) + 1
-    print(f"allocation errors (corrections) {len(errors)}"
-          + (f": {', '.join(f'{a} {n}' for a, n in actions.items())}" if errors else ""))
-
-
-def _report_retraining(retrain: dict[str, str], updates: list[ModelUpdate]) -> None:
-    print("\n== recorder and retrain_scheduler ==")
-    for u in updates:
-        print(f"  model_update: {u.model_name} {u.version} ({u.reason})")
-    if not retrain:
-        print("  no diagnostics from retrain_scheduler")
-        return
-    print(f"  state {retrain.get('state')}: {retrain.get('detail', '')}")
-    print(f"  champion {retrain.get('champion_version')}; last retrain: "
-          f"{retrain.get('last_result')}")
-    if retrain.get("last_error"):
-        print(f"  last error: {retrain['last_error']}")
 
 
 def _replay(manifest: dict, span_s: float, model: Path, config: str) -> None:
