@@ -105,7 +105,7 @@ def count_bags(bags: list[Path]) -> tuple[Counter, Counter]:
     from mcap.reader import make_reader
     from rosbags.highlevel import AnyReader
 
-    from rackpower_nodes.core.forecast.datasets import message_typestore
+    from rackpower_nodes.sources.bags import message_typestore
 
     any_counts, mcap_counts = Counter(), Counter()
     with AnyReader(bags, default_typestore=message_typestore()) as reader:

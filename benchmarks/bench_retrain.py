@@ -42,7 +42,7 @@ RATE_HZ = 10.0
 
 def make_model(folder: Path) -> Path:
     """An LSTM (hidden 64) fitted for one short epoch on 10 min of the simulated rack."""
-    from rackpower_nodes.core.forecast.datasets import from_sim
+    from rackpower_nodes.sim.dataset import from_sim
     from rackpower_nodes.core.forecast.features import WindowSpec, build_windows
     from rackpower_nodes.core.forecast.forecaster import LstmForecaster, LstmParams
     from rackpower_nodes.core.forecast.registry import save_model

@@ -255,7 +255,7 @@ def bag_stamps(folder: Path, topic: str) -> tuple[np.ndarray, np.ndarray, set[in
     s (sorted), the stamps as integer ns, and the bags that could not be read (reasons)."""
     from rosbags.highlevel import AnyReader, AnyReaderError
 
-    from rackpower_nodes.core.forecast.datasets import message_typestore
+    from rackpower_nodes.sources.bags import message_typestore
 
     store, stamps, spans, ns, broken = message_typestore(), [], [], set(), []
     for bag in sorted(p for p in folder.iterdir() if p.is_dir()):

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from rosbags.highlevel import AnyReader
 
-from rackpower_nodes.core.forecast.datasets import from_bag, from_sim
 from rackpower_nodes.sim.bag_export import write_bag
+from rackpower_nodes.sim.dataset import from_sim
 from rackpower_nodes.sim.rack_sim import generate
+from rackpower_nodes.sources.bags import from_bag
 
 
 def test_bag_of_a_run_trains_like_the_run(tmp_path):
@@ -37,7 +38,7 @@ def test_refuses_an_existing_folder_and_a_partial_sample_batch(tmp_path):
 
 
 def test_a_bag_without_allocation_errors_gives_none(tmp_path):
-    from rackpower_nodes.core.retrain import allocation_errors_from_bags
+    from rackpower_nodes.sources.bags import allocation_errors_from_bags
 
     bag = write_bag(generate(0.01, seed=4), tmp_path / "history")
     assert allocation_errors_from_bags([bag]) == []

@@ -6,29 +6,26 @@ import math
 import numpy as np
 import pytest
 
-from rackpower_nodes.core.forecast.datasets import (
-    TELEMETRY,
-    ComponentSeries,
-    DatasetError,
-    from_bag,
-    from_bsc_csv,
-    from_plain_csv,
-    from_sim,
-    message_typestore,
-    split_on_gaps,
-    write_plain_csv,
-)
 from rackpower_nodes.core.forecast.features import (
     FEATURES,
-    OnlineWindows,
     WindowSpec,
     build_windows,
     feature_names,
     split_by_group,
     split_by_time,
 )
+from rackpower_nodes.core.forecast.online import OnlineWindows
+from rackpower_nodes.core.forecast.series import (
+    TELEMETRY,
+    ComponentSeries,
+    DatasetError,
+    split_on_gaps,
+)
 from rackpower_nodes.core.schedule import WorkloadSchedule
+from rackpower_nodes.sim.dataset import from_sim
 from rackpower_nodes.sim.rack_sim import generate
+from rackpower_nodes.sources.bags import from_bag, message_typestore
+from rackpower_nodes.sources.csv_files import from_bsc_csv, from_plain_csv, write_plain_csv
 
 T0 = 1_700_000_000.0                  # on the 0.1 s grid
 SMALL = WindowSpec(step_s=0.1, history_steps=10, horizon_steps=5, coarse=(3, 10))
@@ -469,7 +466,7 @@ def test_online_windows_go_stale_and_restart_after_a_gap():
 
 
 def test_a_few_lost_frames_inside_a_step_are_no_break():
-    from rackpower_nodes.core.forecast.datasets import SequenceCheck, lost_frames_tolerance_s
+    from rackpower_nodes.core.forecast.messages import SequenceCheck, lost_frames_tolerance_s
 
     check = SequenceCheck(lost_frames_tolerance_s(0.1))           # 50 ms at a 0.1 s step
     assert not check.is_break(0, 50, 0, 0.001)

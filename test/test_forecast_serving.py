@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
+from rackpower_nodes.core.forecast.base import ModelLoadError
 from rackpower_nodes.core.forecast.baselines import EwmaForecaster, PersistenceForecaster
-from rackpower_nodes.core.forecast.datasets import from_sim
 from rackpower_nodes.core.forecast.features import WindowSpec, build_windows
-from rackpower_nodes.core.forecast.forecaster import ModelLoadError
 from rackpower_nodes.core.forecast.registry import save_model
 from rackpower_nodes.core.forecast.serving import ForecastService
+from rackpower_nodes.sim.dataset import from_sim
 from rackpower_nodes.sim.rack_sim import generate
 
 SPEC = WindowSpec(step_s=0.1, history_steps=10, horizon_steps=10, coarse=(5,))

@@ -126,7 +126,7 @@ def _assert_bags_readable(bags: list[Path]) -> Counter:
     from mcap.reader import make_reader
     from rosbags.highlevel import AnyReader
 
-    from rackpower_nodes.core.forecast.datasets import message_typestore
+    from rackpower_nodes.sources.bags import message_typestore
 
     assert all((b / "metadata.yaml").is_file() for b in bags), [b.name for b in bags]
     counts: Counter = Counter()

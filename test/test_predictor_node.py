@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from rackpower_nodes.core.forecast.baselines import EwmaForecaster, PersistenceForecaster
-from rackpower_nodes.core.forecast.datasets import from_sim
+from rackpower_nodes.sim.dataset import from_sim
 from rackpower_nodes.core.forecast.features import WindowSpec, build_windows
 from rackpower_nodes.core.forecast.registry import save_model
 from rackpower_nodes.tools.launch_env import executable, stop_process

@@ -220,7 +220,7 @@ def _write_power_bag(path, watts_per_batch, component="srv05", voltage=230.0) ->
     """A rosbag2 (MCAP) of PowerSamples: batches of 100 samples at 1 kHz, one level each."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from rackpower_nodes.core.forecast.datasets import message_typestore
+    from rackpower_nodes.sources.bags import message_typestore
 
     store = message_typestore()
     T = store.types

@@ -137,7 +137,7 @@ def read_bags(bags: list[Path]) -> tuple[Counter, list[int]]:
     """Messages per topic with AnyReader, and the power_samples batch numbers in bag order."""
     from rosbags.highlevel import AnyReader
 
-    from rackpower_nodes.core.forecast.datasets import message_typestore
+    from rackpower_nodes.sources.bags import message_typestore
 
     counts, batches = Counter(), []
     with AnyReader(bags, default_typestore=message_typestore()) as reader:
@@ -186,7 +186,7 @@ def test_records_every_message_rotating_by_duration(ros_env, tmp_path):
     """Every published message is in the bags, which AnyReader, mcap and from_bag read."""
     from rosbags.rosbag2 import Reader
 
-    from rackpower_nodes.core.forecast.datasets import from_bag
+    from rackpower_nodes.sources.bags import from_bag
 
     ns = "/rack_rec_all"
     source, folder, log = _run(ros_env, tmp_path, ns, 4.5, rotation__max_duration_s=1.5)

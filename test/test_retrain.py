@@ -18,12 +18,13 @@ import torch
 import yaml
 
 from rackpower_nodes.core import retrain as rt
-from rackpower_nodes.core.forecast.datasets import from_sim, message_typestore
 from rackpower_nodes.core.forecast.features import WindowSpec, build_windows, split_by_time
 from rackpower_nodes.core.forecast.forecaster import LstmForecaster, LstmParams
 from rackpower_nodes.core.forecast.registry import save_model
 from rackpower_nodes.core.model_registry import ModelRegistry, RegistryError
+from rackpower_nodes.sim.dataset import from_sim
 from rackpower_nodes.sim.rack_sim import generate
+from rackpower_nodes.sources.bags import message_typestore
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]

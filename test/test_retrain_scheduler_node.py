@@ -13,7 +13,7 @@ import time
 import pytest
 import yaml
 
-from rackpower_nodes.core.forecast.datasets import from_sim
+from rackpower_nodes.sim.dataset import from_sim
 from rackpower_nodes.core.model_registry import ModelRegistry
 from rackpower_nodes.tools.launch_env import executable, stop_process
 from rackpower_nodes.sim.rack_sim import generate

@@ -8,7 +8,7 @@ from typing import Any
 
 from rackpower_nodes.core.params import ConfigError, ParamSpec, load_config_yaml, param, \
     read_parameters
-from rackpower_nodes.core.retrain import OffPeakPolicy, RetrainError, parse_window
+from rackpower_nodes.core.retrain.policy import OffPeakPolicy, RetrainError, parse_window
 
 RETRAIN_PARAMETERS: tuple[ParamSpec, ...] = (
     param("registry.root", "", "string",

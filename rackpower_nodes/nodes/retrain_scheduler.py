@@ -21,7 +21,7 @@ from rclpy.node import Node
 from std_srvs.srv import Trigger
 
 from rackpower.msg import AllocationError, ModelUpdate, PowerSamples
-from rackpower_nodes.core.forecast.datasets import stamp_unix
+from rackpower_nodes.core.forecast.messages import stamp_unix
 from rackpower_nodes.core.model_registry import ModelRegistry, RegistryError
 from rackpower_nodes.core.params import ConfigError
 from rackpower_nodes.core.retrain import OffPeakGate, Outcome, RetrainError, RetrainPipeline

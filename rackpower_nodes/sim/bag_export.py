@@ -26,7 +26,7 @@ def write_bag(data, path: str | Path, namespace: str = "/rack_01", batch_s: floa
     rate)."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from rackpower_nodes.core.forecast.datasets import message_typestore
+    from rackpower_nodes.sources.bags import message_typestore
 
     path = Path(path)
     if path.exists():

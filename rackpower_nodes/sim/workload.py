@@ -316,7 +316,7 @@ def load_bag_trace(path: str | Path, component: str, namespace: str | None = Non
     for utilisation), as recorded by rackpower or ``ros2 bag record``: step means of
     ``step_s`` (s), segments joined end to end. Utilisation is the host's CPU utilisation
     where the bag has it, else the power scaled to 0..1."""
-    from rackpower_nodes.core.forecast.datasets import DatasetError, from_bag
+    from rackpower_nodes.sources.bags import DatasetError, from_bag
 
     try:
         series = [s for s in from_bag(Path(path), step_s, namespace) if s.component == component]

@@ -117,7 +117,7 @@ def demand_columns(data, names: Sequence[str]) -> np.ndarray:
 def make_forecasts(data, names, config_path: Path, model: Path | None, threads: int):
     import torch
 
-    from rackpower_nodes.core.forecast.datasets import from_sim
+    from rackpower_nodes.sim.dataset import from_sim
     from rackpower_nodes.core.forecast.forecaster import ModelLoadError
     from rackpower_nodes.core.forecast.serving import ForecastService
     from rackpower_nodes.core.schedule import WorkloadSchedule

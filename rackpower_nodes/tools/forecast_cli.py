@@ -31,14 +31,15 @@ import numpy as np
 
 from rackpower_nodes.core.forecast.baselines import (
     EwmaForecaster, EwmaParams, LightGbmForecaster, LightGbmParams, PersistenceForecaster)
-from rackpower_nodes.core.forecast.datasets import (
-    from_bag, from_bsc_csv, from_plain_csv, from_sim)
 from rackpower_nodes.core.forecast.features import (
     WindowSpec, build_windows, group_of, seen_features, split_by_time)
 from rackpower_nodes.core.forecast.forecaster import (
     Forecaster, LstmForecaster, LstmParams, ModelLoadError)
 from rackpower_nodes.core.forecast.metrics import comparison_report, metric_rows
 from rackpower_nodes.core.forecast.registry import load_model, save_model
+from rackpower_nodes.sim.dataset import from_sim
+from rackpower_nodes.sources.bags import from_bag
+from rackpower_nodes.sources.csv_files import from_bsc_csv, from_plain_csv
 
 __all__ = ["eval_main", "load_windows_for_bench", "train_main"]
 
@@ -123,7 +124,7 @@ def window_spec(args: argparse.Namespace, base: dict | None = None):
 
 
 def load_series(args: argparse.Namespace, step_s: float) -> list:
-    """ComponentSeries of the chosen source (datasets.py)."""
+    """ComponentSeries of the chosen source (sources/, sim/dataset.py)."""
     kind, path = _source(args)
     if not path.exists():
         raise CliError(f"--{kind} {path}: no such file or folder")

@@ -50,7 +50,9 @@ def _progress(req: dict, stage: str, **extra) -> None:
 def load_sources(req: dict, step_s: float) -> tuple[list, dict, list[str]]:
     """(series, trained_on, problems): a source that cannot be read is a problem, not a
     failure, as long as one source remains."""
-    from rackpower_nodes.core.forecast.datasets import from_bag, from_plain_csv, from_sim
+    from rackpower_nodes.sim.dataset import from_sim
+    from rackpower_nodes.sources.bags import from_bag
+    from rackpower_nodes.sources.csv_files import from_plain_csv
 
     series, problems = [], []
     trained_on: dict = {"bags": [], "sims": [], "plain": []}
@@ -158,7 +160,7 @@ def run(req: dict) -> dict:
 
 
 def _bag_errors(bags: list[str], problems: list[str]) -> list[tuple]:
-    from rackpower_nodes.core.retrain import allocation_errors_from_bags
+    from rackpower_nodes.sources.bags import allocation_errors_from_bags
 
     out = []
     for bag in bags:

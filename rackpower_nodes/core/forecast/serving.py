@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from rackpower_nodes.core.forecast.base import Forecaster, ModelLoadError
-from rackpower_nodes.core.forecast.features import OnlineWindows, WindowSpec, feature_names
+from rackpower_nodes.core.forecast.features import WindowSpec, feature_names
+from rackpower_nodes.core.forecast.online import OnlineWindows
 from rackpower_nodes.core.forecast.registry import load_model
 from rackpower_nodes.core.schedule import WorkloadSchedule
 

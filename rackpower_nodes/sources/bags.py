@@ -1,0 +1,187 @@
+"""Training data from rosbag2 bags (sqlite3 or MCAP), read with rosbags.
+
+:func:`from_bag` turns a bag recorded by the ``recorder`` node (``/<ns>/power_samples`` and
+``/<ns>/host_telemetry``) into :class:`~rackpower_nodes.core.forecast.series.ComponentSeries`:
+each channel is one component; a batch after lost frames or a sequence jump starts a new
+segment, as does a time gap; host telemetry is matched by ``host_id`` == component id.
+:func:`message_typestore` registers rackpower's message types from their ``.msg`` text (the
+checkout's ``msg/`` or the installed ``share/rackpower/msg``), so bags without embedded
+definitions read too; :func:`allocation_errors_from_bags` reads the logged
+``AllocationError`` messages the retraining weights its windows with. The numbers come from
+the messages through the same helpers the live predictor uses
+(:mod:`rackpower_nodes.core.forecast.messages`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from rackpower_nodes.core.forecast.messages import (
+    SequenceCheck,
+    lost_frames_tolerance_s,
+    metrics_vector,
+    sample_times,
+    samples_power,
+    stamp_unix,
+)
+from rackpower_nodes.core.forecast.series import (
+    TELEMETRY,
+    ComponentSeries,
+    DatasetError,
+    estimate_spec,
+    hold_telemetry,
+    split_on_gaps,
+    step_index,
+)
+from rackpower_nodes.core.schedule import WorkloadSchedule
+
+__all__ = [
+    "POWER_TYPE", "TELEMETRY_TYPE", "DatasetError", "allocation_errors_from_bags", "from_bag",
+    "message_typestore",
+]
+
+
+def _msg_folder() -> Path:
+    import sys
+
+    for folder in (Path(__file__).resolve().parents[2] / "msg",
+                   Path(sys.prefix) / "share" / "rackpower" / "msg"):
+        if (folder / "PowerSamples.msg").is_file():
+            return folder
+    raise DatasetError("rackpower msg/*.msg not found beside the checkout or in "
+                       f"{sys.prefix}/share/rackpower/msg")
+
+
+def message_typestore():
+    """A rosbags typestore: std_msgs of ROS 2 Kilted (Humble where rosbags lacks it) plus
+    rackpower's HostMetrics, HostTelemetry and PowerSamples from their .msg text."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(getattr(Stores, "ROS2_KILTED", Stores.ROS2_HUMBLE))
+    folder, types = _msg_folder(), {}
+    for name in ("HostMetrics", "HostTelemetry", "PowerSamples"):
+        types.update(get_types_from_msg((folder / f"{name}.msg").read_text(),
+                                        f"rackpower/msg/{name}"))
+    store.register(types)
+    return store
+
+
+POWER_TYPE, TELEMETRY_TYPE = "rackpower/msg/PowerSamples", "rackpower/msg/HostTelemetry"
+
+
+def from_bag(path: str | Path, step_s: float = 0.1, namespace: str | None = None,
+             specs: Mapping[str, tuple[float, float]] | None = None,
+             schedule: WorkloadSchedule | None = None) -> list[ComponentSeries]:
+    """Series from a rosbag2 bag (sqlite3 or MCAP) with ``/<ns>/power_samples`` and
+    ``/<ns>/host_telemetry``. Each channel is one component; a batch after lost frames or a
+    sequence jump starts a new segment, as does a time gap. Host telemetry is matched by
+    ``host_id`` == component id. ``namespace`` picks one rack when the bag holds several."""
+    from rosbags.highlevel import AnyReaderError
+
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"bag {path} does not exist")
+    try:
+        pieces, tele = _read_bag(path, namespace, lost_frames_tolerance_s(step_s))
+    except AnyReaderError as exc:
+        raise DatasetError(f"bag {path}: {exc}") from exc
+    out: list[ComponentSeries] = []
+    for name, chunks in pieces.items():
+        out.extend(_bag_component(name, chunks, tele.get(name, []), step_s, specs, schedule,
+                                  str(path)))
+    return out
+
+
+def _read_bag(path: Path, namespace: str | None, tolerance_s: float) -> tuple[dict, dict]:
+    """Per component: power chunks ``(piece, t, power)`` (a new piece after every sequence
+    break) and telemetry ``(t, values)``, in bag order."""
+    from rosbags.highlevel import AnyReader
+
+    pieces: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+    tele: dict[str, list[tuple[float, np.ndarray]]] = {}
+    check, piece = SequenceCheck(tolerance_s), 0
+    with AnyReader([path], default_typestore=message_typestore()) as reader:
+        for conn, _, raw in reader.messages(connections=_bag_topics(reader, namespace, path)):
+            msg = reader.deserialize(raw, conn.msgtype)
+            if conn.msgtype == TELEMETRY_TYPE:
+                t = stamp_unix(msg.header.stamp)
+                for host in msg.hosts:
+                    tele.setdefault(host.host_id, []).append((t, metrics_vector(host)))
+                continue
+            piece += check.is_break(msg.first_sequence, msg.sample_count, msg.frames_lost,
+                                    msg.sample_period_s)
+            t0, period, ids, power = samples_power(msg)
+            t = sample_times(t0, period, power.shape[1])
+            for c, name in enumerate(ids):
+                pieces.setdefault(name, []).append((piece, t, power[c]))
+    return pieces, tele
+
+
+def _bag_topics(reader, namespace: str | None, path: Path) -> list:
+    """The PowerSamples connections of one rack and its HostTelemetry connections."""
+    def pick(msgtype: str, base: str) -> list:
+        found = [c for c in reader.connections if c.msgtype == msgtype]
+        if namespace is not None:
+            want = "/" + "/".join(p for p in (namespace.strip("/"), base) if p)
+            found = [c for c in found if c.topic == want]
+        return found
+
+    power = pick(POWER_TYPE, "power_samples")
+    topics = sorted({c.topic for c in power})
+    if len(topics) != 1:
+        seen = sorted({f"{c.topic} ({c.msgtype})" for c in reader.connections})
+        raise DatasetError(f"bag {path}: PowerSamples topics {topics} for namespace "
+                           f"{namespace!r}, expected exactly one (topics: {seen}); pass "
+                           "namespace= to choose a rack")
+    prefix = topics[0].rsplit("/", 1)[0]
+    tele = [c for c in pick(TELEMETRY_TYPE, "host_telemetry")
+            if c.topic.rsplit("/", 1)[0] == prefix]
+    return power + tele
+
+
+def _bag_component(name: str, chunks: list, tele: list, step_s: float,
+                   specs: Mapping | None, schedule: WorkloadSchedule | None,
+                   source: str) -> list[ComponentSeries]:
+    ids = np.array([c[0] for c in chunks])
+    t_all = np.concatenate([c[1] for c in chunks])
+    p_all = np.concatenate([c[2] for c in chunks])
+    piece_of = np.repeat(ids, [len(c[1]) for c in chunks])
+    spec = (specs or {}).get(name) or estimate_spec(p_all)
+    msg_t = np.array([m[0] for m in tele], dtype=np.float64)
+    msg_v = np.array([m[1] for m in tele]).reshape(len(tele), len(TELEMETRY))
+    out: list[ComponentSeries] = []
+    for k in dict.fromkeys(ids.tolist()):
+        sel = (piece_of == k) & np.isfinite(p_all)
+        for t0, p in split_on_gaps(t_all[sel], p_all[sel], step_s=step_s):
+            steps = step_index(t0, step_s) + np.arange(len(p))
+            tel = hold_telemetry(steps, msg_t, msg_v, step_s)
+            out.append(ComponentSeries(name, t0, step_s, p, tel, *spec, schedule, source))
+    return out
+
+
+def allocation_errors_from_bags(paths: Iterable[str | Path]) -> list[tuple[float, str, float]]:
+    """(t_unix, component, |error_w|) of every finite AllocationError in the bags."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import get_types_from_msg
+
+    store = message_typestore()
+    text = (_msg_folder() / "AllocationError.msg").read_text()
+    store.register(get_types_from_msg(text, "rackpower/msg/AllocationError"))
+    out = []
+    for path in paths:
+        with AnyReader([Path(path)], default_typestore=store) as reader:
+            conns = [c for c in reader.connections
+                     if c.msgtype == "rackpower/msg/AllocationError"]
+            if not conns:            # an empty list would make rosbags read every message
+                continue
+            for conn, _, raw in reader.messages(connections=conns):
+                msg = reader.deserialize(raw, conn.msgtype)
+                err = float(msg.error_w)
+                if math.isfinite(err):
+                    t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+                    out.append((t, str(msg.channel_id), abs(err)))
+    return out
