@@ -85,8 +85,7 @@ class _Rack:
 
         from rackpower.msg import AllocationError, PowerAllocation, PowerForecast, PowerSamples
         from rackpower_nodes.nodes.common import samples_qos
-        from rackpower_nodes.nodes.common import errors_qos, latched_qos
-        from rackpower_nodes.nodes.predictor import forecast_qos
+        from rackpower_nodes.nodes.common import errors_qos, forecast_qos, latched_qos
 
         self.node = rclpy.create_node("actuator_test", namespace=namespace)
         self.allocations: list = []

@@ -21,6 +21,9 @@ The control step never waits on the PDUs: a worker thread writes the newest allo
 (`drivers/pdu_link.py`). When the forecast stream stops for `inputs.forecast_stale_s`, or a
 PDU stops answering, the controller switches to safe mode on the next step, reports why, and
 returns to the requested mode once things recover.
+
+What needs no rclpy lives below the node: its inputs (`core/actuator_inputs.py`), its health
+(`core/actuator_health.py`) and its devices (`drivers/actuator_devices.py`).
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ import time
 from dataclasses import replace
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -38,38 +41,21 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rackpower.msg import AllocationError, PowerAllocation, PowerForecast, PowerSamples
 from rackpower_nodes.core.actuator_config import (
     ACTUATOR_PARAMETERS, ActuatorConfig, actuator_config_from_params, check_outlets_in_maps)
+from rackpower_nodes.core.actuator_health import (
+    ActuatorCounts, allocation_status, device_status)
+from rackpower_nodes.core.actuator_inputs import SampleInputs, forecast_view
 from rackpower_nodes.core.allocation import MODES, AllocationController, Decision, ForecastView
-from rackpower_nodes.core.forecast.datasets import stamp_unix
+from rackpower_nodes.core.forecast.messages import stamp_unix
 from rackpower_nodes.core.pdu_map import load_register_map
-from rackpower_nodes.drivers.bmc import RedfishPowerCap
-from rackpower_nodes.drivers.pdu import open_pdu
-from rackpower_nodes.drivers.pdu_link import PduLink, PduTarget, float32_floor
+from rackpower_nodes.drivers.actuator_devices import (
+    actuator_link, cap_range_warnings, leave_static_split)
+from rackpower_nodes.drivers.pdu_link import PduLink, float32_floor
 from rackpower_nodes.nodes.main import run_node
 from rackpower_nodes.nodes.common import (declare_from_specs, diagnostic_status, errors_qos,
     float32_array as _f32, forecast_qos, latched_qos, publish_diagnostics, samples_qos)
 
 
 WATCHDOG_S = 0.02
-
-
-
-def forecast_view(msg: PowerForecast, components: tuple[str, ...]) -> ForecastView:
-    """A PowerForecast in the controller's component order (NaN rows for missing ones)."""
-    h = int(msg.horizon_steps)
-    n = len(components)
-    out = {q: np.full((n, h), np.nan) for q in ("p50", "p90", "p99")}
-    pos = {cid: i for i, cid in enumerate(msg.channel_ids)}
-    rows = [(i, pos[cid]) for i, cid in enumerate(components) if cid in pos]
-    if rows and h:
-        mine, theirs = (np.array(a) for a in zip(*rows))
-        for q, arr in (("p50", msg.p50_w), ("p90", msg.p90_w), ("p99", msg.p99_w)):
-            flat = np.asarray(arr, dtype=float)
-            if flat.size == len(msg.channel_ids) * h:
-                out[q][mine] = flat.reshape(-1, h)[theirs]
-    return ForecastView(stamp_unix(msg.header.stamp), float(msg.step_s), out["p50"],
-                        out["p90"], out["p99"],
-                        model=f"{msg.model_name} {msg.model_version}".strip(),
-                        fallback=np.full(n, bool(msg.fallback)))
 
 
 class PduActuatorNode(LifecycleNode):
@@ -89,26 +75,16 @@ class PduActuatorNode(LifecycleNode):
         # so is an unreadable BMC password file
         self._bmc_password = cfg.power_caps.password() if any(cfg.cap_urls) else ""
         self.controller = AllocationController(cfg.components, cfg.policy, cfg.mode)
-        n = len(cfg.components)
-        self._measured_w = np.full(n, np.nan)
-        self._measured_t = np.full(n, -np.inf)          # monotonic receipt time
-        self._samples_fresh = -math.inf     # monotonic receipt of the last fresh batch
-        self._samples_stamp = -math.inf     # header.stamp of the previous batch, s
-        self._samples_fault = ""            # why the batches since the last fresh one were not
-        self._index = {cid: i for i, cid in enumerate(cfg.names)}
+        self._samples = SampleInputs(cfg.names)
         self._forecast: ForecastView | None = None
         self._forecast_rx = -math.inf
         self._last_step = -math.inf
         self._active = False
         self._link: PduLink | None = None
         self._decision: Decision | None = None
-        self._steps = 0
-        self._corrections = 0
-        self._failures = 0
+        self._counts = ActuatorCounts()
         self._destroyed = False
         self._pending: float | None = None     # perf_counter of a batch not yet stepped on
-        self._safe_entries = 0
-        self._last_mode_change = ""
         self._alloc_pub = None
         self._error_pub = None
         self._control = MutuallyExclusiveCallbackGroup()
@@ -156,18 +132,7 @@ class PduActuatorNode(LifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         cfg = self.config
-        targets = []
-        for spec in cfg.pdus:
-            mine = [i for i, (pdu, _) in enumerate(cfg.outlets) if pdu == spec.name]
-            client = open_pdu(spec.url, self._maps[spec.name], unit_id=spec.unit_id,
-                              timeout_s=cfg.timeout_s)
-            targets.append(PduTarget(spec.name, client,
-                                     np.array([cfg.outlets[i][1] for i in mine], dtype=int),
-                                     np.array(mine, dtype=int)))
-        targets += self._cap_targets()
-        ceilings = np.array([c.ceiling_w for c in cfg.components])
-        link = PduLink(targets, len(cfg.components), cfg.policy.budget_w, ceilings,
-                       cfg.retry_s, verify_s=cfg.verify_s)
+        link = actuator_link(cfg, self._maps, self._bmc_password)
         errors = link.connect_all()
         if errors:
             self.get_logger().error(
@@ -177,7 +142,8 @@ class PduActuatorNode(LifecycleNode):
             link.close()
             return TransitionCallbackReturn.FAILURE
         self._link = link
-        self._check_cap_ranges(link)
+        for text in cap_range_warnings(link, cfg.components):
+            self.get_logger().warning(text)
         self._alloc_pub = self.create_lifecycle_publisher(
             PowerAllocation, "power_allocation", latched_qos())
         self._error_pub = self.create_lifecycle_publisher(
@@ -194,32 +160,6 @@ class PduActuatorNode(LifecycleNode):
             f"configured: {len(cfg.pdus)} PDU(s), {caps} BMC power cap(s), "
             f"{len(cfg.components)} components, budget {cfg.policy.budget_w:.0f} W")
         return super().on_configure(state)
-
-    def _cap_targets(self) -> list[PduTarget]:
-        """One one-outlet target per component with a BMC power cap."""
-        cfg, pc = self.config, self.config.power_caps
-        return [PduTarget(f"bmc:{cfg.names[i]}",
-                          RedfishPowerCap(url, username=pc.username,
-                                          password=self._bmc_password, api=pc.api,
-                                          auth=pc.auth, timeout_s=pc.timeout_s,
-                                          cafile=pc.cafile or None),
-                          np.array([1]), np.array([i]), min_change_w=pc.min_change_w,
-                          resolution_w=1.0, heartbeat_s=pc.heartbeat_s, kind="bmc")
-                for i, url in enumerate(cfg.cap_urls) if url]
-
-    def _check_cap_ranges(self, link: PduLink) -> None:
-        """Warn where a BMC cannot hold a component's floor or ceiling: below its allowable
-        minimum the server cannot be capped as far as the policy may ask."""
-        for t in link.targets:
-            if t.kind != "bmc":
-                continue
-            comp = self.config.components[int(t.index[0])]
-            lo, hi = t.client.allowable_min_w, t.client.allowable_max_w
-            if comp.floor_w < lo or comp.ceiling_w > hi:
-                self.get_logger().warning(
-                    f"{t.name}: the BMC allows limits of {lo:g}..{hi:g} W but the component's "
-                    f"floor..ceiling is {comp.floor_w:g}..{comp.ceiling_w:g} W; allocations "
-                    "outside that range are held at the nearest limit and counted so")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._link.start()
@@ -255,26 +195,11 @@ class PduActuatorNode(LifecycleNode):
         every device back, and say what they hold: logged and returned."""
         if self._link is None:
             return f"{why}: no devices connected"
-        self._link.stop()
-        safe = self.controller.static_allocation()
-        budget = self.config.policy.budget_w
-        try:
-            self._link.write_now(safe, exact=True)
-            conf = self._link.confirm(safe)
-        except Exception as exc:      # best effort on the way out; never raise from here
-            text = f"{why}: writing the static split failed: {exc!r}"
-            self.get_logger().error(text)
-            return text
-        held = conf.held_total_w
-        holds = "unknown W" if math.isnan(held) else f"{held:.0f} W"
-        if conf.ok:
-            text = (f"{why}: static split confirmed by read-back: devices hold {holds} of "
-                    f"{budget:.0f} W")
+        confirmed, text = leave_static_split(self._link, self.controller.static_allocation(),
+                                             self.config.policy.budget_w, why)
+        if confirmed:
             self.get_logger().info(text)
         else:
-            text = (f"{why}: static split NOT confirmed by read-back ({safe.sum():.0f} W "
-                    f"written, devices hold {holds} of {budget:.0f} W): "
-                    + "; ".join(conf.differences))
             self.get_logger().error(text)
         return text
 
@@ -302,26 +227,11 @@ class PduActuatorNode(LifecycleNode):
         """A batch is fresh when its header.stamp advanced over the previous batch's and it
         holds a finite value for one of our components; only a fresh batch updates the
         measurements and the power_samples deadline (a stuck board clock or an all-NaN
-        stream ends in safe mode like a dead sensor)."""
+        stream ends in safe mode like a dead sensor): :class:`SampleInputs`."""
         t_ref = time.perf_counter()
         now = time.monotonic()
-        stamp, previous = stamp_unix(msg.header.stamp), self._samples_stamp
-        self._samples_stamp = stamp
-        if not stamp > previous:
-            self._samples_fault = "header.stamp not advancing"
-        else:
-            fresh = False
-            means = np.asarray(msg.mean_power_w, dtype=float)
-            for cid, value in zip(msg.channel_ids, means):
-                i = self._index.get(cid)
-                if i is not None and math.isfinite(value):
-                    self._measured_w[i] = value
-                    self._measured_t[i] = now
-                    fresh = True
-            if fresh:
-                self._samples_fresh, self._samples_fault = now, ""
-            else:
-                self._samples_fault = "every value NaN"
+        self._samples.update(stamp_unix(msg.header.stamp), msg.channel_ids, msg.mean_power_w,
+                             now)
         if now - self._last_step >= 0.95 / self.config.rate_hz:
             self._step(t_ref)
         elif self._pending is None:
@@ -341,7 +251,7 @@ class PduActuatorNode(LifecycleNode):
         d = self._decision
         if d is None or d.mode == "safe":
             return
-        if now - self._samples_fresh > self.config.samples_stale_s:
+        if now - self._samples.fresh_t > self.config.samples_stale_s:
             self._step(time.perf_counter())
             return
         if self.controller.mode != "proactive":
@@ -357,7 +267,7 @@ class PduActuatorNode(LifecycleNode):
         try:
             self._control_step(t_ref)
         except Exception as exc:    # a bug must not stop the PDUs from holding a safe split
-            self._failures += 1
+            self._counts.failures += 1
             self.get_logger().error(f"control step failed ({exc!r}); writing the static "
                                     "split", throttle_duration_sec=10.0)
             self._link.submit(self.controller.static_allocation(), t_ref)
@@ -367,15 +277,14 @@ class PduActuatorNode(LifecycleNode):
         now = time.monotonic()
         self._last_step = now
         self._pending = None
-        measured = np.where(now - self._measured_t <= cfg.samples_stale_s, self._measured_w,
-                            np.nan)
+        measured = self._samples.measured(now, cfg.samples_stale_s)
         forecast = self._forecast
         if forecast is not None and now - self._forecast_rx > cfg.forecast_stale_s:
             forecast = None
         pdu_ok, pdu_reason = self._link.health()
         before = self._decision.mode if self._decision else None
-        age = now - self._samples_fresh
-        why = self._samples_fault or "no batch received"
+        age = now - self._samples.fresh_t
+        why = self._samples.fault or "no batch received"
         decision = self.controller.step(
             time.time(), measured, forecast, pdu_ok=pdu_ok, pdu_reason=pdu_reason,
             samples_age_s=age, samples_reason=(f"{why} for {age:.2f} s" if math.isfinite(age)
@@ -385,15 +294,15 @@ class PduActuatorNode(LifecycleNode):
             decision = replace(decision, mode_reason=decision.mode_reason.replace(
                 "forecast missing", f"no forecast received for {now - self._forecast_rx:.2f} s"))
         self._decision = decision
-        self._steps += 1
+        self._counts.steps += 1
         if decision.mode != before:
             text = f"mode {before} -> {decision.mode}" + (
                 f" ({decision.mode_reason})" if decision.mode_reason else "")
-            self._last_mode_change = text
+            self._counts.last_mode_change = text
             # at most one line a second each way, so a flapping input cannot flood the log
             # while a fault a few seconds after the last one is still logged
             if decision.mode == "safe":
-                self._safe_entries += 1
+                self._counts.safe_entries += 1
                 self.get_logger().warning(text, throttle_duration_sec=1.0)
             else:
                 self.get_logger().info(text, throttle_duration_sec=1.0)
@@ -432,7 +341,7 @@ class PduActuatorNode(LifecycleNode):
             err.action = c.action
             err.model_version = msg.forecast_model
             self._error_pub.publish(err)
-            self._corrections += 1
+            self._counts.corrections += 1
 
     # -- parameters and diagnostics ---------------------------------------------------------
     def _on_parameters(self, params) -> SetParametersResult:
@@ -447,56 +356,22 @@ class PduActuatorNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     def _publish_diagnostics(self) -> None:
-        state = self._state_machine.current_state[1]
-        statuses = []
-        d = self._decision
-        values = {"lifecycle_state": state, "requested_mode": self.controller.mode,
-                  "mode": d.mode if d else "-", "mode_reason": d.mode_reason if d else "",
-                  "steps": self._steps, "corrections": self._corrections,
-                  "step_failures": self._failures, "safe_entries": self._safe_entries,
-                  "budget_w": f"{self.config.policy.budget_w:.0f}",
-                  "allocated_w": f"{d.allocated_w.sum():.0f}" if d else "-",
-                  "last_mode_change": self._last_mode_change}
-        if state != "active":
-            level, text = DiagnosticStatus.WARN, f"{state}: not allocating"
-        elif d is not None and d.mode == "safe":
-            level, text = DiagnosticStatus.WARN, f"safe mode: {d.mode_reason}"
-        else:
-            level, text = DiagnosticStatus.OK, f"{d.mode if d else 'starting'}"
-        if self._link is not None and self._link.latency_ms:
-            # from a batch's callback to its allocation written to every PDU (link-wide)
-            lat = np.array(self._link.latency_ms)
-            values["write_latency_ms_p50"] = f"{np.percentile(lat, 50):.2f}"
-            values["write_latency_ms_p99"] = f"{np.percentile(lat, 99):.2f}"
-        name = self.get_fully_qualified_name()
-        statuses.append(diagnostic_status(level, f"{name}: allocation", text, "pdu_actuator",
-                                           values))
         link = self._link
+        level, text, values = allocation_status(
+            self._state_machine.current_state[1], self.controller.mode, self._decision,
+            self.config.policy.budget_w, self._counts,
+            link.latency_ms if link is not None else [])
+        name = self.get_fully_qualified_name()
+        statuses = [diagnostic_status(level, f"{name}: allocation", text, "pdu_actuator",
+                                      values)]
         if link is not None:
             for p in link.status().pdus:
-                level, text = _device_status(p)
+                level, text = device_status(p)
                 statuses.append(diagnostic_status(
                     level,
                     f"{name}: PDU {p['name']}" if p["kind"] == "pdu" else f"{name}: {p['name']}",
                     text, p["name"], dict(p)))
         publish_diagnostics(self, self._diag_pub, statuses)
-
-
-FOREIGN_WARN_S = 10.0     # a foreign value found this recently keeps a device at WARN
-
-
-def _device_status(p: dict) -> tuple[int, str]:
-    """Level and message of one PDU's or BMC's diagnostics from its link status: ERROR when
-    it does not answer, WARN while a value found on it differs from the one written (or did
-    within FOREIGN_WARN_S), naming the device, outlet, expected and found values."""
-    if not p["connected"]:
-        return DiagnosticStatus.ERROR, f"not answering: {p['last_error']}"
-    age = p["last_foreign_age_s"]
-    if p["uncorrected"]:
-        return DiagnosticStatus.WARN, f"foreign value, correcting: {p['last_foreign_value']}"
-    if age is not None and age < FOREIGN_WARN_S:
-        return DiagnosticStatus.WARN, f"foreign value corrected: {p['last_foreign_value']}"
-    return DiagnosticStatus.OK, "connected"
 
 
 def main(args=None) -> int:

@@ -1,0 +1,92 @@
+"""The devices the `pdu_actuator` writes, behind one :class:`~.pdu_link.PduLink`.
+
+:func:`actuator_link` makes the link from the actuator's configuration: one target per PDU
+(its outlets, in the components' order) and one one-outlet target per component whose server
+has a BMC power cap (Redfish). :func:`cap_range_warnings` says where a BMC cannot hold a
+component's floor or ceiling, and :func:`leave_static_split` writes the static (nameplate)
+split, the safe state, and confirms it by reading every device back. No rclpy: the node logs
+what these return and decides what to do.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from rackpower_nodes.core.actuator_config import ActuatorConfig
+from rackpower_nodes.core.allocation import Component
+from rackpower_nodes.core.pdu_map import RegisterMap
+from rackpower_nodes.drivers.bmc import RedfishPowerCap
+from rackpower_nodes.drivers.pdu import open_pdu
+from rackpower_nodes.drivers.pdu_link import PduLink, PduTarget
+
+__all__ = ["actuator_link", "cap_range_warnings", "cap_targets", "leave_static_split"]
+
+
+def actuator_link(cfg: ActuatorConfig, maps: dict[str, RegisterMap],
+                  bmc_password: str) -> PduLink:
+    """A link over every PDU of `cfg` (`maps`: its register map by PDU name) and every BMC
+    power cap; not connected yet (:meth:`PduLink.connect_all`)."""
+    targets = []
+    for spec in cfg.pdus:
+        mine = [i for i, (pdu, _) in enumerate(cfg.outlets) if pdu == spec.name]
+        client = open_pdu(spec.url, maps[spec.name], unit_id=spec.unit_id,
+                          timeout_s=cfg.timeout_s)
+        targets.append(PduTarget(spec.name, client,
+                                 np.array([cfg.outlets[i][1] for i in mine], dtype=int),
+                                 np.array(mine, dtype=int)))
+    targets += cap_targets(cfg, bmc_password)
+    ceilings = np.array([c.ceiling_w for c in cfg.components])
+    return PduLink(targets, len(cfg.components), cfg.policy.budget_w, ceilings,
+                   cfg.retry_s, verify_s=cfg.verify_s)
+
+
+def cap_targets(cfg: ActuatorConfig, bmc_password: str) -> list[PduTarget]:
+    """One one-outlet target per component with a BMC power cap."""
+    pc = cfg.power_caps
+    return [PduTarget(f"bmc:{cfg.names[i]}",
+                      RedfishPowerCap(url, username=pc.username,
+                                      password=bmc_password, api=pc.api,
+                                      auth=pc.auth, timeout_s=pc.timeout_s,
+                                      cafile=pc.cafile or None),
+                      np.array([1]), np.array([i]), min_change_w=pc.min_change_w,
+                      resolution_w=1.0, heartbeat_s=pc.heartbeat_s, kind="bmc")
+            for i, url in enumerate(cfg.cap_urls) if url]
+
+
+def cap_range_warnings(link: PduLink, components: tuple[Component, ...]) -> list[str]:
+    """One line per BMC that cannot hold its component's floor or ceiling: below its
+    allowable minimum the server cannot be capped as far as the policy may ask."""
+    warnings = []
+    for t in link.targets:
+        if t.kind != "bmc":
+            continue
+        comp = components[int(t.index[0])]
+        lo, hi = t.client.allowable_min_w, t.client.allowable_max_w
+        if comp.floor_w < lo or comp.ceiling_w > hi:
+            warnings.append(
+                f"{t.name}: the BMC allows limits of {lo:g}..{hi:g} W but the component's "
+                f"floor..ceiling is {comp.floor_w:g}..{comp.ceiling_w:g} W; allocations "
+                "outside that range are held at the nearest limit and counted so")
+    return warnings
+
+
+def leave_static_split(link: PduLink, safe: np.ndarray, budget_w: float,
+                       why: str) -> tuple[bool, str]:
+    """Stop the link's worker, write the static split `safe` (W per component) to every
+    device and confirm it by reading them back: (confirmed, what the devices hold). Never
+    raises: it runs on the way out."""
+    link.stop()
+    try:
+        link.write_now(safe, exact=True)
+        conf = link.confirm(safe)
+    except Exception as exc:      # best effort on the way out; never raise from here
+        return False, f"{why}: writing the static split failed: {exc!r}"
+    held = conf.held_total_w
+    holds = "unknown W" if math.isnan(held) else f"{held:.0f} W"
+    if conf.ok:
+        return True, (f"{why}: static split confirmed by read-back: devices hold {holds} of "
+                      f"{budget_w:.0f} W")
+    return False, (f"{why}: static split NOT confirmed by read-back ({safe.sum():.0f} W "
+                   f"written, devices hold {holds} of {budget_w:.0f} W): "
+                   + "; ".join(conf.differences))
