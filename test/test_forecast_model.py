@@ -450,7 +450,7 @@ def test_eval_reads_a_bsc_file(shared_data, capsys):
 def test_cli_lstm_features_leave_out_the_week_phase_under_a_week():
     import argparse
     from rackpower_nodes.core.forecast.features import WEEK_S
-    from rackpower_nodes.tools.forecast_cli import _lstm_features
+    from rackpower_nodes.tools.forecast_args import _lstm_features
     names = ["power", "cpu_util", "tod_sin", "dow_sin", "dow_cos"]
     sim = argparse.Namespace(sim=Path("x"), bsc=None, plain=None, bag=None, features=None)
     assert _lstm_features(sim, names, 86400.0) == ("power", "cpu_util", "tod_sin")
