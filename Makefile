@@ -38,6 +38,8 @@ $(STAMPS)/installed: $(STAMPS)/venv CMakeLists.txt package.xml setup.cfg \
 	  cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(abspath $(VENV)) \
 	  -DPython3_EXECUTABLE=$(abspath $(PY)) -DBUILD_TESTING=OFF --log-level=WARNING
 	cmake --build $(BUILD) -j 2
+	@# a module moved or removed in the tree must not live on in the installed copy
+	rm -rf "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/rackpower_nodes"
 	cmake --install $(BUILD) >/dev/null
 	@touch $@
 

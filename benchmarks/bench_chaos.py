@@ -50,7 +50,7 @@ sys.path.insert(1, str(REPO))        # this checkout's rackpower_nodes, as the n
 import chaos_checks as cc  # noqa: E402 - after the path
 import chaos_faults as cf  # noqa: E402
 import chaos_report  # noqa: E402
-from rackpower_nodes import demo  # noqa: E402
+from rackpower_nodes.tools import demo  # noqa: E402
 from rackpower_nodes.tools.launch_env import (  # noqa: E402
     executable, isolated_ros_env, stop_process, wait_for_path)
 from rackpower_nodes.sim.control import send_command  # noqa: E402

@@ -259,7 +259,7 @@ def test_ctrl_c_while_a_node_imports_ends_it_quietly(ros_env):
 def test_nodes_that_need_no_model_do_not_import_torch_or_lightgbm(module):
     """torch costs such a node ~2 s at start and ~0.7 s at exit; only the predictor (and the
     training job, its own process) may load it."""
-    code = (f"import sys, rackpower_nodes.{module}\n"
+    code = (f"import sys, rackpower_nodes.nodes.{module}\n"
             "print(sorted({'torch', 'lightgbm'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True).stdout
