@@ -56,7 +56,7 @@ SCENARIOS = {"reactive-16": ("reactive", 16), "reactive-48": ("reactive", 48),
 
 
 class _TimedModel(PduModel):
-    """A PduModel that records when each allocation write reaches it (sim/pdu.py unchanged:
+    """A PduModel that records when each allocation write reaches it (sim/pdu/ unchanged:
     SimPduServer applies register writes through `model.set_allocations`)."""
 
     def __init__(self, log: list, pdu: int, *args, **kwargs):

@@ -2,7 +2,7 @@
 
 The simulated BMCs (`rackpower_nodes.sim.bmc.SimBmcServer`, one HTTP endpoint, a chassis per
 server, half on the EnvironmentMetrics schema and half on the legacy Power schema) run in
-their own process; this process drives them through the PDU link (`drivers/pdu_link.py`)
+their own process; this process drives them through the PDU link (`drivers/pdu_link/`)
 with `RedfishPowerCap` clients, as `pdu_actuator`'s worker does. Each write moves every
 limit by 40 W (all down, then all up on the next write; beyond the dead band), so each is 12
 PATCH requests in one pass. Measured: the wall time of `PduLink.write_now`, with the link's

@@ -1,5 +1,5 @@
 """Benchmark: time from a foreign write (or a device restart) to the device holding the
-allocation again, with the PDU link's read-back verification (`drivers/pdu_link.py`).
+allocation again, with the PDU link's read-back verification (`drivers/pdu_link/`).
 
 The rack's devices run in their own process, as the simulator's do: two Modbus TCP PDUs
 (`SimPduServer`, 24 outlets each, outlets 1-8 in use) and one Redfish endpoint with 12

@@ -1,6 +1,6 @@
 """How a new allocation replaces the one the devices hold, keeping the budget at every step.
 
-Pure numpy, shared by the PDU link (`drivers/pdu_link.py`, which writes real devices between
+Pure numpy, shared by the PDU link (`drivers/pdu_link/`, which writes real devices between
 the steps) and the evaluation (`core/evaluation.py`, which assumes every write lands):
 
 1. changes smaller than a device's dead band, or than its resolution (they would round to

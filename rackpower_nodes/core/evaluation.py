@@ -2,13 +2,13 @@
 
 Each mode runs the same loop the live graph runs, at the simulator's rate (10 Hz):
 
-1. the controller (`core/allocation.py`) computes an allocation from the newest measured power
+1. the controller (`core/allocation/`) computes an allocation from the newest measured power
    and, in proactive mode, the newest forecast;
 2. the allocation reaches the hardware `delay_s` later, per component (PDU outlet registers
    take effect in about 0.1 s, BMC power caps in 0.5-2 s), as the PDU link writes it: where components are capped through BMCs (`dead_band_w`,
    `resolution_w`), changes under the dead band are not written and limits are whole watts
    rounded down, shrinks first and growth within the budget (`core/actuation.py`);
-3. the simulated PDU (`sim/pdu.py`) serves each component min(demand, allocation in force),
+3. the simulated PDU (`sim/pdu/`) serves each component min(demand, allocation in force),
    counts the energy throttled away and runs the breaker's trip curve;
 4. what the PDU served is what the sensor measures: the next step's measured power, and the
    forecaster's input (the live `ForecastService`: the same windows, model and fallback).
@@ -169,7 +169,7 @@ def run_mode(mode: str, demand_w: np.ndarray, start_unix: float, rate_hz: float,
              trace_every: int = TRACE_EVERY) -> ModeResult:
     """Run `mode` over `demand_w` (steps, components) W at `rate_hz`.
 
-    `pdu` is the simulated PDU model (sim/pdu.py `PduModel`) for these components, fresh.
+    `pdu` is the simulated PDU model (sim/pdu/ `PduModel`) for these components, fresh.
     `forecasts` is needed for proactive mode. The trace keeps one step in `trace_every`.
     """
     if mode == "proactive" and forecasts is None:

@@ -11,7 +11,7 @@ come out for the stepping component:
 
 Proactive mode gets the live forecaster without a model: `ForecastService`'s no-training
 fallback (last value plus a quantile margin), the forecast a rack has before its first model.
-The simulated PDU comes from the caller (`sim/pdu.py`'s `PduModel`: core does not import sim).
+The simulated PDU comes from the caller (`sim/pdu/`'s `PduModel`: core does not import sim).
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ While active, every allocation register and BMC limit is read back every `pdu.ve
 value other than the one written is corrected and named in /diagnostics and the log.
 
 The control step never waits on the PDUs: a worker thread writes the newest allocation
-(`drivers/pdu_link.py`). When the forecast stream stops for `inputs.forecast_stale_s`, or a
+(`drivers/pdu_link/`). When the forecast stream stops for `inputs.forecast_stale_s`, or a
 PDU stops answering, the controller switches to safe mode on the next step, reports why, and
 returns to the requested mode once things recover.
 

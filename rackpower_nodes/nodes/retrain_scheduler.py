@@ -2,7 +2,7 @@
 
 Reads `power_samples` (the rack load: the sum of mean_power_w, for the load rule) and
 `allocation_error` (kept to weight the next training set); checks the off-peak policy every
-`policy.check_period_s`; runs the pipeline of core/retrain.py, whose training job is its own
+`policy.check_period_s`; runs the pipeline of core/retrain/, whose training job is its own
 niced process that a timer polls, so the executor never waits for it. A promotion (or a
 rollback) is announced on `model_update`, latched (reliable, transient local, depth 1); on
 start the registry's model in service is announced the same way, so a restarted predictor

@@ -6,7 +6,7 @@ the mean/peak power per channel) and `<namespace>/host_telemetry` (one `HostTele
 second, stamped at the end of the second it averages). Training from bags
 (`rackpower-train --bag`, the retrain scheduler) then works on simulated history exactly as on
 recorded history. Written with rosbags; our message definitions come from
-`datasets.message_typestore()`.
+`sources.bags.message_typestore()`.
 """
 from __future__ import annotations
 
