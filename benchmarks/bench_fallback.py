@@ -3,11 +3,11 @@
     .venv/bin/python benchmarks/bench_fallback.py [--cycles 30]
 
 The actuator runs in its own process against two simulated PDUs (Modbus TCP on loopback),
-configured as test/test_pdu_actuator_node.py configures it (`inputs.forecast_stale_s` 0.2 s);
-this process publishes power_samples at 20 Hz and power_forecast at 10 Hz (the test's
-`_Rack`). Each cycle: forecasts for 1.5 s (proactive), then none until the first `safe`
-allocation. Delay = that allocation's stamp - the last forecast's publish time (one clock).
-Target: within 300 ms. Prints a markdown table.
+configured as test/nodes/test_pdu_actuator_node.py configures it (`inputs.forecast_stale_s`
+0.2 s); this process publishes power_samples at 20 Hz and power_forecast at 10 Hz (the test's
+`Rack`, test/helpers/rack.py). Each cycle: forecasts for 1.5 s (proactive), then none until the
+first `safe` allocation. Delay = that allocation's stamp - the last forecast's publish time
+(one clock). Target: within 300 ms. Prints a markdown table.
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ sys.path.insert(0, str(REPO / "test"))
 
 from rackpower_nodes.tools.launch_env import (  # noqa: E402
     executable, isolated_ros_env, stop_process)
-from test_pdu_actuator_node import NS, _free_port, _params, _Rack, _server, _stamp  # noqa: E402
+from helpers.rack import (  # noqa: E402
+    NS, Rack, actuator_params, free_port, pdu_server, stamp)
 
 
 def main(argv=None) -> int:
@@ -39,18 +40,18 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-fallback-"))
     env = isolated_ros_env(tmp / "log")
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    ports = [_free_port(), _free_port()]
-    params = _params(ports)
+    ports = [free_port(), free_port()]
+    params = actuator_params(ports)
     path = tmp / "actuator.yaml"
     path.write_text(yaml.safe_dump({"/**/pdu_actuator": {"ros__parameters": params}}))
-    servers = [_server(p).start() for p in ports]
+    servers = [pdu_server(p).start() for p in ports]
     proc = subprocess.Popen([str(executable("pdu_actuator")), "--ros-args", "-r",
                              f"__ns:={NS}", "--params-file", str(path)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     delays, reasons = [], set()
     try:
         with rclpy.init():
-            rack = _Rack()
+            rack = Rack()
             if not rack.run_until(lambda m: m.mode == "proactive", 30.0):
                 raise SystemExit("the actuator never came up")
             for _ in range(args.cycles):
@@ -59,11 +60,11 @@ def main(argv=None) -> int:
                 rack.forecasting = False
                 time.sleep(0.15)                 # a forecast being published may still land
                 stopped = rack.last_forecast_t
-                if not rack.run_until(lambda m: m.mode == "safe" and _stamp(m) > stopped, 5.0):
+                if not rack.run_until(lambda m: m.mode == "safe" and stamp(m) > stopped, 5.0):
                     raise SystemExit("no safe allocation after the forecasts stopped")
                 first = next(m for m in rack.allocations
-                             if m.mode == "safe" and _stamp(m) > stopped)
-                delays.append((_stamp(first) - stopped) * 1e3)
+                             if m.mode == "safe" and stamp(m) > stopped)
+                delays.append((stamp(first) - stopped) * 1e3)
                 reasons.add(first.mode_reason.split(" for ")[0])
             rack.close()
     finally:

@@ -5,7 +5,7 @@
 
 Each run launches `launch/rack.launch.py use_sim:=true` (the tree's launch file, config and
 code, through PYTHONPATH) in a process group of its own, waits until every node is in the graph
-and the recorder has written power_samples and power_allocation (test_launch_shutdown's
+and the recorder has written power_samples and power_allocation (test/helpers/graph.py's
 GraphWatch), then sends SIGINT to the group as a terminal's Ctrl-C does (with --double a
 second one as soon as the recorder logs that it is shutting down; with --launch-only the
 SIGINT goes to `ros2 launch` alone, as `kill -INT` or a service manager sends it, and launch
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "test")]        # this checkout's code, not the venv's copy
 
 from rackpower_nodes.tools.launch_env import LaunchedGraph, isolated_ros_env  # noqa: E402
-from test_launch_shutdown import NODES, GraphWatch  # noqa: E402
+from helpers.graph import NODES, GraphWatch  # noqa: E402
 
 POLL_S = 0.002
 

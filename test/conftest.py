@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated DDS graph per test run, and the shared data folder."""
+"""Fixtures the test folders share: an isolated DDS graph per test run, the shared data
+folder, and a real node_exporter. Helpers that are not fixtures live in test/helpers/."""
 from __future__ import annotations
 
 import os
@@ -8,11 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import REPO, SHARED_DATA
 
 from rackpower_nodes.core.telemetry import HostTarget, ScrapeError, fetch
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 
 

@@ -5,7 +5,6 @@ answers, a raw TCP Modbus server that misbehaves, and a real pty for serial garb
 from __future__ import annotations
 
 import gzip
-import http.server
 import json
 import os
 import re
@@ -20,6 +19,7 @@ import numpy as np
 import pymodbus.client  # noqa: F401 - imported before tracing: module code is not an answer
 import pytest
 import redfish.rest.v1  # noqa: F401 - the same
+from helpers.devices import CHUNK, BodyServer, junk
 
 from rackpower_nodes.core import frame_codec, telemetry
 from rackpower_nodes.core.acquisition import Acquisition
@@ -34,58 +34,6 @@ from rackpower_nodes.drivers.port_reader import READ_CHUNK_BYTES, PortReader
 from rackpower_nodes.drivers.serial_port import PySerialPort
 
 MB = 2**20
-CHUNK = 65536        # the readers' chunk size: a refused body was read up to cap + CHUNK
-JUNK_LINE = b'junk_series_total{id="0123456789",pad="abcdefghijklmnopqrstuvwxyz"} 12345\n'
-
-
-def junk(n_bytes: int) -> bytes:
-    """Exposition text of a series rackpower does not use, about `n_bytes` long."""
-    return JUNK_LINE * (n_bytes // len(JUNK_LINE) + 1)
-
-
-class BodyServer:
-    """http.server on loopback answering every GET with `body_for(path)`: with Content-Length
-    ("length"), close-delimited without one ("close") or chunked ("chunked"); optional headers."""
-
-    def __init__(self, body_for, framing: str = "length", headers: dict | None = None):
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0" if framing == "close" else "HTTP/1.1"
-
-            def do_GET(self):
-                outer.requests += 1
-                body = body_for(self.path)
-                self.send_response(200)
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                if framing == "length":
-                    self.send_header("Content-Length", str(len(body)))
-                elif framing == "chunked":
-                    self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                try:
-                    for i in range(0, len(body), CHUNK):
-                        piece = body[i:i + CHUNK]
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece)
-                                         if framing == "chunked" else piece)
-                    if framing == "chunked":
-                        self.wfile.write(b"0\r\n\r\n")
-                except OSError:
-                    pass        # the client hung up past its cap, as it should
-
-            def log_message(self, *args):
-                pass
-
-        self.requests = 0
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-import yaml
+from helpers.sensor import BOARD_INDEX, CHANNELS, COMPONENTS, SCALE, sensor_params_file
 
 from rackpower_nodes.core.frame_codec import FrameLayout
 from rackpower_nodes.tools.launch_env import executable, stop_process
@@ -18,28 +18,7 @@ from rackpower_nodes.sim.sensor_board import SensorBoardEmulator, constant_sourc
 
 pytestmark = pytest.mark.ros
 
-CHANNELS = 16
 CURRENTS_A = np.round(np.linspace(0.5, 8.0, CHANNELS), 3)
-COMPONENTS = ["srv01", "srv02", "tor-a"]
-BOARD_INDEX = [3, 0, 15]
-SCALE = 0.001
-
-
-def _params_file(tmp_path, port: str, **extra) -> str:
-    params = {
-        "serial": {"port": port},
-        "board": {"channels": CHANNELS, "frame_rate_hz": 1000.0},
-        "channels": {"components": COMPONENTS, "board_index": BOARD_INDEX,
-                     "scale_a_per_count": [SCALE]},
-        "voltage": {"nominal_v": [230.0]},
-        "reconnect": {"initial_backoff_s": 0.05, "max_backoff_s": 1.0},
-    }
-    for key, value in extra.items():
-        section, name = key.split("__")
-        params.setdefault(section, {})[name] = value
-    path = tmp_path / "sensor.yaml"
-    path.write_text(yaml.safe_dump({"/**/current_sensor": {"ros__parameters": params}}))
-    return str(path)
 
 
 class _Collector:
@@ -92,7 +71,7 @@ def sensor_node(ros_env, tmp_path, board):
     log = open(tmp_path / "current_sensor.log", "w")
     proc = subprocess.Popen(
         [str(executable("current_sensor")), "--ros-args", "-r", "__ns:=/rack_t",
-         "--params-file", _params_file(tmp_path, board.port_path)],
+         "--params-file", sensor_params_file(tmp_path, board.port_path)],
         env=ros_env, stdout=log, stderr=subprocess.STDOUT)
     yield proc
     stop_process(proc)
@@ -158,7 +137,7 @@ def test_survives_unplug_and_resumes_after_replug(board, sensor_node, collector)
     ({"board__sample_format": "float"}, "board.sample_format"),
 ])
 def test_malformed_config_fails_at_start_naming_the_key(ros_env, tmp_path, override, key):
-    params = _params_file(tmp_path, "/dev/does-not-matter", **override)
+    params = sensor_params_file(tmp_path, "/dev/does-not-matter", **override)
     result = subprocess.run(
         [str(executable("current_sensor")), "--ros-args", "--params-file", params],
         env=ros_env, capture_output=True, text=True, timeout=60)

@@ -5,14 +5,13 @@ import json
 
 import numpy as np
 import pytest
+from helpers import REPO
 
 from rackpower_nodes.core.actuator_config import load_actuator_config_yaml
 from rackpower_nodes.core.evaluation import UNDER_TOL_FRAC, UNDER_TOL_W, EvalSetup, run_mode
 from rackpower_nodes.tools.evaluate_cli import main as evaluate_main
 from rackpower_nodes.sim.pdu import PduModel
 from rackpower_nodes.sim.rack_sim import generate
-
-from conftest import REPO
 
 CONFIG = REPO / "config" / "rack.yaml"
 

@@ -11,6 +11,7 @@ import numpy as np
 import psutil
 import pytest
 import yaml
+from helpers.devices import BodyServer, junk
 
 from rackpower_nodes.tools.launch_env import executable, stop_process
 from rackpower_nodes.sim.live import LiveRack
@@ -245,8 +246,6 @@ def test_malformed_config_fails_at_start(ros_env, tmp_path):
 
 def test_an_oversized_exporter_body_is_reported_and_memory_stays_bounded(
         ros_env, tmp_path, listener, node_exporter):
-    from test_bounded_inputs import BodyServer, junk
-
     big = BodyServer(lambda path: junk(8 * 2**20), "chunked")
     params = _params(tmp_path, ["real", "big"],
                      [node_exporter.url, f"http://127.0.0.1:{big.port}/metrics"],

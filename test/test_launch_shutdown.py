@@ -23,14 +23,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.graph import NODES, GraphWatch
 
 from rackpower_nodes.tools.launch_env import LaunchedGraph, executable, ros2_command, stop_process
 
 pytestmark = pytest.mark.ros
 
 REPO = Path(__file__).resolve().parents[1]
-NODES = ("current_sensor", "host_telemetry", "predictor", "pdu_actuator", "recorder",
-         "retrain_scheduler")
 UP_TIMEOUT_S = 240.0           # a loaded 2-core machine starts the graph in 15-60 s
 END_TIMEOUT_S = 30.0           # launch itself escalates after 5 s (SIGTERM) and 10 s (SIGKILL)
 RETRAIN_RESPAWN_DELAY_S = 5.0  # launch/rack.launch.py
@@ -42,36 +41,6 @@ def ros2():
     if ros2_command() is None:
         pytest.skip("ros2 launch is not installed (launch_ros, ros2cli): `make setup` installs "
                     "them from ../shared/ros2-tools when that folder is present")
-
-
-class GraphWatch:
-    """A node of the test's own that tells when the launched graph is up: every node is in
-    the graph and the recorder reports power_samples and power_allocation written."""
-
-    def __init__(self, rack: str):
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-
-        self.rack = rack
-        self.node = rclpy.create_node("launch_shutdown_watch")
-        self.written: dict[str, int] = {}
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 50)
-
-    def _on_diag(self, msg) -> None:
-        for status in msg.status:
-            if status.name.startswith(f"/{self.rack}/recorder"):
-                self.written.update({kv.key.removeprefix("messages "): int(kv.value)
-                                     for kv in status.values if kv.key.startswith("messages /")})
-
-    def up(self, nodes) -> bool:
-        import rclpy
-
-        rclpy.spin_once(self.node, timeout_sec=0.1)
-        present = {f"{ns.rstrip('/')}/{name}"
-                   for name, ns in self.node.get_node_names_and_namespaces()}
-        return (all(f"/{self.rack}/{n}" in present for n in nodes)
-                and self.written.get(f"/{self.rack}/power_samples", 0) > 0
-                and self.written.get(f"/{self.rack}/power_allocation", 0) > 0)
 
 
 def _launch(ros_env, tmp_path: Path, rack: str, config: Path) -> LaunchedGraph:

@@ -11,57 +11,21 @@ from __future__ import annotations
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import threading
 import time
 
 import numpy as np
 import pytest
 import yaml
+from helpers.rack import (
+    MEASURED, NS, Rack, actuator_params, expected_static, free_port, pdu_server, stamp)
 
-from rackpower_nodes.core.actuator_config import actuator_config_from_params
-from rackpower_nodes.core.allocation import AllocationController
-from rackpower_nodes.core.params import flatten_parameters
 from rackpower_nodes.core.pdu_map import load_register_map
 from rackpower_nodes.tools.launch_env import executable, stop_process
-from rackpower_nodes.sim.pdu import PduModel, SimPduServer
 
 pytestmark = pytest.mark.ros
 
-NS = "/rack_pa"
-NAMES = ["a1", "a2", "b1", "b2"]
-MEASURED = np.array([150.0, 120.0, 100.0, 80.0])
-HORIZON = 50
 MBPOLL = shutil.which("mbpoll") or "/usr/bin/mbpoll"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _params(ports: list[int], forecast_stale_s: float = 0.2) -> dict:
-    return {
-        "mode": "proactive", "autostart": True,
-        "budget": {"breaker_a": 5.0, "voltage_v": 230.0, "derating": 0.8},     # 920 W
-        "policy": {"quantile": "p99", "lead_s": 1.0, "window_s": 1.0},
-        "inputs": {"forecast_stale_s": forecast_stale_s, "samples_stale_s": 0.5},
-        "control": {"rate_hz": 10.0},
-        "components": {"names": NAMES, "pdu": ["pdu-a", "pdu-a", "pdu-b", "pdu-b"],
-                       "outlet": [1, 2, 1, 2], "floor_w": [50.0] * 4,
-                       "ceiling_w": [400.0] * 4, "priority": [2, 1, 2, 1]},
-        "pdus": {"names": ["pdu-a", "pdu-b"],
-                 "urls": [f"tcp://127.0.0.1:{p}" for p in ports],
-                 "maps": ["rackpower_sim", "rackpower_sim"], "unit_ids": [1, 1]},
-        "pdu": {"timeout_s": 0.3, "retry_s": 0.5},
-    }
-
-
-def _server(port: int) -> SimPduServer:
-    return SimPduServer("rackpower_sim", PduModel(np.full(24, 2300.0), 4600.0), port=port,
-                        unit_id=1)
 
 
 def _mbpoll_allocations(port: int, count: int = 2) -> np.ndarray:
@@ -76,107 +40,17 @@ def _mbpoll_allocations(port: int, count: int = 2) -> np.ndarray:
     return np.array([values[point.address + point.stride * i] for i in range(count)])
 
 
-class _Rack:
-    """The test's side of the graph: a sensor and a predictor stand-in, and listeners."""
-
-    def __init__(self, namespace: str = NS):
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-
-        from rackpower.msg import AllocationError, PowerAllocation, PowerForecast, PowerSamples
-        from rackpower_nodes.nodes.common import samples_qos
-        from rackpower_nodes.nodes.common import errors_qos, forecast_qos, latched_qos
-
-        self.node = rclpy.create_node("actuator_test", namespace=namespace)
-        self.allocations: list = []
-        self.errors: list = []
-        self.diag: dict[str, tuple[int, str]] = {}
-        self.samples_pub = self.node.create_publisher(PowerSamples, "power_samples",
-                                                      samples_qos(0.25))
-        self.forecast_pub = self.node.create_publisher(PowerForecast, "power_forecast",
-                                                       forecast_qos())
-        self.node.create_subscription(PowerAllocation, "power_allocation",
-                                      self.allocations.append, latched_qos())
-        self.node.create_subscription(AllocationError, "allocation_error", self.errors.append,
-                                      errors_qos())
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
-        self.forecasting = True
-        self.last_forecast_t = None
-        self.measured = MEASURED.copy()
-        # publishing and listening go on in the background, also while mbpoll runs
-        self.node.create_timer(0.05, self._publish_samples)
-        self.node.create_timer(0.1, self._publish_forecast)
-        self.executor = rclpy.executors.SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self._thread.join(timeout=5)
-        self.node.destroy_node()
-
-    def _on_diag(self, msg) -> None:
-        for s in msg.status:
-            if "pdu_actuator" in s.name:
-                self.diag[s.name.rsplit(": ", 1)[-1]] = (s.level[0] if isinstance(
-                    s.level, bytes) else s.level, s.message)
-
-    def _publish_samples(self) -> None:
-        from rackpower.msg import PowerSamples
-        from rackpower_nodes.nodes.current_sensor import float32_array
-
-        msg = PowerSamples(channel_ids=NAMES, sample_count=1, sample_period_s=0.05,
-                           mean_power_w=float32_array(self.measured),
-                           peak_power_w=float32_array(self.measured))
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(time.time_ns(), 10**9)
-        self.samples_pub.publish(msg)
-
-    def _publish_forecast(self) -> None:
-        from rackpower.msg import PowerForecast
-        from rackpower_nodes.nodes.current_sensor import float32_array
-
-        if not self.forecasting:
-            return
-        now = time.time()
-        base = np.repeat(self.measured[:, None], HORIZON, axis=1)
-        msg = PowerForecast(step_s=0.1, horizon_steps=HORIZON, channel_ids=NAMES,
-                            p50_w=float32_array(base), p90_w=float32_array(base * 1.05),
-                            p99_w=float32_array(base * 1.1), model_name="test",
-                            model_version="1")
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(now * 1e9), 10**9)
-        self.forecast_pub.publish(msg)
-        self.last_forecast_t = now
-
-    def run_until(self, predicate, timeout_s: float) -> bool:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            if self.allocations and predicate(self.allocations[-1]):
-                return True
-            time.sleep(0.01)
-        return False
-
-
-def _stamp(msg) -> float:
-    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-
-
-def _expected_static(params: dict) -> np.ndarray:
-    cfg = actuator_config_from_params(flatten_parameters(params))
-    return AllocationController(cfg.components, cfg.policy, "static").static_allocation()
-
-
 def test_actuator_drives_the_pdus_and_survives_faults(ros_env, tmp_path):
     import rclpy
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState
 
-    ports = [_free_port(), _free_port()]
-    params = _params(ports)
+    ports = [free_port(), free_port()]
+    params = actuator_params(ports)
     path = tmp_path / "actuator.yaml"
     path.write_text(yaml.safe_dump({"/**/pdu_actuator": {"ros__parameters": params}}))
     stderr = tmp_path / "actuator.err"
-    servers = [_server(p) for p in ports]
+    servers = [pdu_server(p) for p in ports]
     proc = None
     with open(stderr, "w") as err:
         proc = subprocess.Popen(
@@ -184,7 +58,7 @@ def test_actuator_drives_the_pdus_and_survives_faults(ros_env, tmp_path):
              "--params-file", str(path)], env=ros_env, stdout=err, stderr=subprocess.STDOUT)
     try:
         with rclpy.init():
-            rack = _Rack()
+            rack = Rack()
             # the PDUs answer only after the node started: it must keep trying
             assert not rack.run_until(lambda m: True, 1.5)
             for s in servers:
@@ -214,7 +88,7 @@ def test_actuator_drives_the_pdus_and_survives_faults(ros_env, tmp_path):
             assert "not answering" in rack.diag["PDU pdu-b"][1]
             # ... restarted with its defaults (every outlet at its 2300 W rating): the node
             # reconnects, leaves safe mode and writes the allocations again
-            servers[1] = _server(ports[1]).start()
+            servers[1] = pdu_server(ports[1]).start()
             assert rack.run_until(proactive_and_written, 15.0)
             assert rack.run_until(lambda m: False, 1.0) is False
             alloc = np.array(rack.allocations[-1].allocated_w, dtype=np.float64)
@@ -228,8 +102,8 @@ def test_actuator_drives_the_pdus_and_survives_faults(ros_env, tmp_path):
             stopped = rack.last_forecast_t
             assert rack.run_until(lambda m: m.mode == "safe", 5.0)
             first_safe = next(m for m in rack.allocations if m.mode == "safe"
-                              and _stamp(m) > stopped)
-            delay = _stamp(first_safe) - stopped
+                              and stamp(m) > stopped)
+            delay = stamp(first_safe) - stopped
             print(f"forecast stream stopped -> safe mode after {delay * 1e3:.0f} ms "
                   f"({first_safe.mode_reason})")
             assert "no forecast received" in first_safe.mode_reason
@@ -253,7 +127,7 @@ def test_actuator_drives_the_pdus_and_survives_faults(ros_env, tmp_path):
             while not fut.done() and time.monotonic() < end:
                 time.sleep(0.02)
             assert fut.result() is not None and fut.result().success
-            static = _expected_static(params).astype(np.float32).astype(np.float64)
+            static = expected_static(params).astype(np.float32).astype(np.float64)
             np.testing.assert_allclose(_mbpoll_allocations(ports[0]), static[:2], rtol=1e-5)
             np.testing.assert_allclose(_mbpoll_allocations(ports[1]), static[2:], rtol=1e-5)
             assert static.sum() <= 920.0
@@ -284,7 +158,7 @@ def test_actuator_drives_the_pdus_and_survives_faults(ros_env, tmp_path):
 
 
 def test_bad_configuration_exits_2_naming_the_key(ros_env, tmp_path):
-    params = _params([_free_port(), _free_port()])
+    params = actuator_params([free_port(), free_port()])
     params["components"]["outlet"] = [1, 1, 1, 2]           # a1 and a2 on one outlet
     params["pdus"]["maps"] = ["rackpower_sim", "no_such_map"]
     path = tmp_path / "bad.yaml"

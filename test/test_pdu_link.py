@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers.devices import foreign_write
 
 from rackpower_nodes.core.pdu_map import RegisterMap
 from rackpower_nodes.drivers.pdu import open_pdu
@@ -94,21 +95,6 @@ def test_float32_floor_never_rounds_up():
 
 
 # -- verification from the hardware -----------------------------------------------------------
-def _foreign_write(server: SimPduServer, outlet: int, watts: float) -> None:
-    """An allocation written by another Modbus client (pymodbus), as anyone on the management
-    network can."""
-    from pymodbus.client import ModbusTcpClient
-
-    p = server.map.point("outlet_allocation_w")
-    c = ModbusTcpClient("127.0.0.1", port=server.port, timeout=2, retries=0)
-    assert c.connect()
-    try:
-        words = p.encode([watts])[0].tolist()
-        assert not c.write_registers(int(p.address_of(outlet)), words, device_id=1).isError()
-    finally:
-        c.close()
-
-
 def _wait(condition, timeout_s: float = 20.0) -> bool:
     """Poll `condition` until true; the timeout is a guard against hanging, not a figure."""
     end = time.monotonic() + timeout_s
@@ -124,7 +110,7 @@ def test_a_foreign_value_is_named_counted_as_held_and_corrected(pdus):
     want = np.array([250.0, 250.0, 250.0, 250.0])
     assert link.write_now(want)
     np.testing.assert_array_equal(link.held_w(), want)
-    _foreign_write(pdus[1], 1, 600.0)                 # b1: 250 -> 600 W, 1350 W in all
+    foreign_write(pdus[1], 1, 600.0)                 # b1: 250 -> 600 W, 1350 W in all
     found = link.verify_now()
     assert found == ["PDU b outlet 1: expected 250 W, found 600 W (read-back)"]
     # held_w reports the foreign value, and the budget arithmetic counts it as in force
@@ -146,7 +132,7 @@ def test_a_foreign_value_is_named_counted_as_held_and_corrected(pdus):
 def test_a_foreign_raise_holds_back_growth_elsewhere_until_it_is_shrunk(pdus):
     link = _link(pdus)
     assert link.write_now(np.array([250.0, 250.0, 250.0, 250.0]))
-    _foreign_write(pdus[1], 1, 600.0)
+    foreign_write(pdus[1], 1, 600.0)
     assert link.verify_now()
     pdus[1].stop()                                    # ... and b cannot be corrected
     assert not link.write_now(np.array([400.0, 400.0, 50.0, 50.0]))

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import time
 
 import numpy as np
 import pytest
 import yaml
-
-from test_pdu_link import _foreign_write
+from helpers.devices import MONITOR_MAP, PASSWORD, USER, curl_patch, foreign_write, sim_bmc
+from helpers.rack import NAMES, Rack, expected_static, free_port
 
 from rackpower_nodes.core.actuator_config import actuator_config_from_params
 from rackpower_nodes.core.params import ConfigError, flatten_parameters
@@ -26,25 +25,6 @@ from rackpower_nodes.sim.bmc import SimBmcServer
 from rackpower_nodes.sim.pdu import PduModel, SimPduServer
 
 NS = "/rack_pc"
-NAMES = ["a1", "a2", "b1", "b2"]
-USER, PASSWORD = "admin", "rackpower"
-# metering only: no allocation register, so the BMCs are the only actuators
-MONITOR_MAP = {"name": "metering", "outlets": 24, "points": {
-    "outlet_power_w": {"table": "holding", "address": 100, "stride": 2, "type": "float32"}}}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _bmc(port: int = 0, **kwargs) -> SimBmcServer:
-    kwargs.setdefault("api", {"a1": "environment_metrics", "a2": "power_control",
-                              "b1": "environment_metrics", "b2": "power_control"})
-    kwargs.setdefault("allowable_min_w", 40.0)
-    kwargs.setdefault("allowable_max_w", 500.0)
-    return SimBmcServer(NAMES, port=port, username=USER, password=PASSWORD, **kwargs)
 
 
 def _cap(server: SimBmcServer, name: str, **kwargs) -> RedfishPowerCap:
@@ -101,7 +81,7 @@ def test_the_bmc_password_comes_from_the_environment_or_a_file(tmp_path, monkeyp
 # -- the link with BMC targets ----------------------------------------------------------------
 @pytest.fixture
 def bmc():
-    server = _bmc().start()
+    server = sim_bmc().start()
     yield server
     server.stop()
 
@@ -204,7 +184,7 @@ def test_a_foreign_bmc_limit_is_found_by_read_back_and_corrected(bmc):
     link = _bmc_link(bmc, resolution=1.0)
     want = np.array([200.0, 200.0, 200.0, 200.0])
     assert link.write_now(want)
-    status, _ = _curl_patch(bmc.chassis_url("a2") + "/Power",
+    status, _ = curl_patch(bmc.chassis_url("a2") + "/Power",
                             {"PowerControl": [{"PowerLimit": {"LimitInWatts": 480}}]})
     assert status == 200 and bmc.limit_w("a2") == 480.0
     assert link.verify_now() == ["BMC bmc:a2 outlet 1: expected 200 W, found 480 W "
@@ -237,7 +217,7 @@ def test_held_w_of_a_component_behind_an_outlet_and_a_bmc_is_the_smaller(bmc):
         # a foreign raise of the outlet register: held to 300 W by the BMC, but the budget
         # counts the larger value until the register is corrected (the BMC's read-back
         # does not hide it)
-        _foreign_write(pdu, 1, 2300.0)
+        foreign_write(pdu, 1, 2300.0)
         assert link.verify_now() == ["PDU p outlet 1: expected 300.5 W, found 2300 W "
                                      "(read-back)"]
         assert link.in_force_w[0] == 2300.0 and link.held_w()[0] == 300.0
@@ -246,7 +226,7 @@ def test_held_w_of_a_component_behind_an_outlet_and_a_bmc_is_the_smaller(bmc):
         # a foreign cut of the BMC limit: the smaller is held; raised back beside the
         # register, which the budget already counted
         bmc.reset_limits()
-        _curl_patch(bmc.chassis_url("a1") + "/EnvironmentMetrics",
+        curl_patch(bmc.chassis_url("a1") + "/EnvironmentMetrics",
                     {"PowerLimitWatts": {"SetPoint": 100}})
         assert link.verify_now() and link.held_w()[0] == 100.0
         assert link.write_now(np.array([300.5]))
@@ -258,16 +238,6 @@ def test_held_w_of_a_component_behind_an_outlet_and_a_bmc_is_the_smaller(bmc):
     finally:
         pdu.stop()
         bmc.start()
-
-
-def _curl_patch(url: str, body: dict) -> tuple[int, str]:
-    """A PATCH by curl (another Redfish client holding the credentials); (status, body)."""
-    out = subprocess.run(["curl", "-s", "-o", "/dev/stdout", "-w", "\n%{http_code}", "-u",
-                          f"{USER}:{PASSWORD}", "-X", "PATCH", "-H",
-                          "Content-Type: application/json", "--data-raw", json.dumps(body),
-                          url], capture_output=True, text=True, timeout=20, check=True).stdout
-    text, _, code = out.rpartition("\n")
-    return int(code), text
 
 
 # -- the node -----------------------------------------------------------------------------------
@@ -344,11 +314,9 @@ def _limits_follow(rack, urls: list[str], budget_w: float = 920.0,
 def test_actuator_caps_servers_through_their_bmcs(ros_env, tmp_path):
     import rclpy
 
-    from test_pdu_actuator_node import _expected_static, _Rack
-
     pdu = SimPduServer("rackpower_sim", PduModel(np.full(24, 2300.0), 4600.0)).start()
-    bmc_port = _free_port()
-    bmc = _bmc(bmc_port).start()
+    bmc_port = free_port()
+    bmc = sim_bmc(bmc_port).start()
     map_path = tmp_path / "metering.yaml"
     map_path.write_text(yaml.safe_dump(MONITOR_MAP))
     urls = [bmc.chassis_url(n) for n in NAMES]
@@ -363,7 +331,7 @@ def test_actuator_caps_servers_through_their_bmcs(ros_env, tmp_path):
              "--params-file", str(path)], env=env, stdout=err, stderr=subprocess.STDOUT)
     try:
         with rclpy.init():
-            rack = _Rack(NS)
+            rack = Rack(NS)
 
             def written(m):
                 return m.mode == "proactive" and m.pdu_written
@@ -386,7 +354,7 @@ def test_actuator_caps_servers_through_their_bmcs(ros_env, tmp_path):
             rack.close()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0
-        static = np.floor(float32_floor(_expected_static(params)))
+        static = np.floor(float32_floor(expected_static(params)))
         np.testing.assert_array_equal(_limits(bmc), static)      # Ctrl-C: the static split
     finally:
         if proc.poll() is None:
@@ -404,7 +372,7 @@ def test_actuator_caps_servers_through_their_bmcs(ros_env, tmp_path):
 @pytest.mark.ros
 def test_refused_bmc_credentials_are_named_and_the_node_keeps_trying(ros_env, tmp_path):
     pdu = SimPduServer("rackpower_sim", PduModel(np.full(24, 2300.0), 4600.0)).start()
-    bmc = _bmc().start()
+    bmc = sim_bmc().start()
     map_path = tmp_path / "metering.yaml"
     map_path.write_text(yaml.safe_dump(MONITOR_MAP))
     params = _node_params(pdu.port, [bmc.chassis_url(n) for n in NAMES], str(map_path))

@@ -12,12 +12,12 @@ import time
 
 import pytest
 import yaml
+from helpers.retrain import LSTM, NS, sim_config, train_champion, write_sim_bag
 
 from rackpower_nodes.sim.dataset import from_sim
 from rackpower_nodes.core.model_registry import ModelRegistry
 from rackpower_nodes.tools.launch_env import executable, stop_process
 from rackpower_nodes.sim.rack_sim import generate
-from test_retrain import LSTM, NS, sim_config, train_champion, write_sim_bag
 
 pytestmark = pytest.mark.ros
 

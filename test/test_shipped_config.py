@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import REPO
+from helpers import REPO
 
 from rackpower_nodes.core.actuator_config import check_outlets_in_maps, load_actuator_config_yaml
 from rackpower_nodes.core.params import PLACEHOLDER_RE, ConfigError, flatten_parameters

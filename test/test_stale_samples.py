@@ -15,10 +15,9 @@ import time
 
 import numpy as np
 import pytest
-from test_current_sensor_node import CHANNELS, SCALE
-from test_current_sensor_node import _params_file as sensor_params_file
-from test_pdu_actuator_node import NAMES, _expected_static, _free_port, _Rack, _server, _stamp
-from test_pdu_actuator_node import _params as actuator_params
+from helpers.rack import (
+    NAMES, Rack, actuator_params, expected_static, free_port, pdu_server, stamp)
+from helpers.sensor import CHANNELS, SCALE, sensor_params_file
 
 from rackpower_nodes.core.frame_codec import FrameLayout
 from rackpower_nodes.tools.launch_env import executable, stop_process
@@ -31,7 +30,7 @@ CURRENTS_A = np.array([0.6, 0.5, 0.45, 0.35] + [0.0] * (CHANNELS - 4))   # 138 .
 SAMPLES_STALE_S = 0.5
 
 
-class _StandIn(_Rack):
+class _StandIn(Rack):
     """The predictor's stand-in; also the sensor's when `sampling`, with a board clock that
     can stop (`frozen_ns`) and values that can all be NaN."""
 
@@ -59,7 +58,7 @@ class _StandIn(_Rack):
         ok = self.run_until(lambda m: m.mode == "safe" and words in m.mode_reason, 15.0)
         assert ok, [(m.mode, m.mode_reason) for m in self.allocations[-3:]]
         return next(m for m in list(self.allocations)
-                    if m.mode == "safe" and words in m.mode_reason and _stamp(m) > t_unix)
+                    if m.mode == "safe" and words in m.mode_reason and stamp(m) > t_unix)
 
 
 def _start(node: str, tmp_path, env, *args: str) -> subprocess.Popen:
@@ -91,7 +90,7 @@ def _age(reason: str) -> float:
 
 def _check_blind_allocation(msg, params) -> None:
     """Safe without measurements: the static split, nothing measured, within the budget."""
-    static = _expected_static(params).astype(np.float32)
+    static = expected_static(params).astype(np.float32)
     np.testing.assert_allclose(np.array(msg.allocated_w), static, rtol=1e-6)
     assert np.isnan(np.array(msg.measured_w)).all()
     assert float(np.sum(msg.allocated_w)) <= msg.budget_w
@@ -100,8 +99,8 @@ def _check_blind_allocation(msg, params) -> None:
 def test_killed_or_stalled_sensor_sends_the_actuator_to_safe_and_back(ros_env, tmp_path):
     import rclpy
 
-    ports = [_free_port(), _free_port()]
-    servers = [_server(p).start() for p in ports]
+    ports = [free_port(), free_port()]
+    servers = [pdu_server(p).start() for p in ports]
     board = SensorBoardEmulator(FrameLayout(CHANNELS), 1000.0, constant_source(CURRENTS_A),
                                 scale_a_per_count=SCALE, link_path=str(tmp_path / "board"),
                                 board_clock="wall")
@@ -122,7 +121,7 @@ def test_killed_or_stalled_sensor_sends_the_actuator_to_safe_and_back(ros_env, t
                 sensor.wait(timeout=10)
                 killed = time.time()
                 first = rack.first_safe_after(killed, "power_samples stale: no batch received")
-                print(f"current_sensor killed -> safe after {(_stamp(first) - killed) * 1e3:.0f}"
+                print(f"current_sensor killed -> safe after {(stamp(first) - killed) * 1e3:.0f}"
                       f" ms ({first.mode_reason}; deadline {SAMPLES_STALE_S} s)")
                 assert _age(first.mode_reason) >= SAMPLES_STALE_S - 0.005   # not before it
                 _check_blind_allocation(first, params)
@@ -136,7 +135,7 @@ def test_killed_or_stalled_sensor_sends_the_actuator_to_safe_and_back(ros_env, t
                 stalled = time.time()
                 board.stall(3.0)
                 first = rack.first_safe_after(stalled, "power_samples stale")
-                print(f"board stalled -> safe after {(_stamp(first) - stalled) * 1e3:.0f} ms "
+                print(f"board stalled -> safe after {(stamp(first) - stalled) * 1e3:.0f} ms "
                       f"({first.mode_reason})")
                 assert rack.run_until(_proactive_and_written, 40.0)
             finally:
@@ -155,8 +154,8 @@ def test_killed_or_stalled_sensor_sends_the_actuator_to_safe_and_back(ros_env, t
 def test_a_stuck_board_clock_or_all_nan_samples_count_as_stale(ros_env, tmp_path):
     import rclpy
 
-    ports = [_free_port(), _free_port()]
-    servers = [_server(p).start() for p in ports]
+    ports = [free_port(), free_port()]
+    servers = [pdu_server(p).start() for p in ports]
     actuator = None
     try:
         actuator, params = _actuator(tmp_path, ros_env, ports)

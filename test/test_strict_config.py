@@ -12,8 +12,8 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import REPO
-from test_pdu_actuator_node import _params as actuator_params
+from helpers import REPO
+from helpers.rack import actuator_params
 
 from rackpower_nodes.core.actuator_config import (
     ACTUATOR_PARAMETERS, actuator_config_from_params, check_outlets_in_maps)

@@ -23,9 +23,8 @@ import time
 import numpy as np
 import pytest
 import yaml
-from test_pdu_actuator_node import NAMES, _expected_static, _free_port, _Rack
-from test_pdu_link import _foreign_write
-from test_power_caps import MONITOR_MAP, PASSWORD, USER, _bmc, _curl_patch
+from helpers.devices import MONITOR_MAP, PASSWORD, USER, curl_patch, foreign_write, sim_bmc
+from helpers.rack import NAMES, Rack, expected_static, free_port
 
 from rackpower_nodes.drivers.pdu_link import float32_floor
 from rackpower_nodes.tools.launch_env import executable, stop_process
@@ -39,7 +38,7 @@ FOREIGN_PDU_W = 2300.0          # a1's register: ten times its allocation
 FOREIGN_BMC_W = 500.0           # b1's limit: the BMC's allowable maximum
 
 
-class _VRack(_Rack):
+class _VRack(Rack):
     """The test rack, also keeping every diagnostics value of the actuator's devices."""
 
     def __init__(self, namespace: str):
@@ -91,7 +90,7 @@ def _bmc_write(bmc, chassis: str, watts: float) -> None:
         url, body = "EnvironmentMetrics", {"PowerLimitWatts": {"SetPoint": watts}}
     else:
         url, body = "Power", {"PowerControl": [{"PowerLimit": {"LimitInWatts": watts}}]}
-    status, text = _curl_patch(f"{bmc.chassis_url(chassis)}/{url}", body)
+    status, text = curl_patch(f"{bmc.chassis_url(chassis)}/{url}", body)
     assert status == 200, text
 
 
@@ -156,7 +155,7 @@ def rig(ros_env, tmp_path):
 
     pdu_a = SimPduServer("rackpower_sim", PduModel(np.full(24, 2300.0), 4600.0)).start()
     pdu_b = SimPduServer("rackpower_sim", PduModel(np.full(24, 2300.0), 4600.0)).start()
-    bmc = _bmc(_free_port()).start()
+    bmc = sim_bmc(free_port()).start()
     map_path = tmp_path / "metering.yaml"
     map_path.write_text(yaml.safe_dump(MONITOR_MAP))
     params = _params(pdu_a.port, pdu_b.port, bmc, str(map_path))
@@ -191,7 +190,7 @@ def test_foreign_writes_are_found_named_and_corrected_in_every_mode(rig):
             rack.set_mode(mode)
         before = _settled(rack, pdu, bmc, mode)
         t_pdu = _corrected_after(lambda: pdu.model.allocation_w[0], FOREIGN_PDU_W,
-                                 lambda: _foreign_write(pdu, 1, FOREIGN_PDU_W))
+                                 lambda: foreign_write(pdu, 1, FOREIGN_PDU_W))
         t_bmc = _corrected_after(lambda: bmc.limit_w("b1"), FOREIGN_BMC_W,
                                  lambda: _bmc_write(bmc, "b1", FOREIGN_BMC_W))
         figures[mode] = (t_pdu, t_bmc)
@@ -237,7 +236,7 @@ def test_held_w_shows_the_foreign_value_until_corrected(rig):
     rack.set_mode("static")
     before = _settled(rack, pdu, bmc, "static")
     pdu.set_delay(write_s=0.6)
-    _foreign_write(pdu, 1, FOREIGN_PDU_W)
+    foreign_write(pdu, 1, FOREIGN_PDU_W)
     assert rack.run_until(lambda m: m.held_w[0] == FOREIGN_PDU_W, 10.0), \
         [list(m.held_w) for m in rack.allocations[-5:]]
     assert rack.run_until(lambda m: m.held_w[0] == np.float32(before[0]), 10.0)
@@ -257,10 +256,10 @@ def test_deactivate_and_shutdown_confirm_the_static_split_by_read_back(rig):
 
     rack, pdu, bmc = rig["rack"], rig["pdu"], rig["bmc"]
     _settled(rack, pdu, bmc, "proactive")
-    static = float32_floor(_expected_static(rig["params"]))
+    static = float32_floor(expected_static(rig["params"]))
     static[2:] = np.floor(static[2:])
     # a foreign raise just before the node leaves: the static split still lands whole
-    _foreign_write(pdu, 2, FOREIGN_PDU_W)
+    foreign_write(pdu, 2, FOREIGN_PDU_W)
     rack.transition(Transition.TRANSITION_DEACTIVATE)
     np.testing.assert_array_equal(_devices(pdu, bmc), static)
     held = f"{static.sum():.0f} W of {BUDGET_W:.0f} W"

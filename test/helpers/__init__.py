@@ -1,0 +1,22 @@
+"""What the tests share besides pytest fixtures: paths, simulated racks and devices, data.
+
+Test files import from here (`from helpers.rack import Rack`), never from another test file;
+`test/` is on sys.path through `pythonpath` in pyproject.toml's pytest options. Fixtures that
+several test folders use live in test/conftest.py.
+
+- `helpers.rack`: the `pdu_actuator` node's test rack (a sensor and predictor stand-in over
+  DDS), its parameters and two simulated Modbus PDUs;
+- `helpers.devices`: foreign writers and readers of the simulated PDUs and Redfish BMCs, and an
+  HTTP server that sends any body;
+- `helpers.sensor`: the `current_sensor` node's parameters against the board emulator;
+- `helpers.retrain`: small simulated racks, their bags and a trained champion model;
+- `helpers.graph`: a watcher that tells when a launched graph is up.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]          # the checkout: test/helpers/ is two below
+SHARED_DATA = REPO.parent / "shared" / "data"       # data sets beside the checkout
+
+__all__ = ["REPO", "SHARED_DATA"]

@@ -1,0 +1,40 @@
+"""Watching a launched graph: NODES, the six executables of launch/rack.launch.py, and
+`GraphWatch`, which tells when all of them are up and the recorder writes."""
+from __future__ import annotations
+
+NODES = ("current_sensor", "host_telemetry", "predictor", "pdu_actuator", "recorder",
+         "retrain_scheduler")
+
+__all__ = ["NODES", "GraphWatch"]
+
+
+class GraphWatch:
+    """A node of the test's own that tells when the launched graph is up: every node is in
+    the graph and the recorder reports power_samples and power_allocation written."""
+
+    def __init__(self, rack: str):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.rack = rack
+        self.node = rclpy.create_node("launch_shutdown_watch")
+        self.written: dict[str, int] = {}
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 50)
+
+    def _on_diag(self, msg) -> None:
+        for status in msg.status:
+            if status.name.startswith(f"/{self.rack}/recorder"):
+                self.written.update({kv.key.removeprefix("messages "): int(kv.value)
+                                     for kv in status.values if kv.key.startswith("messages /")})
+
+    def up(self, nodes) -> bool:
+        """Spin once (0.1 s at most); True once every one of `nodes` is in the rack's
+        namespace and the recorder has written power samples and allocations."""
+        import rclpy
+
+        rclpy.spin_once(self.node, timeout_sec=0.1)
+        present = {f"{ns.rstrip('/')}/{name}"
+                   for name, ns in self.node.get_node_names_and_namespaces()}
+        return (all(f"/{self.rack}/{n}" in present for n in nodes)
+                and self.written.get(f"/{self.rack}/power_samples", 0) > 0
+                and self.written.get(f"/{self.rack}/power_allocation", 0) > 0)
