@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import pytest
 import yaml
+from helpers import REPO
 
 from rackpower_nodes.core.schedule import ScheduleError, WorkloadSchedule
 
-REPO = Path(__file__).resolve().parents[1]
 MONDAY = dt.datetime(2024, 3, 4, tzinfo=dt.UTC).timestamp()     # 2024-03-04 00:00 UTC
 HOUR = 3600.0
 
