@@ -442,7 +442,7 @@ def settled(breaker_w) -> AllocationController:
 ])
 def test_corrections_report_what_was_done(breaker_w, gpu_w, allocated, action):
     ctl = settled(breaker_w)
-    d = ctl.step(100.1, [gpu_w, 100.0], flat(100.0, [100, 100]))
+    d = ctl.step(100.1, [gpu_w, 100.0], flat(100.0, [100, 100]), in_force_w=[105.0, 105.0])
     assert d.allocated_w.tolist() == allocated
     (c,) = d.corrections
     assert (c.component, c.predicted_w, c.actual_w, c.allocated_w) == ("gpu", 100.0, gpu_w, 105.0)
@@ -450,19 +450,68 @@ def test_corrections_report_what_was_done(breaker_w, gpu_w, allocated, action):
     assert c.error_w == gpu_w - 100.0
 
 
-def test_a_throttled_component_climbs_out_by_the_margin():
+def test_a_throttled_component_doubles_what_it_holds_until_it_is_free():
+    """The gpu's demand steps to 400 W while the PDU holds it at its allocation: it asks for
+    twice what it held each time (pinned, its demand unknown), then settles at its measured
+    draw plus the margin; the cpu, not held, keeps its own."""
     ctl = rack(mode="reactive")
     ctl.step(0.0, [100.0, 50.0], None)
-    steps = []
-    for t in (1.0, 2.0, 3.0):
-        measured = ctl.allocated_w.copy()  # the PDU holds both at their allocation
-        measured[1] = 50.0  # cpu is not pinned
-        d = ctl.step(t, measured, None)
+    demand = np.array([400.0, 50.0])
+    steps, pinned = [], []
+    for t in (1.0, 2.0, 3.0, 4.0):
+        held = ctl.allocated_w.copy()               # the devices hold the last allocation
+        d = ctl.step(t, np.minimum(demand, held), None, in_force_w=held)
         steps.append(d.allocated_w[0])
-        assert [c.component for c in d.corrections] == ["gpu"]
-        assert d.corrections[0].action == "raised_from_slack"
+        pinned.append([c.component for c in d.corrections])
         assert d.allocated_w[1] == 60.0
-    assert steps == pytest.approx([121.0, 133.1, 146.41])
+    assert steps == pytest.approx([220.0, 440.0, 440.0, 440.0])
+    assert pinned == [["gpu"], ["gpu"], [], []]
+
+
+def test_pinned_is_judged_against_the_allocation_in_force_when_measured():
+    """Decisions take lead_s to reach the devices: a measurement at the old allocation is
+    pinned (the new one is not in force yet), and the controller's own estimate of what is in
+    force says the same when the devices' is not given."""
+    ctl = rack(mode="reactive", lead_s=1.0)
+    ctl.step(0.0, [100.0, 50.0], None)             # gpu 110 W, in force from t = 1 s
+    assert ctl.in_force_at(0.5).tolist() == ctl.static_allocation().tolist()
+    assert ctl.in_force_at(1.0).tolist() == [110.0, 60.0]
+    d = ctl.step(1.0, [110.0, 50.0], None)          # held at 110: pinned, asks for 220
+    assert d.allocated_w[0] == 220.0
+    d = ctl.step(1.5, [110.0, 50.0], None)          # 220 is not in force before t = 2 s
+    assert d.allocated_w[0] == 220.0 and [c.component for c in d.corrections] == ["gpu"]
+    assert d.corrections[0].allocated_w == 110.0
+    # the devices' report wins over the estimate; NaN falls back to it
+    assert ctl.in_force_at(1.6, [np.nan, 55.0]).tolist() == [110.0, 55.0]
+    with pytest.raises(ValueError, match="in_force_w has shape"):
+        ctl.in_force_at(1.6, [1.0])
+
+
+def test_an_unthrottled_component_a_margin_below_its_allocation_is_not_pinned():
+    """Even with a margin of 1 %: pinned needs the power within half the margin of the
+    allocation, so a component sitting where the controller put it does not grow."""
+    ctl = rack(mode="reactive", reactive_margin_frac=0.01, reactive_margin_w=2.0)
+    ctl.step(0.0, [500.0, 50.0], None)
+    held = ctl.allocated_w.copy()
+    assert held[0] == 505.0
+    d = ctl.step(1.0, [500.0, 50.0], None, in_force_w=held)
+    assert d.corrections == () and d.allocated_w[0] == 505.0
+    d = ctl.step(2.0, [504.5, 50.0], None, in_force_w=held)   # within 1 W of 505: held
+    assert [c.component for c in d.corrections] == ["gpu"] and d.allocated_w[0] == 1000.0
+
+
+def test_priorities_decide_who_waits_when_two_pinned_components_do_not_both_fit():
+    """Budget 400 W: both components held at their allocation and wanting more; the gpu
+    (priority 2) grows, the cpu (priority 1) is cut back to what fits."""
+    ctl = rack(breaker_w=500.0, mode="reactive")    # budget 400 W
+    ctl.step(0.0, [100.0, 100.0], None)
+    held = ctl.allocated_w.copy()
+    assert held.tolist() == [110.0, 110.0]
+    d = ctl.step(1.0, held, None, in_force_w=held)
+    assert d.allocated_w.tolist() == [220.0, 180.0]
+    held = d.allocated_w.copy()
+    d = ctl.step(2.0, held, None, in_force_w=held)
+    assert d.allocated_w.tolist() == [380.0, 20.0]   # cpu down to its floor: it waits
 
 
 # ---------------------------------------------------------------- configuration errors

@@ -69,6 +69,9 @@ ACTUATOR_PARAMETERS: tuple[ParamSpec, ...] = (
           "Reactive headroom as a fraction of the last measured power", (0.0, 5.0)),
     param("policy.reactive_margin_w", 10.0, "double", "Smallest reactive headroom, W",
           (0.0, 10000.0)),
+    param("policy.pinned_growth", 2.0, "double",
+          "A component held at its allocation in force (throttled) asks for this many times "
+          "it until it is no longer held", (1.0, 100.0)),
     param("policy.error_threshold_frac", 0.15, "double",
           "Forecast error (fraction of the forecast) that triggers a correction", (0.0, 10.0)),
     param("policy.error_threshold_w", 20.0, "double",
@@ -313,6 +316,7 @@ def actuator_config_from_params(values: Mapping[str, Any]) -> ActuatorConfig:
                 lead_s=v["policy.lead_s"], window_s=v["policy.window_s"],
                 reactive_margin_frac=v["policy.reactive_margin_frac"],
                 reactive_margin_w=v["policy.reactive_margin_w"],
+                pinned_growth=v["policy.pinned_growth"],
                 error_threshold_frac=v["policy.error_threshold_frac"],
                 error_threshold_w=v["policy.error_threshold_w"],
                 forecast_stale_s=v["inputs.forecast_max_age_s"],

@@ -191,6 +191,7 @@ def run_mode(mode: str, demand_w: np.ndarray, start_unix: float, rate_hz: float,
     outlets = np.arange(n)
     served_log = np.zeros_like(demand_w, dtype=np.float64)
     measured = np.full(n, np.nan)
+    held = np.full(n, np.nan)        # the allocation in force when `measured` was served
     view = None
     res = ModeResult(mode, steps, steps * dt)
     res.stranded_w = np.zeros(steps)
@@ -208,7 +209,7 @@ def run_mode(mode: str, demand_w: np.ndarray, start_unix: float, rate_hz: float,
             view, fallback = forecasts.forecast(t)
             res.forecasts += 1
             res.fallback_forecasts += fallback
-        decision = ctrl.step(t, measured, view)
+        decision = ctrl.step(t, measured, view, in_force_w=held)
         res.corrections += len(decision.corrections)
         res.safe_steps += decision.mode == "safe"
         alloc = np.asarray(decision.allocated_w, dtype=np.float64)
@@ -225,6 +226,7 @@ def run_mode(mode: str, demand_w: np.ndarray, start_unix: float, rate_hz: float,
         served = pdu.apply(demand_w[k], dt)
         served_log[k] = served
         measured = np.asarray(served, dtype=np.float64)
+        held = in_force.copy()
         short = demand_w[k] - in_force
         under = short > np.maximum(UNDER_TOL_FRAC * demand_w[k], UNDER_TOL_W)
         res.under_steps_by_component += under

@@ -288,7 +288,8 @@ class PduActuatorNode(LifecycleNode):
         decision = self.controller.step(
             time.time(), measured, forecast, pdu_ok=pdu_ok, pdu_reason=pdu_reason,
             samples_age_s=age, samples_reason=(f"{why} for {age:.2f} s" if math.isfinite(age)
-                                               else f"{why} since the start"))
+                                               else f"{why} since the start"),
+            in_force_w=self._link.held_w())      # pinned is judged by what the devices hold
         if (forecast is None and self._forecast is not None
                 and "forecast missing" in decision.mode_reason):
             decision = replace(decision, mode_reason=decision.mode_reason.replace(

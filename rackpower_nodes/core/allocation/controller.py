@@ -7,6 +7,7 @@ the result is a `Decision`, with a `Correction` per component corrected at once.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -70,7 +71,7 @@ class AllocationController:
     """Computes each cycle's allocation (W) for a fixed list of components.
 
     `mode` is the requested mode; the mode used can be `safe` instead (see `step`).
-    `allocated_w` is the allocation in force, the static split until the first step.
+    `allocated_w` is the newest allocation decided, the static split until the first step.
     """
 
     def __init__(self, components: Sequence[Component], cfg: PolicyConfig,
@@ -96,6 +97,10 @@ class AllocationController:
         self.set_mode(mode)
         self._static = _frozen_array(self._static_split())
         self.allocated_w = self._static.copy()
+        # the controller's own estimate of the allocation in force: the newest decided at
+        # least lead_s (the actuation delay) ago; the decisions not yet in force
+        self._in_force = self._static.copy()
+        self._pending: deque[tuple[float, np.ndarray]] = deque()
 
     def set_mode(self, mode: str) -> None:
         """Request `mode`, one of MODES; ValueError otherwise."""
@@ -163,26 +168,47 @@ class AllocationController:
                                  f"{len(self.ids)}, in the controller's order")
         return measured
 
-    def _measured_base(self, measured: np.ndarray) -> np.ndarray:
-        """Measured power clipped at 0; one held at its allocation counts as the allocation."""
-        base = np.maximum(measured, 0.0)
-        return np.where(self._pinned(measured), np.maximum(base, self.allocated_w), base)
+    def in_force_at(self, t_unix: float, in_force_w=None) -> np.ndarray:
+        """The allocation in force when the power of `t_unix` was measured, W: what the
+        devices reported holding (`in_force_w`) where known, else the newest allocation this
+        controller decided at least lead_s before `t_unix` (inf: no limit)."""
+        while self._pending and self._pending[0][0] <= t_unix - self.cfg.lead_s:
+            self._in_force = self._pending.popleft()[1]
+        if in_force_w is None:
+            return self._in_force.copy()
+        held = np.array(in_force_w, dtype=np.float64)
+        if held.shape != (len(self.ids),):
+            raise ValueError(f"in_force_w has shape {held.shape}: expected ({len(self.ids)},), "
+                             "one value per component (W, NaN unknown)")
+        return np.where(np.isnan(held), self._in_force, held)
 
-    def _pinned(self, measured: np.ndarray) -> np.ndarray:
+    def _held(self, measured, reference, frac: float, minimum_w: float):
+        """(at or above, pinned): measured at or above the allocation in force less a band of
+        (1 - PINNED_FRAC) of it and at most half the mode's margin (an unthrottled component
+        sits a margin below); pinned when also within the band above it (held there, its
+        demand censored), rather than well above it (not held: its demand was measured)."""
         with np.errstate(invalid="ignore"):
-            return measured >= PINNED_FRAC * self.allocated_w
+            band = np.minimum((1.0 - PINNED_FRAC) * reference,
+                              0.5 * np.maximum(frac * reference, minimum_w))
+            above = measured >= reference - band
+            return above, above & (measured <= reference + band)
+
+    def _margin(self, mode) -> tuple[float, float]:
+        """The (frac, W) margin of the mode used."""
+        cfg = self.cfg
+        if mode == "proactive":
+            return cfg.margin_frac, cfg.margin_w
+        if mode == "safe":
+            return cfg.safe_margin_frac, cfg.reactive_margin_w
+        return cfg.reactive_margin_frac, cfg.reactive_margin_w
 
     def _demand(self, mode, base, peak) -> tuple[np.ndarray, float, float]:
         """Demand (W) and the (frac, W) margin of the mode used."""
-        cfg = self.cfg
-        if mode == "safe":
-            frac, minimum = cfg.safe_margin_frac, cfg.reactive_margin_w
-        else:
-            frac, minimum = cfg.reactive_margin_frac, cfg.reactive_margin_w
+        frac, minimum = self._margin("safe" if mode == "safe" else "reactive")
         reactive = _plus_margin(base, frac, minimum)
         if mode != "proactive":
             return np.where(np.isnan(reactive), self._static, reactive), frac, minimum
-        frac, minimum = cfg.margin_frac, cfg.margin_w
+        frac, minimum = self._margin(mode)
         ahead = _plus_margin(np.maximum(peak, 0.0), frac, minimum)
         demand = np.fmax(ahead, _plus_margin(base, frac, minimum))
         demand = np.where(np.isnan(peak), reactive, demand)
@@ -196,26 +222,32 @@ class AllocationController:
 
     def step(self, t_unix: float, measured_w: np.ndarray, forecast: ForecastView | None,
              pdu_ok: bool = True, pdu_reason: str = "", samples_age_s: float = 0.0,
-             samples_reason: str = "") -> Decision:
+             samples_reason: str = "", in_force_w=None) -> Decision:
         """One control cycle at `t_unix` (s) from the newest measured power per component (W,
         NaN where unknown) and the newest forecast (None if none). `samples_age_s`: time
         since the last fresh measurement batch, s (inf: none yet); `samples_reason` says
-        why it is stale (no batch, clock stuck, all NaN) for the mode reason.
+        why it is stale (no batch, clock stuck, all NaN) for the mode reason. `in_force_w`:
+        the allocation the devices held when the power was measured (W, NaN unknown; None:
+        the controller's own estimate, see `in_force_at`).
 
         The requested mode is used unless it is proactive and the forecast is missing or its
         origin is more than forecast_stale_s away from t_unix, or the PDU is not answering
         (`pdu_ok` False), or the measurements are older than samples_stale_s: then safe
         mode, with the reason; without measurements safe mode allocates the static split,
-        whatever its policy. Every component asks for at least its floor. Components
-        measured at or above PINNED_FRAC of their allocation (held there by the PDU, so
-        wanting more), or off the p50 forecast by more than the error threshold (proactive),
-        are corrected at once: they ask for at least the measured power plus the mode's
-        margin, and each yields a `Correction`. The budget is then
-        water-filled by priority and the result becomes the allocation in force. Static mode,
-        and safe mode under the static policy, allocate the static split and correct nothing.
+        whatever its policy. Every component asks for at least its floor. A component held
+        at the allocation in force when its power was measured (pinned: throttled, its demand
+        censored) asks for pinned_growth times that allocation, as expected draw, so it
+        recovers within an actuation delay or two instead of a margin per delay. Components at
+        or above their allocation in force, or off the p50 forecast by more than the error
+        threshold (proactive), are corrected at once: they ask for at least the measured
+        power plus the mode's margin, and each yields a `Correction`. The budget is then
+        water-filled by priority, expected draws first, and the result is the newest
+        allocation. Static mode, and safe mode under the static policy, allocate the static
+        split and correct nothing.
         Raises ValueError for a non-finite time or arrays of the wrong size.
         """
         measured = self._check_inputs(t_unix, measured_w, forecast, samples_age_s)
+        reference = self.in_force_at(t_unix, in_force_w)
         mode, reason, fresh, blind = self._select_mode(t_unix, forecast, pdu_ok, pdu_reason,
                                                        samples_age_s, samples_reason)
         n = len(self.ids)
@@ -225,35 +257,44 @@ class AllocationController:
             allocated = self._static.copy()
             decision = Decision(t_unix, mode, reason, _frozen_array(allocated),
                                 _frozen_array(peak), _frozen_array(self._static), ())
-            self.allocated_w = allocated
-            return decision
+            return self._decided(decision, allocated)
         if mode == "proactive":
             peak = forecast_peak(forecast, t_unix, self.cfg, self.cfg.quantile)
-        base = self._measured_base(measured)
+        above, pinned = self._held(measured, reference, *self._margin(mode))
+        base = np.maximum(measured, 0.0)
+        base = np.where(pinned, np.maximum(base, reference), base)   # demand is at least that
         demand, frac, minimum = self._demand(mode, base, peak)
-        flagged = self._pinned(measured)
+        flagged = above.copy()
         if mode == "proactive":
             flagged |= self._off_forecast(measured, predicted)
         wanted = np.where(flagged, np.fmax(demand, _plus_margin(base, frac, minimum)), demand)
+        grown = reference * self.cfg.pinned_growth
+        wanted = np.where(pinned, np.fmax(wanted, grown), wanted)
         wanted = np.maximum(wanted, self.floor_w)  # idle power is always asked for
-        # what each component is expected to draw comes before anyone's headroom
+        # what each component is expected to draw comes before anyone's headroom; a pinned
+        # one is expected to draw more than it is allowed
         need = base if mode != "proactive" else np.fmax(
             base, forecast_peak(forecast, t_unix, self.cfg, "p50"))
+        need = np.where(pinned, np.fmax(need, grown), need)
         allocated = water_fill_tiers(need, wanted, self.floor_w, self.ceiling_w,
                                      self.priority, self.cfg.budget_w)
         corrections = self._corrections(np.flatnonzero(flagged), measured, predicted, wanted,
-                                        allocated)
+                                        allocated, reference)
         decision = Decision(t_unix, mode, reason, _frozen_array(allocated),
                             _frozen_array(peak), _frozen_array(wanted), corrections)
+        return self._decided(decision, allocated)
+
+    def _decided(self, decision: Decision, allocated: np.ndarray) -> Decision:
         self.allocated_w = allocated
+        self._pending.append((decision.t_unix, np.array(allocated, dtype=np.float64)))
         return decision
 
-    def _corrections(self, flagged, measured, predicted, wanted, allocated):
+    def _corrections(self, flagged, measured, predicted, wanted, allocated, reference):
         target = np.clip(wanted, 0.0, self.ceiling_w)
         out = []
         for i in flagged:
             out.append(Correction(self.ids[i], float(predicted[i]), float(measured[i]),
-                                  float(self.allocated_w[i]), float(allocated[i]),
+                                  float(reference[i]), float(allocated[i]),
                                   self._action(i, measured[i], wanted[i], allocated, target)))
         return tuple(out)
 

@@ -19,7 +19,8 @@ SAFE_POLICIES = ("reactive", "static")
 ACTIONS = ("raised_from_slack", "took_from_lower_priority", "capped_at_ceiling",
            "budget_exhausted", "none")
 PINNED_FRAC = 0.98
-"""Measured power at or above this fraction of the allocation counts as held at the allocation."""
+"""Measured power at or above this fraction of the allocation in force (and within half the
+mode's margin of it) counts as held there: the component is throttled, its demand unknown."""
 
 
 def _is_number(value) -> bool:
@@ -71,7 +72,7 @@ _CONFIG_RANGES = {
     "reactive_margin_frac": (0.0, True, math.inf), "reactive_margin_w": (0.0, True, math.inf),
     "error_threshold_frac": (0.0, True, math.inf), "error_threshold_w": (0.0, True, math.inf),
     "forecast_stale_s": (0.0, False, math.inf), "safe_margin_frac": (0.0, True, math.inf),
-    "samples_stale_s": (0.0, False, math.inf),
+    "samples_stale_s": (0.0, False, math.inf), "pinned_growth": (1.0, True, 100.0),
 }
 
 
@@ -87,7 +88,9 @@ class PolicyConfig:
     `forecast_stale_s` sends a proactive controller to safe mode, which allocates by
     `safe_policy`: reactive with `safe_margin_frac`, or the static split. No fresh
     measurement batch for more than `samples_stale_s` sends every mode to safe mode, which
-    then allocates the static split (there is nothing to react to).
+    then allocates the static split (there is nothing to react to). A component held at its
+    allocation in force (pinned: throttled, its demand unknown but at least that) asks for
+    `pinned_growth` times it, as expected draw, until it is no longer pinned.
     """
 
     breaker_w: float
@@ -105,6 +108,7 @@ class PolicyConfig:
     safe_policy: str = "reactive"
     safe_margin_frac: float = 0.25
     samples_stale_s: float = 0.5
+    pinned_growth: float = 2.0
 
     def __post_init__(self):
         errors = []
