@@ -6,11 +6,11 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import serial
+from helpers import REPO
 
 from rackpower_nodes.core.frame_codec import DecodedFrames, FrameDecoder, FrameLayout
 from rackpower_nodes.sim.sensor_board import (
@@ -23,8 +23,6 @@ from rackpower_nodes.sim.sensor_board import (
     steps_source,
 )
 from rackpower_nodes.sim.sensor_board.pty_io import _OutputBuffer
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 class HostReader:

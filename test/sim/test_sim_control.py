@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import REPO
 from pymodbus.client import ModbusTcpClient
 
 from rackpower_nodes.core.frame_codec import FrameDecoder
@@ -157,7 +158,7 @@ def test_live_exits_0_with_ctrl_c_repeated_while_it_stops(tmp_path):
          "--bmc-port", "0", "--control", str(control)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
-            str(__import__("pathlib").Path(__file__).resolve().parents[1]),
+            str(REPO),
             os.environ.get("PYTHONPATH", "")]))})
     try:
         _wait(lambda: control.exists() or proc.poll() is not None, "control socket", 60.0)

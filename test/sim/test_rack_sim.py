@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from helpers import REPO
 
 from rackpower_nodes.sim.cli import main
 from rackpower_nodes.sim.rack_model import (
@@ -21,7 +21,6 @@ from rackpower_nodes.sim.rack_model import (
 from rackpower_nodes.sim.rack_sim import RackSimulator, SimData, generate, load_config
 from rackpower_nodes.sim.workload import TELEMETRY_FIELDS, load_bsc_trace, load_plain_trace
 
-REPO = Path(__file__).resolve().parents[1]
 HOUR = 3600.0
 
 
