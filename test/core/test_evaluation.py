@@ -1,7 +1,6 @@
-"""The side-by-side evaluation (core/evaluation.py, rackpower-evaluate) on short runs."""
+"""The side-by-side evaluation (core/evaluation.py) on short runs; its command line,
+`rackpower-evaluate`: test/tools/test_evaluate_cli.py."""
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
@@ -9,7 +8,6 @@ from helpers import REPO
 
 from rackpower_nodes.core.actuator_config import load_actuator_config_yaml
 from rackpower_nodes.core.evaluation import UNDER_TOL_FRAC, UNDER_TOL_W, EvalSetup, run_mode
-from rackpower_nodes.tools.evaluate_cli import main as evaluate_main
 from rackpower_nodes.sim.pdu import PduModel
 from rackpower_nodes.sim.rack_sim import generate
 
@@ -86,33 +84,3 @@ def test_proactive_needs_forecasts(day, setup):
     with pytest.raises(ValueError, match="proactive mode needs forecasts"):
         run_mode("proactive", _demand(day, setup), day.start_unix, day.rate_hz, setup,
                  _pdu(setup))
-
-
-def test_cli_prints_the_table_and_writes_json_and_plot(tmp_path, capsys):
-    out_json, out_png = tmp_path / "modes.json", tmp_path / "modes.png"
-    rc = evaluate_main(["--hours", "0.1", "--seed", "3", "--modes", "proactive,reactive,static",
-                        "--json", str(out_json), "--plot", str(out_png),
-                        "--forecast-every-s", "1.0"])
-    assert rc == 0
-    text = capsys.readouterr().out
-    assert "| mode | under-alloc time %" in text
-    assert "under-allocated time % per component" in text
-    rows = json.loads(out_json.read_text())
-    assert set(rows[0]["under_alloc_pct_by_component"]) >= {"srv01", "tor-a"}
-    assert [r["mode"] for r in rows] == ["proactive", "reactive", "static"]
-    assert all(r["budget_violations"] == 0 and r["breaker_trips"] == 0 for r in rows)
-    assert out_png.stat().st_size > 10_000
-
-
-def test_cli_rejects_bad_input_with_a_named_error(tmp_path, capsys):
-    assert evaluate_main(["--hours", "0.1", "--modes", "proactive,bogus"]) == 2
-    assert "--modes" in capsys.readouterr().err
-    assert evaluate_main(["--sim", str(tmp_path)]) == 2
-    assert "no rack_sim.json" in capsys.readouterr().err
-    assert evaluate_main(["--hours", "0.1", "-p", "policy.quantile:=p42"]) == 2
-    assert "policy.quantile" in capsys.readouterr().err
-    broken = tmp_path / "model"
-    broken.mkdir()
-    assert evaluate_main(["--hours", "0.05", "--modes", "proactive", "--model",
-                          str(broken)]) == 2
-    assert "model" in capsys.readouterr().err
