@@ -10,6 +10,7 @@ several test folders use live in test/conftest.py.
   HTTP server that sends any body;
 - `helpers.sensor`: the `current_sensor` node's parameters against the board emulator;
 - `helpers.retrain`: small simulated racks, their bags and a trained champion model;
+- `helpers.series`: small component series for the forecast data and reader tests;
 - `helpers.graph`: a watcher that tells when a launched graph is up.
 """
 from __future__ import annotations
