@@ -34,6 +34,7 @@ from rackpower_nodes.core.forecast.series import (
     DatasetError,
     estimate_spec,
     hold_telemetry,
+    pinned,
     split_on_gaps,
     step_index,
 )
@@ -63,7 +64,7 @@ def message_typestore():
 
     store = get_typestore(getattr(Stores, "ROS2_KILTED", Stores.ROS2_HUMBLE))
     folder, types = _msg_folder(), {}
-    for name in ("HostMetrics", "HostTelemetry", "PowerSamples"):
+    for name in ("HostMetrics", "HostTelemetry", "PowerSamples", "PowerAllocation"):
         types.update(get_types_from_msg((folder / f"{name}.msg").read_text(),
                                         f"rackpower/msg/{name}"))
     store.register(types)
@@ -71,6 +72,7 @@ def message_typestore():
 
 
 POWER_TYPE, TELEMETRY_TYPE = "rackpower/msg/PowerSamples", "rackpower/msg/HostTelemetry"
+ALLOCATION_TYPE = "rackpower/msg/PowerAllocation"
 
 
 def from_bag(path: str | Path, step_s: float = 0.1, namespace: str | None = None,
@@ -79,20 +81,23 @@ def from_bag(path: str | Path, step_s: float = 0.1, namespace: str | None = None
     """Series from a rosbag2 bag (sqlite3 or MCAP) with ``/<ns>/power_samples`` and
     ``/<ns>/host_telemetry``. Each channel is one component; a batch after lost frames or a
     sequence jump starts a new segment, as does a time gap. Host telemetry is matched by
-    ``host_id`` == component id. ``namespace`` picks one rack when the bag holds several."""
+    ``host_id`` == component id. ``namespace`` picks one rack when the bag holds several.
+    Where the bag holds the rack's ``power_allocation``, steps with a sample held at the
+    allocation in force (``held_w``, else ``allocated_w``, of the newest allocation stamped
+    before it) are marked ``censored``: the cap, not the demand."""
     from rosbags.highlevel import AnyReaderError
 
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"bag {path} does not exist")
     try:
-        pieces, tele = _read_bag(path, namespace, lost_frames_tolerance_s(step_s))
+        pieces, tele, alloc = _read_bag(path, namespace, lost_frames_tolerance_s(step_s))
     except AnyReaderError as exc:
         raise DatasetError(f"bag {path}: {exc}") from exc
     out: list[ComponentSeries] = []
     for name, chunks in pieces.items():
         out.extend(_bag_component(name, chunks, tele.get(name, []), step_s, specs, schedule,
-                                  str(path)))
+                                  str(path), alloc.get(name, [])))
     return out
 
 
@@ -103,10 +108,20 @@ def _read_bag(path: Path, namespace: str | None, tolerance_s: float) -> tuple[di
 
     pieces: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
     tele: dict[str, list[tuple[float, np.ndarray]]] = {}
+    alloc: dict[str, list[tuple[float, float]]] = {}
     check, piece = SequenceCheck(tolerance_s), 0
     with AnyReader([path], default_typestore=message_typestore()) as reader:
         for conn, _, raw in reader.messages(connections=_bag_topics(reader, namespace, path)):
             msg = reader.deserialize(raw, conn.msgtype)
+            if conn.msgtype == ALLOCATION_TYPE:
+                t = stamp_unix(msg.header.stamp)
+                held = np.asarray(msg.held_w, dtype=np.float64)
+                ref = np.asarray(msg.allocated_w, dtype=np.float64)
+                if held.shape == ref.shape:
+                    ref = np.where(np.isfinite(held), held, ref)
+                for name, w in zip(msg.channel_ids, ref):
+                    alloc.setdefault(name, []).append((t, float(w)))
+                continue
             if conn.msgtype == TELEMETRY_TYPE:
                 t = stamp_unix(msg.header.stamp)
                 for host in msg.hosts:
@@ -118,7 +133,7 @@ def _read_bag(path: Path, namespace: str | None, tolerance_s: float) -> tuple[di
             t = sample_times(t0, period, power.shape[1])
             for c, name in enumerate(ids):
                 pieces.setdefault(name, []).append((piece, t, power[c]))
-    return pieces, tele
+    return pieces, tele, alloc
 
 
 def _bag_topics(reader, namespace: str | None, path: Path) -> list:
@@ -138,14 +153,27 @@ def _bag_topics(reader, namespace: str | None, path: Path) -> list:
                            f"{namespace!r}, expected exactly one (topics: {seen}); pass "
                            "namespace= to choose a rack")
     prefix = topics[0].rsplit("/", 1)[0]
-    tele = [c for c in pick(TELEMETRY_TYPE, "host_telemetry")
-            if c.topic.rsplit("/", 1)[0] == prefix]
-    return power + tele
+    same_rack = [c for c in pick(TELEMETRY_TYPE, "host_telemetry")
+                 + pick(ALLOCATION_TYPE, "power_allocation")
+                 if c.topic.rsplit("/", 1)[0] == prefix]
+    return power + same_rack
+
+
+def _in_force(t: np.ndarray, alloc: list) -> np.ndarray:
+    """The allocation in force (W) at each time `t`: the newest stamped at or before it (NaN
+    before the first one or without any)."""
+    if not alloc:
+        return np.full(len(t), np.nan)
+    at = np.array([a[0] for a in alloc])
+    order = np.argsort(at, kind="stable")
+    w = np.array([a[1] for a in alloc])[order]
+    i = np.searchsorted(at[order], t, side="right") - 1
+    return np.where(i >= 0, w[np.maximum(i, 0)], np.nan)
 
 
 def _bag_component(name: str, chunks: list, tele: list, step_s: float,
                    specs: Mapping | None, schedule: WorkloadSchedule | None,
-                   source: str) -> list[ComponentSeries]:
+                   source: str, alloc: list = ()) -> list[ComponentSeries]:
     ids = np.array([c[0] for c in chunks])
     t_all = np.concatenate([c[1] for c in chunks])
     p_all = np.concatenate([c[2] for c in chunks])
@@ -154,12 +182,14 @@ def _bag_component(name: str, chunks: list, tele: list, step_s: float,
     msg_t = np.array([m[0] for m in tele], dtype=np.float64)
     msg_v = np.array([m[1] for m in tele]).reshape(len(tele), len(TELEMETRY))
     out: list[ComponentSeries] = []
+    held = pinned(p_all, _in_force(t_all, list(alloc))).astype(np.float64)
     for k in dict.fromkeys(ids.tolist()):
         sel = (piece_of == k) & np.isfinite(p_all)
-        for t0, p in split_on_gaps(t_all[sel], p_all[sel], step_s=step_s):
+        for t0, p, h in split_on_gaps(t_all[sel], p_all[sel], held[sel], step_s=step_s):
             steps = step_index(t0, step_s) + np.arange(len(p))
             tel = hold_telemetry(steps, msg_t, msg_v, step_s)
-            out.append(ComponentSeries(name, t0, step_s, p, tel, *spec, schedule, source))
+            out.append(ComponentSeries(name, t0, step_s, p, tel, *spec, schedule, source,
+                                       censored=h > 0))
     return out
 
 

@@ -151,6 +151,10 @@ def run(req: dict) -> dict:
     trained_on.update(windows=len(train_all), trained_windows=len(fit_on),
                       weighted_windows=int(np.count_nonzero(weights > 1.0)),
                       errors_logged=len(errors), spec=spec_doc,
+                      # steps held at their allocation (the cap, not the demand): no window
+                      # learnt them as targets
+                      censored_steps=int(sum(int(s.censored.sum()) for s in series
+                                             if s.censored is not None)),
                       t_first_unix=float(train_all.t_unix.min()),
                       t_last_unix=float(train_all.t_unix.max()))
     path = save_model(challenger, req["out_root"], metrics, trained_on)

@@ -204,13 +204,17 @@ def window_ends(n: int, spec: WindowSpec) -> np.ndarray:
 def build_windows(series: Sequence[ComponentSeries], spec: WindowSpec = WindowSpec(),
                   max_windows: int | None = None, seed: int = 0) -> WindowSet:
     """Windows of every segment in ``series`` (never across a segment end), every
-    ``spec.stride`` steps; at most ``max_windows`` of them, drawn at random with ``seed``.
-    Memory: 4 * (history * F + horizon + 2) bytes per window plus 8 for its time."""
+    ``spec.stride`` steps, but none whose horizon holds a censored step (:func:`uncensored`);
+    at most ``max_windows`` of them, drawn at random with ``seed``. Memory: 4 * (history * F + horizon + 2) bytes per window plus 8 for its time."""
     for s in series:
         if not math.isclose(s.step_s, spec.step_s, rel_tol=1e-9):
             raise DatasetError(f"series {s.component!r} ({s.source}): step_s={s.step_s}, "
                                f"expected the spec's {spec.step_s} s")
-    ends = _subsample([window_ends(len(s), spec) for s in series], max_windows, seed)
+    ends = [uncensored(s, window_ends(len(s), spec), spec) for s in series]
+    dropped = sum(len(window_ends(len(s), spec)) for s in series) - sum(len(e) for e in ends)
+    if dropped:
+        _log.info("%d windows left out: their targets hold censored (pinned) steps", dropped)
+    ends = _subsample(ends, max_windows, seed)
     names, hist, hor = feature_names(spec), spec.history_steps, spec.horizon_steps
     n = sum(len(e) for e in ends)
     ws = WindowSet(np.empty((n, hist, len(names)), np.float32), np.empty((n, hor), np.float32),
@@ -223,6 +227,15 @@ def build_windows(series: Sequence[ComponentSeries], spec: WindowSpec = WindowSp
             o += len(e)
     _log.info("built %d windows (%.1f MB) from %d series", n, ws.nbytes / 1e6, len(series))
     return ws
+
+
+def uncensored(s: ComponentSeries, ends: np.ndarray, spec: WindowSpec) -> np.ndarray:
+    """The window ends of `s` whose horizon holds no censored step: a step held at its
+    allocation shows the cap, not the demand, and must not be learnt as demand."""
+    if s.censored is None or not s.censored.any():
+        return ends
+    held = np.concatenate([[0], np.cumsum(s.censored, dtype=np.int64)])
+    return ends[held[ends + 1 + spec.horizon_steps] - held[ends + 1] == 0]
 
 
 def _subsample(ends: list[np.ndarray], max_windows: int | None, seed: int) -> list[np.ndarray]:

@@ -15,6 +15,9 @@ over one contiguous segment of the global grid:
 - ``telemetry`` (n, 6) float32: :data:`TELEMETRY` (``cpu_util`` and ``mem_used_fraction``
   0..1, then network and disk rates in bytes/s); **NaN means unknown** (no host telemetry,
   a switch, a stale host, a column a file lacks).
+- ``censored`` (n,) bool or None: steps where the component was held at the allocation in
+  force (pinned, throttled): their power is a lower bound of the demand, not the demand, so
+  no window learns it as a target (:func:`~.features.build_windows`). None: none known.
 - ``idle_w``/``max_w`` (W): the component's spec, from config or :func:`estimate_spec`;
   ``schedule``: the known :class:`~rackpower_nodes.core.schedule.WorkloadSchedule` or None;
   ``source``: where it came from (for messages).
@@ -37,11 +40,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rackpower_nodes.core.allocation.policy import PINNED_FRAC
 from rackpower_nodes.core.schedule import WorkloadSchedule
 
 __all__ = [
     "GRID_EPS", "TELEMETRY", "TELEMETRY_MAX_AGE_S", "ComponentSeries", "DatasetError",
-    "estimate_spec", "hold_telemetry", "split_on_gaps", "step_index", "step_times",
+    "estimate_spec", "hold_telemetry", "pinned", "split_on_gaps", "step_index", "step_times",
 ]
 
 TELEMETRY = ("cpu_util", "mem_used_fraction", "net_rx_Bps", "net_tx_Bps", "disk_read_Bps",
@@ -83,6 +87,7 @@ class ComponentSeries:
     max_w: float
     schedule: WorkloadSchedule | None = None
     source: str = ""
+    censored: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         where = f"series {self.component!r} ({self.source or 'no source'})"
@@ -94,6 +99,11 @@ class ComponentSeries:
         if self.telemetry.shape != (n, len(TELEMETRY)):
             raise DatasetError(f"{where}: telemetry shape {self.telemetry.shape}, expected "
                                f"({n}, {len(TELEMETRY)})")
+        if self.censored is not None:
+            self.censored = np.asarray(self.censored, dtype=bool).reshape(-1)
+            if len(self.censored) != n:
+                raise DatasetError(f"{where}: censored has {len(self.censored)} steps, "
+                                   f"expected {n}")
         if not np.isfinite(self.power_w).all():
             raise DatasetError(f"{where}: power_w has non-finite values")
         if not (math.isfinite(self.max_w) and self.max_w > 0 and 0 <= self.idle_w <= self.max_w):
@@ -180,6 +190,15 @@ def hold_telemetry(steps: np.ndarray, msg_t_unix, msg_values, step_s: float,
     ok = (i >= 0) & (steps - bins[np.maximum(i, 0)] <= max_age)
     out[ok] = values[i[ok]]
     return out
+
+
+def pinned(power_w, in_force_w) -> np.ndarray:
+    """Samples held at the allocation in force (within 1 - PINNED_FRAC of it, either side):
+    throttled, so their power is a lower bound of the demand. NaN allocation: not known."""
+    power = np.asarray(power_w, dtype=np.float64)
+    ref = np.asarray(in_force_w, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.abs(power - ref) <= (1.0 - PINNED_FRAC) * ref
 
 
 def estimate_spec(power_w: np.ndarray) -> tuple[float, float]:
