@@ -72,6 +72,9 @@ ACTUATOR_PARAMETERS: tuple[ParamSpec, ...] = (
     param("policy.pinned_growth", 2.0, "double",
           "A component held at its allocation in force (throttled) asks for this many times "
           "it until it is no longer held", (1.0, 100.0)),
+    param("policy.pinned_hold_s", 0.2, "double",
+          "How long a component must be held at its allocation before it grows, s (shorter "
+          "clips, e.g. noise above the margin, gain only the margin)", (0.0, 60.0)),
     param("policy.error_threshold_frac", 0.15, "double",
           "Forecast error (fraction of the forecast) that triggers a correction", (0.0, 10.0)),
     param("policy.error_threshold_w", 20.0, "double",
@@ -317,6 +320,7 @@ def actuator_config_from_params(values: Mapping[str, Any]) -> ActuatorConfig:
                 reactive_margin_frac=v["policy.reactive_margin_frac"],
                 reactive_margin_w=v["policy.reactive_margin_w"],
                 pinned_growth=v["policy.pinned_growth"],
+                pinned_hold_s=v["policy.pinned_hold_s"],
                 error_threshold_frac=v["policy.error_threshold_frac"],
                 error_threshold_w=v["policy.error_threshold_w"],
                 forecast_stale_s=v["inputs.forecast_max_age_s"],

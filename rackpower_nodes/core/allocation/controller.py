@@ -101,6 +101,7 @@ class AllocationController:
         # least lead_s (the actuation delay) ago; the decisions not yet in force
         self._in_force = self._static.copy()
         self._pending: deque[tuple[float, np.ndarray]] = deque()
+        self._pinned_since = np.full(len(self.ids), np.nan)   # start of each pinned run, s
 
     def set_mode(self, mode: str) -> None:
         """Request `mode`, one of MODES; ValueError otherwise."""
@@ -236,8 +237,9 @@ class AllocationController:
         mode, with the reason; without measurements safe mode allocates the static split,
         whatever its policy. Every component asks for at least its floor. A component held
         at the allocation in force when its power was measured (pinned: throttled, its demand
-        censored) asks for pinned_growth times that allocation, as expected draw, so it
-        recovers within an actuation delay or two instead of a margin per delay. Components at
+        censored) for pinned_hold_s is expected to draw pinned_growth times that allocation
+        (priority decides, even against others' draw) and may take its square from slack, so
+        it recovers within an actuation delay or two instead of a margin per delay. Components at
         or above their allocation in force, or off the p50 forecast by more than the error
         threshold (proactive), are corrected at once: they ask for at least the measured
         power plus the mode's margin, and each yields a `Correction`. The budget is then
@@ -268,14 +270,17 @@ class AllocationController:
         if mode == "proactive":
             flagged |= self._off_forecast(measured, predicted)
         wanted = np.where(flagged, np.fmax(demand, _plus_margin(base, frac, minimum)), demand)
+        self._pinned_since = np.where(pinned, np.fmin(self._pinned_since, t_unix), np.nan)
+        held = pinned & (t_unix - self._pinned_since >= self.cfg.pinned_hold_s - 1e-9)
         grown = reference * self.cfg.pinned_growth
-        wanted = np.where(pinned, np.fmax(wanted, grown), wanted)
+        # its expected draw is `grown`; from slack (never from others' draw) up to growth^2
+        wanted = np.where(held, np.fmax(wanted, grown * self.cfg.pinned_growth), wanted)
         wanted = np.maximum(wanted, self.floor_w)  # idle power is always asked for
         # what each component is expected to draw comes before anyone's headroom; a pinned
         # one is expected to draw more than it is allowed
         need = base if mode != "proactive" else np.fmax(
             base, forecast_peak(forecast, t_unix, self.cfg, "p50"))
-        need = np.where(pinned, np.fmax(need, grown), need)
+        need = np.where(held, np.fmax(need, grown), need)
         allocated = water_fill_tiers(need, wanted, self.floor_w, self.ceiling_w,
                                      self.priority, self.cfg.budget_w)
         corrections = self._corrections(np.flatnonzero(flagged), measured, predicted, wanted,

@@ -73,6 +73,7 @@ _CONFIG_RANGES = {
     "error_threshold_frac": (0.0, True, math.inf), "error_threshold_w": (0.0, True, math.inf),
     "forecast_stale_s": (0.0, False, math.inf), "safe_margin_frac": (0.0, True, math.inf),
     "samples_stale_s": (0.0, False, math.inf), "pinned_growth": (1.0, True, 100.0),
+    "pinned_hold_s": (0.0, True, math.inf),
 }
 
 
@@ -89,8 +90,9 @@ class PolicyConfig:
     `safe_policy`: reactive with `safe_margin_frac`, or the static split. No fresh
     measurement batch for more than `samples_stale_s` sends every mode to safe mode, which
     then allocates the static split (there is nothing to react to). A component held at its
-    allocation in force (pinned: throttled, its demand unknown but at least that) asks for
-    `pinned_growth` times it, as expected draw, until it is no longer pinned.
+    allocation in force (pinned: throttled, its demand unknown but at least that) for
+    `pinned_hold_s` asks for `pinned_growth` times it, as expected draw, until it is no
+    longer pinned (a shorter clip, e.g. noise above the margin, only gains the margin).
     """
 
     breaker_w: float
@@ -109,6 +111,7 @@ class PolicyConfig:
     safe_margin_frac: float = 0.25
     samples_stale_s: float = 0.5
     pinned_growth: float = 2.0
+    pinned_hold_s: float = 0.2
 
     def __post_init__(self):
         errors = []
