@@ -4,8 +4,10 @@
     rackpower-evaluate --sim /tmp/day7 --model models/lstm-<version> --plot /tmp/modes.png
 
 Runs the same simulated demand under each mode (default proactive, reactive, static) through
-the controller, an actuation delay and the simulated PDU (core/evaluation.py), and prints one
-row per mode: time and energy under-allocated, performance lost to throttling, stranded power
+the controller, an actuation delay and the simulated PDU (core/evaluation.py), at each delay
+of `--delays` (default `rack`: what the rack's actuators take, per component: PDU outlet
+registers `--pdu-delay-s`, 0.1 s; BMC power caps `--bmc-delay-s`, 1 s; or uniform delays in
+seconds, e.g. `--delays 0.1,1,rack`), and prints one table per delay, one row per mode: time and energy under-allocated, performance lost to throttling, stranded power
 (allocated minus used, rack total), breaker trips, budget violations. The rack (components,
 floors, ceilings, priorities, budget, policy) comes from the `pdu_actuator` section of the
 config; the forecaster's component specs from its `predictor` section.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,8 +58,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--config", type=Path, default=None, help="ROS parameter YAML (rack.yaml)")
     p.add_argument("--modes", default="proactive,reactive,static",
                    help="comma-separated modes (default proactive,reactive,static)")
+    p.add_argument("--delays", default="rack",
+                   help="comma-separated actuation delays to run every mode at: seconds (the "
+                        "same for every component) or `rack` (per component: PDU registers "
+                        "--pdu-delay-s, BMC caps --bmc-delay-s); default rack")
     p.add_argument("--delay-s", type=float, default=None,
-                   help="allocation write -> in force, s (default: the policy's lead_s)")
+                   help="one uniform delay, s (the same as --delays DELAY_S)")
+    p.add_argument("--pdu-delay-s", type=float, default=0.1,
+                   help="write -> in force of a PDU outlet register, s (default 0.1)")
+    p.add_argument("--bmc-delay-s", type=float, default=1.0,
+                   help="write -> in force of a BMC power cap, s (default 1.0)")
     p.add_argument("--forecast-every-s", type=float, default=0.5,
                    help="forecaster period, s (the live predictor: 0.1; default 0.5)")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
@@ -213,38 +224,32 @@ def plot(results: Sequence[ModeResult], names: Sequence[str], path: Path,
     plt.close(fig)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-        bad = [m for m in modes if m not in MODES or m == "safe"]
-        if bad or not modes:
-            raise CliError(f"--modes {args.modes!r}: expected some of proactive, reactive, "
-                           "static")
-        config = args.config or _default_config()
-        acfg = actuator_config(config, args.param)
-        delay = acfg.policy.lead_s if args.delay_s is None else args.delay_s
-        dead_band, resolution = (bmc_actuation(acfg.cap_urls, acfg.power_caps.min_change_w)
-                                 if args.bmc_caps else (None, None))
-        setup = EvalSetup(acfg.components, acfg.policy, delay, args.forecast_every_s,
-                          dead_band, resolution)
-        data = load_day(args)
-        names = [c.id for c in acfg.components]
-        demand = demand_columns(data, names)
-        results = run_modes(modes, data, demand, names, setup, config, args.model,
-                            args.threads, verbose=True)
-    except (CliError, ConfigError, OSError) as exc:
-        print(f"rackpower-evaluate: {exc}", file=sys.stderr)
-        return 2
-    hours = len(demand) / data.rate_hz / 3600
-    print(f"# rackpower-evaluate: {hours:.2f} h simulated (seed {data.seed}), "
-          f"{len(names)} components, budget {acfg.policy.budget_w:.0f} W, delay {delay:g} s, "
-          f"model {args.model or 'persistence fallback'}"
-          + (f", BMC caps on {int(np.count_nonzero(setup.resolution_w))} components "
-             f"(whole watts, {acfg.power_caps.min_change_w:g} W dead band)"
-             if setup.resolution_w is not None else "") + "\n")
+def parse_delays(args, cap_urls: Sequence[str]) -> list[tuple[str, object]]:
+    """[(label, delay)] from --delays/--delay-s: a float for every component, or per
+    component for `rack` (BMC caps where a component has a power_cap_url)."""
+    text = str(args.delay_s) if args.delay_s is not None else args.delays
+    out = []
+    for item in (x.strip() for x in text.split(",")):
+        if item == "rack":
+            capped = np.array([bool(u) for u in cap_urls])
+            per = np.where(capped, args.bmc_delay_s, args.pdu_delay_s)
+            out.append((f"rack (PDU registers {args.pdu_delay_s:g} s, BMC caps "
+                        f"{args.bmc_delay_s:g} s on {int(capped.sum())} components)", per))
+            continue
+        try:
+            delay = float(item)
+        except ValueError:
+            delay = math.nan
+        if not math.isfinite(delay) or delay < 0:
+            raise CliError(f"--delays {text!r}: {item!r} is not a delay in seconds >= 0 or "
+                           "`rack`")
+        out.append((f"{delay:g} s", delay))
+    return out
+
+
+def report(results: Sequence[ModeResult], names: Sequence[str], label: str) -> None:
+    """The table of one delay and its per-component under-allocated time."""
+    print(f"\n## actuation delay: {label}\n")
     print(format_table(results, len(names)))
     for r in results:
         extra = (f", forecasts {r.forecasts} ({r.fallback_forecasts} with fallback)"
@@ -258,11 +263,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells = [f"{100.0 * r.under_steps_by_component[i] / max(r.steps, 1):.3f}"
                  for r in results]
         print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        bad = [m for m in modes if m not in MODES or m == "safe"]
+        if bad or not modes:
+            raise CliError(f"--modes {args.modes!r}: expected some of proactive, reactive, "
+                           "static")
+        config = args.config or _default_config()
+        acfg = actuator_config(config, args.param)
+        delays = parse_delays(args, acfg.cap_urls)
+        dead_band, resolution = (bmc_actuation(acfg.cap_urls, acfg.power_caps.min_change_w)
+                                 if args.bmc_caps else (None, None))
+        data = load_day(args)
+        names = [c.id for c in acfg.components]
+        demand = demand_columns(data, names)
+        runs = []
+        for label, delay in delays:
+            setup = EvalSetup(acfg.components, acfg.policy, delay, args.forecast_every_s,
+                              dead_band, resolution)
+            runs.append((label, run_modes(modes, data, demand, names, setup, config,
+                                          args.model, args.threads, verbose=True)))
+    except (CliError, ConfigError, OSError, ValueError) as exc:
+        print(f"rackpower-evaluate: {exc}", file=sys.stderr)
+        return 2
+    hours = len(demand) / data.rate_hz / 3600
+    print(f"# rackpower-evaluate: {hours:.2f} h simulated (seed {data.seed}), "
+          f"{len(names)} components, budget {acfg.policy.budget_w:.0f} W, "
+          f"model {args.model or 'persistence fallback'}"
+          + (f", BMC caps on {int(np.count_nonzero(resolution))} components "
+             f"(whole watts, {acfg.power_caps.min_change_w:g} W dead band)"
+             if resolution is not None else ""))
+    for label, results in runs:
+        report(results, names, label)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         rows = []
-        for r in results:
+        for label, r in ((label, r) for label, rs in runs for r in rs):
             row = r.row(len(names))
+            row["delay"] = label
             row["under_alloc_pct_by_component"] = {
                 name: 100.0 * int(c) / max(r.steps, 1)
                 for name, c in zip(names, r.under_steps_by_component)}
@@ -272,8 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(row)
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     if args.plot:
-        plot(results, names, args.plot, acfg.policy.budget_w)
-        print(f"plot: {args.plot}")
+        plot(runs[0][1], names, args.plot, acfg.policy.budget_w)
+        print(f"plot: {args.plot} (actuation delay {runs[0][0]})")
     return 0
 
 

@@ -36,3 +36,20 @@ def test_cli_rejects_bad_input_with_a_named_error(tmp_path, capsys):
     assert evaluate_main(["--hours", "0.05", "--modes", "proactive", "--model",
                           str(broken)]) == 2
     assert "model" in capsys.readouterr().err
+
+
+def test_cli_runs_every_mode_at_every_delay_and_reports_each(tmp_path, capsys):
+    """`--delays 0.1,rack`: a table per delay; `rack` gives the BMC-capped components
+    (components.power_cap_url) --bmc-delay-s and the others --pdu-delay-s."""
+    out_json = tmp_path / "delays.json"
+    rc = evaluate_main(["--hours", "0.05", "--seed", "3", "--modes", "reactive,static",
+                        "--delays", "0.1,rack", "--bmc-delay-s", "2", "--json", str(out_json)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "## actuation delay: 0.1 s" in text
+    assert "## actuation delay: rack (PDU registers 0.1 s, BMC caps 2 s on" in text
+    rows = json.loads(out_json.read_text())
+    assert [(r["delay"].split(" ")[0], r["mode"]) for r in rows] == [
+        ("0.1", "reactive"), ("0.1", "static"), ("rack", "reactive"), ("rack", "static")]
+    assert evaluate_main(["--hours", "0.05", "--delays", "0.1,soon"]) == 2
+    assert "'soon' is not a delay" in capsys.readouterr().err
