@@ -44,6 +44,10 @@ def main(argv=None) -> int:
     p.add_argument("--min-w", type=float, default=10.0)
     p.add_argument("--modes", default="reactive,proactive")
     p.add_argument("--model", type=Path, default=None)
+    p.add_argument("--quantile", default=None,
+                   help="policy.quantile for proactive (default: the config's)")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
+                   help="another pdu_actuator parameter for every run (repeatable)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     began = time.perf_counter()
@@ -66,8 +70,11 @@ def main(argv=None) -> int:
             for frac in _floats(args.fracs):
                 keys = (("margin_frac", "margin_w") if mode == "proactive"
                         else ("reactive_margin_frac", "reactive_margin_w"))
-                acfg = actuator_config(args.config, [f"policy.{keys[0]}:={frac}",
-                                                     f"policy.{keys[1]}:={args.min_w}"])
+                overrides = [f"policy.{keys[0]}:={frac}", f"policy.{keys[1]}:={args.min_w}"]
+                overrides += args.param
+                if args.quantile:
+                    overrides.append(f"policy.quantile:={args.quantile}")
+                acfg = actuator_config(args.config, overrides)
                 setup = EvalSetup(acfg.components, acfg.policy, delay, 0.5)
                 forecasts = None
                 if mode == "proactive":

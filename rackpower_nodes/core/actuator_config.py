@@ -69,9 +69,10 @@ ACTUATOR_PARAMETERS: tuple[ParamSpec, ...] = (
           "Reactive headroom as a fraction of the last measured power", (0.0, 5.0)),
     param("policy.reactive_margin_w", 10.0, "double", "Smallest reactive headroom, W",
           (0.0, 10000.0)),
-    param("policy.pinned_growth", 2.0, "double",
+    param("policy.pinned_growth", 3.0, "double",
           "A component held at its allocation in force (throttled) asks for this many times "
-          "it until it is no longer held", (1.0, 100.0)),
+          "it, plus the margin, as headroom until it is no longer held (a server's busy draw "
+          "is 2-4x its idle draw)", (1.0, 100.0)),
     param("policy.pinned_hold_s", 0.2, "double",
           "How long a component must be held at its allocation before it grows, s (shorter "
           "clips, e.g. noise above the margin, gain only the margin)", (0.0, 60.0)),

@@ -452,9 +452,9 @@ def test_corrections_report_what_was_done(breaker_w, gpu_w, allocated, action):
 
 def test_a_throttled_component_grows_from_what_it_holds_until_it_is_free():
     """The gpu's demand steps to 400 W while the PDU holds it at 110 W: pinned, its demand
-    unknown, it is expected to draw twice what it holds and may take four times that from
-    slack; once free it keeps its measured draw plus the margin (440 W covers 400 W); the
-    cpu, not held, keeps its own."""
+    unknown, it asks for three times what it holds plus the margin (363 W), then, still
+    held, three times that (up to its 1000 W ceiling); once free it keeps its measured draw
+    plus the margin (440 W covers 400 W); the cpu, not held, keeps its own."""
     ctl = rack(mode="reactive", pinned_hold_s=0.0)
     ctl.step(0.0, [100.0, 50.0], None)
     demand = np.array([400.0, 50.0])
@@ -465,8 +465,8 @@ def test_a_throttled_component_grows_from_what_it_holds_until_it_is_free():
         steps.append(d.allocated_w[0])
         pinned.append([c.component for c in d.corrections])
         assert d.allocated_w[1] == 60.0
-    assert steps == pytest.approx([440.0, 440.0, 440.0, 440.0])
-    assert pinned == [["gpu"], [], [], []]
+    assert steps == pytest.approx([363.0, 1000.0, 440.0, 440.0])
+    assert pinned == [["gpu"], ["gpu"], [], []]
 
 
 def test_pinned_is_judged_against_the_allocation_in_force_when_measured():
@@ -477,10 +477,10 @@ def test_pinned_is_judged_against_the_allocation_in_force_when_measured():
     ctl.step(0.0, [100.0, 50.0], None)             # gpu 110 W, in force from t = 1 s
     assert ctl.in_force_at(0.5).tolist() == ctl.static_allocation().tolist()
     assert ctl.in_force_at(1.0).tolist() == [110.0, 60.0]
-    d = ctl.step(1.0, [110.0, 50.0], None)          # held at 110: pinned, grows to 440
-    assert d.allocated_w[0] == 440.0
-    d = ctl.step(1.5, [110.0, 50.0], None)          # 440 is not in force before t = 2 s
-    assert d.allocated_w[0] == 440.0 and [c.component for c in d.corrections] == ["gpu"]
+    d = ctl.step(1.0, [110.0, 50.0], None)          # held at 110: pinned, grows to 363
+    assert d.allocated_w[0] == 363.0
+    d = ctl.step(1.5, [110.0, 50.0], None)          # 363 is not in force before t = 2 s
+    assert d.allocated_w[0] == 363.0 and [c.component for c in d.corrections] == ["gpu"]
     assert d.corrections[0].allocated_w == 110.0
     # the devices' report wins over the estimate; NaN falls back to it
     assert ctl.in_force_at(1.6, [np.nan, 55.0]).tolist() == [110.0, 55.0]
@@ -511,21 +511,22 @@ def test_a_short_clip_at_the_allocation_gains_the_margin_a_held_one_grows():
     for t in (1.0, 1.1, 1.2):
         held = np.array([110.0, 60.0])                # the devices keep 110 W in force
         got.append(ctl.step(t, [110.0, 50.0], None, in_force_w=held).allocated_w[0])
-    assert got == pytest.approx([121.0, 121.0, 440.0])
+    assert got == pytest.approx([121.0, 121.0, 363.0])
     ctl.step(1.3, [100.0, 50.0], None, in_force_w=[110.0, 60.0])   # free: the run ends
     d = ctl.step(1.4, [110.0, 50.0], None, in_force_w=[110.0, 60.0])
     assert d.allocated_w[0] == pytest.approx(121.0)  # a new run starts from zero
 
 
 def test_priorities_decide_who_waits_when_two_pinned_components_do_not_both_fit():
-    """Budget 400 W: both components held at their allocation and wanting more; the gpu
-    (priority 2) grows, the cpu (priority 1) is cut back to what fits."""
+    """Budget 400 W, both components held at their allocation and wanting more: the slack
+    goes to the gpu (priority 2) first; still held a whole actuation delay (lead_s) later,
+    the gpu claims the cpu's (priority 1) draw down to its floor: the cpu waits."""
     ctl = rack(breaker_w=500.0, mode="reactive", pinned_hold_s=0.0)    # budget 400 W
     ctl.step(0.0, [100.0, 100.0], None)
     held = ctl.allocated_w.copy()
     assert held.tolist() == [110.0, 110.0]
     d = ctl.step(1.0, held, None, in_force_w=held)
-    assert d.allocated_w.tolist() == [220.0, 180.0]
+    assert d.allocated_w.tolist() == [290.0, 110.0]
     held = d.allocated_w.copy()
     d = ctl.step(2.0, held, None, in_force_w=held)
     assert d.allocated_w.tolist() == [380.0, 20.0]   # cpu down to its floor: it waits

@@ -237,9 +237,10 @@ class AllocationController:
         mode, with the reason; without measurements safe mode allocates the static split,
         whatever its policy. Every component asks for at least its floor. A component held
         at the allocation in force when its power was measured (pinned: throttled, its demand
-        censored) for pinned_hold_s is expected to draw pinned_growth times that allocation
-        (priority decides, even against others' draw) and may take its square from slack, so
-        it recovers within an actuation delay or two instead of a margin per delay. Components at
+        censored) for pinned_hold_s is expected to draw what it holds and asks, as headroom,
+        for pinned_growth times it plus the margin (from slack and lower priorities' headroom,
+        never from anyone's expected draw), so it recovers within an actuation delay or two
+        instead of a margin per delay. Components at
         or above their allocation in force, or off the p50 forecast by more than the error
         threshold (proactive), are corrected at once: they ask for at least the measured
         power plus the mode's margin, and each yields a `Correction`. The budget is then
@@ -272,15 +273,19 @@ class AllocationController:
         wanted = np.where(flagged, np.fmax(demand, _plus_margin(base, frac, minimum)), demand)
         self._pinned_since = np.where(pinned, np.fmin(self._pinned_since, t_unix), np.nan)
         held = pinned & (t_unix - self._pinned_since >= self.cfg.pinned_hold_s - 1e-9)
-        grown = reference * self.cfg.pinned_growth
-        # its expected draw is `grown`; from slack (never from others' draw) up to growth^2
-        wanted = np.where(held, np.fmax(wanted, grown * self.cfg.pinned_growth), wanted)
+        # headroom up to pinned_growth x what it holds, from slack and lower priorities'
+        # headroom, never from anyone's expected draw (a cascade of throttled components)
+        grown = _plus_margin(reference * self.cfg.pinned_growth, frac, minimum)
+        wanted = np.where(held, np.fmax(wanted, grown), wanted)
         wanted = np.maximum(wanted, self.floor_w)  # idle power is always asked for
-        # what each component is expected to draw comes before anyone's headroom; a pinned
-        # one is expected to draw more than it is allowed
+        # what each component is expected to draw (a pinned one: what it holds) comes before
+        # anyone's headroom
         need = base if mode != "proactive" else np.fmax(
             base, forecast_peak(forecast, t_unix, self.cfg, "p50"))
-        need = np.where(held, np.fmax(need, grown), need)
+        # still held a whole actuation delay later: slack did not free it, priority does
+        stuck = held & (t_unix - self._pinned_since
+                        >= self.cfg.pinned_hold_s + self.cfg.lead_s - 1e-9)
+        need = self._priority_claims(stuck, grown, need)
         allocated = water_fill_tiers(need, wanted, self.floor_w, self.ceiling_w,
                                      self.priority, self.cfg.budget_w)
         corrections = self._corrections(np.flatnonzero(flagged), measured, predicted, wanted,
@@ -288,6 +293,25 @@ class AllocationController:
         decision = Decision(t_unix, mode, reason, _frozen_array(allocated),
                             _frozen_array(peak), _frozen_array(wanted), corrections)
         return self._decided(decision, allocated)
+
+    def _priority_claims(self, held, grown, need) -> np.ndarray:
+        """Expected draws with each held component's growth claimed from strictly lower
+        priorities' expected draw above their floors, highest priority first: a throttled
+        component is not kept waiting by a lower priority, and never takes from its own level
+        (that would throttle its peers, who would claim back in turn)."""
+        need = np.array(need, dtype=np.float64)
+        spare = np.maximum(np.nan_to_num(need) - self.floor_w, 0.0)
+        for level in sorted(set(self.priority[held].tolist()), reverse=True):
+            mine = held & (self.priority == level)
+            extra = np.maximum(np.nan_to_num(grown - need), 0.0) * mine
+            lower = self.priority < level
+            pool, wanted = float(spare[lower].sum()), float(extra.sum())
+            if pool <= 0.0 or wanted <= 0.0:
+                continue
+            take = min(pool, wanted)
+            need += extra * (take / wanted)
+            spare[lower] *= 1.0 - take / pool
+        return need
 
     def _decided(self, decision: Decision, allocated: np.ndarray) -> Decision:
         self.allocated_w = allocated

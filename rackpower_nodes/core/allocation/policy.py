@@ -91,8 +91,8 @@ class PolicyConfig:
     measurement batch for more than `samples_stale_s` sends every mode to safe mode, which
     then allocates the static split (there is nothing to react to). A component held at its
     allocation in force (pinned: throttled, its demand unknown but at least that) for
-    `pinned_hold_s` asks for `pinned_growth` times it, as expected draw, until it is no
-    longer pinned (a shorter clip, e.g. noise above the margin, only gains the margin).
+    `pinned_hold_s` asks, as headroom, for `pinned_growth` times it plus the margin, until it
+    is no longer pinned (a shorter clip, e.g. noise above the margin, gains the margin only).
     """
 
     breaker_w: float
@@ -110,7 +110,7 @@ class PolicyConfig:
     safe_policy: str = "reactive"
     safe_margin_frac: float = 0.25
     samples_stale_s: float = 0.5
-    pinned_growth: float = 2.0
+    pinned_growth: float = 3.0
     pinned_hold_s: float = 0.2
 
     def __post_init__(self):
