@@ -1,8 +1,8 @@
-"""What the tests share besides pytest fixtures: paths, simulated racks and devices, data.
+"""What the tests share: paths, simulated racks and devices, data, and the fixtures of one
+folder's files (fixtures that several test folders use live in test/conftest.py).
 
 Test files import from here (`from helpers.rack import Rack`), never from another test file;
-`test/` is on sys.path through `pythonpath` in pyproject.toml's pytest options. Fixtures that
-several test folders use live in test/conftest.py.
+`test/` is on sys.path through `pythonpath` in pyproject.toml's pytest options.
 
 - `helpers.rack`: the `pdu_actuator` node's test rack (a sensor and predictor stand-in over
   DDS), its parameters and two simulated Modbus PDUs;
@@ -11,7 +11,11 @@ several test folders use live in test/conftest.py.
 - `helpers.sensor`: the `current_sensor` node's parameters against the board emulator;
 - `helpers.retrain`: small simulated racks, their bags and a trained champion model;
 - `helpers.series`: small component series for the forecast data and reader tests;
-- `helpers.graph`: a watcher that tells when a launched graph is up.
+- `helpers.graph`: a watcher that tells when a launched graph is up;
+- `helpers.allocation`: small racks and forecasts for the allocation controller's tests;
+- `helpers.redfish`: the simulated BMC fixtures and curl helpers of the Redfish tests;
+- `helpers.recorder`: a sample source, a recorder process and bag readers;
+- `helpers.power_caps`: the BMC limits of a simulated rack.
 """
 from __future__ import annotations
 
