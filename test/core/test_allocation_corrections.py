@@ -119,3 +119,16 @@ def test_priorities_decide_who_waits_when_two_pinned_components_do_not_both_fit(
     d = ctl.step(2.0, held, None, in_force_w=held)
     assert d.allocated_w.tolist() == [380.0, 20.0]   # cpu down to its floor: it waits
 
+
+
+def test_a_pinned_run_ends_when_the_controller_allocates_the_static_split():
+    """Held, then static for a while (nothing is judged pinned there): back in reactive, a
+    new clip at the allocation starts a new run and gains only the margin."""
+    ctl = rack(mode="reactive", pinned_hold_s=0.2)
+    ctl.step(0.0, [100.0, 50.0], None)
+    ctl.step(1.0, [110.0, 50.0], None, in_force_w=[110.0, 60.0])     # a run starts at 1 s
+    ctl.set_mode("static")
+    ctl.step(2.0, [110.0, 50.0], None, in_force_w=[110.0, 60.0])
+    ctl.set_mode("reactive")
+    d = ctl.step(3.0, [110.0, 50.0], None, in_force_w=[110.0, 60.0])
+    assert d.allocated_w[0] == pytest.approx(121.0)

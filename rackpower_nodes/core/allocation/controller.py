@@ -260,6 +260,7 @@ class AllocationController:
             allocated = self._static.copy()
             decision = Decision(t_unix, mode, reason, _frozen_array(allocated),
                                 _frozen_array(peak), _frozen_array(self._static), ())
+            self._pinned_since[:] = np.nan        # nothing is judged pinned meanwhile
             return self._decided(decision, allocated)
         if mode == "proactive":
             peak = forecast_peak(forecast, t_unix, self.cfg, self.cfg.quantile)
@@ -272,9 +273,13 @@ class AllocationController:
             flagged |= self._off_forecast(measured, predicted)
         wanted = np.where(flagged, np.fmax(demand, _plus_margin(base, frac, minimum)), demand)
         self._pinned_since = np.where(pinned, np.fmin(self._pinned_since, t_unix), np.nan)
-        held = pinned & (t_unix - self._pinned_since >= self.cfg.pinned_hold_s - 1e-9)
+        with np.errstate(invalid="ignore"):
+            pinned_for = t_unix - self._pinned_since                    # NaN: not pinned
+            held = pinned_for >= self.cfg.pinned_hold_s - 1e-9
+            stuck = pinned_for >= self.cfg.pinned_hold_s + self.cfg.lead_s - 1e-9
         # headroom up to pinned_growth x what it holds, from slack and lower priorities'
-        # headroom, never from anyone's expected draw (a cascade of throttled components)
+        # headroom; only a component still held a whole actuation delay later (`stuck`: slack
+        # did not free it) claims lower priorities' expected draw (_priority_claims)
         grown = _plus_margin(reference * self.cfg.pinned_growth, frac, minimum)
         wanted = np.where(held, np.fmax(wanted, grown), wanted)
         wanted = np.maximum(wanted, self.floor_w)  # idle power is always asked for
@@ -282,9 +287,6 @@ class AllocationController:
         # anyone's headroom
         need = base if mode != "proactive" else np.fmax(
             base, forecast_peak(forecast, t_unix, self.cfg, "p50"))
-        # still held a whole actuation delay later: slack did not free it, priority does
-        stuck = held & (t_unix - self._pinned_since
-                        >= self.cfg.pinned_hold_s + self.cfg.lead_s - 1e-9)
         need = self._priority_claims(stuck, grown, need)
         allocated = water_fill_tiers(need, wanted, self.floor_w, self.ceiling_w,
                                      self.priority, self.cfg.budget_w)

@@ -210,8 +210,9 @@ def build_windows(series: Sequence[ComponentSeries], spec: WindowSpec = WindowSp
         if not math.isclose(s.step_s, spec.step_s, rel_tol=1e-9):
             raise DatasetError(f"series {s.component!r} ({s.source}): step_s={s.step_s}, "
                                f"expected the spec's {spec.step_s} s")
-    ends = [uncensored(s, window_ends(len(s), spec), spec) for s in series]
-    dropped = sum(len(window_ends(len(s), spec)) for s in series) - sum(len(e) for e in ends)
+    every = [window_ends(len(s), spec) for s in series]
+    ends = [uncensored(s, e, spec) for s, e in zip(series, every, strict=True)]
+    dropped = sum(len(e) for e in every) - sum(len(e) for e in ends)
     if dropped:
         _log.info("%d windows left out: their targets hold censored (pinned) steps", dropped)
     ends = _subsample(ends, max_windows, seed)
