@@ -20,7 +20,9 @@ over one contiguous segment of the global grid:
   no window learns it as a target (:func:`~.features.build_windows`). None: none known.
 - ``idle_w``/``max_w`` (W): the component's spec, from config or :func:`estimate_spec`;
   ``schedule``: the known :class:`~rackpower_nodes.core.schedule.WorkloadSchedule` or None;
-  ``source``: where it came from (for messages).
+  ``source``: where it came from (for messages); ``events``: the scheduler's recorded
+  :class:`~rackpower_nodes.core.workload_events.JobLog` (pending and running jobs as known at
+  each instant) or None.
 
 A run of samples is cut into segments (:func:`split_on_gaps`) wherever consecutive samples
 are more than ``max_gap_steps`` steps apart or go back in time (a source may cut more, e.g.
@@ -42,6 +44,7 @@ import numpy as np
 
 from rackpower_nodes.core.allocation.policy import PINNED_FRAC
 from rackpower_nodes.core.schedule import WorkloadSchedule
+from rackpower_nodes.core.workload_events import JobLog
 
 __all__ = [
     "GRID_EPS", "TELEMETRY", "TELEMETRY_MAX_AGE_S", "ComponentSeries", "DatasetError",
@@ -88,6 +91,7 @@ class ComponentSeries:
     schedule: WorkloadSchedule | None = None
     source: str = ""
     censored: np.ndarray | None = None
+    events: JobLog | None = None
 
     def __post_init__(self) -> None:
         where = f"series {self.component!r} ({self.source or 'no source'})"
