@@ -121,12 +121,15 @@ class Forecasts:
     Args:
         service: a ForecastService for `names` (in the controller's order).
         telemetry: per component (steps, 6) host telemetry at the step rate, or None.
+        events_at: the scheduler's snapshot at a time (``JobLog.events_at``), pushed to the
+            service before each forecast as the predictor node does; None: no scheduler.
     """
 
     def __init__(self, service, names: Sequence[str], telemetry: np.ndarray | None,
-                 start_unix: float, rate_hz: float):
+                 start_unix: float, rate_hz: float, events_at=None):
         self.service, self.names = service, list(names)
         self.telemetry = telemetry
+        self.events_at = events_at
         self.start_unix, self.rate_hz = start_unix, rate_hz
         self._pushed = 0
         self._tele_every = max(int(round(rate_hz)), 1)
@@ -148,6 +151,8 @@ class Forecasts:
         self._pushed = upto
 
     def forecast(self, t_unix: float) -> tuple[ForecastView, bool]:
+        if self.events_at is not None:
+            self.service.push_workload_events(self.events_at(t_unix))
         fc = self.service.forecast(t_unix)
         view = ForecastView(fc.t_unix, fc.step_s, fc.p50_w, fc.p90_w, fc.p99_w,
                             model=f"{fc.model_name} {fc.model_version}",

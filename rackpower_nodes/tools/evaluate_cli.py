@@ -30,6 +30,7 @@ from rackpower_nodes.core.evaluation import (
     EvalSetup, Forecasts, ModeResult, bmc_actuation, format_table, run_mode)
 from rackpower_nodes.core.params import ConfigError, load_node_parameters
 from rackpower_nodes.core.predictor_config import load_predictor_config_yaml
+from rackpower_nodes.tools import evaluate_sweep as sweep
 
 _log = logging.getLogger("rackpower_evaluate")
 
@@ -80,6 +81,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--plot", type=Path, default=None, help="write a PNG of the run here")
     p.add_argument("--json", type=Path, default=None, help="write the table as JSON here")
+    p.add_argument("--sweep", action="store_true",
+                   help="trade-off curves: run each mode at every margin of --fracs x --min-ws "
+                        "(modes default proactive,proactive-baseline,reactive,static; the "
+                        "first delay of --delays); --plot draws them")
+    p.add_argument("--fracs", default="0.02,0.05,0.1,0.2,0.4",
+                   help="--sweep: relative margins (default 0.02,0.05,0.1,0.2,0.4)")
+    p.add_argument("--min-ws", default="10",
+                   help="--sweep: minimum margins, W (default 10)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -152,7 +161,9 @@ def make_forecasts(data, names, config_path: Path, model: Path | None, threads: 
         _log.warning("no --model: proactive mode runs on the persistence fallback")
     series = {s.component: s for s in from_sim(data)}
     tele = np.stack([series[n].telemetry for n in names])
-    return Forecasts(service, names, tele, data.start_unix, data.rate_hz)
+    log = next((s.events for s in series.values() if s.events is not None), None)
+    return Forecasts(service, names, tele, data.start_unix, data.rate_hz,
+                     None if log is None else log.events_at)
 
 
 def make_pdu(data, setup: EvalSetup):
@@ -265,11 +276,59 @@ def report(results: Sequence[ModeResult], names: Sequence[str], label: str) -> N
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def sweep_main(args) -> int:
+    """--sweep: the trade-off curves of each mode over the held-out day (evaluate_sweep)."""
+    config = args.config or _default_config()
+    base = actuator_config(config, args.param)
+    _, delay = parse_delays(args, base.cap_urls)[0]
+    data = load_day(args)
+    names = [c.id for c in base.components]
+    demand = demand_columns(data, names)
+    modes = ([m.strip() for m in args.modes.split(",") if m.strip()]
+             if args.modes != "proactive,reactive,static" else list(sweep.SWEEP_MODES))
+    if "proactive" in modes and args.model is None:
+        raise CliError("--sweep with mode proactive needs --model (proactive-baseline is the "
+                       "no-model forecaster)")
+    fracs = [float(x) for x in args.fracs.split(",") if x.strip()]
+    min_ws = [float(x) for x in args.min_ws.split(",") if x.strip()]
+
+    def forecasts_for(mode):
+        return make_forecasts(data, names, config, args.model if mode == "proactive" else None,
+                              args.threads)
+
+    log = next((s.events for s in _series(data) if s.events is not None), None)
+    rows = sweep.run_sweep(modes, demand, names, data.start_unix, data.rate_hz,
+                           lambda o: actuator_config(config, list(args.param) + o), delay,
+                           args.forecast_every_s, forecasts_for, lambda s: make_pdu(data, s),
+                           fracs, min_ws, None if log is None else log.events_at,
+                           sweep.print_progress if args.verbose else None)
+    hours = len(demand) / data.rate_hz / 3600
+    title = (f"{hours:.2f} h held out (seed {data.seed}), {len(names)} components, budget "
+             f"{base.policy.budget_w:.0f} W, delay {delay}, model {args.model or '-'}")
+    print(f"# rackpower-evaluate --sweep: {title}\n")
+    print(sweep.report_sweep(rows))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    if args.plot:
+        sweep.plot_sweep(rows, args.plot, title)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def _series(data):
+    from rackpower_nodes.sim.dataset import from_sim
+
+    return from_sim(data)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.sweep:
+            return sweep_main(args)
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
         bad = [m for m in modes if m not in MODES or m == "safe"]
         if bad or not modes:

@@ -53,3 +53,29 @@ def test_cli_runs_every_mode_at_every_delay_and_reports_each(tmp_path, capsys):
         ("0.1", "reactive"), ("0.1", "static"), ("rack", "reactive"), ("rack", "static")]
     assert evaluate_main(["--hours", "0.05", "--delays", "0.1,soon"]) == 2
     assert "'soon' is not a delay" in capsys.readouterr().err
+
+
+def test_sweep_draws_each_modes_curve_and_compares_at_matched_stranded_power(tmp_path, capsys):
+    out_json, png = tmp_path / "sweep.json", tmp_path / "sweep.png"
+    rc = evaluate_main(["--hours", "0.03", "--seed", "3", "--sweep", "--delays", "1",
+                        "--modes", "proactive-baseline,reactive,static",
+                        "--fracs", "0.02,0.3,1.0", "--min-ws", "10",
+                        "--json", str(out_json), "--plot", str(png)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    rows = json.loads(out_json.read_text())
+    assert [r["mode"] for r in rows] == ["proactive-baseline"] * 3 + ["reactive"] * 3 + ["static"]
+    assert [r["margin_frac"] for r in rows[3:6]] == [0.02, 0.3, 1.0]
+    react = [r["stranded_mean_w"] for r in rows[3:6]]
+    assert react == sorted(react) and react[0] < react[-1]      # a wider margin strands more
+    assert all(r["breaker_trips"] == 0 and r["budget_violations"] == 0 for r in rows)
+    assert "| reactive | +1, >= 10 W |" in text
+    assert "proactive-baseline / reactive" in text or "No matched points" in text
+    assert png.stat().st_size > 10_000
+
+
+def test_sweep_rejects_proactive_without_a_model_and_unknown_modes(capsys):
+    assert evaluate_main(["--hours", "0.01", "--sweep", "--modes", "proactive,reactive"]) == 2
+    assert "needs --model" in capsys.readouterr().err
+    assert evaluate_main(["--hours", "0.01", "--sweep", "--modes", "reactive,psychic"]) == 2
+    assert "psychic" in capsys.readouterr().err
