@@ -28,6 +28,9 @@ PREDICTOR_PARAMETERS: tuple[ParamSpec, ...] = (
           "Maximum power per component in W (its outlet or PSU limit; scales the model)"),
     param("schedule.file", "", "string",
           "YAML file with a top-level `schedule:` list of known workload jobs ('' = none)"),
+    param("events.stale_after_s", 30.0, "double",
+          "A workload_events snapshot older than this counts as unknown (no job), s",
+          (0.1, 3600.0)),
     param("calendar.utc_offset_s", 0, "integer",
           "Offset of the rack's local time from UTC in s", (-50400, 50400)),
     param("publish.deadline_s", 0.5, "double", "QoS deadline of power_forecast in s",
@@ -48,6 +51,7 @@ class PredictorConfig:
     max_w: tuple[float, ...]
     schedule_file: str
     utc_offset_s: int
+    events_stale_after_s: float
     deadline_s: float
     frame_id: str
 
@@ -81,6 +85,7 @@ def predictor_config_from_params(values: Mapping[str, Any]) -> PredictorConfig:
         min_margin_w=v["fallback.min_margin_w"], components=tuple(names),
         idle_w=tuple(v["components.idle_w"]), max_w=tuple(v["components.max_w"]),
         schedule_file=schedule, utc_offset_s=v["calendar.utc_offset_s"],
+        events_stale_after_s=v["events.stale_after_s"],
         deadline_s=v["publish.deadline_s"], frame_id=v["frame_id"])
 
 

@@ -136,7 +136,7 @@ def test_nan_telemetry_becomes_zero_with_telemetry_known():
     assert np.isfinite(ws.x).all()
 
 
-def test_calendar_and_job_features():
+def test_calendar_and_schedule_event_features():
     schedule = WorkloadSchedule.from_config({"schedule": {"jobs": [
         {"name": "idx", "hosts": ["srv01"], "expected_util": 0.7, "duration_s": 1.0,
          "every": {"period_s": 3600, "phase_s": 2.0}}]}})
@@ -147,11 +147,13 @@ def test_calendar_and_job_features():
     x = ws.x[0]
     t = ws.t_unix[0] - monday + (np.arange(40) - 39) * 0.1     # step start times (s)
     active = (t >= 2.0 - 1e-4) & (t < 3.0 - 1e-4)
-    np.testing.assert_array_equal(x[:, col["job_active"]], active)
-    np.testing.assert_allclose(x[:, col["job_util"]], 0.7 * active)
-    wait = np.where(t <= 2.0 + 1e-4, np.maximum(2.0 - t, 0.0), 3602.0 - t) / 3600.0
-    np.testing.assert_allclose(x[:, col["job_next_in_h"]], np.minimum(wait, 1.0), atol=1e-6)
-    np.testing.assert_allclose(x[:, col["job_next_util"]], 0.7)
+    np.testing.assert_allclose(x[:, col["ev_run_util"]], 0.7 * active)
+    np.testing.assert_allclose(x[active, col["ev_run_age"]], (t[active] - 2.0) / 60, atol=1e-6)
+    np.testing.assert_allclose(x[active, col["ev_run_left"]], (3.0 - t[active]) / 60, atol=1e-6)
+    wait = np.where(t < 2.0 - 1e-4, (2.0 - t) / 60, 1.0)       # the next run is 1 h away
+    np.testing.assert_allclose(x[:, col["ev_next_in"]], wait, atol=1e-6)
+    np.testing.assert_allclose(x[:, col["ev_next_util"]], np.where(wait < 1.0, 0.7, 0.0))
+    assert not x[:, col["ev_next_gpu"]].any()
     assert x[0, col["tod_sin"]] == pytest.approx(2 * np.pi * t[0] / 86400, abs=1e-6)
     assert x[0, col["dow_cos"]] == pytest.approx(1.0)          # Monday 00:00
 

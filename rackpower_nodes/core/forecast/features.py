@@ -10,9 +10,11 @@ Each step of a series gets the features named by :func:`feature_names` (in order
   ``telemetry_known`` (fraction of the six that are known);
 - calendar at the step start, in the schedule's time zone (UTC without one): ``tod_sin``,
   ``tod_cos``, ``dow_sin``, ``dow_cos`` (week phase, Monday 00:00 = 0);
-- schedule: ``job_active`` (0/1), ``job_util`` (expected util of the running jobs),
-  ``job_next_in_h`` (hours to the next start, clipped to 1), ``job_next_util`` (its
-  expected util, 0 when more than 1 h away);
+- workload events: :data:`~rackpower_nodes.core.workload_events.EVENT_FEATURES` (the running
+  jobs' expected utilisation, the newest one's age, the time to the first expected end, the
+  time to the next expected start with that job's size and whether it is a GPU job; all 0..1)
+  from the series' recorded job log, else its schedule, else "no job"
+  (:mod:`.event_windows`);
 - spec: ``idle_frac`` (idle_w / max_w), ``max_kw`` (max_w / 1000).
 
 A window ending at step ``j`` holds steps ``j - history + 1 .. j``; its targets are the step
@@ -32,8 +34,10 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from rackpower_nodes.core.calendar import phases as calendar_phases
+from rackpower_nodes.core.forecast.event_windows import event_rows
 from rackpower_nodes.core.forecast.series import ComponentSeries, DatasetError, step_times
 from rackpower_nodes.core.schedule import WorkloadSchedule
+from rackpower_nodes.core.workload_events import EVENT_FEATURES, JobLog
 
 __all__ = [
     "FEATURES", "WindowSet", "WindowSpec", "build_windows", "feature_names", "group_of",
@@ -44,8 +48,6 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 LOG_BYTES = math.log1p(1e10)        # byte rates: log1p(B/s) / LOG_BYTES, 10 GB/s -> 1
-JOB_HORIZON_S = 3600.0
-JOB_TOL_S = 1e-3                    # a job starting within 1 ms of a step's start counts at it
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,7 @@ def feature_names(spec: WindowSpec) -> list[str]:
     power = ["power"] + [f"power_{s}_{k}" for k in spec.coarse for s in ("mean", "max", "slope")]
     return power + ["cpu_util", "mem_used_fraction", "net_rx", "net_tx", "disk_read",
                     "disk_write", "telemetry_known", "tod_sin", "tod_cos", "dow_sin", "dow_cos",
-                    "job_active", "job_util", "job_next_in_h", "job_next_util", "idle_frac",
-                    "max_kw"]
+                    *EVENT_FEATURES, "idle_frac", "max_kw"]
 
 
 FEATURES = feature_names(WindowSpec())
@@ -100,19 +101,29 @@ def seen_features(names: Sequence[str], span_s: float) -> tuple[str, ...]:
 
 def step_features(power_w, telemetry, first_step: int, spec: WindowSpec, idle_w: float,
                   max_w: float, component: str = "",
-                  schedule: WorkloadSchedule | None = None) -> np.ndarray:
+                  schedule: WorkloadSchedule | None = None,
+                  events: JobLog | np.ndarray | None = None) -> np.ndarray:
     """(n, F) float32 features of ``n`` consecutive steps from global step ``first_step``.
 
     ``power_w`` (n,) W and ``telemetry`` (n, 6) are rounded to float32 first, as a
     :class:`~.series.ComponentSeries` stores them. Coarse statistics of the first
-    ``k - 1`` steps are NaN (windows never include them).
+    ``k - 1`` steps are NaN (windows never include them). ``events``: the component's job
+    log, or its (n, 6) event rows already computed (the live path); None: from ``schedule``
+    (:func:`~.event_windows.event_rows`).
     """
     p = np.asarray(power_w, dtype=np.float32).astype(np.float64) / max_w
     tel = np.asarray(telemetry, dtype=np.float32).astype(np.float64)
     times = step_times(first_step, len(p), spec.step_s)
     tz = schedule.tz_offset_s if schedule is not None else 0.0
+    if isinstance(events, np.ndarray):
+        if events.shape != (len(p), len(EVENT_FEATURES)):
+            raise DatasetError(f"event rows of {component!r}: shape {events.shape}, expected "
+                               f"({len(p)}, {len(EVENT_FEATURES)})")
+        rows = events
+    else:
+        rows = event_rows(component, times, events, schedule)
     blocks = [p[:, None], _coarse(p, spec.coarse), _telemetry(tel), calendar_phases(times + tz),
-              _jobs(schedule, component, times), np.array([[idle_w / max_w, max_w / 1000.0]])]
+              rows, np.array([[idle_w / max_w, max_w / 1000.0]])]
     out = np.empty((len(p), sum(b.shape[1] for b in blocks)), dtype=np.float32)
     col = 0
     for b in blocks:
@@ -140,27 +151,6 @@ def _telemetry(tel: np.ndarray) -> np.ndarray:
     v[:, :2] = np.clip(v[:, :2], 0.0, 1.0)
     v[:, 2:] = np.log1p(np.maximum(v[:, 2:], 0.0)) / LOG_BYTES
     return np.column_stack([v, known.mean(axis=1)])
-
-
-def _jobs(schedule: WorkloadSchedule | None, host: str, times: np.ndarray) -> np.ndarray:
-    out = np.zeros((len(times), 4))
-    out[:, 2] = 1.0
-    if schedule is None or not len(times) or host not in schedule.hosts:
-        return out
-    occ = schedule.occurrences(host, float(times[0]), float(times[-1]) + JOB_HORIZON_S)
-    for o in occ:
-        a, b = np.searchsorted(times, [o.start - JOB_TOL_S, o.end - JOB_TOL_S], side="left")
-        out[a:b, 0] = 1.0
-        out[a:b, 1] = np.maximum(out[a:b, 1], o.job.expected_util)
-    if occ:
-        occ = sorted(occ, key=lambda o: (o.start, -o.job.expected_util))
-        starts = np.array([o.start for o in occ] + [np.inf])
-        utils = np.array([o.job.expected_util for o in occ] + [0.0])
-        nxt = np.searchsorted(starts, times - JOB_TOL_S, side="left")
-        wait = np.maximum(starts[nxt] - times, 0.0)
-        out[:, 2] = np.clip(wait / JOB_HORIZON_S, 0.0, 1.0)
-        out[:, 3] = np.where(wait <= JOB_HORIZON_S, utils[nxt], 0.0)
-    return out
 
 
 @dataclass
@@ -254,7 +244,7 @@ def _subsample(ends: list[np.ndarray], max_windows: int | None, seed: int) -> li
 def _fill(ws: WindowSet, rows: slice, s: ComponentSeries, ends: np.ndarray) -> None:
     spec = ws.spec
     feats = step_features(s.power_w, s.telemetry, s.first_step, spec, s.idle_w, s.max_w,
-                          s.component, s.schedule)
+                          s.component, s.schedule, s.events)
     np.take(feats, ends[:, None] + np.arange(1 - spec.history_steps, 1), axis=0, out=ws.x[rows])
     ws.y[rows] = feats[ends[:, None] + np.arange(1, spec.horizon_steps + 1), 0]
     ws.last[rows] = feats[ends, 0]

@@ -6,6 +6,13 @@ builds, at any time, the same ``x`` that :func:`~.features.build_windows` cuts f
 recording of the same samples. Gaps, back-jumps and lost frames restart a component's history,
 exactly as they cut segments in training data. No rclpy import; messages are read through
 their attributes (:mod:`.messages`).
+
+Workload events: once a :class:`~rackpower_nodes.core.workload_events.WorkloadEvents`
+snapshot has been pushed (:meth:`OnlineWindows.push_workload_events`), a step's event features
+come from the newest snapshot stamped at or before the step's start; a snapshot older than
+``events_stale_s`` (30 s by default) is treated as unknown, the "no job" row, never as a
+schedule (:func:`~.event_windows.snapshot_rows`). Before the first snapshot they come from the
+schedule, as in training data without a job log.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rackpower_nodes.core.forecast.event_windows import snapshot_rows
 from rackpower_nodes.core.forecast.features import WindowSpec, feature_names, step_features
 from rackpower_nodes.core.forecast.messages import (
     SequenceCheck,
@@ -30,10 +38,14 @@ from rackpower_nodes.core.forecast.series import (
     DatasetError,
     hold_telemetry,
     step_index,
+    step_times,
 )
 from rackpower_nodes.core.schedule import WorkloadSchedule
+from rackpower_nodes.core.workload_events import WorkloadEvents
 
-__all__ = ["OnlineWindows"]
+__all__ = ["EVENTS_STALE_S", "OnlineWindows"]
+
+EVENTS_STALE_S = 30.0
 
 
 class _Track:
@@ -68,12 +80,15 @@ class OnlineWindows:
     when a sample of a later step arrives. :meth:`window` returns each component's window
     ending at its last closed step. Gaps and back-jumps (as in
     :func:`~.series.split_on_gaps`) and lost frames restart a component's history.
+    Workload-event snapshots (:meth:`push_workload_events`) replace the schedule as the
+    source of the event features; one older than ``events_stale_s`` s means "no job".
     """
 
     def __init__(self, spec: WindowSpec, components: Sequence[str], idle_w: Sequence[float],
                  max_w: Sequence[float], schedule: WorkloadSchedule | None = None, *,
                  stale_s: float = 1.0, max_gap_steps: float = 1.5,
-                 telemetry_max_age_s: float = TELEMETRY_MAX_AGE_S):
+                 telemetry_max_age_s: float = TELEMETRY_MAX_AGE_S,
+                 events_stale_s: float = EVENTS_STALE_S):
         self.spec, self.components = spec, list(components)
         self.idle_w = np.asarray(idle_w, dtype=np.float64)
         self.max_w = np.asarray(max_w, dtype=np.float64)
@@ -89,6 +104,28 @@ class OnlineWindows:
         self._tele: dict[str, list[tuple[float, np.ndarray]]] = {c: [] for c in self.components}
         self._sequence = SequenceCheck(lost_frames_tolerance_s(spec.step_s))
         self.names = feature_names(spec)
+        if not events_stale_s > 0:
+            raise DatasetError(f"events_stale_s={events_stale_s!r}, expected > 0 s")
+        self.events_stale_s = float(events_stale_s)
+        self._snapshots: list[WorkloadEvents] = []     # by stamp; empty: none seen yet
+
+    def push_workload_events(self, events: WorkloadEvents) -> None:
+        """A scheduler's snapshot (stamped in Unix s); from now on the event features come
+        from snapshots, the newest one at or before each step."""
+        if not isinstance(events, WorkloadEvents):
+            raise DatasetError(f"push_workload_events: {type(events).__name__}, expected "
+                               "WorkloadEvents")
+        snaps = self._snapshots
+        at = len(snaps)
+        while at and snaps[at - 1].stamp_unix > events.stamp_unix:
+            at -= 1
+        snaps.insert(at, events)
+        # keep what a window can still read: those since the oldest step a window holds,
+        # and the newest one before it
+        horizon = snaps[-1].stamp_unix - self._keep_s
+        older = [i for i, s in enumerate(snaps) if s.stamp_unix <= horizon]
+        if older:
+            del snaps[:older[-1]]
 
     def push_samples(self, msg) -> None:
         """A ``rackpower/msg/PowerSamples``; a loss of more than half a step of frames
@@ -168,8 +205,13 @@ class OnlineWindows:
         log = self._tele[name]
         tel = hold_telemetry(steps, [m[0] for m in log], [m[1] for m in log], self.spec.step_s,
                              self.telemetry_max_age_s)
+        events = None
+        if self._snapshots:
+            events = snapshot_rows(self._snapshots, name,
+                                   step_times(first, len(steps), self.spec.step_s),
+                                   self.events_stale_s)
         return step_features(np.array(track.steps, np.float32), tel, first, self.spec,
-                             self.idle_w[i], self.max_w[i], name, self.schedule)
+                             self.idle_w[i], self.max_w[i], name, self.schedule, events)
 
     def _feed(self, track: _Track, t: np.ndarray, p: np.ndarray) -> None:
         ok = np.isfinite(p)

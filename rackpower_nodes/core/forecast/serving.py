@@ -17,9 +17,10 @@ import numpy as np
 
 from rackpower_nodes.core.forecast.base import Forecaster, ModelLoadError
 from rackpower_nodes.core.forecast.features import WindowSpec, feature_names
-from rackpower_nodes.core.forecast.online import OnlineWindows
+from rackpower_nodes.core.forecast.online import EVENTS_STALE_S, OnlineWindows
 from rackpower_nodes.core.forecast.registry import load_model
 from rackpower_nodes.core.schedule import WorkloadSchedule
+from rackpower_nodes.core.workload_events import WorkloadEvents
 
 _log = logging.getLogger(__name__)
 
@@ -51,14 +52,19 @@ class ForecastService:
         margin_frac, min_margin_w: fallback headroom: p90 = last + max(m * last, min),
             p99 = last + 2 * max(m * last, min).
         spec: window geometry used while no model is loaded (a model brings its own).
+        events_stale_after_s: a workload-events snapshot older than this is unknown ("no
+            job"), s; before the first snapshot the schedule gives the event features.
     """
 
     def __init__(self, components, idle_w, max_w, schedule: WorkloadSchedule | None = None,
                  stale_after_s: float = 1.0, margin_frac: float = 0.25,
-                 min_margin_w: float = 20.0, spec: WindowSpec = WindowSpec()):
+                 min_margin_w: float = 20.0, spec: WindowSpec = WindowSpec(),
+                 events_stale_after_s: float = EVENTS_STALE_S):
         self.components = list(components)
         self._idle, self._max = np.asarray(idle_w, float), np.asarray(max_w, float)
         self._schedule, self._stale = schedule, stale_after_s
+        self._events_stale = events_stale_after_s
+        self._snapshots: list[WorkloadEvents] = []
         self._margin = (margin_frac, min_margin_w)
         self._lock = threading.Lock()
         self._model: Forecaster | None = None
@@ -103,6 +109,13 @@ class ForecastService:
     def push_host_telemetry(self, msg) -> None:
         with self._lock:
             self._windows.push_host_telemetry(msg)
+
+    def push_workload_events(self, events: WorkloadEvents) -> None:
+        """A scheduler's snapshot of running and pending jobs; the event features come from
+        the newest one from now on (stale after ``events_stale_after_s``: "no job")."""
+        with self._lock:
+            self._windows.push_workload_events(events)
+            self._snapshots = [events]         # replayed into new windows on a model swap
 
     def push_power_block(self, t0_unix: float, sample_period_s: float, component_ids,
                          power_w) -> None:
@@ -151,5 +164,8 @@ class ForecastService:
         return np.repeat(out[:, None, :], horizon, axis=1).astype(np.float32)
 
     def _new_windows(self, spec: WindowSpec) -> OnlineWindows:
-        return OnlineWindows(spec, self.components, self._idle, self._max, self._schedule,
-                             stale_s=self._stale)
+        windows = OnlineWindows(spec, self.components, self._idle, self._max, self._schedule,
+                                stale_s=self._stale, events_stale_s=self._events_stale)
+        for snap in self._snapshots:
+            windows.push_workload_events(snap)
+        return windows
