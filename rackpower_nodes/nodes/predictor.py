@@ -1,11 +1,13 @@
-"""The `predictor` node: `power_samples` and `host_telemetry` in, `power_forecast` out at 10 Hz.
+"""The `predictor` node: `power_samples`, `host_telemetry` and `workload_events` in,
+`power_forecast` out at 10 Hz.
 
 Inference runs on a timer in its own callback group; the input subscriptions run in another,
 under a MultiThreadedExecutor, so neither waits for the other. A new model (a `model_update`
 message, or a change of the `model.path` parameter) is loaded on a worker thread and swapped
 in atomically, so no cycle is skipped. Without a usable model, or for components whose inputs
 are stale, forecasts come from the persistence fallback with a wide margin, and both the
-message and the diagnostics say so.
+message and the diagnostics say so. The newest `workload_events` snapshot (latched: a late
+start gets the last one) feeds the event features; an invalid one is dropped and logged.
 """
 from __future__ import annotations
 
@@ -19,13 +21,14 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
-from rackpower.msg import HostTelemetry, ModelUpdate, PowerForecast, PowerSamples
+from rackpower.msg import HostTelemetry, ModelUpdate, PowerForecast, PowerSamples, WorkloadEvents
 from rackpower_nodes.core.forecast.forecaster import ModelLoadError
 from rackpower_nodes.core.forecast.serving import Forecast, ForecastService
 from rackpower_nodes.core.predictor_config import (
     PREDICTOR_PARAMETERS, PredictorConfig, predictor_config_from_params)
 from rackpower_nodes.core.schedule import WorkloadSchedule
 from rackpower_nodes.nodes.main import run_node
+from rackpower_nodes.nodes.workload_msgs import WorkloadEventsError, events_from_msg
 from rackpower_nodes.nodes.common import (declare_from_specs, diagnostic_status,
     float32_array as _f32, forecast_qos, latched_qos, publish_diagnostics, samples_qos)
 
@@ -72,6 +75,9 @@ class PredictorNode(Node):
                                  callback_group=inputs)
         self.create_subscription(ModelUpdate, "model_update", self._on_model_update,
                                  latched_qos(), callback_group=inputs)
+        self._events_error = ""
+        self.create_subscription(WorkloadEvents, "workload_events", self._on_workload_events,
+                                 latched_qos(), callback_group=inputs)
         self._pub = self.create_publisher(PowerForecast, "power_forecast", forecast_qos())
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0 / cfg.rate_hz, self._cycle,
@@ -90,6 +96,19 @@ class PredictorNode(Node):
         self._last_fallback = (int(fc.fallback.sum()), fc.reason)
         self._pub.publish(to_message(fc, self.service.components, self.config.frame_id,
                                      elapsed_ms))
+
+    def _on_workload_events(self, msg: WorkloadEvents) -> None:
+        try:
+            events = events_from_msg(msg)
+        except WorkloadEventsError as exc:
+            if str(exc) != self._events_error:        # once per distinct error, not per message
+                self.get_logger().warning(f"workload_events from {msg.source!r} dropped: {exc}")
+            self._events_error = str(exc)
+            return
+        self._events_error = ""
+        push = getattr(self.service, "push_workload_events", None)   # until serving has it
+        if push is not None:
+            push(events)
 
     def _on_model_update(self, msg: ModelUpdate) -> None:
         self._load_async(msg.model_path, f"model_update ({msg.reason or 'no reason'})")

@@ -6,7 +6,9 @@ each channel is one component; a batch after lost frames or a sequence jump star
 segment, as does a time gap; host telemetry is matched by ``host_id`` == component id.
 :func:`message_typestore` registers rackpower's message types from their ``.msg`` text (the
 checkout's ``msg/`` or the installed ``share/rackpower/msg``), so bags without embedded
-definitions read too; :func:`allocation_errors_from_bags` reads the logged
+definitions read too; :func:`job_log_from_bag` turns the recorded ``workload_events`` into a
+:class:`~rackpower_nodes.core.workload_events.JobLog` (``from_bag`` attaches it to every series
+as ``events``); :func:`allocation_errors_from_bags` reads the logged
 ``AllocationError`` messages the retraining weights its windows with. The numbers come from
 the messages through the same helpers the live predictor uses
 (:mod:`rackpower_nodes.core.forecast.messages`).
@@ -39,9 +41,17 @@ from rackpower_nodes.core.forecast.series import (
     step_index,
 )
 from rackpower_nodes.core.schedule import WorkloadSchedule
+from rackpower_nodes.core.workload_events import (
+    JobEvent,
+    JobLog,
+    JobRecord,
+    WorkloadEvents,
+    WorkloadEventsError,
+)
 
 __all__ = [
-    "POWER_TYPE", "TELEMETRY_TYPE", "DatasetError", "allocation_errors_from_bags", "from_bag",
+    "POWER_TYPE", "TELEMETRY_TYPE", "WORKLOAD_TYPE", "DatasetError",
+    "allocation_errors_from_bags", "from_bag", "job_log_from_bag", "job_log_from_snapshots",
     "message_typestore",
 ]
 
@@ -59,12 +69,14 @@ def _msg_folder() -> Path:
 
 def message_typestore():
     """A rosbags typestore: std_msgs of ROS 2 Kilted (Humble where rosbags lacks it) plus
-    rackpower's HostMetrics, HostTelemetry and PowerSamples from their .msg text."""
+    rackpower's HostMetrics, HostTelemetry, PowerSamples, PowerAllocation, WorkloadJob and
+    WorkloadEvents from their .msg text."""
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
     store = get_typestore(getattr(Stores, "ROS2_KILTED", Stores.ROS2_HUMBLE))
     folder, types = _msg_folder(), {}
-    for name in ("HostMetrics", "HostTelemetry", "PowerSamples", "PowerAllocation"):
+    for name in ("HostMetrics", "HostTelemetry", "PowerSamples", "PowerAllocation",
+                 "WorkloadJob", "WorkloadEvents"):
         types.update(get_types_from_msg((folder / f"{name}.msg").read_text(),
                                         f"rackpower/msg/{name}"))
     store.register(types)
@@ -73,6 +85,7 @@ def message_typestore():
 
 POWER_TYPE, TELEMETRY_TYPE = "rackpower/msg/PowerSamples", "rackpower/msg/HostTelemetry"
 ALLOCATION_TYPE = "rackpower/msg/PowerAllocation"
+WORKLOAD_TYPE = "rackpower/msg/WorkloadEvents"
 
 
 def from_bag(path: str | Path, step_s: float = 0.1, namespace: str | None = None,
@@ -84,7 +97,8 @@ def from_bag(path: str | Path, step_s: float = 0.1, namespace: str | None = None
     ``host_id`` == component id. ``namespace`` picks one rack when the bag holds several.
     Where the bag holds the rack's ``power_allocation``, steps with a sample held at the
     allocation in force (``held_w``, else ``allocated_w``, of the newest allocation stamped
-    before it) are marked ``censored``: the cap, not the demand."""
+    before it) are marked ``censored``: the cap, not the demand. Where it holds the rack's
+    ``workload_events``, every series carries them as ``events`` (:func:`job_log_from_bag`)."""
     from rosbags.highlevel import AnyReaderError
 
     path = Path(path)
@@ -94,10 +108,11 @@ def from_bag(path: str | Path, step_s: float = 0.1, namespace: str | None = None
         pieces, tele, alloc = _read_bag(path, namespace, lost_frames_tolerance_s(step_s))
     except AnyReaderError as exc:
         raise DatasetError(f"bag {path}: {exc}") from exc
+    events = job_log_from_bag(path, namespace)
     out: list[ComponentSeries] = []
     for name, chunks in pieces.items():
         out.extend(_bag_component(name, chunks, tele.get(name, []), step_s, specs, schedule,
-                                  str(path), alloc.get(name, [])))
+                                  str(path), alloc.get(name, []), events or None))
     return out
 
 
@@ -173,7 +188,8 @@ def _in_force(t: np.ndarray, alloc: list) -> np.ndarray:
 
 def _bag_component(name: str, chunks: list, tele: list, step_s: float,
                    specs: Mapping | None, schedule: WorkloadSchedule | None,
-                   source: str, alloc: list = ()) -> list[ComponentSeries]:
+                   source: str, alloc: list = (),
+                   events: JobLog | None = None) -> list[ComponentSeries]:
     ids = np.array([c[0] for c in chunks])
     t_all = np.concatenate([c[1] for c in chunks])
     p_all = np.concatenate([c[2] for c in chunks])
@@ -189,7 +205,7 @@ def _bag_component(name: str, chunks: list, tele: list, step_s: float,
             steps = step_index(t0, step_s) + np.arange(len(p))
             tel = hold_telemetry(steps, msg_t, msg_v, step_s)
             out.append(ComponentSeries(name, t0, step_s, p, tel, *spec, schedule, source,
-                                       censored=h > 0))
+                                       censored=h > 0, events=events))
     return out
 
 
@@ -215,3 +231,60 @@ def allocation_errors_from_bags(paths: Iterable[str | Path]) -> list[tuple[float
                     t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
                     out.append((t, str(msg.channel_id), abs(err)))
     return out
+
+
+def job_log_from_bag(path: str | Path, namespace: str | None = None) -> JobLog:
+    """The job history of a bag's ``workload_events`` (``/<ns>/workload_events`` with
+    ``namespace``, else every WorkloadEvents topic); empty when it has none. DatasetError
+    naming the message on an invalid job."""
+    from rosbags.highlevel import AnyReader
+
+    want = None if namespace is None else "/" + "/".join(
+        p for p in (namespace.strip("/"), "workload_events") if p)
+    snapshots = []
+    with AnyReader([Path(path)], default_typestore=message_typestore()) as reader:
+        conns = [c for c in reader.connections if c.msgtype == WORKLOAD_TYPE
+                 and (want is None or c.topic == want)]
+        if not conns:                 # an empty list would make rosbags read every message
+            return JobLog()
+        for conn, _, raw in reader.messages(connections=conns):
+            msg = reader.deserialize(raw, conn.msgtype)
+            try:
+                snapshots.append(WorkloadEvents(stamp_unix(msg.header.stamp), tuple(
+                    JobEvent(j.job_id, j.name, tuple(j.hosts), j.state, float(j.start_unix),
+                             float(j.duration_s), float(j.expected_util), j.power_class)
+                    for j in msg.jobs), msg.source))
+            except WorkloadEventsError as exc:
+                raise DatasetError(f"bag {path}: {conn.topic}: {exc}") from exc
+    return job_log_from_snapshots(snapshots)
+
+
+def job_log_from_snapshots(snapshots: Iterable[WorkloadEvents]) -> JobLog:
+    """A JobLog replaying what the snapshots said, never earlier than they said it.
+
+    A job's record starts at the first snapshot that places it (hosts known, and running or
+    pending with an expected start), and its hosts, expected start, duration, size and class
+    are that snapshot's; its start is the first running snapshot's ``start_unix``; it ends at
+    the first snapshot after its last appearance (NaN when the last snapshot still has it).
+    """
+    ordered = sorted(snapshots, key=lambda s: s.stamp_unix)
+    first: dict[str, tuple[float, JobEvent]] = {}
+    started: dict[str, float] = {}
+    last_seen: dict[str, int] = {}
+    for i, snap in enumerate(ordered):
+        for job in snap.jobs:
+            last_seen[job.job_id] = i
+            placed = job.hosts and (job.state == "running" or math.isfinite(job.start_unix))
+            if placed and job.job_id not in first:
+                first[job.job_id] = (snap.stamp_unix, job)
+            if job.state == "running":
+                started.setdefault(job.job_id, job.start_unix)
+    records = []
+    for job_id, (seen_at, job) in first.items():
+        i = last_seen[job_id] + 1
+        end = ordered[i].stamp_unix if i < len(ordered) else math.nan
+        expected = job.start_unix if job.state == "pending" else math.nan
+        records.append(JobRecord(job_id, job.name, job.hosts, seen_at, expected,
+                                 started.get(job_id, math.nan), end, job.duration_s,
+                                 job.expected_util, job.power_class))
+    return JobLog(records)
