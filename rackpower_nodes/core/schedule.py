@@ -1,8 +1,10 @@
 """Workload schedule: named batch jobs on named hosts, recurring daily or every N seconds.
 
-Pure module (no ROS, no numpy). The rack simulator uses it to raise host utilisation during job
-windows; the host-telemetry node uses it to publish minutes-to-next-job and the job's expected
-size. Both read the ``schedule`` section of ``config/rack_sim.yaml``::
+Pure module (no ROS). The rack simulator uses it to raise host utilisation during job windows;
+the host-telemetry node uses it to publish minutes-to-next-job and the job's expected size; as a
+workload-events source it gives the snapshot a scheduler would publish (:meth:`events_at`) and
+the job history of a window (:meth:`job_log`), both known in advance. All read the ``schedule``
+section of ``config/rack_sim.yaml``::
 
     schedule:
       tz_offset_h: 0            # local time = UTC + offset (h); daily jobs use local time
@@ -30,6 +32,8 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from rackpower_nodes.core.workload_events import JobEvent, JobLog, JobRecord, WorkloadEvents
 
 __all__ = ["WEEKDAYS", "Job", "Occurrence", "Recurrence", "ScheduleError", "WorkloadSchedule"]
 
@@ -164,6 +168,42 @@ class WorkloadSchedule:
         out.sort(key=lambda occ: occ.start)
         return out
 
+    def all_occurrences(self, t0: float, t1: float) -> list[Occurrence]:
+        """Runs of every job (each on all its hosts) that overlap ``[t0, t1)`` (Unix s), sorted
+        by start time, then configuration order."""
+        out = []
+        for job in self.jobs:
+            for start in job.recurrence.starts(t0 - job.duration_s, t1, self.tz_offset_s):
+                if start + job.duration_s > t0:
+                    out.append(Occurrence(job, start, start + job.duration_s))
+        out.sort(key=lambda occ: occ.start)
+        return out
+
+    def job_log(self, t0_unix: float, t1_unix: float) -> JobLog:
+        """Every run whose window touches ``[t0_unix, t1_unix)`` as a :class:`JobLog`.
+
+        A static schedule is known in advance, so each run is visible from ``t0_unix``
+        (``submit_unix``), announced at its real start, and ends at start + duration; job ids
+        are ``<name>@<start Unix s>``; power class unknown (``""``).
+        """
+        return JobLog(JobRecord(_occurrence_id(occ), occ.job.name, occ.job.hosts,
+                                float(t0_unix), occ.start, occ.start, occ.end,
+                                occ.job.duration_s, occ.job.expected_util, "")
+                      for occ in self.all_occurrences(t0_unix, t1_unix))
+
+    def events_at(self, t_unix: float, lookahead_s: float = 3600.0) -> WorkloadEvents:
+        """The snapshot at ``t_unix``: runs in progress (``"running"``, start <= t < end) and
+        runs starting within ``lookahead_s`` (``"pending"``, t < start < t + lookahead), source
+        ``"schedule"``; job ids as in :meth:`job_log`."""
+        if not (math.isfinite(lookahead_s) and lookahead_s >= 0):
+            raise ScheduleError(f"events_at: lookahead_s={lookahead_s!r}, expected >= 0 s")
+        jobs = [JobEvent(_occurrence_id(occ), occ.job.name, occ.job.hosts,
+                         "running" if occ.start <= t_unix else "pending", occ.start,
+                         occ.job.duration_s, occ.job.expected_util, "")
+                for occ in self.all_occurrences(t_unix, max(t_unix + lookahead_s,
+                                                            math.nextafter(t_unix, math.inf)))]
+        return WorkloadEvents(float(t_unix), tuple(jobs), "schedule")
+
     def jobs_active(self, host: str, t_unix: float) -> list[Job]:
         """Jobs running on ``host`` at ``t_unix`` (start <= t < start + duration)."""
         active = self.occurrences(host, t_unix, t_unix + 1e-6)
@@ -182,6 +222,11 @@ class WorkloadSchedule:
             if best is None or wait < best[0]:
                 best = (wait, job)
         return best
+
+
+def _occurrence_id(occ: Occurrence) -> str:
+    start = int(occ.start) if float(occ.start).is_integer() else occ.start
+    return f"{occ.job.name}@{start}"
 
 
 def _number(value, key: str, low: float, high: float) -> float:

@@ -121,3 +121,67 @@ def test_duplicate_job_names_rejected():
            "every": {"period_s": 600}}
     with pytest.raises(ScheduleError, match="duplicate"):
         WorkloadSchedule.from_config({"jobs": [job, job]})
+
+
+# --- the schedule as a workload-events source -----------------------------------------------
+
+def test_job_log_holds_every_run_touching_the_window_known_from_its_start():
+    s = _schedule()
+    t0, t1 = MONDAY + 0.5 * HOUR, MONDAY + 2 * HOUR     # Sunday's backup (23:00-01:00) overlaps
+    log = s.job_log(t0, t1)
+    by_name = {r.name: r for r in log.records}
+    assert sorted(by_name) == ["backup", "etl", "index"]
+    etl = by_name["etl"]
+    assert (etl.job_id, etl.hosts) == (f"etl@{int(MONDAY + HOUR)}", ("a", "b"))
+    assert (etl.submit_unix, etl.expected_start_unix, etl.start_unix, etl.end_unix) == (
+        t0, MONDAY + HOUR, MONDAY + HOUR, MONDAY + HOUR + 5400.0)
+    assert (etl.duration_s, etl.expected_util, etl.power_class) == (5400.0, 0.8, "")
+    backup = by_name["backup"]
+    assert (backup.start_unix, backup.end_unix) == (MONDAY - HOUR, MONDAY + HOUR)
+    assert by_name["index"].start_unix == MONDAY + 1800.0
+    # replayed: before etl starts it is pending with its start; during it, running
+    assert log.events_at(t0).for_host("a")[0].state == "pending"
+    assert log.events_at(t0).for_host("a")[0].start_unix == MONDAY + HOUR
+    assert log.events_at(MONDAY + 1.5 * HOUR).for_host("a")[0].state == "running"
+    assert log.events_at(MONDAY + 3 * HOUR).for_host("a") == ()
+
+
+def test_job_log_leaves_out_runs_outside_the_window():
+    s = _schedule()
+    log = s.job_log(MONDAY + 3 * HOUR, MONDAY + 4.5 * HOUR)   # 03:00-04:30: nothing runs
+    assert [r.name for r in log.records] == []
+    assert [r.name for r in s.job_log(MONDAY + 3 * HOUR, MONDAY + 4.6 * HOUR).records] == [
+        "index"]                                            # index at 04:30 is inside
+
+
+@pytest.mark.parametrize(("t_h", "lookahead_s", "expected"), [
+    (0.4, 3600.0, [("backup", "running", -1.0), ("etl", "pending", 1.0),
+                   ("index", "pending", 0.5)]),
+    (0.4, 300.0, [("backup", "running", -1.0)]),           # index is 360 s away, etl 2160 s
+    (1.0, 0.0, [("etl", "running", 1.0)]),                  # starts at t: running, not pending
+    (2.6, 3600.0, []),                                      # etl ended at 02:30
+])
+def test_events_at_gives_running_runs_and_those_starting_within_the_lookahead(
+        t_h, lookahead_s, expected):
+    s = _schedule()
+    t = MONDAY + t_h * HOUR
+    snap = s.events_at(t, lookahead_s)
+    assert (snap.stamp_unix, snap.source) == (t, "schedule")
+    got = sorted((j.name, j.state, (j.start_unix - MONDAY) / HOUR) for j in snap.jobs)
+    assert got == expected
+
+
+def test_events_at_gives_hosts_size_and_duration_and_agrees_with_job_log():
+    s = _schedule()
+    t = MONDAY + 0.9 * HOUR
+    snap = s.events_at(t, lookahead_s=600.0)
+    etl = next(j for j in snap.jobs if j.name == "etl")
+    assert (etl.hosts, etl.expected_util, etl.duration_s, etl.end_unix) == (
+        ("a", "b"), 0.8, 5400.0, MONDAY + HOUR + 5400.0)
+    assert [j.job_id for j in snap.for_host("b")] == [
+        j.job_id for j in s.job_log(t, t + 600.0).events_at(t).for_host("b")]
+
+
+def test_events_at_rejects_a_negative_lookahead():
+    with pytest.raises(ScheduleError, match="lookahead_s=-1"):
+        _schedule().events_at(MONDAY, -1.0)

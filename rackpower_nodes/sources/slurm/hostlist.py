@@ -1,4 +1,4 @@
-"""Slurm hostlist expressions: ``gpu[01-04,07],login1`` -> ``gpu01 gpu02 gpu03 gpu04 gpu07 login1``.
+"""Slurm hostlist expressions: ``gpu[01-03,07],login1`` -> ``gpu01 gpu02 gpu03 gpu07 login1``.
 
 The same expansion ``scontrol show hostnames`` does, without running it: comma-separated
 names at the top level, each with any number of bracketed ranges (``rack[1-2]-n[01-02]`` is the
@@ -9,7 +9,7 @@ kept, as Slurm keeps them. Slightly more lenient than ``scontrol``: text after t
 
 from __future__ import annotations
 
-__all__ = ["HostlistError", "MAX_HOSTS", "expand_hostlist"]
+__all__ = ["MAX_HOSTS", "HostlistError", "expand_hostlist"]
 
 MAX_HOSTS = 65536          # more names than any rack has: a typo like [1-999999] stops here
 
@@ -83,7 +83,8 @@ def expand_hostlist(expr: str) -> tuple[str, ...]:
     """Every host name of a Slurm hostlist expression, in Slurm's order; ``""`` -> ``()``.
 
     Raises :class:`HostlistError` for unbalanced or nested brackets, a range that is not
-    ``N`` or ``N-M`` in decimal digits, or a backwards range; empty names (``a,,b``) are skipped, as ``scontrol`` skips them.
+    ``N`` or ``N-M`` in decimal digits, or a backwards range; empty names (``a,,b``) are
+    skipped, as ``scontrol`` skips them.
     """
     if not isinstance(expr, str):
         raise HostlistError(f"hostlist {expr!r}: expected a string")

@@ -49,8 +49,8 @@ from rackpower_nodes.core.workload_events import (
 from rackpower_nodes.sources.slurm.errors import SlurmJobError, SlurmOutputError
 from rackpower_nodes.sources.slurm.hostlist import HostlistError, expand_hostlist
 
-__all__ = ["NodeSize", "SkippedJob", "UNLIMITED_S", "job_event", "job_id_of", "parse_sched_nodes",
-           "parse_sinfo", "parse_squeue"]
+__all__ = ["UNLIMITED_S", "NodeSize", "SkippedJob", "gpus_in_tres", "job_event", "job_id_of",
+           "parse_sched_nodes", "parse_sinfo", "parse_squeue"]
 
 _log = logging.getLogger(__name__)
 
