@@ -31,6 +31,7 @@ import numpy as np
 from rackpower_nodes.core.forecast.base import Forecaster, ModelLoadError
 from rackpower_nodes.core.forecast.baselines import (
     EwmaForecaster, LightGbmForecaster, PersistenceForecaster)
+from rackpower_nodes.core.forecast.challengers import ServedForecaster
 from rackpower_nodes.core.forecast.forecaster import LstmForecaster
 
 __all__ = ["FORMAT_VERSION", "MODEL_FILE", "ModelLoadError", "load_model", "save_model",
@@ -40,7 +41,7 @@ FORMAT_VERSION = 1
 MODEL_FILE = "model.json"
 CLASSES: dict[str, type[Forecaster]] = {
     cls.__name__: cls for cls in (LstmForecaster, PersistenceForecaster, EwmaForecaster,
-                                  LightGbmForecaster)}
+                                  LightGbmForecaster, ServedForecaster)}
 _REQUIRED = ("class", "version", "hyperparameters", "feature_names", "window_spec", "state",
              "files")
 

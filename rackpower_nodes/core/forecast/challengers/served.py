@@ -1,0 +1,293 @@
+"""The served forecaster: its permanent challengers, the choice among them, and its storage.
+
+:class:`ServedForecaster` holds fitted candidate forecasters (*members*: persistence always,
+then EWMA, LightGBM, the LSTM, whichever were trained, all on the same windows) and serves,
+per component class and horizon step, the variant (a member, raw or bias-corrected; see
+:mod:`.online`) with the lowest recent error on its newest matured forecasts. Before any error
+has matured it serves the start chosen offline on the newest held-out slice of the training
+data (:meth:`ServedForecaster.select_start`): the best member there if it beats persistence by
+the hysteresis margin, else persistence.
+
+The live calls (not thread-safe: one caller at a time, e.g. under ForecastService's lock)::
+
+    served.forecast(last_step_t, keys, x, last, classes)   # -> (n, H, 3) normalised
+    served.observe(step_t, keys, realised, classes)        # a measured step, if not via last
+
+``forecast`` first takes ``last`` as the measured value of the step starting at
+``last_step_t`` (so calling it every step is enough), then predicts with every member,
+records their p50 for maturing and returns the served quantiles. ``predict`` (the
+:class:`~..base.Forecaster` interface) is stateless: the current choice of the default class,
+no bias correction. Saved by the registry as one model directory, each member's weight files
+in ``member_<name>/``; the online state (errors, biases, choices made since) is not stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from rackpower_nodes.core.forecast.base import ForecastInputError, Forecaster, ModelLoadError
+from rackpower_nodes.core.forecast.baselines import (
+    EwmaForecaster, LightGbmForecaster, PersistenceForecaster)
+from rackpower_nodes.core.forecast.challengers.online import (
+    ClassState, KeyState, ServedParams, variant_names)
+from rackpower_nodes.core.forecast.forecaster import LstmForecaster
+from rackpower_nodes.core.forecast.series import step_index
+
+__all__ = ["DEFAULT_CLASS", "MEMBER_CLASSES", "ServedForecaster"]
+
+DEFAULT_CLASS = "*"
+MEMBER_CLASSES: dict[str, type[Forecaster]] = {
+    cls.__name__: cls for cls in (PersistenceForecaster, EwmaForecaster, LightGbmForecaster,
+                                  LstmForecaster)}
+
+
+class ServedForecaster(Forecaster):
+    """Persistence and its challengers, one served per class and horizon step.
+
+    Args:
+        params: selection and bias settings (:class:`~.online.ServedParams`).
+        members: name -> forecaster; fitted ones are adopted by :meth:`fit` as they are.
+    """
+
+    name: ClassVar[str] = "served"
+
+    def __init__(self, params: ServedParams | None = None,
+                 members: Mapping[str, Forecaster] | None = None) -> None:
+        super().__init__()
+        self.params = params or ServedParams()
+        self.members: dict[str, Forecaster] = dict(members or {})
+        self.start: dict[str, list[int]] = {}         # class -> variant per horizon step
+        self.offline: dict[str, Any] = {}             # held-out MAE per class and member
+        self.reset_online()
+
+    # --- fitting and the offline start -----------------------------------------------------
+    @property
+    def variants(self) -> list[str]:
+        """Variant names in index order (``m`` and ``m+bias`` for each member)."""
+        return variant_names(list(self.members))
+
+    def fit(self, train: Any, val: Any | None = None,
+            class_of: Callable[[str], str] | None = None) -> ServedForecaster:
+        """Fit the members not yet fitted on ``train`` (``val`` for early stopping), adding a
+        persistence member if none is given, then choose the start on ``val`` (see
+        :meth:`select_start`; persistence everywhere without ``val``)."""
+        self.members.setdefault("persistence", PersistenceForecaster())
+        for member in self.members.values():
+            if member.version == "unfitted":
+                member.fit(train, val)
+        self.adopt_members()
+        self.select_start(val, class_of)
+        return self
+
+    def adopt_members(self) -> None:
+        """Take features, window spec and version from fitted members (persistence first);
+        raise ForecastInputError unless all share them and persistence is among them."""
+        if "persistence" not in self.members:
+            raise ForecastInputError("served: the members must include 'persistence' "
+                                     f"(given {sorted(self.members)})")
+        self.members = {"persistence": self.members["persistence"],
+                        **{k: m for k, m in self.members.items() if k != "persistence"}}
+        first = self.members["persistence"]
+        for name, m in self.members.items():
+            if m.version == "unfitted":
+                raise ForecastInputError(f"served: member {name!r} was never fitted")
+            if m.feature_names != first.feature_names or m.spec != first.spec:
+                raise ForecastInputError(f"served: member {name!r} was fitted on other "
+                                         "windows (features or window spec) than persistence")
+        self.feature_names, self.spec = list(first.feature_names), dict(first.spec)
+        self.version = max(m.version for m in self.members.values())
+        self.reset_online()
+
+    def select_start(self, val: Any | None,
+                     class_of: Callable[[str], str] | None = None) -> dict[str, list[int]]:
+        """Start variant per class and horizon step from ``val``, the newest held-out slice
+        of the training data: the raw member with the lowest MAE there if it is below
+        ``(1 - margin)`` times persistence's, else persistence. ``class_of`` maps a window's
+        component to its class; every class seen gets a start, and :data:`DEFAULT_CLASS`
+        one from all windows (used for classes never seen)."""
+        h = self.horizon_steps
+        self.start = {DEFAULT_CLASS: [0] * h}
+        self.offline = {}
+        if val is not None and len(val.y):
+            preds = np.stack([m.predict(val.x, val.last)[..., 0] for m in self.members.values()])
+            err = np.abs(preds - np.asarray(val.y, np.float64)[None])        # (C, n, H)
+            klass = np.array([class_of(str(c)) if class_of else DEFAULT_CLASS
+                              for c in val.component], dtype=object)
+            for k in [DEFAULT_CLASS, *sorted(set(klass.tolist()) - {DEFAULT_CLASS})]:
+                rows = np.ones(len(klass), bool) if k == DEFAULT_CLASS else klass == k
+                mae = err[:, rows].mean(axis=1)                              # (C, H)
+                best = np.argmin(mae, axis=0)
+                wins = mae[best, np.arange(h)] < mae[0] * (1.0 - self.params.margin)
+                self.start[k] = [2 * int(b) if w else 0 for b, w in zip(best, wins, strict=True)]
+                self.offline[k] = {n: mae[i].tolist() for i, n in enumerate(self.members)}
+        self.reset_online()
+        return self.start
+
+    # --- online serving ----------------------------------------------------------------------
+    def reset_online(self) -> None:
+        """Forget every matured error, bias and choice made online."""
+        self._keys: dict[str, KeyState] = {}
+        self._classes: dict[str, ClassState] = {}
+
+    def forecast(self, last_step_t: float, keys: Sequence[str], x: np.ndarray,
+                 last: np.ndarray, classes: Sequence[str] | None = None) -> np.ndarray:
+        """Served (n, H, 3) normalised quantiles for ``keys`` (component ids) from windows
+        whose newest step starts at ``last_step_t`` (Unix s; the WindowSet's ``t_unix``);
+        ``last`` (n,) is taken as that step's measured value first (:meth:`observe`).
+        ``classes``: each key's component class (None: all :data:`DEFAULT_CLASS`)."""
+        x, last = self._check_input(x, last)
+        raw = np.stack([m.predict(x, last) for m in self.members.values()], axis=1)
+        return self.serve(last_step_t, keys, last, raw, classes)
+
+    def serve(self, last_step_t: float, keys: Sequence[str], last: np.ndarray,
+              raw: np.ndarray, classes: Sequence[str] | None = None) -> np.ndarray:
+        """:meth:`forecast` from the members' predictions ``raw`` (n, C, H, 3), computed
+        elsewhere (in batch for a replay, or in a test)."""
+        keys, classes = self._keys_classes(keys, classes)
+        raw = np.asarray(raw, np.float64)
+        n, c, h = len(keys), len(self.members), self.horizon_steps
+        if raw.shape != (n, c, h, len(self.quantiles)):
+            raise ForecastInputError(f"served: member predictions of shape {raw.shape}, "
+                                     f"expected {(n, c, h, len(self.quantiles))}")
+        self.observe(last_step_t, keys, last, classes)
+        step = self._step(last_step_t)
+        out = np.empty((n, h, len(self.quantiles)))
+        cols = np.arange(h)
+        for i, (key, klass) in enumerate(zip(keys, classes, strict=True)):
+            state = self._key(key, klass)
+            v = self._class(klass).served
+            shift = np.where(v % 2 == 1, state.bias[v // 2, cols], 0.0)
+            out[i] = raw[i, v // 2, cols, :] - shift[:, None]
+            state.record(step, raw[i, :, :, 0])
+        np.maximum(out, 0.0, out=out)
+        return np.maximum.accumulate(out, axis=2).astype(np.float32)
+
+    def observe(self, step_t: float, keys: Sequence[str], realised: np.ndarray,
+                classes: Sequence[str] | None = None) -> None:
+        """Measured normalised power ``realised`` (n,) of the step starting at ``step_t``
+        (Unix s) for ``keys``: the forecasts that targeted it mature (their errors now count
+        for selection and bias). NaN values and repeats of a step are ignored."""
+        keys, classes = self._keys_classes(keys, classes)
+        realised = np.asarray(realised, np.float64).reshape(-1)
+        if len(realised) != len(keys):
+            raise ForecastInputError(f"served: {len(realised)} realised values for "
+                                     f"{len(keys)} keys")
+        step = self._step(step_t)
+        for key, klass, value in zip(keys, classes, realised, strict=True):
+            if not np.isfinite(value):
+                continue
+            errors = self._key(key, klass).mature(step, float(value))
+            if errors is not None:
+                raw, corrected = errors                    # (C, H) each -> (V, H)
+                both = np.stack([raw, corrected], axis=1).reshape(-1, raw.shape[1])
+                self._class(klass).add(np.abs(both))
+
+    def diagnostics(self) -> dict[str, Any]:
+        """JSON-able online state: per class the variant served per horizon step, the mean
+        absolute error and count of every variant over the window and the switches so far;
+        per key its class and the bias (normalised, per step) of the member it is served
+        from and whether it is subtracted."""
+        names = self.variants
+        out: dict[str, Any] = {"classes": {}, "keys": {}}
+        for k, cs in self._classes.items():
+            mean, n = cs.scores()
+            out["classes"][k] = {
+                "served": [names[v] for v in cs.served], "switches": cs.switches,
+                "mae": {names[v]: [None if np.isnan(m) else float(m) for m in mean[v]]
+                        for v in range(len(names))},
+                "errors": {names[v]: n[v].tolist() for v in range(len(names))}}
+        for key, ks in self._keys.items():
+            v = self._class(ks.klass).served
+            bias = ks.bias[v // 2, np.arange(len(v))]
+            out["keys"][key] = {"class": ks.klass, "bias": bias.tolist(),
+                                "corrected": (v % 2 == 1).tolist()}
+        return out
+
+    def _keys_classes(self, keys, classes) -> tuple[list[str], list[str]]:
+        keys = [str(k) for k in keys]
+        classes = [DEFAULT_CLASS] * len(keys) if classes is None else [str(c) for c in classes]
+        if len(classes) != len(keys):
+            raise ForecastInputError(f"served: {len(classes)} classes for {len(keys)} keys")
+        if self.version == "unfitted" or not self.start:
+            raise ForecastInputError("served: forecast before fit or load")
+        return keys, classes
+
+    def _step(self, t_unix: float) -> int:
+        return int(step_index(float(t_unix), float(self.spec["step_s"])))
+
+    def _key(self, key: str, klass: str) -> KeyState:
+        state = self._keys.get(key)
+        if state is None or state.klass != klass:
+            state = KeyState(klass, len(self.members), self.horizon_steps, self.params)
+            self._keys[key] = state
+        return state
+
+    def _class(self, klass: str) -> ClassState:
+        state = self._classes.get(klass)
+        if state is None:
+            allowed = np.array([self.params.correct_bias or v % 2 == 0
+                                for v in range(2 * len(self.members))])
+            start = self.start.get(klass, self.start[DEFAULT_CLASS])
+            state = ClassState(np.asarray(start), 2 * len(self.members), self.params, allowed)
+            self._classes[klass] = state
+        return state
+
+    # --- the Forecaster interface and storage -------------------------------------------------
+    def predict(self, x: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """Stateless: the default class's current variants without bias correction."""
+        x, last = self._check_input(x, last)
+        v = self._class(DEFAULT_CLASS).served // 2
+        raw = np.stack([m.predict(x, last) for m in self.members.values()], axis=1)
+        out = raw[:, v, np.arange(self.horizon_steps), :]
+        return np.maximum.accumulate(np.maximum(out, 0.0), axis=2).astype(np.float32)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return asdict(self.params)
+
+    def state(self) -> dict[str, Any]:
+        members = {name: {"class": type(m).__name__, "version": m.version,
+                          "hyperparameters": m.hyperparameters(), "state": m.state()}
+                   for name, m in self.members.items()}
+        return {"members": members, "start": self.start, "offline": self.offline}
+
+    @classmethod
+    def from_config(cls, hyperparameters: dict, state: dict) -> ServedForecaster:
+        members = {}
+        for name, doc in dict(state["members"]).items():
+            kind = MEMBER_CLASSES.get(doc["class"])
+            if kind is None:
+                raise ValueError(f"member {name!r}: unknown class {doc['class']!r} (known: "
+                                 f"{sorted(MEMBER_CLASSES)})")
+            members[name] = kind.from_config(dict(doc["hyperparameters"]), dict(doc["state"]))
+            members[name].version = str(doc["version"])
+        model = cls(ServedParams(**hyperparameters), members)
+        model.start = {str(k): [int(v) for v in s] for k, s in dict(state["start"]).items()}
+        model.offline = dict(state.get("offline", {}))
+        return model
+
+    def save_weights(self, directory: Path) -> list[str]:
+        files = []
+        for name, m in self.members.items():
+            sub = directory / f"member_{name}"
+            sub.mkdir(parents=True, exist_ok=True)
+            files += [f"{sub.name}/{f}" for f in m.save_weights(sub)]
+        return files
+
+    def load_weights(self, directory: Path) -> None:
+        meta = directory / "model.json"
+        if "persistence" not in self.members or DEFAULT_CLASS not in self.start:
+            raise ModelLoadError(meta, "served: no persistence member or no default start")
+        width = 2 * len(self.members)
+        for k, s in self.start.items():
+            if len(s) != self.horizon_steps or not all(0 <= v < width for v in s):
+                raise ModelLoadError(meta, f"served: start of class {k!r} is {s}, expected "
+                                     f"{self.horizon_steps} variants in 0..{width - 1}")
+        for name, m in self.members.items():
+            m.feature_names, m.spec = list(self.feature_names), dict(self.spec)
+            m.load_weights(directory / f"member_{name}")
+        self.reset_online()

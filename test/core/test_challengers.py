@@ -1,0 +1,194 @@
+"""The served forecaster: permanent challengers chosen on matured errors, bias correction,
+hysteresis, ordered quantiles and the registry round trip, on synthetic series."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rackpower_nodes.core.forecast.base import ForecastInputError
+from rackpower_nodes.core.forecast.baselines import (
+    EwmaForecaster, LightGbmForecaster, LightGbmParams, PersistenceForecaster)
+from rackpower_nodes.core.forecast.challengers import ServedForecaster, ServedParams
+from rackpower_nodes.core.forecast.features import build_windows, split_by_time
+from rackpower_nodes.core.forecast.registry import load_model, save_model
+from helpers.series import SMALL, T0, component_series
+
+MAX_W = 200.0
+H = SMALL.horizon_steps
+
+
+@pytest.fixture(scope="module")
+def windows():
+    rng = np.random.default_rng(0)
+    t = np.arange(600)
+    power = 100 + 40 * np.sin(t / 15.0) + rng.normal(0, 3, len(t))
+    return build_windows([component_series(power, max_w=MAX_W)], SMALL)
+
+
+@pytest.fixture(scope="module")
+def members(windows):
+    return {"persistence": PersistenceForecaster().fit(windows),
+            "ewma": EwmaForecaster().fit(windows)}
+
+
+def _served(members, **params) -> ServedForecaster:
+    served = ServedForecaster(ServedParams(**params), members)
+    served.adopt_members()
+    served.select_start(None)
+    return served
+
+
+def _replay(served, truth_w, challenger, steps=None, key="srv01", used=None):
+    """Serve every step of ``truth_w`` (W); ``challenger(s, future_w)`` gives the second
+    member's p50 (W, (H,)) at origin s. Returns served p50 (W) per origin, (steps, H); the
+    variant served per step at each origin is appended to ``used`` when given."""
+    out = []
+    for s in range(steps or len(truth_w) - H):
+        future = truth_w[s + 1:s + 1 + H]
+        p50 = np.stack([np.full(H, truth_w[s]), challenger(s, future)]) / MAX_W    # (C, H)
+        raw = np.stack([p50, p50 + 0.02, p50 + 0.04], axis=-1)[None]            # (1, C, H, 3)
+        q = served.serve(T0 + s * SMALL.step_s, [key], np.array([truth_w[s] / MAX_W]), raw)
+        out.append(q[0, :, 0] * MAX_W)
+        if used is not None:
+            used.append(served._class("*").served.copy())
+    return np.array(out)
+
+
+def _truth(n, seed=1):
+    """A component that swings (persistence errs by several W) and stays > 0 W."""
+    s = np.arange(n)
+    return 150 + 40 * np.sin(s / 9.0) + np.random.default_rng(seed).normal(0, 2.0, n)
+
+
+def test_a_constant_10_w_bias_is_corrected_to_within_a_watt(members):
+    served = _served(members)
+    truth = _truth(400)
+    p50 = _replay(served, truth, lambda s, future: future + 10.0)   # right shape, 10 W high
+    assert served.diagnostics()["classes"]["*"]["served"] == ["ewma+bias"] * H
+    bias_w = np.array(served.diagnostics()["keys"]["srv01"]["bias"]) * MAX_W
+    assert np.all(np.abs(bias_w - 10.0) < 1.0)
+    actual = np.stack([truth[s + 1:s + 1 + H] for s in range(len(p50))])
+    assert np.abs(p50[-100:] - actual[-100:]).max() < 1.0
+
+
+def test_a_challenger_3x_worse_than_persistence_is_not_served(members):
+    truth = _truth(1000)
+
+    def bad(s, future):          # error exactly 3x persistence's
+        return truth[s] - 2.0 * (future - truth[s])
+
+    served, used = _served(members), []
+    _replay(served, truth, bad, used=used)
+    assert not (np.array(used) >= 2).any()        # variants 2, 3: the challenger, raw or +bias
+    started_bad = _served(members)
+    started_bad.start = {"*": [2] * H}           # as if the held-out slice had chosen it
+    started_bad.reset_online()
+    p50 = _replay(started_bad, truth, bad)
+    assert all(v.startswith("persistence")
+               for v in started_bad.diagnostics()["classes"]["*"]["served"])
+    actual = np.stack([truth[s + 1:s + 1 + H] for s in range(len(p50))])
+    persistence = np.abs(truth[:len(p50), None] - actual).mean()
+    assert np.abs(p50 - actual).mean() < 1.1 * persistence     # only the first errors at 3x
+
+
+def test_only_matured_errors_count(members):
+    served = _served(members, window=1000, min_errors=1000)
+    truth = _truth(60)
+    n = 40
+    _replay(served, truth, lambda s, future: future, steps=n)
+    counts = served.diagnostics()["classes"]["*"]["errors"]["ewma"]
+    # origins 0..n-1, measured steps 0..n-1: the forecast h steps ahead from origin o has
+    # matured when o + h <= n - 1, n - h times
+    assert counts == [n - h for h in range(1, H + 1)]
+    # the same forecasts observed once more (a repeat) and a step seen out of order count once
+    served.observe(T0 + (n - 1) * SMALL.step_s, ["srv01"], np.array([truth[n - 1] / MAX_W]))
+    served.observe(T0 + (n - 3) * SMALL.step_s, ["srv01"], np.array([truth[n - 3] / MAX_W]))
+    assert served.diagnostics()["classes"]["*"]["errors"]["ewma"] == counts
+
+
+def test_the_served_forecast_depends_only_on_what_was_measured(members):
+    truth_a = _truth(300, seed=2)
+    truth_b = truth_a.copy()
+    truth_b[150:] = truth_b[149]                   # the two futures part after step 149
+
+    def near_oracle(s, future):                    # 1 W off the future it is given
+        return future + np.where(s % 2, 1.0, -1.0)
+
+    choices = []
+    for truth in (truth_a, truth_b):
+        choices.append([])
+        _replay(_served(members, window=40, min_errors=20), truth, near_oracle, steps=250,
+                used=choices[-1])
+    a, b = np.array(choices[0]), np.array(choices[1])
+    # choices up to origin 149 rest on the same measurements: identical, whatever follows
+    np.testing.assert_array_equal(a[:150], b[:150])
+    assert (a[150:] != b[150:]).any()              # and the futures do tell them apart later
+    # the challenger (variant 2 or 3) serves step h only once 20 of its h-step errors have
+    # matured: by origin s those of origins 0 .. s - h, so not before origin 19 + h
+    first = [int(np.argmax(a[:, h - 1] >= 2)) for h in range(1, H + 1)]
+    assert all(f >= 19 + h for f, h in zip(first, range(1, H + 1), strict=True)), first
+    assert (a[-1] >= 2).all()
+
+
+def test_near_equal_errors_do_not_make_it_flap(members):
+    truth = _truth(1500, seed=3)
+    rng = np.random.default_rng(4)
+    signs = rng.choice([-1.0, 1.0], size=(len(truth), H))
+    wobble = np.where((np.arange(len(truth)) // 60) % 2 == 0, 0.99, 1.01)
+
+    def near(s, future):           # |error| 0.99x or 1.01x persistence's, sign at random
+        return future + signs[s] * wobble[s] * np.abs(future - truth[s])
+
+    served = _served(members, correct_bias=False)
+    _replay(served, truth, near)
+    assert served._class("*").switches == 0
+    flappy = _served(members, correct_bias=False, margin=0.0, window=30, min_errors=10)
+    _replay(flappy, truth, near)
+    assert flappy._class("*").switches > 4            # the test would see flapping
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_quantiles_stay_ordered_and_non_negative(members, seed):
+    rng = np.random.default_rng(seed)
+    served = _served(members, min_errors=5, window=20)
+    for s in range(80):
+        raw = rng.normal(0.2, 0.3, (3, 2, H, 3))        # crossing and negative on purpose
+        q = served.serve(T0 + s * SMALL.step_s, ["a", "b", "c"], rng.uniform(0, 1, 3), raw,
+                         classes=["srv", "srv", "switch"])
+        assert q.shape == (3, H, 3) and q.dtype == np.float32
+        assert (q >= 0).all() and (np.diff(q, axis=2) >= 0).all()
+
+
+def test_save_load_round_trip(windows, tmp_path):
+    train, val = split_by_time(windows, 0.8)
+    members = {"ewma": EwmaForecaster(), "lightgbm": LightGbmForecaster(
+        LightGbmParams(n_estimators=10, threads=1, early_stopping=0))}
+    served = ServedForecaster(ServedParams(min_errors=5, window=20), members).fit(train, val)
+    assert list(served.members) == ["persistence", "ewma", "lightgbm"]
+    assert set(served.offline["*"]) == {"persistence", "ewma", "lightgbm"}
+    loaded = load_model(save_model(served, tmp_path))
+    assert isinstance(loaded, ServedForecaster) and loaded.start == served.start
+    np.testing.assert_array_equal(loaded.predict(val.x, val.last),
+                                  served.predict(val.x, val.last))
+    served.reset_online()
+    for model in (served, loaded):
+        model.outs = [model.forecast(t, ["srv01"], val.x[i:i + 1], val.last[i:i + 1])
+                      for i, t in enumerate(val.t_unix[:60])]
+    np.testing.assert_array_equal(np.array(served.outs), np.array(loaded.outs))
+    assert served.diagnostics() == loaded.diagnostics()
+
+
+def test_bad_inputs_name_what_is_wrong(members):
+    with pytest.raises(ForecastInputError, match="persistence"):
+        ServedForecaster(members={"ewma": members["ewma"]}).adopt_members()
+    with pytest.raises(ForecastInputError, match="never fitted"):
+        ServedForecaster(members={**members, "x": EwmaForecaster()}).adopt_members()
+    with pytest.raises(ValueError, match="min_errors"):
+        ServedParams(window=10, min_errors=20)
+    served = _served(members)
+    with pytest.raises(ForecastInputError, match="member predictions of shape"):
+        served.serve(T0, ["a"], np.array([0.5]), np.zeros((1, 3, H, 3)))
+    with pytest.raises(ForecastInputError, match="classes"):
+        served.serve(T0, ["a"], np.array([0.5]), np.zeros((1, 2, H, 3)), classes=["x", "y"])
+    with pytest.raises(ForecastInputError, match="before fit"):
+        ServedForecaster(members=members).observe(T0, ["a"], np.array([0.5]))
