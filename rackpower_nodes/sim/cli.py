@@ -1,7 +1,7 @@
 """``rackpower-sim``: generate simulated rack data fast, and plot it.
 
-    rackpower-sim fast --hours 24 --seed 1 --out DIR [--config config/rack_sim.yaml]
-                       [--rate-hz 10] [--png day.png]
+    rackpower-sim fast --hours 24 --seed 1 --out DIR [--config config/rack_sim.yaml |
+                       --preset office|ai|mixed] [--rate-hz 10] [--png day.png]
     rackpower-sim plot --data DIR --out day.png
     rackpower-sim live --link /tmp/rackpower_rack_01_board --exporter-base-port 9101
                        [--pdu-base-port 5020 | --no-pdus] [--pdu-map rackpower_sim]
@@ -28,7 +28,14 @@ from pathlib import Path
 
 from rackpower_nodes.core.params import ConfigError
 from rackpower_nodes.core.schedule import ScheduleError
-from rackpower_nodes.sim.rack_sim import DEFAULT_CONFIG, SimConfigError, SimData, generate
+from rackpower_nodes.sim.rack_sim import (
+    DEFAULT_CONFIG,
+    PRESETS,
+    SimConfigError,
+    SimData,
+    generate,
+    preset_config,
+)
 
 __all__ = ["main"]
 
@@ -42,8 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     fast.add_argument("--hours", type=float, default=24.0, help="simulated hours (default 24)")
     fast.add_argument("--seed", type=int, default=None, help="seed (default: the config's)")
     fast.add_argument("--out", type=Path, required=True, help="output folder")
-    fast.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                      help=f"rack config YAML (default {DEFAULT_CONFIG})")
+    which = fast.add_mutually_exclusive_group()
+    which.add_argument("--config", type=Path, default=None,
+                       help=f"rack config YAML (default {DEFAULT_CONFIG})")
+    which.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                       help="a shipped rack: office (the default day), ai (GPU training and "
+                            "inference with a batch scheduler) or mixed")
     fast.add_argument("--rate-hz", type=int, default=None,
                       help="power samples per second (default: the config's)")
     fast.add_argument("--png", type=Path, default=None, help="also draw the plot here")
@@ -132,7 +143,9 @@ def _live(args: argparse.Namespace) -> int:
 
 def _fast(args: argparse.Namespace) -> int:
     began = time.perf_counter()
-    data = generate(args.hours, args.seed, args.rate_hz, args.config)
+    config = (preset_config(args.preset) if args.preset is not None
+              else args.config if args.config is not None else DEFAULT_CONFIG)
+    data = generate(args.hours, args.seed, args.rate_hz, config)
     generated = time.perf_counter() - began
     data.save(args.out)
     _log.info("%.2f h, %d components at %g Hz in %.1f s (+%.1f s to save) -> %s",

@@ -4,7 +4,9 @@
 folder it was saved to) into the format the forecasting core reads,
 :class:`~rackpower_nodes.core.forecast.series.ComponentSeries`: power at the run's rate as
 step means, host telemetry held from the end of each second, the component spec from the
-run's config (the model's steady power at load 0 and 1) and its workload schedule. It lives
+run's config (the model's steady power at load 0 and 1, with a GPU server's boards at idle
+and in compute), its workload schedule and, for a run with a scheduler, its job history
+(``ComponentSeries.events``: the :class:`~rackpower_nodes.core.workload_events.JobLog`). It lives
 with the simulator, so the core and the other sources never import the simulator.
 """
 
@@ -47,6 +49,7 @@ def from_sim(folder_or_simdata, step_s: float = 0.1) -> list[ComponentSeries]:
     config = data.meta.get("config")
     schedule = WorkloadSchedule.from_config(config) if isinstance(config, Mapping) else None
     source = f"sim seed {data.seed}"
+    events = getattr(data, "events", None)
     out: list[ComponentSeries] = []
     for i, name in enumerate(data.names):
         values = _sim_host_telemetry(data, name, seconds)
@@ -54,7 +57,8 @@ def from_sim(folder_or_simdata, step_s: float = 0.1) -> list[ComponentSeries]:
         for t0, p in split_on_gaps(t, data.power_w[:, i], step_s=step_s):
             steps = step_index(t0, step_s) + np.arange(len(p))
             tel = hold_telemetry(steps, tele_t, values, step_s)
-            out.append(ComponentSeries(name, t0, step_s, p, tel, *spec, schedule, source))
+            out.append(ComponentSeries(name, t0, step_s, p, tel, *spec, schedule, source,
+                                       events=events))
     return out
 
 
@@ -90,6 +94,10 @@ def _sim_specs(data) -> list[tuple[float, float] | None]:
                 cls = rm.SwitchModel if kind == "switch" else rm.StorageModel
                 m = cls.from_config(model, entry, model)
             lo, hi = (float(v) for v in m.steady_power_w(np.array([0.0, 1.0])))
+            gpu = getattr(m, "gpu", None)
+            if gpu is not None:
+                lo += float(gpu.wall_w(gpu.count * gpu.idle_w + gpu.fan_min_w))
+                hi += gpu.peak_w()
             out.append((lo, hi))
         except (KeyError, TypeError, rm.SimConfigError) as exc:
             _log.warning("no spec for %s model %r in the run's config (%s); estimating",

@@ -15,7 +15,8 @@ noise of a few W plus white noise, and rare sub-second fan/turbo spikes. Each se
 averages out, so the mean power at a steady utilisation stays on the curve.
 
 Parts: :mod:`.checks` (`SimConfigError`, the ``cfg_*`` readers), :mod:`.steady` (the
-steady-state models) and :mod:`.dynamics` (filters, `Dynamics`, `PowerStream`).
+steady-state models), :mod:`.gpu` (a GPU server's boards, fans and noise: `GpuSpec`) and
+:mod:`.dynamics` (filters, `Dynamics`, `PowerStream`).
 """
 from rackpower_nodes.sim.rack_model.checks import (
     SimConfigError,
@@ -31,6 +32,7 @@ from rackpower_nodes.sim.rack_model.dynamics import (
     ar1_filter,
     lag_filter,
 )
+from rackpower_nodes.sim.rack_model.gpu import GpuSpec
 from rackpower_nodes.sim.rack_model.steady import (
     LOAD_POINTS,
     HostSpec,
@@ -43,7 +45,7 @@ from rackpower_nodes.sim.rack_model.steady import (
 )
 
 __all__ = [
-    "LOAD_POINTS", "Dynamics", "HostSpec", "LoadCurve", "PowerStream", "Psu", "PsuCurve",
-    "PulseTrain", "ServerModel", "SimConfigError", "StorageModel", "SwitchModel", "ar1_filter",
+    "LOAD_POINTS", "Dynamics", "GpuSpec", "HostSpec", "LoadCurve", "PowerStream", "Psu",
+    "PsuCurve", "PulseTrain", "ServerModel", "SimConfigError", "StorageModel", "SwitchModel", "ar1_filter",
     "cfg_float", "cfg_map", "cfg_number", "cfg_numbers", "lag_filter",
 ]

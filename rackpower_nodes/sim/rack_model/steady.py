@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rackpower_nodes.sim.rack_model.checks import SimConfigError, cfg_float, cfg_map, cfg_numbers
+from rackpower_nodes.sim.rack_model.gpu import GpuSpec
 
 LOAD_POINTS = np.linspace(0.0, 1.0, 11)     # ActiveIdle, 10 % .. 100 % target load
 
@@ -118,11 +119,13 @@ class ServerModel:
     source: Mapping
     reference_psu: Psu | None = None
     psu: Psu | None = None
+    gpu: GpuSpec | None = None
 
     @classmethod
     def from_config(cls, name: str, raw, key: str,
                     psu_curves: Mapping[str, PsuCurve]) -> ServerModel:
-        """Parse ``power_w`` (11 points), ``source``, host capacities and optional PSUs."""
+        """Parse ``power_w`` (11 points), ``source``, host capacities, optional PSUs and an
+        optional ``gpu:`` section (:class:`GpuSpec`, with its own ``gpu.psu``)."""
         raw = cfg_map(raw, key)
         curve = LoadCurve.from_config(raw.get("power_w"), f"{key}.power_w")
         source = cfg_map(raw.get("source"), f"{key}.source")
@@ -134,7 +137,12 @@ class ServerModel:
         if psu is not None and ref is None:
             raise SimConfigError(f"{key}.psu: given without {key}.reference_psu, expected both "
                                  "(the curve is wall power with the reference PSU)")
-        return cls(name, curve, HostSpec.from_config(raw, key), dict(source), ref, psu)
+        gpu = None
+        if "gpu" in raw:
+            gpu_raw = cfg_map(raw["gpu"], f"{key}.gpu")
+            gpu = GpuSpec.from_config(gpu_raw, f"{key}.gpu",
+                                      _psu(gpu_raw.get("psu"), f"{key}.gpu.psu", psu_curves))
+        return cls(name, curve, HostSpec.from_config(raw, key), dict(source), ref, psu, gpu)
 
     @functools.cached_property
     def table(self) -> tuple[np.ndarray, np.ndarray]:

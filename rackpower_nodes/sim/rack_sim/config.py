@@ -27,17 +27,29 @@ from rackpower_nodes.sim.rack_model import (
     cfg_float,
     cfg_map,
 )
+from rackpower_nodes.sim.scheduler import SchedulerConfig, parse_scheduler
 from rackpower_nodes.sim.workload import TraceReplay, WorkloadProfile, load_trace
 
 
-def _default_config() -> Path:
-    """The checkout's config/rack_sim.yaml, else the installed share/rackpower copy."""
-    checkout = Path(__file__).resolve().parents[3] / "config" / "rack_sim.yaml"
-    installed = Path(sys.prefix) / "share" / "rackpower" / "config" / "rack_sim.yaml"
+def _default_config(rel: str = "rack_sim.yaml") -> Path:
+    """The checkout's config/<rel>, else the installed share/rackpower copy."""
+    checkout = Path(__file__).resolve().parents[3] / "config" / rel
+    installed = Path(sys.prefix) / "share" / "rackpower" / "config" / rel
     return installed if not checkout.is_file() and installed.is_file() else checkout
 
 
 DEFAULT_CONFIG = _default_config()
+#: Shipped rack configs by preset name: the office day (default), an AI training and inference
+#: rack, and a mixed one (GPU servers beside office CPU servers).
+PRESETS = {"office": DEFAULT_CONFIG, "ai": _default_config("sim_presets/ai.yaml"),
+           "mixed": _default_config("sim_presets/mixed.yaml")}
+
+
+def preset_config(name: str) -> Path:
+    """The config file of preset ``name`` (a key of :data:`PRESETS`)."""
+    if name not in PRESETS:
+        raise SimConfigError(f"preset: {name!r}, expected one of {sorted(PRESETS)}")
+    return PRESETS[name]
 KINDS = {"server": "server_models", "switch": "switch_models", "storage": "storage_models"}
 
 
@@ -75,6 +87,7 @@ class RackConfig:
     components: tuple[ComponentSpec, ...]
     schedule: WorkloadSchedule
     dynamics: Mapping[str, Dynamics]
+    scheduler: SchedulerConfig | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -153,7 +166,8 @@ def _parse(raw: Mapping, base: Path) -> RackConfig:
         cfg_float(rack, "power_factor", "rack", 1.0, 0.1, 1.0),
         cfg_float(rack, "breaker_a", "rack", None, 1e-3, 1e4, "A"),
         cfg_float(rack, "derating", "rack", 0.8, 0.01, 1.0),
-        tuple(components), schedule, dynamics)
+        tuple(components), schedule, dynamics,
+        parse_scheduler(raw.get("scheduler"), [c.name for c in components if c.is_host]))
 
 
 def _start_unix(value) -> float:

@@ -15,10 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
+from rackpower_nodes.core.workload_events import JobLog
 from rackpower_nodes.sim.rack_model import SimConfigError
 from rackpower_nodes.sim.workload import TELEMETRY_FIELDS
 
 FORMAT = "rackpower-sim/1"
+#: Extra per-second telemetry of a run with a scheduler: the offered request rate (req/s) of
+#: each host's inference service (0 where none runs), as its exporter would count it.
+APP_RATE_FIELD = "app_requests_per_s"
+JOBS_FILE = "rack_sim_jobs.json"
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class SimData:
     util: np.ndarray
     telemetry: dict[str, np.ndarray]
     meta: dict
+    events: JobLog | None = None
 
     @property
     def t_s(self) -> np.ndarray:
@@ -87,6 +93,10 @@ class SimData:
                     hosts=list(self.hosts), rate_hz=self.rate_hz, start_unix=self.start_unix,
                     start_iso=start, seed=self.seed, samples=len(self.power_w))
         (folder / "rack_sim.json").write_text(json.dumps(side, indent=1) + "\n")
+        if self.events is not None:
+            rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v)
+                     for k, v in row.items()} for row in self.events.to_rows()]
+            (folder / JOBS_FILE).write_text(json.dumps(rows, indent=0) + "\n")
         return folder
 
     @classmethod
@@ -99,10 +109,21 @@ class SimData:
                                  f"expected {FORMAT!r}")
         with np.load(folder / "rack_sim.npz") as npz:
             tele = {f: npz[f"telemetry_{f}"] for f in TELEMETRY_FIELDS}
+            if f"telemetry_{APP_RATE_FIELD}" in npz.files:
+                tele[APP_RATE_FIELD] = npz[f"telemetry_{APP_RATE_FIELD}"]
             power, util = npz["power_w"], npz["util"]
         keys = ("format", "names", "kinds", "hosts", "rate_hz", "start_unix", "start_iso",
                 "seed", "samples")
         meta = {k: v for k, v in side.items() if k not in keys}
         return cls(tuple(side["names"]), tuple(side["kinds"]), tuple(side["hosts"]),
                    float(side["rate_hz"]), float(side["start_unix"]), int(side["seed"]),
-                   power, util, tele, meta)
+                   power, util, tele, meta, _load_events(folder / JOBS_FILE))
+
+
+def _load_events(path: Path) -> JobLog | None:
+    """The job history saved beside a run (None values back to NaN), or None."""
+    if not path.is_file():
+        return None
+    rows = json.loads(path.read_text())
+    return JobLog.from_rows([{k: (math.nan if v is None else v) for k, v in r.items()}
+                             for r in rows])

@@ -22,8 +22,11 @@ from rackpower_nodes.sim.rack_sim.config import (
     _check_seed,
     _jsonable,
     load_config,
+    preset_config,
 )
-from rackpower_nodes.sim.rack_sim.data import SimData
+from rackpower_nodes.sim.rack_sim.data import APP_RATE_FIELD, SimData
+from rackpower_nodes.sim.scheduler import BatchScheduler
+from rackpower_nodes.sim.scheduler.activity import ScheduledHost
 from rackpower_nodes.sim.workload import (
     STORAGE_TELEMETRY,
     TELEMETRY_FIELDS,
@@ -49,6 +52,15 @@ class _Engine:
         self.cfg, self.rate = cfg, int(rate_hz)
         self.dt = 1.0 / self.rate
         self.samples = 0
+        self.scheduler = None
+        self.tele_fields = TELEMETRY_FIELDS
+        if cfg.scheduler is not None:
+            # its own seed branch: the components' generators stay as without a scheduler
+            self.scheduler = BatchScheduler(cfg.scheduler,
+                                            np.random.SeedSequence([seed, 1_000_003]),
+                                            cfg.start_unix, cfg.schedule.tz_offset_s)
+            self.tele_fields = (*TELEMETRY_FIELDS, APP_RATE_FIELD)
+        self._seed = seed
         self._streams = [self._streams_for(c, seed) for c in cfg.components]
         self._switches = [c for c in cfg.components if c.kind == "switch"]
 
@@ -62,6 +74,11 @@ class _Engine:
             if comp.trace is None:
                 out["workload"] = WorkloadStream(comp.name, comp.workload, self.cfg.schedule,
                                                  self.dt, gens[:4])
+        if self.scheduler is not None and comp.name in self.cfg.scheduler.scheduled_hosts:
+            rngs = [np.random.default_rng(s) for s in
+                    np.random.SeedSequence([seed, comp.index, 1]).spawn(3)]
+            out["jobs"] = ScheduledHost(self.scheduler, comp.name, getattr(model, "gpu", None),
+                                        self.dt, self.rate, rngs, self.cfg.schedule.tz_offset_s)
         swing = (model.curve.points_w[-1] - model.curve.points_w[0]
                  if comp.kind == "server" else 0.0)
         out["power"] = PowerStream(model.steady_power_w, swing, self.cfg.dynamics[comp.kind],
@@ -72,8 +89,10 @@ class _Engine:
         """The next ``seconds`` s of samples: hosts first, then the switches they load."""
         n, m = seconds * self.rate, len(self.cfg.components)
         t_s = (self.samples + np.arange(n)) * self.dt
+        if self.scheduler is not None:
+            self.scheduler.advance_to((self.samples + n) * self.dt)
         power, util = np.empty((n, m)), np.empty((n, m))
-        tele: dict[str, list] = {f: [] for f in TELEMETRY_FIELDS}
+        tele: dict[str, list] = {f: [] for f in self.tele_fields}
         traffic = np.zeros(n)
         for comp in self.cfg.components:
             if comp.is_host:
@@ -94,10 +113,20 @@ class _Engine:
         streams, i = self._streams[comp.index], comp.index
         util[:, i] = (comp.trace.util_at(t_s) if comp.trace is not None
                       else streams["workload"].block(self.cfg.start_unix + t_s))
+        act = streams["jobs"].block(t_s, util[:, i]) if "jobs" in streams else None
+        if act is not None:
+            util[:, i] = act.util
         power[:, i] = self._power(comp, t_s, util[:, i])
         per_second = util[:, i].reshape(-1, self.rate).mean(axis=1)
-        for f, values in streams["telemetry"].block(per_second).items():
-            tele[f].append(values)
+        values = streams["telemetry"].block(per_second)
+        if self.scheduler is not None:
+            values[APP_RATE_FIELD] = (act.rate_1hz if act is not None
+                                      else np.zeros(len(per_second)))
+        if act is not None:
+            power[:, i] += act.extra_w
+            values["net_rx_bytes_per_s"] = values["net_rx_bytes_per_s"] + act.net_rx_1hz
+        for f, v in values.items():
+            tele[f].append(v)
         return streams["telemetry"].mean_traffic_bytes_per_s(util[:, i])
 
     def _power(self, comp: ComponentSpec, t_s: np.ndarray, util: np.ndarray) -> np.ndarray:
@@ -108,8 +137,17 @@ class _Engine:
 
 def generate(hours: float, seed: int | None = None, rate_hz: int | None = None,
              config: str | Path | Mapping | RackConfig | None = None,
-             block_s: int = 3600) -> SimData:
-    """Simulate ``hours`` h from the config's start (fast mode); same seed, same data."""
+             block_s: int = 3600, preset: str | None = None) -> SimData:
+    """Simulate ``hours`` h from the config's start (fast mode); same seed, same data.
+
+    ``preset`` (``office``, ``ai``, ``mixed``; :data:`PRESETS`) picks a shipped config instead
+    of ``config``; neither: the office day (``config/rack_sim.yaml``). A config with a
+    ``scheduler:`` section also returns its job history as ``SimData.events``.
+    """
+    if preset is not None:
+        if config is not None:
+            raise SimConfigError(f"preset={preset!r} and config={config!r}: give one of them")
+        config = preset_config(preset)
     cfg = load_config(config)
     seed = _check_seed(cfg.seed if seed is None else seed)
     rate = _check_rate(cfg.rate_hz if rate_hz is None else rate_hz)
@@ -120,17 +158,18 @@ def generate(hours: float, seed: int | None = None, rate_hz: int | None = None,
     m, hosts = len(cfg.components), len(cfg.hosts)
     power = np.empty((total_s * rate, m), dtype=np.float32)
     load = np.empty_like(power)
-    tele = {f: np.empty((total_s, hosts), dtype=np.float32) for f in TELEMETRY_FIELDS}
+    tele = {f: np.empty((total_s, hosts), dtype=np.float32) for f in engine.tele_fields}
     done = 0
     while done < total_s:
         secs = min(block_s, total_s - done)
         blk = engine.block(secs)
         power[done * rate:(done + secs) * rate] = blk.power_w
         load[done * rate:(done + secs) * rate] = blk.util
-        for f in TELEMETRY_FIELDS:
+        for f in engine.tele_fields:
             tele[f][done:done + secs] = blk.telemetry[f]
         done += secs
     _log.info("generated %d s x %d components at %d Hz (seed %d)", total_s, m, rate, seed)
+    events = engine.scheduler.job_log(total_s) if engine.scheduler is not None else None
     return SimData(cfg.names, tuple(c.kind for c in cfg.components), cfg.hosts, float(rate),
                    cfg.start_unix, seed, power, load, tele,
-                   dict(cfg.meta(), hours=total_s / 3600.0, config=_jsonable(cfg.raw)))
+                   dict(cfg.meta(), hours=total_s / 3600.0, config=_jsonable(cfg.raw)), events)
