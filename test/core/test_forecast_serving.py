@@ -109,3 +109,20 @@ def test_corrupt_weights_or_metadata_are_named(models, tmp_path):
     fc = service.forecast(0.0)
     assert fc.fallback.all() and not math.isnan(float(fc.p99_w.max()))
     np.testing.assert_allclose(fc.p50_w, 100.0)       # never measured: its max power
+
+
+def test_a_model_saved_with_the_old_schedule_features_is_refused(models, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(models["ewma"], old)
+    doc = json.loads((old / "model.json").read_text())
+    names = doc["feature_names"]
+    at = names.index("ev_run_util")
+    doc["feature_names"] = names[:at] + ["job_active", "job_util", "job_next_in_h",
+                                         "job_next_util"] + names[at + 6:]
+    (old / "model.json").write_text(json.dumps(doc))
+    service = ForecastService(["a"], [10.0], [100.0], spec=SPEC)
+    with pytest.raises(ModelLoadError, match="features are not the ones"):
+        service.load(str(old))
+    assert service.model is None
