@@ -77,7 +77,8 @@ def _fill(jobs: Sequence[JobEvent], t: np.ndarray, out: np.ndarray) -> None:
     """The rows of ``t``, a run of steps over which the running set does not change."""
     t_first = float(t[0])
     running = [j for j in jobs if j.state == "running" and j.start_unix <= t_first]
-    pending = [j for j in jobs if j not in running and math.isfinite(j.start_unix)]
+    ids = {id(j) for j in running}      # equal jobs share their state: identity will do
+    pending = [j for j in jobs if id(j) not in ids and math.isfinite(j.start_unix)]
     out[:, 0] = min(sum(j.expected_util for j in running), 1.0)
     if running:
         newest = max(running, key=lambda j: j.start_unix)
@@ -110,10 +111,13 @@ def log_rows(log: JobLog, host: str, times) -> np.ndarray:
     instants = sorted({x for r in records for x in (r.submit_unix, r.start_unix, r.end_unix)
                        if math.isfinite(x)})
     cuts = np.searchsorted(times, instants, side="left")
+    submit = np.array([r.submit_unix for r in records])
+    end = np.array([r.end_unix for r in records])
     for a, b in itertools.pairwise(sorted({0, *cuts.tolist(), len(times)})):
         if a < b:
             t_first = float(times[a])
-            jobs = [e for e in (r.at(t_first) for r in records) if e is not None]
+            seen = np.flatnonzero((submit <= t_first) & ~(end <= t_first))  # visible ones
+            jobs = [e for e in (records[i].at(t_first) for i in seen) if e is not None]
             if jobs:
                 out[a:b] = job_rows(jobs, times[a:b])
     return out
