@@ -76,7 +76,7 @@ class _Engine:
                                                  self.dt, gens[:4])
         if self.scheduler is not None and comp.name in self.cfg.scheduler.scheduled_hosts:
             rngs = [np.random.default_rng(s) for s in
-                    np.random.SeedSequence([seed, comp.index, 1]).spawn(3)]
+                    np.random.SeedSequence([seed, comp.index, 1]).spawn(4)]
             out["jobs"] = ScheduledHost(self.scheduler, comp.name, getattr(model, "gpu", None),
                                         self.dt, self.rate, rngs, self.cfg.schedule.tz_offset_s)
         swing = (model.curve.points_w[-1] - model.curve.points_w[0]

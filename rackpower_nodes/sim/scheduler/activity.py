@@ -58,13 +58,14 @@ class HostActivity:
 
 
 class ScheduledHost:
-    """The jobs' effect on one host, block by block (``rngs``: jitter, noise, requests)."""
+    """The jobs' effect on one host, block by block (``rngs``: four generators: jitter, noise,
+    and the request rate's wander and surges)."""
 
     def __init__(self, scheduler: BatchScheduler, host: str, gpu: GpuSpec | None, dt_s: float,
                  rate_hz: int, rngs, tz_offset_s: float = 0.0):
         self.sched, self.host, self.gpu, self._dt, self._rate = (scheduler, host, gpu, dt_s,
                                                                  int(rate_hz))
-        self._rng_jitter, self._rng_noise, rng_req = rngs
+        self._rng_jitter, self._rng_noise, *rng_req = rngs
         self._jitter = self._noise = 0.0
         self._heat: float | None = None
         infer = [c.inference for c in scheduler.cfg.classes

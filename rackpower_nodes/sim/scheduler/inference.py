@@ -27,8 +27,10 @@ class RequestStream:
     """Offered and served request rate (req/s) of one host's service, block by block."""
 
     def __init__(self, spec: InferenceSpec, dt_s: float, tz_offset_s: float,
-                 rng: np.random.Generator):
-        self.spec, self._dt, self._tz, self._rng = spec, dt_s, tz_offset_s, rng
+                 rngs: list[np.random.Generator]):
+        """``rngs``: two generators, the rate's wander and its surges."""
+        self.spec, self._dt, self._tz = spec, dt_s, tz_offset_s
+        self._rng_wander, self._rng_surge = rngs
         self._wander = 0.0
         self._surge = PulseTrain()
         self._ramp: float | None = None
@@ -40,10 +42,10 @@ class RequestStream:
         s, n = self.spec, len(t_unix)
         shape = _SHAPE.shape(t_unix, self._tz, 0.0)
         a = math.exp(-self._dt / 600.0)
-        wander = ar1_filter(0.08 * math.sqrt(1 - a * a) * self._rng.standard_normal(n), a,
+        wander = ar1_filter(0.08 * math.sqrt(1 - a * a) * self._rng_wander.standard_normal(n), a,
                             self._wander)
         self._wander = float(wander[-1])
-        draws = self._rng.random((n, 3))
+        draws = self._rng_surge.random((n, 3))
         starts = np.flatnonzero(draws[:, 0] < s.surge_rate_per_h * self._dt / 3600.0)
         gains = s.surge_gain[0] + (s.surge_gain[1] - s.surge_gain[0]) * draws[starts, 1]
         lengths = np.rint((s.surge_s[0] + (s.surge_s[1] - s.surge_s[0]) * draws[starts, 2])
