@@ -89,13 +89,22 @@ def _loads(data, source: str):
 
 
 def _list_of(data: Mapping, key: str, source: str) -> list:
+    errors = data.get("errors") or []
+    if errors:          # e.g. slurmctld down: exit status 0, these errors, and no jobs
+        said = "; ".join(_error_text(e) for e in errors) if isinstance(errors, list) \
+            else repr(errors)
+        raise SlurmOutputError(source, f"Slurm reported errors: {said}")
     value = data.get(key)
     if not isinstance(value, list):
         raise SlurmOutputError(source, f"{key!r} is {value!r}, expected a list")
-    errors = data.get("errors") or []
-    if errors:
-        _log.warning("%s reported errors: %s", source, errors)
     return value
+
+
+def _error_text(error) -> str:
+    if not isinstance(error, Mapping):
+        return repr(error)
+    parts = [str(error[k]) for k in ("source", "description", "error") if error.get(k)]
+    return ": ".join(parts) or repr(error)
 
 
 def _number(job: Mapping, key: str, job_id: str, *, allow_unset: bool = False) -> float | None:
@@ -263,7 +272,9 @@ def parse_squeue(data, stamp_unix: float, nodes: Mapping[str, NodeSize] | None =
 
     Returns the snapshot (source ``"slurm"``) and the jobs skipped for a bad field, each also
     logged as a warning. Raises :class:`SlurmOutputError` when the document itself is bad (not
-    JSON, not an object, no ``jobs`` list).
+    JSON, not an object, no ``jobs`` list) or carries Slurm's ``errors``: with slurmctld down,
+    ``squeue --json`` exits 0 with an error and an empty job list, which must not read as
+    "nothing queued".
     """
     data = _loads(data, source)
     events, skipped = [], []
