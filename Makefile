@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BUILD ?= build/cmake
 PY := $(VENV)/bin/python
-APT_PACKAGES := cmake g++ make prometheus-node-exporter mbpoll
+APT_PACKAGES := cmake g++ make prometheus-node-exporter mbpoll slurmctld slurmd slurm-client munge
 STAMPS := $(VENV)/.rackpower
 ROS2_TOOLS ?= ../shared/ros2-tools
 
