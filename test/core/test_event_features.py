@@ -11,7 +11,6 @@ from rackpower_nodes.core.forecast.event_windows import (
     event_rows,
     job_rows,
     log_rows,
-    schedule_log,
     snapshot_rows,
 )
 from rackpower_nodes.core.forecast.features import WindowSpec, build_windows, feature_names
@@ -98,8 +97,7 @@ def test_schedule_rows_announce_a_run_and_follow_it():
     hour = 1709510400.0                                   # on the hour
     times = hour + np.arange(2000) * 0.1
     rows = event_rows("srv01", times, schedule=schedule)
-    np.testing.assert_array_equal(rows, log_rows(schedule_log(schedule, hour, times[-1]),
-                                                 "srv01", times))
+    np.testing.assert_array_equal(rows, event_features(schedule.events_at, "srv01", times))
     col = {n: i for i, n in enumerate(EVENT_FEATURES)}
     t = times - hour
     np.testing.assert_allclose(rows[:, col["ev_next_in"]],

@@ -14,8 +14,8 @@ Where the events come from (:func:`event_rows`), in this order:
 1. a :class:`JobLog` (``ComponentSeries.events``, what a scheduler recorded): the snapshot at
    each step is ``log.events_at(t)``;
 2. else a :class:`~rackpower_nodes.core.schedule.WorkloadSchedule` that names the host: its
-   occurrences as a job log (:func:`schedule_log`; each run visible ``SCHEDULE_VISIBLE_S``
-   before its start, started and ended on time);
+   runs as a job log (``WorkloadSchedule.job_log``: known in advance, started and ended on
+   time);
 3. else the "no job" row :data:`NO_JOB_ROW` (nothing running, nothing coming).
 
 Live (:func:`snapshot_rows`), a step at ``t`` reads the newest snapshot stamped at or before
@@ -36,15 +36,12 @@ from rackpower_nodes.core.workload_events import (
     EVENT_SCALE_S,
     JobEvent,
     JobLog,
-    JobRecord,
     WorkloadEvents,
 )
 
-__all__ = ["NO_JOB_ROW", "SCHEDULE_VISIBLE_S", "event_rows", "job_rows", "log_rows",
-           "schedule_log", "snapshot_rows"]
+__all__ = ["NO_JOB_ROW", "event_rows", "job_rows", "log_rows", "snapshot_rows"]
 
 NO_JOB_ROW = (0.0, 1.0, 1.0, 1.0, 0.0, 0.0)     # no job running, none coming
-SCHEDULE_VISIBLE_S = 3600.0                      # a scheduled run is announced 1 h ahead
 
 
 def _empty(n: int) -> np.ndarray:
@@ -147,23 +144,6 @@ def snapshot_rows(snapshots: Sequence[WorkloadEvents], host: str, times,
     return out
 
 
-def schedule_log(schedule: WorkloadSchedule, t0: float, t1: float,
-                 visible_s: float = SCHEDULE_VISIBLE_S) -> JobLog:
-    """The runs of ``schedule`` that matter to steps in ``[t0, t1]`` (Unix s) as a job log:
-    each run submitted ``visible_s`` before its start (its expected start), started and
-    ended on time, its job's expected utilisation as size, power class unknown."""
-    records: dict[tuple[str, float], JobRecord] = {}
-    for host in sorted(schedule.hosts):
-        for occ in schedule.occurrences(host, t0, t1 + visible_s + 1e-6):
-            key = (occ.job.name, occ.start)
-            if key not in records:
-                records[key] = JobRecord(
-                    f"{occ.job.name}@{occ.start:.3f}", occ.job.name, occ.job.hosts,
-                    occ.start - visible_s, occ.start, occ.start, occ.end,
-                    occ.end - occ.start, occ.job.expected_util)
-    return JobLog(records.values())
-
-
 def event_rows(host: str, times, events: JobLog | None = None,
                schedule: WorkloadSchedule | None = None) -> np.ndarray:
     """(n, 6) float64 event features of ``host`` at ascending step ``times`` (Unix s) from a
@@ -172,6 +152,7 @@ def event_rows(host: str, times, events: JobLog | None = None,
     if events is not None:
         return log_rows(events, host, times)
     if schedule is not None and host in schedule.hosts and len(times):
-        log = schedule_log(schedule, float(times[0]), float(times[-1]))
+        # runs starting more than EVENT_SCALE_S after the last step read as "none coming"
+        log = schedule.job_log(float(times[0]), float(times[-1]) + EVENT_SCALE_S + 1.0)
         return log_rows(log, host, times)
     return _empty(len(times))
