@@ -15,7 +15,8 @@ Test files import from here (`from helpers.rack import Rack`), never from anothe
 - `helpers.allocation`: small racks and forecasts for the allocation controller's tests;
 - `helpers.redfish`: the simulated BMC fixtures and curl helpers of the Redfish tests;
 - `helpers.recorder`: a sample source, a recorder process and bag readers;
-- `helpers.power_caps`: the BMC limits of a simulated rack.
+- `helpers.power_caps`: the BMC limits of a simulated rack;
+- `helpers.slurm`: a real Slurm cluster (munged, slurmctld, several slurmd) on loopback.
 """
 from __future__ import annotations
 

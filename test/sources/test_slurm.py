@@ -9,10 +9,12 @@ import math
 import sys
 import time
 
+import numpy as np
 import pytest
 from helpers import REPO
 from helpers.slurm import SlurmCluster, missing_prerequisites, wait_for
 
+from rackpower_nodes.core.workload_events import EVENT_FEATURES, event_features
 from rackpower_nodes.sources.slurm import (
     UNLIMITED_S,
     HostlistError,
@@ -289,7 +291,15 @@ def test_real_pending_job_is_seen_with_hosts_and_start_before_it_runs(slurm):
                                                                    "gpu-train")
     assert before + 299 <= pending.start_unix <= time.time() + 301     # the --begin time
     assert (pending.duration_s, pending.expected_util) == (300.0, 0.5)  # 2 of 4 GPUs
-    assert queue.poll().for_host("gpu01") == (pending,)
+    snap = queue.poll()
+    assert snap.for_host("gpu01") == (pending,) and snap.for_host("gpu02") == ()
+    # what a forecast reads from it 30 s before the expected start: a GPU job of half the
+    # host coming on gpu01, nothing on gpu02
+    at = np.array([pending.start_unix - 30.0])
+    row = dict(zip(EVENT_FEATURES, event_features(lambda t: snap, "gpu01", at)[0]))
+    assert (row["ev_next_in"], row["ev_next_util"], row["ev_next_gpu"]) == (0.5, 0.5, 1.0)
+    assert event_features(lambda t: snap, "gpu02", at).tolist() == \
+        event_features(lambda t: None, "gpu02", at).tolist()
     cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
     running = wait_for(lambda: (j := _job(queue, job_id)) and j.state == "running" and j, 60,
                        f"job {job_id} to run")
