@@ -9,6 +9,8 @@ from urllib.parse import urlparse
 
 from rackpower_nodes.core.params import (
     ConfigError, ParamSpec, check_ids, load_config_yaml, param, read_parameters)
+from rackpower_nodes.core.workload_source_config import (
+    WORKLOAD_SOURCE_PARAMETERS, WorkloadSourceConfig, workload_source_config)
 
 
 TELEMETRY_PARAMETERS: tuple[ParamSpec, ...] = (
@@ -38,7 +40,7 @@ TELEMETRY_PARAMETERS: tuple[ParamSpec, ...] = (
           "QoS deadline of host_telemetry in s (a few poll periods)", (0.01, 3600.0),
           positive=True),
     param("frame_id", "rack", "string", "header.frame_id of published messages"),
-)
+) + WORKLOAD_SOURCE_PARAMETERS
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class TelemetryConfig:
     utc_offset_s: int
     deadline_s: float
     frame_id: str
+    workload: WorkloadSourceConfig       # the workload_events source
 
 
 def telemetry_config_from_params(values: Mapping[str, Any]) -> TelemetryConfig:
@@ -76,6 +79,7 @@ def telemetry_config_from_params(values: Mapping[str, Any]) -> TelemetryConfig:
             "poll.rate_hz"]:
         errors.append(f"poll.timeout_s = {v['poll.timeout_s']}: expected less than the poll "
                       f"period 1/poll.rate_hz = {1 / v['poll.rate_hz']:.3g} s")
+    workload = workload_source_config(v, schedule, errors)
     if errors:
         raise ConfigError(errors)
     return TelemetryConfig(
@@ -83,7 +87,7 @@ def telemetry_config_from_params(values: Mapping[str, Any]) -> TelemetryConfig:
         timeout_s=v["poll.timeout_s"], max_body_bytes=v["poll.max_body_bytes"],
         stale_after_s=v["stale_after_s"], local_host=local,
         schedule_file=schedule, utc_offset_s=v["calendar.utc_offset_s"],
-        deadline_s=v["publish.deadline_s"], frame_id=v["frame_id"])
+        deadline_s=v["publish.deadline_s"], frame_id=v["frame_id"], workload=workload)
 
 
 def _check_hosts(names, urls, errors: list[str]) -> None:

@@ -1,28 +1,39 @@
-"""The `host_telemetry` node: node_exporter endpoints in, `HostTelemetry` out.
+"""The `host_telemetry` node: node_exporter endpoints in, `HostTelemetry` and
+`WorkloadEvents` out.
 
 A timer in its own callback group polls every configured host concurrently (each with its own
 timeout), turns counters into rates, adds calendar features and the known workload schedule, and
 publishes one `HostTelemetry` per poll with sensor-data QoS and a deadline. Per-host
 diagnostics say whether each host is reachable or stale, and why not.
+
+`workload_events` (latest state: reliable, transient local, depth 1) carries what the workload
+source (`workload.source`: the schedule, Slurm's queue, or none) says runs now and will run
+where, at `workload.rate_hz`. The source is asked on a thread of its own, so a slow `squeue`
+never holds the executor; a failed poll publishes nothing new (the last snapshot's stamp tells
+its age), is logged once per kind of failure and shows as WARN on /diagnostics.
 """
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
-from rackpower.msg import HostMetrics, HostTelemetry
-from rackpower_nodes.core.schedule import WorkloadSchedule
+from rackpower.msg import HostMetrics, HostTelemetry, WorkloadEvents
+from rackpower_nodes.core.schedule import ScheduleError, WorkloadSchedule
 from rackpower_nodes.core.telemetry import (
     HostTarget, LocalHostReader, TelemetryCollector, calendar_features)
 from rackpower_nodes.core.telemetry_config import (
     TELEMETRY_PARAMETERS, TelemetryConfig, telemetry_config_from_params)
+from rackpower_nodes.core.workload_events import WorkloadEventsError
+from rackpower_nodes.sources.slurm import SlurmError, SlurmQueue
 from rackpower_nodes.nodes.main import run_node
-from rackpower_nodes.nodes.common import (declare_from_specs, diagnostic_status,
-    publish_diagnostics, samples_qos)
+from rackpower_nodes.nodes.common import (declare_from_specs, diagnostic_status, latched_qos,
+    publish_diagnostics, publish_unless_shut_down, samples_qos)
+from rackpower_nodes.nodes.workload_msgs import events_to_msg
 
 NAN = float("nan")
 _RATE_FIELDS = ("cpu_util", "mem_used_fraction", "mem_used_bytes", "net_rx_bps", "net_tx_bps",
@@ -51,6 +62,23 @@ class HostTelemetryNode(Node):
         self.get_logger().info(
             f"polling {len(cfg.hosts)} hosts at {cfg.poll_rate_hz:g} Hz"
             + (f" plus the local host as {cfg.local_host}" if cfg.local_host else ""))
+        # advertised whatever the source, so the recorder finds the topic (none: no messages)
+        self._events_pub = self.create_publisher(WorkloadEvents, "workload_events",
+                                                 latched_qos())
+        self._workload = WorkloadPoller(self, self._events_pub, self._workload_reader())
+
+    def _workload_reader(self):
+        """The source's `() -> core WorkloadEvents`, or None for `none`."""
+        wl = self.config.workload
+        if wl.source == "schedule":
+            return lambda: self._schedule.events_at(time.time(), wl.lookahead_s)
+        if wl.source == "slurm":
+            queue = SlurmQueue(wl.slurm_command, wl.slurm_timeout_s,
+                               start_command=wl.slurm_start_command or None,
+                               nodes_command=wl.slurm_nodes_command or None,
+                               env={"SLURM_CONF": wl.slurm_conf} if wl.slurm_conf else None)
+            return queue.poll
+        return None
 
     def _poll(self) -> None:
         statuses = self._collector.poll()
@@ -105,11 +133,85 @@ class HostTelemetryNode(Node):
                       "counter_resets": s.counter_resets,
                       "age_s": f"{now - s.last_success_s:.2f}" if s.last_success_s else "never"}
             out.append(diagnostic_status(level, f"{prefix}: {s.host}", text, s.host, values))
+        if self._workload.read is not None:
+            out.append(self._workload.status(f"{prefix}: workload_events", now))
         publish_diagnostics(self, self._diag_pub, out)
 
     def destroy_node(self) -> None:
+        if hasattr(self, "_workload"):
+            self._workload.stop()
         self._collector.close()
         super().destroy_node()
+
+
+class WorkloadPoller:
+    """Asks the workload source every 1 / `workload.rate_hz` s on a thread of its own and
+    publishes each snapshot; remembers the last failure for /diagnostics."""
+
+    ERRORS = (SlurmError, ScheduleError, WorkloadEventsError)
+
+    def __init__(self, node: Node, publisher, read):
+        self.node, self.pub, self.read = node, publisher, read
+        cfg = node.config
+        self.period_s, self.frame_id = 1.0 / cfg.workload.rate_hz, cfg.frame_id
+        self.source = cfg.workload.source
+        self.last_ok_s, self.jobs, self.failures, self.error = 0.0, 0, 0, ""
+        self._logged: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="workload-events", daemon=True)
+        if read is not None:
+            self._thread.start()
+            node.get_logger().info(f"workload_events from {self.source} every "
+                                   f"{self.period_s:g} s")
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                began = time.monotonic()
+                self.poll_once()
+                self._stop.wait(max(self.period_s - (time.monotonic() - began), 0.0))
+        except BaseException as exc:
+            self.error = f"source stopped: {exc!r}"
+            self.node.get_logger().error(f"workload_events: {self.error}")
+            raise
+
+    def poll_once(self) -> None:
+        try:
+            events = self.read()
+            msg = events_to_msg(events, self.frame_id, events.source or self.source)
+        except self.ERRORS as exc:
+            self.failures += 1
+            self.error = str(exc)
+            kind = type(exc).__name__
+            if kind not in self._logged:          # once per kind of failure, not per poll
+                self._logged.add(kind)
+                self.node.get_logger().warning(
+                    f"workload_events ({self.source}): {kind}: {exc}; nothing new is published "
+                    "until a poll succeeds")
+            return
+        if self._logged:
+            self.node.get_logger().info(f"workload_events ({self.source}): polling again "
+                                        f"after {self.failures} failures")
+        self._logged.clear()
+        self.last_ok_s, self.jobs, self.failures, self.error = time.time(), len(msg.jobs), 0, ""
+        publish_unless_shut_down(self.node, self.pub, msg)
+
+    def status(self, name: str, now: float):
+        ok = not self.error and self.last_ok_s > 0
+        level = DiagnosticStatus.OK if ok else DiagnosticStatus.WARN
+        if self.error.startswith("source stopped"):
+            level = DiagnosticStatus.ERROR
+        text = (f"{self.jobs} jobs from {self.source}" if ok
+                else f"{self.source}: {self.error or 'no snapshot yet'}")
+        age = f"{now - self.last_ok_s:.2f}" if self.last_ok_s else "never"
+        return diagnostic_status(level, name, text, "workload_events", {
+            "source": self.source, "jobs": self.jobs, "age_s": age,
+            "consecutive_failures": self.failures, "last_error": self.error})
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(2.0)      # a Slurm command still running is killed at its timeout
 
 
 def main(args=None) -> int:

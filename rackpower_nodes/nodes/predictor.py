@@ -62,7 +62,8 @@ class PredictorNode(Node):
         cfg = self.config
         schedule = WorkloadSchedule.from_file(cfg.schedule_file) if cfg.schedule_file else None
         self.service = ForecastService(cfg.components, cfg.idle_w, cfg.max_w, schedule,
-                                       cfg.stale_after_s, cfg.margin_frac, cfg.min_margin_w)
+                                       cfg.stale_after_s, cfg.margin_frac, cfg.min_margin_w,
+                                       events_stale_after_s=cfg.events_stale_after_s)
         self._latency_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._cycles = 0
         self._last_fallback = (0, "")
@@ -75,7 +76,7 @@ class PredictorNode(Node):
                                  callback_group=inputs)
         self.create_subscription(ModelUpdate, "model_update", self._on_model_update,
                                  latched_qos(), callback_group=inputs)
-        self._events_error = ""
+        self._events_error, self._events = "", ("", 0, 0.0)     # (source, jobs, stamp)
         self.create_subscription(WorkloadEvents, "workload_events", self._on_workload_events,
                                  latched_qos(), callback_group=inputs)
         self._pub = self.create_publisher(PowerForecast, "power_forecast", forecast_qos())
@@ -105,10 +106,9 @@ class PredictorNode(Node):
                 self.get_logger().warning(f"workload_events from {msg.source!r} dropped: {exc}")
             self._events_error = str(exc)
             return
-        self._events_error = ""
-        push = getattr(self.service, "push_workload_events", None)   # until serving has it
-        if push is not None:
-            push(events)
+        self._events_error, self._events = "", (events.source, len(events.jobs),
+                                                 events.stamp_unix)
+        self.service.push_workload_events(events)
 
     def _on_model_update(self, msg: ModelUpdate) -> None:
         self._load_async(msg.model_path, f"model_update ({msg.reason or 'no reason'})")
@@ -136,6 +136,12 @@ class PredictorNode(Node):
         self._load_state = ("loaded", f"{model.name} {model.version} from {path}")
         self.get_logger().info(f"model in service ({why}): {model.name} {model.version}")
 
+    def _events_values(self) -> dict[str, object]:
+        source, jobs, stamp = self._events
+        return {"workload_source": source or "none yet", "workload_jobs": jobs,
+                "workload_age_s": f"{time.time() - stamp:.1f}" if stamp else "never",
+                "workload_error": self._events_error}
+
     def _publish_diagnostics(self) -> None:
         lat = np.array(self._latency_ms) if self._latency_ms else np.array([np.nan])
         model = self.service.model
@@ -155,7 +161,7 @@ class PredictorNode(Node):
                   "fallback_components": n_fallback, "fallback_reason": reason,
                   "inference_ms_p50": f"{np.percentile(lat, 50):.2f}",
                   "inference_ms_p99": f"{np.percentile(lat, 99):.2f}",
-                  "inference_ms_max": f"{lat.max():.2f}"}
+                  "inference_ms_max": f"{lat.max():.2f}", **self._events_values()}
         publish_diagnostics(self, self._diag_pub, [diagnostic_status(
             level, f"{self.get_fully_qualified_name()}: forecaster", text, "predictor",
             values)])
