@@ -138,3 +138,35 @@ def test_a_bag_of_snapshots_reads_back_as_the_job_history(tmp_path):
     assert log.events_at(T0 + 4).jobs[0].state == "running"
     assert log.events_at(T0 + 5).jobs == ()
     assert len(job_log_from_bag(tmp_path / "bag", namespace="rack_other")) == 0
+
+
+def test_from_bag_gives_every_series_the_bags_job_history(tmp_path):
+    """A bag with power samples and workload events: each component's series carries the
+    history as ``events``."""
+    from rackpower.msg import PowerSamples
+    from rclpy.serialization import serialize_message
+    from rosbags.rosbag2 import Writer
+
+    from rackpower_nodes.nodes.workload_msgs import events_to_msg
+    from rackpower_nodes.sources.bags import POWER_TYPE, WORKLOAD_TYPE, from_bag, message_typestore
+
+    job = JobEvent("9", "etl", ("srv01",), "pending", T0 + 30, 60.0, 0.5, "cpu")
+    with Writer(tmp_path / "bag", version=9) as writer:
+        store = message_typestore()
+        power = writer.add_connection("/rack_we/power_samples", POWER_TYPE, typestore=store)
+        events = writer.add_connection("/rack_we/workload_events", WORKLOAD_TYPE,
+                                       typestore=store)
+        for b in range(20):                       # 2 s of 10 samples at 100 Hz per batch
+            t = T0 + b * 0.1
+            msg = PowerSamples(sample_period_s=0.01, sample_count=10, first_sequence=b * 10,
+                               channel_ids=["srv01"], current_a=[0.5] * 10, voltage_v=[230.0],
+                               mean_power_w=[115.0], peak_power_w=[115.0], total_power_w=115.0)
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(round(t * 1e9), 10**9)
+            writer.write(power, round(t * 1e9), serialize_message(msg))
+            if b % 10 == 0:
+                snap = WorkloadEvents(t, (job,), "slurm")
+                writer.write(events, round(t * 1e9), serialize_message(events_to_msg(snap)))
+    series = from_bag(tmp_path / "bag", namespace="rack_we")
+    assert series and all(s.events is not None and len(s.events) == 1 for s in series)
+    (record,) = series[0].events.records
+    assert record.job_id == "9" and record.expected_start_unix == pytest.approx(T0 + 30)
