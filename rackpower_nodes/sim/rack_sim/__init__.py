@@ -2,9 +2,9 @@
 
 :func:`load_config` parses and validates ``config/rack_sim.yaml`` (the office day) or
 a preset (:data:`PRESETS`, :func:`preset_config`: ``office``, ``ai``, ``mixed``).
-:class:`RackSimulator` serves a live driver (:meth:`~RackSimulator.step`, :meth:`~RackSimulator.state_at`,
-:meth:`~RackSimulator.current_source` for the sensor-board emulator,
-:meth:`~RackSimulator.host_state`); :func:`generate` produces days of data at once as a
+:class:`RackSimulator` serves a live driver (:meth:`~RackSimulator.step`,
+:meth:`~RackSimulator.state_at`, :meth:`~RackSimulator.current_source` for the sensor-board
+emulator, :meth:`~RackSimulator.host_state`); :func:`generate` produces days of data at once as a
 :class:`SimData`, saved as compressed ``.npz`` plus a JSON sidecar (layout below).
 
 Both paths run the same engine: time advances in blocks of whole seconds, every component
@@ -38,11 +38,11 @@ from rackpower_nodes.sim.rack_sim.config import (
     load_config,
     preset_config,
 )
-from rackpower_nodes.sim.rack_sim.data import HostState, SimData
+from rackpower_nodes.sim.rack_sim.data import APP_RATE_FIELD, HostState, SimData
 from rackpower_nodes.sim.rack_sim.engine import generate
 from rackpower_nodes.sim.rack_sim.simulator import RackSimulator, RackState
 
 __all__ = [
-    "DEFAULT_CONFIG", "PRESETS", "ComponentSpec", "HostState", "RackConfig", "RackSimulator",
+    "APP_RATE_FIELD", "DEFAULT_CONFIG", "PRESETS", "ComponentSpec", "HostState", "RackConfig", "RackSimulator",
     "RackState", "SimConfigError", "SimData", "generate", "load_config", "preset_config",
 ]
