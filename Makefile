@@ -5,7 +5,8 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BUILD ?= build/cmake
 PY := $(VENV)/bin/python
-APT_PACKAGES := cmake g++ make prometheus-node-exporter mbpoll slurmctld slurmd slurm-client munge
+APT_PACKAGES := cmake g++ make prometheus-node-exporter mbpoll slurmctld slurmd slurm-client munge \
+  slurmrestd curl
 STAMPS := $(VENV)/.rackpower
 ROS2_TOOLS ?= ../shared/ros2-tools
 

@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-__all__ = ["CLIENTS", "DAEMONS", "NodeSpec", "SlurmCluster", "missing_prerequisites",
-           "wait_for"]
+__all__ = ["CLIENTS", "DAEMONS", "REST", "NodeSpec", "SlurmCluster", "missing_prerequisites",
+           "missing_rest", "wait_for"]
 
 DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd")
+REST = ("slurmrestd", "curl")
 CLIENTS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel")
 APT_HINT = "apt-get install slurmctld slurmd slurm-client munge"
 
@@ -59,6 +60,20 @@ def missing_prerequisites() -> str | None:
     if os.geteuid() != 0:
         return (f"slurmd must run as root to start jobs; this test runs as uid {os.geteuid()} "
                 "(run the Slurm tests as root, as `make test` in CI does)")
+    return None
+
+
+def missing_rest() -> str | None:
+    """Why slurmrestd cannot be tried here (None: it can)."""
+    missing = [p for p in REST if shutil.which(p) is None and not os.path.exists(f"/usr/sbin/{p}")]
+    if missing:
+        return f"missing: {', '.join(missing)} (apt-get install slurmrestd curl)"
+    try:
+        import pwd
+
+        pwd.getpwnam("nobody")
+    except KeyError:
+        return "no user 'nobody' to run slurmrestd as (it refuses root)"
     return None
 
 
@@ -109,7 +124,8 @@ class SlurmCluster:
         d = self.dir
         for sub in ("munge", "state", "log", "dev", *(f"spool/{n.name}" for n in self.nodes)):
             (d / sub).mkdir(parents=True, exist_ok=True)
-        (d / "munge").chmod(0o700)
+        d.chmod(0o755)                      # slurmrestd runs as nobody: it reads slurm.conf
+        (d / "munge").chmod(0o711)          # and reaches munged's socket (the key stays 0600)
         ctld_port, *node_ports = _free_ports(1 + len(self.nodes))
         lines = [
             f"ClusterName={self.cluster}", "SlurmctldHost=localhost(127.0.0.1)",
@@ -178,6 +194,30 @@ class SlurmCluster:
         wait_for(lambda: self._check_alive() or self.all_idle(), timeout_s,
                  f"sinfo to show {[n.name for n in self.nodes]} idle")
         return self
+
+    def start_rest(self, timeout_s: float = 60.0) -> Path:
+        """slurmrestd on a unix socket (``rest_auth/local``), as user ``nobody`` (it refuses to
+        run as root); its socket path once it answers (started once per cluster)."""
+        rest = self.dir / "rest"
+        if any(label == "slurmrestd" for label, _ in self._procs):
+            return rest / "slurmrestd.sock"
+        rest.mkdir()
+        rest.chmod(0o777)                   # nobody creates its socket here
+        sock = rest / "slurmrestd.sock"
+        self._spawn("slurmrestd", [_program("slurmrestd"), "-u", "nobody", "-f", str(self.conf),
+                                   "-a", "rest_auth/local", "-s", "openapi/v0.0.38",
+                                   f"unix:{sock}"])
+
+        def answers() -> bool:
+            self._check_alive()
+            if not sock.exists():
+                return False
+            done = subprocess.run(["curl", "-sS", "--fail", "--unix-socket", str(sock),
+                                   "http://localhost/slurm/v0.0.38/ping"], capture_output=True,
+                                  timeout=30, check=False)
+            return done.returncode == 0
+        wait_for(answers, timeout_s, "slurmrestd to answer /slurm/v0.0.38/ping")
+        return sock
 
     def _answers(self) -> bool:
         done = subprocess.run(["scontrol", "ping"], env=self.env, capture_output=True,

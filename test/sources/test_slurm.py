@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 from helpers import REPO
-from helpers.slurm import SlurmCluster, missing_prerequisites, wait_for
+from helpers.slurm import SlurmCluster, missing_prerequisites, missing_rest, wait_for
 
 from rackpower_nodes.core.workload_events import EVENT_FEATURES, event_features
 from rackpower_nodes.sources.slurm import (
@@ -328,6 +328,27 @@ def test_real_cancelled_job_leaves_the_snapshot(slurm):
     cluster.run("scancel", job_id)
     wait_for(lambda: _job(queue, job_id) is None, 60, f"job {job_id} to leave the queue")
     assert queue.poll().for_host("cpu01") == ()
+
+
+def test_real_slurmrestd_gives_the_same_snapshot_as_squeue(slurm):
+    why = missing_rest()
+    if why:
+        pytest.skip(f"slurmrestd cannot run here: {why}")
+    cluster, _ = slurm
+    sock = str(cluster.start_rest())
+    running = cluster.sbatch("-J", "llm-serve", "-w", "gpu02", "--gres=gpu:1", "-t", "5")
+    cluster.sbatch("-J", "nightly", "-w", "cpu01", "-c", "2", "-t", "20", "--begin=now+300")
+    wait_for(lambda: cluster.run("squeue", "-h", "-o", "%t", "-j", running).strip() == "R", 60,
+             f"job {running} to run")
+    by_squeue = SlurmQueue(env={"SLURM_CONF": str(cluster.conf)}, start_command=None,
+                           clock=lambda: 1.0)
+    by_rest = SlurmQueue.from_slurmrestd(unix_socket=sock, clock=lambda: 1.0)
+    snap = by_rest.poll()
+    assert snap == by_squeue.poll() and by_rest.nodes == by_squeue.nodes
+    assert sorted((j.name, j.state, j.expected_util) for j in snap.jobs) == [
+        ("llm-serve", "running", 0.25), ("nightly", "pending", 0.5)]
+    with pytest.raises(SlurmCommandFailed, match="returned error: 404"):
+        SlurmQueue.from_slurmrestd(unix_socket=sock, api="v0.0.99").poll()
 
 
 def test_real_unreachable_controller_raises_rather_than_reporting_an_empty_queue(cluster):

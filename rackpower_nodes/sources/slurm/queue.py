@@ -12,6 +12,8 @@ on the first poll and every ``nodes_refresh_s`` after. A failure of the main com
 :class:`~.errors.SlurmError` subclass naming the command and what failed; a failure of a helper
 is logged and the snapshot is made without it (pending jobs then bound only by
 ``required_nodes``, sizes from the last good ``sinfo`` or unknown).
+
+:meth:`SlurmQueue.from_slurmrestd` polls Slurm's REST daemon instead (same JSON, through curl).
 """
 
 from __future__ import annotations
@@ -101,6 +103,29 @@ class SlurmQueue:
         self.clock = clock
         self.skipped: tuple[SkippedJob, ...] = ()
         self._nodes_at = -math.inf
+
+    @classmethod
+    def from_slurmrestd(cls, url: str = "http://localhost", *, unix_socket: str | None = None,
+                        headers_file: str | None = None, api: str = "v0.0.38",
+                        timeout_s: float = 10.0, **kwargs) -> SlurmQueue:
+        """A queue polled through slurmrestd instead of ``squeue``: ``GET
+        <url>/slurm/<api>/jobs`` (the same JSON as ``squeue --json``) and ``.../nodes`` (as
+        ``sinfo --json``), with curl (``--fail``: an HTTP error is a failed command).
+
+        ``unix_socket``: slurmrestd's ``unix:`` socket (``rest_auth/local``);
+        ``headers_file``: a file of request headers, e.g. ``X-SLURM-USER-NAME`` and
+        ``X-SLURM-USER-TOKEN`` for ``rest_auth/jwt`` (read by curl, so the token never appears
+        on a command line). slurmrestd has no ``squeue --start``: pending jobs are bound only by
+        ``required_nodes``.
+        """
+        curl = ["curl", "--silent", "--show-error", "--fail", "--max-time", f"{timeout_s:g}"]
+        if unix_socket:
+            curl += ["--unix-socket", str(unix_socket)]
+        if headers_file:
+            curl += ["--header", f"@{headers_file}"]
+        base = f"{url.rstrip('/')}/slurm/{api}"
+        return cls((*curl, f"{base}/jobs"), timeout_s + 5.0, start_command=None,
+                   nodes_command=(*curl, f"{base}/nodes"), **kwargs)
 
     def _helper(self, command: Sequence[str]) -> str | None:
         try:
