@@ -31,6 +31,15 @@ PREDICTOR_PARAMETERS: tuple[ParamSpec, ...] = (
     param("events.stale_after_s", 30.0, "double",
           "A workload_events snapshot older than this counts as unknown (no job), s",
           (0.1, 3600.0)),
+    param("calibration.enabled", True, "bool",
+          "Shift the published quantiles so that their peak over the actuation window is "
+          "calibrated (conformal per component class, online from matured peaks)"),
+    param("calibration.lead_s", 1.0, "double",
+          "Start of the actuation window after now, s (the pdu_actuator's policy.lead_s)",
+          (0.0, 600.0)),
+    param("calibration.window_s", 1.0, "double",
+          "Length of the actuation window, s (the pdu_actuator's policy.window_s)",
+          (0.01, 600.0), positive=True),
     param("calendar.utc_offset_s", 0, "integer",
           "Offset of the rack's local time from UTC in s", (-50400, 50400)),
     param("publish.deadline_s", 0.5, "double", "QoS deadline of power_forecast in s",
@@ -54,6 +63,16 @@ class PredictorConfig:
     events_stale_after_s: float
     deadline_s: float
     frame_id: str
+    calibration_enabled: bool = True
+    calibration_lead_s: float = 1.0
+    calibration_window_s: float = 1.0
+
+    def calibration_settings(self):
+        """The service's :class:`~.forecast.adaptive.CalibrationSettings` from this config."""
+        from rackpower_nodes.core.forecast.adaptive import CalibrationSettings
+
+        return CalibrationSettings(self.calibration_enabled, self.calibration_lead_s,
+                                   self.calibration_window_s)
 
 
 def predictor_config_from_params(values: Mapping[str, Any]) -> PredictorConfig:
@@ -86,6 +105,8 @@ def predictor_config_from_params(values: Mapping[str, Any]) -> PredictorConfig:
         idle_w=tuple(v["components.idle_w"]), max_w=tuple(v["components.max_w"]),
         schedule_file=schedule, utc_offset_s=v["calendar.utc_offset_s"],
         events_stale_after_s=v["events.stale_after_s"],
+        calibration_enabled=v["calibration.enabled"], calibration_lead_s=v["calibration.lead_s"],
+        calibration_window_s=v["calibration.window_s"],
         deadline_s=v["publish.deadline_s"], frame_id=v["frame_id"])
 
 

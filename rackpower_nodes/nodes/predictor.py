@@ -63,7 +63,8 @@ class PredictorNode(Node):
         schedule = WorkloadSchedule.from_file(cfg.schedule_file) if cfg.schedule_file else None
         self.service = ForecastService(cfg.components, cfg.idle_w, cfg.max_w, schedule,
                                        cfg.stale_after_s, cfg.margin_frac, cfg.min_margin_w,
-                                       events_stale_after_s=cfg.events_stale_after_s)
+                                       events_stale_after_s=cfg.events_stale_after_s,
+                                       calibration=cfg.calibration_settings())
         self._latency_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._cycles = 0
         self._last_fallback = (0, "")

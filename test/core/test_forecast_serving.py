@@ -126,3 +126,81 @@ def test_a_model_saved_with_the_old_schedule_features_is_refused(models, tmp_pat
     with pytest.raises(ModelLoadError, match="features are not the ones"):
         service.load(str(old))
     assert service.model is None
+
+
+# -- online: the served forecaster's choice and the peak calibration --------------------------
+
+def _fit_served(series, tmp_path, start_member: str, params):
+    from rackpower_nodes.core.forecast.baselines import EwmaParams, PersistenceParams
+    from rackpower_nodes.core.forecast.challengers import ServedForecaster
+
+    ws = build_windows(series, SPEC)
+    members = {"persistence": PersistenceForecaster(PersistenceParams(margin=False)).fit(ws),
+               "ewma": EwmaForecaster(EwmaParams(alpha=0.02, margin=False)).fit(ws)}
+    served = ServedForecaster(params, members).fit(ws)
+    v = served.variants.index(start_member)
+    served.start = {k: [v] * SPEC.horizon_steps for k in served.start}
+    return save_model(served, tmp_path)
+
+
+def _run(service, power_w: np.ndarray, t0: float, every=None):
+    """One sample per 0.1 s step at the step's middle, a forecast at each step's end; yields
+    (step, forecast)."""
+    for k, value in enumerate(power_w):
+        service.push_power_block(t0 + k * 0.1 + 0.05, 0.1, ["srv01"], [[value]])
+        fc = service.forecast(t0 + (k + 1) * 0.1)
+        if every is None or k % every == 0:
+            yield k, fc
+
+
+def test_the_service_feeds_the_served_forecaster_what_matured(sim_series, tmp_path):
+    from rackpower_nodes.core.forecast.challengers import ServedParams
+
+    series = [s for s in sim_series if s.component == "srv01"]
+    params = ServedParams(window=20, min_errors=10, margin=0.03, correct_bias=False)
+    path = _fit_served(series, tmp_path, "ewma", params)         # starts with the lagging EWMA
+    service = ForecastService(["srv01"], [series[0].idle_w], [series[0].max_w],
+                              stale_after_s=0.5, spec=SPEC)
+    service.load(str(path))
+    assert service.model.name == "served"
+    t0 = 1_700_000_000.0
+    power = np.where(np.arange(400) % 100 < 50, 80.0, 200.0)     # 5 s square wave: steps
+    served = [service.online_state()["served"]["classes"].get("srv", {}).get("served")
+              for _, _ in _run(service, power, t0)]
+    assert served[30] == ["ewma"] * SPEC.horizon_steps            # before errors matured
+    assert served[-1] == ["persistence"] * SPEC.horizon_steps     # it lost on the errors
+    fc = service.forecast(t0 + 400 * 0.1)
+    np.testing.assert_allclose(fc.p50_w[0], power[-2], rtol=1e-5)    # persistence: last step
+
+
+def test_published_quantiles_are_calibrated_on_the_actuation_window(sim_series, tmp_path):
+    from rackpower_nodes.core.forecast.adaptive import CalibrationSettings
+    from rackpower_nodes.core.forecast.baselines import PersistenceParams
+    from rackpower_nodes.core.forecast.peak import window_steps
+
+    rng = np.random.default_rng(11)
+    power = 150.0 + rng.normal(0.0, 10.0, 2400)
+    ws = build_windows([s for s in sim_series if s.component == "srv01"], SPEC)
+    path = save_model(PersistenceForecaster(PersistenceParams(margin=False)).fit(ws), tmp_path)
+    first, last = window_steps(0.2, 0.3, SPEC.step_s)
+    coverage, offsets = {}, {}
+    for enabled in (True, False):
+        service = ForecastService(["srv01"], [60.0], [300.0], stale_after_s=0.5, spec=SPEC,
+                                  calibration=CalibrationSettings(enabled, 0.2, 0.3))
+        service.load(str(path))
+        hits, origins = np.zeros(3), 0
+        for k, fc in _run(service, power, 1_700_000_000.0):
+            q = np.stack([fc.p50_w[0], fc.p90_w[0], fc.p99_w[0]])
+            assert (q[0] <= q[1]).all() and (q[1] <= q[2]).all() and (q >= 0).all()
+            origin = k - 1                                        # the newest closed step
+            if k < 1200 or origin + last >= len(power):
+                continue
+            realised = power[origin + first:origin + last + 1].max()
+            hits += realised <= q[:, first - 1:last].max(axis=1)
+            origins += 1
+        coverage[enabled] = hits / origins
+        offsets[enabled] = service.online_state().get("offsets_w")
+    assert 0.8 <= coverage[True][1] <= 0.97, coverage
+    assert coverage[True][2] >= 0.95, coverage
+    assert coverage[False][1] < 0.3, coverage                     # raw: the last value only
+    assert offsets[False] is None and 0 < offsets[True]["srv01"][1] < offsets[True]["srv01"][2]

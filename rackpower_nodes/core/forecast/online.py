@@ -199,6 +199,33 @@ class OnlineWindows:
             ready[i] = True
         return x, last, ready, age
 
+    def last_steps(self) -> np.ndarray:
+        """(components,) int64 global index of each component's newest closed step, -1 when
+        it has none."""
+        return np.array([t.cur - 1 if t.cur is not None and t.steps else -1
+                         for t in (self._tracks[c] for c in self.components)], np.int64)
+
+    def closed_steps(self, since: int | None, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """The closed steps after global step ``since`` (None: any), at most the newest
+        ``limit``: ``steps`` (k,) int64 ascending and ``means`` (k, components) float64 step
+        means normalised by max_w, NaN where a component has no such step."""
+        newest = self.last_steps()
+        if (newest < 0).all():
+            return np.zeros(0, np.int64), np.zeros((0, len(self.components)))
+        top = int(newest.max())
+        low = top - limit + 1 if since is None else max(since + 1, top - limit + 1)
+        steps = np.arange(low, top + 1, dtype=np.int64)
+        means = np.full((len(steps), len(self.components)), np.nan)
+        for i, name in enumerate(self.components):
+            track = self._tracks[name]
+            if newest[i] < low:
+                continue
+            first = track.cur - len(track.steps)
+            lo = max(low, first)
+            held = np.array(track.steps, np.float64)[lo - first:]
+            means[lo - low:lo - low + len(held), i] = held / self.max_w[i]
+        return steps, means
+
     def _features(self, i: int, name: str, track: _Track) -> np.ndarray:
         first = track.cur - len(track.steps)
         steps = first + np.arange(len(track.steps))

@@ -6,6 +6,12 @@ in one step, so a cycle runs with either the old model or the new one, never wit
 A component whose inputs are not ready (warming up, stale, after a gap), and every component
 while no model is in service or the model fails, gets the persistence fallback with a wide
 margin, and each forecast says so.
+
+While a model serves, the service feeds it what it learns online (:mod:`.adaptive`): each
+closed step's means mature the forecasts of a served forecaster with challengers (its choice
+per component class and its bias follow the newest errors) and the window peaks of the peak
+calibrator, which shifts the published p50/p90/p99 so that their max over the actuation
+window (``calibration``) is calibrated. Both start afresh with each model loaded.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rackpower_nodes.core.forecast.adaptive import CalibrationSettings, ServingState
 from rackpower_nodes.core.forecast.base import Forecaster, ModelLoadError
 from rackpower_nodes.core.forecast.features import WindowSpec, feature_names
 from rackpower_nodes.core.forecast.online import EVENTS_STALE_S, OnlineWindows
@@ -54,12 +61,15 @@ class ForecastService:
         spec: window geometry used while no model is loaded (a model brings its own).
         events_stale_after_s: a workload-events snapshot older than this is unknown ("no
             job"), s; before the first snapshot the schedule gives the event features.
+        calibration: the peak calibration of the published quantiles and the actuation
+            window it calibrates (:class:`~.adaptive.CalibrationSettings`; on by default).
     """
 
     def __init__(self, components, idle_w, max_w, schedule: WorkloadSchedule | None = None,
                  stale_after_s: float = 1.0, margin_frac: float = 0.25,
                  min_margin_w: float = 20.0, spec: WindowSpec = WindowSpec(),
-                 events_stale_after_s: float = EVENTS_STALE_S):
+                 events_stale_after_s: float = EVENTS_STALE_S,
+                 calibration: CalibrationSettings = CalibrationSettings()):
         self.components = list(components)
         self._idle, self._max = np.asarray(idle_w, float), np.asarray(max_w, float)
         self._schedule, self._stale = schedule, stale_after_s
@@ -67,6 +77,9 @@ class ForecastService:
         self._snapshots: list[WorkloadEvents] = []
         self._margin = (margin_frac, min_margin_w)
         self._lock = threading.Lock()
+        self._serve_lock = threading.Lock()          # one forecast at a time: online state
+        self._calibration = calibration
+        self._state: ServingState | None = None
         self._model: Forecaster | None = None
         self._model_error = "no model in service"
         self._windows = self._new_windows(spec)
@@ -90,17 +103,21 @@ class ForecastService:
                                  f"({len(model.feature_names)} stored)")
         if model.history_steps != spec.history_steps:
             raise ModelLoadError(path, "window_spec history_steps disagrees with its features")
+        try:
+            state = ServingState(model, spec, self.components, self._max, self._calibration)
+        except ValueError as exc:
+            raise ModelLoadError(path, f"cannot serve it calibrated: {exc}") from exc
         with self._lock:
             if spec != self._windows.spec:
                 self._windows = self._new_windows(spec)    # history rebuilds: fallback meanwhile
-            self._model, self._model_error = model, ""
+            self._model, self._model_error, self._state = model, "", state
         _log.info("model in service: %s %s from %s", model.name, model.version, path)
         return model
 
     def unload(self, reason: str) -> None:
         """Take the model out of service; forecasts use the fallback, saying `reason`."""
         with self._lock:
-            self._model, self._model_error = None, reason
+            self._model, self._model_error, self._state = None, reason, None
 
     def push_samples(self, msg) -> None:
         with self._lock:
@@ -130,21 +147,48 @@ class ForecastService:
 
     def forecast(self, t_unix: float) -> Forecast:
         """Forecast every component from the inputs at `t_unix` (Unix s)."""
+        with self._serve_lock:
+            return self._forecast(t_unix)
+
+    def online_state(self) -> dict:
+        """What the model in service learnt online: the served forecaster's diagnostics
+        (``served``) and the calibration offsets now in force (``offsets_w``, per component
+        p50/p90/p99, W); empty without a model."""
+        state = self._state
+        if state is None:
+            return {}
+        out: dict = {}
+        if state.served:
+            out["served"] = state.model.diagnostics()
+        offsets = state.offsets_w()
+        if offsets is not None:
+            out["offsets_w"] = dict(zip(self.components, offsets.tolist(), strict=True))
+        return out
+
+    def _forecast(self, t_unix: float) -> Forecast:
         with self._lock:
             x, last, ready, _ = self._windows.window(t_unix)
-            model, error, spec = self._model, self._model_error, self._windows.spec
+            model, error, spec, state = self._model, self._model_error, self._windows.spec, \
+                self._state
+            last_step = self._windows.last_steps()
+            if state is not None:
+                steps, means = self._windows.closed_steps(state.last_fed, spec.warmup_steps)
         n, h = len(self.components), spec.horizon_steps
         q = np.zeros((n, h, 3), np.float32)
         use = ready & (model is not None)
         reason = error if model is None else ""
+        if state is not None:
+            state.feed(steps, means)
         if use.any():
             try:
-                q[use] = model.predict(x[use], last[use])
+                q[use] = state.predict(x, last, use, last_step)
             except (ValueError, RuntimeError) as exc:     # a broken model must not stop us
                 _log.error("model %s failed, using the fallback: %s", model.version, exc)
                 use[:] = False
                 reason = f"model failed: {exc}"
         q *= self._max[:, None, None].astype(np.float32)
+        if state is not None and use.any():
+            q = state.calibrate(q, use, last_step).astype(np.float32)
         if (~use).any():
             q[~use] = self._fallback(last[~use] * self._max[~use], self._max[~use], h)
             if not reason:
