@@ -66,15 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"python {platform.python_version()}, numpy {np.__version__}, "
           f"{platform.machine()}, seed {args.seed}")
-    head = ("| preset | hours simulated | components | rate Hz | samples | wall s (generate) | samples/s "
-            "| wall s (save) | files MB | same seed identical | peak W / budget W |")
+    head = ("| preset | hours simulated | components | rate Hz | samples | wall s (generate) "
+            "| samples/s | wall s (save) | files MB | same seed identical | peak W / budget W |")
     print(head)
     print("|---" * (head.count("|") - 1) + "|")
     for r in rows:
         same = "-" if r["same"] is None else ("yes" if r["same"] else "NO")
-        print(f"| {r['preset']} | {r['hours']:g} | {r['components']} | {r['rate_hz']} | {r['samples']:,} "
-              f"| {r['gen_s']:.2f} | {r['rate']:,.0f} | {r['save_s']:.2f} | {r['size_mb']:.1f} "
-              f"| {same} | {r['peak_w']:.0f} / {r['budget_w']:.0f} |")
+        print(f"| {r['preset']} | {r['hours']:g} | {r['components']} | {r['rate_hz']} "
+              f"| {r['samples']:,} | {r['gen_s']:.2f} | {r['rate']:,.0f} | {r['save_s']:.2f} "
+              f"| {r['size_mb']:.1f} | {same} | {r['peak_w']:.0f} / {r['budget_w']:.0f} |")
     slow = [r for r in rows if r["hours"] >= 24 and r["gen_s"] > 120.0 * r["hours"] / 24]
     slow += [r for r in rows if r["preset"] != "office" and r["gen_s"] > 30.0 * r["hours"] / 2]
     return 1 if slow or any(r["same"] is False for r in rows) else 0

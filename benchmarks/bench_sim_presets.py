@@ -8,7 +8,8 @@ with an announced start at most 600 s later (the scheduler's JobLog as known the
 its first 120 s (startup phase), or its exported inference request rate 5 % above its value
 10 s earlier. Windows inside a running training job past its
 startup are counted apart first (their iterations and checkpoints follow the job's period, a
-different kind of foresight), so the announced share is of the remaining moves' causes. Persistence's 5 s MAE (0.1 s steps) is given as a fraction of each component's
+different kind of foresight), so the announced share is of the remaining moves' causes.
+Persistence's 5 s MAE (0.1 s steps) is given as a fraction of each component's
 max power, by class. The office preset's static schedule serves as its job log. Also: how the
 scheduler's announced starts compare with the real ones.
 

@@ -46,6 +46,6 @@ from rackpower_nodes.sim.rack_model.steady import (
 
 __all__ = [
     "LOAD_POINTS", "Dynamics", "GpuSpec", "HostSpec", "LoadCurve", "PowerStream", "Psu",
-    "PsuCurve", "PulseTrain", "ServerModel", "SimConfigError", "StorageModel", "SwitchModel", "ar1_filter",
-    "cfg_float", "cfg_map", "cfg_number", "cfg_numbers", "lag_filter",
+    "PsuCurve", "PulseTrain", "ServerModel", "SimConfigError", "StorageModel", "SwitchModel",
+    "ar1_filter", "cfg_float", "cfg_map", "cfg_number", "cfg_numbers", "lag_filter",
 ]

@@ -43,6 +43,7 @@ from rackpower_nodes.sim.rack_sim.engine import generate
 from rackpower_nodes.sim.rack_sim.simulator import RackSimulator, RackState
 
 __all__ = [
-    "APP_RATE_FIELD", "DEFAULT_CONFIG", "PRESETS", "ComponentSpec", "HostState", "RackConfig", "RackSimulator",
-    "RackState", "SimConfigError", "SimData", "generate", "load_config", "preset_config",
+    "APP_RATE_FIELD", "DEFAULT_CONFIG", "PRESETS", "ComponentSpec", "HostState", "RackConfig",
+    "RackSimulator", "RackState", "SimConfigError", "SimData", "generate", "load_config",
+    "preset_config",
 ]
