@@ -37,9 +37,9 @@ from rackpower_nodes.sim.rack_model import (
 )
 
 __all__ = [
-    "HOURLY_OFFICE", "STORAGE_TELEMETRY", "TELEMETRY_FIELDS", "TelemetryShape",
-    "TelemetryStream", "TraceReplay", "WorkloadProfile", "WorkloadStream", "load_bsc_trace",
-    "load_plain_trace", "load_trace",
+    "GPU_HOST_TELEMETRY", "HOURLY_OFFICE", "STORAGE_TELEMETRY", "TELEMETRY_FIELDS",
+    "TelemetryShape", "TelemetryStream", "TraceReplay", "WorkloadProfile", "WorkloadStream",
+    "load_bsc_trace", "load_plain_trace", "load_trace",
 ]
 
 _log = logging.getLogger(__name__)
@@ -183,6 +183,9 @@ class TelemetryShape:
 STORAGE_TELEMETRY = TelemetryShape(cpu=(0.04, 0.35), mem=(0.55, 0.25), net_rx=(0.01, 0.45),
                                    net_tx=(0.01, 0.45), disk_read=(0.02, 0.6),
                                    disk_write=(0.02, 0.5))
+# A GPU server's frontend NIC (what its node exporter reports; the compute fabric is apart)
+# carries little but the requests of a service it runs, which the engine adds on top.
+GPU_HOST_TELEMETRY = TelemetryShape(net_rx=(0.0005, 0.01), net_tx=(0.0005, 0.01))
 
 
 class TelemetryStream:

@@ -85,6 +85,9 @@ def test_inference_power_follows_its_request_rate_one_to_three_s_later(run):
     corr = [np.corrcoef(dr[:len(dr) - k], dp[k:])[0, 1] for k in range(6)]
     assert 1 <= int(np.argmax(corr)) <= 3, corr
     assert corr[0] < max(corr) - 0.2
+    # the host's network input carries the requests: it leads the power as the rate does
+    rx = run.telemetry["net_rx_bytes_per_s"][:, run.hosts.index(host)].astype(np.float64)
+    assert np.corrcoef(rx[60:], rate[60:])[0, 1] > 0.9
 
 
 def _host(gpu):

@@ -28,6 +28,7 @@ from rackpower_nodes.sim.rack_sim.data import APP_RATE_FIELD, SimData
 from rackpower_nodes.sim.scheduler import BatchScheduler
 from rackpower_nodes.sim.scheduler.activity import ScheduledHost
 from rackpower_nodes.sim.workload import (
+    GPU_HOST_TELEMETRY,
     STORAGE_TELEMETRY,
     TELEMETRY_FIELDS,
     TelemetryShape,
@@ -69,7 +70,9 @@ class _Engine:
                 for s in np.random.SeedSequence([seed, comp.index]).spawn(7)]
         model, out = comp.model, {}
         if comp.is_host:
-            shape = STORAGE_TELEMETRY if comp.kind == "storage" else TelemetryShape()
+            shape = (STORAGE_TELEMETRY if comp.kind == "storage"
+                     else GPU_HOST_TELEMETRY if getattr(model, "gpu", None) is not None
+                     else TelemetryShape())
             out["telemetry"] = TelemetryStream(model.host, shape, gens[6])
             if comp.trace is None:
                 out["workload"] = WorkloadStream(comp.name, comp.workload, self.cfg.schedule,

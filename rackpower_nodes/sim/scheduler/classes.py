@@ -66,7 +66,7 @@ class InferenceSpec:
     surge_s: tuple[float, float] = (60.0, 300.0)
     delay_s: float = 1.0
     tau_s: float = 1.0
-    bytes_per_request: float = 50e3
+    bytes_per_request: float = 200e3
 
     @classmethod
     def from_config(cls, raw, key: str) -> InferenceSpec:
