@@ -33,10 +33,11 @@ WORKLOAD_SOURCE_PARAMETERS: tuple[ParamSpec, ...] = (
           "slurm source: the queue query, printing squeue's JSON"),
     param("workload.slurm.start_command",
           ["squeue", "--start", "--noheader", "--format=%i|%Y"], "string_array",
-          "slurm source: the hosts backfill plans for pending jobs ([] = not asked)"),
+          "slurm source: the hosts backfill plans for pending jobs ([''] = not asked: a ROS "
+          "params file cannot hold an empty list)"),
     param("workload.slurm.nodes_command", ["sinfo", "--json"], "string_array",
           "slurm source: node sizes, to turn a job's CPUs and GPUs into a share of a host "
-          "([] = not asked)"),
+          "([''] = not asked)"),
     param("workload.slurm.timeout_s", 5.0, "double",
           "slurm source: each command is killed after this long, s (the poll runs off the "
           "executor; a slow one delays only the next snapshot)", (0.1, 120.0)),
@@ -53,8 +54,8 @@ class WorkloadSourceConfig:
     rate_hz: float
     lookahead_s: float
     slurm_command: tuple[str, ...]
-    slurm_start_command: tuple[str, ...]
-    slurm_nodes_command: tuple[str, ...]
+    slurm_start_command: tuple[str, ...]  # () = not run
+    slurm_nodes_command: tuple[str, ...]  # () = not run
     slurm_timeout_s: float
     slurm_conf: str
 
@@ -69,15 +70,16 @@ def workload_source_config(v: Mapping[str, Any], schedule_file: str,
     if source == "schedule" and not schedule_file:
         errors.append("workload.source = 'schedule': expected schedule.file to name the "
                       "schedule (it is '')")
-    if source == "slurm" and not v.get("workload.slurm.command", ("?",)):
-        errors.append("workload.slurm.command = []: expected the queue query, e.g. "
-                      "[squeue, --json]")
+    command = tuple(a for a in v.get("workload.slurm.command", ("?",)) if a)
+    if source == "slurm" and not command:
+        errors.append(f"workload.slurm.command = {list(v['workload.slurm.command'])!r}: "
+                      "expected the queue query, e.g. [squeue, --json]")
     keys = [s.name for s in WORKLOAD_SOURCE_PARAMETERS]
     if errors or source is None or any(k not in v for k in keys):
         return None
     return WorkloadSourceConfig(
         source=source, rate_hz=v["workload.rate_hz"], lookahead_s=v["workload.lookahead_s"],
-        slurm_command=tuple(v["workload.slurm.command"]),
-        slurm_start_command=tuple(v["workload.slurm.start_command"]),
-        slurm_nodes_command=tuple(v["workload.slurm.nodes_command"]),
+        slurm_command=command,
+        slurm_start_command=tuple(a for a in v["workload.slurm.start_command"] if a),
+        slurm_nodes_command=tuple(a for a in v["workload.slurm.nodes_command"] if a),
         slurm_timeout_s=v["workload.slurm.timeout_s"], slurm_conf=v["workload.slurm.conf"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -181,3 +182,25 @@ def test_the_stand_in_squeue_prints_what_the_test_expects(tmp_path):
                          capture_output=True, text=True, timeout=60, check=True).stdout
     events, skipped = parse_squeue(json.loads(out), 0.0)
     assert skipped == () and [j.job_id for j in events.jobs] == ["42"]
+
+
+@pytest.mark.parametrize("values, source, start_command, error", [
+    ({}, "none", ("squeue", "--start", "--noheader", "--format=%i|%Y"), None),
+    ({"schedule.file": __file__}, "schedule", None, None),
+    ({"workload.source": "slurm", "workload.slurm.start_command": [""]}, "slurm", (), None),
+    ({"workload.source": "slurm", "workload.slurm.command": [""]}, None, None,
+     "workload.slurm.command = ['']: expected the queue query"),
+])
+def test_the_source_configuration(values, source, start_command, error):
+    """auto is the schedule when there is one, else none; [''] asks no helper command."""
+    from rackpower_nodes.core.params import ConfigError
+    from rackpower_nodes.core.telemetry_config import telemetry_config_from_params
+
+    values = {"local_host.enabled": True, **values}
+    if error is not None:
+        with pytest.raises(ConfigError, match=re.escape(error)):
+            telemetry_config_from_params(values)
+        return
+    cfg = telemetry_config_from_params(values).workload
+    assert cfg.source == source
+    assert start_command is None or cfg.slurm_start_command == start_command
