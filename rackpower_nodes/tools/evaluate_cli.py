@@ -39,13 +39,14 @@ class CliError(Exception):
     """A command-line problem a person can fix; printed without a traceback."""
 
 
-def _default_config() -> Path:
+def _default_config(preset: str | None = None) -> Path:
     here = Path(__file__).resolve()
-    for candidate in (here.parents[1] / "config" / "rack.yaml",
-                      Path(sys.prefix) / "share" / "rackpower" / "config" / "rack.yaml"):
+    name = "rack.yaml" if preset in (None, "office") else f"rack_{preset}.yaml"
+    for candidate in (here.parents[2] / "config" / name,
+                      Path(sys.prefix) / "share" / "rackpower" / "config" / name):
         if candidate.is_file():
             return candidate
-    raise CliError("no config/rack.yaml found: pass --config")
+    raise CliError(f"no config/{name} found: pass --config")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -54,6 +55,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     src.add_argument("--sim", type=Path, help="a rackpower-sim fast folder (the held-out day)")
     src.add_argument("--hours", type=float, help="simulate this many hours now (with --seed)")
     p.add_argument("--seed", type=int, default=7, help="seed when simulating (default 7)")
+    p.add_argument("--preset", default=None,
+                   help="with --hours: the simulator preset (office, ai, mixed); --config "
+                        "then defaults to config/rack_<preset>.yaml (office: rack.yaml)")
     p.add_argument("--model", type=Path, default=None,
                    help="model directory for proactive mode (default: the persistence fallback)")
     p.add_argument("--config", type=Path, default=None, help="ROS parameter YAML (rack.yaml)")
@@ -122,7 +126,7 @@ def load_day(args):
         return SimData.load(args.sim)
     if not args.hours > 0:
         raise CliError(f"--hours {args.hours}: expected > 0")
-    return generate(args.hours, seed=args.seed)
+    return generate(args.hours, seed=args.seed, preset=args.preset)
 
 
 def demand_columns(data, names: Sequence[str]) -> np.ndarray:
@@ -278,7 +282,7 @@ def report(results: Sequence[ModeResult], names: Sequence[str], label: str) -> N
 
 def sweep_main(args) -> int:
     """--sweep: the trade-off curves of each mode over the held-out day (evaluate_sweep)."""
-    config = args.config or _default_config()
+    config = args.config or _default_config(args.preset)
     base = actuator_config(config, args.param)
     _, delay = parse_delays(args, base.cap_urls)[0]
     data = load_day(args)
@@ -334,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if bad or not modes:
             raise CliError(f"--modes {args.modes!r}: expected some of proactive, reactive, "
                            "static")
-        config = args.config or _default_config()
+        config = args.config or _default_config(args.preset)
         acfg = actuator_config(config, args.param)
         delays = parse_delays(args, acfg.cap_urls)
         dead_band, resolution = (bmc_actuation(acfg.cap_urls, acfg.power_caps.min_change_w)
