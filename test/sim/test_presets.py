@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 from helpers import REPO
 
 from rackpower_nodes.sim.cli import main
@@ -48,6 +49,14 @@ def test_preset_matches_its_actuator_config(preset):
     assert list(act.outlets) == [(c.pdu, c.outlet) for c in cfg.components]
     assert act.policy.breaker_w * act.policy.derating == pytest.approx(cfg.budget_w, rel=1e-3)
     assert sum(c.floor_w for c in act.components) < cfg.budget_w
+    nodes = yaml.safe_load((REPO / "config" / ACTUATOR[preset]).read_text())
+    params = {k.removeprefix("/**/"): v["ros__parameters"] for k, v in nodes.items()}
+    assert tuple(params["current_sensor"]["channels"]["components"]) == cfg.names
+    hosts = params["host_telemetry"]["hosts"]
+    assert tuple(hosts["names"]) == cfg.hosts and len(hosts["urls"]) == len(cfg.hosts)
+    pred = params["predictor"]["components"]
+    assert tuple(pred["names"]) == cfg.names
+    assert len(pred["idle_w"]) == len(pred["max_w"]) == len(cfg.names)
 
 
 @pytest.mark.parametrize("preset", ["ai", "mixed"])
