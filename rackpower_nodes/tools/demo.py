@@ -63,8 +63,20 @@ def _parse(argv):
 
 
 def demo_model(root: Path, tmp: Path, env: dict) -> Path:
-    """The newest model under `root`; trains one on two simulated hours when there is none."""
-    models = sorted(p for p in root.glob("lstm-*") if (p / "model.json").is_file())
+    """The newest model under `root` whose features the predictor builds (one saved with an
+    older feature list stays there, unused); trains one on two simulated hours when there is
+    none."""
+    import json
+
+    from rackpower_nodes.core.forecast.features import WindowSpec, feature_names
+
+    def current(path: Path) -> bool:
+        doc = json.loads((path / "model.json").read_text())
+        coarse = tuple(doc.get("window_spec", {}).get("coarse", ()))
+        return doc.get("feature_names") == feature_names(WindowSpec(coarse=coarse))
+
+    models = sorted(p for p in root.glob("lstm-*") if (p / "model.json").is_file()
+                    and current(p))
     if models:
         return models[-1]
     print("training a small forecasting model on 2 simulated hours (first run only) ...",
