@@ -7,10 +7,17 @@ Runs the same simulated demand under each mode (default proactive, reactive, sta
 the controller, an actuation delay and the simulated PDU (core/evaluation.py), at each delay
 of `--delays` (default `rack`: what the rack's actuators take, per component: PDU outlet
 registers `--pdu-delay-s`, 0.1 s; BMC power caps `--bmc-delay-s`, 1 s; or uniform delays in
-seconds, e.g. `--delays 0.1,1,rack`), and prints one table per delay, one row per mode: time and energy under-allocated, performance lost to throttling, stranded power
-(allocated minus used, rack total), breaker trips, budget violations. The rack (components,
-floors, ceilings, priorities, budget, policy) comes from the `pdu_actuator` section of the
-config; the forecaster's component specs from its `predictor` section.
+seconds, e.g. `--delays 0.1,1,rack`), and prints one table per delay, one row per mode: time
+and energy under-allocated, performance lost to throttling, stranded power (allocated minus
+used, rack total), breaker trips, budget violations. The rack (components, floors, ceilings,
+priorities, budget, policy) comes from the `pdu_actuator` section of the config; the
+forecaster's component specs from its `predictor` section. The held-out day, the rack and
+the forecaster are built by :mod:`.evaluate_data`.
+
+`--sweep` draws each mode's trade-off curve instead (:mod:`.evaluate_sweep`)::
+
+    rackpower-evaluate --sweep --preset ai --hours 1 --seed 7 --model <served> \
+        --baseline-model <persistence> --fracs 0.02,0.05,0.1,0.2,0.4 --plot /tmp/ai.png
 """
 from __future__ import annotations
 
@@ -24,29 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
-from rackpower_nodes.core.actuator_config import actuator_config_from_params
 from rackpower_nodes.core.allocation import MODES
 from rackpower_nodes.core.evaluation import (
-    EvalSetup, Forecasts, ModeResult, bmc_actuation, format_table, run_mode)
-from rackpower_nodes.core.params import ConfigError, load_node_parameters
-from rackpower_nodes.core.predictor_config import load_predictor_config_yaml
+    EvalSetup, ModeResult, bmc_actuation, format_table, run_mode)
+from rackpower_nodes.core.params import ConfigError
 from rackpower_nodes.tools import evaluate_sweep as sweep
+from rackpower_nodes.tools.evaluate_data import (  # noqa: F401 (importers use them from here)
+    CliError, _default_config, actuator_config, demand_columns, load_day, make_forecasts,
+    make_pdu)
 
 _log = logging.getLogger("rackpower_evaluate")
-
-
-class CliError(Exception):
-    """A command-line problem a person can fix; printed without a traceback."""
-
-
-def _default_config(preset: str | None = None) -> Path:
-    here = Path(__file__).resolve()
-    name = "rack.yaml" if preset in (None, "office") else f"rack_{preset}.yaml"
-    for candidate in (here.parents[2] / "config" / name,
-                      Path(sys.prefix) / "share" / "rackpower" / "config" / name):
-        if candidate.is_file():
-            return candidate
-    raise CliError(f"no config/{name} found: pass --config")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -55,6 +49,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     src.add_argument("--sim", type=Path, help="a rackpower-sim fast folder (the held-out day)")
     src.add_argument("--hours", type=float, help="simulate this many hours now (with --seed)")
     p.add_argument("--seed", type=int, default=7, help="seed when simulating (default 7)")
+    p.add_argument("--from-h", type=float, default=0.0,
+                   help="with --hours: simulate from the day's start but evaluate only from "
+                        "this hour on (default 0)")
+    p.add_argument("--baseline-model", type=Path, default=None,
+                   help="--sweep: model directory for proactive-baseline (default: no model, "
+                        "the forecaster's persistence fallback)")
     p.add_argument("--preset", default=None,
                    help="with --hours: the simulator preset (office, ai, mixed); --config "
                         "then defaults to config/rack_<preset>.yaml (office: rack.yaml)")
@@ -95,86 +95,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="--sweep: minimum margins, W (default 10)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
-
-
-def actuator_config(path: Path, overrides: Sequence[str]):
-    """The pdu_actuator section of `path` with `NAME:=VALUE` overrides (YAML values)."""
-    import yaml
-
-    values = load_node_parameters(path, "pdu_actuator")
-    for item in overrides:
-        name, sep, text = item.partition(":=")
-        if not sep or not name:
-            raise CliError(f"-p {item!r}: expected NAME:=VALUE, e.g. policy.quantile:=p90")
-        try:
-            values[name.strip()] = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise CliError(f"-p {item!r}: value is not YAML: {exc}") from exc
-    try:
-        return actuator_config_from_params(values)
-    except ConfigError as exc:
-        raise ConfigError([f"{path}: {e}" for e in exc.errors]) from exc
-
-
-def load_day(args):
-    from rackpower_nodes.sim.rack_sim import SimData, generate
-
-    if args.sim is not None:
-        if not (args.sim / "rack_sim.json").is_file():
-            raise CliError(f"--sim {args.sim}: no rack_sim.json there (a rackpower-sim fast "
-                           "folder expected)")
-        return SimData.load(args.sim)
-    if not args.hours > 0:
-        raise CliError(f"--hours {args.hours}: expected > 0")
-    return generate(args.hours, seed=args.seed, preset=args.preset)
-
-
-def demand_columns(data, names: Sequence[str]) -> np.ndarray:
-    missing = [n for n in names if n not in data.names]
-    if missing:
-        raise CliError(f"components {missing} of the pdu_actuator config are not in the "
-                       f"simulated rack ({', '.join(data.names)})")
-    return np.ascontiguousarray(
-        data.power_w[:, [data.names.index(n) for n in names]], dtype=np.float64)
-
-
-def make_forecasts(data, names, config_path: Path, model: Path | None, threads: int):
-    import torch
-
-    from rackpower_nodes.sim.dataset import from_sim
-    from rackpower_nodes.core.forecast.forecaster import ModelLoadError
-    from rackpower_nodes.core.forecast.serving import ForecastService
-    from rackpower_nodes.core.schedule import WorkloadSchedule
-
-    torch.set_num_threads(max(threads, 1))
-    pcfg = load_predictor_config_yaml(config_path)
-    spec = dict(zip(pcfg.components, zip(pcfg.idle_w, pcfg.max_w)))
-    missing = [n for n in names if n not in spec]
-    if missing:
-        raise CliError(f"components {missing} have no idle_w/max_w in the predictor config")
-    config = data.meta.get("config")
-    schedule = WorkloadSchedule.from_config(config) if isinstance(config, dict) else None
-    service = ForecastService(names, [spec[n][0] for n in names], [spec[n][1] for n in names],
-                              schedule, pcfg.stale_after_s, pcfg.margin_frac, pcfg.min_margin_w)
-    if model is not None:
-        try:
-            service.load(str(model))
-        except ModelLoadError as exc:
-            raise CliError(str(exc)) from exc
-    else:
-        _log.warning("no --model: proactive mode runs on the persistence fallback")
-    series = {s.component: s for s in from_sim(data)}
-    tele = np.stack([series[n].telemetry for n in names])
-    log = next((s.events for s in series.values() if s.events is not None), None)
-    return Forecasts(service, names, tele, data.start_unix, data.rate_hz,
-                     None if log is None else log.events_at)
-
-
-def make_pdu(data, setup: EvalSetup):
-    from rackpower_nodes.sim.pdu import PduModel
-
-    ceilings = np.array([c.ceiling_w for c in setup.components])
-    return PduModel(ceilings, breaker_w=setup.policy.breaker_w)
 
 
 def run_modes(modes: Sequence[str], data, demand: np.ndarray, names: Sequence[str],
@@ -297,7 +217,8 @@ def sweep_main(args) -> int:
     min_ws = [float(x) for x in args.min_ws.split(",") if x.strip()]
 
     def forecasts_for(mode):
-        return make_forecasts(data, names, config, args.model if mode == "proactive" else None,
+        return make_forecasts(data, names, config,
+                              args.model if mode == "proactive" else args.baseline_model,
                               args.threads)
 
     log = next((s.events for s in _series(data) if s.events is not None), None)
@@ -308,7 +229,9 @@ def sweep_main(args) -> int:
                            sweep.print_progress if args.verbose else None)
     hours = len(demand) / data.rate_hz / 3600
     title = (f"{hours:.2f} h held out (seed {data.seed}), {len(names)} components, budget "
-             f"{base.policy.budget_w:.0f} W, delay {delay}, model {args.model or '-'}")
+             f"{base.policy.budget_w:.0f} W, delay {delay}, model "
+             f"{args.model.name if args.model else '-'}, baseline "
+             f"{args.baseline_model.name if args.baseline_model else 'fallback'}")
     print(f"# rackpower-evaluate --sweep: {title}\n")
     print(sweep.report_sweep(rows))
     if args.json:
