@@ -260,3 +260,21 @@ def test_a_few_lost_frames_inside_a_step_are_no_break():
     assert check.is_break(161, 50, 60, 0.001)                      # 60 ms lost
     assert not check.is_break(211, 50, 0, 0.001)
     assert check.is_break(0, 50, 0, 0.001)                         # sequence went back
+
+
+def test_online_windows_hand_out_each_closed_step_once_per_reader():
+    online = OnlineWindows(SMALL, ["a", "b"], [10.0, 10.0], [100.0, 200.0])
+    for k in range(6):                                # a: steps 0..5, b: steps 2..5
+        online.push_power(T0 + k * 0.1 + 0.05, "a", 10.0 * k)
+        if k >= 2:
+            online.push_power(T0 + k * 0.1 + 0.05, "b", 20.0 * k)
+    first = round(T0 / 0.1)
+    np.testing.assert_array_equal(online.last_steps(), [first + 4, first + 4])   # 5 is open
+    steps, means = online.closed_steps(None, 10)
+    np.testing.assert_array_equal(steps, first + np.arange(5))
+    np.testing.assert_allclose(means[:, 0], [0.0, 0.1, 0.2, 0.3, 0.4])
+    np.testing.assert_allclose(means[:, 1], [np.nan, np.nan, 0.2, 0.3, 0.4])
+    steps, means = online.closed_steps(first + 3, 10)
+    np.testing.assert_array_equal(steps, [first + 4])
+    assert online.closed_steps(None, 2)[0].tolist() == [first + 3, first + 4]
+    assert online.closed_steps(first + 4, 10)[0].size == 0

@@ -213,7 +213,9 @@ class OnlineWindows:
         if (newest < 0).all():
             return np.zeros(0, np.int64), np.zeros((0, len(self.components)))
         top = int(newest.max())
-        low = top - limit + 1 if since is None else max(since + 1, top - limit + 1)
+        oldest = min(t.cur - len(t.steps) for t in self._tracks.values() if t.cur is not None
+                     and t.steps)
+        low = max(top - limit + 1, oldest, -1 if since is None else since + 1)
         steps = np.arange(low, top + 1, dtype=np.int64)
         means = np.full((len(steps), len(self.components)), np.nan)
         for i, name in enumerate(self.components):
