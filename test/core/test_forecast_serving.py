@@ -10,6 +10,7 @@ import pytest
 from rackpower_nodes.core.forecast.base import ModelLoadError
 from rackpower_nodes.core.forecast.baselines import EwmaForecaster, PersistenceForecaster
 from rackpower_nodes.core.forecast.features import WindowSpec, build_windows
+from rackpower_nodes.core.forecast.online import OnlineWindows
 from rackpower_nodes.core.forecast.registry import save_model
 from rackpower_nodes.core.forecast.serving import ForecastService
 from rackpower_nodes.sim.dataset import from_sim
@@ -130,17 +131,16 @@ def test_a_model_saved_with_the_old_schedule_features_is_refused(models, tmp_pat
 
 # -- online: the served forecaster's choice and the peak calibration --------------------------
 
-def _fit_served(series, tmp_path, start_member: str, params):
+def _fit_served(series, tmp_path, params):
     from rackpower_nodes.core.forecast.baselines import EwmaParams, PersistenceParams
     from rackpower_nodes.core.forecast.challengers import ServedForecaster
 
     ws = build_windows(series, SPEC)
+    train, val = ws.subset(np.arange(len(ws)) < len(ws) // 2), ws.subset(
+        np.arange(len(ws)) >= len(ws) // 2)
     members = {"persistence": PersistenceForecaster(PersistenceParams(margin=False)).fit(ws),
-               "ewma": EwmaForecaster(EwmaParams(alpha=0.02, margin=False)).fit(ws)}
-    served = ServedForecaster(params, members).fit(ws)
-    v = served.variants.index(start_member)
-    served.start = {k: [v] * SPEC.horizon_steps for k in served.start}
-    return save_model(served, tmp_path)
+               "ewma": EwmaForecaster(EwmaParams(alpha=0.2)).fit(ws)}
+    return save_model(ServedForecaster(params, members).fit(train, val), tmp_path)
 
 
 def _run(service, power_w: np.ndarray, t0: float, every=None):
@@ -154,23 +154,52 @@ def _run(service, power_w: np.ndarray, t0: float, every=None):
 
 
 def test_the_service_feeds_the_served_forecaster_what_matured(sim_series, tmp_path):
+    """Served through the service, a ServedForecaster gives what the same model gives when
+    its live calls get the same windows and every measured step; its errors mature."""
+    from rackpower_nodes.core.forecast.adaptive import CalibrationSettings
     from rackpower_nodes.core.forecast.challengers import ServedParams
+    from rackpower_nodes.core.forecast.peak import class_of
+    from rackpower_nodes.core.forecast.registry import load_model
 
     series = [s for s in sim_series if s.component == "srv01"]
-    params = ServedParams(window=20, min_errors=10, margin=0.03, correct_bias=False)
-    path = _fit_served(series, tmp_path, "ewma", params)         # starts with the lagging EWMA
-    service = ForecastService(["srv01"], [series[0].idle_w], [series[0].max_w],
-                              stale_after_s=0.5, spec=SPEC)
+    path = _fit_served(series, tmp_path, ServedParams(window=20, min_errors=5))
+    idle, top = series[0].idle_w, series[0].max_w
+    service = ForecastService(["srv01"], [idle], [top], stale_after_s=0.5, spec=SPEC,
+                              calibration=CalibrationSettings(enabled=False))
     service.load(str(path))
     assert service.model.name == "served"
+    twin, windows = load_model(path), OnlineWindows(SPEC, ["srv01"], [idle], [top])
     t0 = 1_700_000_000.0
-    power = np.where(np.arange(400) % 100 < 50, 80.0, 200.0)     # 5 s square wave: steps
-    served = [service.online_state()["served"]["classes"].get("srv", {}).get("served")
-              for _, _ in _run(service, power, t0)]
-    assert served[30] == ["ewma"] * SPEC.horizon_steps            # before errors matured
-    assert served[-1] == ["persistence"] * SPEC.horizon_steps     # it lost on the errors
-    fc = service.forecast(t0 + 400 * 0.1)
-    np.testing.assert_allclose(fc.p50_w[0], power[-2], rtol=1e-5)    # persistence: last step
+    power = np.where(np.arange(400) % 100 < 50, 80.0, 200.0) + np.arange(400) % 7
+    fed = None
+    for k, fc in _run(service, power, t0):
+        windows.push_power_block(t0 + k * 0.1 + 0.05, 0.1, ["srv01"], [[power[k]]])
+        x, last, ready, _ = windows.window(t0 + (k + 1) * 0.1)
+        steps, means = windows.closed_steps(fed, 100)
+        for step, row in zip(steps, means, strict=True):
+            twin.observe(step * 0.1, ["srv01"], row, [class_of("srv01")])
+            fed = int(step)
+        if not ready[0]:
+            assert fc.fallback[0]
+            continue
+        want = twin.forecast(windows.last_steps()[0] * 0.1, ["srv01"], x, last,
+                             [class_of("srv01")]) * np.float32(top)
+        np.testing.assert_allclose(fc.p50_w[0], want[0, :, 0], rtol=1e-6, err_msg=f"{k}")
+        np.testing.assert_allclose(fc.p99_w[0], want[0, :, 2], rtol=1e-6, err_msg=f"{k}")
+    assert max(_error_counts(service.online_state()["served"])) >= 20   # errors matured
+
+
+def _error_counts(doc) -> list[int]:
+    """Every count under an "errors" key of the served forecaster's diagnostics."""
+    if not isinstance(doc, dict):
+        return []
+    out = []
+    for key, value in doc.items():
+        if key == "errors":
+            out += [int(n) for v in value.values() for n in np.ravel(v)]
+        else:
+            out += _error_counts(value)
+    return out
 
 
 def test_published_quantiles_are_calibrated_on_the_actuation_window(sim_series, tmp_path):
