@@ -50,7 +50,7 @@ def _replay(served, truth_w, challenger, steps=None, key="srv01", used=None):
         q = served.serve(T0 + s * SMALL.step_s, [key], np.array([truth_w[s] / MAX_W]), raw)
         out.append(q[0, :, 0] * MAX_W)
         if used is not None:
-            used.append(served._class("*").served.copy())
+            used.append(served.last_served[0].copy())
     return np.array(out)
 
 
@@ -61,10 +61,10 @@ def _truth(n, seed=1):
 
 
 def test_a_constant_10_w_bias_is_corrected_to_within_a_watt(members):
-    served = _served(members)
+    served = _served(members, jump_z=1e9)                        # one context: calm
     truth = _truth(400)
     p50 = _replay(served, truth, lambda s, future: future + 10.0)   # right shape, 10 W high
-    assert served.diagnostics()["classes"]["*"]["served"] == ["ewma+bias"] * H
+    assert served.diagnostics()["classes"]["*"]["calm"]["served"] == ["ewma+bias"] * H
     bias_w = np.array(served.diagnostics()["keys"]["srv01"]["bias"]) * MAX_W
     assert np.all(np.abs(bias_w - 10.0) < 1.0)
     actual = np.stack([truth[s + 1:s + 1 + H] for s in range(len(p50))])
@@ -81,29 +81,29 @@ def test_a_challenger_3x_worse_than_persistence_is_not_served(members):
     _replay(served, truth, bad, used=used)
     assert not (np.array(used) >= 2).any()        # variants 2, 3: the challenger, raw or +bias
     started_bad = _served(members)
-    started_bad.start = {"*": [2] * H}           # as if the held-out slice had chosen it
+    started_bad.start = {"*": [[2] * H, [2] * H]}    # as if the held-out slice had chosen it
     started_bad.reset_online()
-    p50 = _replay(started_bad, truth, bad)
-    assert all(v.startswith("persistence")
-               for v in started_bad.diagnostics()["classes"]["*"]["served"])
+    used = []
+    p50 = _replay(started_bad, truth, bad, used=used)
+    assert not (np.array(used[100:]) >= 2).any()
     actual = np.stack([truth[s + 1:s + 1 + H] for s in range(len(p50))])
     persistence = np.abs(truth[:len(p50), None] - actual).mean()
     assert np.abs(p50 - actual).mean() < 1.1 * persistence     # only the first errors at 3x
 
 
 def test_only_matured_errors_count(members):
-    served = _served(members, window=1000, min_errors=1000)
+    served = _served(members, window=1000, min_errors=1000, jump_z=1e9)
     truth = _truth(60)
     n = 40
     _replay(served, truth, lambda s, future: future, steps=n)
-    counts = served.diagnostics()["classes"]["*"]["errors"]["ewma"]
+    counts = served.diagnostics()["classes"]["*"]["calm"]["errors"]["ewma"]
     # origins 0..n-1, measured steps 0..n-1: the forecast h steps ahead from origin o has
     # matured when o + h <= n - 1, n - h times
     assert counts == [n - h for h in range(1, H + 1)]
     # the same forecasts observed once more (a repeat) and a step seen out of order count once
     served.observe(T0 + (n - 1) * SMALL.step_s, ["srv01"], np.array([truth[n - 1] / MAX_W]))
     served.observe(T0 + (n - 3) * SMALL.step_s, ["srv01"], np.array([truth[n - 3] / MAX_W]))
-    assert served.diagnostics()["classes"]["*"]["errors"]["ewma"] == counts
+    assert served.diagnostics()["classes"]["*"]["calm"]["errors"]["ewma"] == counts
 
 
 def test_the_served_forecast_depends_only_on_what_was_measured(members):
@@ -117,7 +117,8 @@ def test_the_served_forecast_depends_only_on_what_was_measured(members):
     choices = []
     for truth in (truth_a, truth_b):
         choices.append([])
-        _replay(_served(members, window=40, min_errors=20), truth, near_oracle, steps=250,
+        _replay(_served(members, window=40, min_errors=20, jump_z=1e9), truth, near_oracle,
+                steps=250,
                 used=choices[-1])
     a, b = np.array(choices[0]), np.array(choices[1])
     # choices up to origin 149 rest on the same measurements: identical, whatever follows
@@ -139,12 +140,64 @@ def test_near_equal_errors_do_not_make_it_flap(members):
     def near(s, future):           # |error| 0.99x or 1.01x persistence's, sign at random
         return future + signs[s] * wobble[s] * np.abs(future - truth[s])
 
-    served = _served(members, correct_bias=False)
+    served = _served(members, correct_bias=False, jump_z=1e9)
     _replay(served, truth, near)
     assert served._class("*").switches == 0
-    flappy = _served(members, correct_bias=False, margin=0.0, window=30, min_errors=10)
+    flappy = _served(members, correct_bias=False, margin=0.0, window=30, min_errors=10,
+                     jump_z=1e9)
     _replay(flappy, truth, near)
     assert flappy._class("*").switches > 4            # the test would see flapping
+
+
+def _level_shifts(n=3000, seed=6):
+    """Flat levels with 2 W noise, shifting by 80 W every 100 steps."""
+    rng = np.random.default_rng(seed)
+    level = 150 + 40 * np.where((np.arange(n) // 100) % 2 == 0, -1.0, 1.0)
+    return level + rng.normal(0, 2.0, n)
+
+
+def _smoother(truth):
+    """A real lagging challenger: the EWMA (0.3) of the measured past, for every step."""
+    level = np.empty(len(truth))
+    level[0] = truth[0]
+    for s in range(1, len(truth)):
+        level[s] = 0.3 * truth[s] + 0.7 * level[s - 1]
+    return lambda s, future: np.full(H, level[s])
+
+
+def _ratio(served, truth, challenger):
+    """Served MAE / persistence MAE and the challenger's, over a replay of ``truth``."""
+    p50 = _replay(served, truth, challenger)
+    actual = np.stack([truth[s + 1:s + 1 + H] for s in range(len(p50))])
+    persistence = np.abs(truth[:len(p50), None] - actual).mean()
+    alone = np.stack([challenger(s, None) for s in range(len(p50))])
+    return (np.abs(p50 - actual).mean() / persistence,
+            np.abs(alone - actual).mean() / persistence)
+
+
+def test_after_level_shifts_persistence_serves_and_the_smoother_when_calm(members):
+    truth = _level_shifts()
+    one, smoother = _ratio(_served(members, jump_z=1e9, correct_bias=False), truth,
+                           _smoother(truth))
+    two, _ = _ratio(_served(members, correct_bias=False), truth, _smoother(truth))
+    assert smoother > 1.2                      # the challenger alone: lags every shift
+    assert one < 1.02                          # one context: about persistence
+    assert two < 0.95 and two < one - 0.05     # calm and moving apart: better than both
+
+
+@pytest.mark.parametrize("guard_memory, bound", [(0.0, None), (2000.0, 1.02)])
+def test_the_guard_serves_persistence_while_the_choice_does_worse(members, guard_memory,
+                                                                   bound):
+    truth = _level_shifts()
+    served = _served(members, jump_z=1e9, correct_bias=False, window=3000, min_errors=3000,
+                     guard_memory=guard_memory)
+    served.start = {"*": [[2] * H, [2] * H]}      # chosen offline; no online evidence counts
+    served.reset_online()
+    ratio, smoother = _ratio(served, truth, _smoother(truth))
+    if bound is None:
+        assert ratio == pytest.approx(smoother)  # without the guard: the smoother throughout
+    else:
+        assert ratio < bound
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -165,7 +218,7 @@ def test_save_load_round_trip(windows, tmp_path):
         LightGbmParams(n_estimators=10, threads=1, early_stopping=0))}
     served = ServedForecaster(ServedParams(min_errors=5, window=20), members).fit(train, val)
     assert list(served.members) == ["persistence", "ewma", "lightgbm"]
-    assert set(served.offline["*"]) == {"persistence", "ewma", "lightgbm"}
+    assert set(served.offline["*"]["calm"]) == {"windows", "persistence", "ewma", "lightgbm"}
     loaded = load_model(save_model(served, tmp_path))
     assert isinstance(loaded, ServedForecaster) and loaded.start == served.start
     np.testing.assert_array_equal(loaded.predict(val.x, val.last),

@@ -2,41 +2,55 @@
 
 Each candidate forecaster (a *member*) is served in two *variants*: as it is (``raw``) and
 with its recent bias subtracted (``+bias``); variant ``v`` is member ``v // 2``, corrected when
-``v % 2``. Every forecast issued for a key (a component) records every member's p50 and the
-bias each would subtract; once the step a forecast targets has been measured (``mature``) its
-errors count, never before:
+``v % 2``. Every forecast issued for a key (a component) records every member's p50, the bias
+each would subtract and what the selection chose; once the step a forecast targets has been
+measured (``mature``) its errors count, never before:
 
 - :class:`KeyState` (per key): the recent signed errors of each raw member per horizon step,
-  whose windowed median, shrunk toward 0 while few are known, is the bias to subtract;
-- :class:`ClassState` (per component class): the recent absolute errors of every variant per
-  horizon step, pooled over the class's keys; the variant in service per step changes only
-  when another one's mean error is lower by the hysteresis margin, over enough errors.
+  whose windowed median, shrunk toward 0 while few are known, is the bias to subtract; and the
+  key's recent measured values, which give the *context* of a forecast (:func:`contexts`);
+- :class:`ClassState` (per component class): per context, the recent absolute errors of every
+  variant per horizon step, pooled over the class's keys; the variant chosen per context and
+  step changes only when another one's mean error is lower by the hysteresis margin, over
+  enough errors. A guard compares the chosen variants' realised errors with persistence's
+  (slowly forgotten sums) and serves persistence unless the choice has done better by the
+  margin.
 
-All values are in the members' unit (normalised power, a fraction of ``max_w``). Pure numpy.
+Contexts: a smoother lags a level shift that persistence follows at once, while in calm
+stretches it wins; so a forecast whose newest value departs from the recent level by more
+than ``jump_z`` times the median step change is scored apart ("moving", 1) from the others
+("calm", 0). All values are in the members' unit (normalised power). Pure numpy.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from rackpower_nodes.core.forecast.base import check_params
 
-__all__ = ["ClassState", "KeyState", "ServedParams", "variant_names"]
+__all__ = ["CONTEXTS", "ClassState", "KeyState", "ServedParams", "contexts", "variant_names"]
+
+CONTEXTS = ("calm", "moving")
+_LEVEL_ALPHA = 0.3          # weight of the newest value in the recent level (EWMA)
+_SCALE_FLOOR = 0.01        # normalised power (1 % of max_w): the least step change scale
 
 
 @dataclass
 class ServedParams:
     """Online selection and bias correction (fixed a priori, never tuned on evaluation data).
 
-    ``window``: matured errors per class and horizon step the selection averages (the newest);
+    ``window``: matured errors per class, context and horizon step the selection averages;
     ``min_errors``: a variant is compared only once it has this many in the window;
-    ``margin``: a challenger replaces the variant in service only when its mean absolute error
-    is below ``(1 - margin)`` times the incumbent's (hysteresis: near-equal errors never make
-    it flap); ``bias_window``: signed errors per key and step whose median is the bias;
+    ``margin``: a challenger replaces the chosen variant only when its mean absolute error is
+    below ``(1 - margin)`` times the incumbent's (hysteresis: near-equal errors never make it
+    flap); ``bias_window``: signed errors per key and step whose median is the bias;
     ``bias_prior``: the median is shrunk by ``n / (n + bias_prior)`` with ``n`` errors known;
-    ``correct_bias``: offer the ``+bias`` variants at all.
+    ``correct_bias``: offer the ``+bias`` variants at all; ``jump_z``: the context threshold
+    (:func:`contexts`); ``guard_memory``: errors after which the guard's sums have forgotten
+    a share 1/e (``0``: no guard).
     """
 
     window: int = 120
@@ -45,11 +59,14 @@ class ServedParams:
     bias_window: int = 60
     bias_prior: float = 3.0
     correct_bias: bool = True
+    jump_z: float = 3.0
+    guard_memory: float = 2000.0
 
     def __post_init__(self) -> None:
         check_params(self, {"window": (1, 1 << 20), "min_errors": (1, 1 << 20),
                             "margin": (0.0, 0.9), "bias_window": (1, 1 << 20),
-                            "bias_prior": (0.0, 1e9)})
+                            "bias_prior": (0.0, 1e9), "jump_z": (0.0, 1e9),
+                            "guard_memory": (0.0, 1e12)})
         if self.min_errors > self.window:
             raise ValueError(f"ServedParams.min_errors = {self.min_errors} exceeds window = "
                              f"{self.window}: no variant could ever be compared")
@@ -60,56 +77,77 @@ def variant_names(members: list[str]) -> list[str]:
     return [f"{m}{suffix}" for m in members for suffix in ("", "+bias")]
 
 
+def contexts(values: np.ndarray, jump_z: float) -> np.ndarray:
+    """(n,) context (0 calm, 1 moving) of forecasts from ``values`` (n, k), each row a key's
+    latest measured values (normalised power), oldest first: moving when the newest departs
+    from the EWMA (0.3) of the ones before by more than ``jump_z`` times the median absolute
+    step change of the row (at least 1 % of max_w: a smoother's lag after a level shift
+    lasts as long as the departure exceeds that)."""
+    v = np.asarray(values, np.float64)
+    if v.ndim != 2 or v.shape[1] < 3:
+        return np.zeros(len(v), np.int64)
+    before = v[:, :-1]
+    w = _LEVEL_ALPHA * (1.0 - _LEVEL_ALPHA) ** np.arange(before.shape[1] - 1, -1, -1.0)
+    w[0] = (1.0 - _LEVEL_ALPHA) ** (before.shape[1] - 1)
+    scale = np.maximum(np.median(np.abs(np.diff(v, axis=1)), axis=1), _SCALE_FLOOR)
+    return (np.abs(v[:, -1] - before @ w) > jump_z * scale).astype(np.int64)
+
+
 class KeyState:
-    """One key's issued forecasts awaiting their targets and its members' recent biases.
+    """One key's issued forecasts awaiting their targets, its members' recent biases and its
+    latest ``history`` measured values (contiguous steps only)."""
 
-    Args:
-        klass: the key's component class; members, horizon: sizes C and H.
-    """
-
-    def __init__(self, klass: str, members: int, horizon: int, params: ServedParams) -> None:
+    def __init__(self, klass: str, members: int, horizon: int, history: int,
+                 params: ServedParams) -> None:
         self.klass = klass
         self._h = horizon
-        self._records: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # origin step -> (C, H)
+        self._records: dict[int, tuple] = {}            # origin step -> what was issued
         self._signed = np.full((params.bias_window, members, horizon), np.nan)
         self._pos = 0
         self._prior = params.bias_prior
+        self.values: deque[float] = deque(maxlen=max(history, 3))
         self.last_step: int | None = None
         self.bias = np.zeros((members, horizon))          # (C, H) to subtract from each p50
 
-    def record(self, step: int, p50: np.ndarray) -> None:
-        """Keep the members' p50 (C, H) issued from ``step`` (the newest measured step) and
-        the biases in force when they were issued."""
-        self._records[step] = (np.asarray(p50, np.float64).copy(), self.bias.copy())
+    def record(self, step: int, p50: np.ndarray, context: int, chosen: np.ndarray) -> None:
+        """Keep the members' p50 (C, H) issued from ``step`` (the newest measured step), the
+        biases in force, the forecast's context and the chosen variants' p50 (H,)."""
+        self._records[step] = (np.asarray(p50, np.float64).copy(), self.bias.copy(), context,
+                               np.asarray(chosen, np.float64).copy())
 
-    def mature(self, step: int, value: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """The measured ``value`` of ``step``: errors (forecast - actual) of every forecast
-        that targeted it, raw and corrected, each (C, H) with NaN where none did; None when
-        ``step`` is not newer than the last one seen (a repeat is counted once)."""
+    def mature(self, step: int, value: float) -> tuple | None:
+        """The measured ``value`` of ``step``. Returns None when ``step`` is not newer than
+        the last one seen (a repeat counts once), else ``(raw, corrected, context, chosen)``:
+        errors (forecast - actual) of the forecasts that targeted it, (C, H) each with NaN
+        where none did, their (H,) contexts (-1: none) and (H,) errors of the chosen p50."""
         if self.last_step is not None and step <= self.last_step:
             return None
+        if self.last_step is not None and step != self.last_step + 1:
+            self.values.clear()                          # a gap: the level starts anew
         self.last_step = step
+        self.values.append(value)
         for origin in [o for o in self._records if o < step - self._h]:
             del self._records[origin]
         raw = np.full(self.bias.shape, np.nan)
         corrected = np.full(self.bias.shape, np.nan)
+        context = np.full(self._h, -1, np.int64)
+        chosen = np.full(self._h, np.nan)
         for h in range(1, self._h + 1):
             rec = self._records.get(step - h)
             if rec is not None:
                 raw[:, h - 1] = rec[0][:, h - 1] - value
                 corrected[:, h - 1] = raw[:, h - 1] - rec[1][:, h - 1]
-        if np.isnan(raw).all():
-            return raw, corrected
-        self._signed[self._pos] = raw
-        self._pos = (self._pos + 1) % len(self._signed)
-        self._update_bias()
-        return raw, corrected
+                context[h - 1], chosen[h - 1] = rec[2], rec[3][h - 1] - value
+        if not np.isnan(raw).all():
+            self._signed[self._pos] = raw
+            self._pos = (self._pos + 1) % len(self._signed)
+            self._update_bias()
+        return raw, corrected, context, chosen
 
     def _update_bias(self) -> None:
         known = np.isfinite(self._signed)
         n = known.sum(axis=0)
-        filled = np.where(known, self._signed, np.inf)      # NaN-free: sort puts inf last
-        srt = np.sort(filled, axis=0)
+        srt = np.sort(np.where(known, self._signed, np.inf), axis=0)     # inf sorts last
         lo = np.take_along_axis(srt, np.maximum((n - 1) // 2, 0)[None], axis=0)[0]
         hi = np.take_along_axis(srt, n[None] // 2, axis=0)[0]
         median = np.where(n > 0, 0.5 * (lo + hi), 0.0)           # inf only where n == 0
@@ -117,48 +155,65 @@ class KeyState:
 
 
 class ClassState:
-    """The variant in service per horizon step of one component class.
+    """The variant served per context and horizon step of one component class.
 
     Args:
-        start: (H,) variant index per step to serve before any error has matured.
+        start: (contexts, H) variant index to choose before any error has matured.
         variants: V, the number of variants; allowed: (V,) bool, the variants that may serve.
     """
 
     def __init__(self, start: np.ndarray, variants: int, params: ServedParams,
                  allowed: np.ndarray) -> None:
-        self.served = np.asarray(start, np.int64).copy()
-        self._abs = np.full((params.window, variants, len(self.served)), np.nan)
-        self._pos = 0
+        self.chosen = np.asarray(start, np.int64).reshape(len(CONTEXTS), -1).copy()
+        h = self.chosen.shape[1]
+        self._abs = np.full((len(CONTEXTS), params.window, variants, h), np.nan)
+        self._pos = np.zeros(len(CONTEXTS), np.int64)
         self._p = params
         self._allowed = np.asarray(allowed, bool)
+        self.guard = np.zeros((2, h))          # forgotten sums of |error|: chosen, persistence
         self.switches = 0
 
-    def add(self, abs_err: np.ndarray) -> None:
-        """One key's matured absolute errors (V, H), NaN where none; then reselect."""
-        if np.isnan(abs_err).all():
-            return
-        self._abs[self._pos] = abs_err
-        self._pos = (self._pos + 1) % len(self._abs)
-        self._reselect()
+    def served(self, context: int) -> np.ndarray:
+        """(H,) variant served now in ``context``: the chosen one where the guard finds the
+        choices' errors below ``(1 - margin)`` times persistence's (or none known yet), raw
+        persistence (0) elsewhere."""
+        behind = self.guard[0] > (1.0 - self._p.margin) * self.guard[1]
+        return np.where(behind, 0, self.chosen[context])
 
-    def scores(self) -> tuple[np.ndarray, np.ndarray]:
+    def add(self, abs_err: np.ndarray, context: np.ndarray, chosen_abs: np.ndarray) -> None:
+        """One key's matured absolute errors: (V, H) per variant, (H,) contexts (-1 where
+        none matured), (H,) of what was chosen; then reselect."""
+        if self._p.guard_memory:
+            ok = np.isfinite(chosen_abs)
+            keep = np.exp(-1.0 / self._p.guard_memory)
+            pair = np.stack([chosen_abs, abs_err[0]])
+            self.guard = np.where(ok, self.guard * keep + np.nan_to_num(pair), self.guard)
+        for c in range(len(CONTEXTS)):
+            if (context == c).any():
+                row = np.where(context == c, abs_err, np.nan)
+                self._abs[c, self._pos[c]] = row
+                self._pos[c] = (self._pos[c] + 1) % self._abs.shape[1]
+                self._reselect(c)
+
+    def scores(self, context: int) -> tuple[np.ndarray, np.ndarray]:
         """(V, H) mean absolute error over the window (NaN with none) and (V, H) counts."""
-        known = np.isfinite(self._abs)
+        window = self._abs[context]
+        known = np.isfinite(window)
         n = known.sum(axis=0)
-        total = np.where(known, self._abs, 0.0).sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(n > 0, total / np.maximum(n, 1), np.nan), n
+        total = np.where(known, window, 0.0).sum(axis=0)
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan), n
 
-    def _reselect(self) -> None:
-        mean, n = self.scores()
+    def _reselect(self, context: int) -> None:
+        mean, n = self.scores(context)
         ok = (n >= self._p.min_errors) & self._allowed[:, None]
         if not ok.any():
             return
         cand = np.where(ok, mean, np.inf)
         best = np.argmin(cand, axis=0)                                     # (H,)
-        cols = np.arange(len(self.served))
-        inc = cand[self.served, cols]
+        cols = np.arange(cand.shape[1])
+        now = self.chosen[context]
+        inc = cand[now, cols]
         better = cand[best, cols] < inc * (1.0 - self._p.margin)
-        move = ok[best, cols] & (better | ~np.isfinite(inc)) & (best != self.served)
+        move = ok[best, cols] & (better | ~np.isfinite(inc)) & (best != now)
         self.switches += int(move.sum())
-        self.served = np.where(move, best, self.served)
+        self.chosen[context] = np.where(move, best, now)

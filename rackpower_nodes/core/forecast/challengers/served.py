@@ -2,11 +2,13 @@
 
 :class:`ServedForecaster` holds fitted candidate forecasters (*members*: persistence always,
 then EWMA, LightGBM, the LSTM, whichever were trained, all on the same windows) and serves,
-per component class and horizon step, the variant (a member, raw or bias-corrected; see
-:mod:`.online`) with the lowest recent error on its newest matured forecasts. Before any error
-has matured it serves the start chosen offline on the newest held-out slice of the training
-data (:meth:`ServedForecaster.select_start`): the best member there if it beats persistence by
-the hysteresis margin, else persistence.
+per component class, context (calm or moving, :func:`~.online.contexts`) and horizon step,
+the variant (a member, raw or bias-corrected; see :mod:`.online`) with the lowest recent error
+on its newest matured forecasts, and persistence while the guard finds the choices doing worse
+than persistence. Before any error has matured it serves the start chosen offline on the
+newest held-out slice of the training data (:meth:`ServedForecaster.select_start`): per
+context, the best member there if it beats persistence by the hysteresis margin, else
+persistence.
 
 The live calls (not thread-safe: one caller at a time, e.g. under ForecastService's lock)::
 
@@ -34,7 +36,7 @@ from rackpower_nodes.core.forecast.base import ForecastInputError, Forecaster, M
 from rackpower_nodes.core.forecast.baselines import (
     EwmaForecaster, LightGbmForecaster, PersistenceForecaster)
 from rackpower_nodes.core.forecast.challengers.online import (
-    ClassState, KeyState, ServedParams, variant_names)
+    CONTEXTS, ClassState, KeyState, ServedParams, contexts, variant_names)
 from rackpower_nodes.core.forecast.forecaster import LstmForecaster
 from rackpower_nodes.core.forecast.series import step_index
 
@@ -61,7 +63,7 @@ class ServedForecaster(Forecaster):
         super().__init__()
         self.params = params or ServedParams()
         self.members: dict[str, Forecaster] = dict(members or {})
-        self.start: dict[str, list[int]] = {}         # class -> variant per horizon step
+        self.start: dict[str, list[list[int]]] = {}   # class -> [context][step] variant
         self.offline: dict[str, Any] = {}             # held-out MAE per class and member
         self.reset_online()
 
@@ -103,28 +105,38 @@ class ServedForecaster(Forecaster):
         self.version = max(m.version for m in self.members.values())
         self.reset_online()
 
-    def select_start(self, val: Any | None,
-                     class_of: Callable[[str], str] | None = None) -> dict[str, list[int]]:
-        """Start variant per class and horizon step from ``val``, the newest held-out slice
-        of the training data: the raw member with the lowest MAE there if it is below
-        ``(1 - margin)`` times persistence's, else persistence. ``class_of`` maps a window's
-        component to its class; every class seen gets a start, and :data:`DEFAULT_CLASS`
-        one from all windows (used for classes never seen)."""
+    def select_start(self, val: Any | None, class_of: Callable[[str], str] | None = None
+                     ) -> dict[str, list[list[int]]]:
+        """Start variant per class, context and horizon step from ``val``, the newest
+        held-out slice of the training data: the raw member with the lowest MAE on its
+        windows of that class and context if it is below ``(1 - margin)`` times
+        persistence's, else persistence. ``class_of`` maps a window's component to its
+        class; every class seen gets a start, and :data:`DEFAULT_CLASS` one from all windows
+        (used for classes never seen)."""
         h = self.horizon_steps
-        self.start = {DEFAULT_CLASS: [0] * h}
+        self.start = {DEFAULT_CLASS: [[0] * h for _ in CONTEXTS]}
         self.offline = {}
         if val is not None and len(val.y):
             preds = np.stack([m.predict(val.x, val.last)[..., 0] for m in self.members.values()])
             err = np.abs(preds - np.asarray(val.y, np.float64)[None])        # (C, n, H)
+            ctx = contexts(val.x[:, :, self.power_index], self.params.jump_z)
             klass = np.array([class_of(str(c)) if class_of else DEFAULT_CLASS
                               for c in val.component], dtype=object)
             for k in [DEFAULT_CLASS, *sorted(set(klass.tolist()) - {DEFAULT_CLASS})]:
                 rows = np.ones(len(klass), bool) if k == DEFAULT_CLASS else klass == k
-                mae = err[:, rows].mean(axis=1)                              # (C, H)
-                best = np.argmin(mae, axis=0)
-                wins = mae[best, np.arange(h)] < mae[0] * (1.0 - self.params.margin)
-                self.start[k] = [2 * int(b) if w else 0 for b, w in zip(best, wins, strict=True)]
-                self.offline[k] = {n: mae[i].tolist() for i, n in enumerate(self.members)}
+                self.start[k], self.offline[k] = [], {}
+                for c, name in enumerate(CONTEXTS):
+                    these = rows & (ctx == c)
+                    if not these.any():
+                        self.start[k].append([0] * h)
+                        continue
+                    mae = err[:, these].mean(axis=1)                         # (C, H)
+                    best = np.argmin(mae, axis=0)
+                    wins = mae[best, np.arange(h)] < mae[0] * (1.0 - self.params.margin)
+                    self.start[k].append([2 * int(b) if w else 0
+                                          for b, w in zip(best, wins, strict=True)])
+                    self.offline[k][name] = {"windows": int(these.sum()), **{
+                        n: mae[i].tolist() for i, n in enumerate(self.members)}}
         self.reset_online()
         return self.start
 
@@ -133,6 +145,7 @@ class ServedForecaster(Forecaster):
         """Forget every matured error, bias and choice made online."""
         self._keys: dict[str, KeyState] = {}
         self._classes: dict[str, ClassState] = {}
+        self.last_served = np.zeros((0, 0), np.int64)   # (n, H) variants of the last serve
 
     def forecast(self, last_step_t: float, keys: Sequence[str], x: np.ndarray,
                  last: np.ndarray, classes: Sequence[str] | None = None) -> np.ndarray:
@@ -157,15 +170,22 @@ class ServedForecaster(Forecaster):
         self.observe(last_step_t, keys, last, classes)
         step = self._step(last_step_t)
         out = np.empty((n, h, len(self.quantiles)))
-        cols = np.arange(h)
+        self.last_served = np.zeros((n, h), np.int64)
         for i, (key, klass) in enumerate(zip(keys, classes, strict=True)):
-            state = self._key(key, klass)
-            v = self._class(klass).served
-            shift = np.where(v % 2 == 1, state.bias[v // 2, cols], 0.0)
-            out[i] = raw[i, v // 2, cols, :] - shift[:, None]
-            state.record(step, raw[i, :, :, 0])
+            state, cs = self._key(key, klass), self._class(klass)
+            context = int(contexts(np.array(state.values)[None], self.params.jump_z)[0])
+            chosen = self._variant(raw[i], state, cs.chosen[context])
+            v = self.last_served[i] = cs.served(context)
+            out[i] = self._variant(raw[i], state, v)
+            state.record(step, raw[i, :, :, 0], context, chosen[:, 0])
         np.maximum(out, 0.0, out=out)
         return np.maximum.accumulate(out, axis=2).astype(np.float32)
+
+    def _variant(self, raw: np.ndarray, state: KeyState, v: np.ndarray) -> np.ndarray:
+        """(H, 3) quantiles of variants ``v`` (H,) from one key's raw (C, H, 3)."""
+        cols = np.arange(len(v))
+        shift = np.where(v % 2 == 1, state.bias[v // 2, cols], 0.0)
+        return raw[v // 2, cols, :] - shift[:, None]
 
     def observe(self, step_t: float, keys: Sequence[str], realised: np.ndarray,
                 classes: Sequence[str] | None = None) -> None:
@@ -183,28 +203,34 @@ class ServedForecaster(Forecaster):
                 continue
             errors = self._key(key, klass).mature(step, float(value))
             if errors is not None:
-                raw, corrected = errors                    # (C, H) each -> (V, H)
+                raw, corrected, context, chosen = errors       # (C, H) each -> (V, H)
                 both = np.stack([raw, corrected], axis=1).reshape(-1, raw.shape[1])
-                self._class(klass).add(np.abs(both))
+                self._class(klass).add(np.abs(both), context, np.abs(chosen))
 
     def diagnostics(self) -> dict[str, Any]:
-        """JSON-able online state: per class the variant served per horizon step, the mean
-        absolute error and count of every variant over the window and the switches so far;
-        per key its class and the bias (normalised, per step) of the member it is served
-        from and whether it is subtracted."""
+        """JSON-able online state. Per class: per context the variant chosen and served per
+        horizon step, the mean absolute error and count of every variant over the window;
+        the guard's sums (chosen, persistence) and the switches so far. Per key: its class,
+        the context of its next forecast, the bias (normalised, per step) of the member
+        served to it and whether it is subtracted."""
         names = self.variants
         out: dict[str, Any] = {"classes": {}, "keys": {}}
         for k, cs in self._classes.items():
-            mean, n = cs.scores()
-            out["classes"][k] = {
-                "served": [names[v] for v in cs.served], "switches": cs.switches,
-                "mae": {names[v]: [None if np.isnan(m) else float(m) for m in mean[v]]
-                        for v in range(len(names))},
-                "errors": {names[v]: n[v].tolist() for v in range(len(names))}}
+            doc: dict[str, Any] = {"switches": cs.switches, "guard": cs.guard.tolist()}
+            for c, ctx in enumerate(CONTEXTS):
+                mean, n = cs.scores(c)
+                doc[ctx] = {
+                    "chosen": [names[v] for v in cs.chosen[c]],
+                    "served": [names[v] for v in cs.served(c)],
+                    "mae": {names[v]: [None if np.isnan(m) else float(m) for m in mean[v]]
+                            for v in range(len(names))},
+                    "errors": {names[v]: n[v].tolist() for v in range(len(names))}}
+            out["classes"][k] = doc
         for key, ks in self._keys.items():
-            v = self._class(ks.klass).served
-            bias = ks.bias[v // 2, np.arange(len(v))]
-            out["keys"][key] = {"class": ks.klass, "bias": bias.tolist(),
+            context = int(contexts(np.array(ks.values)[None], self.params.jump_z)[0])
+            v = self._class(ks.klass).served(context)
+            out["keys"][key] = {"class": ks.klass, "context": CONTEXTS[context],
+                                "bias": ks.bias[v // 2, np.arange(len(v))].tolist(),
                                 "corrected": (v % 2 == 1).tolist()}
         return out
 
@@ -223,7 +249,8 @@ class ServedForecaster(Forecaster):
     def _key(self, key: str, klass: str) -> KeyState:
         state = self._keys.get(key)
         if state is None or state.klass != klass:
-            state = KeyState(klass, len(self.members), self.horizon_steps, self.params)
+            state = KeyState(klass, len(self.members), self.horizon_steps,
+                             self.history_steps, self.params)
             self._keys[key] = state
         return state
 
@@ -239,9 +266,11 @@ class ServedForecaster(Forecaster):
 
     # --- the Forecaster interface and storage -------------------------------------------------
     def predict(self, x: np.ndarray, last: np.ndarray) -> np.ndarray:
-        """Stateless: the default class's current variants without bias correction."""
+        """Stateless: the default class's current calm choice without bias correction."""
+        if not self.start:
+            raise ForecastInputError("served: predict before fit or load")
         x, last = self._check_input(x, last)
-        v = self._class(DEFAULT_CLASS).served // 2
+        v = self._class(DEFAULT_CLASS).chosen[0] // 2
         raw = np.stack([m.predict(x, last) for m in self.members.values()], axis=1)
         out = raw[:, v, np.arange(self.horizon_steps), :]
         return np.maximum.accumulate(np.maximum(out, 0.0), axis=2).astype(np.float32)
@@ -266,7 +295,8 @@ class ServedForecaster(Forecaster):
             members[name] = kind.from_config(dict(doc["hyperparameters"]), dict(doc["state"]))
             members[name].version = str(doc["version"])
         model = cls(ServedParams(**hyperparameters), members)
-        model.start = {str(k): [int(v) for v in s] for k, s in dict(state["start"]).items()}
+        model.start = {str(k): [[int(v) for v in row] for row in s]
+                       for k, s in dict(state["start"]).items()}
         model.offline = dict(state.get("offline", {}))
         return model
 
@@ -284,9 +314,11 @@ class ServedForecaster(Forecaster):
             raise ModelLoadError(meta, "served: no persistence member or no default start")
         width = 2 * len(self.members)
         for k, s in self.start.items():
-            if len(s) != self.horizon_steps or not all(0 <= v < width for v in s):
+            if (len(s) != len(CONTEXTS) or any(len(r) != self.horizon_steps for r in s)
+                    or not all(0 <= v < width for r in s for v in r)):
                 raise ModelLoadError(meta, f"served: start of class {k!r} is {s}, expected "
-                                     f"{self.horizon_steps} variants in 0..{width - 1}")
+                                     f"{len(CONTEXTS)} x {self.horizon_steps} variants in "
+                                     f"0..{width - 1}")
         for name, m in self.members.items():
             m.feature_names, m.spec = list(self.feature_names), dict(self.spec)
             m.load_weights(directory / f"member_{name}")

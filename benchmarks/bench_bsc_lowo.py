@@ -1,0 +1,212 @@
+"""The served forecaster against its challengers on the BSC traces (issue 13, item 4).
+
+For each server of ``--bsc`` (folders ``<server>/<workload>.csv``) and each of its workloads
+(a *fold*), the candidates (persistence, EWMA, LightGBM with a quantile loss, the LSTM with
+rackpower-train's BSC defaults) are trained on the server's other workloads, the last 15 % of
+each training workload's time held out for early stopping, calibration and the served
+forecaster's offline start (``leave-one-workload-out``). Separately (``unseen server``), they
+are trained on every workload of the other servers and tested on each workload of this one.
+
+The test windows are replayed in time order through :class:`ServedForecaster` (each step: the
+newest measured step matures earlier forecasts, then the served quantiles are issued), so its
+choice and its bias correction only ever use the past. Reported per fold at 4 s and 6 s
+(horizon steps 2 and 3 of 2 s): MAE / persistence MAE of every candidate and of the served
+forecaster, persistence's MAE in W (the no-training baseline's point forecast is
+persistence's, so its ratio is 1 by definition), the median signed error (forecast - actual,
+W) of the LSTM and of the served forecaster, and the member served most. The selection
+settings are ServedParams' defaults, fixed a priori (never tuned on these traces).
+
+Usage:
+    nice -n 10 .venv/bin/python benchmarks/bench_bsc_lowo.py --bsc ../shared/data/bsc-power
+        [--epochs 40] [--threads 2] [--servers A,B] [--workloads w1,w2] [--no-unseen]
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # benchmark this checkout
+
+from rackpower_nodes.core.forecast.challengers import ServedForecaster, ServedParams
+from rackpower_nodes.core.forecast.features import build_windows, group_of, split_by_time
+from rackpower_nodes.core.forecast.metrics import format_table
+from rackpower_nodes.sources.csv_files import from_bsc_csv
+from rackpower_nodes.tools.forecast_args import (
+    SPEC_DEFAULTS, _data_args, _model_args, make_forecaster)
+
+MEMBERS = ("persistence", "ewma", "lightgbm", "lstm")
+HORIZONS = (2, 3)                  # steps of 2 s: 4 s and 6 s ahead
+
+
+def server_of(component: str) -> str:
+    return component.rsplit("/", 1)[0]
+
+
+def cli_args(bsc: Path, epochs: int, threads: int) -> argparse.Namespace:
+    """rackpower-eval's flags for ``--bsc`` (its defaults, ``--epochs`` and ``--threads``)."""
+    parser = argparse.ArgumentParser()
+    _data_args(parser)
+    _model_args(parser)
+    return parser.parse_args(["--bsc", str(bsc), "--epochs", str(epochs), "--threads",
+                              str(threads), "--no-progress"])
+
+
+def fit_served(args, train) -> tuple[ServedForecaster, float]:
+    """The four candidates fitted on ``train`` (its last 15 % of time held out), and the
+    served forecaster over them with its start chosen on that held-out slice per server."""
+    t0 = time.monotonic()
+    fit_on, val = split_by_time(train, 0.85)
+    span = float(fit_on.t_unix.max() - fit_on.t_unix.min())
+    members = {}
+    for name in MEMBERS:
+        model = make_forecaster(name, args, fit_on.feature_names, span)
+        if name == "lightgbm":          # one thread: on a loaded machine two took 16x longer
+            model.params.threads = 1
+        members[name] = model.fit(fit_on, val)
+    served = ServedForecaster(ServedParams(), members)
+    served.adopt_members()
+    served.select_start(val, server_of)
+    return served, time.monotonic() - t0
+
+
+def replay(served: ServedForecaster, test) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every member's and the served forecaster's p50 (n, H) normalised, in time order
+    through the online calls; and (n, H) the member served at each window."""
+    order = np.lexsort((test.component.astype(str), test.t_unix))
+    raw = np.stack([m.predict(test.x, test.last) for m in served.members.values()], axis=1)
+    out = np.empty(test.y.shape, np.float64)
+    used = np.empty(test.y.shape, np.int64)
+    served.reset_online()
+    for i in order:
+        comp = str(test.component[i])
+        q = served.serve(float(test.t_unix[i]), [comp], test.last[i:i + 1], raw[i:i + 1],
+                         [server_of(comp)])
+        out[i] = q[0, :, 0]
+        used[i] = served.last_served[0] // 2
+    preds = {name: raw[:, c, :, 0] for c, name in enumerate(served.members)}
+    preds["served"] = out
+    return preds, used
+
+
+def fold_row(setting: str, server: str, workload: str, test, preds, used) -> dict:
+    """One table row: ratios to persistence at 4 s and 6 s (mean), biases, the member served
+    most (share of windows and steps)."""
+    scale = np.asarray(test.scale_w, np.float64)[:, None]
+    idx = np.asarray(HORIZONS) - 1
+    y = (test.y * scale)[:, idx]
+    err = {n: (p * scale)[:, idx] - y for n, p in preds.items()}
+    pers = np.abs(err["persistence"]).mean(axis=0)                   # per horizon
+    row = {"setting": setting, "server": server, "fold": workload, "windows": len(test),
+           "persistence_mae_w": float(pers.mean())}
+    for n, e in err.items():
+        row[n] = float(np.mean(np.abs(e).mean(axis=0) / np.maximum(pers, 1e-12)))
+    row["lstm_bias_w"] = float(np.median(err["lstm"]))
+    row["served_bias_w"] = float(np.median(err["served"]))
+    counts = np.bincount(used[:, idx].ravel(), minlength=len(MEMBERS))
+    top = int(np.argmax(counts))
+    row["served_most"] = f"{MEMBERS[top]} {counts[top] / counts.sum():.0%}"
+    return row
+
+
+def load(bsc: Path, servers: list[str] | None, spec) -> dict[str, list]:
+    """ComponentSeries per server folder."""
+    found = {}
+    for folder in sorted(p for p in bsc.iterdir() if p.is_dir()):
+        if servers and folder.name not in servers:
+            continue
+        found[folder.name] = [s for f in sorted(folder.glob("*.csv"))
+                              for s in from_bsc_csv(f, step_s=spec.step_s)]
+    if not found:
+        raise SystemExit(f"--bsc {bsc}: no server folders with CSV files")
+    return found
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """Per setting and server: mean ratios over folds, the best simple baseline's, and the
+    Done-when checks (served <= 1.0x persistence on every fold, <= the best simple mean,
+    |median bias| <= 2 W on every fold)."""
+    out = []
+    for key in dict.fromkeys((r["setting"], r["server"]) for r in rows):
+        fold = [r for r in rows if (r["setting"], r["server"]) == key]
+        mean = {n: float(np.mean([r[n] for r in fold])) for n in (*MEMBERS, "served")}
+        simple = min(mean["persistence"], mean["ewma"], mean["lightgbm"])
+        out.append({"setting": key[0], "server": key[1], "folds": len(fold),
+                    **{n: mean[n] for n in (*MEMBERS, "served")},
+                    "best_simple": simple,
+                    "worst_fold_served": max(r["served"] for r in fold),
+                    "max_abs_bias_w": max(abs(r["served_bias_w"]) for r in fold),
+                    "met": "yes" if (max(r["served"] for r in fold) <= 1.0
+                                     and mean["served"] <= simple + 1e-12
+                                     and max(abs(r["served_bias_w"]) for r in fold) <= 2.0)
+                    else "no"})
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--bsc", type=Path, default=Path("../shared/data/bsc-power"))
+    p.add_argument("--epochs", type=int, default=40, help="LSTM max epochs (default 40)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (LightGBM: 1)")
+    p.add_argument("--servers", default=None, help="comma list of server folders")
+    p.add_argument("--workloads", default=None, help="comma list of held-out workloads")
+    p.add_argument("--no-unseen", action="store_true", help="skip the unseen-server case")
+    a = p.parse_args(argv)
+    import torch
+    torch.set_num_threads(a.threads)
+    args = cli_args(a.bsc, a.epochs, a.threads)
+    step, hist, hor, coarse, stride = SPEC_DEFAULTS["bsc"]
+    from rackpower_nodes.core.forecast.features import WindowSpec
+    spec = WindowSpec(step_s=step, history_steps=hist, horizon_steps=hor, coarse=coarse,
+                      stride=stride)
+    series = load(a.bsc, a.servers.split(",") if a.servers else None, spec)
+    wanted = set(a.workloads.split(",")) if a.workloads else None
+    windows = {srv: build_windows(s, spec) for srv, s in series.items()}
+    rows, t_start = [], time.monotonic()
+    for srv, ws in windows.items():
+        groups = np.array([group_of(c) for c in ws.component], dtype=object)
+        for g in dict.fromkeys(groups):
+            if wanted and g not in wanted:
+                continue
+            served, fit_s = fit_served(args, ws.subset(groups != g))
+            test = ws.subset(groups == g)
+            rows.append(fold_row("leave-one-workload-out", srv, g, test, *replay(served, test)))
+            print(f"[{time.monotonic() - t_start:6.0f} s] {srv}/{g}: fit {fit_s:.0f} s, served "
+                  f"{rows[-1]['served']:.3f}x", file=sys.stderr, flush=True)
+        if a.no_unseen or len(windows) < 2:
+            continue
+        others = [w for s, w in windows.items() if s != srv]
+        train = build_windows([x for s, ss in series.items() if s != srv for x in ss], spec)
+        del others
+        served, fit_s = fit_served(args, train)
+        preds, used = replay(served, ws)
+        for g in dict.fromkeys(groups):
+            if wanted and g not in wanted:
+                continue
+            m = groups == g
+            rows.append(fold_row("unseen server", srv, g, ws.subset(m),
+                                 {n: v[m] for n, v in preds.items()}, used[m]))
+        print(f"[{time.monotonic() - t_start:6.0f} s] unseen {srv}: fit {fit_s:.0f} s",
+              file=sys.stderr, flush=True)
+    cols = ["setting", "server", "fold", "windows", "persistence_mae_w", *MEMBERS, "served",
+            "lstm_bias_w", "served_bias_w", "served_most"]
+    print("```sh\n" + shlex.join(["nice", "-n", "10", ".venv/bin/python",
+                                  "benchmarks/bench_bsc_lowo.py", *(argv or sys.argv[1:])])
+          + "\n```\n")
+    print(f"Per fold: MAE / persistence MAE, mean of 4 s and 6 s; biases: median of forecast - "
+          f"actual (W) over both; LSTM max epochs {a.epochs}; total {time.monotonic() - t_start:.0f} s.\n")
+    print(format_table(rows, cols, "{:.3f}"))
+    print("\nPer server: mean over folds; best_simple = min of persistence, EWMA, LightGBM; met = "
+          "served <= 1.0x on every fold, <= best_simple on average, |median bias| <= 2 W.\n")
+    print(format_table(summary(rows), ["setting", "server", "folds", *MEMBERS, "served",
+                                       "best_simple", "worst_fold_served", "max_abs_bias_w",
+                                       "met"], "{:.3f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
