@@ -155,3 +155,27 @@ def test_calibrator_rejects_bad_arguments(kwargs, match):
     args = {"classes": ["srv"], "first": 1, "last": 2, **kwargs}
     with pytest.raises(ValueError, match=match):
         PeakCalibrator(**args)
+
+
+def test_spread_unit_widens_where_the_forecaster_is_unsure():
+    rng = np.random.default_rng(5)
+    n = 20000
+    sigma = rng.choice([2.0, 20.0], n)                     # calm and volatile origins
+    level = rng.uniform(100, 400, n)
+    raw = level[:, None] + np.array([0.0, 1.28, 2.33])[None] * sigma[:, None] * 0.5
+    realised = level + rng.normal(0, 1, n) * sigma
+    half = n // 2
+    cals = {u: PeakCalibrator(["srv"], 1, 2, scale_w=[500.0], gamma=0.0, unit=u)
+            for u in ("scale", "spread")}
+    width = {}
+    for unit, cal in cals.items():
+        cal.calibrate(np.zeros(half, int), raw[:half], realised[:half])
+        served = cal.adjust_peaks(np.zeros(n - half, int), raw[half:])
+        cover = (realised[half:, None] <= served).mean(axis=0)
+        assert np.allclose(cover, [0.5, 0.9, 0.99], atol=[0.02, 0.01, 0.005])
+        width[unit] = np.mean(served[:, 2] - level[half:])
+    assert width["spread"] < 0.8 * width["scale"]
+    p = np.stack([raw[half:half + 2, k, None] + np.zeros((2, 3)) for k in range(3)])
+    a50, a90, a99 = cals["spread"].adjust([0, 0], *p)          # per-step arrays, same peaks
+    assert np.allclose(np.stack([a50, a90, a99], -1).max(axis=1),
+                       cals["spread"].adjust_peaks([0, 0], raw[half:half + 2]))

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rackpower_nodes.core.forecast.peak.windows import QUANTILES, class_of
+from rackpower_nodes.core.forecast.peak.windows import QUANTILES, class_of, forecast_peaks
 
 __all__ = ["PeakCalibrator", "PeakTracker", "replay"]
 
@@ -58,11 +58,16 @@ class PeakCalibrator:
         gamma: ACI step per matured origin; 0 keeps the split-conformal level.
         buffer: newest scores kept per class (the calibration slice first).
         min_scores: a class with fewer scores gets no offset.
+        unit: what a score is divided by. ``"scale"``: the component's ``scale_w`` (offsets
+            are a fixed share of max_w); ``"spread"``: the origin's raw p99 - p50 window-peak
+            spread, at least ``min_spread`` x scale_w (locally adaptive: offsets grow where the
+            forecaster itself is unsure and shrink where it is sure).
     """
 
     def __init__(self, classes: Sequence[str], first: int, last: int,
                  quantiles: Sequence[float] = QUANTILES, scale_w: Sequence[float] | None = None,
-                 gamma: float = 0.005, buffer: int = 5000, min_scores: int = 20) -> None:
+                 gamma: float = 0.005, buffer: int = 5000, min_scores: int = 20,
+                 unit: str = "scale", min_spread: float = 0.005) -> None:
         self.classes = [str(c) for c in classes]
         n = len(self.classes)
         if not n:
@@ -81,6 +86,11 @@ class PeakCalibrator:
             raise ValueError(f"gamma = {gamma!r}: expected a number in [0, 1)")
         if buffer < 1 or min_scores < 1:
             raise ValueError(f"buffer = {buffer!r}, min_scores = {min_scores!r}: expected >= 1")
+        if unit not in ("scale", "spread") or not (math.isfinite(min_spread)
+                                                   and min_spread > 0):
+            raise ValueError(f"unit = {unit!r}, min_spread = {min_spread!r}: expected 'scale' "
+                             "or 'spread', and a fraction of scale_w > 0")
+        self.unit, self.min_spread = unit, float(min_spread)
         self.scale_w = scale
         self.gamma, self.min_scores = float(gamma), int(min_scores)
         self._state = {c: _ClassState(int(buffer), self.quantiles)
@@ -93,6 +103,13 @@ class PeakCalibrator:
         mapping = mapping or {}
         return cls([mapping.get(i, class_of(i)) for i in ids], **kwargs)
 
+    def _unit_w(self, comp: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """W per score unit for components ``comp`` (...) with raw peaks (..., Q)."""
+        scale = self.scale_w[comp]
+        if self.unit == "scale":
+            return scale
+        return np.maximum(raw[..., -1] - raw[..., 0], self.min_spread * scale)
+
     def _scores(self, component, raw_peaks, realised) -> tuple[np.ndarray, np.ndarray]:
         comp = np.atleast_1d(np.asarray(component, np.int64))
         raw = np.asarray(raw_peaks, np.float64).reshape(len(comp), len(self.quantiles))
@@ -100,7 +117,7 @@ class PeakCalibrator:
         if real.shape != comp.shape or comp.min() < 0 or comp.max() >= len(self.classes):
             raise ValueError(f"component {component!r} / realised {realised!r}: expected "
                              f"indices in 0..{len(self.classes) - 1} and one peak each")
-        return comp, (real[:, None] - raw) / self.scale_w[comp, None]
+        return comp, (real[:, None] - raw) / self._unit_w(comp, raw)[:, None]
 
     def calibrate(self, component, raw_peaks, realised) -> None:
         """Split conformal from a held-out slice: its scores fill the classes' buffers and
@@ -114,18 +131,28 @@ class PeakCalibrator:
             st.level = np.minimum(np.ceil((n + 1) * self.quantiles) / n, 1.0)
             st.offsets = None
 
-    def offsets_w(self, component) -> np.ndarray:
-        """(..., Q) offsets now in force for component index/indices, W."""
+    def offsets_w(self, component, raw_peaks=None) -> np.ndarray:
+        """(..., Q) offsets now in force for component index/indices, W; ``raw_peaks``
+        (..., Q) W, the origins' raw window peaks, are needed with ``unit="spread"``."""
         comp = np.asarray(component, np.int64)
-        rows = [self._state[self.classes[i]].current(self.min_scores) for i in comp.ravel()]
-        return (np.array(rows) * self.scale_w[comp.ravel(), None]).reshape(*comp.shape, -1)
+        rows = np.array([self._state[self.classes[i]].current(self.min_scores)
+                         for i in comp.ravel()]).reshape(*comp.shape, -1)
+        if self.unit == "spread" and raw_peaks is None:
+            raise ValueError("offsets_w: unit='spread' needs the raw window peaks")
+        raw = None if raw_peaks is None else np.asarray(raw_peaks, np.float64)
+        return rows * self._unit_w(comp, raw)[..., None]
 
     def adjust(self, component, p50, p90, p99) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Calibrated per-step arrays: each quantile + its offset on every step, then
         p90 >= p50 and p99 >= p90 per step. ``component``: an index with (horizon,) arrays or
         an index array with (len, horizon) arrays (W)."""
-        off = self.offsets_w(component)
         arrays = [np.asarray(a, np.float64) for a in (p50, p90, p99)]
+        raw = None
+        if self.unit == "spread":
+            stacked = np.stack(arrays, axis=-1)                     # (..., horizon, Q)
+            raw = forecast_peaks(stacked.reshape(-1, *stacked.shape[-2:]), self.first,
+                                 self.last).reshape(*stacked.shape[:-2], -1)
+        off = self.offsets_w(component, raw)
         out = [a + off[..., k, None] if off.ndim > 1 else a + off[k]
                for k, a in enumerate(arrays)]
         out[1] = np.maximum(out[1], out[0])
@@ -135,7 +162,8 @@ class PeakCalibrator:
     def adjust_peaks(self, component, raw_peaks) -> np.ndarray:
         """The window peaks of ``adjust``'s arrays from the raw peaks (..., Q), W: the max
         over steps of the ordered arrays is the cumulative max of the shifted peaks."""
-        shifted = np.asarray(raw_peaks, np.float64) + self.offsets_w(component)
+        raw = np.asarray(raw_peaks, np.float64)
+        shifted = raw + self.offsets_w(component, raw)
         return np.maximum.accumulate(shifted, axis=-1)
 
     def observe(self, component: int, raw_peaks, realised: float, served_peaks=None) -> None:
