@@ -40,6 +40,9 @@ PREDICTOR_PARAMETERS: tuple[ParamSpec, ...] = (
     param("calibration.window_s", 1.0, "double",
           "Length of the actuation window, s (the pdu_actuator's policy.window_s)",
           (0.01, 600.0), positive=True),
+    param("calibration.unit", "scale", "string",
+          "Unit of the calibration scores: 'scale' (max_w) or 'spread' (the forecast's own "
+          "p99 - p50 window-peak spread)", choices=("scale", "spread")),
     param("calendar.utc_offset_s", 0, "integer",
           "Offset of the rack's local time from UTC in s", (-50400, 50400)),
     param("publish.deadline_s", 0.5, "double", "QoS deadline of power_forecast in s",
@@ -66,13 +69,14 @@ class PredictorConfig:
     calibration_enabled: bool = True
     calibration_lead_s: float = 1.0
     calibration_window_s: float = 1.0
+    calibration_unit: str = "scale"
 
     def calibration_settings(self):
         """The service's :class:`~.forecast.adaptive.CalibrationSettings` from this config."""
         from rackpower_nodes.core.forecast.adaptive import CalibrationSettings
 
         return CalibrationSettings(self.calibration_enabled, self.calibration_lead_s,
-                                   self.calibration_window_s)
+                                   self.calibration_window_s, self.calibration_unit)
 
 
 def predictor_config_from_params(values: Mapping[str, Any]) -> PredictorConfig:
@@ -106,7 +110,7 @@ def predictor_config_from_params(values: Mapping[str, Any]) -> PredictorConfig:
         schedule_file=schedule, utc_offset_s=v["calendar.utc_offset_s"],
         events_stale_after_s=v["events.stale_after_s"],
         calibration_enabled=v["calibration.enabled"], calibration_lead_s=v["calibration.lead_s"],
-        calibration_window_s=v["calibration.window_s"],
+        calibration_window_s=v["calibration.window_s"], calibration_unit=v["calibration.unit"],
         deadline_s=v["publish.deadline_s"], frame_id=v["frame_id"])
 
 

@@ -213,9 +213,9 @@ def test_published_quantiles_are_calibrated_on_the_actuation_window(sim_series, 
     path = save_model(PersistenceForecaster(PersistenceParams(margin=False)).fit(ws), tmp_path)
     first, last = window_steps(0.2, 0.3, SPEC.step_s)
     coverage, offsets = {}, {}
-    for enabled in (True, False):
+    for unit, enabled in (("scale", True), ("spread", True), ("scale", False)):
         service = ForecastService(["srv01"], [60.0], [300.0], stale_after_s=0.5, spec=SPEC,
-                                  calibration=CalibrationSettings(enabled, 0.2, 0.3))
+                                  calibration=CalibrationSettings(enabled, 0.2, 0.3, unit))
         service.load(str(path))
         hits, origins = np.zeros(3), 0
         for k, fc in _run(service, power, 1_700_000_000.0):
@@ -227,9 +227,12 @@ def test_published_quantiles_are_calibrated_on_the_actuation_window(sim_series, 
             realised = power[origin + first:origin + last + 1].max()
             hits += realised <= q[:, first - 1:last].max(axis=1)
             origins += 1
-        coverage[enabled] = hits / origins
-        offsets[enabled] = service.online_state().get("offsets_w")
-    assert 0.8 <= coverage[True][1] <= 0.97, coverage
-    assert coverage[True][2] >= 0.95, coverage
-    assert coverage[False][1] < 0.3, coverage                     # raw: the last value only
-    assert offsets[False] is None and 0 < offsets[True]["srv01"][1] < offsets[True]["srv01"][2]
+        key = unit if enabled else "off"
+        coverage[key] = hits / origins
+        offsets[key] = service.online_state().get("offsets_w")
+    for unit in ("scale", "spread"):
+        assert 0.8 <= coverage[unit][1] <= 0.97, coverage
+        assert coverage[unit][2] >= 0.95, coverage
+        assert 0 < offsets[unit]["srv01"][1] < offsets[unit]["srv01"][2], offsets
+    assert coverage["off"][1] < 0.3, coverage                     # raw: the last value only
+    assert offsets["off"] is None

@@ -42,12 +42,14 @@ _log = logging.getLogger(__name__)
 class CalibrationSettings:
     """Peak calibration of the published quantiles: ``enabled``; the actuation window the
     allocator reads, ``[now + lead_s, now + lead_s + window_s]`` (s; the pdu_actuator's
-    ``policy.lead_s``/``policy.window_s``); ``gamma``, ``buffer``, ``min_scores`` as in
-    :class:`~.peak.PeakCalibrator`."""
+    ``policy.lead_s``/``policy.window_s``); ``unit`` of the scores (``"scale"``: max_w,
+    ``"spread"``: the raw p99 - p50 window-peak spread), ``gamma``, ``buffer``, ``min_scores``
+    as in :class:`~.peak.PeakCalibrator`."""
 
     enabled: bool = True
     lead_s: float = 1.0
     window_s: float = 1.0
+    unit: str = "scale"
     gamma: float = 0.005
     buffer: int = 5000
     min_scores: int = 20
@@ -72,8 +74,10 @@ class ServingState:
             first = min(first, last)
             self.calibrator = PeakCalibrator(
                 self.classes, first, last, scale_w=self.max_w, gamma=calibration.gamma,
-                buffer=calibration.buffer, min_scores=calibration.min_scores)
+                buffer=calibration.buffer, min_scores=calibration.min_scores,
+                unit=calibration.unit)
             self.tracker = PeakTracker(self.calibrator)
+        self._offsets = np.full((len(self.keys), 3), np.nan)
 
     def feed(self, steps: np.ndarray, means: np.ndarray) -> None:
         """Closed steps (k,) global indices, ascending, and their means (k, components),
@@ -112,6 +116,8 @@ class ServingState:
             return q_w
         cal, out = self.calibrator, q_w.copy()
         idx = np.flatnonzero(use)
+        self._offsets[:] = np.nan
+        self._offsets[idx] = cal.offsets_w(idx, forecast_peaks(q_w[idx], cal.first, cal.last))
         p50, p90, p99 = cal.adjust(idx, q_w[idx, :, 0], q_w[idx, :, 1], q_w[idx, :, 2])
         adjusted = np.maximum(np.stack([p50, p90, p99], axis=-1), 0.0)
         out[idx] = np.maximum.accumulate(adjusted, axis=2)
@@ -125,7 +131,6 @@ class ServingState:
         return out
 
     def offsets_w(self) -> np.ndarray | None:
-        """(components, 3) calibration offsets now in force, W (None: calibration off)."""
-        if self.calibrator is None:
-            return None
-        return self.calibrator.offsets_w(np.arange(len(self.keys)))
+        """(components, 3) calibration offsets added at the last forecast, W (NaN for a
+        component in fallback; None: calibration off)."""
+        return None if self.calibrator is None else self._offsets.copy()
