@@ -152,15 +152,17 @@ class ForecastService:
 
     def online_state(self) -> dict:
         """What the model in service learnt online: the served forecaster's diagnostics
-        (``served``) and the calibration offsets now in force (``offsets_w``, per component
-        p50/p90/p99, W); empty without a model."""
-        state = self._state
-        if state is None:
-            return {}
-        out: dict = {}
-        if state.served:
-            out["served"] = state.model.diagnostics()
-        offsets = state.offsets_w()
+        (``served``) and the calibration offsets added at the last forecast (``offsets_w``,
+        per component p50/p90/p99, W, NaN in fallback); empty without a model. Waits for a
+        forecast in progress."""
+        with self._serve_lock:
+            state = self._state
+            if state is None:
+                return {}
+            out: dict = {}
+            if state.served:
+                out["served"] = state.model.diagnostics()
+            offsets = state.offsets_w()
         if offsets is not None:
             out["offsets_w"] = dict(zip(self.components, offsets.tolist(), strict=True))
         return out
