@@ -114,7 +114,9 @@ def make_forecasts(data, names, config_path: Path, model: Path | None, threads: 
     config = data.meta.get("config")
     schedule = WorkloadSchedule.from_config(config) if isinstance(config, dict) else None
     service = ForecastService(names, [spec[n][0] for n in names], [spec[n][1] for n in names],
-                              schedule, pcfg.stale_after_s, pcfg.margin_frac, pcfg.min_margin_w)
+                              schedule, pcfg.stale_after_s, pcfg.margin_frac, pcfg.min_margin_w,
+                              events_stale_after_s=pcfg.events_stale_after_s,
+                              calibration=pcfg.calibration_settings())
     if model is not None:
         try:
             service.load(str(model))
