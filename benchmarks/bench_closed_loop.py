@@ -14,6 +14,9 @@ proactive-baseline (no training), reactive and static, compared at matched stran
    calibrates online exactly as it does the served one (the peak over the actuation window:
    the last value plus a conformal quantile of the recent peak changes of the component's
    class; ``core/forecast/adaptive.py``): the no-training baseline.
+``--preset bsc``: the office rack whose twelve servers replay the BSC traces (``--bsc``), a
+   different workload per server in the held-out run than in training.
+
 3. Runs ``rackpower-evaluate --sweep`` over the held-out hours: every mode at every margin of
    ``--fracs`` x ``--min-ws`` (the same structure for all), the table, the matched-point
    ratios, the shortfall by event class, the JSON and the PNG in ``--out``.
@@ -39,9 +42,35 @@ from rackpower_nodes.tools import forecast_args  # noqa: E402
 from rackpower_nodes.tools.evaluate_cli import main as evaluate_main  # noqa: E402
 
 
+WORKLOADS = ("data_analytics", "data_caching", "data_serving", "graph_analytics",
+             "media_streaming", "software_testing", "web_search")
+
+
+def bsc_config(folder: Path, shift: int) -> dict:
+    """The office rack with srv01..srv12 replaying BSC traces: server ``k`` replays machine
+    ``k mod 3`` running workload ``(k + shift) mod 7``; a different ``shift`` gives every
+    server a workload it did not replay before."""
+    import yaml
+
+    machines = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    cfg = yaml.safe_load((REPO / "config" / "rack_sim.yaml").read_text())
+    servers = [c for c in cfg["components"] if c["kind"] == "server"]
+    for k, comp in enumerate(servers):
+        comp.pop("workload", None)
+        path = folder / machines[k % len(machines)] / f"{WORKLOADS[(k + shift) % 7]}.csv"
+        comp["trace"] = {"format": "bsc", "path": str(path.resolve())}
+    return cfg
+
+
+def simulate(args, hours: float, seed: int, test: bool):
+    if args.preset == "bsc":
+        return generate(hours, seed=seed, config=bsc_config(args.bsc, 3 if test else 0))
+    return generate(hours, seed=seed, preset=args.preset)
+
+
 def train(args) -> tuple[Path, Path]:
     began = time.perf_counter()
-    data = generate(args.train_hours, seed=args.train_seed, preset=args.preset)
+    data = simulate(args, args.train_hours, args.train_seed, test=False)
     train_dir = args.out / "train"
     data.save(train_dir)
     series = from_sim(data)
@@ -74,7 +103,9 @@ def train(args) -> tuple[Path, Path]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--preset", default="ai")
+    p.add_argument("--preset", default="ai",
+                   help="office, ai, mixed, or bsc (the office rack replaying --bsc traces)")
+    p.add_argument("--bsc", type=Path, default=REPO.parent / "shared" / "data" / "bsc-power")
     p.add_argument("--train-hours", type=float, default=6.0)
     p.add_argument("--train-seed", type=int, default=1)
     p.add_argument("--test-seed", type=int, default=7)
@@ -94,8 +125,14 @@ def main(argv=None) -> int:
     served, baseline = args.models if args.models else train(args)
     print(f"# served {served}, baseline {baseline}", flush=True)
     began = time.perf_counter()
-    rc = evaluate_main(["--sweep", "--preset", args.preset, "--hours", str(args.test_hours),
-                        "--from-h", str(args.from_h), "--seed", str(args.test_seed),
+    if args.preset == "bsc":
+        held_out = simulate(args, args.test_hours, args.test_seed, test=True)
+        held_out.save(args.out / "test")
+        day = ["--sim", str(args.out / "test"), "--config", str(REPO / "config" / "rack.yaml")]
+    else:
+        day = ["--preset", args.preset, "--hours", str(args.test_hours), "--from-h",
+               str(args.from_h), "--seed", str(args.test_seed)]
+    rc = evaluate_main(["--sweep", *day,
                         "--model", str(served), "--baseline-model", str(baseline),
                         "--delays", args.delays, "--fracs", args.fracs, "--min-ws", args.min_ws,
                         "--json", str(args.out / "sweep.json"),
