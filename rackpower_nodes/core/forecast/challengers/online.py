@@ -12,9 +12,9 @@ measured (``mature``) its errors count, never before:
 - :class:`ClassState` (per component class): per context, the recent absolute errors of every
   variant per horizon step, pooled over the class's keys; the variant chosen per context and
   step changes only when another one's mean error is lower by the hysteresis margin, over
-  enough errors. A guard compares the chosen variants' realised errors with persistence's
-  (slowly forgotten sums) and serves persistence unless the choice has done better by the
-  margin.
+  enough errors. A guard keeps, per context, slowly forgotten sums of every variant's
+  absolute errors and serves persistence until the chosen variant's sum is below
+  persistence's by the margin (a choice never inherits the record of another).
 
 Contexts: a smoother lags a level shift that persistence follows at once, while in calm
 stretches it wins; so a forecast whose newest value departs from the recent level by more
@@ -109,17 +109,16 @@ class KeyState:
         self.last_step: int | None = None
         self.bias = np.zeros((members, horizon))          # (C, H) to subtract from each p50
 
-    def record(self, step: int, p50: np.ndarray, context: int, chosen: np.ndarray) -> None:
+    def record(self, step: int, p50: np.ndarray, context: int) -> None:
         """Keep the members' p50 (C, H) issued from ``step`` (the newest measured step), the
-        biases in force, the forecast's context and the chosen variants' p50 (H,)."""
-        self._records[step] = (np.asarray(p50, np.float64).copy(), self.bias.copy(), context,
-                               np.asarray(chosen, np.float64).copy())
+        biases in force and the forecast's context."""
+        self._records[step] = (np.asarray(p50, np.float64).copy(), self.bias.copy(), context)
 
     def mature(self, step: int, value: float) -> tuple | None:
         """The measured ``value`` of ``step``. Returns None when ``step`` is not newer than
-        the last one seen (a repeat counts once), else ``(raw, corrected, context, chosen)``:
-        errors (forecast - actual) of the forecasts that targeted it, (C, H) each with NaN
-        where none did, their (H,) contexts (-1: none) and (H,) errors of the chosen p50."""
+        the last one seen (a repeat counts once), else ``(raw, corrected, context)``: errors
+        (forecast - actual) of the forecasts that targeted it, (C, H) each with NaN where none
+        did, and their (H,) contexts (-1: none)."""
         if self.last_step is not None and step <= self.last_step:
             return None
         if self.last_step is not None and step != self.last_step + 1:
@@ -131,18 +130,17 @@ class KeyState:
         raw = np.full(self.bias.shape, np.nan)
         corrected = np.full(self.bias.shape, np.nan)
         context = np.full(self._h, -1, np.int64)
-        chosen = np.full(self._h, np.nan)
         for h in range(1, self._h + 1):
             rec = self._records.get(step - h)
             if rec is not None:
                 raw[:, h - 1] = rec[0][:, h - 1] - value
                 corrected[:, h - 1] = raw[:, h - 1] - rec[1][:, h - 1]
-                context[h - 1], chosen[h - 1] = rec[2], rec[3][h - 1] - value
+                context[h - 1] = rec[2]
         if not np.isnan(raw).all():
             self._signed[self._pos] = raw
             self._pos = (self._pos + 1) % len(self._signed)
             self._update_bias()
-        return raw, corrected, context, chosen
+        return raw, corrected, context
 
     def _update_bias(self) -> None:
         known = np.isfinite(self._signed)
@@ -170,27 +168,30 @@ class ClassState:
         self._pos = np.zeros(len(CONTEXTS), np.int64)
         self._p = params
         self._allowed = np.asarray(allowed, bool)
-        self.guard = np.zeros((2, h))          # forgotten sums of |error|: chosen, persistence
+        self.guard = np.zeros((len(CONTEXTS), variants, h))    # forgotten sums of |error|
         self.switches = 0
 
     def served(self, context: int) -> np.ndarray:
-        """(H,) variant served now in ``context``: the chosen one where the guard finds the
-        choices' errors below ``(1 - margin)`` times persistence's (or none known yet), raw
-        persistence (0) elsewhere."""
-        behind = self.guard[0] > (1.0 - self._p.margin) * self.guard[1]
-        return np.where(behind, 0, self.chosen[context])
+        """(H,) variant served now in ``context``: the chosen one where the guard has found
+        the choices' errors below ``(1 - margin)`` times persistence's, raw persistence (0)
+        elsewhere, so also before any error has matured."""
+        chosen = self.chosen[context]
+        if not self._p.guard_memory:
+            return chosen.copy()
+        sums = self.guard[context]
+        ahead = sums[chosen, np.arange(len(chosen))] < (1.0 - self._p.margin) * sums[0]
+        return np.where(ahead, chosen, 0)
 
-    def add(self, abs_err: np.ndarray, context: np.ndarray, chosen_abs: np.ndarray) -> None:
-        """One key's matured absolute errors: (V, H) per variant, (H,) contexts (-1 where
-        none matured), (H,) of what was chosen; then reselect."""
-        if self._p.guard_memory:
-            ok = np.isfinite(chosen_abs)
-            keep = np.exp(-1.0 / self._p.guard_memory)
-            pair = np.stack([chosen_abs, abs_err[0]])
-            self.guard = np.where(ok, self.guard * keep + np.nan_to_num(pair), self.guard)
+    def add(self, abs_err: np.ndarray, context: np.ndarray) -> None:
+        """One key's matured absolute errors (V, H) per variant and their (H,) contexts (-1
+        where none matured); then reselect."""
+        keep = np.exp(-1.0 / self._p.guard_memory) if self._p.guard_memory else 0.0
         for c in range(len(CONTEXTS)):
             if (context == c).any():
                 row = np.where(context == c, abs_err, np.nan)
+                ok = np.isfinite(row)
+                self.guard[c] = np.where(ok, self.guard[c] * keep + np.nan_to_num(row),
+                                         self.guard[c])
                 self._abs[c, self._pos[c]] = row
                 self._pos[c] = (self._pos[c] + 1) % self._abs.shape[1]
                 self._reselect(c)

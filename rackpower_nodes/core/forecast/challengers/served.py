@@ -4,11 +4,12 @@
 then EWMA, LightGBM, the LSTM, whichever were trained, all on the same windows) and serves,
 per component class, context (calm or moving, :func:`~.online.contexts`) and horizon step,
 the variant (a member, raw or bias-corrected; see :mod:`.online`) with the lowest recent error
-on its newest matured forecasts, and persistence while the guard finds the choices doing worse
-than persistence. Before any error has matured it serves the start chosen offline on the
-newest held-out slice of the training data (:meth:`ServedForecaster.select_start`): per
-context, the best member there if it beats persistence by the hysteresis margin, else
-persistence.
+on its newest matured forecasts; but persistence until a guard has found that variant's
+realised errors in that context below persistence's by the hysteresis margin (so persistence
+is served first).
+The choice starts from the one made offline on the newest held-out slice of the training data
+(:meth:`ServedForecaster.select_start`): per context, the best member there if it beats
+persistence by the margin, else persistence.
 
 The live calls (not thread-safe: one caller at a time, e.g. under ForecastService's lock)::
 
@@ -174,10 +175,9 @@ class ServedForecaster(Forecaster):
         for i, (key, klass) in enumerate(zip(keys, classes, strict=True)):
             state, cs = self._key(key, klass), self._class(klass)
             context = int(contexts(np.array(state.values)[None], self.params.jump_z)[0])
-            chosen = self._variant(raw[i], state, cs.chosen[context])
             v = self.last_served[i] = cs.served(context)
             out[i] = self._variant(raw[i], state, v)
-            state.record(step, raw[i, :, :, 0], context, chosen[:, 0])
+            state.record(step, raw[i, :, :, 0], context)
         np.maximum(out, 0.0, out=out)
         return np.maximum.accumulate(out, axis=2).astype(np.float32)
 
@@ -203,23 +203,24 @@ class ServedForecaster(Forecaster):
                 continue
             errors = self._key(key, klass).mature(step, float(value))
             if errors is not None:
-                raw, corrected, context, chosen = errors       # (C, H) each -> (V, H)
+                raw, corrected, context = errors               # (C, H) each -> (V, H)
                 both = np.stack([raw, corrected], axis=1).reshape(-1, raw.shape[1])
-                self._class(klass).add(np.abs(both), context, np.abs(chosen))
+                self._class(klass).add(np.abs(both), context)
 
     def diagnostics(self) -> dict[str, Any]:
         """JSON-able online state. Per class: per context the variant chosen and served per
         horizon step, the mean absolute error and count of every variant over the window;
-        the guard's sums (chosen, persistence) and the switches so far. Per key: its class,
+        the guard's sums per context and the switches so far. Per key: its class,
         the context of its next forecast, the bias (normalised, per step) of the member
         served to it and whether it is subtracted."""
         names = self.variants
         out: dict[str, Any] = {"classes": {}, "keys": {}}
         for k, cs in self._classes.items():
-            doc: dict[str, Any] = {"switches": cs.switches, "guard": cs.guard.tolist()}
+            doc: dict[str, Any] = {"switches": cs.switches}
             for c, ctx in enumerate(CONTEXTS):
                 mean, n = cs.scores(c)
                 doc[ctx] = {
+                    "guard": {names[v]: cs.guard[c, v].tolist() for v in range(len(names))},
                     "chosen": [names[v] for v in cs.chosen[c]],
                     "served": [names[v] for v in cs.served(c)],
                     "mae": {names[v]: [None if np.isnan(m) else float(m) for m in mean[v]]
