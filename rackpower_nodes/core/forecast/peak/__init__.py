@@ -33,11 +33,13 @@ Calibration (:class:`PeakCalibrator`)
     ``raw_peaks``: the forecaster's window peaks (n, 3) or (3,) per origin, W; ``realised``: the
     realised peak, W. The score of an origin is ``(realised - raw peak) / scale_w`` per quantile
     (scaled by the component's max_w, so servers of different size share one class; pass
-    ``scale_w=None`` for watts). The offset of quantile q is a quantile of the class's scores at
-    a level steered by adaptive conformal inference (Gibbs & Candes 2021): after each matured
+    ``scale_w=None`` for watts; ``unit="spread"`` divides by the origin's raw p99 - p50 peak
+    spread instead, so offsets follow the forecaster's own uncertainty, at least
+    ``min_spread`` x max_w). The offset of quantile q is a quantile of the class's scores at a
+    level steered by adaptive conformal inference (Gibbs & Candes 2021): after each matured
     origin ``level += gamma * (miss - (1 - q))``, miss = 1 when the realised peak exceeded the
-    peak as served. The scores are a rolling buffer: the calibration scores first, then the
-    newest ``buffer`` matured ones. ``adjust`` adds the offset (W) to every step of each quantile
+    peak as served. The scores are a rolling buffer of the newest ``buffer``: the calibration
+    slice's first, then each matured origin's. ``adjust`` adds the offset (W) to every step of each quantile
     array (so each window max moves by exactly the offset) and keeps p50 <= p90 <= p99 per step.
     :class:`PeakTracker` drives ``observe`` from the realised step means for a live service.
 

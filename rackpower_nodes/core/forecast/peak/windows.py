@@ -101,7 +101,8 @@ def baseline_peaks(last_w: np.ndarray, changes: np.ndarray, mature_after: int,
     qs = np.asarray(quantiles, np.float64)
     fallback = np.zeros(len(qs)) if prior is None else np.asarray(prior, np.float64)
     if fallback.shape != qs.shape:
-        raise ValueError(f"prior has {fallback.size} values: expected one per quantile ({qs.size})")
+        raise ValueError(f"prior has {fallback.size} values: expected one per quantile "
+                         f"({qs.size})")
     n = len(d)
     out = np.tile(fallback, (n, 1))
     # origin j knows the changes of origins 0 .. j - mature_after: the newest `trailing` of them
