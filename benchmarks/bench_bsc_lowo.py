@@ -33,7 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # benchmark this checkout
 
 from rackpower_nodes.core.forecast.challengers import ServedForecaster, ServedParams
-from rackpower_nodes.core.forecast.features import build_windows, group_of, split_by_time
+from rackpower_nodes.core.forecast.features import (
+    WindowSpec, build_windows, group_of, split_by_time)
 from rackpower_nodes.core.forecast.metrics import format_table
 from rackpower_nodes.sources.csv_files import from_bsc_csv
 from rackpower_nodes.tools.forecast_args import (
@@ -160,7 +161,6 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     args = cli_args(a.bsc, a.epochs, a.threads)
     step, hist, hor, coarse, stride = SPEC_DEFAULTS["bsc"]
-    from rackpower_nodes.core.forecast.features import WindowSpec
     spec = WindowSpec(step_s=step, history_steps=hist, horizon_steps=hor, coarse=coarse,
                       stride=stride)
     series = load(a.bsc, a.servers.split(",") if a.servers else None, spec)
@@ -179,9 +179,7 @@ def main(argv=None) -> int:
                   f"{rows[-1]['served']:.3f}x", file=sys.stderr, flush=True)
         if a.no_unseen or len(windows) < 2:
             continue
-        others = [w for s, w in windows.items() if s != srv]
         train = build_windows([x for s, ss in series.items() if s != srv for x in ss], spec)
-        del others
         served, fit_s = fit_served(args, train)
         preds, used = replay(served, ws)
         for g in dict.fromkeys(groups):
@@ -197,11 +195,13 @@ def main(argv=None) -> int:
     print("```sh\n" + shlex.join(["nice", "-n", "10", ".venv/bin/python",
                                   "benchmarks/bench_bsc_lowo.py", *(argv or sys.argv[1:])])
           + "\n```\n")
-    print(f"Per fold: MAE / persistence MAE, mean of 4 s and 6 s; biases: median of forecast - "
-          f"actual (W) over both; LSTM max epochs {a.epochs}; total {time.monotonic() - t_start:.0f} s.\n")
+    print(f"Per fold: MAE / persistence MAE, mean of 4 s and 6 s; biases: median of forecast "
+          f"- actual (W) over both; LSTM max epochs {a.epochs}; total "
+          f"{time.monotonic() - t_start:.0f} s.\n")
     print(format_table(rows, cols, "{:.3f}"))
-    print("\nPer server: mean over folds; best_simple = min of persistence, EWMA, LightGBM; met = "
-          "served <= 1.0x on every fold, <= best_simple on average, |median bias| <= 2 W.\n")
+    print("\nPer server: mean over folds; best_simple = min of persistence, EWMA, LightGBM; "
+          "met = served <= 1.0x on every fold, <= best_simple on average, |median bias| "
+          "<= 2 W.\n")
     print(format_table(summary(rows), ["setting", "server", "folds", *MEMBERS, "served",
                                        "best_simple", "worst_fold_served", "max_abs_bias_w",
                                        "met"], "{:.3f}"))
