@@ -114,7 +114,8 @@ def main(argv=None) -> int:
     p.add_argument("--members", default="persistence,ewma,lightgbm")
     p.add_argument("--max-windows", type=int, default=300_000)
     p.add_argument("--threads", type=int, default=1,
-                   help="torch and LightGBM threads (1: LightGBM with 2 was 15x slower on a loaded 2-core machine)")
+                   help="torch and LightGBM threads (LightGBM with 2 was 15x slower than with 1 "
+                        "on a loaded 2-core machine)")
     p.add_argument("--fracs", default="0.02,0.05,0.1,0.2,0.4")
     p.add_argument("--min-ws", default="10")
     p.add_argument("--delays", default="1")
