@@ -6,8 +6,8 @@ all modes: ``+frac x power, at least min_w W`` (proactive and proactive-baseline
 ``reactive_margin_frac``/``_w`` on the measured power). Static has no margin: one point.
 ``proactive`` serves ``--model``; ``proactive-baseline`` serves the no-training forecaster
 (the ForecastService without a model: persistence with the predictor's margin). The curves
-(:mod:`rackpower_nodes.core.tradeoff`) are read at three stranded powers inside all of them;
-the report gives proactive's under-allocated energy and time over reactive's and over
+(:mod:`rackpower_nodes.core.tradeoff`) of each pair are read at three stranded powers inside
+both; the report gives proactive's under-allocated energy and time over reactive's and over
 proactive-baseline's there, and each run's shortfall by event class when the run has a job log.
 """
 
@@ -111,21 +111,21 @@ def report_sweep(rows: Sequence[dict]) -> str:
                                  ("proactive-baseline", "reactive"))
              if a in curves and b in curves]
     if pairs:
-        try:
-            points = matched_points(list(curves.values()))
-        except TradeoffError as exc:
-            out += ["", f"No matched points: {exc}"]
-            points = None
-        if points is not None:
-            out += ["", "At matched mean stranded power (linear between each curve's points):",
-                    "", "| curve / reference | stranded W | energy ratio | time ratio | "
-                    "energy Wh (curve / reference) |", "|---|---|---|---|---|"]
-            for a, b in pairs:
-                e = ratios_at(curves[a], curves[b], points, "under_alloc_wh")
-                tm = ratios_at(curves[a], curves[b], points, "under_alloc_pct")
-                for (x, ea, eb, re), (_, _, _, rt) in zip(e, tm):
-                    out.append(f"| {a} / {b} | {x:.0f} | {re:.3f} | {rt:.3f} | "
-                               f"{ea:.3f} / {eb:.3f} |")
+        out += ["", "At matched mean stranded power (three points spread over the overlap of "
+                "the two curves' ranges; linear between each curve's points):", "",
+                "| curve / reference | stranded W | energy ratio | time ratio | "
+                "energy Wh (curve / reference) |", "|---|---|---|---|---|"]
+        for a, b in pairs:
+            try:
+                points = matched_points([curves[a], curves[b]])
+            except TradeoffError as exc:
+                out.append(f"| {a} / {b} | no matched points: {exc} | | | |")
+                continue
+            e = ratios_at(curves[a], curves[b], points, "under_alloc_wh")
+            tm = ratios_at(curves[a], curves[b], points, "under_alloc_pct")
+            for (x, ea, eb, re), (_, _, _, rt) in zip(e, tm):
+                out.append(f"| {a} / {b} | {x:.0f} | {re:.3f} | {rt:.3f} | "
+                           f"{ea:.3f} / {eb:.3f} |")
     classes = sorted({k for r in rows for k in r.get("by_event_wh", {})})
     if classes:
         out += ["", "Under-allocated energy by event class, Wh:", "",
