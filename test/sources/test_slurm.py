@@ -314,8 +314,10 @@ def test_real_job_waiting_for_resources_gets_backfills_start_and_node(slurm):
                        f"job {first} to run")
     assert running.hosts == ("cpu01",) and running.expected_util == 1.0
     second = cluster.sbatch("-J", "report", "--constraint=cpu", "-c", "4", "-t", "1")
-    waiting = wait_for(lambda: (j := _job(queue, second)) and j.hosts and j, 60,
-                       f"backfill to plan job {second}")
+    # the planned node and the planned start come from two commands: wait for both
+    waiting = wait_for(lambda: (j := _job(queue, second)) and j.hosts
+                       and math.isfinite(j.start_unix) and j, 60,
+                       f"backfill to plan job {second}'s node and start")
     assert (waiting.state, waiting.hosts) == ("pending", ("cpu01",))
     assert waiting.start_unix == pytest.approx(running.end_unix, abs=2.0)   # when etl ends
 
