@@ -42,22 +42,20 @@ from rackpower_nodes.tools import forecast_args  # noqa: E402
 from rackpower_nodes.tools.evaluate_cli import main as evaluate_main  # noqa: E402
 
 
-WORKLOADS = ("data_analytics", "data_caching", "data_serving", "graph_analytics",
-             "media_streaming", "software_testing", "web_search")
-
-
 def bsc_config(folder: Path, shift: int) -> dict:
     """The office rack with srv01..srv12 replaying BSC traces: server ``k`` replays machine
-    ``k mod 3`` running workload ``(k + shift) mod 7``; a different ``shift`` gives every
-    server a workload it did not replay before."""
+    ``k mod 3`` running workload ``(k + shift) mod 7`` (machines and workloads sorted by name,
+    as the folder holds them); a different ``shift`` gives every server a workload it did not
+    replay before."""
     import yaml
 
-    machines = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    machines = sorted(p for p in folder.iterdir() if p.is_dir())
+    workloads = sorted(p.stem for p in machines[0].glob("*.csv"))
     cfg = yaml.safe_load((REPO / "config" / "rack_sim.yaml").read_text())
     servers = [c for c in cfg["components"] if c["kind"] == "server"]
     for k, comp in enumerate(servers):
         comp.pop("workload", None)
-        path = folder / machines[k % len(machines)] / f"{WORKLOADS[(k + shift) % 7]}.csv"
+        path = machines[k % len(machines)] / f"{workloads[(k + shift) % len(workloads)]}.csv"
         comp["trace"] = {"format": "bsc", "path": str(path.resolve())}
     return cfg
 

@@ -221,11 +221,10 @@ def sweep_main(args) -> int:
                               args.model if mode == "proactive" else args.baseline_model,
                               args.threads)
 
-    log = next((s.events for s in _series(data) if s.events is not None), None)
     rows = sweep.run_sweep(modes, demand, names, data.start_unix, data.rate_hz,
                            lambda o: actuator_config(config, list(args.param) + o), delay,
                            args.forecast_every_s, forecasts_for, lambda s: make_pdu(data, s),
-                           fracs, min_ws, None if log is None else log.events_at,
+                           fracs, min_ws, None if data.events is None else data.events.events_at,
                            sweep.print_progress if args.verbose else None)
     hours = len(demand) / data.rate_hz / 3600
     title = (f"{hours:.2f} h held out (seed {data.seed}), {len(names)} components, budget "
@@ -241,12 +240,6 @@ def sweep_main(args) -> int:
         sweep.plot_sweep(rows, args.plot, title)
         print(f"plot: {args.plot}")
     return 0
-
-
-def _series(data):
-    from rackpower_nodes.sim.dataset import from_sim
-
-    return from_sim(data)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -126,9 +126,8 @@ def make_forecasts(data, names, config_path: Path, model: Path | None, threads: 
         _log.warning("no --model: proactive mode runs on the persistence fallback")
     series = {s.component: s for s in from_sim(data)}
     tele = np.stack([series[n].telemetry for n in names])
-    log = next((s.events for s in series.values() if s.events is not None), None)
     return Forecasts(service, names, tele, data.start_unix, data.rate_hz,
-                     None if log is None else log.events_at)
+                     None if data.events is None else data.events.events_at)
 
 
 def make_pdu(data, setup: EvalSetup):
