@@ -21,6 +21,10 @@ Files written by :meth:`SimData.save` into a folder:
 - ``telemetry_app_requests_per_s`` (runs with a ``scheduler:``): each host's offered
   inference request rate (req/s), and ``rack_sim_jobs.json``: the scheduler's job history,
   one :class:`~rackpower_nodes.core.workload_events.JobRecord` per row (NaN as null).
+- ``rack_sim_faults.json``: the injected faults (ground truth), a JSON list of
+  :meth:`~rackpower_nodes.sim.faults.FaultSpec.as_dict` (``failure_s`` null = never); ``[]``
+  for a fault-free run. :attr:`SimData.power_w` is the true wall power (component faults
+  included), :attr:`SimData.board_power_w` what the board reads (sensor faults included).
 - ``rack_sim.json``: ``format``, ``names``, ``kinds``, ``hosts``, ``rate_hz``, ``start_unix``,
   ``start_iso``, ``seed``, ``hours``, electrical limits (``nominal_v``, ``breaker_a``,
   ``breaker_w``, ``derating``, ``budget_w``), ``pdu_outlets`` and the full ``config``.

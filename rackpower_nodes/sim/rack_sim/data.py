@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from rackpower_nodes.core.workload_events import JobLog
+from rackpower_nodes.sim.faults.effects import board_view
+from rackpower_nodes.sim.faults.spec import FaultSpec
 from rackpower_nodes.sim.rack_model import SimConfigError
 from rackpower_nodes.sim.workload import TELEMETRY_FIELDS
 
@@ -24,6 +26,8 @@ FORMAT = "rackpower-sim/1"
 #: each host's inference service (0 where none runs), as its exporter would count it.
 APP_RATE_FIELD = "app_requests_per_s"
 JOBS_FILE = "rack_sim_jobs.json"
+#: the injected faults (ground truth), one FaultSpec.as_dict per entry
+FAULTS_FILE = "rack_sim_faults.json"
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,12 @@ class HostState:
 @dataclass
 class SimData:
     """Fast-mode output: per-component power (W) and utilisation at ``rate_hz``, telemetry at
-    1 Hz, and ``meta`` (electrical limits, config)."""
+    1 Hz, and ``meta`` (electrical limits, config).
+
+    ``power_w`` is the true wall power (what the PDU outlet meter and the BMC see, component
+    faults included); :attr:`board_power_w` is what the sensor board's channels read, sensor
+    faults included. ``faults`` is the ground truth of what was injected.
+    """
 
     names: tuple[str, ...]
     kinds: tuple[str, ...]
@@ -59,6 +68,13 @@ class SimData:
     telemetry: dict[str, np.ndarray]
     meta: dict
     events: JobLog | None = None
+    faults: tuple[FaultSpec, ...] = ()
+
+    @property
+    def board_power_w(self) -> np.ndarray:
+        """(samples, components) W as the sensor board's channels read it: ``power_w`` under
+        the sensor faults (offset, gain, stuck); ``power_w`` itself when there are none."""
+        return board_view(self.faults, self.names, self.t_s, self.power_w)
 
     @property
     def t_s(self) -> np.ndarray:
@@ -97,6 +113,8 @@ class SimData:
             rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v)
                      for k, v in row.items()} for row in self.events.to_rows()]
             (folder / JOBS_FILE).write_text(json.dumps(rows, indent=0) + "\n")
+        faults = [f.as_dict() for f in self.faults]
+        (folder / FAULTS_FILE).write_text(json.dumps(faults, indent=1) + "\n")
         return folder
 
     @classmethod
@@ -117,7 +135,8 @@ class SimData:
         meta = {k: v for k, v in side.items() if k not in keys}
         return cls(tuple(side["names"]), tuple(side["kinds"]), tuple(side["hosts"]),
                    float(side["rate_hz"]), float(side["start_unix"]), int(side["seed"]),
-                   power, util, tele, meta, _load_events(folder / JOBS_FILE))
+                   power, util, tele, meta, _load_events(folder / JOBS_FILE),
+                   _load_faults(folder / FAULTS_FILE))
 
 
 def _load_events(path: Path) -> JobLog | None:
@@ -127,3 +146,10 @@ def _load_events(path: Path) -> JobLog | None:
     rows = json.loads(path.read_text())
     return JobLog.from_rows([{k: (math.nan if v is None else v) for k, v in r.items()}
                              for r in rows])
+
+
+def _load_faults(path: Path) -> tuple[FaultSpec, ...]:
+    """The ground truth saved beside a run (none when the file is missing: an older run)."""
+    if not path.is_file():
+        return ()
+    return tuple(FaultSpec.from_dict(d) for d in json.loads(path.read_text()))

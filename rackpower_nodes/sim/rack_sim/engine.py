@@ -8,12 +8,14 @@ a seed always gives the same samples, whether :func:`generate` makes days at onc
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from rackpower_nodes.sim.faults.effects import FaultSet
+from rackpower_nodes.sim.faults.spec import FaultSpec
 from rackpower_nodes.sim.rack_model import PowerStream, SimConfigError
 from rackpower_nodes.sim.rack_sim.config import (
     ComponentSpec,
@@ -49,9 +51,14 @@ class _Block:
 class _Engine:
     """Generates the rack block by block from t = 0 (samples at k / rate_hz s)."""
 
-    def __init__(self, cfg: RackConfig, seed: int, rate_hz: int):
+    def __init__(self, cfg: RackConfig, seed: int, rate_hz: int,
+                 faults: Sequence[FaultSpec] = ()):
         self.cfg, self.rate = cfg, int(rate_hz)
         self.dt = 1.0 / self.rate
+        # faults draw from their own seed branch: the components' generators stay as without
+        self.faults = FaultSet(cfg.names, [c.kind for c in cfg.components], seed, self.dt)
+        for spec in faults:
+            self.faults.add(spec)
         self.samples = 0
         self.scheduler = None
         self.tele_fields = TELEMETRY_FIELDS
@@ -105,6 +112,8 @@ class _Engine:
             gbps = traffic * share * 8e-9
             util[:, comp.index] = np.clip(gbps / comp.model.capacity_gbps, 0.0, 1.0)
             power[:, comp.index] = self._power(comp, t_s, util[:, comp.index])
+            if self.faults:
+                self.faults.power(comp.index, t_s, power[:, comp.index])
         self.samples += n
         stacked = {f: np.column_stack(v) if v else np.zeros((seconds, 0))
                    for f, v in tele.items()}
@@ -119,8 +128,11 @@ class _Engine:
         act = streams["jobs"].block(t_s, util[:, i]) if "jobs" in streams else None
         if act is not None:
             util[:, i] = act.util
+        # a runaway's load goes into the power model but not into the telemetry's traffic
+        base = util[:, i].copy() if self.faults else util[:, i]
+        added = self.faults.util(i, t_s, util[:, i]) if self.faults else None
         power[:, i] = self._power(comp, t_s, util[:, i])
-        per_second = util[:, i].reshape(-1, self.rate).mean(axis=1)
+        per_second = base.reshape(-1, self.rate).mean(axis=1)
         values = streams["telemetry"].block(per_second)
         if self.scheduler is not None:
             values[APP_RATE_FIELD] = (act.rate_1hz if act is not None
@@ -128,9 +140,12 @@ class _Engine:
         if act is not None:
             power[:, i] += act.extra_w
             values["net_rx_bytes_per_s"] = values["net_rx_bytes_per_s"] + act.net_rx_1hz
+        if self.faults:
+            self.faults.power(i, t_s, power[:, i])
+            self.faults.telemetry(i, t_s[::self.rate], values, added, self.rate)
         for f, v in values.items():
             tele[f].append(v)
-        return streams["telemetry"].mean_traffic_bytes_per_s(util[:, i])
+        return streams["telemetry"].mean_traffic_bytes_per_s(base)
 
     def _power(self, comp: ComponentSpec, t_s: np.ndarray, util: np.ndarray) -> np.ndarray:
         if comp.trace is not None:
@@ -140,12 +155,17 @@ class _Engine:
 
 def generate(hours: float, seed: int | None = None, rate_hz: int | None = None,
              config: str | Path | Mapping | RackConfig | None = None,
-             block_s: int = 3600, preset: str | None = None) -> SimData:
+             block_s: int = 3600, preset: str | None = None,
+             faults: Sequence[FaultSpec] = ()) -> SimData:
     """Simulate ``hours`` h from the config's start (fast mode); same seed, same data.
 
     ``preset`` (``office``, ``ai``, ``mixed``; :data:`PRESETS`) picks a shipped config instead
     of ``config``; neither: the office day (``config/rack_sim.yaml``). A config with a
     ``scheduler:`` section also returns its job history as ``SimData.events``.
+
+    ``faults`` (:class:`~rackpower_nodes.sim.faults.FaultSpec`) are injected and returned as
+    ``SimData.faults``, the ground truth; without them the samples are exactly those of the
+    fault-free run. A fault the rack cannot have raises FaultSpecError naming the field.
     """
     if preset is not None:
         if config is not None:
@@ -157,7 +177,7 @@ def generate(hours: float, seed: int | None = None, rate_hz: int | None = None,
     total_s = round(hours * 3600.0)
     if total_s < 1:
         raise SimConfigError(f"hours: {hours!r}, expected at least 1 s of simulation")
-    engine = _Engine(cfg, seed, rate)
+    engine = _Engine(cfg, seed, rate, faults)
     m, hosts = len(cfg.components), len(cfg.hosts)
     power = np.empty((total_s * rate, m), dtype=np.float32)
     load = np.empty_like(power)
@@ -175,4 +195,5 @@ def generate(hours: float, seed: int | None = None, rate_hz: int | None = None,
     events = engine.scheduler.job_log(total_s) if engine.scheduler is not None else None
     return SimData(cfg.names, tuple(c.kind for c in cfg.components), cfg.hosts, float(rate),
                    cfg.start_unix, seed, power, load, tele,
-                   dict(cfg.meta(), hours=total_s / 3600.0, config=_jsonable(cfg.raw)), events)
+                   dict(cfg.meta(), hours=total_s / 3600.0, config=_jsonable(cfg.raw)), events,
+                   tuple(engine.faults.specs))
