@@ -1,0 +1,300 @@
+"""``rackpower-health-eval``: the health model on held-out faults, fault-free weeks and BSC.
+
+    nice -n 10 rackpower-health-eval --presets office,ai,mixed --days 4 --faults-per-day 3 \\
+        --clean-weeks 2 --bsc ../shared/data/bsc-power --out /tmp/health-eval
+
+Protocol (docs/health.md):
+
+- learning: per preset, ``HealthModel.fit`` on ONE fault-free simulated day of that preset
+  (``--train-seed``, from the tuning range 100-199);
+- held-out fault days: seeds ``--seed``, ``--seed``+1, ... (>= 1000, never used for tuning),
+  each injecting ``--faults-per-day`` faults from ``sim.faults.random_faults`` (distinct
+  components, onsets in ``--onset-h``, default 1-8 h, kinds cycling through every fault
+  class), monitored ``--hours`` h (a faulty component until it would trip or stop). Per fault
+  class and preset, and pooled: injected, detected %, median and p90 delay from onset to the
+  first ``fault`` verdict on the component, median lead time before it would trip or stop
+  (faults that never do: none), right cause % and sensor-vs-component right % (of the
+  detected, from that first fault verdict). A transition into fault on a component before
+  its onset, or on a clean component, is a false alarm;
+- fault-free weeks: ``--clean-weeks`` runs per preset of 7 held-out days (seeds from
+  ``--seed`` + 5000) monitored one after another by the same monitor: false alarms
+  (transitions into fault) per rack-week;
+- BSC traces (``--bsc``): each server a rack component, its workloads in sequence (no
+  reference meter); learned on its first ``--bsc-train`` workloads, monitored over the rest:
+  false alarms per component-week and per rack-week (the servers as one rack).
+
+The monitor is fed ``--chunk-s`` seconds of rows at a time (delays are known to that
+resolution). Same arguments, same tables. Markdown on stdout (and ``OUT/health_eval.md``),
+everything in ``OUT/health_eval.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rackpower_nodes.core.forecast.metrics import format_table
+from rackpower_nodes.core.health import FAULT_CLASSES
+from rackpower_nodes.tools.health_eval_data import (
+    bsc_frames, fault_marks, replay, shifted, sim_frame)
+from rackpower_nodes.tools.health_eval_metrics import alarm_row, class_rows, score_day
+
+_log = logging.getLogger("rackpower_health_eval")
+
+PRESETS = ("office", "ai", "mixed")
+DEFAULT_BSC = Path("../shared/data/bsc-power")
+CLEAN_SEED_OFFSET = 5000
+CLASS_COLS = ["preset", "fault", "injected", "detected_pct", "delay_med_min", "delay_p90_min",
+              "lead_med_h", "cause_pct", "sensor_pct", "met", "causes_named"]
+ALARM_COLS = ["set", "preset", "runs", "rack_weeks", "false_alarms", "per_rack_week",
+              "causes"]
+BSC_COLS = ["server", "trained_on", "monitored_h", "false_alarms", "per_component_week",
+            "causes"]
+
+
+class CliError(Exception):
+    """A command-line problem a person can fix; printed without a traceback."""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="rackpower-health-eval",
+                                description=__doc__.split("\n")[0],
+                                epilog="\n".join(__doc__.split("\n")[4:]),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", default="office,ai,mixed",
+                   help="comma-separated simulator presets (default office,ai,mixed)")
+    p.add_argument("--days", type=int, default=4, help="held-out fault days per preset")
+    p.add_argument("--faults-per-day", type=int, default=3, help="faults injected per day")
+    p.add_argument("--clean-weeks", type=int, default=2,
+                   help="fault-free 7-day runs per preset (0: none)")
+    p.add_argument("--hours", type=float, default=24.0,
+                   help="hours per simulated day (training, fault and clean days; default 24)")
+    p.add_argument("--onset-h", default="1,8",
+                   help="FROM,TO: fault onsets are drawn in this window, h (default 1,8)")
+    p.add_argument("--seed", type=int, default=1000,
+                   help="first held-out seed (>= 1000; default 1000)")
+    p.add_argument("--train-seed", type=int, default=100,
+                   help="seed of the fault-free training day (100-199; default 100)")
+    p.add_argument("--chunk-s", type=float, default=60.0,
+                   help="seconds of rows per monitor update (default 60)")
+    p.add_argument("--bsc", type=Path, nargs="?", const=DEFAULT_BSC, default=None,
+                   help=f"also the BSC traces (folder; default {DEFAULT_BSC}); skipped with a "
+                        "message when absent")
+    p.add_argument("--bsc-train", type=int, default=1,
+                   help="BSC: workloads per server to learn on (default 1, the first)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for health_eval.md and health_eval.json")
+    p.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
+    args = p.parse_args(argv)
+    args.preset_list = [x.strip() for x in args.presets.split(",") if x.strip()]
+    bad = [x for x in args.preset_list if x not in PRESETS]
+    if bad or not args.preset_list:
+        raise CliError(f"--presets {args.presets!r}: expected some of {', '.join(PRESETS)}")
+    for flag, value, low in (("--days", args.days, 0), ("--faults-per-day",
+                             args.faults_per_day, 1), ("--clean-weeks", args.clean_weeks, 0),
+                             ("--bsc-train", args.bsc_train, 1)):
+        if value < low:
+            raise CliError(f"{flag} {value}: expected an integer >= {low}")
+    if not (math.isfinite(args.hours) and args.hours > 0):
+        raise CliError(f"--hours {args.hours}: expected > 0")
+    if args.seed < 1000:
+        raise CliError(f"--seed {args.seed}: held-out seeds start at 1000 (100-199 tune)")
+    if not 100 <= args.train_seed <= 199:
+        raise CliError(f"--train-seed {args.train_seed}: expected a tuning seed, 100-199")
+    if not (math.isfinite(args.chunk_s) and args.chunk_s > 0):
+        raise CliError(f"--chunk-s {args.chunk_s}: expected > 0 s")
+    try:
+        lo, hi = (float(x) for x in args.onset_h.split(","))
+    except ValueError:
+        raise CliError(f"--onset-h {args.onset_h!r}: expected FROM,TO in hours") from None
+    if not 0 <= lo < hi < args.hours:
+        raise CliError(f"--onset-h {args.onset_h!r}: expected 0 <= FROM < TO < --hours "
+                       f"({args.hours:g})")
+    args.onset_s = (lo * 3600.0, hi * 3600.0)
+    return args
+
+
+class Harness:
+    """Learning and monitoring for one run of the CLI (the health model's classes are
+    imported here, so that a bad argument is named before they load)."""
+
+    def __init__(self, args: argparse.Namespace):
+        from rackpower_nodes.core.health import HealthConfig, HealthModel, HealthMonitor
+
+        self.args, self.config = args, HealthConfig()
+        self._model, self._monitor = HealthModel, HealthMonitor
+        self.t0 = time.monotonic()
+
+    def say(self, text: str) -> None:
+        if self.args.verbose:
+            print(f"[{time.monotonic() - self.t0:6.0f} s] {text}", file=sys.stderr, flush=True)
+
+    def fit(self, frames):
+        return self._model.fit(list(frames), self.config)
+
+    def marks(self, model, frames):
+        """Fault marks of one monitor run over ``frames`` one after another."""
+        monitor = self._monitor(frames[0].names, frames[0].kinds, model, self.config)
+        return fault_marks(item for f in frames
+                           for item in replay(monitor, f, self.args.chunk_s))
+
+
+def day_kinds(day: int, per_day: int) -> list[str]:
+    """Fault classes of held-out day ``day``: the classes in turn, so each is injected about
+    as often as the others."""
+    return [FAULT_CLASSES[(day * per_day + j) % len(FAULT_CLASSES)] for j in range(per_day)]
+
+
+def run_preset(h: Harness, preset: str) -> tuple[list, list[dict]]:
+    """Fault-day outcomes and false-alarm rows of one preset."""
+    from rackpower_nodes.sim.faults import random_faults
+
+    a = h.args
+    train, _ = sim_frame(preset, a.train_seed, a.hours)
+    model = h.fit([train])
+    h.say(f"{preset}: learned on seed {a.train_seed} ({a.hours:g} h)")
+    outcomes, alarms, rack_s = [], [], 0.0
+    for day in range(a.days):
+        seed = a.seed + day
+        faults = random_faults(preset, seed, kinds=day_kinds(day, a.faults_per_day),
+                               per_run=a.faults_per_day, start_s=a.onset_s[0],
+                               end_s=a.onset_s[1])
+        frame, start = sim_frame(preset, seed, a.hours, faults)
+        end = float(frame.t_unix[-1])
+        got, false = score_day(faults, h.marks(model, [frame]), start, end, preset, seed)
+        outcomes += got
+        alarms += false
+        rack_s += a.hours * 3600.0
+        h.say(f"{preset} seed {seed}: " + ", ".join(
+            f"{o.kind}@{o.component} " + (f"{o.delay_s / 60:.0f} min {o.cause}"
+                                          if o.detected else "missed") for o in got)
+              + f"; {len(false)} false alarms")
+    rows = [alarm_row("fault days", alarms, rack_s, preset=preset, runs=a.days)] \
+        if a.days else []
+    clean, clean_s = [], 0.0
+    for week in range(a.clean_weeks):
+        seeds = [a.seed + CLEAN_SEED_OFFSET + 7 * week + d for d in range(7)]
+        days = []
+        for d, seed in enumerate(seeds):      # day d starts d days after the first
+            frame, _ = sim_frame(preset, seed, a.hours)
+            first = days[0].t_unix[0] if days else frame.t_unix[0]
+            days.append(shifted(frame, first + d * a.hours * 3600.0 - frame.t_unix[0]))
+        marks = h.marks(model, days)
+        clean += [m for m in marks if m.new]
+        clean_s += 7 * a.hours * 3600.0
+        h.say(f"{preset} clean week {week} (seeds {seeds[0]}-{seeds[-1]}): "
+              f"{sum(m.new for m in marks)} false alarms")
+    if a.clean_weeks:
+        rows.append(alarm_row("fault-free weeks", clean, clean_s, preset=preset,
+                              runs=a.clean_weeks))
+    return outcomes, rows
+
+
+def run_bsc(h: Harness) -> tuple[list[dict], dict | None, str]:
+    """Per BSC server: learned on its first --bsc-train workloads, monitored over the rest."""
+    try:
+        servers = bsc_frames(h.args.bsc)
+    except FileNotFoundError as exc:
+        return [], None, f"BSC traces skipped: {exc}"
+    rows, alarms, monitored = [], [], []
+    for srv in servers:
+        k = h.args.bsc_train
+        if len(srv.frames) <= k:
+            rows.append({"server": srv.name, "trained_on": f"all {len(srv.frames)} workloads",
+                         "monitored_h": 0.0, "false_alarms": 0, "causes": "not monitored"})
+            continue
+        model = h.fit(srv.frames[:k])
+        new = [m for m in h.marks(model, srv.frames[k:]) if m.new]
+        seconds = sum(float(f.t_unix[-1] - f.t_unix[0]) for f in srv.frames[k:])
+        alarms += new
+        monitored.append(seconds)
+        row = alarm_row("", new, seconds)
+        rows.append({"server": srv.name, "trained_on": ", ".join(srv.workloads[:k]),
+                     "monitored_h": seconds / 3600.0, "false_alarms": len(new),
+                     "per_component_week": row["per_rack_week"], "causes": row["causes"]})
+        h.say(f"BSC {srv.name}: {len(new)} false alarms over {seconds / 3600:.1f} h")
+    if not monitored:
+        return rows, None, "BSC traces: no server with more workloads than --bsc-train"
+    rack_s = sum(monitored) / len(monitored)
+    total = alarm_row("BSC (servers as one rack)", alarms, rack_s, preset="bsc",
+                      runs=len(monitored))
+    return rows, total, ""
+
+
+def report(args, outcomes, alarm_rows, bsc_rows, bsc_note, wall_s, argv) -> tuple[str, dict]:
+    cmd = shlex.join(["rackpower-health-eval", *argv])
+    classes = class_rows(outcomes, args.preset_list)
+    lines = [f"# rackpower-health-eval ({wall_s:.0f} s)", "", "```sh", cmd, "```", "",
+             f"Held-out fault days: {args.days} per preset x {args.faults_per_day} faults, "
+             f"{args.hours:g} h, seeds {args.seed}+; learned on seed {args.train_seed}. "
+             "Delays from onset to the first fault verdict (min); lead before the fault "
+             "would trip/stop the component (h, faults that do); cause and sensor-vs-"
+             "component % of the detected; met: detected >= 95, cause >= 80, sensor >= 90.",
+             ""]
+    if classes:
+        lines += [format_table(classes, CLASS_COLS, "{:.1f}"), ""]
+    if alarm_rows:
+        lines += ["False alarms (transitions into fault) per rack-week:", "",
+                  format_table(alarm_rows, ALARM_COLS, "{:.2f}"), ""]
+    if bsc_rows:
+        lines += ["BSC traces, per server (no known faults; every transition into fault is "
+                  "a false alarm):", "", format_table(bsc_rows, BSC_COLS, "{:.2f}"), ""]
+    if bsc_note:
+        lines += [bsc_note, ""]
+    data = {"command": cmd, "args": vars(args),
+            "classes": classes, "false_alarms": alarm_rows, "bsc": bsc_rows,
+            "faults": [o.as_dict() for o in outcomes], "wall_s": wall_s}
+    return "\n".join(lines), data
+
+
+def _jsonable(x):
+    """NaN and inf as null, paths as strings (strict JSON)."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    return str(x) if isinstance(x, Path) else x
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parse_args(argv)
+    except CliError as exc:
+        print(f"rackpower-health-eval: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    h = Harness(args)
+    outcomes, alarm_rows = [], []
+    for preset in args.preset_list:
+        got, rows = run_preset(h, preset)
+        outcomes += got
+        alarm_rows += rows
+    bsc_rows, bsc_note = [], ""
+    if args.bsc is not None:
+        bsc_rows, total, bsc_note = run_bsc(h)
+        if total is not None:
+            alarm_rows.append(total)
+    text, data = report(args, outcomes, alarm_rows, bsc_rows, bsc_note,
+                        time.monotonic() - h.t0, argv)
+    print(text)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "health_eval.md").write_text(text + "\n")
+        (args.out / "health_eval.json").write_text(json.dumps(_jsonable(data), indent=1)
+                                                   + "\n")
+        print(f"written: {args.out / 'health_eval.md'}, {args.out / 'health_eval.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
