@@ -1,0 +1,243 @@
+"""`HealthModel`: what each component should draw, learned from its own fault-free history.
+
+Per component, on minute summaries (:mod:`.minutes`):
+
+- **expected draw**: a LightGBM regression of the board's minute mean power (W) on the host's
+  utilisation (mean and spread over the minute), disk and network rates, served request rate,
+  whether a job runs, and the rack's total network traffic (a switch's only input);
+- **expected utilisation** (hosts only): a LightGBM regression of utilisation on what the
+  workload explains: job running, request rate and the time of day. A process nobody started
+  shows as utilisation this model cannot explain;
+- **detectors** (:class:`DETECTORS`): per figure the AR(1) fit and scale of the out-of-sample
+  training figures (4-fold contiguous cross-fitting: each quarter predicted by a model that
+  never saw it) and the CUSUM threshold for the configured false-alarm rate (:mod:`.cusum`).
+
+Saved as one JSON file: settings, per-component figures and the LightGBM model strings (no
+pickle). Features with no value anywhere (a switch's utilisation) are NaN, which LightGBM
+routes as missing.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+
+from rackpower_nodes.core.health.config import HealthConfig
+from rackpower_nodes.core.health.cusum import ar1, threshold
+from rackpower_nodes.core.health.minutes import Minutes, row_spacing, to_minutes
+from rackpower_nodes.core.health.types import HealthFrame
+
+__all__ = ["DETECTORS", "FORMAT", "HealthModel", "HealthModelError"]
+
+FORMAT = "rackpower-health/1"
+#: (figure, sign) of each one-sided CUSUM a component may have
+DETECTORS = (("power", 1.0), ("power", -1.0), ("util", 1.0), ("bursts", 1.0), ("ripple", 1.0))
+_DAY_S = 86400.0
+_RIPPLE_FLOOR_W2 = 0.05
+#: floor of a figure's innovation scale, in its own units (W, utilisation, bursts/min, log)
+_SIGMA_FLOOR = {"power": 0.5, "util": 0.01, "bursts": 0.2, "ripple": 0.05}
+
+
+class HealthModelError(ValueError):
+    """A model that cannot be fitted, loaded or applied; the message says why."""
+
+
+def _power_x(mi: Minutes, j: int) -> np.ndarray:
+    return np.column_stack([mi.util[:, j], mi.util_std[:, j], np.log1p(mi.disk[:, j]),
+                            np.log1p(mi.net[:, j]), mi.app[:, j], mi.job[:, j],
+                            np.log1p(mi.rack_net[:, j])])
+
+
+def _util_x(mi: Minutes, j: int) -> np.ndarray:
+    phase = 2 * np.pi * (mi.t_min % _DAY_S) / _DAY_S
+    return np.column_stack([mi.job[:, j], mi.app[:, j], np.sin(phase), np.cos(phase)])
+
+
+@dataclass
+class HealthModel:
+    """A fitted health model of a rack's components (see the module docstring)."""
+
+    names: tuple[str, ...]
+    kinds: tuple[str, ...]
+    config: dict
+    row_s: float
+    burst_thr_w: np.ndarray
+    ripple_ref_w2: np.ndarray
+    power_models: list[str]
+    util_models: list[str | None]
+    #: (components, len(DETECTORS)) arrays: AR(1) mean, coefficient, innovation scale, h
+    mu: np.ndarray
+    phi: np.ndarray
+    sigma: np.ndarray
+    h: np.ndarray
+    #: out-of-sample residual standard deviation of the expected draw, W, per component
+    power_sd_w: np.ndarray
+    _boosters: dict = field(default_factory=dict, repr=False)
+
+    # -- fitting ---------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, frames: HealthFrame | list[HealthFrame],
+            config: HealthConfig | None = None) -> HealthModel:
+        """Learn from fault-free ``frames`` (same components, e.g. one training day)."""
+        cfg = config or HealthConfig()
+        frames = [frames] if isinstance(frames, HealthFrame) else list(frames)
+        if not frames:
+            raise HealthModelError("fit: no frames")
+        names, kinds = frames[0].names, frames[0].kinds
+        for f in frames[1:]:
+            if f.names != names:
+                raise HealthModelError(f"fit: frame names {f.names} differ from {names}")
+        row_s = row_spacing(np.concatenate([f.t_unix for f in frames]))
+        gap = np.concatenate([f.board_max_w - f.board_mean_w for f in frames]).astype(float)
+        burst = np.nanquantile(np.where(np.isfinite(gap), gap, np.nan), 0.999, axis=0)
+        burst = np.where(np.isfinite(burst), burst * cfg.burst_factor, np.inf)
+        parts = [to_minutes(f, burst, row_s) for f in frames]
+        mi = _concat(parts)
+        if len(mi) < 4 * cfg.folds:
+            raise HealthModelError(f"fit: {len(mi)} minutes of data, need at least "
+                                   f"{4 * cfg.folds}")
+        m = len(names)
+        ripple_ref = np.nanmedian(np.where(mi.coverage >= cfg.min_coverage, mi.ripple, np.nan),
+                                  axis=0)
+        ripple_ref = np.maximum(np.nan_to_num(ripple_ref, nan=1.0), _RIPPLE_FLOOR_W2)
+        model = cls(names, kinds, cfg.as_dict(), row_s, burst, ripple_ref, [""] * m,
+                    [None] * m, *(np.full((m, len(DETECTORS)), np.nan) for _ in range(3)),
+                    np.full((m, len(DETECTORS)), np.inf), np.full(m, np.nan))
+        for j in range(m):
+            model._fit_component(j, mi, cfg)
+        return model
+
+    def _fit_component(self, j: int, mi: Minutes, cfg: HealthConfig) -> None:
+        use = (mi.coverage[:, j] >= cfg.min_coverage) & np.isfinite(mi.board[:, j])
+        if use.sum() < 4 * cfg.folds:
+            raise HealthModelError(f"fit: {self.names[j]} has {int(use.sum())} usable "
+                                   f"minutes, need at least {4 * cfg.folds}")
+        xp = _power_x(mi, j)
+        oos_p = _crossfit(xp, mi.board[:, j], use, cfg)
+        self.power_models[j] = _booster(xp[use], mi.board[use, j], cfg).model_to_string()
+        figures = {"power": np.where(use, mi.board[:, j] - oos_p, np.nan)}
+        self.power_sd_w[j] = float(np.nanstd(figures["power"]))
+        u_use = use & np.isfinite(mi.util[:, j])
+        if u_use.sum() >= 0.5 * use.sum():
+            xu = _util_x(mi, j)
+            oos_u = _crossfit(xu, mi.util[:, j], u_use, cfg)
+            self.util_models[j] = _booster(xu[u_use], mi.util[u_use, j], cfg).model_to_string()
+            figures["util"] = np.where(u_use, mi.util[:, j] - oos_u, np.nan)
+        if self.kinds[j] == "storage":
+            figures["bursts"] = np.where(use, mi.bursts[:, j], np.nan)
+        figures["ripple"] = np.where(use, np.log(np.maximum(mi.ripple[:, j], 0.0)
+                                                 + self.ripple_ref_w2[j]), np.nan)
+        active = [c for c, (fig, _) in enumerate(DETECTORS) if fig in figures]
+        arl0 = cfg.arl0_min * len(active)
+        for c in active:
+            fig, sign = DETECTORS[c]
+            mu, phi, sigma = ar1(figures[fig], cfg.max_phi)
+            sigma = max(sigma, _SIGMA_FLOOR[fig]) * cfg.scale_inflation
+            x = figures[fig] - mu
+            z = sign * (x[1:] - phi * x[:-1]) / sigma
+            self.mu[j, c], self.phi[j, c], self.sigma[j, c] = mu, phi, sigma
+            self.h[j, c] = threshold(z, arl0, cfg.cusum_k, seed=j * 10 + c)
+
+    # -- applying --------------------------------------------------------------------------
+    def booster(self, kind: str, j: int) -> lgb.Booster | None:
+        key = (kind, j)
+        if key not in self._boosters:
+            text = (self.power_models if kind == "power" else self.util_models)[j]
+            self._boosters[key] = lgb.Booster(model_str=text) if text else None
+        return self._boosters[key]
+
+    def expected(self, mi: Minutes) -> tuple[np.ndarray, np.ndarray]:
+        """Expected board power (W) and utilisation per minute, (minutes, components)."""
+        if mi.board.shape[1] != len(self.names):
+            raise HealthModelError(f"{mi.board.shape[1]} components, model has "
+                                   f"{len(self.names)}")
+        power = np.full(mi.board.shape, np.nan)
+        util = np.full(mi.board.shape, np.nan)
+        if len(mi) == 0:
+            return power, util
+        for j in range(len(self.names)):
+            power[:, j] = self.booster("power", j).predict(_power_x(mi, j), num_threads=1)
+            ub = self.booster("util", j)
+            if ub is not None:
+                util[:, j] = ub.predict(_util_x(mi, j), num_threads=1)
+        return power, util
+
+    def figures(self, mi: Minutes, min_coverage: float) -> tuple[np.ndarray, np.ndarray]:
+        """Detector figures ``(minutes, components, len(DETECTORS))`` and expected power."""
+        exp_p, exp_u = self.expected(mi)
+        ok = mi.coverage >= min_coverage
+        power = np.where(ok, mi.board - exp_p, np.nan)
+        util = np.where(ok, mi.util - exp_u, np.nan)
+        ripple = np.where(ok, np.log(np.maximum(mi.ripple, 0.0) + self.ripple_ref_w2), np.nan)
+        by_fig = {"power": power, "util": util, "bursts": np.where(ok, mi.bursts, np.nan),
+                  "ripple": ripple}
+        return np.stack([by_fig[f] for f, _ in DETECTORS], axis=2), exp_p
+
+    # -- files -----------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the model as one JSON file."""
+        path = Path(path)
+        doc = {"format": FORMAT, "names": list(self.names), "kinds": list(self.kinds),
+               "config": self.config, "row_s": self.row_s,
+               "burst_thr_w": _jsonable(self.burst_thr_w),
+               "ripple_ref_w2": _jsonable(self.ripple_ref_w2),
+               "power_models": self.power_models, "util_models": self.util_models,
+               "power_sd_w": _jsonable(self.power_sd_w),
+               **{k: _jsonable(getattr(self, k)) for k in ("mu", "phi", "sigma", "h")}}
+        path.write_text(json.dumps(doc))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> HealthModel:
+        """Read what :meth:`save` wrote."""
+        path = Path(path)
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise HealthModelError(f"{path}: cannot read a health model ({exc})") from None
+        if doc.get("format") != FORMAT:
+            raise HealthModelError(f"{path}: format {doc.get('format')!r}, expected {FORMAT!r}")
+        arr = {k: _array(doc[k]) for k in ("burst_thr_w", "ripple_ref_w2", "power_sd_w", "mu",
+                                           "phi", "sigma", "h")}
+        for k in ("burst_thr_w", "h"):     # inf was written as null
+            arr[k] = np.where(np.isnan(arr[k]), np.inf, arr[k])
+        return cls(tuple(doc["names"]), tuple(doc["kinds"]), dict(doc["config"]),
+                   float(doc["row_s"]), arr["burst_thr_w"], arr["ripple_ref_w2"],
+                   list(doc["power_models"]), list(doc["util_models"]), arr["mu"], arr["phi"],
+                   arr["sigma"], arr["h"], arr["power_sd_w"])
+
+
+def _booster(x: np.ndarray, y: np.ndarray, cfg: HealthConfig) -> lgb.Booster:
+    params = {"objective": "huber", "alpha": 3.0 * float(np.std(y) + 1e-6),
+              "num_leaves": cfg.leaves, "min_data_in_leaf": cfg.min_leaf,
+              "learning_rate": 0.06, "num_threads": 1, "verbose": -1, "deterministic": True,
+              "seed": 0}
+    return lgb.train(params, lgb.Dataset(x, y), num_boost_round=cfg.trees)
+
+
+def _crossfit(x: np.ndarray, y: np.ndarray, use: np.ndarray, cfg: HealthConfig) -> np.ndarray:
+    """Out-of-sample predictions: each contiguous fold predicted by a model fitted on the rest."""
+    pred = np.full(len(y), np.nan)
+    idx = np.flatnonzero(use)
+    for fold in np.array_split(idx, cfg.folds):
+        train = np.setdiff1d(idx, fold)
+        pred[fold] = _booster(x[train], y[train], cfg).predict(x[fold], num_threads=1)
+    return pred
+
+
+def _concat(parts: list[Minutes]) -> Minutes:
+    names = Minutes.__dataclass_fields__
+    return Minutes(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in names})
+
+
+def _jsonable(a: np.ndarray) -> list:
+    return [None if not math.isfinite(v) else v for v in np.asarray(a, float).ravel()] \
+        if np.ndim(a) == 1 else [_jsonable(r) for r in a]
+
+
+def _array(v: list) -> np.ndarray:
+    return np.array(v, dtype=np.float64)   # None -> nan

@@ -1,0 +1,131 @@
+"""`HealthConfig`: the health model's settings (learned detectors, alarms, state keeping).
+
+Built with :meth:`HealthConfig.from_mapping` from a plain mapping (a YAML section, node
+parameters): an unknown key or a value of the wrong kind raises :class:`HealthConfigError`
+naming the key. The physical checks' own settings nest under ``checks``
+(:class:`~rackpower_nodes.core.health.checks_config.ChecksConfig`).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+try:
+    from rackpower_nodes.core.health.checks_config import ChecksConfig
+except ImportError:     # until the physical checks' settings land (core/health/checks_config)
+    ChecksConfig = None
+
+__all__ = ["HealthConfig", "HealthConfigError"]
+
+
+class HealthConfigError(ValueError):
+    """A bad health setting; the message names the key, the value and what was expected."""
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """Settings of :class:`~rackpower_nodes.core.health.monitor.HealthMonitor` and of
+    :meth:`~rackpower_nodes.core.health.baseline.HealthModel.fit`.
+
+    False alarms: each learned detector of a component is a two-sided (power) or one-sided
+    (utilisation, bursts, ripple) CUSUM on AR(1)-prewhitened, standardized minute figures; its
+    threshold is set so that its in-control average run length is ``arl0_weeks`` weeks
+    (Siegmund's approximation), divided among the component's detectors, so one component
+    raises a false alarm about once per ``arl0_weeks`` weeks and a rack of 16 about once per
+    ``arl0_weeks / 16`` weeks.
+    """
+
+    #: in-control average run length per component, weeks (16 components: 1 per rack-week)
+    arl0_weeks: float = 16.0
+    #: CUSUM reference value k in standardized units (detects shifts of about 2k)
+    cusum_k: float = 0.5
+    #: extra factor on the scale of the residuals (held-out days are not the training day)
+    scale_inflation: float = 1.3
+    #: the AR(1) coefficient used for prewhitening is clipped to this
+    max_phi: float = 0.9
+    #: training-data share held out per cross-fitting fold (4 folds at 0.25)
+    folds: int = 4
+    #: LightGBM boosting rounds and leaves of the expected-draw and expected-util models
+    trees: int = 120
+    leaves: int = 8
+    min_leaf: int = 30
+    #: a second is a burst when board max - mean exceeds this multiple of the training's
+    #: 99.9th percentile of that gap
+    burst_factor: float = 1.5
+    #: a minute needs this share of its rows to be used (else it is skipped)
+    min_coverage: float = 0.5
+    #: score at which a component is put on watch (fault at 1.0)
+    watch_score: float = 0.5
+    #: a fault is cleared only after the score stayed below ``watch_score`` this long, s
+    clear_after_s: float = 3600.0
+    #: the CUSUM statistic is capped at this multiple of its threshold (so it can recover)
+    cusum_cap: float = 1.5
+    #: minutes of learned figures kept per component for naming a cause
+    history_min: int = 1440
+    checks: Any = field(default_factory=lambda: ChecksConfig() if ChecksConfig else None)
+
+    def __post_init__(self) -> None:
+        positive = ("arl0_weeks", "cusum_k", "scale_inflation", "burst_factor",
+                    "clear_after_s", "watch_score")
+        for name in positive:
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise HealthConfigError(f"{name}: {v!r}, expected a finite number > 0")
+        if not 0 <= self.max_phi < 1:
+            raise HealthConfigError(f"max_phi: {self.max_phi!r}, expected 0 <= max_phi < 1")
+        if not 0 < self.min_coverage <= 1:
+            raise HealthConfigError(f"min_coverage: {self.min_coverage!r}, expected (0, 1]")
+        if not self.watch_score < 1:
+            raise HealthConfigError(f"watch_score: {self.watch_score!r}, expected < 1")
+        if not self.cusum_cap >= 1:
+            raise HealthConfigError(f"cusum_cap: {self.cusum_cap!r}, expected >= 1")
+        for name in ("folds", "trees", "leaves", "min_leaf", "history_min"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 2:
+                raise HealthConfigError(f"{name}: {v!r}, expected an integer >= 2")
+
+    @property
+    def arl0_min(self) -> float:
+        """In-control average run length per component, minutes."""
+        return self.arl0_weeks * 7 * 1440
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any] | None) -> HealthConfig:
+        """Settings from a mapping; missing keys keep their defaults."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise HealthConfigError(f"health config: {type(raw).__name__}, expected a mapping")
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key not in known:
+                raise HealthConfigError(f"unknown health config key {key!r} "
+                                        f"(known: {sorted(known)})")
+            if key == "checks":
+                kwargs[key] = value if ChecksConfig is None or isinstance(
+                    value, ChecksConfig) else ChecksConfig.from_mapping(value)
+                continue
+            default = known[key].default
+            kwargs[key] = _typed(key, value, type(default))
+        return replace(cls(), **kwargs)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values (``checks`` left out: it has its own config)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "checks"}
+
+
+def _typed(key: str, value: Any, kind: type) -> Any:
+    if isinstance(value, bool):
+        raise HealthConfigError(f"{key}: {value!r}, expected a {kind.__name__}")
+    if kind is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise HealthConfigError(f"{key}: {value!r}, expected an integer")
+        return value
+    if not isinstance(value, int | float):
+        raise HealthConfigError(f"{key}: {value!r}, expected a number")
+    return float(value)

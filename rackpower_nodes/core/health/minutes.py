@@ -1,0 +1,141 @@
+"""Per-second :class:`HealthFrame` rows summarised per whole minute: `Minutes`, `to_minutes`.
+
+Rows may be 1 s or 2 s apart (the BSC traces are 2 s) or have gaps: a minute is the Unix
+minute ``floor(t / 60)``, its figures are the means of the rows inside it, and ``coverage`` says
+what share of the minute's expected rows were there. Besides the means, each minute carries
+
+- ``bursts``: how many of its rows had ``board_max - board_mean`` above a per-component burst
+  threshold (a short spike inside the row: a disk retrying, a fan catching);
+- ``ripple``: the power of the board's per-row mean in the 15-60 s period band (FFT bins 1-4 of
+  the minute), W², after removing the minute's mean, its linear trend and the part explained by
+  the host's utilisation (a fan bearing's periodic ripple shows here, load changes do not).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rackpower_nodes.core.health.types import HealthFrame
+
+__all__ = ["MINUTE_S", "Minutes", "row_spacing", "to_minutes"]
+
+MINUTE_S = 60.0
+#: FFT bins of a minute kept as the ripple band: periods 60, 30, 20 and 15 s
+_RIPPLE_BINS = slice(1, 5)
+
+
+@dataclass
+class Minutes:
+    """Minute summaries of a frame: ``t_min`` (k,) minute starts (Unix s); every other array
+    is (k, components) float64, NaN where the minute had no usable row."""
+
+    t_min: np.ndarray
+    coverage: np.ndarray
+    board: np.ndarray
+    ref: np.ndarray
+    util: np.ndarray
+    util_std: np.ndarray
+    disk: np.ndarray
+    net: np.ndarray
+    app: np.ndarray
+    job: np.ndarray
+    rack_net: np.ndarray
+    bursts: np.ndarray
+    ripple: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.t_min)
+
+
+def row_spacing(t_unix: np.ndarray, default: float = 1.0) -> float:
+    """The rows' usual spacing, s (the median gap, rounded to whole seconds, at least 1)."""
+    if len(t_unix) < 2:
+        return default
+    return float(max(1.0, np.round(np.median(np.diff(t_unix)))))
+
+
+def _means(x: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group nan-mean and count of finite values (groups start at ``starts``)."""
+    ok = np.isfinite(x)
+    sums = np.add.reduceat(np.where(ok, x, 0.0), starts, axis=0)
+    counts = np.add.reduceat(ok.astype(np.float64), starts, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan), counts
+
+
+def to_minutes(frame: HealthFrame, burst_thr_w: np.ndarray | None = None,
+               row_s: float | None = None) -> Minutes:
+    """Summarise ``frame`` per minute; ``burst_thr_w`` (components,) the burst threshold, W
+    (None: ``bursts`` all NaN); ``row_s`` the row spacing (None: from the rows)."""
+    t = frame.t_unix
+    m = len(frame.names)
+    if len(t) == 0:
+        empty = np.empty((0, m))
+        return Minutes(np.empty(0), *([empty] * 12))
+    row_s = row_spacing(t) if row_s is None else row_s
+    minute = np.floor(t / MINUTE_S)
+    starts = np.flatnonzero(np.r_[True, np.diff(minute) > 0])
+    t_min = minute[starts] * MINUTE_S
+    f64 = {f: np.asarray(getattr(frame, f), dtype=np.float64) for f in
+           ("board_mean_w", "board_max_w", "ref_w", "util", "disk_bps", "net_bps",
+            "app_rate", "job_running")}
+    board, n_board = _means(f64["board_mean_w"], starts)
+    coverage = np.minimum(n_board / (MINUTE_S / row_s), 1.0)
+    util, _ = _means(f64["util"], starts)
+    util_sq, _ = _means(f64["util"] ** 2, starts)
+    util_std = np.sqrt(np.maximum(util_sq - util ** 2, 0.0))
+    net, _ = _means(f64["net_bps"], starts)
+    rack_row = np.nansum(f64["net_bps"], axis=1, keepdims=True)
+    rack_net = np.broadcast_to(_means(rack_row, starts)[0], board.shape).copy()
+    if burst_thr_w is None:
+        bursts = np.full(board.shape, np.nan)
+    else:
+        gap = f64["board_max_w"] - f64["board_mean_w"]
+        hit = np.where(np.isfinite(gap), gap > np.asarray(burst_thr_w)[None, :], False)
+        bursts = np.add.reduceat(hit.astype(np.float64), starts, axis=0)
+        bursts = np.where(n_board > 0, bursts * (MINUTE_S / row_s) / np.maximum(n_board, 1),
+                          np.nan)
+    ripple = _ripple(t, minute, starts, f64["board_mean_w"], f64["util"], row_s)
+    return Minutes(t_min, coverage, board, _means(f64["ref_w"], starts)[0], util, util_std,
+                   _means(f64["disk_bps"], starts)[0], net, _means(f64["app_rate"], starts)[0],
+                   _means(f64["job_running"], starts)[0], rack_net, bursts, ripple)
+
+
+def _ripple(t: np.ndarray, minute: np.ndarray, starts: np.ndarray, board: np.ndarray,
+            util: np.ndarray, row_s: float) -> np.ndarray:
+    """Band power (W²) of each minute's detrended, load-corrected per-row board means."""
+    k, m = len(starts), board.shape[1]
+    slots = max(8, round(MINUTE_S / row_s))
+    group = np.cumsum(np.r_[False, np.diff(minute) > 0])
+    slot = np.clip(((t - minute * MINUTE_S) / row_s).astype(np.int64), 0, slots - 1)
+    y = np.full((k, slots, m), np.nan)
+    u = np.full((k, slots, m), np.nan)
+    y[group, slot] = board
+    u[group, slot] = util
+    present = np.isfinite(y)
+    n = present.sum(axis=1)
+    y = np.where(present, y, _nanmean1(y)[:, None, :])
+    u = np.where(np.isfinite(u), u, _nanmean1(u)[:, None, :])
+    y = np.nan_to_num(y)
+    u = np.nan_to_num(u)
+    x = np.arange(slots, dtype=np.float64) - (slots - 1) / 2.0
+    x = (x / np.sqrt((x ** 2).sum()))[None, :, None]
+
+    def detrend(v: np.ndarray) -> np.ndarray:
+        v = v - v.mean(axis=1, keepdims=True)
+        return v - x * (v * x).sum(axis=1, keepdims=True)
+
+    y, u = detrend(y), detrend(u)
+    uu = (u * u).sum(axis=1, keepdims=True)
+    beta = np.where(uu > 1e-9, (y * u).sum(axis=1, keepdims=True) / np.maximum(uu, 1e-12), 0.0)
+    y = y - beta * u
+    spec = np.abs(np.fft.rfft(y, axis=1)[:, _RIPPLE_BINS, :]) ** 2
+    power = 2.0 * spec.sum(axis=1) / slots ** 2
+    return np.where(n >= slots // 2, power, np.nan)
+
+
+def _nanmean1(v: np.ndarray) -> np.ndarray:
+    """Mean over axis 1 of the finite values (0 where none), without warnings."""
+    ok = np.isfinite(v)
+    return np.where(ok, v, 0.0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
