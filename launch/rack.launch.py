@@ -124,6 +124,10 @@ def _launch_setup(context):
         namespace=rack, parameters=[config, recorder_overrides], output="screen",
         respawn=True, respawn_delay=2.0))
     actions += _respawned(Node(
+        package="rackpower", executable="health_monitor", name="health_monitor",
+        namespace=rack, parameters=[config], output="screen",
+        respawn=True, respawn_delay=2.0))
+    actions += _respawned(Node(
         package="rackpower", executable="retrain_scheduler", name="retrain_scheduler",
         namespace=rack, parameters=[config, retrain_overrides], output="screen",
         respawn=True, respawn_delay=5.0))

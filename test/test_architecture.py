@@ -25,7 +25,7 @@ MAX_LINES = 400
 LONG_MODULES: dict[str, str] = {}          # module -> why it may be longer than MAX_LINES
 
 NODES = ("current_sensor", "host_telemetry", "predictor", "pdu_actuator", "recorder",
-         "retrain_scheduler")
+         "retrain_scheduler", "health_monitor")
 NODE_SHARED = ("common", "main", "entry", "workload_msgs")
 # layer -> the layers it may import (besides itself)
 ALLOWED = {

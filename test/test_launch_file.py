@@ -44,7 +44,7 @@ def test_every_node_executable_is_installed_by_the_package():
     assert executables, "no Node actions found"
     assert set(executables) <= scripts
     assert {"current_sensor", "host_telemetry", "predictor", "pdu_actuator", "recorder",
-            "retrain_scheduler"} <= set(executables)
+            "retrain_scheduler", "health_monitor"} <= set(executables)
     packages = {kw.value.value for call in nodes for kw in call.keywords
                 if kw.arg == "package"}
     assert packages == {"rackpower"}
@@ -73,7 +73,7 @@ def test_every_node_respawns_after_a_crash_but_not_after_a_config_error():
     tree = _tree()
     wrapped = [call.args[0] for call in _calls(tree, "_respawned")]
     nodes = _calls(tree, "Node") + _calls(tree, "LifecycleNode")
-    assert len(wrapped) == len(nodes) == 6
+    assert len(wrapped) == len(nodes) == 7
     assert all(any(n is w for w in wrapped) for n in nodes)
     for call in nodes:
         kw = {k.arg: k.value for k in call.keywords}

@@ -7,6 +7,7 @@ import yaml
 from helpers import REPO
 
 from rackpower_nodes.core.actuator_config import check_outlets_in_maps, load_actuator_config_yaml
+from rackpower_nodes.core.health_monitor_config import load_health_monitor_config_yaml
 from rackpower_nodes.core.params import PLACEHOLDER_RE, ConfigError, flatten_parameters
 from rackpower_nodes.core.pdu_map import load_register_map
 from rackpower_nodes.core.predictor_config import load_predictor_config_yaml
@@ -24,9 +25,11 @@ def test_every_section_is_valid_and_they_agree():
     actuator = load_actuator_config_yaml(CONFIG)
     recorder = load_recorder_config_yaml(CONFIG)
     retrain = load_retrain_config_yaml(CONFIG)
+    health = load_health_monitor_config_yaml(CONFIG)
     names = [c.id for c in actuator.components]
     # one component list across the graph
     assert list(predictor.components) == names
+    assert list(health.names) == names
     assert [c.component for c in sensor.channels] == names
     # floors are the idle powers the predictor knows; ceilings above the maxima
     assert [c.floor_w for c in actuator.components] == list(predictor.idle_w)
@@ -34,7 +37,8 @@ def test_every_section_is_valid_and_they_agree():
     # the budget the scheduler's load rule uses is the actuator's
     assert retrain.policy.budget_w == actuator.policy.budget_w == 3680.0
     assert str(recorder.folder) == retrain.settings["bag_folder"]
-    assert set(recorder.topics) >= {"power_samples", "host_telemetry", "allocation_error"}
+    assert set(recorder.topics) >= {"power_samples", "host_telemetry", "allocation_error",
+                                    "component_health"}
 
 
 def test_the_simulated_racks_outlets_are_in_its_pdu_maps():
@@ -48,7 +52,8 @@ def test_the_simulated_racks_outlets_are_in_its_pdu_maps():
 EXAMPLE = REPO / "config" / "rack.example.yaml"
 LOADERS = {"current_sensor": load_sensor_config_yaml, "host_telemetry": load_telemetry_config_yaml,
            "predictor": load_predictor_config_yaml, "pdu_actuator": load_actuator_config_yaml,
-           "recorder": load_recorder_config_yaml, "retrain_scheduler": load_retrain_config_yaml}
+           "recorder": load_recorder_config_yaml, "retrain_scheduler": load_retrain_config_yaml,
+           "health_monitor": load_health_monitor_config_yaml}
 # what an operator of the example rack (4 servers and a switch on two PDUs) would fill in
 FILLED = {
     ("current_sensor", "serial.port"): "/dev/ttyACM0",
@@ -117,3 +122,4 @@ def test_the_example_fails_naming_every_placeholder_until_filled(tmp_path):
     names = list(actuator.names)
     assert list(configs["predictor"].components) == names
     assert [c.component for c in configs["current_sensor"].channels] == names
+    assert list(configs["health_monitor"].names) == names

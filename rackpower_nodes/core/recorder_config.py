@@ -11,7 +11,7 @@ from rackpower_nodes.core.params import (
     ConfigError, ParamSpec, load_config_yaml, param, read_parameters)
 
 DEFAULT_TOPICS = ("power_samples", "host_telemetry", "power_forecast", "power_allocation",
-                  "allocation_error", "model_update", "workload_events")
+                  "allocation_error", "model_update", "workload_events", "component_health")
 STORAGES = ("mcap", "sqlite3")
 MIB = 1 << 20
 

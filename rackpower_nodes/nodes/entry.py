@@ -54,3 +54,7 @@ def recorder() -> int:
 
 def retrain_scheduler() -> int:
     return _run("retrain_scheduler")
+
+
+def health_monitor() -> int:
+    return _run("health_monitor")

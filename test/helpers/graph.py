@@ -1,9 +1,9 @@
-"""Watching a launched graph: NODES, the six executables of launch/rack.launch.py, and
+"""Watching a launched graph: NODES, the seven executables of launch/rack.launch.py, and
 `GraphWatch`, which tells when all of them are up and the recorder writes."""
 from __future__ import annotations
 
 NODES = ("current_sensor", "host_telemetry", "predictor", "pdu_actuator", "recorder",
-         "retrain_scheduler")
+         "health_monitor", "retrain_scheduler")
 
 __all__ = ["NODES", "GraphWatch"]
 

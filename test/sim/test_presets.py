@@ -57,6 +57,9 @@ def test_preset_matches_its_actuator_config(preset):
     pred = params["predictor"]["components"]
     assert tuple(pred["names"]) == cfg.names
     assert len(pred["idle_w"]) == len(pred["max_w"]) == len(cfg.names)
+    health = params["health_monitor"]["components"]
+    assert tuple(health["names"]) == cfg.names
+    assert tuple(health["kinds"]) == tuple(c.kind for c in cfg.components)
 
 
 @pytest.mark.parametrize("preset", ["ai", "mixed"])

@@ -1,0 +1,166 @@
+"""Parameter schema and validated configuration of the `health_monitor` node (no rclpy).
+
+The node's own parameters are in :data:`HEALTH_MONITOR_PARAMETERS`. Every other key under
+``health.`` (except ``health.model_path``) belongs to the health model's own configuration
+(:class:`rackpower_nodes.core.health.monitor.HealthConfig`): :func:`health_parameter_specs`
+declares one parameter per field of it, and the builder hands them, without the ``health.``
+prefix, to ``HealthConfig.from_mapping``. A key it does not know stops the node, named.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rackpower_nodes.core.params import (
+    ConfigError, ParamSpec, check_ids, load_config_yaml, param, read_parameters,
+    unknown_key_errors)
+
+KINDS = ("server", "switch", "storage")
+HEALTH_PREFIX = "health."
+
+HEALTH_MONITOR_PARAMETERS: tuple[ParamSpec, ...] = (
+    param("components.names", [], "string_array",
+          "Component ids to watch (the sensor board's channel components), e.g. srv01"),
+    param("components.kinds", [], "string_array",
+          "Kind of each component: server, switch or storage (one per components.names)"),
+    param("health.model_path", "", "string",
+          "Health model file (HealthModel.save) with each component's learned baseline ('' = "
+          "the physical checks only, until a baseline is learned online)"),
+    param("publish.period_s", 1.0, "double",
+          "Judge the newest complete seconds and publish component_health this often, s",
+          (0.1, 60.0)),
+    param("inputs.late_s", 0.5, "double",
+          "A second is judged once this long after its end (samples may arrive late), s",
+          (0.0, 10.0)),
+    param("inputs.stale_after_s", 5.0, "double",
+          "A component without a power sample for this long is stale (its verdict is not "
+          "refreshed; /diagnostics says STALE), s", (0.5, 3600.0)),
+    param("telemetry.hold_s", 5.0, "double",
+          "Host telemetry counts for a second when at most this old at its end, s",
+          (0.5, 600.0)),
+    param("events.stale_after_s", 30.0, "double",
+          "A workload_events snapshot older than this says nothing about running jobs, s",
+          (0.1, 3600.0)),
+    param("frame_id", "rack", "string", "header.frame_id of published messages"),
+)
+
+
+def _health_config_class():
+    from rackpower_nodes.core.health.config import HealthConfig
+
+    return HealthConfig
+
+
+_SPEC_TYPES = ((bool, "bool"), (int, "integer"), (float, "double"), (str, "string"))
+
+
+def health_parameter_specs() -> tuple[ParamSpec, ...]:
+    """One ``health.<field>`` parameter per scalar setting of HealthConfig (and
+    ``health.<field>.<sub>`` for a nested settings dataclass such as ``checks``), its default
+    the dataclass's."""
+    return tuple(_specs_of(_health_config_class()(), HEALTH_PREFIX))
+
+
+def _specs_of(config: Any, prefix: str) -> list[ParamSpec]:
+    if not dataclasses.is_dataclass(config):
+        return []
+    specs = []
+    for f in dataclasses.fields(config):
+        if not f.init:
+            continue
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            specs += _specs_of(value, f"{prefix}{f.name}.")
+            continue
+        kind = next((t for py, t in _SPEC_TYPES if isinstance(value, py)), None)
+        if kind is None or (kind == "double" and not math.isfinite(value)):
+            continue                                # not expressible as a ROS parameter
+        specs.append(param(prefix + f.name, float(value) if kind == "double" else value, kind,
+                           f.metadata.get("description", f"health model setting {f.name}")))
+    return specs
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """{"checks.stuck_s": 5} -> {"checks": {"stuck_s": 5}}."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+@dataclass(frozen=True)
+class HealthMonitorConfig:
+    names: tuple[str, ...]
+    kinds: tuple[str, ...]
+    model_path: str
+    period_s: float
+    late_s: float
+    stale_after_s: float
+    telemetry_hold_s: float
+    events_stale_after_s: float
+    frame_id: str
+    health: Any                 # HealthConfig
+    health_values: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def health_monitor_config_from_params(values: Mapping[str, Any]) -> HealthMonitorConfig:
+    """Build a validated config; raises ConfigError naming every bad key and value."""
+    errors: list[str] = []
+    own_names = {s.name for s in HEALTH_MONITOR_PARAMETERS}
+    own = {k: v for k, v in values.items()
+           if not k.startswith(HEALTH_PREFIX) or k in own_names}
+    given_health = {k: v for k, v in values.items() if k not in own}
+    v = read_parameters(HEALTH_MONITOR_PARAMETERS, own, errors, "health_monitor")
+    names, kinds = v.get("components.names", ()), v.get("components.kinds", ())
+    if not names:
+        errors.append("components.names = []: expected at least one component id")
+    check_ids("components.names", names, errors)
+    if len(kinds) != len(names):
+        errors.append(f"components.kinds = {list(kinds)!r}: has {len(kinds)} values, "
+                      f"expected {len(names)} (one per components.names)")
+    errors += [f"components.kinds[{i}] = {k!r}: expected one of {', '.join(KINDS)}"
+               for i, k in enumerate(kinds) if k not in KINDS]
+    model = v.get("health.model_path", "")
+    if model and not Path(model).exists():
+        errors.append(f"health.model_path = {model!r}: no such file or folder")
+    health, health_values = _health_config(given_health, errors)
+    if errors:
+        raise ConfigError(errors)
+    return HealthMonitorConfig(
+        names=tuple(names), kinds=tuple(kinds), model_path=model,
+        period_s=v["publish.period_s"], late_s=v["inputs.late_s"],
+        stale_after_s=v["inputs.stale_after_s"], telemetry_hold_s=v["telemetry.hold_s"],
+        events_stale_after_s=v["events.stale_after_s"], frame_id=v["frame_id"],
+        health=health, health_values=health_values)
+
+
+def _health_config(given: Mapping[str, Any], errors: list[str]):
+    """HealthConfig from the ``health.*`` values (prefix stripped); errors appended."""
+    specs = health_parameter_specs()
+    if specs:                          # unknown keys named here, with the close match
+        errors.extend(unknown_key_errors(given, (s.name for s in specs), "health_monitor"))
+        given = {k: v for k, v in given.items() if k in {s.name for s in specs}}
+        checked = read_parameters(specs, given, errors, "health_monitor")
+        given = {k: checked[k] for k in given if k in checked}
+    values = _nest({k.removeprefix(HEALTH_PREFIX): val for k, val in given.items()})
+    try:
+        return _health_config_class().from_mapping(values), values
+    except (ValueError, TypeError, KeyError) as exc:
+        text = str(exc).strip("'\"")
+        head = text.split(":", 1)[0]
+        errors.append(f"{HEALTH_PREFIX}{text}" if " " not in head and ":" in text
+                      else f"health: {text}")
+        return None, values
+
+
+def load_health_monitor_config_yaml(path: str | Path,
+                                    node_name: str = "health_monitor") -> HealthMonitorConfig:
+    return load_config_yaml(path, node_name, health_monitor_config_from_params)

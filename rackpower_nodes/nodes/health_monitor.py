@@ -1,0 +1,225 @@
+"""The `health_monitor` node: `power_samples`, `host_telemetry` and `workload_events` in, one
+`ComponentHealth` per component on `component_health` and `/diagnostics` out, once a second.
+
+The input subscriptions feed a :class:`~rackpower_nodes.core.health.stream.HealthStream`
+(per-second rows of each component's board power and its host's telemetry); a timer in its
+own callback group pops the complete seconds, hands them to the core's
+:class:`~rackpower_nodes.core.health.monitor.HealthMonitor` and publishes every component's
+newest verdict. `component_health` is latched (reliable, transient local, depth = the number
+of components), so a late subscriber gets each component's newest message at once.
+
+In `/diagnostics` each component is one status: OK (ok), WARN (watch), ERROR (fault), the
+message naming the suspected cause and the values the evidence. A component without a power
+sample for `inputs.stale_after_s` is STALE: its verdict is not refreshed and the status says
+since when nothing came (a component never heard from is STALE too, never a silent OK).
+
+Without `health.model_path` only the checks that need no learned baseline run (stuck channel,
+dropouts; the message's `baseline_learned` is false); the node does not learn a baseline
+online: that is `HealthModel.fit` on recorded data, run off the live path.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from rackpower.msg import ComponentHealth, HostTelemetry, PowerSamples, WorkloadEvents
+from rackpower_nodes.core.health import HealthVerdict
+from rackpower_nodes.core.health.stream import HealthStream, HealthStreamError
+from rackpower_nodes.core.params import ConfigError
+from rackpower_nodes.core.health_monitor_config import (
+    HEALTH_MONITOR_PARAMETERS, HealthMonitorConfig, health_monitor_config_from_params,
+    health_parameter_specs)
+from rackpower_nodes.nodes.common import (
+    declare_from_specs, diagnostic_status, float32_array, latched_qos, publish_diagnostics,
+    samples_qos)
+from rackpower_nodes.nodes.main import run_node
+from rackpower_nodes.nodes.workload_msgs import WorkloadEventsError, events_from_msg
+
+LEVELS = {"ok": DiagnosticStatus.OK, "watch": DiagnosticStatus.WARN,
+          "fault": DiagnosticStatus.ERROR}
+
+
+def health_qos(components: int) -> QoSProfile:
+    """component_health: latest state per component: reliable, transient local, depth = the
+    number of components (each cycle publishes every one, so a late subscriber gets all)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, components),
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def _stamp(header) -> float:
+    return header.stamp.sec + header.stamp.nanosec * 1e-9
+
+
+def to_message(v: HealthVerdict, t_unix: float, learned: bool, frame_id: str,
+               extra: dict[str, float]) -> ComponentHealth:
+    msg = ComponentHealth(component_id=v.component, state=v.state, score=float(v.score),
+                          cause=v.cause, sensor_fault=v.sensor_fault,
+                          since_unix=float(v.since_unix), baseline_learned=bool(learned))
+    msg.header.frame_id = frame_id
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(t_unix * 1e9), 10**9)
+    evidence = {**v.evidence, **extra}
+    msg.evidence_names = list(evidence)
+    msg.evidence_values = float32_array(list(evidence.values()))
+    return msg
+
+
+def _when(t_unix: float) -> str:
+    return time.strftime("%H:%M:%S UTC", time.gmtime(t_unix)) if math.isfinite(t_unix) else "?"
+
+
+def status_text(v: HealthVerdict | None, age_s: float, stale_after_s: float) -> tuple[str, str]:
+    """(level name, message) of one component's diagnostics: ok, watch, fault or stale."""
+    if v is None:
+        what = "no power sample yet" if not math.isfinite(age_s) else "not judged yet"
+        return "stale", f"stale: {what}"
+    if v.state == "fault":
+        whose = " (the sensor, not the component)" if v.sensor_fault else ""
+        said = f"fault: {v.cause}{whose} since {_when(v.since_unix)} (score {v.score:.2f})"
+    elif v.state == "watch":
+        said = f"watch: {v.cause or 'evidence building up'} (score {v.score:.2f})"
+    else:
+        said = "ok"
+    if age_s > stale_after_s:
+        age = f"{age_s:.0f} s" if math.isfinite(age_s) else "ever"
+        return ("fault" if v.state == "fault" else "stale"), \
+            f"stale: no power sample for {age}; last verdict {said}"
+    return v.state, said
+
+
+class HealthMonitorNode(Node):
+    """Judges each component's health from its power draw and publishes it."""
+
+    def __init__(self, **kwargs):
+        super().__init__("health_monitor", **kwargs)
+        self.config: HealthMonitorConfig = health_monitor_config_from_params(
+            declare_from_specs(self, HEALTH_MONITOR_PARAMETERS + health_parameter_specs()))
+        cfg = self.config
+        self._lock = threading.Lock()           # the stream: inputs push, the timer pops
+        self.stream = HealthStream(cfg.names, cfg.kinds, cfg.late_s, cfg.telemetry_hold_s,
+                                   cfg.events_stale_after_s)
+        self.monitor, self._model_state = self._make_monitor(cfg)
+        self.verdicts: dict[str, tuple[HealthVerdict, float]] = {}    # (verdict, row end)
+        self._events_error = ""
+        self._cycles = 0
+        inputs = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(PowerSamples, "power_samples", self._on_samples,
+                                 samples_qos(0.25), callback_group=inputs)
+        self.create_subscription(HostTelemetry, "host_telemetry", self._on_telemetry,
+                                 samples_qos(2.0), callback_group=inputs)
+        self.create_subscription(WorkloadEvents, "workload_events", self._on_events,
+                                 latched_qos(), callback_group=inputs)
+        self._pub = self.create_publisher(ComponentHealth, "component_health",
+                                          health_qos(len(cfg.names)))
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(cfg.period_s, self._cycle,
+                          callback_group=MutuallyExclusiveCallbackGroup())
+
+    def _make_monitor(self, cfg: HealthMonitorConfig):
+        from rackpower_nodes.core.health import monitor as core
+
+        model, state = None, "none: the physical checks only"
+        if cfg.model_path:
+            try:
+                model = core.HealthModel.load(cfg.model_path)
+            except (OSError, ValueError, KeyError) as exc:
+                raise ConfigError(f"health.model_path = {cfg.model_path!r}: cannot load the "
+                                  f"health model: {exc}") from exc
+            state = f"loaded from {cfg.model_path}"
+        self.get_logger().info(f"health model: {state}")
+        return core.HealthMonitor(cfg.names, cfg.kinds, model, cfg.health), state
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def _on_samples(self, msg: PowerSamples) -> None:
+        n, k = len(msg.channel_ids), int(msg.sample_count)
+        current = np.asarray(msg.current_a, dtype=np.float32)
+        if n == 0 or k == 0 or current.size != n * k or len(msg.voltage_v) != n:
+            return                                  # a batch without raw samples: nothing
+        try:
+            with self._lock:
+                self.stream.push_samples(_stamp(msg.header), msg.sample_period_s,
+                                         list(msg.channel_ids), current.reshape(n, k),
+                                         np.asarray(msg.voltage_v))
+        except HealthStreamError as exc:
+            self.get_logger().warning(f"power_samples batch dropped: {exc}",
+                                      throttle_duration_sec=10.0)
+
+    def _on_telemetry(self, msg: HostTelemetry) -> None:
+        hosts = {h.host_id: (h.cpu_util, h.disk_read_bps + h.disk_write_bps,
+                             h.net_rx_bps + h.net_tx_bps, h.up and not h.stale)
+                 for h in msg.hosts}
+        with self._lock:
+            self.stream.push_telemetry(_stamp(msg.header), hosts)
+
+    def _on_events(self, msg: WorkloadEvents) -> None:
+        try:
+            events = events_from_msg(msg)
+        except WorkloadEventsError as exc:
+            if str(exc) != self._events_error:
+                self.get_logger().warning(f"workload_events from {msg.source!r} dropped: {exc}")
+            self._events_error = str(exc)
+            return
+        self._events_error = ""
+        running = {h for j in events.jobs if j.state == "running" for h in j.hosts}
+        with self._lock:
+            self.stream.push_jobs(events.stamp_unix, running)
+
+    # -- the cycle ------------------------------------------------------------------------------
+
+    def _cycle(self) -> None:
+        now = time.time()
+        with self._lock:
+            frame = self.stream.pop(now)
+            last = self.stream.last_sample_unix.copy()
+        ages = now - last                                   # NaN: never
+        ages = np.where(np.isfinite(ages), ages, np.inf)
+        stale = ages > self.config.stale_after_s
+        if frame is not None:
+            end = frame.t_unix[-1] + 1.0
+            for v in self.monitor.update(frame):
+                if not stale[self.config.names.index(v.component)]:
+                    self.verdicts[v.component] = (v, end)
+        self._cycles += 1
+        learned = bool(getattr(self.monitor, "learned", False))
+        for name in self.config.names:
+            if name in self.verdicts:
+                v, end = self.verdicts[name]
+                age = float(ages[self.config.names.index(name)])
+                self._pub.publish(to_message(v, end, learned, self.config.frame_id,
+                                             {"samples_age_s": min(age, 1e9)}))
+        self._publish_diagnostics(ages, learned)
+
+    def _publish_diagnostics(self, ages: np.ndarray, learned: bool) -> None:
+        cfg, statuses = self.config, []
+        levels = {**LEVELS, "stale": DiagnosticStatus.STALE}
+        for i, name in enumerate(cfg.names):
+            v, _ = self.verdicts.get(name, (None, math.nan))
+            state, text = status_text(v, float(ages[i]), cfg.stale_after_s)
+            values = {"state": state, "cause": v.cause if v else "",
+                      "score": f"{v.score:.3f}" if v else "",
+                      "since": _when(v.since_unix) if v and v.state != "ok" else "",
+                      "samples_age_s": f"{ages[i]:.1f}", "baseline_learned": learned,
+                      "model": self._model_state,
+                      **({k: f"{x:.4g}" for k, x in v.evidence.items()} if v else {})}
+            statuses.append(diagnostic_status(
+                levels[state], f"{self.get_fully_qualified_name()}: {name}", text, name,
+                values))
+        publish_diagnostics(self, self._diag_pub, statuses)
+
+
+def main(args=None) -> int:
+    return run_node(HealthMonitorNode, "health_monitor", args, threads=2)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
