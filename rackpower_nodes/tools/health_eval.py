@@ -42,7 +42,7 @@ from pathlib import Path
 from rackpower_nodes.core.forecast.metrics import format_table
 from rackpower_nodes.core.health import FAULT_CLASSES
 from rackpower_nodes.tools.health_eval_data import (
-    bsc_frames, fault_marks, replay, shifted, sim_frame)
+    bsc_frames, fault_marks, replay, row_spacing, shifted, sim_frame)
 from rackpower_nodes.tools.health_eval_metrics import alarm_row, class_rows, score_day
 
 _log = logging.getLogger("rackpower_health_eval")
@@ -151,10 +151,28 @@ def day_kinds(day: int, per_day: int) -> list[str]:
     return [FAULT_CLASSES[(day * per_day + j) % len(FAULT_CLASSES)] for j in range(per_day)]
 
 
+def draw_faults(preset: str, seed: int, kinds: Sequence[str], onset_s: tuple[float, float]
+                ) -> list:
+    """One fault of each of ``kinds`` on distinct components of ``preset``'s rack, drawn by
+    ``random_faults`` (its ranges) from seeds derived from the day's ``seed``."""
+    from rackpower_nodes.sim.faults.plan import random_faults
+
+    out, used = [], set()
+    for j, kind in enumerate(kinds):
+        for attempt in range(100):
+            (f,) = random_faults(preset, seed * 1000 + 100 * j + attempt, kinds=[kind],
+                                 per_run=1, start_s=onset_s[0], end_s=onset_s[1])
+            if f.component not in used:
+                break
+        else:
+            raise CliError(f"--faults-per-day: no free component for {kind} on {preset}")
+        used.add(f.component)
+        out.append(f)
+    return out
+
+
 def run_preset(h: Harness, preset: str) -> tuple[list, list[dict]]:
     """Fault-day outcomes and false-alarm rows of one preset."""
-    from rackpower_nodes.sim.faults import random_faults
-
     a = h.args
     train, _ = sim_frame(preset, a.train_seed, a.hours)
     model = h.fit([train])
@@ -162,9 +180,7 @@ def run_preset(h: Harness, preset: str) -> tuple[list, list[dict]]:
     outcomes, alarms, rack_s = [], [], 0.0
     for day in range(a.days):
         seed = a.seed + day
-        faults = random_faults(preset, seed, kinds=day_kinds(day, a.faults_per_day),
-                               per_run=a.faults_per_day, start_s=a.onset_s[0],
-                               end_s=a.onset_s[1])
+        faults = draw_faults(preset, seed, day_kinds(day, a.faults_per_day), a.onset_s)
         frame, start = sim_frame(preset, seed, a.hours, faults)
         end = float(frame.t_unix[-1])
         got, false = score_day(faults, h.marks(model, [frame]), start, end, preset, seed)
@@ -211,7 +227,7 @@ def run_bsc(h: Harness) -> tuple[list[dict], dict | None, str]:
             continue
         model = h.fit(srv.frames[:k])
         new = [m for m in h.marks(model, srv.frames[k:]) if m.new]
-        seconds = sum(float(f.t_unix[-1] - f.t_unix[0]) for f in srv.frames[k:])
+        seconds = sum(len(f) * row_spacing(f.t_unix) for f in srv.frames[k:])
         alarms += new
         monitored.append(seconds)
         row = alarm_row("", new, seconds)

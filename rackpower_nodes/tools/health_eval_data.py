@@ -25,8 +25,8 @@ import numpy as np
 from rackpower_nodes.core.forecast.series import TELEMETRY
 from rackpower_nodes.core.health import FRAME_FIELDS, HealthFrame, HealthVerdict
 
-__all__ = ["BscServer", "FaultMark", "bsc_frames", "fault_marks", "replay", "shifted",
-           "sim_frame"]
+__all__ = ["BscServer", "FaultMark", "bsc_frames", "fault_marks", "replay", "row_spacing",
+           "shifted", "sim_frame"]
 
 _log = logging.getLogger("rackpower_health_eval")
 
@@ -76,6 +76,11 @@ def fault_marks(stream: Iterable[tuple[float, Sequence[HealthVerdict]]]) -> list
                                        previous.get(v.component) != "fault"))
             previous[v.component] = v.state
     return marks
+
+
+def row_spacing(t_unix: np.ndarray) -> float:
+    """The usual spacing of a frame's rows, s (median gap; 1 s for a single row)."""
+    return float(np.median(np.diff(t_unix))) if len(t_unix) > 1 else 1.0
 
 
 def shifted(frame: HealthFrame, offset_s: float) -> HealthFrame:
