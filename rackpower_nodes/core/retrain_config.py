@@ -73,6 +73,12 @@ RETRAIN_PARAMETERS: tuple[ParamSpec, ...] = (
           "Errors this close to a window's forecast span count for it, s", (0.0, 3600.0)),
     param("weighting.keep_errors", 20000, "integer",
           "Newest AllocationErrors kept for the next retrain", (0, 10_000_000)),
+    param("health.margin_s", 900.0, "double",
+          "Data of a component this long before its fault's since_unix (the evidence starts "
+          "before the alarm) is left out of retraining too, s", (0.0, 86400.0)),
+    param("health.max_intervals", 64, "integer",
+          "Flagged fault intervals kept per component (newest), besides the span rule "
+          "(those that ended over bags.max_span_s ago are dropped)", (1, 100000)),
 )
 
 
@@ -83,6 +89,8 @@ class RetrainConfig:
     check_period_s: float
     keep_errors: int
     settings: dict      # RetrainPipeline settings (bag folder, limits, the job's request part)
+    flag_keep_s: float = 86400.0    # fault intervals that ended longer ago are dropped, s
+    max_flags: int = 64             # fault intervals kept per component
 
 
 def retrain_config_from_params(values: Mapping[str, Any]) -> RetrainConfig:
@@ -112,7 +120,8 @@ def retrain_config_from_params(values: Mapping[str, Any]) -> RetrainConfig:
         raise ConfigError(f"offpeak.*: {exc}") from exc
     return RetrainConfig(registry_root=v["registry.root"], policy=policy,
                          check_period_s=v["policy.check_period_s"],
-                         keep_errors=v["weighting.keep_errors"], settings=_settings(v))
+                         keep_errors=v["weighting.keep_errors"], settings=_settings(v),
+                         flag_keep_s=v["bags.max_span_s"], max_flags=v["health.max_intervals"])
 
 
 def _settings(v: dict) -> dict:
@@ -130,6 +139,7 @@ def _settings(v: dict) -> dict:
         "weighting": {"max_weight": v["weighting.max_weight"],
                       "error_ref_w": v["weighting.error_ref_w"],
                       "radius_s": v["weighting.radius_s"]},
+        "exclusion": {"margin_s": v["health.margin_s"]},
     }
     return {"bag_folder": v["bags.folder"], "namespace": v["bags.namespace"] or None,
             "max_span_s": v["bags.max_span_s"], "max_bytes": v["bags.max_bytes"],

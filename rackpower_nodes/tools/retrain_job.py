@@ -9,13 +9,17 @@ registry), ``champion`` (its model folder or null), ``spec`` (WindowSpec fields 
 model; a champion's spec wins, so both are scored on the same windows), ``lstm`` (LstmParams
 fields), ``threads`` (torch threads), ``nice`` (niceness added), ``holdout_s`` (s),
 ``val_frac``, ``max_windows``, ``weighting`` (``max_weight``, ``error_ref_w`` W, ``radius_s``
-s), ``seed``, ``report`` and ``progress`` (paths).
+s), ``flagged`` (FlaggedInterval dicts: component, start_unix, end_unix or null while still
+faulty, cause), ``exclusion`` (``margin_s``: each flag widened this much before its start, s),
+``seed``, ``report`` and ``progress`` (paths).
 
-It loads the data, holds out the last ``holdout_s`` s, repeats windows near large errors,
-trains the challenger, saves it into ``out_root``, scores champion, challenger and
-persistence on the same held-out windows and writes ``report`` (``ok``, ``model_dir``,
-``metrics`` W, ``trained_on``, ``problems``). Exit 0 on success; 1 with ``error`` in the report
-and on stderr when it fails; 2 for an unreadable request.
+It loads the data, leaves out the windows of flagged components that overlap their flagged
+intervals (core/retrain/exclusion.py; what was left out goes into ``trained_on["excluded"]``
+and ``excluded.json`` beside the model's model.json), holds out the last ``holdout_s`` s,
+repeats windows near large errors, trains the challenger, saves it into ``out_root``, scores
+champion, challenger and persistence on the same held-out windows and writes ``report``
+(``ok``, ``model_dir``, ``metrics`` W, ``trained_on``, ``problems``). Exit 0 on success; 1
+with ``error`` in the report and on stderr when it fails; 2 for an unreadable request.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import time
 from pathlib import Path
 
 _log = logging.getLogger("rackpower_retrain_job")
+EXCLUDED_FILE = "excluded.json"     # beside model.json: the data left out as faulty
 SPEC_DEFAULT = {"step_s": 0.1, "history_steps": 50, "horizon_steps": 50, "coarse": [10, 100],
                 "stride": 20}
 
@@ -119,10 +124,12 @@ def run(req: dict) -> dict:
     series, trained_on, problems = load_sources(req, spec.step_s)
     seed = int(req.get("seed", 0))
     ws = build_windows(series, spec, max_windows=req.get("max_windows"), seed=seed)
+    ws, excluded = _exclude(req, ws, problems)
     train_all, test = rt.holdout_split(ws, float(req.get("holdout_s", 600.0)))
     if not len(train_all) or not len(test):
         raise ValueError(f"{len(train_all)} training and {len(test)} held-out windows from "
-                         f"{len(ws)}: record more data or lower holdout_s")
+                         f"{len(ws)} ({excluded['windows']} more flagged faulty, left out): "
+                         "record more data or lower holdout_s")
     bags = [s["path"] for s in req.get("sources", []) if s.get("kind") == "bag"]
     errors = [tuple(e) for e in req.get("errors", [])] + _bag_errors(bags, problems)
     fit_on, val = split_by_time(train_all, 1.0 - float(req.get("val_frac", 0.15)))
@@ -156,11 +163,33 @@ def run(req: dict) -> dict:
                       censored_steps=int(sum(int(s.censored.sum()) for s in series
                                              if s.censored is not None)),
                       t_first_unix=float(train_all.t_unix.min()),
-                      t_last_unix=float(train_all.t_unix.max()))
+                      t_last_unix=float(train_all.t_unix.max()), excluded=excluded)
     path = save_model(challenger, req["out_root"], metrics, trained_on)
+    _write(str(path / EXCLUDED_FILE), excluded)
     _progress(req, "done")
     return {"ok": True, "model_dir": str(path), "metrics": metrics, "trained_on": trained_on,
             "problems": problems}
+
+
+def _exclude(req: dict, ws, problems: list[str]):
+    """(windows, summary): the windows of components flagged faulty (``flagged``, widened by
+    ``exclusion.margin_s`` before each start) left out; a component flagged over its whole
+    span is named in ``problems``."""
+    from rackpower_nodes.core import retrain as rt
+
+    flags = rt.flags_from_request(req.get("flagged"))
+    margin_s = float((req.get("exclusion") or {}).get("margin_s", rt.MARGIN_S))
+    kept, summary = rt.exclude_flagged(ws, flags, margin_s)
+    for comp in summary["whole_span"]:
+        problems.append(f"component {comp}: flagged faulty over all of its data; none of it "
+                        "trained on or judged")
+    if summary["windows"]:
+        _log.info("%d windows of flagged components left out: %s", summary["windows"],
+                  {c: v["windows"] for c, v in summary["components"].items()})
+    if not len(kept):
+        raise ValueError(f"all {len(ws)} windows overlap flagged faulty intervals: "
+                         f"{[f.as_dict() for f in flags]}")
+    return kept, summary
 
 
 def _bag_errors(bags: list[str], problems: list[str]) -> list[tuple]:

@@ -12,6 +12,9 @@
 - :mod:`.job`: :class:`RetrainJob` starts the training job
   (``python -m rackpower_nodes.tools.retrain_job``) in its own process and watches its time
   and memory.
+- :mod:`.exclusion`: :class:`FaultTracker` (the health model's fault states as
+  ``FlaggedInterval`` s) and :func:`exclude_flagged` (windows overlapping a component's flagged
+  interval, widened by ``margin_s`` before it, left out of training and held-out data).
 - :mod:`.pipeline`: :class:`RetrainPipeline` gathers the data, starts the job, and on its
   report registers the challenger and promotes or rejects it (:class:`Outcome`).
 
@@ -27,6 +30,12 @@ from rackpower_nodes.core.retrain.data import (
     newest_bags,
     resample_weighted,
 )
+from rackpower_nodes.core.retrain.exclusion import (
+    MARGIN_S,
+    FaultTracker,
+    exclude_flagged,
+    flags_from_request,
+)
 from rackpower_nodes.core.retrain.job import JOB_MODULE, RetrainJob
 from rackpower_nodes.core.retrain.judge import decide, evaluate
 from rackpower_nodes.core.retrain.pipeline import Outcome, RetrainPipeline
@@ -39,7 +48,8 @@ from rackpower_nodes.core.retrain.policy import (
 )
 
 __all__ = [
-    "JOB_MODULE", "LOAD_STALE_S", "BagInfo", "OffPeakGate", "OffPeakPolicy", "Outcome",
-    "RetrainError", "RetrainJob", "RetrainPipeline", "bag_info", "decide", "error_weights",
-    "evaluate", "holdout_split", "newest_bags", "parse_window", "resample_weighted",
+    "JOB_MODULE", "LOAD_STALE_S", "MARGIN_S", "BagInfo", "FaultTracker", "OffPeakGate",
+    "OffPeakPolicy", "Outcome", "RetrainError", "RetrainJob", "RetrainPipeline", "bag_info",
+    "decide", "error_weights", "evaluate", "exclude_flagged", "flags_from_request",
+    "holdout_split", "newest_bags", "parse_window", "resample_weighted",
 ]

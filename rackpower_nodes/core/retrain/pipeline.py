@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rackpower_nodes.core.health.types import FlaggedInterval
 from rackpower_nodes.core.retrain.data import newest_bags
 from rackpower_nodes.core.retrain.job import RetrainJob
 from rackpower_nodes.core.retrain.judge import decide
@@ -34,7 +35,7 @@ class RetrainPipeline:
 
     ``settings`` keys: ``bag_folder``, ``namespace``, ``max_span_s``, ``max_bytes``, ``metric``,
     ``margin_frac``, ``max_seconds``, ``max_rss_mb`` and ``job`` (passed to the job: spec,
-    lstm, threads, nice, holdout_s, max_windows, weighting, seed; see retrain_job).
+    lstm, threads, nice, holdout_s, max_windows, weighting, exclusion, seed; see retrain_job).
     """
 
     def __init__(self, registry, settings: dict) -> None:
@@ -48,10 +49,12 @@ class RetrainPipeline:
         return self.job is not None
 
     def start(self, errors: Sequence[tuple[float, str, float]] = (),
-              sources: list[dict] | None = None) -> RetrainJob:
+              sources: list[dict] | None = None,
+              flagged: Sequence[FlaggedInterval] = ()) -> RetrainJob:
         """Start a job on ``sources`` (default: the newest bags of ``bag_folder``) with the
-        logged ``errors`` (t_unix, component, |error_w|). RetrainError when there is no data
-        or a job runs already."""
+        logged ``errors`` (t_unix, component, |error_w|) and the ``flagged`` faulty intervals
+        whose windows it leaves out. RetrainError when there is no data or a job runs
+        already."""
         if self.job is not None:
             raise RetrainError("a retrain job is running already")
         s = self.settings
@@ -68,6 +71,7 @@ class RetrainPipeline:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         request = dict(s.get("job", {}), sources=sources, namespace=s.get("namespace"),
                        errors=[list(e) for e in errors], out_root=str(self.registry.root),
+                       flagged=[f.as_dict() for f in flagged],
                        champion=champion)
         self.job = RetrainJob(request, self.registry.root / "jobs" / stamp,
                               s.get("max_seconds", 1800.0), s.get("max_rss_mb", 2048.0)).start()
