@@ -2,11 +2,13 @@
 
     rackpower-sim fast --hours 24 --seed 1 --out DIR [--config config/rack_sim.yaml |
                        --preset office|ai|mixed] [--rate-hz 10] [--png day.png]
+                       [--fault KIND:COMPONENT:ONSET_H[:GROWTH_H[:MAGNITUDE]] ...]
     rackpower-sim plot --data DIR --out day.png
     rackpower-sim live --link /tmp/rackpower_rack_01_board --exporter-base-port 9101
                        [--pdu-base-port 5020 | --no-pdus] [--pdu-map rackpower_sim]
                        [--bmc-port 5080 | --no-bmcs] [--bmc-api alternate]
                        [--control /tmp/rack.sock]
+                       [--fault KIND:COMPONENT:ONSET_S[:GROWTH_S[:MAGNITUDE]] ...]
 
 ``fast`` writes ``DIR/rack_sim.npz`` and ``DIR/rack_sim.json`` (layout in
 :mod:`rackpower_nodes.sim.rack_sim`); ``plot`` draws per-component power, the rack total and
@@ -14,7 +16,14 @@ the breaker budget over the simulated span. ``live`` plays the rack's hardware i
 sensor board on a pty, one node_exporter endpoint per host and one Modbus TCP PDU per
 ``rack.pdus`` entry (see :mod:`rackpower_nodes.sim.live`, docs/pdu.md), until SIGINT/SIGTERM
 or ``--duration``; with ``--control`` it takes fault-injection commands (PDU and BMC reboots,
-board stalls, cable pulls, garbage; :mod:`rackpower_nodes.sim.control`) on a Unix socket.
+board stalls, cable pulls, garbage, simulated faults; :mod:`rackpower_nodes.sim.control`) on a
+Unix socket.
+
+``--fault`` (repeatable) injects a simulated component or sensor fault
+(:mod:`rackpower_nodes.sim.faults`): its kind, component, onset and growth time (hours after
+the start in ``fast``, seconds in ``live``; growth 0 = a step) and magnitude (default: the
+middle of the kind's range, docs/rack-simulator.md "Faults"). ``fast`` saves them as
+``DIR/rack_sim_faults.json``.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ from pathlib import Path
 
 from rackpower_nodes.core.params import ConfigError
 from rackpower_nodes.core.schedule import ScheduleError
+from rackpower_nodes.sim.faults import FaultSpecError
+from rackpower_nodes.sim.faults.plan import parse_fault
 from rackpower_nodes.sim.rack_sim import (
     DEFAULT_CONFIG,
     PRESETS,
@@ -62,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="also write the run as a rosbag2 (MCAP) bag folder here, as "
                            "`ros2 bag record` of the live graph would")
     fast.add_argument("--namespace", default="/rack_01", help="topic namespace in --bag")
+    fast.add_argument("--fault", action="append", default=[],
+                      metavar="KIND:COMPONENT:ONSET_H[:GROWTH_H[:MAGNITUDE]]",
+                      help="inject a simulated fault, onset and growth in hours (repeatable)")
     plot = sub.add_parser("plot", help="plot data written by 'fast'")
     plot.add_argument("--data", type=Path, required=True, help="folder written by 'fast'")
     plot.add_argument("--out", type=Path, required=True, help="PNG file to write")
@@ -98,8 +112,12 @@ def _parser() -> argparse.ArgumentParser:
     live.add_argument("--duration", type=float, default=0.0, help="s; 0 = until stopped")
     live.add_argument("--control", type=Path, default=None,
                       help="take fault-injection commands as JSON lines on this Unix socket "
-                           "(reboot_pdu, reboot_bmc, board_stall, cable_pull, garbage, stats; "
-                           "docs/rack-simulator.md)")
+                           "(reboot_pdu, reboot_bmc, board_stall, cable_pull, garbage, "
+                           "inject_fault, stats; docs/rack-simulator.md)")
+    live.add_argument("--fault", action="append", default=[],
+                      metavar="KIND:COMPONENT:ONSET_S[:GROWTH_S[:MAGNITUDE]]",
+                      help="inject a simulated fault, onset and growth in seconds after the "
+                           "start (repeatable)")
     return parser
 
 
@@ -120,7 +138,8 @@ def _live(args: argparse.Namespace) -> int:
                     args.scale, exporter_base_port=args.exporter_base_port, faults=faults,
                     pdu_base_port=None if args.no_pdus else args.pdu_base_port,
                     pdu_map=args.pdu_map,
-                    bmc_port=None if args.no_bmcs else args.bmc_port, bmc_api=args.bmc_api)
+                    bmc_port=None if args.no_bmcs else args.bmc_port, bmc_api=args.bmc_api,
+                    sim_faults=[parse_fault(f, unit_s=1.0) for f in args.fault])
     with rack, contextlib.ExitStack() as stack:
         if args.control is not None:
             from rackpower_nodes.sim.control import ControlServer
@@ -145,7 +164,8 @@ def _fast(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     config = (preset_config(args.preset) if args.preset is not None
               else args.config if args.config is not None else DEFAULT_CONFIG)
-    data = generate(args.hours, args.seed, args.rate_hz, config)
+    faults = [parse_fault(f) for f in args.fault]
+    data = generate(args.hours, args.seed, args.rate_hz, config, faults=faults)
     generated = time.perf_counter() - began
     data.save(args.out)
     _log.info("%.2f h, %d components at %g Hz in %.1f s (+%.1f s to save) -> %s",
@@ -179,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _live(args)
         _plot(SimData.load(args.data), args.out, args.title)
         return 0
-    except (SimConfigError, ScheduleError, ConfigError, OSError) as exc:
+    except (SimConfigError, ScheduleError, ConfigError, FaultSpecError, OSError) as exc:
         _log.error("%s", exc)
         return 2
 

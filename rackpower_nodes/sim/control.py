@@ -13,8 +13,15 @@ object per line and gets one JSON object per line back: ``{"ok": true, ...}`` or
 - ``{"cmd": "cable_pull", "seconds": 2}``: the board's cable is pulled and plugged back in
   after `seconds` (answered at once; ``stats`` tells whether it is plugged);
 - ``{"cmd": "garbage", "bytes": 4096}``: that many random bytes on the board's link;
+- ``{"cmd": "inject_fault", "fault": {"kind": "fan_wear", "component": "srv03",
+  "growth_s": 600, "magnitude": 12, "onset_s": 30}}``: a simulated component or sensor fault
+  (`FaultSpec` fields; ``onset_s`` in simulated s, default now; ``growth_s`` default 0;
+  ``magnitude`` default the middle of the kind's range, `faults.plan.RANGES`), answered with
+  the fault as injected (``"fault": {...}``; a component fault starts with the first sample
+  not yet generated, `RackSimulator.inject`);
 - ``{"cmd": "stats"}``: breaker trips, the PDU model's counters (`LiveRack.pdu_stats`), each
-  BMC's limit (W, null = none), the board's counters, the faults injected so far.
+  BMC's limit (W, null = none), the board's counters, the faults injected so far (counts by
+  command, and ``faults``: the simulated faults as injected).
 
 Anyone who can open the socket can do all of this: it is a test fixture, made with the
 permissions of the simulator's user (mode 0600).
@@ -32,13 +39,16 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+from rackpower_nodes.sim.faults import FaultSpec
+from rackpower_nodes.sim.faults.plan import RANGES
 from rackpower_nodes.sim.live import LiveRack
 
 __all__ = ["COMMANDS", "ControlServer", "RackControl", "send_command"]
 
 _log = logging.getLogger(__name__)
 
-COMMANDS = ("reboot_pdu", "reboot_bmc", "board_stall", "cable_pull", "garbage", "stats")
+COMMANDS = ("reboot_pdu", "reboot_bmc", "board_stall", "cable_pull", "garbage", "inject_fault",
+            "stats")
 MAX_LINE = 64 * 1024            # bytes of one request line
 MAX_FAULT_S = 600.0             # longest stall or cable pull, s
 
@@ -135,6 +145,19 @@ class RackControl:
         self.rack.board.send_garbage(nbytes)
         return {"bytes": nbytes}
 
+    def _inject_fault(self, req: dict) -> dict:
+        fault = req.get("fault")
+        if not isinstance(fault, dict):
+            raise ControlError(f"fault = {fault!r}: expected an object of FaultSpec fields")
+        kind = fault.get("kind")
+        if kind not in RANGES:
+            raise ControlError(f"fault.kind = {kind!r}: expected one of {', '.join(RANGES)}")
+        fields = {"onset_s": self.rack.sim_time(), "growth_s": 0.0,
+                  "magnitude": RANGES[kind].typical}
+        fields.update(fault)
+        fields.setdefault("growth", "step" if fields["growth_s"] == 0 else "linear")
+        return {"fault": self.rack.inject_fault(FaultSpec.from_dict(fields)).as_dict()}
+
     def _stats(self, req: dict) -> dict:
         rack = self.rack
         pdu = rack.pdu_stats()
@@ -146,7 +169,8 @@ class RackControl:
                 "breaker_tripped": bool(pdu.get("tripped", False)), "pdu": pdu,
                 "bmc_limits_w": bmcs, "board": dataclasses.asdict(rack.board.stats),
                 "board_plugged": rack.board.plugged, "board_stalled": rack.board.stalled,
-                "injected": injected}
+                "injected": injected,
+                "faults": [f.as_dict() for f in rack.sim.faults]}
 
 
 class _Handler(socketserver.StreamRequestHandler):

@@ -31,6 +31,7 @@ import numpy as np
 from rackpower_nodes.core.frame_codec import FrameLayout
 from rackpower_nodes.core.pdu_map import load_register_map
 from rackpower_nodes.sim.bmc import SimBmcServer
+from rackpower_nodes.sim.faults import FaultSpec
 from rackpower_nodes.sim.node_exporter import ExporterFleet, SimulatedHost
 from rackpower_nodes.sim.pdu import PduModel, SimPduServer
 from rackpower_nodes.sim.rack_sim import RackSimulator, load_config
@@ -65,6 +66,9 @@ class LiveRack:
             no BMCs (also when there are no PDUs: the PDU model enforces the limits).
         bmc_api: environment_metrics, power_control, or alternate (by server).
         bmc_username, bmc_password: the BMC credentials.
+        sim_faults: simulated component and sensor faults (`FaultSpec`, onsets in s after
+            start); more can be injected while running (`inject_fault`). Component faults show
+            on the PDUs, the BMCs and the board; sensor faults on the board only.
     """
 
     def __init__(self, board_link: str, config=None, seed: int | None = None,
@@ -76,11 +80,11 @@ class LiveRack:
                  pdu_map: str = "rackpower_sim", pdu_host: str = "127.0.0.1",
                  outlet_rating_w: float | None = None, bmc_port: int | None = None,
                  bmc_api: str = "alternate", bmc_username: str = "admin",
-                 bmc_password: str = "rackpower"):
+                 bmc_password: str = "rackpower", sim_faults: Sequence[FaultSpec] = ()):
         rack = load_config(config)
         rack = dataclasses.replace(
             rack, start_unix=time.time() if start_unix is None else float(start_unix))
-        self.sim = RackSimulator(rack, seed)
+        self.sim = RackSimulator(rack, seed, faults=sim_faults)
         n = len(self.sim.names)
         if channel_map is None:
             channel_map = list(range(min(n, board_channels)))
@@ -159,7 +163,8 @@ class LiveRack:
                                 on_limit=on_limit, username=username, password=password)
 
     def _board_source(self, channels: int):
-        """Board currents (A): each channel's component power as served by its outlet."""
+        """Board currents (A): each channel's component power as served by its outlet, as the
+        channel reads it (sensor faults)."""
         self.sim.current_source(self.channel_map, channels)      # validates the map
         cols = np.array([-1 if c is None else int(c) for c in self.channel_map], dtype=np.int64)
         board = np.flatnonzero(cols >= 0)
@@ -173,7 +178,7 @@ class LiveRack:
                 power = self.sim.power_at(t)[:, comps]
                 if self.pdu_model is not None:
                     power = np.minimum(power, self.pdu_model.cap_w()[self._outlet_of[comps]])
-                out[:, board] = power / volts
+                out[:, board] = self.sim.sensor_view(t, power, comps) / volts
             return out
 
         return source
@@ -215,6 +220,11 @@ class LiveRack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def inject_fault(self, spec: FaultSpec) -> FaultSpec:
+        """Inject a simulated fault now or later (`RackSimulator.inject`); returns it as
+        injected."""
+        return self.sim.inject(spec)
 
     def sim_time(self) -> float:
         """Seconds of simulated time since start (= wall seconds since start)."""

@@ -7,6 +7,8 @@ currents in A, times in s after the configured start.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -15,10 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from rackpower_nodes.sim.faults.effects import check_fault, sensor_reading
+from rackpower_nodes.sim.faults.spec import FaultSpec
 from rackpower_nodes.sim.rack_sim.config import RackConfig, _check_rate, _check_seed, load_config
 from rackpower_nodes.sim.rack_sim.data import HostState, SimData
 from rackpower_nodes.sim.rack_sim.engine import _Engine, generate
 from rackpower_nodes.sim.workload import TELEMETRY_FIELDS
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,15 +49,21 @@ class RackSimulator:
     Samples are generated ahead in blocks of ``block_s`` s and the last ``history_s`` s are
     kept. Values between samples are interpolated linearly; host telemetry holds for 1 s.
     A live driver calls :meth:`step` with the wall-clock time that passed.
+
+    ``faults`` (and :meth:`inject`) are simulated faults: component faults change the rack
+    (:meth:`power_at`, :meth:`state_at`, :meth:`host_state`: what the PDU and the BMC see),
+    sensor faults only what the board reads (:meth:`current_source`, :meth:`sensor_view`).
     """
 
     def __init__(self, config: str | Path | Mapping | RackConfig | None = None,
                  seed: int | None = None, rate_hz: int | None = None,
-                 history_s: float = 600.0, block_s: int = 10):
+                 history_s: float = 600.0, block_s: int = 10,
+                 faults: Sequence[FaultSpec] = ()):
         self.config = load_config(config)
         self.seed = _check_seed(self.config.seed if seed is None else seed)
         self.rate_hz = _check_rate(self.config.rate_hz if rate_hz is None else rate_hz)
-        self._engine = _Engine(self.config, self.seed, self.rate_hz)
+        self._engine = _Engine(self.config, self.seed, self.rate_hz, faults)
+        self._stuck: dict[int, float] = {}      # sensor_stuck: fault's position -> W read
         self._history_s, self._block_s = float(history_s), int(block_s)
         self._lock = threading.Lock()
         m, h = len(self.config.components), len(self.config.hosts)
@@ -72,8 +84,35 @@ class RackSimulator:
         return self.names.index(name)
 
     def generate(self, hours: float) -> SimData:
-        """Fast mode with this simulator's config, seed and rate (live state untouched)."""
-        return generate(hours, self.seed, self.rate_hz, self.config)
+        """Fast mode with this simulator's config, seed, rate and faults (live state
+        untouched)."""
+        return generate(hours, self.seed, self.rate_hz, self.config, faults=self.faults)
+
+    @property
+    def faults(self) -> tuple[FaultSpec, ...]:
+        """The faults given and injected so far, as they apply (ground truth)."""
+        with self._lock:
+            return tuple(self._engine.faults.specs)
+
+    def inject(self, spec: FaultSpec) -> FaultSpec:
+        """Inject ``spec`` (onset in this simulator's time) and return it as injected.
+
+        A sensor fault applies from its onset. A component fault changes samples not generated
+        yet: when its onset falls in those already generated (at most ``block_s`` s ahead of
+        the last request), its onset (and failure time) move to the first new sample, and the
+        returned spec says so. FaultSpecError names what is wrong with a fault the rack cannot
+        have.
+        """
+        with self._lock:
+            check_fault(spec, self.names, [c.kind for c in self.config.components])
+            end_s = (self._t0_index + len(self._power)) / self.rate_hz
+            if not spec.is_sensor and spec.onset_s < end_s:
+                shift = end_s - spec.onset_s
+                spec = dataclasses.replace(spec, onset_s=end_s,
+                                           failure_s=spec.failure_s + shift)
+            self._engine.faults.add(spec)
+        _log.info("fault injected: %s", spec)
+        return spec
 
     def step(self, dt_s: float) -> RackState:
         """Advance the clock by ``dt_s`` s and return the state there."""
@@ -111,13 +150,46 @@ class RackSimulator:
         board = np.flatnonzero(cols >= 0)
 
         def source(t_s: np.ndarray) -> np.ndarray:
-            t = np.asarray(t_s, dtype=np.float64)
+            t = t0_s + np.asarray(t_s, dtype=np.float64)
             out = np.zeros((t.size, channels))
             if board.size:
-                out[:, board] = self.current_at(t0_s + t)[:, cols[board]]
+                power = self.power_at(t)[:, cols[board]]
+                out[:, board] = self.sensor_view(t, power, cols[board]) / self._volts
             return out
 
         return source
+
+    def sensor_view(self, t_s: np.ndarray, power_w: np.ndarray,
+                    comps: Sequence[int]) -> np.ndarray:
+        """What board channels read (W): ``power_w`` (n, len(comps)), the power at times
+        ``t_s`` (s) of components ``comps``, under the sensor faults; ``power_w`` itself when
+        none applies. A stuck channel holds what it read at the fault's onset."""
+        with self._lock:
+            specs = [s for s in self._engine.faults.specs if s.is_sensor]
+        return self._read(np.asarray(t_s, dtype=np.float64), power_w, list(comps), specs)
+
+    def _read(self, t: np.ndarray, power_w: np.ndarray, comps: list[int],
+              specs: list[FaultSpec]) -> np.ndarray:
+        out = power_w
+        for k, spec in enumerate(specs):
+            c = self.index(spec.component)
+            cols = [j for j, comp in enumerate(comps) if comp == c]
+            if not cols or not t.size or t.max() < spec.onset_s:
+                continue
+            stuck = self._stuck_at(k, spec, specs[:k]) if spec.kind == "sensor_stuck" else None
+            if out is power_w:
+                out = np.array(power_w, dtype=np.float64)
+            for j in cols:
+                out[:, j] = sensor_reading(spec, t, out[:, j], stuck)
+        return out
+
+    def _stuck_at(self, k: int, spec: FaultSpec, before: list[FaultSpec]) -> float:
+        """What the stuck channel read at its onset (under the sensor faults before it)."""
+        if k not in self._stuck:
+            c = self.index(spec.component)
+            at = np.array([spec.onset_s])
+            self._stuck[k] = float(self._read(at, self.power_at(at)[:, [c]], [c], before)[0, 0])
+        return self._stuck[k]
 
     def host_state(self, host: str, t_s: float) -> HostState:
         """Telemetry of ``host`` for the second containing ``t_s`` (s)."""
