@@ -93,7 +93,7 @@ class HealthModel:
                 raise HealthModelError(f"fit: frame names {f.names} differ from {names}")
         row_s = row_spacing(np.concatenate([f.t_unix for f in frames]))
         gap = np.concatenate([f.board_max_w - f.board_mean_w for f in frames]).astype(float)
-        burst = np.nanquantile(np.where(np.isfinite(gap), gap, np.nan), 0.999, axis=0)
+        burst = _nanquantile(gap, cfg.burst_quantile)
         burst = np.where(np.isfinite(burst), burst * cfg.burst_factor, np.inf)
         parts = [to_minutes(f, burst, row_s) for f in frames]
         mi = _concat(parts)
@@ -140,7 +140,7 @@ class HealthModel:
             x = figures[fig] - mu
             z = sign * (x[1:] - phi * x[:-1]) / sigma
             self.mu[j, c], self.phi[j, c], self.sigma[j, c] = mu, phi, sigma
-            self.h[j, c] = threshold(z, arl0, cfg.cusum_k, seed=j * 10 + c)
+            self.h[j, c] = threshold(z, arl0, cfg.k_of(fig), seed=j * 10 + c)
 
     # -- applying --------------------------------------------------------------------------
     def booster(self, kind: str, j: int) -> lgb.Booster | None:
@@ -227,6 +227,16 @@ def _crossfit(x: np.ndarray, y: np.ndarray, use: np.ndarray, cfg: HealthConfig) 
         train = np.setdiff1d(idx, fold)
         pred[fold] = _booster(x[train], y[train], cfg).predict(x[fold], num_threads=1)
     return pred
+
+
+def _nanquantile(x: np.ndarray, q: float) -> np.ndarray:
+    """Per-column quantile of the finite values (NaN for a column with none)."""
+    out = np.full(x.shape[1], np.nan)
+    for j in range(x.shape[1]):
+        v = x[:, j][np.isfinite(x[:, j])]
+        if len(v):
+            out[j] = np.quantile(v, q)
+    return out
 
 
 def _concat(parts: list[Minutes]) -> Minutes:

@@ -41,6 +41,8 @@ class HealthConfig:
     arl0_weeks: float = 16.0
     #: CUSUM reference value k in standardized units (detects shifts of about 2k)
     cusum_k: float = 0.5
+    #: the burst-count detector's k (retries add a fraction of a burst per minute at first)
+    bursts_k: float = 0.25
     #: extra factor on the scale of the residuals (held-out days are not the training day)
     scale_inflation: float = 1.3
     #: the AR(1) coefficient used for prewhitening is clipped to this
@@ -51,9 +53,10 @@ class HealthConfig:
     trees: int = 120
     leaves: int = 8
     min_leaf: int = 30
-    #: a second is a burst when board max - mean exceeds this multiple of the training's
-    #: 99.9th percentile of that gap
-    burst_factor: float = 1.5
+    #: a row is a burst when board max - mean exceeds ``burst_factor`` x the training's
+    #: ``burst_quantile`` of that gap
+    burst_quantile: float = 0.98
+    burst_factor: float = 1.0
     #: a minute needs this share of its rows to be used (else it is skipped)
     min_coverage: float = 0.5
     #: score at which a component is put on watch (fault at 1.0)
@@ -67,7 +70,7 @@ class HealthConfig:
     checks: Any = field(default_factory=lambda: ChecksConfig() if ChecksConfig else None)
 
     def __post_init__(self) -> None:
-        positive = ("arl0_weeks", "cusum_k", "scale_inflation", "burst_factor",
+        positive = ("arl0_weeks", "cusum_k", "bursts_k", "scale_inflation", "burst_factor",
                     "clear_after_s", "watch_score")
         for name in positive:
             v = getattr(self, name)
@@ -75,6 +78,9 @@ class HealthConfig:
                 raise HealthConfigError(f"{name}: {v!r}, expected a finite number > 0")
         if not 0 <= self.max_phi < 1:
             raise HealthConfigError(f"max_phi: {self.max_phi!r}, expected 0 <= max_phi < 1")
+        if not 0.5 <= self.burst_quantile < 1:
+            raise HealthConfigError(f"burst_quantile: {self.burst_quantile!r}, expected "
+                                    f"[0.5, 1)")
         if not 0 < self.min_coverage <= 1:
             raise HealthConfigError(f"min_coverage: {self.min_coverage!r}, expected (0, 1]")
         if not self.watch_score < 1:
@@ -85,6 +91,10 @@ class HealthConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 2:
                 raise HealthConfigError(f"{name}: {v!r}, expected an integer >= 2")
+
+    def k_of(self, figure: str) -> float:
+        """The CUSUM reference value of a detector on ``figure``."""
+        return self.bursts_k if figure == "bursts" else self.cusum_k
 
     @property
     def arl0_min(self) -> float:

@@ -89,17 +89,17 @@ def ar1(x: np.ndarray, max_phi: float) -> tuple[float, float, float]:
 class CusumBank:
     """Streaming one-sided CUSUMs, one per column (a component's detector and side).
 
-    Column ``c`` prewhitens with ``mu[c]``, ``phi[c]``, ``sigma[c]``, adds ``sign[c] * z - k``
+    Column ``c`` prewhitens with ``mu[c]``, ``phi[c]``, ``sigma[c]``, adds ``sign[c] * z - k[c]``
     and alarms at ``h[c]``; the statistic is capped at ``cap * h`` so that it comes back down
     within hours once the evidence is gone. A NaN figure leaves the column unchanged and breaks
     the AR(1) pair. ``start`` holds each column's change-point estimate: the time its statistic
     last left zero (NaN while zero).
     """
 
-    def __init__(self, mu, phi, sigma, sign, h, k: float, cap: float):
-        self.mu, self.phi, self.sigma, self.sign, self.h = (
-            np.asarray(v, dtype=np.float64) for v in (mu, phi, sigma, sign, h))
-        self.k, self.cap = float(k), float(cap)
+    def __init__(self, mu, phi, sigma, sign, h, k, cap: float):
+        self.mu, self.phi, self.sigma, self.sign, self.h, self.k = (
+            np.asarray(v, dtype=np.float64) for v in (mu, phi, sigma, sign, h, k))
+        self.cap = float(cap)
         n = len(self.mu)
         self.s = np.zeros(n)
         self.prev = np.full(n, np.nan)

@@ -1,0 +1,193 @@
+"""`HealthMonitor`: the streaming health verdict of every component of a rack.
+
+Fed :class:`HealthFrame` rows in time order, any number per call, it runs
+
+- the **physical checks** always (:class:`~.checks.PhysicalChecks`: stuck channel, outlet
+  dropouts, board vs an independent meter -> ``sensor_offset`` / ``sensor_gain``), and
+- the **learned detectors** when a :class:`~.baseline.HealthModel` is given: per complete
+  minute, the residuals against the expected draw and utilisation, the burst count and the
+  ripple band go through prewhitened CUSUMs (:mod:`.cusum`); the cause of an alarm is named
+  from the evidence since its change point (:mod:`.signatures`).
+
+Per component the stronger of the two decides, except that a sensor finding (``sensor_*``)
+at watch level or above always wins: the board's reading is wrong, so the residual alarms on
+it are explained by it. States: ``ok`` below ``watch_score``, ``watch`` up to 1, ``fault``
+from 1. A fault is held (with the cause it was raised with, unless a sensor finding comes to
+explain it) until the score stayed below ``watch_score`` for ``clear_after_s``: no flapping.
+States are judged once per :meth:`HealthMonitor.update` call (the CUSUMs advance per minute
+inside it), so feed it at most a few minutes at a time for timely verdicts.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from rackpower_nodes.core.health.baseline import DETECTORS, HealthModel, HealthModelError
+from rackpower_nodes.core.health.config import HealthConfig
+from rackpower_nodes.core.health.cusum import CusumBank
+from rackpower_nodes.core.health.minutes import MINUTE_S, to_minutes
+from rackpower_nodes.core.health.signatures import Evidence, name_cause
+from rackpower_nodes.core.health.types import (
+    SENSOR_FAULTS, FlaggedInterval, HealthFrame, HealthFrameError, HealthVerdict)
+
+try:
+    from rackpower_nodes.core.health.checks import PhysicalChecks
+except ImportError:     # until the physical checks land (core/health/checks.py)
+    PhysicalChecks = None
+
+__all__ = ["DETECTOR_NAMES", "HealthConfig", "HealthModel", "HealthMonitor"]
+
+#: names of :data:`~.baseline.DETECTORS` in the verdicts' evidence
+DETECTOR_NAMES = ("power_up", "power_down", "util", "bursts", "ripple")
+_P_RES, _P_EXP, _U_RES, _RIPPLE = range(4)      # history figures
+
+
+class HealthMonitor:
+    """Health verdicts of components ``names`` (kinds ``kinds``) from :class:`HealthFrame`
+    rows; ``model`` None runs the physical checks only."""
+
+    def __init__(self, names: Sequence[str], kinds: Sequence[str], model: HealthModel | None,
+                 config: HealthConfig | None = None):
+        self.names, self.kinds = tuple(names), tuple(kinds)
+        self.config = cfg = config or HealthConfig()
+        m = len(self.names)
+        if len(self.kinds) != m:
+            raise ValueError(f"kinds: {len(self.kinds)} entries for {m} names")
+        if model is not None and model.names != self.names:
+            raise HealthModelError(f"model: learned for {list(model.names)}, monitoring "
+                                   f"{list(self.names)}")
+        self.model = model
+        self.checks = None
+        if PhysicalChecks is not None:
+            self.checks = (PhysicalChecks(self.names, self.kinds, cfg.checks)
+                           if cfg.checks is not None else PhysicalChecks(self.names, self.kinds))
+        self._pending: HealthFrame | None = None
+        self._t_last = -math.inf
+        self._scores = np.zeros((m, len(DETECTORS)))
+        if model is not None:
+            self._active = np.isfinite(model.h) & np.isfinite(model.sigma)
+            sign = np.array([s for _, s in DETECTORS])
+            k = np.array([cfg.k_of(f) for f, _ in DETECTORS])
+            self._bank = CusumBank(np.nan_to_num(model.mu).ravel(),
+                                   np.nan_to_num(model.phi).ravel(),
+                                   np.nan_to_num(model.sigma, nan=1.0).ravel(),
+                                   np.tile(sign, m), np.where(self._active, model.h,
+                                                              np.inf).ravel(),
+                                   np.tile(k, m), cfg.cusum_cap)
+            sd = model.sigma[:, 4] / np.sqrt(1 - np.nan_to_num(model.phi[:, 4]) ** 2)
+            self._ripple_sd = np.nan_to_num(sd, nan=1.0)
+        self._hist_t = np.full(cfg.history_min, np.nan)
+        self._hist = np.full((cfg.history_min, m, 4), np.nan)
+        self._n_hist = 0
+        self._state = ["ok"] * m
+        self._cause = [""] * m
+        self._since = np.full(m, np.nan)
+        self._last_bad = np.full(m, np.nan)
+        self._closed: list[FlaggedInterval] = []
+
+    @property
+    def learned(self) -> bool:
+        """The learned detectors run (a model was given)."""
+        return self.model is not None
+
+    # -- feeding ---------------------------------------------------------------------------
+    def update(self, frame: HealthFrame) -> list[HealthVerdict]:
+        """Feed the next rows; one verdict per component, in names order."""
+        if frame.names != self.names:
+            raise HealthFrameError(f"names: frame has {list(frame.names)}, the monitor "
+                                   f"{list(self.names)}")
+        if len(frame) and frame.t_unix[0] <= self._t_last:
+            raise HealthFrameError(f"t_unix: {frame.t_unix[0]} not after the last row fed "
+                                   f"({self._t_last})")
+        findings = self.checks.update(frame) if self.checks is not None else \
+            [None] * len(self.names)
+        if len(frame):
+            self._t_last = float(frame.t_unix[-1])
+            if self.model is not None:
+                self._learn_rows(frame)
+        now = self._t_last + (self.model.row_s if self.model is not None else 1.0)
+        return [self._judge(j, findings[j], now) for j in range(len(self.names))]
+
+    def _learn_rows(self, frame: HealthFrame) -> None:
+        rows = frame if self._pending is None else HealthFrame.concat([self._pending, frame])
+        t = rows.t_unix
+        last_min = math.floor(t[-1] / MINUTE_S)
+        done = t[-1] + self.model.row_s >= (last_min + 1) * MINUTE_S - 1e-6
+        cut = len(t) if done else int(np.searchsorted(t, last_min * MINUTE_S))
+        self._pending = rows.rows(cut, len(t)) if cut < len(t) else None
+        if cut == 0:
+            return
+        mi = to_minutes(rows.rows(0, cut), self.model.burst_thr_w, self.model.row_s)
+        x, expected = self.model.figures(mi, self.config.min_coverage)
+        x = np.where(self._active[None], x, np.nan)
+        m = len(self.names)
+        for i in range(len(mi)):
+            self._scores = self._bank.step(mi.t_min[i], x[i].ravel()).reshape(m, -1)
+            slot = self._n_hist % len(self._hist_t)
+            self._hist_t[slot] = mi.t_min[i]
+            ripple_z = (x[i, :, 4] - self.model.mu[:, 4]) / self._ripple_sd
+            self._hist[slot] = np.stack([x[i, :, 0], expected[i], x[i, :, 2], ripple_z], axis=1)
+            self._n_hist += 1
+
+    # -- judging ---------------------------------------------------------------------------
+    def _learned(self, j: int, window_min: int = 30) -> tuple[float, str, float, dict]:
+        """Score, cause, change point and evidence of component ``j``'s learned detectors."""
+        s = np.where(np.isfinite(self._scores[j]), self._scores[j], 0.0)
+        c = int(np.argmax(s))
+        score = float(s[c])
+        if score < self.config.watch_score:
+            return score, "", math.nan, {}
+        since = float(self._bank.start.reshape(len(self.names), -1)[j, c])
+        n = min(self._n_hist, len(self._hist_t))
+        order = (np.arange(self._n_hist - n, self._n_hist)) % len(self._hist_t)
+        t, h = self._hist_t[order], self._hist[order, j]
+        start = min(since if math.isfinite(since) else t[-1], t[max(0, len(t) - window_min)])
+        w = h[t >= start]
+        ev = Evidence(self.kinds[j], w[:, _P_RES], w[:, _P_EXP], w[:, _U_RES], w[:, _RIPPLE],
+                      {DETECTOR_NAMES[i]: float(s[i]) for i in range(len(s))
+                       if self._active[j, i]})
+        cause, evidence = name_cause(ev)
+        return score, cause, since, evidence
+
+    def _judge(self, j: int, finding, now: float) -> HealthVerdict:
+        cfg = self.config
+        score, cause, since, evidence = 0.0, "", math.nan, {}
+        if self.model is not None:
+            score, cause, since, evidence = self._learned(j)
+        if finding is not None and (finding.score >= score or (
+                finding.cause in SENSOR_FAULTS and finding.score >= cfg.watch_score)):
+            score, cause, since = float(finding.score), finding.cause, float(finding.since_unix)
+            evidence = dict(finding.evidence)
+        name = self.names[j]
+        if score >= 1.0:
+            if self._state[j] != "fault":
+                self._state[j], self._cause[j] = "fault", cause
+                self._since[j] = since if math.isfinite(since) else now
+            elif cause in SENSOR_FAULTS and self._cause[j] not in SENSOR_FAULTS:
+                self._cause[j] = cause            # a sensor finding explains the alarm
+            self._last_bad[j] = now
+        elif self._state[j] == "fault":
+            if score >= cfg.watch_score:
+                self._last_bad[j] = now
+            elif now - self._last_bad[j] >= cfg.clear_after_s:
+                self._closed.append(FlaggedInterval(name, float(self._since[j]),
+                                                    float(max(self._last_bad[j],
+                                                              self._since[j])),
+                                                    self._cause[j]))
+                self._state[j] = "ok"
+        if self._state[j] == "fault":
+            return HealthVerdict(name, "fault", score, self._cause[j], float(self._since[j]),
+                                 evidence)
+        if score >= cfg.watch_score and cause:
+            self._state[j] = "watch"
+            return HealthVerdict(name, "watch", score, cause, since, evidence)
+        self._state[j] = "ok"
+        return HealthVerdict(name, "ok", score)
+
+    def flagged(self) -> list[FlaggedInterval]:
+        """Fault intervals so far, in the order they were opened (end inf: still faulty)."""
+        open_ = [FlaggedInterval(n, float(self._since[j]), math.inf, self._cause[j])
+                 for j, n in enumerate(self.names) if self._state[j] == "fault"]
+        return sorted(self._closed + open_, key=lambda f: (f.start_unix, f.component))

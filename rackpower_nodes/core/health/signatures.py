@@ -1,0 +1,109 @@
+"""Naming the cause of a learned alarm from the evidence since its change point.
+
+:func:`name_cause` is called while a component's learned detectors (:mod:`.baseline`) raise
+its score; it looks at the minutes since the estimated change point (at least the last
+``min_window`` minutes) and at which detectors carry the evidence. The physical checks'
+findings (sensor faults, outlet dropouts) are decided elsewhere and take precedence
+(:mod:`.monitor`). Reasoning per class:
+
+- **disk_retries** (storage only): a failing drive re-seeks and re-reads in short bursts of
+  a few W lasting under a couple of seconds. Within a second such a burst lifts the board's
+  maximum above its mean, so the minute's count of *burst seconds* (``board_max -
+  board_mean`` above its training quantile) rises well above its normal rate, while the
+  minute-mean power moves little. Named when the burst detector carries the most evidence.
+- **runaway_process**: a process nobody started keeps the CPU busy. Utilisation rises above
+  what the workload explains (no job running, request rate and time of day: the
+  expected-utilisation model), and power rises *with* it, consistent with the power-vs-
+  utilisation curve, so the power residual stays small. Named when the utilisation detector
+  carries the most evidence, or when utilisation is up by ``util_shift`` while the power
+  residual is no more than what that utilisation explains.
+- **fan_wear**: a worn bearing or a clogged filter makes the fan controller spin faster and
+  hunt: an *additive* offset of a few to tens of W that does not scale with load, and a
+  periodic ripple with a 15-60 s period (speed hunting). Named when power is up and the
+  ripple band's power is above its normal level, or when the residual is better explained by
+  an offset than by a fraction of the expected draw.
+- **psu_efficiency**: a PSU losing efficiency draws ``output / efficiency`` at the wall: a
+  residual *proportional to load* (a few % of the expected draw), utilisation unchanged,
+  growing slowly over hours, no ripple. Named when power is up, the ripple is normal and
+  the residual follows the expected draw (its minute-to-minute variation, after removing
+  the slow trend, scales with the expected draw's) or the load hardly varies.
+- a **drop** in power that no component fault explains (components do not draw less as they
+  fail; outlet dropouts are the checks' to find) means the measurement is off: named
+  ``sensor_offset`` (without an independent meter nothing tells offset from gain).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Evidence", "name_cause"]
+
+#: the ripple's standardized mean over the window above which the ripple counts as raised
+RIPPLE_Z = 1.0
+#: utilisation up by this much (0..1) with power consistent with it: a runaway
+UTIL_SHIFT = 0.05
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A component's learned figures over the window since the change point (minutes), and
+    its detectors' current scores (S / h) by name."""
+
+    kind: str
+    power_res_w: np.ndarray
+    expected_w: np.ndarray
+    util_res: np.ndarray
+    ripple_z: np.ndarray
+    scores: dict[str, float]
+
+
+def name_cause(ev: Evidence) -> tuple[str, dict[str, float]]:
+    """The suspected cause and the figures behind it (W, fractions, z-scores)."""
+    res, exp = ev.power_res_w, ev.expected_w
+    ok = np.isfinite(res) & np.isfinite(exp)
+    shift = float(np.mean(res[ok])) if ok.any() else 0.0
+    util_up = float(np.nanmean(ev.util_res)) if np.isfinite(ev.util_res).any() else 0.0
+    ripple = float(np.nanmean(ev.ripple_z)) if np.isfinite(ev.ripple_z).any() else 0.0
+    level = float(np.mean(exp[ok])) if ok.any() else float("nan")
+    prop = _proportionality(res[ok], exp[ok])
+    evidence = {"shift_w": shift, "expected_w": level, "shift_frac": shift / level
+                if level and np.isfinite(level) else float("nan"), "util_shift": util_up,
+                "ripple_z": ripple, "proportionality": prop,
+                **{f"score_{k}": float(v) for k, v in ev.scores.items()}}
+    s = ev.scores
+    top = max(s, key=lambda k: s[k])
+    if ev.kind == "storage" and top == "bursts":
+        return "disk_retries", evidence
+    if top == "util" or (util_up > UTIL_SHIFT and s.get("util", 0.0) >= 0.5):
+        return "runaway_process", evidence
+    if top == "power_down" or shift < 0:
+        return "sensor_offset", evidence
+    if ripple > RIPPLE_Z or s.get("ripple", 0.0) >= 0.5:
+        return "fan_wear", evidence
+    if np.isfinite(prop) and prop < 0.3:
+        return "fan_wear", evidence
+    return "psu_efficiency", evidence
+
+
+def _proportionality(res: np.ndarray, exp: np.ndarray, smooth: int = 15) -> float:
+    """How far the residual's fast variation follows the expected draw's, as a fraction of
+    what a purely proportional residual would show: the slope of the high-passed residual on
+    the high-passed expected draw, over ``mean(res) / mean(exp)``. ~1: proportional (PSU),
+    ~0: additive (fan). NaN when the load hardly varies or the shift is too small to tell."""
+    if len(res) < 2 * smooth or abs(np.mean(exp)) < 1e-9:
+        return float("nan")
+    kernel = np.ones(smooth) / smooth
+    hp_r = res - np.convolve(res, kernel, mode="same")
+    hp_e = exp - np.convolve(exp, kernel, mode="same")
+    hp_r, hp_e = hp_r[smooth:-smooth], hp_e[smooth:-smooth]
+    var_e = float(np.sum(hp_e ** 2))
+    ratio = float(np.mean(res) / np.mean(exp))
+    if var_e <= 0 or ratio <= 0:
+        return float("nan")
+    slope = float(np.sum(hp_r * hp_e) / var_e)
+    # a slope estimate with noise larger than the ratio itself cannot tell
+    noise = float(np.std(hp_r - slope * hp_e)) / np.sqrt(var_e)
+    if noise > 0.5 * ratio:
+        return float("nan")
+    return slope / ratio
