@@ -123,18 +123,21 @@ class HealthMonitorNode(Node):
                           callback_group=MutuallyExclusiveCallbackGroup())
 
     def _make_monitor(self, cfg: HealthMonitorConfig):
-        from rackpower_nodes.core.health import monitor as core
+        """The core monitor, with the learned baseline of ``health.model_path`` when set (a
+        file that cannot be loaded, or one learned for other components, stops the node)."""
+        from rackpower_nodes.core.health.monitor import HealthModel, HealthMonitor
 
         model, state = None, "none: the physical checks only"
-        if cfg.model_path:
-            try:
-                model = core.HealthModel.load(cfg.model_path)
-            except (OSError, ValueError, KeyError) as exc:
-                raise ConfigError(f"health.model_path = {cfg.model_path!r}: cannot load the "
-                                  f"health model: {exc}") from exc
-            state = f"loaded from {cfg.model_path}"
+        try:
+            if cfg.model_path:
+                model = HealthModel.load(cfg.model_path)
+                state = f"loaded from {cfg.model_path}"
+            monitor = HealthMonitor(cfg.names, cfg.kinds, model, cfg.health)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"health.model_path = {cfg.model_path!r}: cannot use the "
+                              f"health model: {exc}") from exc
         self.get_logger().info(f"health model: {state}")
-        return core.HealthMonitor(cfg.names, cfg.kinds, model, cfg.health), state
+        return monitor, state
 
     # -- inputs ---------------------------------------------------------------------------------
 
