@@ -1,7 +1,10 @@
 """The `retrain_scheduler` node: retrains the forecaster off-peak and announces promotions.
 
-Reads `power_samples` (the rack load: the sum of mean_power_w, for the load rule) and
-`allocation_error` (kept to weight the next training set); checks the off-peak policy every
+Reads `power_samples` (the rack load: the sum of mean_power_w, for the load rule),
+`allocation_error` (kept to weight the next training set) and `component_health` (the health
+model's per-component states, latched: intervals in state fault, start = since_unix, end = back
+to ok, kept for `bags.max_span_s`, are passed to the job, which leaves their windows out of
+training and judging and lists them in the model's metadata); checks the off-peak policy every
 `policy.check_period_s`; runs the pipeline of core/retrain/, whose training job is its own
 niced process that a timer polls, so the executor never waits for it. A promotion (or a
 rollback) is announced on `model_update`, latched (reliable, transient local, depth 1); on
@@ -20,11 +23,14 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
-from rackpower.msg import AllocationError, ModelUpdate, PowerSamples
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from rackpower.msg import AllocationError, ComponentHealth, ModelUpdate, PowerSamples
 from rackpower_nodes.core.forecast.messages import stamp_unix
 from rackpower_nodes.core.model_registry import ModelRegistry, RegistryError
 from rackpower_nodes.core.params import ConfigError
-from rackpower_nodes.core.retrain import OffPeakGate, Outcome, RetrainError, RetrainPipeline
+from rackpower_nodes.core.retrain import (FaultTracker, OffPeakGate, Outcome, RetrainError,
+    RetrainPipeline)
 from rackpower_nodes.core.retrain_config import (
     RETRAIN_PARAMETERS, RetrainConfig, retrain_config_from_params)
 from rackpower_nodes.nodes.main import run_node
@@ -32,6 +38,17 @@ from rackpower_nodes.nodes.common import (declare_from_specs, diagnostic_status,
     latched_qos, publish_diagnostics, samples_qos)
 
 POLL_PERIOD_S = 0.5
+#: component_health is latched with one message per component: a late joiner needs a depth of
+#: at least the rack's component count to get every component's newest state
+HEALTH_DEPTH = 256
+
+
+def health_qos() -> QoSProfile:
+    """component_health: reliable, transient local (matching the health monitor's latched
+    publisher), keep last HEALTH_DEPTH."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=HEALTH_DEPTH,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class RetrainSchedulerNode(Node):
@@ -48,6 +65,7 @@ class RetrainSchedulerNode(Node):
         self.gate = OffPeakGate(self.config.policy)
         self.pipeline = RetrainPipeline(self.registry, self.config.settings)
         self.errors: deque[tuple[float, str, float]] = deque(maxlen=self.config.keep_errors)
+        self.faults = FaultTracker(self.config.flag_keep_s, self.config.max_flags)
         self.state, self.why = "idle", "starting"
         self.last_result, self.last_error = "none yet", ""
         self.last_attempt = self._newest_registration()
@@ -58,6 +76,8 @@ class RetrainSchedulerNode(Node):
                                  samples_qos(1.0), callback_group=group)
         self.create_subscription(AllocationError, "allocation_error", self._on_error,
                                  errors_qos(), callback_group=group)
+        self.create_subscription(ComponentHealth, "component_health", self._on_health,
+                                 health_qos(), callback_group=group)
         self.create_service(Trigger, "~/retrain_now", self._on_retrain_now, callback_group=group)
         self.create_service(Trigger, "~/rollback", self._on_rollback, callback_group=group)
         self.create_timer(self.config.check_period_s, self._check_policy, callback_group=group)
@@ -77,6 +97,10 @@ class RetrainSchedulerNode(Node):
         if err == err:                                   # NaN: no forecast to blame
             self.errors.append((stamp_unix(msg.header.stamp), msg.channel_id, abs(err)))
 
+    def _on_health(self, msg: ComponentHealth) -> None:
+        now = stamp_unix(msg.header.stamp) or time.time()
+        self.faults.update(msg.component_id, msg.state, msg.cause, float(msg.since_unix), now)
+
     # --- deciding and running ------------------------------------------------------------
     def _check_policy(self) -> None:
         if self.pipeline.running:
@@ -89,7 +113,7 @@ class RetrainSchedulerNode(Node):
     def _start(self, trigger: str) -> tuple[bool, str]:
         self.last_attempt = time.time()
         try:
-            job = self.pipeline.start(list(self.errors))
+            job = self.pipeline.start(list(self.errors), flagged=self.faults.intervals())
         except (RetrainError, RegistryError, OSError) as exc:
             self.last_error = f"cannot start a retrain ({trigger}): {exc}"
             self.last_result = "failed to start"
@@ -171,6 +195,7 @@ class RetrainSchedulerNode(Node):
         values = {"state": self.state, "detail": self.why, "last_result": self.last_result,
                   "champion_version": champion, "last_error": self.last_error or "none",
                   "errors_logged": len(self.errors),
+                  "fault_intervals": len(self.faults.intervals()),
                   "last_attempt_unix": f"{self.last_attempt or 0.0:.0f}"}
         publish_diagnostics(self, self._diag_pub, [diagnostic_status(
             level, f"{self.get_fully_qualified_name()}: retraining",

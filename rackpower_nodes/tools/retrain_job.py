@@ -186,7 +186,7 @@ def _exclude(req: dict, ws, problems: list[str]):
     if summary["windows"]:
         _log.info("%d windows of flagged components left out: %s", summary["windows"],
                   {c: v["windows"] for c, v in summary["components"].items()})
-    if not len(kept):
+    if len(ws) and not len(kept):
         raise ValueError(f"all {len(ws)} windows overlap flagged faulty intervals: "
                          f"{[f.as_dict() for f in flags]}")
     return kept, summary
