@@ -105,9 +105,17 @@ def test_inject_fault_over_the_control_socket_reaches_the_board_not_the_pdu(rack
         _wait(lambda: board_w(20).min() > 1500.0, "the board reading 2 kW high")
     true_w = rack.sim.power_at(np.array([rack.sim_time()]))[0, 0]
     assert true_w < 1000.0
-    _wait(lambda: rack.pdu_stats()["components"]["srv01"]["allocation_w"] > 0, "PDU stats")
-    with rack.pdu_lock:
-        assert rack.pdu_model.served_w[0] < 1000.0     # the PDU meters the true draw
+    manifest = rack.manifest()
+    pdu, outlet = manifest["pdu_outlets"]["srv01"]
+    names = [p["name"] for p in manifest["pdus"]]
+    first = sum(p["outlets"] for p in manifest["pdus"][:names.index(pdu)])
+
+    def served_w() -> float:
+        with rack.pdu_lock:
+            return float(rack.pdu_model.served_w[first + outlet - 1])
+
+    _wait(lambda: served_w() > 10.0, "the PDU serving srv01")
+    assert served_w() < 1000.0                         # the PDU meters the true draw
     stats = send_command(rack.sock, {"cmd": "stats"})
     assert [f["kind"] for f in stats["faults"]] == ["fan_wear", "sensor_offset"]
     assert stats["injected"] == {"inject_fault": 1}
