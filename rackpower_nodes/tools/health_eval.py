@@ -125,7 +125,9 @@ class Harness:
     imported here, so that a bad argument is named before they load)."""
 
     def __init__(self, args: argparse.Namespace):
-        from rackpower_nodes.core.health import HealthConfig, HealthModel, HealthMonitor
+        from rackpower_nodes.core.health.baseline import HealthModel
+        from rackpower_nodes.core.health.config import HealthConfig
+        from rackpower_nodes.core.health.monitor import HealthMonitor
 
         self.args, self.config = args, HealthConfig()
         self._model, self._monitor = HealthModel, HealthMonitor
@@ -174,6 +176,8 @@ def draw_faults(preset: str, seed: int, kinds: Sequence[str], onset_s: tuple[flo
 def run_preset(h: Harness, preset: str) -> tuple[list, list[dict]]:
     """Fault-day outcomes and false-alarm rows of one preset."""
     a = h.args
+    if not (a.days or a.clean_weeks):
+        return [], []
     train, _ = sim_frame(preset, a.train_seed, a.hours)
     model = h.fit([train])
     h.say(f"{preset}: learned on seed {a.train_seed} ({a.hours:g} h)")
@@ -287,8 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"rackpower-health-eval: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose:
+        _log.setLevel(logging.INFO)
     h = Harness(args)
     outcomes, alarm_rows = [], []
     for preset in args.preset_list:

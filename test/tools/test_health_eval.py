@@ -3,6 +3,7 @@
 components), the replay's chunks, the BSC frames, and bad arguments named with exit 2."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -179,3 +180,58 @@ def test_bad_arguments_are_named_with_exit_code_2(argv, flag, capsys):
     assert health_eval_main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("rackpower-health-eval: ") and flag in err
+
+
+def test_a_short_held_out_day_end_to_end_is_scored_and_repeatable(tmp_path, capsys):
+    """One preset, a 1 h training day and one 1 h held-out day with 3 faults: the real
+    simulator, model and monitor; the tables, the JSON, the same answer twice."""
+    argv = ["--presets", "office", "--days", "1", "--hours", "1", "--onset-h", "0.2,0.5",
+            "--clean-weeks", "0", "--bsc", str(tmp_path / "absent")]
+    runs = []
+    for k in range(2):
+        assert health_eval_main([*argv, "--out", str(tmp_path / f"run{k}")]) == 0
+        text = capsys.readouterr().out
+        assert "| preset | fault | injected | detected_pct |" in text
+        assert "BSC traces skipped" in text and "is not a folder" in text
+        runs.append(json.loads((tmp_path / f"run{k}" / "health_eval.json").read_text()))
+    first = runs[0]
+    assert [f["kind"] for f in first["faults"]] == day_kinds(0, 3)
+    assert len({f["component"] for f in first["faults"]}) == 3
+    for f in first["faults"]:
+        assert f["preset"] == "office" and f["seed"] == 1000
+        assert f["detected"] == (f["detected_unix"] is not None)
+        if f["detected"]:
+            assert f["delay_s"] >= 0 and f["cause"]
+    pooled = next(r for r in first["classes"] if (r["preset"], r["fault"]) == ("all", "all"))
+    assert pooled["injected"] == 3
+    assert first["false_alarms"][0]["set"] == "fault days"
+    assert runs[1]["faults"] == first["faults"]
+    assert runs[1]["false_alarms"] == first["false_alarms"]
+
+
+def test_bsc_servers_are_learned_on_their_first_workload_and_monitored_on_the_rest(
+        tmp_path, capsys):
+    """Two tiny BSC-format servers (40 min per workload at 2 s): each learned on its first
+    workload, false alarms counted over the others, the rack row beside them."""
+    rng = np.random.default_rng(3)
+    header = "timestamp,powerWatts,cpu_idle,bytes_in,bytes_out,bytes_read,bytes_written\n"
+    for srv in ("SRV_A", "SRV_B"):
+        (tmp_path / srv).mkdir()
+        for w, name in enumerate(("w1", "w2", "w3")):
+            util = np.clip(0.4 + 0.2 * np.sin(np.arange(1200) / 90.0)
+                           + 0.03 * rng.standard_normal(1200), 0, 1)
+            power = 120 + 100 * util + rng.standard_normal(1200)
+            rows = [f"{1.6e9 + 5000 * w + 2 * i},{power[i]:.2f},{100 * (1 - util[i]):.2f},"
+                    f"1e5,2e5,3e5,4e5\n" for i in range(1200)]
+            (tmp_path / srv / f"{name}.csv").write_text(header + "".join(rows))
+    out = tmp_path / "out"
+    assert health_eval_main(["--presets", "office", "--days", "0", "--clean-weeks", "0",
+                             "--bsc", str(tmp_path), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| AMD" not in text and "| SRV_A | w1 |" in text and "| SRV_B | w1 |" in text
+    data = json.loads((out / "health_eval.json").read_text())
+    assert [r["monitored_h"] for r in data["bsc"]] == pytest.approx([4 / 3, 4 / 3], rel=0.01)
+    rack = data["false_alarms"][-1]
+    assert rack["preset"] == "bsc" and rack["runs"] == 2
+    assert rack["false_alarms"] == sum(r["false_alarms"] for r in data["bsc"])
+    assert data["classes"] == [] and data["faults"] == []
