@@ -7,9 +7,10 @@ import math
 
 import numpy as np
 import pytest
+import yaml
 
 from rackpower_nodes.sim.faults import FaultSpec, FaultSpecError
-from rackpower_nodes.sim.rack_sim import SimData, generate
+from rackpower_nodes.sim.rack_sim import DEFAULT_CONFIG, SimData, generate
 
 HOURS, SEED, RATE = 0.5, 7, 10
 ON = 600.0                               # onset, s
@@ -142,3 +143,17 @@ def test_ground_truth_is_saved_beside_the_data(tmp_path):
                           .astype(np.float64))
     (folder / "rack_sim_faults.json").unlink()           # a run saved before faults existed
     assert SimData.load(folder).faults == ()
+
+
+def test_a_replayed_trace_takes_power_faults_but_not_a_runaway(tmp_path):
+    csv_path = tmp_path / "trace.csv"
+    csv_path.write_text("time_s,power_w,util\n0.0,100.0,0.1\n1.0,120.0,0.3\n2.0,150.0,0.5\n")
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["components"][4]["trace"] = {"format": "csv", "path": str(csv_path)}
+    name = raw["components"][4]["name"]
+    clean = generate(0.01, seed=1, config=raw)
+    data = generate(0.01, seed=1, config=raw,
+                    faults=[FaultSpec("psu_efficiency", name, 0, 0, 0.05)])
+    assert np.allclose(data.power_w[:, 4], clean.power_w[:, 4] * 1.05, rtol=1e-6)
+    with pytest.raises(FaultSpecError, match="replays a recorded power trace"):
+        generate(0.01, seed=1, config=raw, faults=[FaultSpec("runaway_process", name, 0, 0, 0.2)])

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rackpower_nodes.sim.faults.effects import FaultSet
-from rackpower_nodes.sim.faults.spec import FaultSpec
+from rackpower_nodes.sim.faults.effects import FaultSet, check_fault
+from rackpower_nodes.sim.faults.spec import FaultSpec, FaultSpecError
 from rackpower_nodes.sim.rack_model import PowerStream, SimConfigError
 from rackpower_nodes.sim.rack_sim.config import (
     ComponentSpec,
@@ -58,7 +58,7 @@ class _Engine:
         # faults draw from their own seed branch: the components' generators stay as without
         self.faults = FaultSet(cfg.names, [c.kind for c in cfg.components], seed, self.dt)
         for spec in faults:
-            self.faults.add(spec)
+            self.add_fault(spec)
         self.samples = 0
         self.scheduler = None
         self.tele_fields = TELEMETRY_FIELDS
@@ -94,6 +94,15 @@ class _Engine:
         out["power"] = PowerStream(model.steady_power_w, swing, self.cfg.dynamics[comp.kind],
                                    self.dt, gens[4], gens[5])
         return out
+
+    def add_fault(self, spec: FaultSpec) -> None:
+        """Apply ``spec`` from the next block on (FaultSpecError if the rack cannot have it)."""
+        comp = self.cfg.components[check_fault(spec, self.cfg.names,
+                                               [c.kind for c in self.cfg.components])]
+        if spec.kind == "runaway_process" and comp.trace is not None:
+            raise FaultSpecError(f"component: runaway_process cannot hit {comp.name!r}, it "
+                                 f"replays a recorded power trace")
+        self.faults.add(spec)
 
     def block(self, seconds: int) -> _Block:
         """The next ``seconds`` s of samples: hosts first, then the switches they load."""

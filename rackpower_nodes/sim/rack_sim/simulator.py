@@ -110,7 +110,7 @@ class RackSimulator:
                 shift = end_s - spec.onset_s
                 spec = dataclasses.replace(spec, onset_s=end_s,
                                            failure_s=spec.failure_s + shift)
-            self._engine.faults.add(spec)
+            self._engine.add_fault(spec)
         _log.info("fault injected: %s", spec)
         return spec
 
