@@ -16,7 +16,7 @@ from rackpower_nodes.sim.rack_sim import generate, load_config, preset_config
 
 @pytest.mark.parametrize("preset", ["office", "ai", "mixed"])
 def test_drawn_faults_fit_their_components_and_ranges(preset):
-    kinds = dict((c.name, c.kind) for c in load_config(preset_config(preset)).components)
+    kinds = {c.name: c.kind for c in load_config(preset_config(preset)).components}
     seen = Counter()
     for seed in range(100, 140):
         faults = random_faults(preset, seed, per_run=3, start_s=3600, end_s=20 * 3600)

@@ -23,7 +23,8 @@ import numpy as np
 from rackpower_nodes.sim.faults.spec import FaultSpec, FaultSpecError
 from rackpower_nodes.sim.rack_model.dynamics import PulseTrain
 
-__all__ = ["FAULT_SEED_BRANCH", "FaultSet", "check_fault", "sensor_reading"]
+__all__ = ["ALLOWED_KINDS", "FAULT_SEED_BRANCH", "FaultSet", "board_view", "check_fault",
+           "sensor_reading"]
 
 #: seed branch of the faults' generators (the scheduler uses 1_000_003)
 FAULT_SEED_BRANCH = 2_000_003

@@ -35,7 +35,7 @@ def health_frame(data: SimData, ref_noise: float = 0.01, seed: int = 0) -> Healt
     """
     if not (math.isfinite(ref_noise) and ref_noise >= 0):
         raise ValueError(f"ref_noise: {ref_noise!r}, expected a relative error >= 0")
-    rate = int(round(data.rate_hz))
+    rate = round(data.rate_hz)
     m = len(data.names)
     n = len(data.power_w) // rate
     board = np.asarray(data.board_power_w[:n * rate]).reshape(n, rate, m)
