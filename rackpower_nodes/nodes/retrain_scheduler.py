@@ -3,8 +3,9 @@
 Reads `power_samples` (the rack load: the sum of mean_power_w, for the load rule),
 `allocation_error` (kept to weight the next training set) and `component_health` (the health
 model's per-component states, latched: intervals in state fault, start = since_unix, end = back
-to ok, kept for `bags.max_span_s`, are passed to the job, which leaves their windows out of
-training and judging and lists them in the model's metadata); checks the off-peak policy every
+to ok, kept for `bags.max_span_s` and saved in the registry's fault_intervals.json across
+restarts, are passed to the job, which leaves their windows out of training and judging and
+lists them in the model's metadata); checks the off-peak policy every
 `policy.check_period_s`; runs the pipeline of core/retrain/, whose training job is its own
 niced process that a timer polls, so the executor never waits for it. A promotion (or a
 rollback) is announced on `model_update`, latched (reliable, transient local, depth 1); on
@@ -30,7 +31,7 @@ from rackpower_nodes.core.forecast.messages import stamp_unix
 from rackpower_nodes.core.model_registry import ModelRegistry, RegistryError
 from rackpower_nodes.core.params import ConfigError
 from rackpower_nodes.core.retrain import (FaultTracker, OffPeakGate, Outcome, RetrainError,
-    RetrainPipeline)
+    RetrainPipeline, load_flags, save_flags)
 from rackpower_nodes.core.retrain_config import (
     RETRAIN_PARAMETERS, RetrainConfig, retrain_config_from_params)
 from rackpower_nodes.nodes.main import run_node
@@ -38,6 +39,7 @@ from rackpower_nodes.nodes.common import (declare_from_specs, diagnostic_status,
     latched_qos, publish_diagnostics, samples_qos)
 
 POLL_PERIOD_S = 0.5
+FAULTS_FILE = "fault_intervals.json"    # in the registry folder: the intervals, across restarts
 #: component_health is latched with one message per component: a late joiner needs a depth of
 #: at least the rack's component count to get every component's newest state
 HEALTH_DEPTH = 256
@@ -66,6 +68,11 @@ class RetrainSchedulerNode(Node):
         self.pipeline = RetrainPipeline(self.registry, self.config.settings)
         self.errors: deque[tuple[float, str, float]] = deque(maxlen=self.config.keep_errors)
         self.faults = FaultTracker(self.config.flag_keep_s, self.config.max_flags)
+        self.faults_file = self.registry.root / FAULTS_FILE
+        try:
+            self.faults.restore(load_flags(self.faults_file))
+        except RetrainError as exc:             # a torn file loses the history, not the node
+            self.get_logger().error(f"{exc}; starting without earlier fault intervals")
         self.state, self.why = "idle", "starting"
         self.last_result, self.last_error = "none yet", ""
         self.last_attempt = self._newest_registration()
@@ -99,7 +106,12 @@ class RetrainSchedulerNode(Node):
 
     def _on_health(self, msg: ComponentHealth) -> None:
         now = stamp_unix(msg.header.stamp) or time.time()
-        self.faults.update(msg.component_id, msg.state, msg.cause, float(msg.since_unix), now)
+        if self.faults.update(msg.component_id, msg.state, msg.cause, float(msg.since_unix),
+                              now):
+            try:
+                save_flags(self.faults_file, self.faults.intervals())
+            except OSError as exc:
+                self.last_error = f"{self.faults_file}: cannot write ({exc})"
 
     # --- deciding and running ------------------------------------------------------------
     def _check_policy(self) -> None:
@@ -120,7 +132,8 @@ class RetrainSchedulerNode(Node):
             self.get_logger().error(self.last_error + "; the champion stays in service")
             return False, self.last_error
         self.state, self.why = "training", trigger
-        text = f"retrain started ({trigger}) in {job.workdir}"
+        text = (f"retrain started ({trigger}) in {job.workdir}, "
+                f"{len(job.request['flagged'])} fault interval(s) left out")
         self.get_logger().info(text)
         return True, text
 

@@ -65,6 +65,31 @@ def test_tracker_merges_flapping_and_forgets_old_intervals():
     assert tr.intervals() == [FlaggedInterval("c", 0.0, math.inf, "fan_wear")]
 
 
+def test_tracker_says_when_its_intervals_change_and_restores_them(tmp_path):
+    tr = rt.FaultTracker(keep_s=3600.0)
+    assert not tr.update("a", "ok", "", math.nan, 10.0)
+    assert tr.update("a", "fault", "fan_wear", 5.0, 11.0)
+    assert not tr.update("a", "fault", "fan_wear", 5.0, 12.0)       # the same, a second on
+    assert tr.update("a", "ok", "", math.nan, 20.0)
+    assert tr.update("b", "fault", "sensor_gain", 15.0, 21.0)
+    rt.save_flags(tmp_path / "faults.json", tr.intervals())
+    again = rt.FaultTracker(keep_s=3600.0)
+    again.restore(rt.load_flags(tmp_path / "faults.json"))
+    assert again.intervals() == tr.intervals()
+    assert again.update("b", "ok", "", math.nan, 30.0)              # still open after restore
+    assert again.intervals()[-1] == FlaggedInterval("b", 15.0, 30.0, "sensor_gain")
+
+
+def test_unreadable_saved_intervals_name_the_file(tmp_path):
+    assert rt.load_flags(tmp_path / "none.json") == []
+    (tmp_path / "torn.json").write_text('{"intervals": [{"compo')
+    with pytest.raises(rt.RetrainError, match="torn.json: unreadable"):
+        rt.load_flags(tmp_path / "torn.json")
+    (tmp_path / "bad.json").write_text('{"intervals": [{"start_unix": 1}]}')
+    with pytest.raises(rt.RetrainError, match=r"bad.json: flagged\[0\]"):
+        rt.load_flags(tmp_path / "bad.json")
+
+
 @pytest.mark.parametrize("entry, words", [
     ({"start_unix": 1.0, "end_unix": 2.0, "cause": "x"}, "component"),
     ({"component": "a", "start_unix": 5.0, "end_unix": 2.0}, "ends"),

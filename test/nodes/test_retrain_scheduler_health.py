@@ -5,7 +5,8 @@ The bag folder holds an hour of a quiet rack whose srv04 channel read +500 W for
 This test's own node publishes ComponentHealth as the health monitor does (latched): srv04 in
 fault from that stretch's start, back to ok at its end; srv07 in fault (a stuck sensor) from
 50 min in, still. `~/retrain_now` then trains; the job's request carries both intervals, and
-the registry entry and excluded.json beside the model list them with what they cost.
+the registry entry and excluded.json beside the model list them with what they cost. A
+restarted scheduler still has them.
 """
 from __future__ import annotations
 
@@ -156,3 +157,13 @@ def test_fault_intervals_heard_on_component_health_stay_out_of_the_retrain(ros_e
     assert set(comps) == {"srv04", "srv07"} and excluded["whole_span"] == []
     on_disk = json.loads((registry / entry["path"] / "excluded.json").read_text())
     assert on_disk == excluded
+
+    # a restarted scheduler still knows both intervals (nobody publishes them again)
+    proc = _launch(ros_env, tmp_path, bags)
+    try:
+        with rclpy.init():
+            hm = _HealthMonitor()
+            assert hm.spin_until(lambda: hm.diag.get("fault_intervals") == "2", 30), hm.diag
+            hm.node.destroy_node()
+    finally:
+        stop_process(proc)

@@ -14,7 +14,8 @@
   and memory.
 - :mod:`.exclusion`: :class:`FaultTracker` (the health model's fault states as
   ``FlaggedInterval`` s) and :func:`exclude_flagged` (windows overlapping a component's flagged
-  interval, widened by ``margin_s`` before it, left out of training and held-out data).
+  interval, widened by ``margin_s`` before it, left out of training and held-out data);
+  :func:`save_flags` / :func:`load_flags` keep the intervals across a restart.
 - :mod:`.pipeline`: :class:`RetrainPipeline` gathers the data, starts the job, and on its
   report registers the challenger and promotes or rejects it (:class:`Outcome`).
 
@@ -35,6 +36,8 @@ from rackpower_nodes.core.retrain.exclusion import (
     FaultTracker,
     exclude_flagged,
     flags_from_request,
+    load_flags,
+    save_flags,
 )
 from rackpower_nodes.core.retrain.job import JOB_MODULE, RetrainJob
 from rackpower_nodes.core.retrain.judge import decide, evaluate
@@ -51,5 +54,6 @@ __all__ = [
     "JOB_MODULE", "LOAD_STALE_S", "MARGIN_S", "BagInfo", "FaultTracker", "OffPeakGate",
     "OffPeakPolicy", "Outcome", "RetrainError", "RetrainJob", "RetrainPipeline", "bag_info",
     "decide", "error_weights", "evaluate", "exclude_flagged", "flags_from_request",
-    "holdout_split", "newest_bags", "parse_window", "resample_weighted",
+    "holdout_split", "load_flags", "newest_bags", "parse_window", "resample_weighted",
+    "save_flags",
 ]

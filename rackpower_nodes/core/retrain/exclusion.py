@@ -9,7 +9,9 @@ learn the fault as normal. So:
   a component enters ``fault`` (start = the verdict's ``since_unix``, when the evidence began)
   and closes when it is back to ``ok`` (``watch`` after ``fault`` keeps it open); end = inf
   while still faulty. Sensor faults count the same: the recorded power is wrong then. It keeps
-  only intervals that end within ``keep_s`` of now, at most ``max_per_component`` each.
+  only intervals that end within ``keep_s`` of now, at most ``max_per_component`` each; the
+  node saves them (:func:`save_flags`, :func:`load_flags`, :meth:`FaultTracker.restore`) so a
+  restart does not forget a fault that is over.
 - :func:`exclude_flagged` drops every window of a component whose inputs or targets overlap
   one of its intervals widened by ``margin_s`` before the start (the evidence starts before
   the alarm), and returns a summary for the model's metadata: each interval with its cause
@@ -18,8 +20,11 @@ learn the fault as normal. So:
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +32,8 @@ import numpy as np
 from rackpower_nodes.core.health.types import SENSOR_FAULTS, FlaggedInterval
 from rackpower_nodes.core.retrain.policy import RetrainError
 
-__all__ = ["MARGIN_S", "FaultTracker", "exclude_flagged", "flags_from_request"]
+__all__ = ["MARGIN_S", "FaultTracker", "exclude_flagged", "flags_from_request", "load_flags",
+           "save_flags"]
 
 #: default widening of a flagged interval before its start, s
 MARGIN_S = 900.0
@@ -49,8 +55,10 @@ class FaultTracker:
         self._open: dict[str, FlaggedInterval] = {}
 
     def update(self, component: str, state: str, cause: str, since_unix: float,
-               now_unix: float) -> None:
-        """One health report of ``component`` judged up to ``now_unix`` (Unix s)."""
+               now_unix: float) -> bool:
+        """One health report of ``component`` judged up to ``now_unix`` (Unix s); True when
+        the intervals changed."""
+        before = self.intervals()
         if state == "fault":
             start = since_unix if math.isfinite(since_unix) else now_unix
             old = self._open.get(component)
@@ -64,6 +72,16 @@ class FaultTracker:
             self._add_closed(FlaggedInterval(component, old.start_unix,
                                              max(now_unix, old.start_unix), old.cause))
         self.prune(now_unix)
+        return self.intervals() != before
+
+    def restore(self, flags: Iterable[FlaggedInterval]) -> None:
+        """Take back intervals kept earlier (:meth:`intervals`, e.g. saved across a
+        restart): open ones (end inf) stay open, closed ones are added in start order."""
+        for flag in sorted(flags, key=lambda f: f.start_unix):
+            if math.isinf(flag.end_unix):
+                self._open[flag.component] = flag
+            else:
+                self._add_closed(flag)
 
     def _add_closed(self, flag: FlaggedInterval) -> None:
         items = self._closed.setdefault(flag.component, [])
@@ -105,6 +123,30 @@ def flags_from_request(items: Iterable[Any] | None) -> list[FlaggedInterval]:
                                ) from exc
         out.append(flag)
     return out
+
+
+def save_flags(path: str | Path, flags: Iterable[FlaggedInterval]) -> None:
+    """Write ``flags`` to ``path`` (JSON ``{"intervals": [as_dict...]}``) atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"intervals": [f.as_dict() for f in flags]}, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def load_flags(path: str | Path) -> list[FlaggedInterval]:
+    """The intervals :func:`save_flags` wrote ([] when ``path`` does not exist); RetrainError
+    naming the file when it cannot be read."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        items = json.loads(path.read_text())["intervals"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RetrainError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from exc
+    try:
+        return flags_from_request(items)
+    except RetrainError as exc:
+        raise RetrainError(f"{path}: {exc}") from exc
 
 
 def _spans(ws) -> tuple[np.ndarray, np.ndarray]:
