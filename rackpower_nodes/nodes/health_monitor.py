@@ -182,8 +182,9 @@ class HealthMonitorNode(Node):
         with self._lock:
             frame = self.stream.pop(now)
             last = self.stream.last_sample_unix.copy()
-        ages = now - last                                   # NaN: never
-        ages = np.where(np.isfinite(ages), ages, np.inf)
+        # s since each component's newest sample (inf: never; 0 for a stamp a little ahead
+        # of this clock)
+        ages = np.where(np.isfinite(last), np.clip(now - last, 0.0, None), np.inf)
         stale = ages > self.config.stale_after_s
         if frame is not None:
             end = frame.t_unix[-1] + 1.0

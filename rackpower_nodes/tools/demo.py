@@ -11,7 +11,10 @@ forecasts and writes it to the PDUs and the BMCs. `recorder` writes every topic 
 (MCAP) bags, rotated every 10 s, beside a bag of 15 simulated minutes of history, and
 `retrain_scheduler`, whose off-peak rule is shortened to "the rack has been below its budget
 for 30 s", trains a challenger on those bags during the demo and judges it against the
-champion on the newest two minutes. This process subscribes like any consumer and prints
+champion on the newest two minutes. `health_monitor` judges each component's health from its
+draw; a few seconds into the watch the demo injects one fault into the simulator through its
+control socket (`DEMO_FAULT`: srv05's board channel sticks) and reports when and as what it
+was found. This process subscribes like any consumer and prints
 what arrived (`tools/demo_report.py`), then replays the demo's own simulated span in fast
 mode under the proactive, reactive and static modes and prints them side by side.
 """
@@ -35,23 +38,31 @@ from rclpy.executors import SingleThreadedExecutor
 from diagnostic_msgs.msg import DiagnosticArray
 
 from rackpower.msg import (
-    AllocationError, HostTelemetry, ModelUpdate, PowerAllocation, PowerForecast)
+    AllocationError, ComponentHealth, HostTelemetry, ModelUpdate, PowerAllocation,
+    PowerForecast)
 from rackpower_nodes.nodes.common import errors_qos, latched_qos, samples_qos
+from rackpower_nodes.nodes.health_monitor import health_qos
 from rackpower_nodes.drivers.bmc import RedfishPowerCap
 from rackpower_nodes.drivers.pdu_link import PduLink, PduTarget
+from rackpower_nodes.sim.control import send_command
 from rackpower_nodes.tools.demo_report import (
-    report_allocations, report_forecasts, report_retraining, report_samples)
+    report_allocations, report_forecasts, report_health, report_retraining, report_samples)
 from rackpower_nodes.tools.launch_env import (
     executable, isolated_ros_env, share_file, stop_process, wait_for_path)
 from rackpower_nodes.tools.monitor import SampleMonitor
 
 NAMESPACE = "/rack_01"
+_LEVELS = {b"\x00": "OK", b"\x01": "WARN", b"\x02": "ERROR", b"\x03": "STALE"}
 SIM_BMC_USER, SIM_BMC_PASSWORD = "admin", "rackpower"     # rackpower-sim live's defaults
 DEMO_MODEL_ROOT = Path("build") / "demo-model"
 # A short history (3 s) and one coarse resolution (1 s) so the model is ready ~4 s after start.
 DEMO_TRAINING = ["--model", "lstm", "--hidden", "32", "--epochs", "3", "--history-steps", "30",
                  "--coarse", "10", "--stride", "10", "--max-windows", "40000", "--threads", "2",
                  "--no-progress", "--seed", "1"]
+# The fault the demo injects (FaultSpec fields; it starts when it is sent) and how long into
+# the watch: srv05's board channel holds its value from then on
+FAULT_AFTER_S = 5.0
+DEMO_FAULT = {"kind": "sensor_stuck", "component": "srv05"}
 
 
 def _parse(argv):
@@ -173,13 +184,14 @@ def main(argv=None) -> int:
         model = demo_model(args.model_root.resolve(), tmp, env)
         config = str(share_file("config", "rack.yaml"))
         link, manifest_path = tmp / "board", tmp / "rack.json"
+        control = tmp / "control.sock"
         print(f"rackpower demo: simulated rack + current_sensor + host_telemetry + predictor "
               f"for {args.duration:g} s (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']})", flush=True)
         procs = [subprocess.Popen(
             [str(executable("rackpower-sim")), "live", "--link", str(link),
              "--config", str(share_file("config", "rack_sim.yaml")),
              "--exporter-base-port", "0", "--pdu-base-port", "0", "--bmc-port", "0",
-             "--manifest", str(manifest_path),
+             "--manifest", str(manifest_path), "--control", str(control),
              "--corrupt-prob", "0.001", "--garbage-prob", "0.0005", "--seed", "7"], env=env)]
         try:
             wait_for_path(manifest_path, 30)
@@ -205,7 +217,9 @@ def main(argv=None) -> int:
             procs.append(subprocess.Popen(
                 [str(executable("retrain_scheduler")), *ros_args,
                  "--params-file", str(_retrain_params(tmp, model))], env=env))
-            code = _watch(args, procs[1:], manifest)
+            procs.append(subprocess.Popen([str(executable("health_monitor")), *ros_args],
+                                          env=env))
+            code = _watch(args, procs[1:], manifest, control)
             span_s = time.time() - manifest["start_unix"]
         finally:
             for proc in reversed(procs):
@@ -215,7 +229,18 @@ def main(argv=None) -> int:
         return code
 
 
-def _watch(args, nodes: list[subprocess.Popen], manifest: dict) -> int:
+def _inject(control: Path) -> dict | None:
+    """Send DEMO_FAULT to the simulator (it starts now); the fault as injected and when
+    (None, with the simulator's answer printed, when it refused)."""
+    sent = time.time()
+    answer = send_command(control, {"cmd": "inject_fault", "fault": DEMO_FAULT})
+    if not answer.get("ok"):
+        print(f"fault injection refused: {answer.get('error')}", file=sys.stderr)
+        return None
+    return {"fault": answer["fault"], "t_unix": sent}
+
+
+def _watch(args, nodes: list[subprocess.Popen], manifest: dict, control: Path) -> int:
     with rclpy.init():
         monitor = SampleMonitor(NAMESPACE)
         telemetry: list[HostTelemetry] = []
@@ -225,10 +250,22 @@ def _watch(args, nodes: list[subprocess.Popen], manifest: dict) -> int:
         updates: list[ModelUpdate] = []
         retrain: dict[str, str] = {}
         actuator: dict[str, str] = {}
+        health: dict[str, ComponentHealth] = {}
+        health_levels: dict[str, str] = {}
+        fault: dict = {"injected": None, "found": None}
+
+        def on_health(msg: ComponentHealth) -> None:
+            health[msg.component_id] = msg
+            injected = fault["injected"]
+            if (injected and fault["found"] is None and msg.state == "fault"
+                    and msg.component_id == injected["fault"]["component"]):
+                fault["found"] = {"msg": msg, "t_unix": time.time()}
 
         def on_diag(msg: DiagnosticArray) -> None:
             for st in msg.status:
-                if st.name.endswith(": retraining"):
+                if "/health_monitor: " in st.name:
+                    health_levels[st.name.rsplit(": ", 1)[-1]] = _LEVELS.get(st.level, "?")
+                elif st.name.endswith(": retraining"):
                     retrain.clear()
                     retrain.update({kv.key: kv.value for kv in st.values})
                 elif st.name.endswith("pdu_actuator: allocation"):
@@ -236,6 +273,8 @@ def _watch(args, nodes: list[subprocess.Popen], manifest: dict) -> int:
                     actuator.update({kv.key: kv.value for kv in st.values})
 
         monitor.create_subscription(ModelUpdate, "model_update", updates.append, latched_qos())
+        monitor.create_subscription(ComponentHealth, "component_health", on_health,
+                                    health_qos(64))
         monitor.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 50)
         monitor.create_subscription(HostTelemetry, "host_telemetry", telemetry.append,
                                     samples_qos(2.0))
@@ -248,7 +287,9 @@ def _watch(args, nodes: list[subprocess.Popen], manifest: dict) -> int:
         executor.add_node(monitor)
         _spin_for(executor, 3.0)      # discovery and the first batches
         monitor.reset()
-        _spin_for(executor, args.duration)
+        _spin_for(executor, min(FAULT_AFTER_S, args.duration))
+        fault["injected"] = _inject(control)
+        _spin_for(executor, max(0.0, args.duration - FAULT_AFTER_S))
         end = time.monotonic() + 90.0      # let a retrain that started finish
         while (retrain.get("state") in ("training", "evaluating")
                and time.monotonic() < end):
@@ -262,8 +303,9 @@ def _watch(args, nodes: list[subprocess.Popen], manifest: dict) -> int:
         report_forecasts(forecasts)
         report_allocations(allocations, errors, caps, actuator)
         report_retraining(retrain, updates)
+        report_health(health, fault["injected"], fault["found"], health_levels)
         ok = (monitor.stats.messages > 0 and bool(telemetry) and bool(forecasts)
-              and bool(allocations))
+              and bool(allocations) and bool(health))
         executor.remove_node(monitor)
         executor.shutdown()
         monitor.destroy_node()

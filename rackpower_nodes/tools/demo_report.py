@@ -3,18 +3,21 @@
 One section per stage of the graph, each from what :mod:`rackpower_nodes.tools.demo` gathered
 while it watched: the power_samples stream and current_sensor's diagnostics with the host
 telemetry per component (:func:`report_samples`), the forecasts (:func:`report_forecasts`),
-the allocations with the BMC caps read back (:func:`report_allocations`) and the recorder and
-retrain_scheduler (:func:`report_retraining`). Printing only: nothing here subscribes.
+the allocations with the BMC caps read back (:func:`report_allocations`), the recorder and
+retrain_scheduler (:func:`report_retraining`), and health_monitor with the fault the demo
+injected (:func:`report_health`). Printing only: nothing here subscribes.
 """
 from __future__ import annotations
 
 import math
+import time
 
 from rackpower.msg import (
     AllocationError, HostTelemetry, ModelUpdate, PowerAllocation, PowerForecast)
 from rackpower_nodes.tools.monitor import SampleMonitor
 
-__all__ = ["report_allocations", "report_forecasts", "report_retraining", "report_samples"]
+__all__ = ["report_allocations", "report_forecasts", "report_health", "report_retraining",
+           "report_samples"]
 
 
 def report_samples(monitor: SampleMonitor, telemetry: HostTelemetry | None) -> None:
@@ -136,3 +139,39 @@ def report_retraining(retrain: dict[str, str], updates: list[ModelUpdate]) -> No
           f"{retrain.get('last_result')}")
     if retrain.get("last_error"):
         print(f"  last error: {retrain['last_error']}")
+
+
+def report_health(health: dict, injected: dict | None, found: dict | None,
+                  diag_levels: dict[str, str]) -> None:
+    """health_monitor's newest ComponentHealth per component (`health`: id -> message), the
+    fault the demo injected (`injected`: its FaultSpec as a dict and `t_unix`, when it was
+    sent) and when it was found (`found`: the first fault message of that component, with
+    `t_unix`, when it arrived), and each component's /diagnostics level (`diag_levels`)."""
+    print("\n== component_health (health_monitor) ==")
+    if injected is None:
+        print("  no fault injected")
+    else:
+        f = injected["fault"]
+        print(f"injected: {f['kind']} on {f['component']} at "
+              f"{time.strftime('%H:%M:%S', time.gmtime(injected['t_unix']))} UTC")
+        if found is None:
+            print(f"  NOT FOUND: {f['component']} never reached state fault")
+        else:
+            m = found["msg"]
+            right = ("right cause" if m.cause == f["kind"]
+                     else f"WRONG cause (expected {f['kind']})")
+            print(f"  found: {m.component_id} fault, cause {m.cause} ({right}; "
+                  f"{'sensor' if m.sensor_fault else 'component'} fault), "
+                  f"{found['t_unix'] - injected['t_unix']:.1f} s after the injection")
+    if not health:
+        print("  no component_health arrived")
+        return
+    print(f"  {'component':10s} {'state':6s} {'score':>6s} {'cause':16s} {'diagnostics':11s} "
+          "evidence")
+    for cid in sorted(health):
+        m = health[cid]
+        ev = ", ".join(f"{k} {v:.3g}" for k, v in zip(m.evidence_names, m.evidence_values))
+        print(f"  {cid:10s} {m.state:6s} {m.score:6.2f} {m.cause or '-':16s} "
+              f"{diag_levels.get(cid, '?'):11s} {ev}")
+    learned = any(m.baseline_learned for m in health.values())
+    print(f"  (learned baseline: {'yes' if learned else 'no: the physical checks only'})")

@@ -1,0 +1,147 @@
+"""The `health_monitor` executable in the live graph: simulated rack -> current_sensor ->
+health_monitor, over real DDS.
+
+A fault injected into the live simulator (one server's board channel sticks) reaches
+`component_health` (state fault, cause sensor_stuck) and `/diagnostics` (ERROR for that
+component, OK for a clean one); a subscriber that joins late gets every component at once
+(latched); when the samples stop, every component is STALE in `/diagnostics`; an unknown
+`health.*` parameter stops the node, named.
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from rackpower_nodes.sim.faults.spec import FaultSpec
+from rackpower_nodes.sim.live import LiveRack
+from rackpower_nodes.tools.launch_env import executable, stop_process
+
+pytestmark = pytest.mark.ros
+
+NS = "/rack_hm"
+STUCK, CLEAN = "srv03", "srv01"
+NAMES = ("srv01", "srv02", "srv03", "srv04", "srv05", "srv06", "srv07", "srv08", "srv09",
+         "srv10", "srv11", "srv12", "tor-a", "tor-b", "stor-1", "stor-2")
+KINDS = ("server",) * 12 + ("switch",) * 2 + ("storage",) * 2
+OK, ERROR, STALE = b"\x00", b"\x02", b"\x03"
+
+
+def _params(tmp_path, board: str, **health) -> str:
+    doc = {
+        "/**/current_sensor": {"ros__parameters": {
+            "serial": {"port": board}, "board": {"channels": 16, "frame_rate_hz": 500.0},
+            "channels": {"components": list(NAMES), "board_index": list(range(len(NAMES))),
+                         "scale_a_per_count": [0.001]}}},
+        "/**/health_monitor": {"ros__parameters": {
+            "components": {"names": list(NAMES), "kinds": list(KINDS)},
+            "inputs": {"stale_after_s": 3.0}, **({"health": health} if health else {})}},
+    }
+    path = tmp_path / "graph.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+class _Listener:
+    """component_health (latched) and the health_monitor's /diagnostics, newest per
+    component."""
+
+    def __init__(self, name: str):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        from rackpower.msg import ComponentHealth
+        from rackpower_nodes.nodes.health_monitor import health_qos
+
+        self.node = rclpy.create_node(name, namespace=NS)
+        self.health: dict[str, object] = {}
+        self.diag: dict[str, object] = {}
+        self.node.create_subscription(ComponentHealth, "component_health", self._on_health,
+                                      health_qos(len(NAMES)))
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 20)
+
+    def _on_health(self, msg) -> None:
+        self.health[msg.component_id] = msg
+
+    def _on_diag(self, msg) -> None:
+        for s in msg.status:
+            if s.name.startswith(f"{NS}/health_monitor: "):
+                self.diag[s.name.rsplit(": ", 1)[-1]] = s
+
+    def spin_until(self, predicate, timeout_s: float) -> bool:
+        import rclpy
+
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+            if predicate():
+                return True
+        return False
+
+
+def _level(status) -> bytes:
+    return status.level if isinstance(status.level, bytes) else bytes([status.level])
+
+
+def test_a_stuck_channel_reaches_component_health_and_diagnostics(ros_env, tmp_path):
+    import rclpy
+
+    board = str(tmp_path / "board")
+    rack = LiveRack(board, board_channels=16, board_rate_hz=500.0, pdu_base_port=None).start()
+    args = ["--ros-args", "-r", f"__ns:={NS}", "--params-file", _params(tmp_path, board)]
+    procs = [subprocess.Popen([str(executable(name)), *args], env=ros_env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for name in ("current_sensor", "health_monitor")]
+    try:
+        with rclpy.init():
+            lis = _Listener("health_listener")
+            # every component judged (and OK in /diagnostics) before the fault
+            assert lis.spin_until(lambda: set(lis.diag) == set(lis.health) == set(NAMES) and all(
+                _level(s) == OK for s in lis.diag.values()), 60), \
+                {k: (s.level, s.message) for k, s in lis.diag.items()}
+            assert all(m.state == "ok" for m in lis.health.values())
+            rack.inject_fault(FaultSpec("sensor_stuck", STUCK, onset_s=rack.sim_time(),
+                                        growth_s=0.0, magnitude=0.0, growth="step"))
+            injected = time.monotonic()
+            assert lis.spin_until(lambda: lis.health[STUCK].state == "fault", 60), \
+                lis.health[STUCK]
+            msg = lis.health[STUCK]
+            assert msg.cause == "sensor_stuck" and msg.sensor_fault
+            assert msg.score >= 1.0 and msg.since_unix > 0
+            assert lis.spin_until(lambda: _level(lis.diag[STUCK]) == ERROR, 10)
+            assert "sensor_stuck" in lis.diag[STUCK].message
+            assert _level(lis.diag[CLEAN]) == OK and lis.health[CLEAN].state == "ok"
+            found_s = time.monotonic() - injected
+            # a subscriber that joins now gets every component's newest message at once
+            late = _Listener("late_health_listener")
+            assert late.spin_until(lambda: set(late.health) == set(NAMES), 10), \
+                sorted(late.health)
+            assert late.health[STUCK].state == "fault"
+            # the samples stop: every component goes STALE (the fault stays an ERROR), its
+            # verdict no longer refreshed
+            stop_process(procs[0])
+            assert lis.spin_until(lambda: _level(lis.diag[CLEAN]) == STALE, 15), \
+                lis.diag[CLEAN].message
+            assert "stale: no power sample for" in lis.diag[CLEAN].message
+            assert _level(lis.diag[STUCK]) == ERROR and "stale" in lis.diag[STUCK].message
+            assert procs[1].poll() is None
+            late.node.destroy_node()
+            lis.node.destroy_node()
+    finally:
+        for proc in procs:
+            stop_process(proc)
+        rack.stop()
+    assert found_s < 60
+
+
+def test_an_unknown_health_parameter_stops_the_node_naming_it(ros_env, tmp_path):
+    params = _params(tmp_path, str(tmp_path / "board"), cusum_kk=0.7)
+    out = subprocess.run([str(executable("health_monitor")), "--ros-args", "-r",
+                          f"__ns:={NS}", "--params-file", params], env=ros_env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert ("health.cusum_kk: not a parameter of health_monitor; did you mean "
+            "'health.cusum_k'?") in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
