@@ -36,13 +36,14 @@ import math
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from rackpower_nodes.core.forecast.metrics import format_table
-from rackpower_nodes.core.health import FAULT_CLASSES
+from rackpower_nodes.core.health import HealthFrame
 from rackpower_nodes.tools.health_eval_data import (
-    bsc_frames, fault_marks, replay, row_spacing, shifted, sim_frame)
+    FaultMark, bsc_frames, day_kinds, draw_faults, fault_marks, replay, row_spacing, shifted,
+    sim_frame)
 from rackpower_nodes.tools.health_eval_metrics import alarm_row, class_rows, score_day
 
 _log = logging.getLogger("rackpower_health_eval")
@@ -52,10 +53,11 @@ DEFAULT_BSC = Path("../shared/data/bsc-power")
 CLEAN_SEED_OFFSET = 5000
 CLASS_COLS = ["preset", "fault", "injected", "detected_pct", "delay_med_min", "delay_p90_min",
               "lead_med_h", "cause_pct", "sensor_pct", "met", "causes_named"]
-ALARM_COLS = ["set", "preset", "runs", "rack_weeks", "false_alarms", "per_rack_week",
-              "causes"]
-BSC_COLS = ["server", "trained_on", "monitored_h", "false_alarms", "per_component_week",
-            "causes"]
+ALARM_COLS = ["set", "preset", "detector", "runs", "rack_weeks", "false_alarms",
+              "per_rack_week", "causes"]
+BSC_COLS = ["server", "detector", "trained_on", "monitored_h", "false_alarms",
+            "per_component_week", "causes"]
+LEARNED, BASELINE = "learned", "checks only"
 
 
 class CliError(Exception):
@@ -88,6 +90,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "message when absent")
     p.add_argument("--bsc-train", type=int, default=1,
                    help="BSC: workloads per server to learn on (default 1, the first)")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="skip the no-training baseline (the monitor without a model)")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for health_eval.md and health_eval.json")
     p.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
@@ -122,7 +126,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 class Harness:
     """Learning and monitoring for one run of the CLI (the health model's classes are
-    imported here, so that a bad argument is named before they load)."""
+    imported here, so that a bad argument is named before they load). Every frame is watched
+    by the learned model's monitor and, unless ``--no-baseline``, by the no-training baseline:
+    the same monitor without a model (its physical checks only)."""
 
     def __init__(self, args: argparse.Namespace):
         from rackpower_nodes.core.health.baseline import HealthModel
@@ -140,116 +146,106 @@ class Harness:
     def fit(self, frames):
         return self._model.fit(list(frames), self.config)
 
-    def marks(self, model, frames):
-        """Fault marks of one monitor run over ``frames`` one after another."""
-        monitor = self._monitor(frames[0].names, frames[0].kinds, model, self.config)
-        return fault_marks(item for f in frames
-                           for item in replay(monitor, f, self.args.chunk_s))
+    def watch(self, model, frames: Iterable[HealthFrame]) -> dict[str, list[FaultMark]]:
+        """Fault marks per detector of one monitor each over ``frames`` one after another
+        (an iterable: one frame is held at a time)."""
+        monitors, streams = {}, {}
+        for f in frames:
+            if not monitors:
+                monitors = {LEARNED: self._monitor(f.names, f.kinds, model, self.config)}
+                if self.args.baseline:
+                    monitors[BASELINE] = self._monitor(f.names, f.kinds, None, self.config)
+                streams = {k: [] for k in monitors}
+            for k, mon in monitors.items():
+                streams[k] += replay(mon, f, self.args.chunk_s)
+        return {k: fault_marks(v) for k, v in streams.items()}
 
 
-def day_kinds(day: int, per_day: int) -> list[str]:
-    """Fault classes of held-out day ``day``: the classes in turn, so each is injected about
-    as often as the others."""
-    return [FAULT_CLASSES[(day * per_day + j) % len(FAULT_CLASSES)] for j in range(per_day)]
-
-
-def draw_faults(preset: str, seed: int, kinds: Sequence[str], onset_s: tuple[float, float]
-                ) -> list:
-    """One fault of each of ``kinds`` on distinct components of ``preset``'s rack, drawn by
-    ``random_faults`` (its ranges) from seeds derived from the day's ``seed``."""
-    from rackpower_nodes.sim.faults.plan import random_faults
-
-    out, used = [], set()
-    for j, kind in enumerate(kinds):
-        for attempt in range(100):
-            (f,) = random_faults(preset, seed * 1000 + 100 * j + attempt, kinds=[kind],
-                                 per_run=1, start_s=onset_s[0], end_s=onset_s[1])
-            if f.component not in used:
-                break
-        else:
-            raise CliError(f"--faults-per-day: no free component for {kind} on {preset}")
-        used.add(f.component)
-        out.append(f)
-    return out
+def _week(preset: str, seeds: Sequence[int], hours: float) -> Iterator[HealthFrame]:
+    """Fault-free days of ``seeds`` one after another (day d shifted to start d days later)."""
+    first = None
+    for d, seed in enumerate(seeds):
+        frame, _ = sim_frame(preset, seed, hours)
+        first = frame.t_unix[0] if first is None else first
+        yield shifted(frame, first + d * hours * 3600.0 - frame.t_unix[0])
 
 
 def run_preset(h: Harness, preset: str) -> tuple[list, list[dict]]:
-    """Fault-day outcomes and false-alarm rows of one preset."""
+    """Fault-day outcomes (both detectors) and false-alarm rows of one preset."""
     a = h.args
     if not (a.days or a.clean_weeks):
         return [], []
     train, _ = sim_frame(preset, a.train_seed, a.hours)
     model = h.fit([train])
+    del train
     h.say(f"{preset}: learned on seed {a.train_seed} ({a.hours:g} h)")
-    outcomes, alarms, rack_s = [], [], 0.0
+    outcomes, alarms, rack_s = [], {}, 0.0
     for day in range(a.days):
         seed = a.seed + day
         faults = draw_faults(preset, seed, day_kinds(day, a.faults_per_day), a.onset_s)
         frame, start = sim_frame(preset, seed, a.hours, faults)
         end = float(frame.t_unix[-1])
-        got, false = score_day(faults, h.marks(model, [frame]), start, end, preset, seed)
-        outcomes += got
-        alarms += false
+        for det, marks in h.watch(model, [frame]).items():
+            got, false = score_day(faults, marks, start, end, preset, seed, det)
+            outcomes += got
+            alarms.setdefault(det, []).extend(false)
+            h.say(f"{preset} seed {seed} {det}: " + ", ".join(
+                f"{o.kind}@{o.component} " + (f"{o.delay_s / 60:.0f} min {o.cause}"
+                                              if o.detected else "missed") for o in got)
+                  + f"; {len(false)} false alarms")
         rack_s += a.hours * 3600.0
-        h.say(f"{preset} seed {seed}: " + ", ".join(
-            f"{o.kind}@{o.component} " + (f"{o.delay_s / 60:.0f} min {o.cause}"
-                                          if o.detected else "missed") for o in got)
-              + f"; {len(false)} false alarms")
-    rows = [alarm_row("fault days", alarms, rack_s, preset=preset, runs=a.days)] \
-        if a.days else []
-    clean, clean_s = [], 0.0
+    rows = [alarm_row("fault days", v, rack_s, preset=preset, detector=det, runs=a.days)
+            for det, v in alarms.items()]
+    clean, clean_s = {}, 0.0
     for week in range(a.clean_weeks):
         seeds = [a.seed + CLEAN_SEED_OFFSET + 7 * week + d for d in range(7)]
-        days = []
-        for d, seed in enumerate(seeds):      # day d starts d days after the first
-            frame, _ = sim_frame(preset, seed, a.hours)
-            first = days[0].t_unix[0] if days else frame.t_unix[0]
-            days.append(shifted(frame, first + d * a.hours * 3600.0 - frame.t_unix[0]))
-        marks = h.marks(model, days)
-        clean += [m for m in marks if m.new]
+        for det, marks in h.watch(model, _week(preset, seeds, a.hours)).items():
+            clean.setdefault(det, []).extend(m for m in marks if m.new)
+            h.say(f"{preset} clean week {week} (seeds {seeds[0]}-{seeds[-1]}) {det}: "
+                  f"{sum(m.new for m in marks)} false alarms")
         clean_s += 7 * a.hours * 3600.0
-        h.say(f"{preset} clean week {week} (seeds {seeds[0]}-{seeds[-1]}): "
-              f"{sum(m.new for m in marks)} false alarms")
-    if a.clean_weeks:
-        rows.append(alarm_row("fault-free weeks", clean, clean_s, preset=preset,
-                              runs=a.clean_weeks))
+    rows += [alarm_row("fault-free weeks", v, clean_s, preset=preset, detector=det,
+                       runs=a.clean_weeks) for det, v in clean.items()]
     return outcomes, rows
 
 
-def run_bsc(h: Harness) -> tuple[list[dict], dict | None, str]:
-    """Per BSC server: learned on its first --bsc-train workloads, monitored over the rest."""
+def run_bsc(h: Harness) -> tuple[list[dict], list[dict], str]:
+    """Per BSC server and detector: learned on its first --bsc-train workloads, monitored
+    over the rest; and the rack rows (the servers as one rack)."""
     try:
         servers = bsc_frames(h.args.bsc)
     except FileNotFoundError as exc:
-        return [], None, f"BSC traces skipped: {exc}"
-    rows, alarms, monitored = [], [], []
+        return [], [], f"BSC traces skipped: {exc}"
+    k = h.args.bsc_train
+    rows, alarms, monitored = [], {}, []
     for srv in servers:
-        k = h.args.bsc_train
         if len(srv.frames) <= k:
             rows.append({"server": srv.name, "trained_on": f"all {len(srv.frames)} workloads",
                          "monitored_h": 0.0, "false_alarms": 0, "causes": "not monitored"})
             continue
-        model = h.fit(srv.frames[:k])
-        new = [m for m in h.marks(model, srv.frames[k:]) if m.new]
         seconds = sum(len(f) * row_spacing(f.t_unix) for f in srv.frames[k:])
-        alarms += new
         monitored.append(seconds)
-        row = alarm_row("", new, seconds)
-        rows.append({"server": srv.name, "trained_on": ", ".join(srv.workloads[:k]),
-                     "monitored_h": seconds / 3600.0, "false_alarms": len(new),
-                     "per_component_week": row["per_rack_week"], "causes": row["causes"]})
-        h.say(f"BSC {srv.name}: {len(new)} false alarms over {seconds / 3600:.1f} h")
+        for det, marks in h.watch(h.fit(srv.frames[:k]), srv.frames[k:]).items():
+            new = [m for m in marks if m.new]
+            alarms.setdefault(det, []).extend(new)
+            row = alarm_row("", new, seconds)
+            rows.append({"server": srv.name, "detector": det,
+                         "trained_on": ", ".join(srv.workloads[:k]),
+                         "monitored_h": seconds / 3600.0, "false_alarms": len(new),
+                         "per_component_week": row["per_rack_week"], "causes": row["causes"]})
+            h.say(f"BSC {srv.name} {det}: {len(new)} false alarms over {seconds / 3600:.1f} h")
     if not monitored:
-        return rows, None, "BSC traces: no server with more workloads than --bsc-train"
+        return rows, [], "BSC traces: no server with more workloads than --bsc-train"
     rack_s = sum(monitored) / len(monitored)
-    total = alarm_row("BSC (servers as one rack)", alarms, rack_s, preset="bsc",
-                      runs=len(monitored))
-    return rows, total, ""
+    return rows, [alarm_row("BSC traces (servers as one rack)", v, rack_s, preset="bsc",
+                            detector=det, runs=len(monitored))
+                  for det, v in alarms.items()], ""
 
 
 def report(args, outcomes, alarm_rows, bsc_rows, bsc_note, wall_s, argv) -> tuple[str, dict]:
     cmd = shlex.join(["rackpower-health-eval", *argv])
-    classes = class_rows(outcomes, args.preset_list)
+    classes = class_rows([o for o in outcomes if o.detector == LEARNED], args.preset_list)
+    base = class_rows([o for o in outcomes if o.detector == BASELINE], [])
     lines = [f"# rackpower-health-eval ({wall_s:.0f} s)", "", "```sh", cmd, "```", "",
              f"Held-out fault days: {args.days} per preset x {args.faults_per_day} faults, "
              f"{args.hours:g} h, seeds {args.seed}+; learned on seed {args.train_seed}. "
@@ -258,7 +254,12 @@ def report(args, outcomes, alarm_rows, bsc_rows, bsc_note, wall_s, argv) -> tupl
              "component % of the detected; met: detected >= 95, cause >= 80, sensor >= 90.",
              ""]
     if classes:
-        lines += [format_table(classes, CLASS_COLS, "{:.1f}"), ""]
+        lines += [f"Learned model ({LEARNED}):", "",
+                  format_table(classes, CLASS_COLS, "{:.1f}"), ""]
+    if base:
+        lines += [f"No-training baseline ({BASELINE}: the monitor without a model, its "
+                  "physical checks), all presets:", "",
+                  format_table(base, CLASS_COLS, "{:.1f}"), ""]
     if alarm_rows:
         lines += ["False alarms (transitions into fault) per rack-week:", "",
                   format_table(alarm_rows, ALARM_COLS, "{:.2f}"), ""]
@@ -267,8 +268,8 @@ def report(args, outcomes, alarm_rows, bsc_rows, bsc_note, wall_s, argv) -> tupl
                   "a false alarm):", "", format_table(bsc_rows, BSC_COLS, "{:.2f}"), ""]
     if bsc_note:
         lines += [bsc_note, ""]
-    data = {"command": cmd, "args": vars(args),
-            "classes": classes, "false_alarms": alarm_rows, "bsc": bsc_rows,
+    data = {"command": cmd, "args": vars(args), "classes": classes, "baseline_classes": base,
+            "false_alarms": alarm_rows, "bsc": bsc_rows,
             "faults": [o.as_dict() for o in outcomes], "wall_s": wall_s}
     return "\n".join(lines), data
 
@@ -302,9 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         alarm_rows += rows
     bsc_rows, bsc_note = [], ""
     if args.bsc is not None:
-        bsc_rows, total, bsc_note = run_bsc(h)
-        if total is not None:
-            alarm_rows.append(total)
+        bsc_rows, totals, bsc_note = run_bsc(h)
+        alarm_rows += totals
     text, data = report(args, outcomes, alarm_rows, bsc_rows, bsc_note,
                         time.monotonic() - h.t0, argv)
     print(text)

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from rackpower_nodes.core.forecast.series import TELEMETRY
-from rackpower_nodes.core.health import FRAME_FIELDS, HealthFrame, HealthVerdict
+from rackpower_nodes.core.health import FAULT_CLASSES, FRAME_FIELDS, HealthFrame, HealthVerdict
 
-__all__ = ["BscServer", "FaultMark", "bsc_frames", "fault_marks", "replay", "row_spacing",
-           "shifted", "sim_frame"]
+__all__ = ["BscServer", "FaultMark", "bsc_frames", "day_kinds", "draw_faults", "fault_marks",
+           "replay", "row_spacing", "shifted", "sim_frame"]
 
 _log = logging.getLogger("rackpower_health_eval")
 
@@ -98,6 +98,33 @@ def sim_frame(preset: str, seed: int, hours: float, faults: Sequence = ()
 
     data = generate(hours, seed=seed, preset=preset, faults=list(faults))
     return health_frame(data), float(data.start_unix)
+
+
+def day_kinds(day: int, per_day: int) -> list[str]:
+    """Fault classes of held-out day ``day``: the classes in turn, so each is injected about
+    as often as the others."""
+    return [FAULT_CLASSES[(day * per_day + j) % len(FAULT_CLASSES)] for j in range(per_day)]
+
+
+def draw_faults(preset: str, seed: int, kinds: Sequence[str], onset_s: tuple[float, float]
+                ) -> list:
+    """One fault of each of ``kinds`` on distinct components of ``preset``'s rack, drawn by
+    ``sim.faults.plan.random_faults`` (its ranges) from seeds derived from the day's."""
+    from rackpower_nodes.sim.faults.plan import random_faults
+
+    out, used = [], set()
+    for j, kind in enumerate(kinds):
+        for attempt in range(100):
+            (f,) = random_faults(preset, seed * 1000 + 100 * j + attempt, kinds=[kind],
+                                 per_run=1, start_s=onset_s[0], end_s=onset_s[1])
+            if f.component not in used:
+                break
+        else:
+            raise ValueError(f"{preset}: no free component left for {kind} "
+                             f"({len(kinds)} faults per day)")
+        used.add(f.component)
+        out.append(f)
+    return out
 
 
 @dataclass

@@ -45,6 +45,7 @@ class FaultOutcome:
     detected_unix: float = math.nan
     cause: str = ""
     sensor_fault: bool = False
+    detector: str = "learned"
 
     @property
     def detected(self) -> bool:
@@ -69,7 +70,7 @@ class FaultOutcome:
 
 
 def score_day(faults: Sequence, marks: Sequence[FaultMark], start_unix: float,
-              end_unix: float, preset: str = "", seed: int = 0
+              end_unix: float, preset: str = "", seed: int = 0, detector: str = "learned"
               ) -> tuple[list[FaultOutcome], list[FaultMark]]:
     """Each of ``faults`` (FaultSpec, times in s after ``start_unix``, one per component)
     against the ``marks`` of a run monitored up to ``end_unix``; and the false alarms (new
@@ -90,7 +91,7 @@ def score_day(faults: Sequence, marks: Sequence[FaultMark], start_unix: float,
         outcomes.append(FaultOutcome(
             preset, seed, f.kind, f.component, f.is_sensor, onset, failure,
             first.t_unix if first else math.nan, first.cause if first else "",
-            first.sensor_fault if first else False))
+            first.sensor_fault if first else False, detector))
     false = [m for m in marks if m.new and (
         m.component not in by_component
         or m.t_unix < start_unix + by_component[m.component].onset_s)]

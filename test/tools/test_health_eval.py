@@ -11,9 +11,8 @@ import pytest
 
 from rackpower_nodes.core.health import FRAME_FIELDS, HealthFrame, HealthVerdict
 from rackpower_nodes.sim.faults import FaultSpec
-from rackpower_nodes.tools.health_eval import day_kinds
 from rackpower_nodes.tools.health_eval import main as health_eval_main
-from rackpower_nodes.tools.health_eval_data import bsc_frames, fault_marks, replay
+from rackpower_nodes.tools.health_eval_data import bsc_frames, day_kinds, fault_marks, replay
 from rackpower_nodes.tools.health_eval_metrics import alarm_row, class_rows, score_day
 
 T0 = 60.0 * 28_333_333         # a whole Unix minute
@@ -195,8 +194,13 @@ def test_a_short_held_out_day_end_to_end_is_scored_and_repeatable(tmp_path, caps
         assert "BSC traces skipped" in text and "is not a folder" in text
         runs.append(json.loads((tmp_path / f"run{k}" / "health_eval.json").read_text()))
     first = runs[0]
-    assert [f["kind"] for f in first["faults"]] == day_kinds(0, 3)
-    assert len({f["component"] for f in first["faults"]}) == 3
+    learned = [f for f in first["faults"] if f["detector"] == "learned"]
+    assert [f["kind"] for f in learned] == day_kinds(0, 3)
+    assert len({f["component"] for f in learned}) == 3
+    # the no-training baseline watched the same faults
+    assert [(f["kind"], f["component"]) for f in first["faults"] if f["detector"] ==
+            "checks only"] == [(f["kind"], f["component"]) for f in learned]
+    assert "No-training baseline (checks only" in text
     for f in first["faults"]:
         assert f["preset"] == "office" and f["seed"] == 1000
         assert f["detected"] == (f["detected_unix"] is not None)
@@ -228,10 +232,15 @@ def test_bsc_servers_are_learned_on_their_first_workload_and_monitored_on_the_re
     assert health_eval_main(["--presets", "office", "--days", "0", "--clean-weeks", "0",
                              "--bsc", str(tmp_path), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "| AMD" not in text and "| SRV_A | w1 |" in text and "| SRV_B | w1 |" in text
+    assert "| SRV_A | learned | w1 |" in text and "| SRV_B | checks only | w1 |" in text
     data = json.loads((out / "health_eval.json").read_text())
-    assert [r["monitored_h"] for r in data["bsc"]] == pytest.approx([4 / 3, 4 / 3], rel=0.01)
-    rack = data["false_alarms"][-1]
-    assert rack["preset"] == "bsc" and rack["runs"] == 2
-    assert rack["false_alarms"] == sum(r["false_alarms"] for r in data["bsc"])
+    assert [(r["server"], r["detector"]) for r in data["bsc"]] == [
+        ("SRV_A", "learned"), ("SRV_A", "checks only"), ("SRV_B", "learned"),
+        ("SRV_B", "checks only")]
+    assert [r["monitored_h"] for r in data["bsc"]] == pytest.approx([4 / 3] * 4, rel=0.01)
+    for det in ("learned", "checks only"):
+        (rack,) = [r for r in data["false_alarms"] if r["detector"] == det]
+        assert rack["preset"] == "bsc" and rack["runs"] == 2
+        assert rack["false_alarms"] == sum(r["false_alarms"] for r in data["bsc"]
+                                           if r["detector"] == det)
     assert data["classes"] == [] and data["faults"] == []
