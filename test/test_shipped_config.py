@@ -30,6 +30,12 @@ def test_every_section_is_valid_and_they_agree():
     # one component list across the graph
     assert list(predictor.components) == names
     assert list(health.names) == names
+    # the health monitor's reference meters are the actuator's outlets
+    wired = {c: (p.name, o) for p in health.reference_pdus for c, o in zip(p.components,
+                                                                            p.outlets)}
+    assert wired == dict(zip(names, actuator.outlets))
+    assert [(p.name, p.url) for p in health.reference_pdus] == \
+        [(p.name, p.url) for p in actuator.pdus]
     assert [c.component for c in sensor.channels] == names
     # floors are the idle powers the predictor knows; ceilings above the maxima
     assert [c.floor_w for c in actuator.components] == list(predictor.idle_w)

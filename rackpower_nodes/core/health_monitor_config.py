@@ -46,6 +46,24 @@ HEALTH_MONITOR_PARAMETERS: tuple[ParamSpec, ...] = (
           "A workload_events snapshot older than this says nothing about running jobs, s",
           (0.1, 3600.0)),
     param("frame_id", "rack", "string", "header.frame_id of published messages"),
+    # the independent reference meter: the PDUs' outlet power registers, read only
+    param("reference.enabled", False, "bool",
+          "Read each component's outlet power from its PDU as an independent meter (read "
+          "only: nothing is written to the PDUs)"),
+    param("reference.period_s", 1.0, "double", "Read the PDUs this often, s", (0.2, 60.0)),
+    param("reference.timeout_s", 0.3, "double", "Per PDU request timeout, s", (0.01, 10.0),
+          positive=True),
+    param("reference.pdus.names", [], "string_array", "PDU names"),
+    param("reference.pdus.urls", [], "string_array",
+          "Per PDU: tcp://host:port or rtu://<serial port>?baudrate=..."),
+    param("reference.pdus.maps", [], "string_array",
+          "Per PDU: register map preset (config/pdu/<name>.yaml) or path"),
+    param("reference.pdus.unit_ids", [], "integer_array",
+          "Per PDU: Modbus unit id; empty = all 1"),
+    param("reference.components.pdu", [], "string_array",
+          "Per component (components.names): the PDU feeding it ('' = no reference)"),
+    param("reference.components.outlet", [], "integer_array",
+          "Per component: its outlet on that PDU, 1-based (0 = no reference)"),
 )
 
 
@@ -97,6 +115,18 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class ReferencePdu:
+    """One PDU read as a reference meter: its link and which outlet feeds which component."""
+
+    name: str
+    url: str
+    register_map: str
+    unit_id: int
+    components: tuple[str, ...]
+    outlets: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class HealthMonitorConfig:
     names: tuple[str, ...]
     kinds: tuple[str, ...]
@@ -109,6 +139,9 @@ class HealthMonitorConfig:
     frame_id: str
     health: Any                 # HealthConfig
     health_values: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    reference_pdus: tuple[ReferencePdu, ...] = ()       # empty: no reference meter
+    reference_period_s: float = 1.0
+    reference_timeout_s: float = 0.3
 
 
 def health_monitor_config_from_params(values: Mapping[str, Any]) -> HealthMonitorConfig:
@@ -132,6 +165,7 @@ def health_monitor_config_from_params(values: Mapping[str, Any]) -> HealthMonito
     if model and not Path(model).exists():
         errors.append(f"health.model_path = {model!r}: no such file or folder")
     health, health_values = _health_config(given_health, errors)
+    pdus = _reference_pdus(v, names, errors) if v.get("reference.enabled") else ()
     if errors:
         raise ConfigError(errors)
     return HealthMonitorConfig(
@@ -139,7 +173,61 @@ def health_monitor_config_from_params(values: Mapping[str, Any]) -> HealthMonito
         period_s=v["publish.period_s"], late_s=v["inputs.late_s"],
         stale_after_s=v["inputs.stale_after_s"], telemetry_hold_s=v["telemetry.hold_s"],
         events_stale_after_s=v["events.stale_after_s"], frame_id=v["frame_id"],
-        health=health, health_values=health_values)
+        health=health, health_values=health_values, reference_pdus=pdus,
+        reference_period_s=v["reference.period_s"], reference_timeout_s=v["reference.timeout_s"])
+
+
+def _reference_pdus(v: Mapping[str, Any], names, errors: list[str]) -> tuple[ReferencePdu, ...]:
+    """The PDUs to read and their outlets per component; errors appended."""
+    from rackpower_nodes.core.pdu_map import load_register_map
+
+    pdu_names = list(v.get("reference.pdus.names", ()))
+    if not pdu_names:
+        errors.append("reference.pdus.names = []: expected at least one PDU with "
+                      "reference.enabled")
+    check_ids("reference.pdus.names", pdu_names, errors)
+    per_pdu = {}
+    for key, default in (("urls", None), ("maps", None), ("unit_ids", 1)):
+        vals = list(v.get(f"reference.pdus.{key}", ()))
+        if not vals and default is not None:
+            vals = [default] * len(pdu_names)
+        if len(vals) != len(pdu_names):
+            errors.append(f"reference.pdus.{key} = {vals!r}: has {len(vals)} values, expected "
+                          f"{len(pdu_names)} (one per reference.pdus.names)")
+            return ()
+        per_pdu[key] = vals
+    for i, (url, reg_map, unit) in enumerate(zip(per_pdu["urls"], per_pdu["maps"],
+                                                 per_pdu["unit_ids"])):
+        if not str(url).startswith(("tcp://", "rtu://")):
+            errors.append(f"reference.pdus.urls[{i}] = {url!r}: expected tcp://host:port or "
+                          "rtu://<serial port>")
+        try:
+            load_register_map(reg_map)
+        except ConfigError as exc:
+            errors.append(f"reference.pdus.maps[{i}] = {reg_map!r}: {exc}")
+        if not 0 <= unit <= 247:
+            errors.append(f"reference.pdus.unit_ids[{i}] = {unit!r}: expected 0..247")
+    comp_pdu = list(v.get("reference.components.pdu", ()))
+    outlet = list(v.get("reference.components.outlet", ()))
+    for key, vals in (("pdu", comp_pdu), ("outlet", outlet)):
+        if len(vals) != len(names):
+            errors.append(f"reference.components.{key} = {vals!r}: has {len(vals)} values, "
+                          f"expected {len(names)} (one per components.names)")
+            return ()
+    wired: dict[str, list[tuple[str, int]]] = {p: [] for p in pdu_names}
+    for i, (cid, pdu, out) in enumerate(zip(names, comp_pdu, outlet)):
+        if not pdu and not out:
+            continue
+        if pdu not in wired or out < 1:
+            errors.append(f"reference.components.pdu[{i}] = {pdu!r}, reference.components."
+                          f"outlet[{i}] = {out!r} ({cid}): expected one of "
+                          f"{', '.join(pdu_names)} and an outlet >= 1 (or '' and 0: none)")
+            continue
+        wired[pdu].append((cid, out))
+    return tuple(ReferencePdu(p, str(u), str(m), int(n), tuple(c for c, _ in wired[p]),
+                              tuple(o for _, o in wired[p]))
+                 for p, u, m, n in zip(pdu_names, per_pdu["urls"], per_pdu["maps"],
+                                       per_pdu["unit_ids"]) if wired[p])
 
 
 def _health_config(given: Mapping[str, Any], errors: list[str]):

@@ -13,9 +13,13 @@ message naming the suspected cause and the values the evidence. A component with
 sample for `inputs.stale_after_s` is STALE: its verdict is not refreshed and the status says
 since when nothing came (a component never heard from is STALE too, never a silent OK).
 
+With `reference.enabled` a thread of its own reads each component's outlet power register
+from its PDU (read only, `drivers.pdu`) as the independent meter the board is checked
+against (`ref_w`: sensor offset and gain); the diagnostics say per PDU how the last read went.
+
 Without `health.model_path` only the checks that need no learned baseline run (stuck channel,
-dropouts; the message's `baseline_learned` is false); the node does not learn a baseline
-online: that is `HealthModel.fit` on recorded data, run off the live path.
+dropouts, board vs reference; the message's `baseline_learned` is false); the node does not
+learn a baseline online: that is `HealthModel.fit` on recorded data, run off the live path.
 """
 from __future__ import annotations
 
@@ -94,6 +98,64 @@ def status_text(v: HealthVerdict | None, age_s: float, stale_after_s: float) -> 
     return v.state, said
 
 
+class ReferenceReader:
+    """Reads the configured PDUs' outlet power registers (read only) every
+    ``reference_period_s`` in a thread of its own, so a slow PDU never holds the executor;
+    hands ``(t_unix, {component: W})`` to ``push``. A PDU that fails is reconnected at the
+    next period; :meth:`state` says per PDU what happened last."""
+
+    def __init__(self, cfg: HealthMonitorConfig, push, logger):
+        self.cfg, self._push, self._log = cfg, push, logger
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._state = {p.name: "not read yet" for p in cfg.reference_pdus}
+        self._reads = 0
+        self._clients = {}
+        if cfg.reference_pdus:
+            from rackpower_nodes.drivers.pdu import open_pdu
+
+            self._clients = {p.name: open_pdu(p.url, p.register_map, p.unit_id,
+                                              cfg.reference_timeout_s)
+                             for p in cfg.reference_pdus}
+
+    def start(self) -> None:
+        if self._clients:
+            self._thread = threading.Thread(target=self._run, name="pdu-reference",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        for client in self._clients.values():
+            client.close()
+
+    def state(self) -> str:
+        if not self._clients:
+            return "none configured"
+        return f"{self._reads} reads; " + "; ".join(f"{k}: {v}" for k, v in self._state.items())
+
+    def _run(self) -> None:
+        from rackpower_nodes.drivers.pdu import PduError
+
+        while not self._stop.wait(self.cfg.reference_period_s):
+            for pdu in self.cfg.reference_pdus:
+                client = self._clients[pdu.name]
+                try:
+                    if not client.connected:
+                        client.connect()
+                    readings = client.read_outlets(pdu.outlets)
+                except PduError as exc:
+                    if self._state[pdu.name] != str(exc):
+                        self._log.warning(f"reference meter {pdu.name}: {exc}")
+                    self._state[pdu.name] = str(exc)
+                    continue
+                self._push(time.time(), dict(zip(pdu.components,
+                                                 readings.power_w.astype(float).tolist())))
+                self._state[pdu.name], self._reads = "ok", self._reads + 1
+
+
 class HealthMonitorNode(Node):
     """Judges each component's health from its power draw and publishes it."""
 
@@ -121,6 +183,16 @@ class HealthMonitorNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(cfg.period_s, self._cycle,
                           callback_group=MutuallyExclusiveCallbackGroup())
+        self._reference = ReferenceReader(cfg, self._push_reference, self.get_logger())
+        self._reference.start()
+
+    def destroy_node(self) -> None:
+        self._reference.stop()
+        super().destroy_node()
+
+    def _push_reference(self, t_unix: float, power_w: dict[str, float]) -> None:
+        with self._lock:
+            self.stream.push_reference(t_unix, power_w)
 
     def _make_monitor(self, cfg: HealthMonitorConfig):
         """The core monitor, with the learned baseline of ``health.model_path`` when set (a
@@ -211,7 +283,7 @@ class HealthMonitorNode(Node):
                       "score": f"{v.score:.3f}" if v else "",
                       "since": _when(v.since_unix) if v and v.state != "ok" else "",
                       "samples_age_s": f"{ages[i]:.1f}", "baseline_learned": learned,
-                      "model": self._model_state,
+                      "model": self._model_state, "reference": self._reference.state(),
                       **({k: f"{x:.4g}" for k, x in v.evidence.items()} if v else {})}
             statuses.append(diagnostic_status(
                 levels[state], f"{self.get_fully_qualified_name()}: {name}", text, name,

@@ -145,6 +145,19 @@ def _history_bag(tmp: Path) -> Path:
     return write_bag(data, tmp / "bags" / "history-sim", NAMESPACE)
 
 
+def _health_params(tmp: Path, manifest: dict) -> Path:
+    """The simulator's PDUs (free ports, from its manifest) as health_monitor's reference
+    meters."""
+    pdus = manifest["pdus"]
+    params = {"reference": {"pdus": {"names": [p["name"] for p in pdus],
+                                     "urls": [p["url"] for p in pdus],
+                                     "maps": [p["map"] for p in pdus],
+                                     "unit_ids": [p["unit_id"] for p in pdus]}}}
+    path = tmp / "health.yaml"
+    path.write_text(yaml.safe_dump({"/**/health_monitor": {"ros__parameters": params}}))
+    return path
+
+
 def _recorder_params(tmp: Path) -> Path:
     params = {"output": {"folder": str(tmp / "bags"), "prefix": "demo"},
               "rotation": {"max_duration_s": 10.0}}
@@ -217,8 +230,9 @@ def main(argv=None) -> int:
             procs.append(subprocess.Popen(
                 [str(executable("retrain_scheduler")), *ros_args,
                  "--params-file", str(_retrain_params(tmp, model))], env=env))
-            procs.append(subprocess.Popen([str(executable("health_monitor")), *ros_args],
-                                          env=env))
+            procs.append(subprocess.Popen(
+                [str(executable("health_monitor")), *ros_args,
+                 "--params-file", str(_health_params(tmp, manifest))], env=env))
             code = _watch(args, procs[1:], manifest, control)
             span_s = time.time() - manifest["start_unix"]
         finally:

@@ -3,7 +3,8 @@ health_monitor, over real DDS.
 
 A fault injected into the live simulator (one server's board channel sticks) reaches
 `component_health` (state fault, cause sensor_stuck) and `/diagnostics` (ERROR for that
-component, OK for a clean one); a subscriber that joins late gets every component at once
+component, OK for a clean one), with the simulated PDUs' outlet registers read as the
+reference meter; a subscriber that joins late gets every component at once
 (latched); when the samples stop, every component is STALE in `/diagnostics`; an unknown
 `health.*` parameter stops the node, named.
 """
@@ -29,7 +30,18 @@ KINDS = ("server",) * 12 + ("switch",) * 2 + ("storage",) * 2
 OK, ERROR, STALE = b"\x00", b"\x02", b"\x03"
 
 
-def _params(tmp_path, board: str, **health) -> str:
+def _reference(manifest: dict) -> dict:
+    """The simulated PDUs as the health monitor's reference meters (from the manifest)."""
+    pdus = manifest["pdus"]
+    wired = manifest["pdu_outlets"]
+    return {"enabled": True, "period_s": 0.5,
+            "pdus": {"names": [p["name"] for p in pdus], "urls": [p["url"] for p in pdus],
+                     "maps": [p["map"] for p in pdus]},
+            "components": {"pdu": [wired[n][0] for n in NAMES],
+                           "outlet": [wired[n][1] for n in NAMES]}}
+
+
+def _params(tmp_path, board: str, reference: dict | None = None, **health) -> str:
     doc = {
         "/**/current_sensor": {"ros__parameters": {
             "serial": {"port": board}, "board": {"channels": 16, "frame_rate_hz": 500.0},
@@ -37,7 +49,8 @@ def _params(tmp_path, board: str, **health) -> str:
                          "scale_a_per_count": [0.001]}}},
         "/**/health_monitor": {"ros__parameters": {
             "components": {"names": list(NAMES), "kinds": list(KINDS)},
-            "inputs": {"stale_after_s": 3.0}, **({"health": health} if health else {})}},
+            "inputs": {"stale_after_s": 3.0}, **({"health": health} if health else {}),
+            **({"reference": reference} if reference else {})}},
     }
     path = tmp_path / "graph.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -89,8 +102,9 @@ def test_a_stuck_channel_reaches_component_health_and_diagnostics(ros_env, tmp_p
     import rclpy
 
     board = str(tmp_path / "board")
-    rack = LiveRack(board, board_channels=16, board_rate_hz=500.0, pdu_base_port=None).start()
-    args = ["--ros-args", "-r", f"__ns:={NS}", "--params-file", _params(tmp_path, board)]
+    rack = LiveRack(board, board_channels=16, board_rate_hz=500.0, pdu_base_port=0).start()
+    params = _params(tmp_path, board, _reference(rack.manifest()))
+    args = ["--ros-args", "-r", f"__ns:={NS}", "--params-file", params]
     procs = [subprocess.Popen([str(executable(name)), *args], env=ros_env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for name in ("current_sensor", "health_monitor")]
@@ -113,6 +127,9 @@ def test_a_stuck_channel_reaches_component_health_and_diagnostics(ros_env, tmp_p
             assert lis.spin_until(lambda: _level(lis.diag[STUCK]) == ERROR, 10)
             assert "sensor_stuck" in lis.diag[STUCK].message
             assert _level(lis.diag[CLEAN]) == OK and lis.health[CLEAN].state == "ok"
+            # the PDUs' outlet registers are read as the reference meter
+            reference = {kv.key: kv.value for kv in lis.diag[CLEAN].values}["reference"]
+            assert "pdu-a: ok" in reference and "pdu-b: ok" in reference, reference
             found_s = time.monotonic() - injected
             # a subscriber that joins now gets every component's newest message at once
             late = _Listener("late_health_listener")
