@@ -8,14 +8,15 @@ Protocol (docs/health.md):
 - learning: per preset, ``HealthModel.fit`` on ONE fault-free simulated day of that preset
   (``--train-seed``, from the tuning range 100-199);
 - held-out fault days: seeds ``--seed``, ``--seed``+1, ... (>= 1000, never used for tuning),
-  each injecting ``--faults-per-day`` faults from ``sim.faults.random_faults`` (distinct
-  components, onsets in ``--onset-h``, default 1-8 h, kinds cycling through every fault
-  class), monitored ``--hours`` h (a faulty component until it would trip or stop). Per fault
-  class and preset, and pooled: injected, detected %, median and p90 delay from onset to the
-  first ``fault`` verdict on the component, median lead time before it would trip or stop
-  (faults that never do: none), right cause % and sensor-vs-component right % (of the
-  detected, from that first fault verdict). A transition into fault on a component before
-  its onset, or on a clean component, is a false alarm;
+  each injecting ``--faults-per-day`` faults drawn by ``sim.faults.plan.random_faults``
+  (distinct components, onsets in ``--onset-h``, default 1-8 h, the fault classes in turn,
+  continued from one preset to the next), monitored ``--hours`` h (a faulty component until
+  it would trip or stop). Per fault class and preset, and pooled: injected, detected %,
+  median and p90 delay from onset to the first ``fault`` verdict on the component, median
+  lead time before it would trip or stop (faults that never do: none), right cause % and
+  sensor-vs-component right % (of the detected, from that first fault verdict). A
+  transition into fault on a component before its onset, or on a clean component, is a
+  false alarm;
 - fault-free weeks: ``--clean-weeks`` runs per preset of 7 held-out days (seeds from
   ``--seed`` + 5000) monitored one after another by the same monitor: false alarms
   (transitions into fault) per rack-week;
@@ -23,9 +24,11 @@ Protocol (docs/health.md):
   reference meter); learned on its first ``--bsc-train`` workloads, monitored over the rest:
   false alarms per component-week and per rack-week (the servers as one rack).
 
-The monitor is fed ``--chunk-s`` seconds of rows at a time (delays are known to that
-resolution). Same arguments, same tables. Markdown on stdout (and ``OUT/health_eval.md``),
-everything in ``OUT/health_eval.json``.
+Every frame is also watched by the no-training baseline (the same monitor without a
+model: its physical checks only; ``--no-baseline`` skips it). The monitor is fed
+``--chunk-s`` seconds of rows at a time (delays are known to that resolution). LightGBM
+runs on one thread (the health model's own setting). Same arguments, same tables.
+Markdown on stdout (and ``OUT/health_eval.md``), everything in ``OUT/health_eval.json``.
 """
 from __future__ import annotations
 
@@ -182,7 +185,8 @@ def run_preset(h: Harness, preset: str) -> tuple[list, list[dict]]:
     outcomes, alarms, rack_s = [], {}, 0.0
     for day in range(a.days):
         seed = a.seed + day
-        faults = draw_faults(preset, seed, day_kinds(day, a.faults_per_day), a.onset_s)
+        turn = a.preset_list.index(preset) * a.days + day    # classes continue over presets
+        faults = draw_faults(preset, seed, day_kinds(turn, a.faults_per_day), a.onset_s)
         frame, start = sim_frame(preset, seed, a.hours, faults)
         end = float(frame.t_unix[-1])
         for det, marks in h.watch(model, [frame]).items():
