@@ -5,8 +5,9 @@ A fault injected into the live simulator (one server's board channel sticks) rea
 `component_health` (state fault, cause sensor_stuck) and `/diagnostics` (ERROR for that
 component, OK for a clean one), with the simulated PDUs' outlet registers read as the
 reference meter; a subscriber that joins late gets every component at once
-(latched); when the samples stop, every component is STALE in `/diagnostics`; an unknown
-`health.*` parameter stops the node, named.
+(latched); when the samples stop, every component is STALE in `/diagnostics`; a learned model
+is served and said so; an unknown `health.*` parameter, or a model learned for other
+components, stops the node, named.
 """
 from __future__ import annotations
 
@@ -153,6 +154,50 @@ def test_a_stuck_channel_reaches_component_health_and_diagnostics(ros_env, tmp_p
     assert found_s < 60
 
 
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    """A HealthModel learned on half an hour of the simulated rack (training seed), small."""
+    from rackpower_nodes.core.health import FRAME_FIELDS, HealthFrame
+    from rackpower_nodes.core.health.config import HealthConfig
+    from rackpower_nodes.core.health.monitor import HealthModel
+    from rackpower_nodes.sim.faults.frames import health_frame
+    from rackpower_nodes.sim.rack_sim import generate
+
+    frame = health_frame(generate(0.5, seed=100))
+    assert frame.names == NAMES
+    four = HealthFrame(frame.t_unix, NAMES[:4], KINDS[:4],
+                       *(getattr(frame, f)[:, :4] for f in FRAME_FIELDS))
+    root = tmp_path_factory.mktemp("health_model")
+    cfg = HealthConfig(trees=20)
+    return {"rack": HealthModel.fit(frame, cfg).save(root / "rack"),
+            "four": HealthModel.fit(four, cfg).save(root / "four")}
+
+
+def test_a_learned_model_is_served_and_said(ros_env, tmp_path, learned):
+    import rclpy
+
+    board = str(tmp_path / "board")
+    rack = LiveRack(board, board_channels=16, board_rate_hz=500.0, pdu_base_port=None).start()
+    params = _params(tmp_path, board, model_path=str(learned["rack"]))
+    args = ["--ros-args", "-r", f"__ns:={NS}", "--params-file", params]
+    procs = [subprocess.Popen([str(executable(name)), *args], env=ros_env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for name in ("current_sensor", "health_monitor")]
+    try:
+        with rclpy.init():
+            lis = _Listener("learned_listener")
+            assert lis.spin_until(lambda: set(lis.health) == set(lis.diag) == set(NAMES), 60)
+            assert all(m.baseline_learned for m in lis.health.values())
+            values = {kv.key: kv.value for kv in lis.diag[CLEAN].values}
+            assert values["model"] == f"loaded from {learned['rack']}"
+            assert values["baseline_learned"] == "True"
+            lis.node.destroy_node()
+    finally:
+        for proc in procs:
+            stop_process(proc)
+        rack.stop()
+
+
 def test_an_unknown_health_parameter_stops_the_node_naming_it(ros_env, tmp_path):
     params = _params(tmp_path, str(tmp_path / "board"), cusum_kk=0.7)
     out = subprocess.run([str(executable("health_monitor")), "--ros-args", "-r",
@@ -162,3 +207,14 @@ def test_an_unknown_health_parameter_stops_the_node_naming_it(ros_env, tmp_path)
     assert ("health.cusum_kk: not a parameter of health_monitor; did you mean "
             "'health.cusum_k'?") in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_model_learned_for_other_components_stops_the_node(ros_env, tmp_path, learned):
+    params = _params(tmp_path, str(tmp_path / "board"), model_path=str(learned["four"]))
+    out = subprocess.run([str(executable("health_monitor")), "--ros-args", "-r",
+                          f"__ns:={NS}", "--params-file", params], env=ros_env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert f"health.model_path = '{learned['four']}': cannot use the health model" \
+        in out.stderr, out.stderr
+    assert "srv05" in out.stderr and "Traceback" not in out.stderr
