@@ -14,8 +14,9 @@ Arguments:
                  BMCs on 127.0.0.1:5080) and read it instead of hardware
     mode         allocation mode of pdu_actuator (proactive, reactive, static, safe); empty
                  keeps the config's
-    data_dir     where the recorder's bags and the model registry live; empty keeps the
-                 config's (/var/lib/rackpower/...); e.g. data_dir:=$HOME/rackpower
+    data_dir     where the recorder's bags, the model registry and the online-learned health
+                 model live; empty keeps the config's (/var/lib/rackpower/...); e.g.
+                 data_dir:=$HOME/rackpower
 
 Every node is restarted when it crashes (`respawn`), but not when it exits with a
 configuration error (exit code 2: a bad parameter, named in its log): restarting cannot fix
@@ -77,13 +78,14 @@ def _launch_setup(context):
     sensor_overrides, telemetry_overrides, predictor_overrides = {}, {}, {}
     actuator_overrides = {"mode": mode} if mode else {}
     actuator_env = {}
-    recorder_overrides, retrain_overrides = {}, {}
+    recorder_overrides, retrain_overrides, health_overrides = {}, {}, {}
     if data_dir:
         rack_dir = os.path.join(os.path.expanduser(data_dir), rack)
         recorder_overrides["output.folder"] = os.path.join(rack_dir, "bags")
         recorder_overrides["output.prefix"] = rack
         retrain_overrides["bags.folder"] = os.path.join(rack_dir, "bags")
         retrain_overrides["registry.root"] = os.path.join(rack_dir, "models")
+        health_overrides["health.learn_dir"] = os.path.join(rack_dir, "health")
     if use_sim:
         serial_port = serial_port or SIM_BOARD_LINK.format(rack=rack)
         sim_config = PathJoinSubstitution(
@@ -125,7 +127,7 @@ def _launch_setup(context):
         respawn=True, respawn_delay=2.0))
     actions += _respawned(Node(
         package="rackpower", executable="health_monitor", name="health_monitor",
-        namespace=rack, parameters=[config], output="screen",
+        namespace=rack, parameters=[config, health_overrides], output="screen",
         respawn=True, respawn_delay=2.0))
     actions += _respawned(Node(
         package="rackpower", executable="retrain_scheduler", name="retrain_scheduler",

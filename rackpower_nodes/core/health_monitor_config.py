@@ -30,6 +30,12 @@ HEALTH_MONITOR_PARAMETERS: tuple[ParamSpec, ...] = (
     param("health.model_path", "", "string",
           "Health model file (HealthModel.save) with each component's learned baseline ('' = "
           "the physical checks only, until a baseline is learned online)"),
+    param("health.learn_s", 0.0, "double",
+          "Without a model: learn one from this many clean seconds (a component's seconds "
+          "in watch or fault left out), in a child process, then use it (0 = never), s",
+          (0.0, 30 * 86400.0)),
+    param("health.learn_dir", "", "string",
+          "Folder the online-learned model is saved to ('' = <temp dir>/rackpower-health)"),
     param("publish.period_s", 1.0, "double",
           "Judge the newest complete seconds and publish component_health this often, s",
           (0.1, 60.0)),
@@ -139,6 +145,8 @@ class HealthMonitorConfig:
     frame_id: str
     health: Any                 # HealthConfig
     health_values: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    learn_s: float = 0.0                                # 0: no online learning
+    learn_dir: str = ""
     reference_pdus: tuple[ReferencePdu, ...] = ()       # empty: no reference meter
     reference_period_s: float = 1.0
     reference_timeout_s: float = 0.3
@@ -174,6 +182,7 @@ def health_monitor_config_from_params(values: Mapping[str, Any]) -> HealthMonito
         stale_after_s=v["inputs.stale_after_s"], telemetry_hold_s=v["telemetry.hold_s"],
         events_stale_after_s=v["events.stale_after_s"], frame_id=v["frame_id"],
         health=health, health_values=health_values, reference_pdus=pdus,
+        learn_s=v["health.learn_s"], learn_dir=v["health.learn_dir"],
         reference_period_s=v["reference.period_s"], reference_timeout_s=v["reference.timeout_s"])
 
 

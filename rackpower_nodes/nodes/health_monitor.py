@@ -18,14 +18,19 @@ from its PDU (read only, `drivers.pdu`) as the independent meter the board is ch
 against (`ref_w`: sensor offset and gain); the diagnostics say per PDU how the last read went.
 
 Without `health.model_path` only the checks that need no learned baseline run (stuck channel,
-dropouts, board vs reference; the message's `baseline_learned` is false); the node does not
-learn a baseline online: that is `HealthModel.fit` on recorded data, run off the live path.
+dropouts, board vs reference; the message's `baseline_learned` is false). With
+`health.learn_s` > 0 the node then learns a baseline online
+(:class:`~rackpower_nodes.core.health.online.OnlineLearner`: that many clean seconds, a
+component's seconds in watch or fault left out, fitted in a child process and saved under
+`health.learn_dir`) and switches to it, keeping the physical checks' state.
 """
 from __future__ import annotations
 
 import math
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -168,6 +173,12 @@ class HealthMonitorNode(Node):
         self.stream = HealthStream(cfg.names, cfg.kinds, cfg.late_s, cfg.telemetry_hold_s,
                                    cfg.events_stale_after_s)
         self.monitor, self._model_state = self._make_monitor(cfg)
+        self.learner = None
+        if self.monitor.model is None and cfg.learn_s > 0:
+            from rackpower_nodes.core.health.online import OnlineLearner
+
+            folder = cfg.learn_dir or Path(tempfile.gettempdir()) / "rackpower-health"
+            self.learner = OnlineLearner(cfg.learn_s, dict(cfg.health_values), folder)
         self.verdicts: dict[str, tuple[HealthVerdict, float]] = {}    # (verdict, row end)
         self._events_error = ""
         self._cycles = 0
@@ -188,6 +199,8 @@ class HealthMonitorNode(Node):
 
     def destroy_node(self) -> None:
         self._reference.stop()
+        if self.learner is not None:
+            self.learner.close()
         super().destroy_node()
 
     def _push_reference(self, t_unix: float, power_w: dict[str, float]) -> None:
@@ -260,9 +273,14 @@ class HealthMonitorNode(Node):
         stale = ages > self.config.stale_after_s
         if frame is not None:
             end = frame.t_unix[-1] + 1.0
-            for v in self.monitor.update(frame):
+            verdicts = self.monitor.update(frame)
+            for v in verdicts:
                 if not stale[self.config.names.index(v.component)]:
                     self.verdicts[v.component] = (v, end)
+            if self.learner is not None:
+                self.learner.add(frame, verdicts)
+        if self.learner is not None:
+            self._learned_model()
         self._cycles += 1
         learned = bool(getattr(self.monitor, "learned", False))
         for name in self.config.names:
@@ -272,6 +290,24 @@ class HealthMonitorNode(Node):
                 self._pub.publish(to_message(v, end, learned, self.config.frame_id,
                                              {"samples_age_s": min(age, 1e9)}))
         self._publish_diagnostics(ages, learned)
+
+    def _learned_model(self) -> None:
+        """Switch to the model the learner fitted, once it is ready (the physical checks
+        carry on with their state)."""
+        model = self.learner.poll()
+        if self.learner.done:
+            self._model_state = self.learner.state
+            (self.get_logger().info if model is not None else self.get_logger().error)(
+                f"health model: {self.learner.state}")
+            self.learner = None
+        if model is None:
+            return
+        from rackpower_nodes.core.health.monitor import HealthMonitor
+
+        cfg, old = self.config, self.monitor
+        self.monitor = HealthMonitor(cfg.names, cfg.kinds, model, cfg.health)
+        if getattr(old, "checks", None) is not None:
+            self.monitor.checks = old.checks
 
     def _publish_diagnostics(self, ages: np.ndarray, learned: bool) -> None:
         cfg, statuses = self.config, []
@@ -283,7 +319,8 @@ class HealthMonitorNode(Node):
                       "score": f"{v.score:.3f}" if v else "",
                       "since": _when(v.since_unix) if v and v.state != "ok" else "",
                       "samples_age_s": f"{ages[i]:.1f}", "baseline_learned": learned,
-                      "model": self._model_state, "reference": self._reference.state(),
+                      "model": self.learner.state if self.learner else self._model_state,
+                      "reference": self._reference.state(),
                       **({k: f"{x:.4g}" for k, x in v.evidence.items()} if v else {})}
             statuses.append(diagnostic_status(
                 levels[state], f"{self.get_fully_qualified_name()}: {name}", text, name,

@@ -198,6 +198,39 @@ def test_a_learned_model_is_served_and_said(ros_env, tmp_path, learned):
         rack.stop()
 
 
+def test_online_learning_runs_in_a_child_and_says_how_it_went(ros_env, tmp_path):
+    """health.learn_s: the node collects clean seconds and fits in a child process; 8 s are
+    too few minutes for a model, so the fit fails, is said, and the checks carry on."""
+    import rclpy
+
+    board = str(tmp_path / "board")
+    rack = LiveRack(board, board_channels=16, board_rate_hz=500.0, pdu_base_port=None).start()
+    params = _params(tmp_path, board, learn_s=8.0, learn_dir=str(tmp_path / "learned"))
+    args = ["--ros-args", "-r", f"__ns:={NS}", "--params-file", params]
+    procs = [subprocess.Popen([str(executable(name)), *args], env=ros_env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for name in ("current_sensor", "health_monitor")]
+
+    def model() -> str:
+        return {kv.key: kv.value for kv in lis.diag[CLEAN].values}["model"] \
+            if CLEAN in lis.diag else ""
+
+    try:
+        with rclpy.init():
+            lis = _Listener("learning_listener")
+            assert lis.spin_until(lambda: model().startswith("collecting clean seconds"), 60)
+            assert lis.spin_until(lambda: model().startswith("learning failed"), 90), model()
+            assert "minutes of data" in model()
+            assert lis.spin_until(lambda: _level(lis.diag[CLEAN]) == OK, 10)
+            assert not lis.health[CLEAN].baseline_learned
+            assert procs[1].poll() is None
+            lis.node.destroy_node()
+    finally:
+        for proc in procs:
+            stop_process(proc)
+        rack.stop()
+
+
 def test_an_unknown_health_parameter_stops_the_node_naming_it(ros_env, tmp_path):
     params = _params(tmp_path, str(tmp_path / "board"), cusum_kk=0.7)
     out = subprocess.run([str(executable("health_monitor")), "--ros-args", "-r",
