@@ -1,0 +1,224 @@
+"""The board against an independent meter, per minute: :class:`ReferenceCheck`.
+
+Pure module. The sensor board and a PDU outlet (or BMC) meter the same power; a component
+fault (a PSU losing efficiency, a worn fan, a runaway process, disk retries) changes both
+alike, a sensor fault only the board. Per complete minute the mean board - reference
+difference is judged against the meters' stated accuracy and the minute's own noise by a
+two-sided CUSUM; once it grows, a regression of the difference over the minutes since the
+change point tells an offset (constant, or drifting with time) from a gain error
+(proportional to the load). A board that stops following a moving reference is a stuck
+channel. The thresholds and their reasoning: :class:`~.checks_config.ChecksConfig`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rackpower_nodes.core.health.checks_config import ChecksConfig, Finding
+
+__all__ = ["ReferenceCheck", "decide_offset_gain"]
+
+_MINUTE_S = 60.0
+
+
+def hat_basis(t_s: np.ndarray, knot_s: float) -> np.ndarray:
+    """(rows, knots) piecewise-linear interpolation basis over ``t_s`` with knots every
+    ``knot_s`` s from its first time: any slow time course (a step, a ramp, a plateau) is a
+    combination of its columns."""
+    t = np.asarray(t_s, dtype=np.float64) - float(np.min(t_s))
+    k = int(np.ceil(np.max(t) / knot_s)) + 1 if len(t) else 1
+    centers = np.arange(max(k, 1)) * knot_s
+    return np.clip(1.0 - np.abs(t[:, None] - centers[None, :]) / knot_s, 0.0, 1.0)
+
+
+def decide_offset_gain(d_w: np.ndarray, ref_w: np.ndarray, t_s: np.ndarray,
+                       cfg: ChecksConfig) -> tuple[str, dict[str, float]]:
+    """Offset or gain? ``d_w`` the minute-mean board - reference differences (W) at
+    reference ``ref_w`` (W) and times ``t_s`` (s) since the change point.
+
+    An offset is d = a(t), a gain error d = g(t) x ref, with a(t) and g(t) any slow time
+    course (:func:`hat_basis`, knots every ``cfg.fit_knot_s``): what tells them apart is
+    whether d follows the load's faster moves. The model with the smaller residual sum wins
+    when it is below ``cfg.decide_margin`` times the other's; otherwise (a steady load cannot
+    tell them apart) a difference beyond ``cfg.max_offset_w`` is a gain error (a Hall
+    channel's offset drift stays within a fraction of an ampere), a smaller one an offset.
+    The evidence holds both coefficients of d = offset_w + gain x ref as well."""
+    d, r, t = (np.asarray(a, dtype=np.float64) for a in (d_w, ref_w, t_s))
+    basis = hat_basis(t, cfg.fit_knot_s)
+    if basis.shape[1] * 5 > len(d):             # too few minutes for a time course
+        basis = np.ones((len(d), 1))
+    rss = []
+    for x in (basis, basis * r[:, None]):
+        coef = np.linalg.lstsq(x, d, rcond=None)[0]
+        rss.append(float(np.sum((d - x @ coef) ** 2)))
+    if len(d) >= 2 and np.ptp(r) > 0:
+        gain, offset = np.polyfit(r, d, 1)
+    else:
+        gain, offset = 0.0, float(np.mean(d))
+    follows = 1.0 + gain                        # board's slope against the reference
+    if abs(follows) < cfg.frozen_ratio and np.ptp(r) > 2 * cfg.frozen_ref_sd_w:
+        cause, clear = "sensor_stuck", 1.0      # the board ignores a moving load
+    elif rss[1] < cfg.decide_margin * rss[0]:
+        cause, clear = "sensor_gain", 1.0
+    elif rss[0] < cfg.decide_margin * rss[1]:
+        cause, clear = "sensor_offset", 1.0
+    else:
+        clear = 0.0
+        cause = "sensor_gain" if abs(np.mean(d[-60:])) > cfg.max_offset_w else "sensor_offset"
+    ev = {"offset_w": float(offset), "gain": float(gain), "mean_diff_w": float(np.mean(d)),
+          "diff_over_ref": float(np.sum(d * r) / max(np.sum(r * r), 1e-9)),
+          "rss_offset_w2": rss[0], "rss_gain_w2": rss[1], "ref_spread_w": float(np.ptp(r)),
+          "minutes": float(len(d)), "load_told_apart": clear, "board_follows": float(follows)}
+    return cause, ev
+
+
+class ReferenceCheck:
+    """Board vs reference for ``m`` components, fed second rows in time order.
+
+    :meth:`update` takes the rows' times (s), board means and reference readings (W) and a
+    mask of rows fit to compare (the caller drops stuck and dropped-out seconds); minutes are
+    judged once a row of a later minute arrives."""
+
+    def __init__(self, names: tuple[str, ...], config: ChecksConfig):
+        self.names, self.cfg = names, config
+        m = len(names)
+        self._pend_t = np.empty(0)
+        self._pend = np.empty((0, 3, m))            # board, ref, use (1/0)
+        self.s_pos, self.s_neg = np.zeros(m), np.zeros(m)
+        self.zero_pos, self.zero_neg = np.full(m, np.nan), np.full(m, np.nan)
+        self.frozen = np.zeros(m)
+        self.frozen_since = np.full(m, np.nan)
+        self.last_sd = np.full((m, 2), np.nan)     # the last minute's board, reference sd
+        self.win = np.full((config.frozen_window_min, 2, m), np.nan)   # minute means b, r
+        self.hist_t = np.empty(0)                  # minute starts
+        self.hist = np.empty((0, 3, m))            # d, ref mean, tolerance (NaN: unjudged)
+
+    def update(self, t: np.ndarray, board_w: np.ndarray, ref_w: np.ndarray,
+               use: np.ndarray) -> None:
+        rows = np.stack([board_w, ref_w, use.astype(np.float64)], axis=1)
+        t_all = np.concatenate([self._pend_t, np.asarray(t, dtype=np.float64)])
+        rows = np.concatenate([self._pend, rows])
+        if len(t_all) == 0:
+            return
+        minute = np.floor(t_all / _MINUTE_S)
+        done = int(np.searchsorted(minute, minute[-1]))
+        self._pend_t, self._pend = t_all[done:], rows[done:]
+        if done:
+            self._judge(minute[:done], rows[:done])
+
+    def _judge(self, minute: np.ndarray, rows: np.ndarray) -> None:
+        cfg = self.cfg
+        b, r, use = rows[:, 0], rows[:, 1], rows[:, 2] > 0.5
+        ok = use & np.isfinite(b) & np.isfinite(r) & (r > cfg.powered_w)
+        starts = np.flatnonzero(np.r_[True, minute[1:] != minute[:-1]])
+        sums = {}
+        for key, v in (("n", ok), ("d", b - r), ("r", r), ("b", b)):
+            v = np.where(ok, v, 0.0).astype(np.float64)
+            sums[key] = np.add.reduceat(v, starts, axis=0)
+            if key != "n":
+                sums[key + "2"] = np.add.reduceat(v * v, starts, axis=0)
+        pair = ok & np.vstack([np.zeros((1, ok.shape[1]), bool), ok[:-1]])
+        pair[1:] &= (minute[1:] == minute[:-1])[:, None]
+        step = np.where(pair, np.diff(r, axis=0, prepend=r[:1]), 0.0)
+        sums["pairs"] = np.add.reduceat(pair.astype(np.float64), starts, axis=0)
+        sums["step2"] = np.add.reduceat(step * step, starts, axis=0)
+        n = sums["n"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = {k: sums[k] / n for k in ("d", "r", "b")}
+            var = {k: np.maximum(sums[k + "2"] / n - mean[k] ** 2, 0.0) * n / (n - 1)
+                   for k in ("d", "r", "b")}
+            se = np.sqrt(var["d"] / n)
+        judged = n >= cfg.min_pairs
+        tol = ((cfg.ref_accuracy + cfg.board_accuracy) * np.abs(mean["r"]) + cfg.floor_w
+               + cfg.se_k * se)
+        x = np.clip(mean["d"] / tol, -cfg.x_clip, cfg.x_clip)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # the reference's own white noise, from its second-to-second steps, is not a move
+            moves = np.sqrt(np.maximum(var["r"] - sums["step2"] / (2 * sums["pairs"]), 0.0))
+        frozen = (judged & (moves > cfg.frozen_ref_sd_w)
+                  & (np.sqrt(var["b"]) < cfg.frozen_ratio * moves))
+        t0 = minute[starts] * _MINUTE_S
+        cap = cfg.cusum_cap * cfg.cusum_h
+        for i in range(len(starts)):        # one step per minute, vectorised over components
+            j = judged[i]
+            end = t0[i] + _MINUTE_S
+            self.s_pos = np.where(j, np.clip(self.s_pos + x[i] - cfg.cusum_k, 0, cap),
+                                  self.s_pos)
+            self.s_neg = np.where(j, np.clip(self.s_neg - x[i] - cfg.cusum_k, 0, cap),
+                                  self.s_neg)
+            self.zero_pos = np.where(j & (self.s_pos == 0), end, self.zero_pos)
+            self.zero_neg = np.where(j & (self.s_neg == 0), end, self.zero_neg)
+            self.win = np.roll(self.win, -1, axis=0)
+            self.win[-1] = np.where(j, [mean["b"][i], mean["r"][i]], np.nan)
+            still, sd_b, sd_r = self._still()
+            now = j & (frozen[i] | still)
+            # a minute whose reference does not move says nothing either way: hold the count
+            seen = j & ((sd_r > cfg.frozen_ref_sd_w) | (moves[i] > cfg.frozen_ref_sd_w))
+            self.frozen_since = np.where(now & (self.frozen == 0), t0[i], self.frozen_since)
+            self.frozen = np.where(now, self.frozen + 1, np.where(seen, 0, self.frozen))
+            self.last_sd = np.where(j[:, None], np.column_stack([sd_b, sd_r]), self.last_sd)
+        hist = np.stack([np.where(judged, mean["d"], np.nan), mean["r"], tol], axis=1)
+        self.hist_t = np.concatenate([self.hist_t, t0])[-self.cfg.fit_minutes:]
+        self.hist = np.concatenate([self.hist, hist])[-self.cfg.fit_minutes:]
+
+    def _still(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Over the last minutes' means: does the board ignore a reference that moves?
+        Also the board's and the reference's sd of those means (W)."""
+        b, r = self.win[:, 0], self.win[:, 1]
+        k = np.sum(np.isfinite(b), axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            db = b - np.nansum(b, axis=0) / k
+            dr = r - np.nansum(r, axis=0) / k
+            sd_r = np.sqrt(np.nansum(dr * dr, axis=0) / k)
+            sd_b = np.sqrt(np.nansum(db * db, axis=0) / k)
+            slope = np.nansum(db * dr, axis=0) / np.nansum(dr * dr, axis=0)
+        cfg = self.cfg
+        still = ((k >= len(self.win) / 2) & (sd_r > cfg.frozen_ref_sd_w)
+                 & (np.abs(slope) < cfg.frozen_ratio))
+        return still, sd_b, sd_r
+
+    def findings(self) -> tuple[list[Finding | None], list[Finding | None]]:
+        """Per component: the board-vs-reference finding (offset or gain) and the frozen-board
+        finding (stuck), each None below the watch score."""
+        cfg = self.cfg
+        out_ref: list[Finding | None] = []
+        out_frozen: list[Finding | None] = []
+        for c, name in enumerate(self.names):
+            out_ref.append(self._ref_finding(c, name))
+            score = self.frozen[c] / cfg.frozen_minutes
+            out_frozen.append(None if score < cfg.watch_score else Finding(
+                name, "sensor_stuck", float(score), float(self.frozen_since[c]),
+                {"frozen_minutes": float(self.frozen[c]),
+                 "board_sd_w": float(self.last_sd[c, 0]), "ref_sd_w": float(self.last_sd[c, 1])}))
+        return out_ref, out_frozen
+
+    def _ref_finding(self, c: int, name: str) -> Finding | None:
+        cfg = self.cfg
+        pos = self.s_pos[c] >= self.s_neg[c]
+        s = self.s_pos[c] if pos else self.s_neg[c]
+        score = s / cfg.cusum_h
+        if score < cfg.watch_score:
+            return None
+        zero = self.zero_pos[c] if pos else self.zero_neg[c]
+        first_t = self.hist_t[0] if len(self.hist_t) else np.nan
+        since = zero if np.isfinite(zero) else first_t
+        sel = (self.hist_t >= since) & np.isfinite(self.hist[:, 0, c])
+        if not sel.any():
+            return None
+        d, r = self.hist[sel, 0, c], self.hist[sel, 1, c]
+        cause, ev = decide_offset_gain(d, r, self.hist_t[sel] - since, cfg)
+        ev.update({"cusum": float(s), "tolerance_w": float(np.nanmean(self.hist[sel, 2, c])),
+                   "ref_mean_w": float(np.mean(r)), "last_diff_w": float(d[-1])})
+        return Finding(name, cause, float(score), float(since), ev)
+
+    def state_dict(self) -> dict:
+        return {k: np.array(v).tolist() for k, v in vars(self).items()
+                if k not in ("names", "cfg")}
+
+    def load_state(self, state: dict) -> None:
+        m = len(self.names)
+        for k, v in state.items():
+            if k not in vars(self) or k in ("names", "cfg"):
+                raise ValueError(f"reference check state: unknown entry {k!r}")
+            shape = {"_pend_t": (-1,), "hist_t": (-1,), "_pend": (-1, 3, m),
+                     "hist": (-1, 3, m), "win": (-1, 2, m)}.get(k, np.shape(getattr(self, k)))
+            setattr(self, k, np.asarray(v, dtype=np.float64).reshape(shape))

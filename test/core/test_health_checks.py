@@ -1,0 +1,239 @@
+"""PhysicalChecks: stuck channel, outlet dropouts, board vs reference (offset vs gain)."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from rackpower_nodes.core.health import HealthFrame
+from rackpower_nodes.core.health.checks import ChecksConfig, Finding, PhysicalChecks
+from rackpower_nodes.sim.faults import FaultSpec
+from rackpower_nodes.sim.faults.frames import health_frame
+from rackpower_nodes.sim.rack_sim import generate
+
+T0 = 1_700_000_000.0
+
+
+def frame(mean, *, std=None, lo=None, ref=None, util=None, t0=T0, names=("a",)):
+    """A frame from (rows, m) numpy arrays; what is not given: std 1 W, min = mean - 2 W,
+    no reference, util 0.5 (host up)."""
+    mean = np.asarray(mean, dtype=np.float64).reshape(len(mean), -1)
+    n, m = mean.shape
+    def full(v, d):
+        v = np.asarray(d if v is None else v, dtype=np.float64)
+        return np.broadcast_to(v.reshape(n, -1) if v.ndim else v, (n, m)).copy()
+
+    return HealthFrame(t0 + np.arange(n, dtype=np.float64), names[:m], ("server",) * m, mean,
+                       full(lo, mean - 2.0), mean + 2.0, full(std, 1.0), full(ref, np.nan),
+                       full(util, 0.5), full(None, np.nan), full(None, np.nan),
+                       full(None, np.nan), full(None, np.nan))
+
+
+def load(n, seed=0, base=200.0, swing=120.0):
+    """A server's draw (W) per second: a load moving every few minutes, plus noise."""
+    rng = np.random.default_rng(seed)
+    steps = np.repeat(rng.uniform(0, 1, n // 180 + 1), 180)[:n]
+    return base + swing * (steps - 0.5) + rng.normal(0, 3, n)
+
+
+def feed(checks, fr, chunk=60):
+    """Feed ``fr`` in chunks; the first fault finding per component and the last answer."""
+    first, last = {}, None
+    for i in range(0, len(fr), chunk):
+        last = checks.update(fr.rows(i, i + chunk))
+        for f in last:
+            if f is not None and f.score >= 1.0:
+                first.setdefault(f.component, (float(fr.t_unix[min(i + chunk, len(fr)) - 1]), f))
+    return first, last
+
+
+# -- stuck channel -------------------------------------------------------------------------
+def test_stuck_channel_is_a_fault_within_seconds():
+    p = load(600)
+    held = np.where(np.arange(600) >= 300, p[300], p)
+    std = np.where(np.arange(600) >= 300, 0.0, 1.2)
+    checks = PhysicalChecks(["a"], ["server"])
+    first, _ = feed(checks, frame(held, std=std, lo=held - 2 * std), chunk=1)
+    t, f = first["a"]
+    assert f.cause == "sensor_stuck" and 0 <= t - (T0 + 300) <= 12
+    assert f.since_unix == T0 + 300 and f.evidence["held_w"] == pytest.approx(p[300])
+
+
+def test_a_quiet_but_live_channel_and_a_powered_off_one_are_not_stuck():
+    rng = np.random.default_rng(1)
+    quiet = 224.0 + rng.normal(0, 0.05, 3600)         # a switch's steady draw
+    off = np.zeros(3600)                                # outlet off, host down
+    fr = frame(np.column_stack([quiet, off]), std=np.column_stack(
+        [np.full(3600, 0.14), np.zeros(3600)]), lo=np.column_stack([quiet - 0.3, off]),
+        util=np.column_stack([np.full(3600, np.nan), np.full(3600, np.nan)]), names=("q", "o"))
+    first, last = feed(PhysicalChecks(["q", "o"], ["switch", "server"]), fr)
+    assert first == {} and last == [None, None]
+
+
+def test_stuck_with_noise_is_caught_by_the_moving_reference():
+    """A channel frozen with a little noise on it: the board ignores the reference's moves.
+    (The board-vs-reference difference may first say offset; within 15 min it says stuck.)"""
+    rng = np.random.default_rng(2)
+    p = load(3600, seed=2)
+    board = np.where(np.arange(3600) >= 1200, 180.0 + rng.normal(0, 0.2, 3600), p)
+    ref = p * (1 + 0.01 * rng.standard_normal(3600))
+    fr = frame(board, ref=ref, std=0.5)
+    checks = PhysicalChecks(["a"], ["server"])
+    feed(checks, fr.rows(0, 1200 + 15 * 60))
+    _, last = feed(checks, fr.rows(1200 + 15 * 60, 3600))
+    f = last[0]
+    assert f.cause == "sensor_stuck" and f.score >= 1.0
+    assert f.evidence["board_sd_w"] < 0.1 * f.evidence["ref_sd_w"]
+
+
+# -- outlet dropouts -----------------------------------------------------------------------
+def dropped(p, at, width_s=1):
+    lo, mean = p - 2.0, p.copy()
+    for a in at:
+        lo[a:a + width_s] = 0.5
+        mean[a:a + width_s] *= 0.6
+    return mean, lo
+
+
+def test_one_dropout_is_watch_two_are_a_fault():
+    p = load(7200)
+    mean, lo = dropped(p, [1000, 5000], width_s=2)
+    checks = PhysicalChecks(["a"], ["server"])
+    _, last = feed(checks, frame(mean[:3000], lo=lo[:3000]))
+    assert last[0].cause == "outlet_dropout" and 0.5 <= last[0].score < 1.0
+    _, last = feed(checks, frame(mean[3000:], lo=lo[3000:], t0=T0 + 3000))
+    f = last[0]
+    assert f.cause == "outlet_dropout" and f.score >= 1.0 and f.since_unix == T0 + 1000
+    assert f.evidence["dropouts"] == 2 and f.evidence["longest_s"] == 2
+
+
+def test_planned_power_off_and_an_idle_server_are_not_dropouts():
+    n = 7200
+    p = load(n)
+    off = (np.arange(n) >= 2000) & (np.arange(n) < 2600)        # 10 min off, host down
+    mean = np.where(off, 0.0, p)
+    util = np.where(off, np.nan, 0.3)
+    idle = 40.0 + np.random.default_rng(3).normal(0, 1.0, n)   # idle draws tens of W
+    fr = frame(np.column_stack([mean, idle]), lo=np.column_stack([mean - 2, idle - 3]),
+               util=np.column_stack([util, np.full(n, 0.02)]), names=("a", "i"))
+    first, last = feed(PhysicalChecks(["a", "i"], ["server", "server"]), fr)
+    assert first == {} and last == [None, None]
+
+
+def test_dropouts_while_the_host_stays_up_count_even_when_long():
+    p = load(3600)
+    mean, lo = dropped(p, [600, 2400], width_s=45)      # a dual-corded host on one cord
+    first, _ = feed(PhysicalChecks(["a"], ["server"]), frame(mean, lo=lo))
+    assert first["a"][1].cause == "outlet_dropout"
+
+
+# -- board vs reference --------------------------------------------------------------------
+def with_ref(board, true, seed=0):
+    rng = np.random.default_rng(seed)
+    return frame(board, ref=true * (1 + 0.01 * rng.standard_normal(len(true))), std=1.5)
+
+
+@pytest.mark.parametrize("kind,size", [("offset", 15.0), ("offset", -12.0),
+                                       ("gain", 0.06), ("gain", -0.05)])
+def test_offset_and_gain_are_found_and_told_apart(kind, size):
+    n, at = 6 * 3600, 2 * 3600
+    true = load(n, seed=4)
+    on = np.arange(n) >= at
+    board = true + on * size if kind == "offset" else true * (1 + on * size)
+    first, last = feed(PhysicalChecks(["a"], ["server"]), with_ref(board, true))
+    t, f = first["a"]
+    assert f.cause == f"sensor_{kind}" and t - (T0 + at) < 3600
+    end = last[0]
+    assert end.cause == f"sensor_{kind}" and abs(end.since_unix - (T0 + at)) <= 15 * 60
+    if kind == "offset":
+        assert end.evidence["offset_w"] == pytest.approx(size, abs=2.0)
+        assert abs(end.evidence["gain"]) < 0.01
+    else:
+        assert end.evidence["gain"] == pytest.approx(size, abs=0.01)
+        assert abs(end.evidence["offset_w"]) < 4.0
+
+
+@pytest.mark.parametrize("factor", [1.06, 0.9])
+def test_a_component_fault_seen_by_both_meters_is_not_a_sensor_fault(factor):
+    n = 6 * 3600
+    true = load(n, seed=5) * np.where(np.arange(n) >= 7200, factor, 1.0)
+    first, last = feed(PhysicalChecks(["a"], ["server"]), with_ref(true, true, seed=5))
+    assert first == {} and last == [None]
+
+
+def test_sim_sensor_faults_against_the_outlet_meter():
+    """A drifting offset, a gain step and a stuck channel in the simulator (training seeds)."""
+    faults = [FaultSpec("sensor_offset", "srv04", 3600, 3600, 20.0, growth="linear"),
+              FaultSpec("sensor_gain", "stor-1", 3600, 0, -0.06, growth="step"),
+              FaultSpec("sensor_stuck", "srv08", 5400, 0, 0.0, growth="step")]
+    fr = health_frame(generate(4, seed=131, preset="office", faults=faults), seed=131)
+    first, _ = feed(PhysicalChecks(fr.names, fr.kinds), fr)
+    assert {k: f.cause for k, (t, f) in first.items()} == {
+        "srv04": "sensor_offset", "stor-1": "sensor_gain", "srv08": "sensor_stuck"}
+    assert first["srv08"][0] - (fr.t_unix[0] + 5400) <= 60
+
+
+def test_sim_component_faults_do_not_fire_the_sensor_checks():
+    faults = [FaultSpec("psu_efficiency", "srv04", 1800, 0, 0.08, growth="step"),
+              FaultSpec("fan_wear", "stor-1", 1800, 1800, 25.0, growth="linear"),
+              FaultSpec("runaway_process", "srv08", 1800, 0, 0.5, growth="step"),
+              FaultSpec("disk_retries", "stor-2", 1800, 0, 4.0, growth="step")]
+    fr = health_frame(generate(4, seed=132, preset="office", faults=faults), seed=132)
+    first, _ = feed(PhysicalChecks(fr.names, fr.kinds), fr)
+    assert first == {}
+
+
+def test_sim_outlet_dropouts_are_found():
+    fault = FaultSpec("outlet_dropout", "srv03", 1800, 0, 6.0, growth="step")
+    fr = health_frame(generate(3, seed=133, preset="office", faults=[fault]), seed=133)
+    first, _ = feed(PhysicalChecks(fr.names, fr.kinds), fr)
+    assert list(first) == ["srv03"] and first["srv03"][1].cause == "outlet_dropout"
+
+
+@pytest.mark.parametrize("preset,seed", [("office", 140), ("ai", 141), ("mixed", 142)])
+def test_a_clean_day_raises_nothing(preset, seed):
+    fr = health_frame(generate(24, seed=seed, preset=preset), seed=seed)
+    checks = PhysicalChecks(fr.names, fr.kinds)
+    watched = set()
+    for i in range(0, len(fr), 600):
+        watched |= {f.component for f in checks.update(fr.rows(i, i + 600)) if f is not None}
+    assert watched == set()
+
+
+# -- streaming, restart, config ------------------------------------------------------------
+def test_row_by_row_equals_one_batch_and_a_restart_resumes():
+    n = 3 * 3600
+    true = load(n, seed=6)
+    board = true + (np.arange(n) >= 3600) * 12.0
+    mean, lo = dropped(board, [5000, 6000])
+    fr = frame(mean, lo=lo, std=1.5, ref=true)
+    whole = PhysicalChecks(["a"], ["server"]).update(fr)
+    half = PhysicalChecks(["a"], ["server"])
+    for i in range(0, 5500):
+        half.update(fr.rows(i, i + 1))
+    state = json.loads(json.dumps(half.state_dict()))
+    resumed = PhysicalChecks.from_state_dict(state)
+    last = resumed.update(fr.rows(5500, n))
+    assert [(f.cause, f.score, f.since_unix) for f in last] == \
+        [(f.cause, f.score, f.since_unix) for f in whole]
+
+
+def test_bad_config_key_and_value_are_named():
+    with pytest.raises(ValueError, match="stuck_sec"):
+        ChecksConfig.from_mapping({"stuck_sec": 5})
+    with pytest.raises(ValueError, match="cusum_h"):
+        ChecksConfig.from_mapping({"cusum_h": -1})
+    with pytest.raises(ValueError, match="cusum_h"):
+        ChecksConfig.from_mapping({"cusum_h": "high"})
+    assert ChecksConfig.from_mapping({"stuck_s": 5}).stuck_s == 5
+
+
+def test_frames_of_other_components_or_going_back_in_time_are_refused():
+    checks = PhysicalChecks(["a"], ["server"])
+    checks.update(frame(load(10)))
+    with pytest.raises(ValueError, match="t_unix"):
+        checks.update(frame(load(10)))
+    with pytest.raises(ValueError, match="names"):
+        checks.update(frame(load(10), names=("b",), t0=T0 + 100))
+    with pytest.raises(ValueError, match="cause"):
+        Finding("a", "gremlins", 1.0, math.nan)
