@@ -69,7 +69,9 @@ class ChecksConfig:
     skew on a fast-moving load shows there). ``ref_accuracy`` = 1 % (IEC 62053-21 class 1),
     ``board_accuracy`` = 0.5 % (a calibrated channel; the simulated board is exact),
     ``floor_w`` = 1 W (a PDU outlet's resolution at low load), ``se_k`` = 2. A two-sided
-    CUSUM runs on x = clip(d / s, +-``x_clip``): S = max(0, S + x - ``cusum_k``), fault at ``cusum_h``, watch at half.
+    CUSUM runs on x = clip(d / s, +-``x_clip``): S = max(0, S + x - ``cusum_k``), capped at
+    ``cusum_cap`` x ``cusum_h`` (so it clears within minutes of a repair), fault at
+    ``cusum_h``, watch at half.
     Design: healthy |d| <= s by the accuracies' definition, so even with both meters at their
     worst-case bias (x = 1) the drift is 1 - k = -0.5 per minute; with the minute's noise at
     sd 0.5 in units of s, Siegmund's approximation gives an in-control run length of
