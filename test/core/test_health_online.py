@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from rackpower_nodes.core.health import HealthVerdict
+from rackpower_nodes.core.health import HealthFrame, HealthVerdict
 from rackpower_nodes.core.health.config import HealthConfig
 from rackpower_nodes.core.health.online import OnlineLearner
 from rackpower_nodes.sim.faults.frames import health_frame
@@ -38,7 +38,7 @@ def test_seconds_of_a_component_not_ok_are_left_out(frame, tmp_path):
     learner.add(frame.rows(0, 60), _ok(frame))
     learner.add(frame.rows(60, 120), _ok(frame, srv02="fault"))
     assert learner.collected_s == 120
-    held = learner._frames[1]
+    held = HealthFrame.concat(learner._frames).rows(60, 120)
     c = frame.column("srv02")
     assert np.isnan(held.board_mean_w[:, c]).all() and np.isnan(held.board_max_w[:, c]).all()
     assert np.isfinite(held.util[:, c]).any()                  # telemetry kept
@@ -48,11 +48,22 @@ def test_seconds_of_a_component_not_ok_are_left_out(frame, tmp_path):
     assert np.isfinite(frame.board_mean_w[60:120, c]).all()    # the caller's frame untouched
 
 
+def test_rows_are_packed_as_they_come_one_second_at_a_time(frame, tmp_path):
+    learner = OnlineLearner(1e9, {}, tmp_path)
+    for k in range(1000):
+        learner.add(frame.rows(k, k + 1), _ok(frame))
+    assert len(learner._frames) == 1 + 400                     # one packed chunk of 600
+    assert learner._frames[0].board_mean_w.dtype == np.float32
+    held = HealthFrame.concat(learner._frames)
+    np.testing.assert_array_equal(held.t_unix, frame.t_unix[:1000])
+    np.testing.assert_allclose(held.board_mean_w, frame.board_mean_w[:1000], rtol=1e-6)
+
+
 def test_a_model_is_learned_in_a_child_once_enough_is_held(frame, tmp_path):
     learner = OnlineLearner(len(frame), {"trees": 20}, tmp_path / "models")
-    for k in range(0, len(frame), 300):
+    for k in range(0, len(frame), 30):
         assert learner.poll() is None
-        learner.add(frame.rows(k, min(k + 300, len(frame))), _ok(frame))
+        learner.add(frame.rows(k, min(k + 30, len(frame))), _ok(frame))
     assert "child process" in learner.state
     model = _wait(learner)
     assert model is not None, learner.state
