@@ -147,12 +147,13 @@ def _history_bag(tmp: Path) -> Path:
 
 def _health_params(tmp: Path, manifest: dict) -> Path:
     """The simulator's PDUs (free ports, from its manifest) as health_monitor's reference
-    meters."""
+    meters; an online-learned model would go to the demo's scratch folder."""
     pdus = manifest["pdus"]
     params = {"reference": {"pdus": {"names": [p["name"] for p in pdus],
                                      "urls": [p["url"] for p in pdus],
                                      "maps": [p["map"] for p in pdus],
-                                     "unit_ids": [p["unit_id"] for p in pdus]}}}
+                                     "unit_ids": [p["unit_id"] for p in pdus]}},
+              "health": {"learn_dir": str(tmp / "health")}}
     path = tmp / "health.yaml"
     path.write_text(yaml.safe_dump({"/**/health_monitor": {"ros__parameters": params}}))
     return path
