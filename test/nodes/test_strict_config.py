@@ -45,6 +45,7 @@ def _actuator_file(tmp_path, params: dict, name: str = "actuator.yaml") -> str:
     ("pdu_actuator", "budget.breaker_amps", "budget.breaker_a"),
     ("recorder", "flush.interval", "flush.interval_s"),
     ("retrain_scheduler", "training.thread", "training.threads"),
+    ("health_monitor", "inputs.stale_after", "inputs.stale_after_s"),
 ])
 def test_every_node_rejects_an_undeclared_override_naming_the_close_key(ros_env, node, typo,
                                                                         meant):
