@@ -321,6 +321,7 @@ class HealthMonitorNode(Node):
                       "samples_age_s": f"{ages[i]:.1f}", "baseline_learned": learned,
                       "model": self.learner.state if self.learner else self._model_state,
                       "reference": self._reference.state(),
+                      "late_values_dropped": self.stream.late_dropped,
                       **({k: f"{x:.4g}" for k, x in v.evidence.items()} if v else {})}
             statuses.append(diagnostic_status(
                 levels[state], f"{self.get_fully_qualified_name()}: {name}", text, name,
