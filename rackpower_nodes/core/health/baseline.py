@@ -2,9 +2,11 @@
 
 Per component, on minute summaries (:mod:`.minutes`):
 
-- **expected draw**: a LightGBM regression of the board's minute mean power (W) on the host's
+- **expected draw**: a base curve (least squares: quadratic in the host's utilisation, or
+  linear in the log of the rack's network traffic for a switch), which extrapolates beyond
+  the training day's range, plus a LightGBM regression of what it leaves on the host's
   utilisation (mean and spread over the minute), disk and network rates, served request rate,
-  whether a job runs, and the rack's total network traffic (a switch's only input);
+  whether a job runs, and the rack's total traffic;
 - **expected utilisation** (hosts only): a LightGBM regression of utilisation on what the
   workload explains: job running, request rate and the time of day. A process nobody started
   shows as utilisation this model cannot explain;
@@ -52,6 +54,16 @@ def _power_x(mi: Minutes, j: int) -> np.ndarray:
                             np.log1p(mi.rack_net[:, j])])
 
 
+def _base_x(mi: Minutes, j: int, on_util: bool, fill: np.ndarray) -> np.ndarray:
+    """Design of the base curve: (1, u, u^2, request rate, job running) on utilisation, or
+    (1, log traffic, 0, 0, 0) for a component without utilisation (a switch); a missing
+    value takes its ``fill`` (the training median; 0 where never known)."""
+    v = mi.util[:, j] if on_util else np.log1p(mi.rack_net[:, j])
+    cols = [v, v * v if on_util else np.zeros_like(v), mi.app[:, j], mi.job[:, j]]
+    cols = [np.where(np.isfinite(c), c, f) for c, f in zip(cols, fill)]
+    return np.column_stack([np.ones(len(v))] + cols)
+
+
 def _util_x(mi: Minutes, j: int) -> np.ndarray:
     phase = 2 * np.pi * (mi.t_min % _DAY_S) / _DAY_S
     return np.column_stack([mi.job[:, j], mi.app[:, j], np.sin(phase), np.cos(phase)])
@@ -69,6 +81,11 @@ class HealthModel:
     ripple_ref_w2: np.ndarray
     power_models: list[str]
     util_models: list[str | None]
+    #: per component: base curve on utilisation (1.0) or traffic (0.0), (components, 4) fill
+    #: values of its inputs and (components, 5) coefficients
+    base_on_util: np.ndarray
+    base_fill: np.ndarray
+    base_coef: np.ndarray
     #: (components, len(DETECTORS)) arrays: AR(1) mean, coefficient, innovation scale, h
     mu: np.ndarray
     phi: np.ndarray
@@ -105,7 +122,8 @@ class HealthModel:
                                   axis=0)
         ripple_ref = np.maximum(np.nan_to_num(ripple_ref, nan=1.0), _RIPPLE_FLOOR_W2)
         model = cls(names, kinds, cfg.as_dict(), row_s, burst, ripple_ref, [""] * m,
-                    [None] * m, *(np.full((m, len(DETECTORS)), np.nan) for _ in range(3)),
+                    [None] * m, np.zeros(m), np.zeros((m, 4)), np.zeros((m, 5)),
+                    *(np.full((m, len(DETECTORS)), np.nan) for _ in range(3)),
                     np.full((m, len(DETECTORS)), np.inf), np.full(m, np.nan))
         for j in range(m):
             model._fit_component(j, mi, cfg)
@@ -116,10 +134,23 @@ class HealthModel:
         if use.sum() < 4 * cfg.folds:
             raise HealthModelError(f"fit: {self.names[j]} has {int(use.sum())} usable "
                                    f"minutes, need at least {4 * cfg.folds}")
+        u_ok = np.isfinite(mi.util[:, j]) & use
+        on_util = bool(u_ok.sum() >= 0.5 * use.sum())
+        self.base_on_util[j] = float(on_util)
+        raw = [mi.util[:, j] if on_util else np.log1p(mi.rack_net[:, j]), None, mi.app[:, j],
+               mi.job[:, j]]
+        raw[1] = raw[0] ** 2 if on_util else np.zeros(len(mi))
+        for i, col in enumerate(raw):
+            v = col[use & np.isfinite(col)]
+            self.base_fill[j, i] = float(np.median(v)) if len(v) else 0.0
+        xb = _base_x(mi, j, on_util, self.base_fill[j])
+        coef = np.linalg.lstsq(xb[use], mi.board[use, j], rcond=None)[0]
+        self.base_coef[j] = coef
+        rest = mi.board[:, j] - xb @ coef
         xp = _power_x(mi, j)
-        oos_p = _crossfit(xp, mi.board[:, j], use, cfg)
-        self.power_models[j] = _booster(xp[use], mi.board[use, j], cfg).model_to_string()
-        figures = {"power": np.where(use, mi.board[:, j] - oos_p, np.nan)}
+        oos_p = _crossfit(xp, rest, use, cfg)
+        self.power_models[j] = _booster(xp[use], rest[use], cfg).model_to_string()
+        figures = {"power": np.where(use, rest - oos_p, np.nan)}
         self.power_sd_w[j] = float(np.nanstd(figures["power"]))
         u_use = use & np.isfinite(mi.util[:, j])
         if u_use.sum() >= 0.5 * use.sum():
@@ -131,7 +162,8 @@ class HealthModel:
             figures["bursts"] = np.where(use, mi.bursts[:, j], np.nan)
         figures["ripple"] = np.where(use, np.log(np.maximum(mi.ripple[:, j], 0.0)
                                                  + self.ripple_ref_w2[j]), np.nan)
-        active = [c for c, (fig, _) in enumerate(DETECTORS) if fig in figures]
+        active = [c for c, (fig, sign) in enumerate(DETECTORS) if fig in figures
+                  and (sign > 0 or fig != "power" or cfg.alarm_on_drop)]
         arl0 = cfg.arl0_min * len(active)
         for c in active:
             fig, sign = DETECTORS[c]
@@ -140,7 +172,7 @@ class HealthModel:
             x = figures[fig] - mu
             z = sign * (x[1:] - phi * x[:-1]) / sigma
             self.mu[j, c], self.phi[j, c], self.sigma[j, c] = mu, phi, sigma
-            self.h[j, c] = threshold(z, arl0, cfg.k_of(fig), seed=j * 10 + c)
+            self.h[j, c] = threshold(z, arl0, cfg.k_of(fig), seed=j * 10 + c, clip=cfg.z_clip)
 
     # -- applying --------------------------------------------------------------------------
     def booster(self, kind: str, j: int) -> lgb.Booster | None:
@@ -160,7 +192,9 @@ class HealthModel:
         if len(mi) == 0:
             return power, util
         for j in range(len(self.names)):
-            power[:, j] = self.booster("power", j).predict(_power_x(mi, j), num_threads=1)
+            xb = _base_x(mi, j, bool(self.base_on_util[j]), self.base_fill[j])
+            power[:, j] = xb @ self.base_coef[j] + \
+                self.booster("power", j).predict(_power_x(mi, j), num_threads=1)
             ub = self.booster("util", j)
             if ub is not None:
                 util[:, j] = ub.predict(_util_x(mi, j), num_threads=1)
@@ -186,6 +220,8 @@ class HealthModel:
                "burst_thr_w": _jsonable(self.burst_thr_w),
                "ripple_ref_w2": _jsonable(self.ripple_ref_w2),
                "power_models": self.power_models, "util_models": self.util_models,
+               "base_on_util": _jsonable(self.base_on_util),
+               "base_fill": _jsonable(self.base_fill), "base_coef": _jsonable(self.base_coef),
                "power_sd_w": _jsonable(self.power_sd_w),
                **{k: _jsonable(getattr(self, k)) for k in ("mu", "phi", "sigma", "h")}}
         path.write_text(json.dumps(doc))
@@ -202,12 +238,14 @@ class HealthModel:
         if doc.get("format") != FORMAT:
             raise HealthModelError(f"{path}: format {doc.get('format')!r}, expected {FORMAT!r}")
         arr = {k: _array(doc[k]) for k in ("burst_thr_w", "ripple_ref_w2", "power_sd_w", "mu",
-                                           "phi", "sigma", "h")}
+                                           "phi", "sigma", "h", "base_on_util", "base_fill",
+                                           "base_coef")}
         for k in ("burst_thr_w", "h"):     # inf was written as null
             arr[k] = np.where(np.isnan(arr[k]), np.inf, arr[k])
         return cls(tuple(doc["names"]), tuple(doc["kinds"]), dict(doc["config"]),
                    float(doc["row_s"]), arr["burst_thr_w"], arr["ripple_ref_w2"],
-                   list(doc["power_models"]), list(doc["util_models"]), arr["mu"], arr["phi"],
+                   list(doc["power_models"]), list(doc["util_models"]), arr["base_on_util"],
+                   arr["base_fill"], arr["base_coef"], arr["mu"], arr["phi"],
                    arr["sigma"], arr["h"], arr["power_sd_w"])
 
 

@@ -43,8 +43,14 @@ class HealthConfig:
     cusum_k: float = 0.5
     #: the burst-count detector's k (retries add a fraction of a burst per minute at first)
     bursts_k: float = 0.25
+    #: standardized innovations are clipped to +-z_clip (one wild minute adds at most
+    #: z_clip - k to a CUSUM)
+    z_clip: float = 4.0
+    #: a drop of the board's power below the expected draw raises an alarm (no component
+    #: fault draws less; without a reference meter it is a sensor offset or an unknown job)
+    alarm_on_drop: bool = False
     #: extra factor on the scale of the residuals (held-out days are not the training day)
-    scale_inflation: float = 1.3
+    scale_inflation: float = 1.5
     #: the AR(1) coefficient used for prewhitening is clipped to this
     max_phi: float = 0.9
     #: training-data share held out per cross-fitting fold (4 folds at 0.25)
@@ -70,8 +76,10 @@ class HealthConfig:
     checks: Any = field(default_factory=lambda: ChecksConfig() if ChecksConfig else None)
 
     def __post_init__(self) -> None:
-        positive = ("arl0_weeks", "cusum_k", "bursts_k", "scale_inflation", "burst_factor",
-                    "clear_after_s", "watch_score")
+        if not isinstance(self.alarm_on_drop, bool):
+            raise HealthConfigError(f"alarm_on_drop: {self.alarm_on_drop!r}, expected a bool")
+        positive = ("z_clip", "arl0_weeks", "cusum_k", "bursts_k", "scale_inflation",
+                    "burst_factor", "clear_after_s", "watch_score")
         for name in positive:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
@@ -119,6 +127,11 @@ class HealthConfig:
                     value, ChecksConfig) else ChecksConfig.from_mapping(value)
                 continue
             default = known[key].default
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise HealthConfigError(f"{key}: {value!r}, expected true or false")
+                kwargs[key] = value
+                continue
             kwargs[key] = _typed(key, value, type(default))
         return replace(cls(), **kwargs)
 

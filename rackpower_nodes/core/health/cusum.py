@@ -46,11 +46,11 @@ def siegmund_threshold(arl0: float, k: float) -> float:
 
 
 def bootstrap_threshold(z: np.ndarray, arl0: float, k: float, seed: int = 0,
-                        paths: int = 2000, steps: int = 2000) -> float:
+                        paths: int = 2000, steps: int = 2000, clip: float = np.inf) -> float:
     """``h`` from CUSUM paths resampled from innovations ``z`` (finite, standardized):
     the ``1 - steps / arl0`` quantile of the paths' maxima over ``steps`` minutes."""
     z = np.asarray(z, dtype=np.float64)
-    z = z[np.isfinite(z)]
+    z = np.clip(z[np.isfinite(z)], -clip, clip)
     if len(z) < 30:
         return 0.0
     rng = np.random.default_rng(seed)
@@ -63,9 +63,12 @@ def bootstrap_threshold(z: np.ndarray, arl0: float, k: float, seed: int = 0,
     return float(np.quantile(peak, 1.0 - p))
 
 
-def threshold(z: np.ndarray, arl0: float, k: float, seed: int = 0) -> float:
-    """The larger of the Siegmund and the bootstrap threshold for ARL0 ``arl0`` steps."""
-    return max(siegmund_threshold(arl0, k), bootstrap_threshold(z, arl0, k, seed))
+def threshold(z: np.ndarray, arl0: float, k: float, seed: int = 0,
+              clip: float = np.inf) -> float:
+    """The larger of the Siegmund and the bootstrap threshold for ARL0 ``arl0`` steps
+    (innovations clipped to ``+-clip``)."""
+    return max(siegmund_threshold(arl0, k), bootstrap_threshold(z, arl0, k, seed,
+                                                                 clip=clip))
 
 
 def ar1(x: np.ndarray, max_phi: float) -> tuple[float, float, float]:
@@ -89,17 +92,18 @@ def ar1(x: np.ndarray, max_phi: float) -> tuple[float, float, float]:
 class CusumBank:
     """Streaming one-sided CUSUMs, one per column (a component's detector and side).
 
-    Column ``c`` prewhitens with ``mu[c]``, ``phi[c]``, ``sigma[c]``, adds ``sign[c] * z - k[c]``
-    and alarms at ``h[c]``; the statistic is capped at ``cap * h`` so that it comes back down
-    within hours once the evidence is gone. A NaN figure leaves the column unchanged and breaks
+    Column ``c`` prewhitens with ``mu[c]``, ``phi[c]``, ``sigma[c]``, adds
+    ``sign[c] * z - k[c]`` and alarms at ``h[c]`` (``z`` clipped to ``+-clip``); the
+    statistic is capped at ``cap * h`` so that it comes back down within hours once the
+    evidence is gone. A NaN figure leaves the column unchanged and breaks
     the AR(1) pair. ``start`` holds each column's change-point estimate: the time its statistic
     last left zero (NaN while zero).
     """
 
-    def __init__(self, mu, phi, sigma, sign, h, k, cap: float):
+    def __init__(self, mu, phi, sigma, sign, h, k, cap: float, clip: float = np.inf):
         self.mu, self.phi, self.sigma, self.sign, self.h, self.k = (
             np.asarray(v, dtype=np.float64) for v in (mu, phi, sigma, sign, h, k))
-        self.cap = float(cap)
+        self.cap, self.clip = float(cap), float(clip)
         n = len(self.mu)
         self.s = np.zeros(n)
         self.prev = np.full(n, np.nan)
@@ -110,7 +114,7 @@ class CusumBank:
         d = np.asarray(x, dtype=np.float64) - self.mu
         ok = np.isfinite(d)
         e = np.where(np.isfinite(self.prev), d - self.phi * np.nan_to_num(self.prev), d)
-        z = self.sign * e / self.sigma
+        z = np.clip(self.sign * e / self.sigma, -self.clip, self.clip)
         new = np.minimum(np.maximum(0.0, self.s + z - self.k), self.cap * self.h)
         new = np.where(ok, new, self.s)
         left_zero = (self.s <= 0) & (new > 0)

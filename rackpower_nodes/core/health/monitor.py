@@ -75,7 +75,7 @@ class HealthMonitor:
                                    np.nan_to_num(model.sigma, nan=1.0).ravel(),
                                    np.tile(sign, m), np.where(self._active, model.h,
                                                               np.inf).ravel(),
-                                   np.tile(k, m), cfg.cusum_cap)
+                                   np.tile(k, m), cfg.cusum_cap, cfg.z_clip)
             sd = model.sigma[:, 4] / np.sqrt(1 - np.nan_to_num(model.phi[:, 4]) ** 2)
             self._ripple_sd = np.nan_to_num(sd, nan=1.0)
         self._hist_t = np.full(cfg.history_min, np.nan)
