@@ -4,7 +4,7 @@ health_monitor, over real DDS.
 A fault injected into the live simulator (one server's board channel sticks) reaches
 `component_health` (state fault, cause sensor_stuck) and `/diagnostics` (ERROR for that
 component, OK for a clean one), with the simulated PDUs' outlet registers read as the
-reference meter; a subscriber that joins late gets every component at once
+reference meter, and into the recorder's bag; a subscriber that joins late gets every component at once
 (latched); when the samples stop, every component is STALE in `/diagnostics`; a learned model
 is served and said so; an unknown `health.*` parameter, or a model learned for other
 components, stops the node, named.
@@ -16,6 +16,7 @@ import time
 
 import pytest
 import yaml
+from helpers.recorder import bags_in, start_recorder
 
 from rackpower_nodes.sim.faults.spec import FaultSpec
 from rackpower_nodes.sim.live import LiveRack
@@ -109,6 +110,9 @@ def test_a_stuck_channel_reaches_component_health_and_diagnostics(ros_env, tmp_p
     procs = [subprocess.Popen([str(executable(name)), *args], env=ros_env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for name in ("current_sensor", "health_monitor")]
+    bags = tmp_path / "bags"
+    procs.append(start_recorder(ros_env, NS, bags, tmp_path / "recorder.log",
+                                topics="[component_health]"))
     try:
         with rclpy.init():
             lis = _Listener("health_listener")
@@ -152,6 +156,27 @@ def test_a_stuck_channel_reaches_component_health_and_diagnostics(ros_env, tmp_p
             stop_process(proc)
         rack.stop()
     assert found_s < 60
+    # the recorder wrote component_health into its bag, the fault included
+    recorded = _recorded_health(bags)
+    assert {m.component_id for m in recorded} == set(NAMES)
+    assert any(m.component_id == STUCK and m.state == "fault" and m.cause == "sensor_stuck"
+               for m in recorded)
+
+
+def _recorded_health(folder) -> list:
+    from mcap.reader import make_reader
+    from rclpy.serialization import deserialize_message
+
+    from rackpower.msg import ComponentHealth
+
+    out = []
+    for bag in bags_in(folder):
+        for path in bag.glob("*.mcap"):
+            with path.open("rb") as fh:
+                for _, channel, message in make_reader(fh).iter_messages():
+                    if channel.topic.endswith("/component_health"):
+                        out.append(deserialize_message(message.data, ComponentHealth))
+    return out
 
 
 @pytest.fixture(scope="module")
