@@ -2,12 +2,13 @@
 health_monitor, over real DDS.
 
 A fault injected into the live simulator (one server's board channel sticks) reaches
-`component_health` (state fault, cause sensor_stuck) and `/diagnostics` (ERROR for that
-component, OK for a clean one), with the simulated PDUs' outlet registers read as the
-reference meter, and into the recorder's bag; a subscriber that joins late gets every component at once
-(latched); when the samples stop, every component is STALE in `/diagnostics`; a learned model
-is served and said so; an unknown `health.*` parameter, or a model learned for other
-components, stops the node, named.
+`component_health` (state fault, cause sensor_stuck), `/diagnostics` (ERROR for that
+component, OK for a clean one) and the recorder's bag, with the simulated PDUs' outlet
+registers read as the reference meter; a subscriber that joins late gets every component at
+once (latched); when the samples stop, every component is STALE in `/diagnostics`; a learned
+model is served and said so; online learning runs in a child and says how it went; an
+unknown `health.*` parameter, or a model learned for other components, stops the node,
+named.
 """
 from __future__ import annotations
 
