@@ -319,8 +319,10 @@ def _watch(args, nodes: list[subprocess.Popen], manifest: dict, control: Path) -
         report_allocations(allocations, errors, caps, actuator)
         report_retraining(retrain, updates)
         report_health(health, fault["injected"], fault["found"], health_levels)
+        # the injected fault must have been found (when the watch was long enough to inject)
+        found = fault["found"] is not None or args.duration <= FAULT_AFTER_S
         ok = (monitor.stats.messages > 0 and bool(telemetry) and bool(forecasts)
-              and bool(allocations) and bool(health))
+              and bool(allocations) and bool(health) and found)
         executor.remove_node(monitor)
         executor.shutdown()
         monitor.destroy_node()
