@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,14 +110,17 @@ def day_kinds(day: int, per_day: int) -> list[str]:
 def draw_faults(preset: str, seed: int, kinds: Sequence[str], onset_s: tuple[float, float]
                 ) -> list:
     """One fault of each of ``kinds`` on distinct components of ``preset``'s rack, drawn by
-    ``sim.faults.plan.random_faults`` (its ranges) from seeds derived from the day's."""
+    ``sim.faults.plan.random_faults`` (its ranges) from seeds derived from the day's and the
+    preset (so that two presets' days of the same seed get different faults)."""
     from rackpower_nodes.sim.faults.plan import random_faults
 
+    salt = zlib.crc32(preset.encode()) % 1000
     out, used = [], set()
     for j, kind in enumerate(kinds):
         for attempt in range(100):
-            (f,) = random_faults(preset, seed * 1000 + 100 * j + attempt, kinds=[kind],
-                                 per_run=1, start_s=onset_s[0], end_s=onset_s[1])
+            draw = (seed * 1000 + salt) * 1000 + 100 * j + attempt
+            (f,) = random_faults(preset, draw, kinds=[kind], per_run=1, start_s=onset_s[0],
+                                 end_s=onset_s[1])
             if f.component not in used:
                 break
         else:
