@@ -14,7 +14,7 @@ sample for `inputs.stale_after_s` is STALE: its verdict is not refreshed and the
 since when nothing came (a component never heard from is STALE too, never a silent OK).
 
 With `reference.enabled` a thread of its own reads each component's outlet power register
-from its PDU (read only, `drivers.pdu`) as the independent meter the board is checked
+from its PDU (read only, `drivers.pdu_reference`) as the independent meter the board is checked
 against (`ref_w`: sensor offset and gain); the diagnostics say per PDU how the last read went.
 
 Without `health.model_path` only the checks that need no learned baseline run (stuck channel,
@@ -103,64 +103,6 @@ def status_text(v: HealthVerdict | None, age_s: float, stale_after_s: float) -> 
     return v.state, said
 
 
-class ReferenceReader:
-    """Reads the configured PDUs' outlet power registers (read only) every
-    ``reference_period_s`` in a thread of its own, so a slow PDU never holds the executor;
-    hands ``(t_unix, {component: W})`` to ``push``. A PDU that fails is reconnected at the
-    next period; :meth:`state` says per PDU what happened last."""
-
-    def __init__(self, cfg: HealthMonitorConfig, push, logger):
-        self.cfg, self._push, self._log = cfg, push, logger
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._state = {p.name: "not read yet" for p in cfg.reference_pdus}
-        self._reads = 0
-        self._clients = {}
-        if cfg.reference_pdus:
-            from rackpower_nodes.drivers.pdu import open_pdu
-
-            self._clients = {p.name: open_pdu(p.url, p.register_map, p.unit_id,
-                                              cfg.reference_timeout_s)
-                             for p in cfg.reference_pdus}
-
-    def start(self) -> None:
-        if self._clients:
-            self._thread = threading.Thread(target=self._run, name="pdu-reference",
-                                            daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
-        for client in self._clients.values():
-            client.close()
-
-    def state(self) -> str:
-        if not self._clients:
-            return "none configured"
-        return f"{self._reads} reads; " + "; ".join(f"{k}: {v}" for k, v in self._state.items())
-
-    def _run(self) -> None:
-        from rackpower_nodes.drivers.pdu import PduError
-
-        while not self._stop.wait(self.cfg.reference_period_s):
-            for pdu in self.cfg.reference_pdus:
-                client = self._clients[pdu.name]
-                try:
-                    if not client.connected:
-                        client.connect()
-                    readings = client.read_outlets(pdu.outlets)
-                except PduError as exc:
-                    if self._state[pdu.name] != str(exc):
-                        self._log.warning(f"reference meter {pdu.name}: {exc}")
-                    self._state[pdu.name] = str(exc)
-                    continue
-                self._push(time.time(), dict(zip(pdu.components,
-                                                 readings.power_w.astype(float).tolist())))
-                self._state[pdu.name], self._reads = "ok", self._reads + 1
-
-
 class HealthMonitorNode(Node):
     """Judges each component's health from its power draw and publishes it."""
 
@@ -194,11 +136,17 @@ class HealthMonitorNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(cfg.period_s, self._cycle,
                           callback_group=MutuallyExclusiveCallbackGroup())
-        self._reference = ReferenceReader(cfg, self._push_reference, self.get_logger())
-        self._reference.start()
+        self._reference = None
+        if cfg.reference_pdus:                  # pymodbus only where a PDU is read
+            from rackpower_nodes.drivers.pdu_reference import ReferenceReader
+
+            self._reference = ReferenceReader(cfg.reference_pdus, cfg.reference_period_s,
+                                              cfg.reference_timeout_s,
+                                              self._push_reference).start()
 
     def destroy_node(self) -> None:
-        self._reference.stop()
+        if self._reference is not None:
+            self._reference.stop()
         if self.learner is not None:
             self.learner.close()
         super().destroy_node()
@@ -320,7 +268,7 @@ class HealthMonitorNode(Node):
                       "since": _when(v.since_unix) if v and v.state != "ok" else "",
                       "samples_age_s": f"{ages[i]:.1f}", "baseline_learned": learned,
                       "model": self.learner.state if self.learner else self._model_state,
-                      "reference": self._reference.state(),
+                      "reference": self._reference.state() if self._reference else "none",
                       "late_values_dropped": self.stream.late_dropped,
                       **({k: f"{x:.4g}" for k, x in v.evidence.items()} if v else {})}
             statuses.append(diagnostic_status(
