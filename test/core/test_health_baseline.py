@@ -1,0 +1,86 @@
+"""The health model's learned baseline: expected draw and utilisation from a component's own
+clean history, its out-of-sample scale, minute summaries, and the JSON round trip."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers.health_sim import sim_frame
+
+from rackpower_nodes.core.health import (
+    HealthConfig, HealthConfigError, HealthFrame, HealthModel, HealthModelError)
+from rackpower_nodes.core.health.minutes import to_minutes
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return HealthModel.fit(sim_frame(12, 120, "mixed"), HealthConfig())
+
+
+def test_clean_held_out_half_day_has_small_residuals(fitted):
+    """On another clean tuning-seed half day the expected draw is within a few % of the
+    board's minute mean for every non-GPU component, and the residuals are unbiased."""
+    test = sim_frame(12, 121, "mixed")
+    mi = to_minutes(test, fitted.burst_thr_w, fitted.row_s)
+    expected, util = fitted.expected(mi)
+    res = mi.board - expected
+    for j, name in enumerate(test.names):
+        level = np.nanmean(mi.board[:, j])
+        mae = np.nanmean(np.abs(res[:, j]))
+        limit = 0.10 if name.startswith("gpu") else 0.03
+        assert mae < limit * level, f"{name}: MAE {mae:.1f} W on {level:.0f} W"
+        assert abs(np.nanmean(res[:, j])) < 0.02 * level, name
+        # the out-of-sample scale learned in training is the right order of magnitude
+        assert 0.3 < np.nanstd(res[:, j]) / fitted.power_sd_w[j] < 3.0, name
+    hosts = [j for j, k in enumerate(test.kinds) if k != "switch"]
+    assert np.all(np.isfinite(util[:, hosts]))
+    assert np.all(np.isnan(util[:, [test.names.index("tor-a")]]))
+
+
+def test_save_load_round_trip_gives_the_same_expectations(fitted, tmp_path):
+    path = fitted.save(tmp_path / "health.json")
+    text = path.read_text()
+    assert "pickle" not in text and text.startswith("{")
+    back = HealthModel.load(path)
+    mi = to_minutes(sim_frame(12, 121, "mixed").rows(0, 3600), back.burst_thr_w, back.row_s)
+    for a, b in zip(fitted.expected(mi), back.expected(mi)):
+        np.testing.assert_allclose(a, b, rtol=1e-9)
+    for k in ("mu", "phi", "sigma", "h", "burst_thr_w"):
+        np.testing.assert_array_equal(getattr(fitted, k), getattr(back, k))
+
+
+def test_load_rejects_a_foreign_file(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text('{"format": "something-else"}')
+    with pytest.raises(HealthModelError, match="format"):
+        HealthModel.load(p)
+
+
+def test_two_second_rows_give_the_same_minutes():
+    """BSC-like rows 2 s apart: the minute means and coverage do not depend on the spacing."""
+    f = sim_frame(12, 121, "mixed").rows(0, 1200)
+    every2 = f.rows(0, len(f))
+    keep = np.arange(0, len(f), 2)
+    half = HealthFrame(f.t_unix[keep], f.names, f.kinds,
+                       *(getattr(every2, k)[keep] for k in
+                         ("board_mean_w", "board_min_w", "board_max_w", "board_std_w", "ref_w",
+                          "util", "disk_bps", "net_bps", "app_rate", "job_running")))
+    a, b = to_minutes(f), to_minutes(half)
+    assert len(a) == len(b) == 20
+    np.testing.assert_allclose(b.coverage, 1.0)
+    np.testing.assert_allclose(a.board, b.board, rtol=0.02)
+
+
+def test_fit_needs_enough_minutes():
+    with pytest.raises(HealthModelError, match="minutes"):
+        HealthModel.fit(sim_frame(12, 121, "mixed").rows(0, 300))
+
+
+def test_bad_config_key_is_named():
+    with pytest.raises(HealthConfigError, match="'arl0_wekes'"):
+        HealthConfig.from_mapping({"arl0_wekes": 16})
+    with pytest.raises(HealthConfigError, match="trees"):
+        HealthConfig.from_mapping({"trees": "many"})
+    with pytest.raises(ValueError, match="checks.bogus"):
+        HealthConfig.from_mapping({"checks": {"bogus": 1}})
+    cfg = HealthConfig.from_mapping({"arl0_weeks": 20, "checks": {"stuck_s": 20.0}})
+    assert cfg.arl0_weeks == 20.0 and cfg.checks.stuck_s == 20.0
