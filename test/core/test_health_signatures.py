@@ -57,3 +57,22 @@ def test_offset_that_ignores_the_load_is_fan_wear_even_without_ripple():
 def test_a_drop_is_a_sensor_offset():
     res = np.full(N, -9.0) + RNG.normal(0, 0.5, N)
     assert name_cause(ev(res=res, power_down=1.1))[0] == "sensor_offset"
+
+
+def test_board_up_but_meter_flat_is_a_sensor_fault():
+    """Below the physical checks' tolerance: the board's residual is up, the independent
+    meter's is not, so only the measurement moved; gain when the gap follows the load."""
+    flat = RNG.normal(0, 0.5, N)
+    offset = ev(res=np.full(N, 4.0) + RNG.normal(0, 0.5, N), power_up=1.1)
+    gain = ev(res=0.03 * LOAD + RNG.normal(0, 0.3, N), power_up=1.1)
+    for e, want in ((offset, "sensor_offset"), (gain, "sensor_gain")):
+        e = Evidence(e.kind, e.power_res_w, e.expected_w, e.util_res, e.ripple_z, e.scores,
+                     flat)
+        cause, evidence = name_cause(e)
+        assert cause == want, evidence
+        assert abs(evidence["ref_shift_w"]) < 0.5
+    # the meter moved with the board: the component really draws more
+    real = ev(res=0.03 * LOAD + RNG.normal(0, 0.3, N), power_up=1.1)
+    real = Evidence(real.kind, real.power_res_w, real.expected_w, real.util_res,
+                    real.ripple_z, real.scores, real.power_res_w + RNG.normal(0, 0.3, N))
+    assert name_cause(real)[0] == "psu_efficiency"

@@ -41,7 +41,7 @@ __all__ = ["DETECTOR_NAMES", "HealthConfig", "HealthModel", "HealthMonitor"]
 
 #: names of :data:`~.baseline.DETECTORS` in the verdicts' evidence
 DETECTOR_NAMES = ("power_up", "power_down", "util", "bursts", "ripple")
-_P_RES, _P_EXP, _U_RES, _RIPPLE = range(4)      # history figures
+_P_RES, _P_EXP, _U_RES, _RIPPLE, _R_RES = range(5)     # history figures
 
 
 class HealthMonitor:
@@ -79,7 +79,7 @@ class HealthMonitor:
             sd = model.sigma[:, 4] / np.sqrt(1 - np.nan_to_num(model.phi[:, 4]) ** 2)
             self._ripple_sd = np.nan_to_num(sd, nan=1.0)
         self._hist_t = np.full(cfg.history_min, np.nan)
-        self._hist = np.full((cfg.history_min, m, 4), np.nan)
+        self._hist = np.full((cfg.history_min, m, 5), np.nan)
         self._n_hist = 0
         self._state = ["ok"] * m
         self._cause = [""] * m
@@ -128,7 +128,8 @@ class HealthMonitor:
             slot = self._n_hist % len(self._hist_t)
             self._hist_t[slot] = mi.t_min[i]
             ripple_z = (x[i, :, 4] - self.model.mu[:, 4]) / self._ripple_sd
-            self._hist[slot] = np.stack([x[i, :, 0], expected[i], x[i, :, 2], ripple_z], axis=1)
+            self._hist[slot] = np.stack([x[i, :, 0], expected[i], x[i, :, 2], ripple_z,
+                                         mi.ref[i] - expected[i]], axis=1)
             self._n_hist += 1
 
     # -- judging ---------------------------------------------------------------------------
@@ -147,7 +148,7 @@ class HealthMonitor:
         w = h[t >= start]
         ev = Evidence(self.kinds[j], w[:, _P_RES], w[:, _P_EXP], w[:, _U_RES], w[:, _RIPPLE],
                       {DETECTOR_NAMES[i]: float(s[i]) for i in range(len(s))
-                       if self._active[j, i]})
+                       if self._active[j, i]}, w[:, _R_RES])
         cause, evidence = name_cause(ev)
         return score, cause, since, evidence
 

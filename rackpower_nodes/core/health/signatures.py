@@ -27,6 +27,11 @@ findings (sensor faults, outlet dropouts) are decided elsewhere and take precede
   growing slowly over hours, no ripple. Named when power is up, the ripple is normal and
   the residual follows the expected draw (its minute-to-minute variation, after removing
   the slow trend, scales with the expected draw's) or the load hardly varies.
+- **sensor_gain / sensor_offset** below the physical checks' tolerance: when an independent
+  meter reads the component, its own residual against the same expected draw tells whether
+  the component really draws more. If the board's residual is up but the meter's stays at
+  less than half of it, only the measurement moved: a gain error when the board-minus-meter
+  gap follows the load (proportionality above 0.5), an offset otherwise.
 - a **drop** in power that no component fault explains (components do not draw less as they
   fail; outlet dropouts are the checks' to find) means the measurement is off: named
   ``sensor_offset`` (without an independent meter nothing tells offset from gain).
@@ -41,6 +46,8 @@ __all__ = ["Evidence", "name_cause"]
 
 #: the ripple's standardized mean over the window above which the ripple counts as raised
 RIPPLE_Z = 1.0
+#: minutes of the window the ripple's level is judged on (the latest)
+RECENT_MIN = 60
 #: utilisation up by this much (0..1) with power consistent with it: a runaway
 UTIL_SHIFT = 0.05
 
@@ -56,6 +63,8 @@ class Evidence:
     util_res: np.ndarray
     ripple_z: np.ndarray
     scores: dict[str, float]
+    #: the independent meter's minute mean minus the expected draw, W (NaN: no meter)
+    ref_res_w: np.ndarray | None = None
 
 
 def name_cause(ev: Evidence) -> tuple[str, dict[str, float]]:
@@ -64,7 +73,8 @@ def name_cause(ev: Evidence) -> tuple[str, dict[str, float]]:
     ok = np.isfinite(res) & np.isfinite(exp)
     shift = float(np.mean(res[ok])) if ok.any() else 0.0
     util_up = float(np.nanmean(ev.util_res)) if np.isfinite(ev.util_res).any() else 0.0
-    ripple = float(np.nanmean(ev.ripple_z)) if np.isfinite(ev.ripple_z).any() else 0.0
+    recent = ev.ripple_z[-RECENT_MIN:]            # the ripple's level now, not at onset
+    ripple = float(np.nanmean(recent)) if np.isfinite(recent).any() else 0.0
     level = float(np.mean(exp[ok])) if ok.any() else float("nan")
     prop = _proportionality(res[ok], exp[ok])
     evidence = {"shift_w": shift, "expected_w": level, "shift_frac": shift / level
@@ -73,6 +83,10 @@ def name_cause(ev: Evidence) -> tuple[str, dict[str, float]]:
                 **{f"score_{k}": float(v) for k, v in ev.scores.items()}}
     s = ev.scores
     top = max(s, key=lambda k: s[k])
+    sensor = _sensor_part(ev, shift)
+    if sensor is not None:
+        evidence.update(sensor[1])
+        return sensor[0], evidence
     if ev.kind == "storage" and top == "bursts":
         return "disk_retries", evidence
     if top == "util" or (util_up > UTIL_SHIFT and s.get("util", 0.0) >= 0.5):
@@ -84,6 +98,24 @@ def name_cause(ev: Evidence) -> tuple[str, dict[str, float]]:
     if np.isfinite(prop) and prop < 0.3:
         return "fan_wear", evidence
     return "psu_efficiency", evidence
+
+
+def _sensor_part(ev: Evidence, shift: float) -> tuple[str, dict[str, float]] | None:
+    """(sensor cause, figures) when the meter says the component did not move, else None."""
+    if ev.ref_res_w is None or ev.scores.get("power_up", 0.0) < 0.5 or shift <= 0:
+        return None
+    ref = ev.ref_res_w
+    ok = np.isfinite(ref) & np.isfinite(ev.power_res_w) & np.isfinite(ev.expected_w)
+    if ok.sum() < 0.5 * len(ref) or ok.sum() < 10:
+        return None
+    ref_shift = float(np.mean(ref[ok]))
+    if ref_shift >= 0.5 * shift:
+        return None
+    gap = ev.power_res_w[ok] - ref[ok]
+    prop = _proportionality(gap, ev.expected_w[ok])
+    cause = "sensor_gain" if np.isfinite(prop) and prop > 0.5 else "sensor_offset"
+    return cause, {"ref_shift_w": ref_shift, "board_ref_gap_w": float(np.mean(gap)),
+                   "gap_proportionality": prop}
 
 
 def _proportionality(res: np.ndarray, exp: np.ndarray, smooth: int = 15) -> float:
