@@ -46,7 +46,7 @@ from rackpower_nodes.core.forecast.metrics import format_table
 from rackpower_nodes.core.health import HealthFrame
 from rackpower_nodes.tools.health_eval_data import (
     FaultMark, bsc_frames, day_kinds, draw_faults, fault_marks, replay, row_spacing, shifted,
-    sim_frame)
+    sim_frame, sim_start)
 from rackpower_nodes.tools.health_eval_metrics import alarm_row, class_rows, score_day
 
 _log = logging.getLogger("rackpower_health_eval")
@@ -200,16 +200,19 @@ def run_preset(h: Harness, preset: str) -> tuple[list, list[dict]]:
         rack_s += a.hours * 3600.0
     rows = [alarm_row("fault days", v, rack_s, preset=preset, detector=det, runs=a.days)
             for det, v in alarms.items()]
-    clean, clean_s = {}, 0.0
+    clean, clean_s, at = {}, 0.0, {}
+    week_start = sim_start(preset)
     for week in range(a.clean_weeks):
         seeds = [a.seed + CLEAN_SEED_OFFSET + 7 * week + d for d in range(7)]
         for det, marks in h.watch(model, _week(preset, seeds, a.hours)).items():
             clean.setdefault(det, []).extend(m for m in marks if m.new)
+            at.setdefault(det, []).extend(   # hours into the week (the JSON keeps them)
+                round((m.t_unix - week_start) / 3600.0, 2) for m in marks if m.new)
             h.say(f"{preset} clean week {week} (seeds {seeds[0]}-{seeds[-1]}) {det}: "
                   f"{sum(m.new for m in marks)} false alarms")
         clean_s += 7 * a.hours * 3600.0
     rows += [alarm_row("fault-free weeks", v, clean_s, preset=preset, detector=det,
-                       runs=a.clean_weeks) for det, v in clean.items()]
+                       runs=a.clean_weeks, at_h=at[det]) for det, v in clean.items()]
     return outcomes, rows
 
 
@@ -257,14 +260,14 @@ def report(args, outcomes, alarm_rows, bsc_rows, bsc_note, wall_s, argv) -> tupl
     cmd = shlex.join(["rackpower-health-eval", *argv])
     classes = class_rows([o for o in outcomes if o.detector == LEARNED], args.preset_list)
     base = class_rows([o for o in outcomes if o.detector == BASELINE], [])
-    lines = [f"# rackpower-health-eval ({wall_s:.0f} s)", "", "```sh", cmd, "```", "",
-             f"Held-out fault days: {args.days} per preset x {args.faults_per_day} faults, "
-             f"{args.hours:g} h, seeds {args.seed}+; learned on seed {args.train_seed}. "
-             "Delays from onset to the first fault verdict (min); lead before the fault "
-             "would trip/stop the component (h, faults that do); cause and sensor-vs-"
-             "component % of the detected; met: detected >= 95, cause >= 80, sensor >= 90.",
-             ""]
+    lines = [f"# rackpower-health-eval ({wall_s:.0f} s)", "", "```sh", cmd, "```", ""]
     if classes:
+        lines += [f"Held-out fault days: {args.days} per preset x {args.faults_per_day} "
+                  f"faults, {args.hours:g} h, seeds {args.seed}+; learned on seed "
+                  f"{args.train_seed}. Delays from onset to the first fault verdict (min); "
+                  "lead before the fault would trip/stop the component (h, faults that do); "
+                  "cause and sensor-vs-component % of the detected; met: detected >= 95, "
+                  "cause >= 80, sensor >= 90.", ""]
         lines += [f"Learned model ({LEARNED}):", "",
                   _table(classes, CLASS_COLS, "{:.1f}"), ""]
     if base:

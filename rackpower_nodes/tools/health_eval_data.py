@@ -27,7 +27,7 @@ from rackpower_nodes.core.forecast.series import TELEMETRY
 from rackpower_nodes.core.health import FAULT_CLASSES, FRAME_FIELDS, HealthFrame, HealthVerdict
 
 __all__ = ["BscServer", "FaultMark", "bsc_frames", "day_kinds", "draw_faults", "fault_marks",
-           "replay", "row_spacing", "shifted", "sim_frame"]
+           "replay", "row_spacing", "shifted", "sim_frame", "sim_start"]
 
 _log = logging.getLogger("rackpower_health_eval")
 
@@ -129,6 +129,13 @@ def draw_faults(preset: str, seed: int, kinds: Sequence[str], onset_s: tuple[flo
         used.add(f.component)
         out.append(f)
     return out
+
+
+def sim_start(preset: str) -> float:
+    """When ``preset``'s simulated runs start (Unix s)."""
+    from rackpower_nodes.sim.rack_sim import load_config, preset_config
+
+    return float(load_config(preset_config(preset)).start_unix)
 
 
 @dataclass
