@@ -93,13 +93,21 @@ class HealthModel:
     h: np.ndarray
     #: out-of-sample residual standard deviation of the expected draw, W, per component
     power_sd_w: np.ndarray
+    #: (components, len(DETECTORS)) CUSUM reference values
+    k: np.ndarray
     _boosters: dict = field(default_factory=dict, repr=False)
 
     # -- fitting ---------------------------------------------------------------------------
     @classmethod
     def fit(cls, frames: HealthFrame | list[HealthFrame],
             config: HealthConfig | None = None) -> HealthModel:
-        """Learn from fault-free ``frames`` (same components, e.g. one training day)."""
+        """Learn from fault-free ``frames`` (same components, e.g. one training day).
+
+        (Tried and rejected on tuning seeds: scaling the utilisation CUSUM's ``k`` by
+        ``sqrt((1 - phi) / (1 + phi))`` to aim at shifts in marginal standard deviations --
+        jobs move a host's utilisation for hours in ways one training day does not show,
+        and it raised 2-3 false alarms a day on the mixed rack.)
+        """
         cfg = config or HealthConfig()
         frames = [frames] if isinstance(frames, HealthFrame) else list(frames)
         if not frames:
@@ -124,7 +132,8 @@ class HealthModel:
         model = cls(names, kinds, cfg.as_dict(), row_s, burst, ripple_ref, [""] * m,
                     [None] * m, np.zeros(m), np.zeros((m, 4)), np.zeros((m, 5)),
                     *(np.full((m, len(DETECTORS)), np.nan) for _ in range(3)),
-                    np.full((m, len(DETECTORS)), np.inf), np.full(m, np.nan))
+                    np.full((m, len(DETECTORS)), np.inf), np.full(m, np.nan),
+                    np.full((m, len(DETECTORS)), np.nan))
         for j in range(m):
             model._fit_component(j, mi, cfg)
         return model
@@ -171,8 +180,9 @@ class HealthModel:
             sigma = max(sigma, _SIGMA_FLOOR[fig]) * cfg.scale_inflation
             x = figures[fig] - mu
             z = sign * (x[1:] - phi * x[:-1]) / sigma
-            self.mu[j, c], self.phi[j, c], self.sigma[j, c] = mu, phi, sigma
-            self.h[j, c] = threshold(z, arl0, cfg.k_of(fig), seed=j * 10 + c, clip=cfg.z_clip)
+            k = cfg.k_of(fig)
+            self.mu[j, c], self.phi[j, c], self.sigma[j, c], self.k[j, c] = mu, phi, sigma, k
+            self.h[j, c] = threshold(z, arl0, k, seed=j * 10 + c, clip=cfg.z_clip)
 
     # -- applying --------------------------------------------------------------------------
     def booster(self, kind: str, j: int) -> lgb.Booster | None:
@@ -222,7 +232,7 @@ class HealthModel:
                "power_models": self.power_models, "util_models": self.util_models,
                "base_on_util": _jsonable(self.base_on_util),
                "base_fill": _jsonable(self.base_fill), "base_coef": _jsonable(self.base_coef),
-               "power_sd_w": _jsonable(self.power_sd_w),
+               "power_sd_w": _jsonable(self.power_sd_w), "k": _jsonable(self.k),
                **{k: _jsonable(getattr(self, k)) for k in ("mu", "phi", "sigma", "h")}}
         path.write_text(json.dumps(doc))
         return path
@@ -239,14 +249,14 @@ class HealthModel:
             raise HealthModelError(f"{path}: format {doc.get('format')!r}, expected {FORMAT!r}")
         arr = {k: _array(doc[k]) for k in ("burst_thr_w", "ripple_ref_w2", "power_sd_w", "mu",
                                            "phi", "sigma", "h", "base_on_util", "base_fill",
-                                           "base_coef")}
+                                           "base_coef", "k")}
         for k in ("burst_thr_w", "h"):     # inf was written as null
             arr[k] = np.where(np.isnan(arr[k]), np.inf, arr[k])
         return cls(tuple(doc["names"]), tuple(doc["kinds"]), dict(doc["config"]),
                    float(doc["row_s"]), arr["burst_thr_w"], arr["ripple_ref_w2"],
                    list(doc["power_models"]), list(doc["util_models"]), arr["base_on_util"],
                    arr["base_fill"], arr["base_coef"], arr["mu"], arr["phi"],
-                   arr["sigma"], arr["h"], arr["power_sd_w"])
+                   arr["sigma"], arr["h"], arr["power_sd_w"], arr["k"])
 
 
 def _booster(x: np.ndarray, y: np.ndarray, cfg: HealthConfig) -> lgb.Booster:

@@ -69,13 +69,13 @@ class HealthMonitor:
         if model is not None:
             self._active = np.isfinite(model.h) & np.isfinite(model.sigma)
             sign = np.array([s for _, s in DETECTORS])
-            k = np.array([cfg.k_of(f) for f, _ in DETECTORS])
             self._bank = CusumBank(np.nan_to_num(model.mu).ravel(),
                                    np.nan_to_num(model.phi).ravel(),
                                    np.nan_to_num(model.sigma, nan=1.0).ravel(),
                                    np.tile(sign, m), np.where(self._active, model.h,
                                                               np.inf).ravel(),
-                                   np.tile(k, m), cfg.cusum_cap, cfg.z_clip)
+                                   np.nan_to_num(model.k, nan=1.0).ravel(), cfg.cusum_cap,
+                                   cfg.z_clip)
             sd = model.sigma[:, 4] / np.sqrt(1 - np.nan_to_num(model.phi[:, 4]) ** 2)
             self._ripple_sd = np.nan_to_num(sd, nan=1.0)
         self._hist_t = np.full(cfg.history_min, np.nan)

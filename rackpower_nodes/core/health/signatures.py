@@ -14,13 +14,17 @@ findings (sensor faults, outlet dropouts) are decided elsewhere and take precede
 - **runaway_process**: a process nobody started keeps the CPU busy. Utilisation rises above
   what the workload explains (no job running, request rate and time of day: the
   expected-utilisation model), and power rises *with* it, consistent with the power-vs-
-  utilisation curve, so the power residual stays small. Named when the utilisation detector
-  carries the most evidence, or when utilisation is up by ``util_shift`` while the power
-  residual is no more than what that utilisation explains.
+  utilisation curve, so the power residual stays small (what remains of it comes from
+  features that usually move with utilisation, such as traffic, staying put). Named when
+  the utilisation detector carries the most evidence, or when over the latest hour the
+  utilisation is above its expectation by :data:`UTIL_SHIFT` (PSU and fan faults leave it
+  alone).
 - **fan_wear**: a worn bearing or a clogged filter makes the fan controller spin faster and
   hunt: an *additive* offset of a few to tens of W that does not scale with load, and a
   periodic ripple with a 15-60 s period (speed hunting). Named when power is up and the
-  ripple band's power is above its normal level, or when the residual is better explained by
+  ripple band's log power over the latest hour is above its normal level by
+  :data:`RIPPLE_Z` marginal standard deviations (an hour's mean of a healthy one has a
+  standard deviation of about 0.15), or when the residual is better explained by
   an offset than by a fraction of the expected draw.
 - **psu_efficiency**: a PSU losing efficiency draws ``output / efficiency`` at the wall: a
   residual *proportional to load* (a few % of the expected draw), utilisation unchanged,
@@ -45,11 +49,11 @@ import numpy as np
 __all__ = ["Evidence", "name_cause"]
 
 #: the ripple's standardized mean over the window above which the ripple counts as raised
-RIPPLE_Z = 1.0
+RIPPLE_Z = 0.25
 #: minutes of the window the ripple's level is judged on (the latest)
 RECENT_MIN = 60
 #: utilisation up by this much (0..1) with power consistent with it: a runaway
-UTIL_SHIFT = 0.05
+UTIL_SHIFT = 0.12
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,8 @@ def name_cause(ev: Evidence) -> tuple[str, dict[str, float]]:
     res, exp = ev.power_res_w, ev.expected_w
     ok = np.isfinite(res) & np.isfinite(exp)
     shift = float(np.mean(res[ok])) if ok.any() else 0.0
-    util_up = float(np.nanmean(ev.util_res)) if np.isfinite(ev.util_res).any() else 0.0
+    u_recent = ev.util_res[-RECENT_MIN:]
+    util_up = float(np.nanmean(u_recent)) if np.isfinite(u_recent).any() else 0.0
     recent = ev.ripple_z[-RECENT_MIN:]            # the ripple's level now, not at onset
     ripple = float(np.nanmean(recent)) if np.isfinite(recent).any() else 0.0
     level = float(np.mean(exp[ok])) if ok.any() else float("nan")
@@ -89,7 +94,7 @@ def name_cause(ev: Evidence) -> tuple[str, dict[str, float]]:
         return sensor[0], evidence
     if ev.kind == "storage" and top == "bursts":
         return "disk_retries", evidence
-    if top == "util" or (util_up > UTIL_SHIFT and s.get("util", 0.0) >= 0.5):
+    if top == "util" or util_up > UTIL_SHIFT:
         return "runaway_process", evidence
     if top == "power_down" or shift < 0:
         return "sensor_offset", evidence
