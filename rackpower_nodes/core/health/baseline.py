@@ -210,8 +210,12 @@ class HealthModel:
                 util[:, j] = ub.predict(_util_x(mi, j), num_threads=1)
         return power, util
 
-    def figures(self, mi: Minutes, min_coverage: float) -> tuple[np.ndarray, np.ndarray]:
-        """Detector figures ``(minutes, components, len(DETECTORS))`` and expected power."""
+    def figures(self, mi: Minutes, min_coverage: float, dead_frac: float = 0.0
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Detector figures ``(minutes, components, len(DETECTORS))`` and expected power;
+        ``dead_frac``: the power residual is moved towards zero by this fraction of the
+        expected draw for both power detectors (a dead zone: shifts smaller than it do not
+        accumulate)."""
         exp_p, exp_u = self.expected(mi)
         ok = mi.coverage >= min_coverage
         power = np.where(ok, mi.board - exp_p, np.nan)
@@ -219,7 +223,12 @@ class HealthModel:
         ripple = np.where(ok, np.log(np.maximum(mi.ripple, 0.0) + self.ripple_ref_w2), np.nan)
         by_fig = {"power": power, "util": util, "bursts": np.where(ok, mi.bursts, np.nan),
                   "ripple": ripple}
-        return np.stack([by_fig[f] for f, _ in DETECTORS], axis=2), exp_p
+        out = np.stack([by_fig[f] for f, _ in DETECTORS], axis=2)
+        if dead_frac > 0:
+            for c, (fig, sign) in enumerate(DETECTORS):
+                if fig == "power":
+                    out[:, :, c] -= sign * dead_frac * np.abs(exp_p)
+        return out, exp_p
 
     # -- files -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

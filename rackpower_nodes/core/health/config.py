@@ -49,6 +49,9 @@ class HealthConfig:
     #: a drop of the board's power below the expected draw raises an alarm (no component
     #: fault draws less; without a reference meter it is a sensor offset or an unknown job)
     alarm_on_drop: bool = False
+    #: the power detectors ignore this fraction of the expected draw (a dead zone, applied
+    #: while monitoring only: the thresholds stay those of the training residuals)
+    dead_zone_frac: float = 0.01
     #: extra factor on the scale of the residuals (held-out days are not the training day)
     scale_inflation: float = 1.5
     #: the AR(1) coefficient used for prewhitening is clipped to this
@@ -84,6 +87,9 @@ class HealthConfig:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise HealthConfigError(f"{name}: {v!r}, expected a finite number > 0")
+        if not 0 <= self.dead_zone_frac < 0.5:
+            raise HealthConfigError(f"dead_zone_frac: {self.dead_zone_frac!r}, expected "
+                                    f"[0, 0.5)")
         if not 0 <= self.max_phi < 1:
             raise HealthConfigError(f"max_phi: {self.max_phi!r}, expected 0 <= max_phi < 1")
         if not 0.5 <= self.burst_quantile < 1:

@@ -120,7 +120,8 @@ class HealthMonitor:
         if cut == 0:
             return
         mi = to_minutes(rows.rows(0, cut), self.model.burst_thr_w, self.model.row_s)
-        x, expected = self.model.figures(mi, self.config.min_coverage)
+        x, expected = self.model.figures(mi, self.config.min_coverage,
+                                         self.config.dead_zone_frac)
         x = np.where(self._active[None], x, np.nan)
         m = len(self.names)
         for i in range(len(mi)):
@@ -128,7 +129,9 @@ class HealthMonitor:
             slot = self._n_hist % len(self._hist_t)
             self._hist_t[slot] = mi.t_min[i]
             ripple_z = (x[i, :, 4] - self.model.mu[:, 4]) / self._ripple_sd
-            self._hist[slot] = np.stack([x[i, :, 0], expected[i], x[i, :, 2], ripple_z,
+            res = np.where(mi.coverage[i] >= self.config.min_coverage,
+                           mi.board[i] - expected[i], np.nan)
+            self._hist[slot] = np.stack([res, expected[i], x[i, :, 2], ripple_z,
                                          mi.ref[i] - expected[i]], axis=1)
             self._n_hist += 1
 
