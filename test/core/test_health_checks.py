@@ -164,7 +164,7 @@ def test_a_component_fault_seen_by_both_meters_is_not_a_sensor_fault(factor):
 def test_sim_sensor_faults_against_the_outlet_meter():
     """A drifting offset, a gain step and a stuck channel in the simulator (training seeds)."""
     faults = [FaultSpec("sensor_offset", "srv04", 3600, 3600, 20.0, growth="linear"),
-              FaultSpec("sensor_gain", "stor-1", 3600, 0, -0.06, growth="step"),
+              FaultSpec("sensor_gain", "stor-1", 7200, 0, -0.06, growth="step"),
               FaultSpec("sensor_stuck", "srv08", 5400, 0, 0.0, growth="step")]
     fr = health_frame(generate(4, seed=131, preset="office", faults=faults), seed=131)
     first, _ = feed(PhysicalChecks(fr.names, fr.kinds), fr)

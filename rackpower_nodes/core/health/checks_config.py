@@ -17,7 +17,8 @@ __all__ = ["ChecksConfig", "Finding"]
 _POSITIVE = ("stuck_s", "powered_w", "frozen_ref_sd_w", "zero_w", "min_level_w",
              "max_dropout_s", "dropout_window_s", "cusum_h", "x_clip", "cusum_cap",
              "max_gap_s", "fit_knot_s", "max_offset_w", "frozen_minutes", "frozen_window_min",
-             "dropouts_fault", "min_pairs", "fit_minutes")
+             "dropouts_fault", "min_pairs", "fit_minutes", "calib_minutes",
+             "decide_minutes", "decide_wait_minutes")
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,18 @@ class ChecksConfig:
     per component per 16 weeks (161 280 min; 1 per rack-week with 16 components). The clip at
     4 means one wild minute adds at most 2.5: four minutes in a row, each beyond 4 s, are
     needed for a fault, which keeps the heavy tails of a skewed fast load from alarming.
+    A second CUSUM, the same k and h, judges the difference against its own calibration:
+    over the component's first ``calib_minutes`` (60) judged minutes with the first CUSUM at 0
+    the meters' relative difference beta = sum(d ref) / sum(ref^2) is learned (the meter's
+    fixed error of up to 1 %, not a baseline of the load), and from then on e = d - beta ref
+    is judged against s2 = ``stability`` (0.2 %: a class-1 meter's drift is a fraction of
+    its accuracy) x reference + ``calib_floor_w`` (0.5 W) + ``se_k`` x the standard error:
+    the same design argument (healthy |e| <= s2, drift <= -0.5) with a band 5-10x narrower,
+    so a 130 W server's offsets from ~1.5 W and a 4 kW GPU server's from ~30 W are found.
+    A sensor fault present before the calibration ends is left to the first CUSUM.
+    The findings of both are combined by score; a finding is conclusive (>= 1) only once
+    the cause is told too: ``decide_minutes`` (10) minutes since the change point where the
+    load's moves told offset from gain, or ``decide_wait_minutes`` (60) otherwise.
     A difference of 2 s and more is found within 8 minutes, of 5.5 s in 4 (a 130 W server:
     s ~ 3.3 W, so offsets from ~5 W and gain errors from ~4 % are found; a 4 kW GPU server:
     s ~ 70 W, gain errors from ~3 %, offsets of tens of W not at all -- the meter cannot
@@ -122,6 +135,11 @@ class ChecksConfig:
     fit_minutes: int = 1440
     decide_margin: float = 0.8
     fit_knot_s: float = 3600.0
+    calib_minutes: int = 60
+    decide_minutes: int = 10
+    decide_wait_minutes: int = 60
+    stability: float = 0.002
+    calib_floor_w: float = 0.5
     max_offset_w: float = 30.0
     max_gap_s: float = 5.0
     watch_score: float = 0.5

@@ -83,14 +83,17 @@ class ReferenceCheck:
         m = len(names)
         self._pend_t = np.empty(0)
         self._pend = np.empty((0, 3, m))            # board, ref, use (1/0)
-        self.s_pos, self.s_neg = np.zeros(m), np.zeros(m)
-        self.zero_pos, self.zero_neg = np.full(m, np.nan), np.full(m, np.nan)
+        # row 0: against the meters' stated accuracy; row 1: against the difference's own
+        # calibration (its first minutes), within the meters' stability
+        self.s_pos, self.s_neg = np.zeros((2, m)), np.zeros((2, m))
+        self.zero_pos, self.zero_neg = np.full((2, m), np.nan), np.full((2, m), np.nan)
+        self.calib = np.zeros((3, m))              # sum d x ref, sum ref^2, minutes
         self.frozen = np.zeros(m)
         self.frozen_since = np.full(m, np.nan)
         self.last_sd = np.full((m, 2), np.nan)     # the last minute's board, reference sd
         self.win = np.full((config.frozen_window_min, 2, m), np.nan)   # minute means b, r
         self.hist_t = np.empty(0)                  # minute starts
-        self.hist = np.empty((0, 3, m))            # d, ref mean, tolerance (NaN: unjudged)
+        self.hist = np.empty((0, 5, m))     # d, ref mean, tolerance, d - calibration, its tol
 
     def update(self, t: np.ndarray, board_w: np.ndarray, ref_w: np.ndarray,
                use: np.ndarray) -> None:
@@ -130,7 +133,7 @@ class ReferenceCheck:
         judged = n >= cfg.min_pairs
         tol = ((cfg.ref_accuracy + cfg.board_accuracy) * np.abs(mean["r"]) + cfg.floor_w
                + cfg.se_k * se)
-        x = np.clip(mean["d"] / tol, -cfg.x_clip, cfg.x_clip)
+        tol2 = cfg.stability * np.abs(mean["r"]) + cfg.calib_floor_w + cfg.se_k * se
         with np.errstate(invalid="ignore", divide="ignore"):
             # the reference's own white noise, from its second-to-second steps, is not a move
             moves = np.sqrt(np.maximum(var["r"] - sums["step2"] / (2 * sums["pairs"]), 0.0))
@@ -138,15 +141,24 @@ class ReferenceCheck:
                   & (np.sqrt(var["b"]) < cfg.frozen_ratio * moves))
         t0 = minute[starts] * _MINUTE_S
         cap = cfg.cusum_cap * cfg.cusum_h
+        e_all = np.full_like(tol, np.nan)
         for i in range(len(starts)):        # one step per minute, vectorised over components
             j = judged[i]
             end = t0[i] + _MINUTE_S
-            self.s_pos = np.where(j, np.clip(self.s_pos + x[i] - cfg.cusum_k, 0, cap),
-                                  self.s_pos)
-            self.s_neg = np.where(j, np.clip(self.s_neg - x[i] - cfg.cusum_k, 0, cap),
-                                  self.s_neg)
-            self.zero_pos = np.where(j & (self.s_pos == 0), end, self.zero_pos)
-            self.zero_neg = np.where(j & (self.s_neg == 0), end, self.zero_neg)
+            calibrated = self.calib[2] >= cfg.calib_minutes
+            beta = self.calib[0] / np.maximum(self.calib[1], 1e-9)
+            e = mean["d"][i] - beta * mean["r"][i]
+            e_all[i] = np.where(j & calibrated, e, np.nan)
+            x = np.clip(np.stack([mean["d"][i] / tol[i], e / tol2[i]]), -cfg.x_clip,
+                        cfg.x_clip)
+            jj = np.stack([j, j & calibrated])
+            self.s_pos = np.where(jj, np.clip(self.s_pos + x - cfg.cusum_k, 0, cap), self.s_pos)
+            self.s_neg = np.where(jj, np.clip(self.s_neg - x - cfg.cusum_k, 0, cap), self.s_neg)
+            self.zero_pos = np.where(jj & (self.s_pos == 0), end, self.zero_pos)
+            self.zero_neg = np.where(jj & (self.s_neg == 0), end, self.zero_neg)
+            learn = j & ~calibrated & (np.maximum(self.s_pos[0], self.s_neg[0]) == 0)
+            self.calib += np.where(learn, [mean["d"][i] * mean["r"][i], mean["r"][i] ** 2,
+                                           np.ones_like(e)], 0.0)
             self.win = np.roll(self.win, -1, axis=0)
             self.win[-1] = np.where(j, [mean["b"][i], mean["r"][i]], np.nan)
             still, sd_b, sd_r = self._still()
@@ -156,7 +168,8 @@ class ReferenceCheck:
             self.frozen_since = np.where(now & (self.frozen == 0), t0[i], self.frozen_since)
             self.frozen = np.where(now, self.frozen + 1, np.where(seen, 0, self.frozen))
             self.last_sd = np.where(j[:, None], np.column_stack([sd_b, sd_r]), self.last_sd)
-        hist = np.stack([np.where(judged, mean["d"], np.nan), mean["r"], tol], axis=1)
+        hist = np.stack([np.where(judged, mean["d"], np.nan), mean["r"], tol, e_all, tol2],
+                        axis=1)
         self.hist_t = np.concatenate([self.hist_t, t0])[-self.cfg.fit_minutes:]
         self.hist = np.concatenate([self.hist, hist])[-self.cfg.fit_minutes:]
 
@@ -193,21 +206,29 @@ class ReferenceCheck:
 
     def _ref_finding(self, c: int, name: str) -> Finding | None:
         cfg = self.cfg
-        pos = self.s_pos[c] >= self.s_neg[c]
-        s = self.s_pos[c] if pos else self.s_neg[c]
+        both = np.maximum(self.s_pos[:, c], self.s_neg[:, c])
+        k = int(np.argmax(both))                # 0: accuracy band, 1: own calibration
+        s = float(both[k])
         score = s / cfg.cusum_h
         if score < cfg.watch_score:
             return None
-        zero = self.zero_pos[c] if pos else self.zero_neg[c]
+        pos = self.s_pos[k, c] >= self.s_neg[k, c]
+        zero = self.zero_pos[k, c] if pos else self.zero_neg[k, c]
         first_t = self.hist_t[0] if len(self.hist_t) else np.nan
         since = zero if np.isfinite(zero) else first_t
-        sel = (self.hist_t >= since) & np.isfinite(self.hist[:, 0, c])
+        col = 0 if k == 0 else 3
+        sel = (self.hist_t >= since) & np.isfinite(self.hist[:, col, c])
         if not sel.any():
             return None
-        d, r = self.hist[sel, 0, c], self.hist[sel, 1, c]
+        d, r = self.hist[sel, col, c], self.hist[sel, 1, c]
         cause, ev = decide_offset_gain(d, r, self.hist_t[sel] - since, cfg)
-        ev.update({"cusum": float(s), "tolerance_w": float(np.nanmean(self.hist[sel, 2, c])),
-                   "ref_mean_w": float(np.mean(r)), "last_diff_w": float(d[-1])})
+        ev.update({"cusum": s, "tolerance_w": float(np.nanmean(self.hist[sel, 2 + 2 * k, c])),
+                   "ref_mean_w": float(np.mean(r)), "last_diff_w": float(d[-1]),
+                   "against_calibration": float(k),
+                   "calibration_gain": float(self.calib[0, c] / max(self.calib[1, c], 1e-9))})
+        told = ev["load_told_apart"] > 0 and len(d) >= cfg.decide_minutes
+        if not (told or len(d) >= cfg.decide_wait_minutes):
+            score = min(score, 0.99)        # conclusive only once the cause is told too
         return Finding(name, cause, float(score), float(since), ev)
 
     def state_dict(self) -> dict:
@@ -220,5 +241,5 @@ class ReferenceCheck:
             if k not in vars(self) or k in ("names", "cfg"):
                 raise ValueError(f"reference check state: unknown entry {k!r}")
             shape = {"_pend_t": (-1,), "hist_t": (-1,), "_pend": (-1, 3, m),
-                     "hist": (-1, 3, m), "win": (-1, 2, m)}.get(k, np.shape(getattr(self, k)))
+                     "hist": (-1, 5, m), "win": (-1, 2, m)}.get(k, np.shape(getattr(self, k)))
             setattr(self, k, np.asarray(v, dtype=np.float64).reshape(shape))
