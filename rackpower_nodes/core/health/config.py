@@ -12,10 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-try:
-    from rackpower_nodes.core.health.checks_config import ChecksConfig
-except ImportError:     # until the physical checks' settings land (core/health/checks_config)
-    ChecksConfig = None
+from rackpower_nodes.core.health.checks_config import ChecksConfig
 
 __all__ = ["HealthConfig", "HealthConfigError"]
 
@@ -76,7 +73,7 @@ class HealthConfig:
     cusum_cap: float = 1.5
     #: minutes of learned figures kept per component for naming a cause
     history_min: int = 1440
-    checks: Any = field(default_factory=lambda: ChecksConfig() if ChecksConfig else None)
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.alarm_on_drop, bool):
@@ -129,8 +126,8 @@ class HealthConfig:
                 raise HealthConfigError(f"unknown health config key {key!r} "
                                         f"(known: {sorted(known)})")
             if key == "checks":
-                kwargs[key] = value if ChecksConfig is None or isinstance(
-                    value, ChecksConfig) else ChecksConfig.from_mapping(value)
+                kwargs[key] = value if isinstance(value, ChecksConfig) else \
+                    ChecksConfig.from_mapping(value)
                 continue
             default = known[key].default
             if isinstance(default, bool):

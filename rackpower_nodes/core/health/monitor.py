@@ -32,10 +32,7 @@ from rackpower_nodes.core.health.signatures import Evidence, name_cause
 from rackpower_nodes.core.health.types import (
     SENSOR_FAULTS, FlaggedInterval, HealthFrame, HealthFrameError, HealthVerdict)
 
-try:
-    from rackpower_nodes.core.health.checks import PhysicalChecks
-except ImportError:     # until the physical checks land (core/health/checks.py)
-    PhysicalChecks = None
+from rackpower_nodes.core.health.checks import PhysicalChecks
 
 __all__ = ["DETECTOR_NAMES", "HealthConfig", "HealthModel", "HealthMonitor"]
 
@@ -59,10 +56,7 @@ class HealthMonitor:
             raise HealthModelError(f"model: learned for {list(model.names)}, monitoring "
                                    f"{list(self.names)}")
         self.model = model
-        self.checks = None
-        if PhysicalChecks is not None:
-            self.checks = (PhysicalChecks(self.names, self.kinds, cfg.checks)
-                           if cfg.checks is not None else PhysicalChecks(self.names, self.kinds))
+        self.checks = PhysicalChecks(self.names, self.kinds, cfg.checks)
         self._pending: HealthFrame | None = None
         self._t_last = -math.inf
         self._scores = np.zeros((m, len(DETECTORS)))
@@ -101,8 +95,7 @@ class HealthMonitor:
         if len(frame) and frame.t_unix[0] <= self._t_last:
             raise HealthFrameError(f"t_unix: {frame.t_unix[0]} not after the last row fed "
                                    f"({self._t_last})")
-        findings = self.checks.update(frame) if self.checks is not None else \
-            [None] * len(self.names)
+        findings = self.checks.update(frame)
         if len(frame):
             self._t_last = float(frame.t_unix[-1])
             if self.model is not None:
