@@ -69,14 +69,14 @@ def _msg_folder() -> Path:
 
 def message_typestore():
     """A rosbags typestore: std_msgs of ROS 2 Kilted (Humble where rosbags lacks it) plus
-    rackpower's HostMetrics, HostTelemetry, PowerSamples, PowerAllocation, WorkloadJob and
-    WorkloadEvents from their .msg text."""
+    rackpower's HostMetrics, HostTelemetry, PowerSamples, PowerAllocation, WorkloadJob,
+    WorkloadEvents and ComponentHealth from their .msg text."""
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
     store = get_typestore(getattr(Stores, "ROS2_KILTED", Stores.ROS2_HUMBLE))
     folder, types = _msg_folder(), {}
     for name in ("HostMetrics", "HostTelemetry", "PowerSamples", "PowerAllocation",
-                 "WorkloadJob", "WorkloadEvents"):
+                 "WorkloadJob", "WorkloadEvents", "ComponentHealth"):
         types.update(get_types_from_msg((folder / f"{name}.msg").read_text(),
                                         f"rackpower/msg/{name}"))
     store.register(types)
@@ -86,6 +86,7 @@ def message_typestore():
 POWER_TYPE, TELEMETRY_TYPE = "rackpower/msg/PowerSamples", "rackpower/msg/HostTelemetry"
 ALLOCATION_TYPE = "rackpower/msg/PowerAllocation"
 WORKLOAD_TYPE = "rackpower/msg/WorkloadEvents"
+HEALTH_TYPE = "rackpower/msg/ComponentHealth"
 
 
 def from_bag(path: str | Path, step_s: float = 0.1, namespace: str | None = None,
