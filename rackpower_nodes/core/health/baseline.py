@@ -7,9 +7,12 @@ Per component, on minute summaries (:mod:`.minutes`):
   the training day's range, plus a LightGBM regression of what it leaves on the host's
   utilisation (mean and spread over the minute), disk and network rates, served request rate,
   whether a job runs, and the rack's total traffic;
-- **expected utilisation** (hosts only): a LightGBM regression of utilisation on what the
-  workload explains: job running, request rate and the time of day. A process nobody started
-  shows as utilisation this model cannot explain;
+- **expected utilisation** (hosts whose workload is known: a scheduler's ``job_running`` or
+  a served request rate on at least half the training minutes): a LightGBM regression of
+  utilisation on what the workload explains: job running, request rate and the time of day.
+  A process nobody started shows as utilisation this model cannot explain. Where nothing
+  speaks for the workload (the BSC traces) there is no such model: utilisation alone cannot
+  say whether a process was wanted;
 - **detectors** (:class:`DETECTORS`): per figure the AR(1) fit and scale of the out-of-sample
   training figures (4-fold contiguous cross-fitting: each quarter predicted by a model that
   never saw it) and the CUSUM threshold for the configured false-alarm rate (:mod:`.cusum`).
@@ -162,7 +165,8 @@ class HealthModel:
         figures = {"power": np.where(use, rest - oos_p, np.nan)}
         self.power_sd_w[j] = float(np.nanstd(figures["power"]))
         u_use = use & np.isfinite(mi.util[:, j])
-        if u_use.sum() >= 0.5 * use.sum():
+        told = max(np.isfinite(mi.job[use, j]).mean(), np.isfinite(mi.app[use, j]).mean())
+        if u_use.sum() >= 0.5 * use.sum() and told >= 0.5:
             xu = _util_x(mi, j)
             oos_u = _crossfit(xu, mi.util[:, j], u_use, cfg)
             self.util_models[j] = _booster(xu[u_use], mi.util[u_use, j], cfg).model_to_string()
