@@ -92,6 +92,7 @@ class ReferenceCheck:
         self.frozen_since = np.full(m, np.nan)
         self.last_sd = np.full((m, 2), np.nan)     # the last minute's board, reference sd
         self.win = np.full((config.frozen_window_min, 2, m), np.nan)   # minute means b, r
+        self._decided: dict[int, tuple] = {}       # per component: (key, decision), a cache
         self.hist_t = np.empty(0)                  # minute starts
         self.hist = np.empty((0, 5, m))     # d, ref mean, tolerance, d - calibration, its tol
 
@@ -221,7 +222,11 @@ class ReferenceCheck:
         if not sel.any():
             return None
         d, r = self.hist[sel, col, c], self.hist[sel, 1, c]
-        cause, ev = decide_offset_gain(d, r, self.hist_t[sel] - since, cfg)
+        key = (k, float(since), float(self.hist_t[-1]))
+        if self._decided.get(c, (None,))[0] != key:     # once per new minute, not per row
+            self._decided[c] = (key, decide_offset_gain(d, r, self.hist_t[sel] - since, cfg))
+        cause, ev = self._decided[c][1]
+        ev = dict(ev)
         ev.update({"cusum": s, "tolerance_w": float(np.nanmean(self.hist[sel, 2 + 2 * k, c])),
                    "ref_mean_w": float(np.mean(r)), "last_diff_w": float(d[-1]),
                    "against_calibration": float(k),
@@ -233,12 +238,12 @@ class ReferenceCheck:
 
     def state_dict(self) -> dict:
         return {k: np.array(v).tolist() for k, v in vars(self).items()
-                if k not in ("names", "cfg")}
+                if k not in ("names", "cfg", "_decided")}
 
     def load_state(self, state: dict) -> None:
         m = len(self.names)
         for k, v in state.items():
-            if k not in vars(self) or k in ("names", "cfg"):
+            if k not in vars(self) or k in ("names", "cfg", "_decided"):
                 raise ValueError(f"reference check state: unknown entry {k!r}")
             shape = {"_pend_t": (-1,), "hist_t": (-1,), "_pend": (-1, 3, m),
                      "hist": (-1, 5, m), "win": (-1, 2, m)}.get(k, np.shape(getattr(self, k)))
