@@ -14,8 +14,9 @@ Per component, on minute summaries (:mod:`.minutes`):
   speaks for the workload (the BSC traces) there is no such model: utilisation alone cannot
   say whether a process was wanted;
 - **detectors** (:class:`DETECTORS`): per figure the AR(1) fit and scale of the out-of-sample
-  training figures (4-fold contiguous cross-fitting: each quarter predicted by a model that
-  never saw it) and the CUSUM threshold for the configured false-alarm rate (:mod:`.cusum`).
+  training figures (4-fold cross-fitting: each fold predicted by a model that never saw it;
+  folds are whole hours dealt in turn) and the CUSUM threshold for the configured
+  false-alarm rate (:mod:`.cusum`).
 
 Saved as one JSON file: settings, per-component figures and the LightGBM model strings (no
 pickle). Features with no value anywhere (a switch's utilisation) are NaN, which LightGBM
@@ -98,6 +99,11 @@ class HealthModel:
     power_sd_w: np.ndarray
     #: (components, len(DETECTORS)) CUSUM reference values
     k: np.ndarray
+    #: standard deviation of an hour's mean of the out-of-sample utilisation residual, per
+    #: component (NaN: no utilisation model); what "utilisation up" is judged against
+    util_hour_sd: np.ndarray
+    #: the same for the ripple's standardized log power (GPUs' ripple wanders by hours)
+    ripple_hour_sd: np.ndarray
     _boosters: dict = field(default_factory=dict, repr=False)
 
     # -- fitting ---------------------------------------------------------------------------
@@ -136,7 +142,8 @@ class HealthModel:
                     [None] * m, np.zeros(m), np.zeros((m, 4)), np.zeros((m, 5)),
                     *(np.full((m, len(DETECTORS)), np.nan) for _ in range(3)),
                     np.full((m, len(DETECTORS)), np.inf), np.full(m, np.nan),
-                    np.full((m, len(DETECTORS)), np.nan))
+                    np.full((m, len(DETECTORS)), np.nan), np.full(m, np.nan),
+                    np.full(m, np.nan))
         for j in range(m):
             model._fit_component(j, mi, cfg)
         return model
@@ -171,10 +178,14 @@ class HealthModel:
             oos_u = _crossfit(xu, mi.util[:, j], u_use, cfg)
             self.util_models[j] = _booster(xu[u_use], mi.util[u_use, j], cfg).model_to_string()
             figures["util"] = np.where(u_use, mi.util[:, j] - oos_u, np.nan)
+            self.util_hour_sd[j] = _hour_sd(figures["util"])
         if self.kinds[j] == "storage":
             figures["bursts"] = np.where(use, mi.bursts[:, j], np.nan)
         figures["ripple"] = np.where(use, np.log(np.maximum(mi.ripple[:, j], 0.0)
                                                  + self.ripple_ref_w2[j]), np.nan)
+        rip = figures["ripple"]
+        rip_sd = float(np.nanstd(rip)) if np.isfinite(rip).sum() > 2 else 1.0
+        self.ripple_hour_sd[j] = _hour_sd((rip - np.nanmean(rip)) / max(rip_sd, 1e-9))
         active = [c for c, (fig, sign) in enumerate(DETECTORS) if fig in figures
                   and (sign > 0 or fig != "power" or cfg.alarm_on_drop)]
         arl0 = cfg.arl0_min * len(active)
@@ -246,6 +257,8 @@ class HealthModel:
                "base_on_util": _jsonable(self.base_on_util),
                "base_fill": _jsonable(self.base_fill), "base_coef": _jsonable(self.base_coef),
                "power_sd_w": _jsonable(self.power_sd_w), "k": _jsonable(self.k),
+               "util_hour_sd": _jsonable(self.util_hour_sd),
+               "ripple_hour_sd": _jsonable(self.ripple_hour_sd),
                **{k: _jsonable(getattr(self, k)) for k in ("mu", "phi", "sigma", "h")}}
         path.write_text(json.dumps(doc))
         return path
@@ -262,14 +275,16 @@ class HealthModel:
             raise HealthModelError(f"{path}: format {doc.get('format')!r}, expected {FORMAT!r}")
         arr = {k: _array(doc[k]) for k in ("burst_thr_w", "ripple_ref_w2", "power_sd_w", "mu",
                                            "phi", "sigma", "h", "base_on_util", "base_fill",
-                                           "base_coef", "k")}
+                                           "base_coef", "k", "util_hour_sd",
+                                           "ripple_hour_sd")}
         for k in ("burst_thr_w", "h"):     # inf was written as null
             arr[k] = np.where(np.isnan(arr[k]), np.inf, arr[k])
         return cls(tuple(doc["names"]), tuple(doc["kinds"]), dict(doc["config"]),
                    float(doc["row_s"]), arr["burst_thr_w"], arr["ripple_ref_w2"],
                    list(doc["power_models"]), list(doc["util_models"]), arr["base_on_util"],
                    arr["base_fill"], arr["base_coef"], arr["mu"], arr["phi"],
-                   arr["sigma"], arr["h"], arr["power_sd_w"], arr["k"])
+                   arr["sigma"], arr["h"], arr["power_sd_w"], arr["k"], arr["util_hour_sd"],
+                   arr["ripple_hour_sd"])
 
 
 def _booster(x: np.ndarray, y: np.ndarray, cfg: HealthConfig) -> lgb.Booster:
@@ -281,13 +296,25 @@ def _booster(x: np.ndarray, y: np.ndarray, cfg: HealthConfig) -> lgb.Booster:
 
 
 def _crossfit(x: np.ndarray, y: np.ndarray, use: np.ndarray, cfg: HealthConfig) -> np.ndarray:
-    """Out-of-sample predictions: each contiguous fold predicted by a model fitted on the rest."""
+    """Out-of-sample predictions: each fold predicted by a model fitted on the rest. Folds are
+    whole hours dealt in turn (hour i to fold i mod folds), so every fold's times of day are
+    near ones the others saw (contiguous quarters of one training day would ask the
+    utilisation model about hours of the day it never saw)."""
     pred = np.full(len(y), np.nan)
     idx = np.flatnonzero(use)
-    for fold in np.array_split(idx, cfg.folds):
-        train = np.setdiff1d(idx, fold)
+    hour = (idx // 60) % cfg.folds
+    for f in range(cfg.folds):
+        fold, train = idx[hour == f], idx[hour != f]
+        if len(fold) == 0 or len(train) == 0:
+            continue
         pred[fold] = _booster(x[train], y[train], cfg).predict(x[fold], num_threads=1)
     return pred
+
+
+def _hour_sd(x: np.ndarray) -> float:
+    """Standard deviation of hour-long means of ``x`` (NaN as 0; NaN when under 2 h)."""
+    hourly = np.convolve(np.nan_to_num(x), np.ones(60) / 60, "valid")
+    return float(np.std(hourly)) if len(hourly) > 60 else float("nan")
 
 
 def _nanquantile(x: np.ndarray, q: float) -> np.ndarray:

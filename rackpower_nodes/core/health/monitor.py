@@ -129,7 +129,7 @@ class HealthMonitor:
             self._n_hist += 1
 
     # -- judging ---------------------------------------------------------------------------
-    def _learned(self, j: int, window_min: int = 30) -> tuple[float, str, float, dict]:
+    def _learned(self, j: int, window_min: int = 10) -> tuple[float, str, float, dict]:
         """Score, cause, change point and evidence of component ``j``'s learned detectors."""
         s = np.where(np.isfinite(self._scores[j]), self._scores[j], 0.0)
         c = int(np.argmax(s))
@@ -144,7 +144,8 @@ class HealthMonitor:
         w = h[t >= start]
         ev = Evidence(self.kinds[j], w[:, _P_RES], w[:, _P_EXP], w[:, _U_RES], w[:, _RIPPLE],
                       {DETECTOR_NAMES[i]: float(s[i]) for i in range(len(s))
-                       if self._active[j, i]}, w[:, _R_RES])
+                       if self._active[j, i]}, w[:, _R_RES],
+                      float(self.model.util_hour_sd[j]), float(self.model.ripple_hour_sd[j]))
         cause, evidence = name_cause(ev)
         return score, cause, since, evidence
 

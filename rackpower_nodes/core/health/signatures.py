@@ -17,14 +17,16 @@ findings (sensor faults, outlet dropouts) are decided elsewhere and take precede
   utilisation curve, so the power residual stays small (what remains of it comes from
   features that usually move with utilisation, such as traffic, staying put). Named when
   the utilisation detector carries the most evidence, or when over the latest hour the
-  utilisation is above its expectation by :data:`UTIL_SHIFT` (PSU and fan faults leave it
-  alone).
+  utilisation is above its expectation by :data:`UTIL_SDS` standard deviations of a healthy
+  hour's mean (at least :data:`UTIL_MIN`; :data:`UTIL_SHIFT` where that is unknown). PSU and
+  fan faults leave utilisation alone.
 - **fan_wear**: a worn bearing or a clogged filter makes the fan controller spin faster and
   hunt: an *additive* offset of a few to tens of W that does not scale with load, and a
   periodic ripple with a 15-60 s period (speed hunting). Named when power is up and the
   ripple band's log power over the latest hour is above its normal level by
   :data:`RIPPLE_Z` marginal standard deviations (an hour's mean of a healthy one has a
-  standard deviation of about 0.15), or when the residual is better explained by
+  standard deviation of about 0.15; where it wanders more, as on GPU servers, by
+  :data:`UTIL_SDS` of its hourly standard deviations), or when the residual is better explained by
   an offset than by a fraction of the expected draw.
 - **psu_efficiency**: a PSU losing efficiency draws ``output / efficiency`` at the wall: a
   residual *proportional to load* (a few % of the expected draw), utilisation unchanged,
@@ -54,6 +56,10 @@ RIPPLE_Z = 0.25
 RECENT_MIN = 60
 #: utilisation up by this much (0..1) with power consistent with it: a runaway
 UTIL_SHIFT = 0.12
+#: ... or, where the model knows how much an hour's mean utilisation residual varies when
+#: healthy, by UTIL_SDS of its standard deviations (and at least UTIL_MIN)
+UTIL_SDS = 3.0
+UTIL_MIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,10 @@ class Evidence:
     scores: dict[str, float]
     #: the independent meter's minute mean minus the expected draw, W (NaN: no meter)
     ref_res_w: np.ndarray | None = None
+    #: standard deviation of a healthy hour's mean utilisation residual (NaN: unknown)
+    util_hour_sd: float = float("nan")
+    #: the same for ``ripple_z``
+    ripple_hour_sd: float = float("nan")
 
 
 def name_cause(ev: Evidence) -> tuple[str, dict[str, float]]:
@@ -94,11 +104,17 @@ def name_cause(ev: Evidence) -> tuple[str, dict[str, float]]:
         return sensor[0], evidence
     if ev.kind == "storage" and top == "bursts":
         return "disk_retries", evidence
-    if top == "util" or util_up > UTIL_SHIFT:
+    util_bar = UTIL_SHIFT if not np.isfinite(ev.util_hour_sd) else \
+        max(UTIL_MIN, UTIL_SDS * ev.util_hour_sd)
+    evidence["util_bar"] = util_bar
+    if top == "util" or util_up > util_bar:
         return "runaway_process", evidence
     if top == "power_down" or shift < 0:
         return "sensor_offset", evidence
-    if ripple > RIPPLE_Z or s.get("ripple", 0.0) >= 0.5:
+    ripple_bar = RIPPLE_Z if not np.isfinite(ev.ripple_hour_sd) else \
+        max(RIPPLE_Z, UTIL_SDS * ev.ripple_hour_sd)
+    evidence["ripple_bar"] = ripple_bar
+    if ripple > ripple_bar or s.get("ripple", 0.0) >= 0.5:
         return "fan_wear", evidence
     if np.isfinite(prop) and prop < 0.3:
         return "fan_wear", evidence
