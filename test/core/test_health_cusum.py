@@ -93,7 +93,7 @@ def test_empirical_false_alarm_rate_on_clean_days_is_near_the_stated_one():
     """Fitted on one clean tuning-seed half day with a short stated ARL (so that alarms are
     countable), run on three other clean tuning-seed half days: the alarms per detector-minute
     are near 1 / ARL0: below 3x, and above 0.05x (the thresholds are conservative by design:
-    the larger of Siegmund's and the bootstrap's, on a scale inflated 1.5x; measured 0.30x)."""
+    the larger of Siegmund's and the bootstrap's, on a scale inflated 1.5x; measured 0.21x)."""
     cfg = HealthConfig(arl0_weeks=0.02)           # ~200 min per component
     train = sim_frame(12, 110, "office")
     model = HealthModel.fit(train, cfg)

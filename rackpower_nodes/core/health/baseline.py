@@ -14,9 +14,8 @@ Per component, on minute summaries (:mod:`.minutes`):
   speaks for the workload (the BSC traces) there is no such model: utilisation alone cannot
   say whether a process was wanted;
 - **detectors** (:class:`DETECTORS`): per figure the AR(1) fit and scale of the out-of-sample
-  training figures (4-fold cross-fitting: each fold predicted by a model that never saw it;
-  folds are whole hours dealt in turn) and the CUSUM threshold for the configured
-  false-alarm rate (:mod:`.cusum`).
+  training figures (4-fold contiguous cross-fitting: each quarter predicted by a model that
+  never saw it) and the CUSUM threshold for the configured false-alarm rate (:mod:`.cusum`).
 
 Saved as one JSON file: settings, per-component figures and the LightGBM model strings (no
 pickle). Features with no value anywhere (a switch's utilisation) are NaN, which LightGBM
@@ -178,7 +177,8 @@ class HealthModel:
             oos_u = _crossfit(xu, mi.util[:, j], u_use, cfg)
             self.util_models[j] = _booster(xu[u_use], mi.util[u_use, j], cfg).model_to_string()
             figures["util"] = np.where(u_use, mi.util[:, j] - oos_u, np.nan)
-            self.util_hour_sd[j] = _hour_sd(figures["util"])
+            inner = _crossfit(xu, mi.util[:, j], u_use, cfg, interleave=True)
+            self.util_hour_sd[j] = _hour_sd(np.where(u_use, mi.util[:, j] - inner, np.nan))
         if self.kinds[j] == "storage":
             figures["bursts"] = np.where(use, mi.bursts[:, j], np.nan)
         figures["ripple"] = np.where(use, np.log(np.maximum(mi.ripple[:, j], 0.0)
@@ -295,16 +295,22 @@ def _booster(x: np.ndarray, y: np.ndarray, cfg: HealthConfig) -> lgb.Booster:
     return lgb.train(params, lgb.Dataset(x, y), num_boost_round=cfg.trees)
 
 
-def _crossfit(x: np.ndarray, y: np.ndarray, use: np.ndarray, cfg: HealthConfig) -> np.ndarray:
-    """Out-of-sample predictions: each fold predicted by a model fitted on the rest. Folds are
-    whole hours dealt in turn (hour i to fold i mod folds), so every fold's times of day are
-    near ones the others saw (contiguous quarters of one training day would ask the
-    utilisation model about hours of the day it never saw)."""
+def _crossfit(x: np.ndarray, y: np.ndarray, use: np.ndarray, cfg: HealthConfig,
+              interleave: bool = False) -> np.ndarray:
+    """Out-of-sample predictions: each fold predicted by a model fitted on the rest. Folds
+    are contiguous parts of the history (what a new day looks like: hours of the day the
+    model did not see, which is what the detectors' thresholds must bear), or, with
+    ``interleave``, whole hours dealt in turn (hour i to fold i mod folds: the residual's
+    noise within a day, which "utilisation up" is judged against)."""
     pred = np.full(len(y), np.nan)
     idx = np.flatnonzero(use)
-    hour = (idx // 60) % cfg.folds
-    for f in range(cfg.folds):
-        fold, train = idx[hour == f], idx[hour != f]
+    if interleave:
+        hour = (idx // 60) % cfg.folds
+        folds = [idx[hour == f] for f in range(cfg.folds)]
+    else:
+        folds = np.array_split(idx, cfg.folds)
+    for fold in folds:
+        train = np.setdiff1d(idx, fold)
         if len(fold) == 0 or len(train) == 0:
             continue
         pred[fold] = _booster(x[train], y[train], cfg).predict(x[fold], num_threads=1)
