@@ -1,11 +1,27 @@
-"""Watching a launched graph: NODES, the seven executables of launch/rack.launch.py, and
-`GraphWatch`, which tells when all of them are up and the recorder writes."""
+"""Watching a launched graph: NODES, the seven executables of launch/rack.launch.py,
+`GraphWatch`, which tells when all of them are up and the recorder writes, and `spin_until`,
+which spins a test's own node until a condition holds."""
 from __future__ import annotations
 
 NODES = ("current_sensor", "host_telemetry", "predictor", "pdu_actuator", "recorder",
          "health_monitor", "retrain_scheduler")
 
-__all__ = ["NODES", "GraphWatch"]
+__all__ = ["NODES", "GraphWatch", "spin_until"]
+
+
+def spin_until(node, predicate, timeout_s: float, step_s: float = 0.05) -> bool:
+    """Spin ``node`` (``step_s`` at most each time) until ``predicate()`` is true: True, or
+    False once ``timeout_s`` has passed without it."""
+    import time
+
+    import rclpy
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        rclpy.spin_once(node, timeout_sec=step_s)
+        if predicate():
+            return True
+    return False
 
 
 class GraphWatch:

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers.graph import spin_until
 from helpers.sensor import BOARD_INDEX, CHANNELS, COMPONENTS, SCALE, sensor_params_file
 
 from rackpower_nodes.core.frame_codec import FrameLayout
@@ -39,14 +40,7 @@ class _Collector:
                                       lambda m: self.diagnostics.append((time.monotonic(), m)), 10)
 
     def spin_until(self, predicate, timeout_s: float) -> bool:
-        import rclpy
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            rclpy.spin_once(self.node, timeout_sec=0.05)
-            if predicate():
-                return True
-        return False
+        return spin_until(self.node, predicate, timeout_s)
 
     def last_diag(self) -> dict[str, str]:
         _, msg = self.diagnostics[-1]

@@ -17,6 +17,7 @@ import time
 
 import pytest
 import yaml
+from helpers.graph import spin_until
 from helpers.recorder import bags_in, start_recorder
 
 from rackpower_nodes.sim.faults.spec import FaultSpec
@@ -87,14 +88,15 @@ class _Listener:
                 self.diag[s.name.rsplit(": ", 1)[-1]] = s
 
     def spin_until(self, predicate, timeout_s: float) -> bool:
-        import rclpy
+        return spin_until(self.node, predicate, timeout_s)
 
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            rclpy.spin_once(self.node, timeout_sec=0.05)
-            if predicate():
-                return True
-        return False
+
+def _start_nodes(ros_env, params: str) -> list[subprocess.Popen]:
+    """current_sensor and health_monitor in the test's namespace with the params file."""
+    args = ["--ros-args", "-r", f"__ns:={NS}", "--params-file", params]
+    return [subprocess.Popen([str(executable(name)), *args], env=ros_env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name in ("current_sensor", "health_monitor")]
 
 
 def _level(status) -> bytes:
@@ -107,10 +109,7 @@ def test_a_stuck_channel_reaches_component_health_and_diagnostics(ros_env, tmp_p
     board = str(tmp_path / "board")
     rack = LiveRack(board, board_channels=16, board_rate_hz=500.0, pdu_base_port=0).start()
     params = _params(tmp_path, board, _reference(rack.manifest()))
-    args = ["--ros-args", "-r", f"__ns:={NS}", "--params-file", params]
-    procs = [subprocess.Popen([str(executable(name)), *args], env=ros_env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for name in ("current_sensor", "health_monitor")]
+    procs = _start_nodes(ros_env, params)
     bags = tmp_path / "bags"
     procs.append(start_recorder(ros_env, NS, bags, tmp_path / "recorder.log",
                                 topics="[component_health]"))
@@ -205,10 +204,7 @@ def test_a_learned_model_is_served_and_said(ros_env, tmp_path, learned):
     board = str(tmp_path / "board")
     rack = LiveRack(board, board_channels=16, board_rate_hz=500.0, pdu_base_port=None).start()
     params = _params(tmp_path, board, model_path=str(learned["rack"]))
-    args = ["--ros-args", "-r", f"__ns:={NS}", "--params-file", params]
-    procs = [subprocess.Popen([str(executable(name)), *args], env=ros_env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for name in ("current_sensor", "health_monitor")]
+    procs = _start_nodes(ros_env, params)
     try:
         with rclpy.init():
             lis = _Listener("learned_listener")
@@ -232,10 +228,7 @@ def test_online_learning_runs_in_a_child_and_says_how_it_went(ros_env, tmp_path)
     board = str(tmp_path / "board")
     rack = LiveRack(board, board_channels=16, board_rate_hz=500.0, pdu_base_port=None).start()
     params = _params(tmp_path, board, learn_s=8.0, learn_dir=str(tmp_path / "learned"))
-    args = ["--ros-args", "-r", f"__ns:={NS}", "--params-file", params]
-    procs = [subprocess.Popen([str(executable(name)), *args], env=ros_env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for name in ("current_sensor", "health_monitor")]
+    procs = _start_nodes(ros_env, params)
 
     def model() -> str:
         return {kv.key: kv.value for kv in lis.diag[CLEAN].values}["model"] \

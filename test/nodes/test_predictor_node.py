@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+from helpers.graph import spin_until
 from rackpower_nodes.core.forecast.baselines import EwmaForecaster, PersistenceForecaster
 from rackpower_nodes.sim.dataset import from_sim
 from rackpower_nodes.core.forecast.features import WindowSpec, build_windows
@@ -89,14 +90,9 @@ class _Listener:
         self.updates.publish(ModelUpdate(model_path=str(path), reason=reason))
 
     def spin_until(self, predicate, timeout_s: float) -> bool:
-        import rclpy
-
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            rclpy.spin_once(self.node, timeout_sec=0.02)
-            if self.forecasts and predicate(self.forecasts[-1][1]):
-                return True
-        return False
+        """Until the newest forecast satisfies ``predicate``."""
+        return spin_until(self.node, lambda: bool(self.forecasts)
+                          and predicate(self.forecasts[-1][1]), timeout_s, step_s=0.02)
 
 
 def test_predictor_serves_swaps_and_falls_back(ros_env, tmp_path, models):

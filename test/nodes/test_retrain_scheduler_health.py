@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import time
 
 import pytest
 import yaml
+from helpers.graph import spin_until
 from helpers.retrain import LSTM, NS, SPEC_DOC, sim_config, write_sim_bag
 
 from rackpower_nodes.core.model_registry import ModelRegistry
@@ -92,14 +92,7 @@ class _HealthMonitor:
         self.pub.publish(msg)
 
     def spin_until(self, predicate, timeout_s: float) -> bool:
-        import rclpy
-
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            rclpy.spin_once(self.node, timeout_sec=0.05)
-            if predicate():
-                return True
-        return False
+        return spin_until(self.node, predicate, timeout_s)
 
     def retrain_now(self):
         import rclpy

@@ -8,10 +8,10 @@ folder is reported, never a crash; a bad config exits 2 naming the key.
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 import yaml
+from helpers.graph import spin_until
 from helpers.retrain import LSTM, NS, sim_config, train_champion, write_sim_bag
 
 from rackpower_nodes.sim.dataset import from_sim
@@ -75,14 +75,7 @@ class _Operator:
                 self.diag = {kv.key: kv.value for kv in s.values}
 
     def spin_until(self, predicate, timeout_s: float) -> bool:
-        import rclpy
-
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            rclpy.spin_once(self.node, timeout_sec=0.05)
-            if predicate():
-                return True
-        return False
+        return spin_until(self.node, predicate, timeout_s)
 
     def call(self, client, timeout_s: float = 20.0):
         import rclpy

@@ -13,6 +13,7 @@ import time
 import pytest
 import yaml
 
+from helpers.graph import spin_until
 from rackpower_nodes.tools.launch_env import executable, stop_process
 
 pytestmark = pytest.mark.ros
@@ -55,14 +56,7 @@ class _Listener:
                 self.status = status
 
     def spin_until(self, seconds: float, cond) -> bool:
-        import rclpy
-
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            rclpy.spin_once(self.node, timeout_sec=0.05)
-            if cond():
-                return True
-        return False
+        return spin_until(self.node, cond, seconds)
 
 
 @pytest.fixture
