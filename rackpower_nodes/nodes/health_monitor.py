@@ -221,22 +221,21 @@ class HealthMonitorNode(Node):
         stale = ages > self.config.stale_after_s
         if frame is not None:
             end = frame.t_unix[-1] + 1.0
-            verdicts = self.monitor.update(frame)
-            for v in verdicts:
-                if not stale[self.config.names.index(v.component)]:
+            verdicts = self.monitor.update(frame)           # in names order
+            for v, is_stale in zip(verdicts, stale):
+                if not is_stale:
                     self.verdicts[v.component] = (v, end)
             if self.learner is not None:
                 self.learner.add(frame, verdicts)
         if self.learner is not None:
             self._learned_model()
         self._cycles += 1
-        learned = bool(getattr(self.monitor, "learned", False))
-        for name in self.config.names:
+        learned = self.monitor.learned
+        for name, age in zip(self.config.names, ages):
             if name in self.verdicts:
                 v, end = self.verdicts[name]
-                age = float(ages[self.config.names.index(name)])
                 self._pub.publish(to_message(v, end, learned, self.config.frame_id,
-                                             {"samples_age_s": min(age, 1e9)}))
+                                             {"samples_age_s": min(float(age), 1e9)}))
         self._publish_diagnostics(ages, learned)
 
     def _learned_model(self) -> None:
@@ -254,12 +253,13 @@ class HealthMonitorNode(Node):
 
         cfg, old = self.config, self.monitor
         self.monitor = HealthMonitor(cfg.names, cfg.kinds, model, cfg.health)
-        if getattr(old, "checks", None) is not None:
-            self.monitor.checks = old.checks
+        self.monitor.checks = old.checks
 
     def _publish_diagnostics(self, ages: np.ndarray, learned: bool) -> None:
         cfg, statuses = self.config, []
         levels = {**LEVELS, "stale": DiagnosticStatus.STALE}
+        model = self.learner.state if self.learner else self._model_state
+        reference = self._reference.state() if self._reference else "none"
         for i, name in enumerate(cfg.names):
             v, _ = self.verdicts.get(name, (None, math.nan))
             state, text = status_text(v, float(ages[i]), cfg.stale_after_s)
@@ -267,8 +267,7 @@ class HealthMonitorNode(Node):
                       "score": f"{v.score:.3f}" if v else "",
                       "since": _when(v.since_unix) if v and v.state != "ok" else "",
                       "samples_age_s": f"{ages[i]:.1f}", "baseline_learned": learned,
-                      "model": self.learner.state if self.learner else self._model_state,
-                      "reference": self._reference.state() if self._reference else "none",
+                      "model": model, "reference": reference,
                       "late_values_dropped": self.stream.late_dropped,
                       **({k: f"{x:.4g}" for k, x in v.evidence.items()} if v else {})}
             statuses.append(diagnostic_status(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +86,7 @@ def row_spacing(t_unix: np.ndarray) -> float:
 
 def shifted(frame: HealthFrame, offset_s: float) -> HealthFrame:
     """``frame`` with ``offset_s`` added to its times (the arrays are shared)."""
-    return HealthFrame(frame.t_unix + offset_s, frame.names, frame.kinds,
-                       *(getattr(frame, f) for f in FRAME_FIELDS))
+    return replace(frame, t_unix=frame.t_unix + offset_s)
 
 
 def sim_frame(preset: str, seed: int, hours: float, faults: Sequence = ()

@@ -25,14 +25,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from rackpower_nodes.core.health.baseline import DETECTORS, HealthModel, HealthModelError
+from rackpower_nodes.core.health.checks import PhysicalChecks
 from rackpower_nodes.core.health.config import HealthConfig
 from rackpower_nodes.core.health.cusum import CusumBank
 from rackpower_nodes.core.health.minutes import MINUTE_S, to_minutes
 from rackpower_nodes.core.health.signatures import Evidence, name_cause
 from rackpower_nodes.core.health.types import (
     SENSOR_FAULTS, FlaggedInterval, HealthFrame, HealthFrameError, HealthVerdict)
-
-from rackpower_nodes.core.health.checks import PhysicalChecks
 
 __all__ = ["DETECTOR_NAMES", "HealthConfig", "HealthModel", "HealthMonitor"]
 

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from rackpower_nodes.core.health.types import FRAME_FIELDS, HealthFrame
+from rackpower_nodes.core.health.types import HealthFrame
 
 __all__ = ["HealthStream", "HealthStreamError"]
 
@@ -200,7 +200,7 @@ class HealthStream:
         idx = np.flatnonzero(keep)
         if not len(idx):
             return None
-        return frame if len(idx) == len(t) else _take(frame, idx)
+        return frame if len(idx) == len(t) else frame.select(idx)
 
     @staticmethod
     def _held(history: deque, t: np.ndarray, hold_s: float, shape: tuple) -> np.ndarray:
@@ -223,8 +223,3 @@ class HealthStream:
                               (self._jobs, self.jobs_hold_s)):
             while len(history) > 1 and history[1][0] < now_unix - hold - 2 * (1 + self.late_s):
                 history.popleft()
-
-
-def _take(frame: HealthFrame, idx: np.ndarray) -> HealthFrame:
-    return HealthFrame(frame.t_unix[idx], frame.names, frame.kinds,
-                       *(getattr(frame, f)[idx] for f in FRAME_FIELDS))

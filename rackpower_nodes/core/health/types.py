@@ -98,8 +98,12 @@ class HealthFrame:
 
     def rows(self, start: int, stop: int) -> HealthFrame:
         """Rows ``start:stop`` as a frame of their own (views, not copies)."""
-        return HealthFrame(self.t_unix[start:stop], self.names, self.kinds,
-                           *(getattr(self, f)[start:stop] for f in FRAME_FIELDS))
+        return self.select(slice(start, stop))
+
+    def select(self, index) -> HealthFrame:
+        """The rows ``index`` picks (a slice: views; an index array: copies), as a frame."""
+        return HealthFrame(self.t_unix[index], self.names, self.kinds,
+                           *(getattr(self, f)[index] for f in FRAME_FIELDS))
 
     def column(self, name: str) -> int:
         """Index of component ``name``."""
