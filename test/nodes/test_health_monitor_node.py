@@ -13,7 +13,6 @@ named.
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 import yaml
@@ -123,7 +122,6 @@ def test_a_stuck_channel_reaches_component_health_and_diagnostics(ros_env, tmp_p
             assert all(m.state == "ok" for m in lis.health.values())
             rack.inject_fault(FaultSpec("sensor_stuck", STUCK, onset_s=rack.sim_time(),
                                         growth_s=0.0, magnitude=0.0, growth="step"))
-            injected = time.monotonic()
             assert lis.spin_until(lambda: lis.health[STUCK].state == "fault", 60), \
                 lis.health[STUCK]
             msg = lis.health[STUCK]
@@ -135,7 +133,6 @@ def test_a_stuck_channel_reaches_component_health_and_diagnostics(ros_env, tmp_p
             # the PDUs' outlet registers are read as the reference meter
             reference = {kv.key: kv.value for kv in lis.diag[CLEAN].values}["reference"]
             assert "pdu-a: ok" in reference and "pdu-b: ok" in reference, reference
-            found_s = time.monotonic() - injected
             # a subscriber that joins now gets every component's newest message at once
             late = _Listener("late_health_listener")
             assert late.spin_until(lambda: set(late.health) == set(NAMES), 10), \
@@ -155,7 +152,6 @@ def test_a_stuck_channel_reaches_component_health_and_diagnostics(ros_env, tmp_p
         for proc in procs:
             stop_process(proc)
         rack.stop()
-    assert found_s < 60
     # the recorder wrote component_health into its bag, the fault included
     recorded = _recorded_health(bags)
     assert {m.component_id for m in recorded} == set(NAMES)
