@@ -6,7 +6,7 @@ VENV ?= .venv
 BUILD ?= build/cmake
 PY := $(VENV)/bin/python
 APT_PACKAGES := cmake g++ make prometheus-node-exporter mbpoll slurmctld slurmd slurm-client munge \
-  slurmrestd curl
+  slurmrestd curl prometheus
 STAMPS := $(VENV)/.rackpower
 ROS2_TOOLS ?= ../shared/ros2-tools
 
