@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from rackpower_nodes.core.actuator_budget import (
+    BUDGET_PARAMETERS, BudgetSettings, budget_settings_from)
 from rackpower_nodes.core.allocation import MODES, QUANTILES, Component, PolicyConfig
 from rackpower_nodes.core.params import (
     ConfigError, ParamSpec, check_ids, load_config_yaml, param, read_parameters)
@@ -156,7 +158,7 @@ ACTUATOR_PARAMETERS: tuple[ParamSpec, ...] = (
     param("publish.deadline_s", 0.5, "double", "QoS deadline of power_allocation, s",
           (0.01, 60.0), positive=True),
     param("frame_id", "rack", "string", "header.frame_id of published messages"),
-)
+) + BUDGET_PARAMETERS
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,7 @@ class ActuatorConfig:
     deadline_s: float
     frame_id: str
     verify_s: float = 0.5                     # read-back period of every PDU and BMC, s
+    budget: BudgetSettings = BudgetSettings()  # config, or a coordinator's grants
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -332,6 +335,8 @@ def actuator_config_from_params(values: Mapping[str, Any]) -> ActuatorConfig:
             errors.extend(exc.errors)
     if policy is not None:
         _check_against_budget(policy, components, errors)
+        budget = budget_settings_from(v, policy.budget_w,
+                                      math.fsum(c.floor_w for c in components), errors)
     if errors:
         raise ConfigError(errors)
     return ActuatorConfig(
@@ -348,7 +353,7 @@ def actuator_config_from_params(values: Mapping[str, Any]) -> ActuatorConfig:
         samples_stale_s=v["inputs.samples_stale_s"], rate_hz=v["control.rate_hz"],
         timeout_s=v["pdu.timeout_s"], retry_s=v["pdu.retry_s"],
         allow_switching=v["pdu.allow_switching"], deadline_s=v["publish.deadline_s"],
-        frame_id=v["frame_id"], verify_s=v["pdu.verify_s"])
+        frame_id=v["frame_id"], verify_s=v["pdu.verify_s"], budget=budget)
 
 
 def _check_against_budget(policy: PolicyConfig, components: list[Component],

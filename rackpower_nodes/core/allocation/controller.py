@@ -95,6 +95,7 @@ class AllocationController:
         self.ceiling_w = _frozen_array([c.ceiling_w for c in self.components])
         self.priority = _frozen_array([c.priority for c in self.components], np.int64)
         self.set_mode(mode)
+        self.budget_w = float(cfg.budget_w)     # the budget in force (set_budget), W
         self._static = _frozen_array(self._static_split())
         self.allocated_w = self._static.copy()
         # the controller's own estimate of the allocation in force: the newest decided at
@@ -109,13 +110,23 @@ class AllocationController:
             raise ValueError(f"mode = {mode!r}: expected one of {', '.join(MODES)}")
         self.mode = mode
 
+    def set_budget(self, budget_w: float) -> None:
+        """Allocate within `budget_w` (W) from the next step on, e.g. a power coordinator's
+        grant: the fill, the static split and the safe state all use it. ValueError for a
+        budget that is not a positive finite number."""
+        if not _is_number(budget_w) or not math.isfinite(budget_w) or budget_w <= 0:
+            raise ValueError(f"budget_w = {budget_w!r}: expected a positive number of W")
+        if float(budget_w) != self.budget_w:
+            self.budget_w = float(budget_w)
+            self._static = _frozen_array(self._static_split())
+
     def _fill(self, demand: np.ndarray) -> np.ndarray:
-        return water_fill(demand, self.floor_w, self.ceiling_w, self.priority, self.cfg.budget_w)
+        return water_fill(demand, self.floor_w, self.ceiling_w, self.priority, self.budget_w)
 
     def _static_split(self) -> np.ndarray:
         weight = np.array([c.weight_w for c in self.components])
         total = float(np.sum(weight))
-        share = self.cfg.budget_w * weight / total if total > 0 else np.zeros_like(weight)
+        share = self.budget_w * weight / total if total > 0 else np.zeros_like(weight)
         return self._fill(np.maximum(share, self.floor_w))
 
     def static_allocation(self) -> np.ndarray:
@@ -289,7 +300,7 @@ class AllocationController:
             base, forecast_peak(forecast, t_unix, self.cfg, "p50"))
         need = self._priority_claims(stuck, grown, need)
         allocated = water_fill_tiers(need, wanted, self.floor_w, self.ceiling_w,
-                                     self.priority, self.cfg.budget_w)
+                                     self.priority, self.budget_w)
         corrections = self._corrections(np.flatnonzero(flagged), measured, predicted, wanted,
                                         allocated, reference)
         decision = Decision(t_unix, mode, reason, _frozen_array(allocated),
