@@ -58,3 +58,7 @@ def retrain_scheduler() -> int:
 
 def health_monitor() -> int:
     return _run("health_monitor")
+
+
+def metrics_exporter() -> int:
+    return _run("metrics_exporter")
