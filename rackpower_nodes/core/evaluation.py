@@ -171,17 +171,22 @@ def delay_steps(delay_s, n: int, rate_hz: float) -> np.ndarray:
 def run_mode(mode: str, demand_w: np.ndarray, start_unix: float, rate_hz: float,
              setup: EvalSetup, pdu, forecasts: Forecasts | None = None,
              progress: Callable[[int], None] | None = None,
-             trace_every: int = TRACE_EVERY) -> ModeResult:
+             trace_every: int = TRACE_EVERY, controller: AllocationController | None = None,
+             lost_feeds: Callable[[float], frozenset[str]] | None = None) -> ModeResult:
     """Run `mode` over `demand_w` (steps, components) W at `rate_hz`.
 
     `pdu` is the simulated PDU model (sim/pdu/ `PduModel`) for these components, fresh.
     `forecasts` is needed for proactive mode. The trace keeps one step in `trace_every`.
+    `controller`: a fresh controller to run instead of one made from `setup` (e.g. a
+    feed-aware one); `lost_feeds(t_unix)`: the feeds the actuator knows lost at each step,
+    passed to its `step` (the feed-loss evaluation, sim/feeds/; None: not passed).
     """
     if mode == "proactive" and forecasts is None:
         raise ValueError("proactive mode needs forecasts (a model or the fallback)")
     steps, n = demand_w.shape
     dt = 1.0 / rate_hz
-    ctrl = AllocationController(setup.components, setup.policy, mode)
+    ctrl = (AllocationController(setup.components, setup.policy, mode) if controller is None
+            else controller)
     budget = setup.policy.budget_w
     ceiling = ctrl.ceiling_w
     delay = delay_steps(setup.delay_s, n, rate_hz)
@@ -214,7 +219,8 @@ def run_mode(mode: str, demand_w: np.ndarray, start_unix: float, rate_hz: float,
             view, fallback = forecasts.forecast(t)
             res.forecasts += 1
             res.fallback_forecasts += fallback
-        decision = ctrl.step(t, measured, view, in_force_w=held)
+        extra = {} if lost_feeds is None else {"lost_feeds": lost_feeds(t)}
+        decision = ctrl.step(t, measured, view, in_force_w=held, **extra)
         res.corrections += len(decision.corrections)
         res.safe_steps += decision.mode == "safe"
         alloc = np.asarray(decision.allocated_w, dtype=np.float64)
