@@ -17,6 +17,10 @@ Arguments:
     data_dir     where the recorder's bags, the model registry and the online-learned health
                  model live; empty keeps the config's (/var/lib/rackpower/...); e.g.
                  data_dir:=$HOME/rackpower
+    metrics      true: also start metrics_exporter, the rack's Prometheus endpoint (default
+                 false); it listens on loopback only unless the config's
+                 /**/metrics_exporter http.address says otherwise (docs/metrics.md)
+    metrics_port TCP port of that endpoint (default 9470)
 
 Every node is restarted when it crashes (`respawn`), but not when it exits with a
 configuration error (exit code 2: a bad parameter, named in its log): restarting cannot fix
@@ -73,6 +77,8 @@ def _launch_setup(context):
     model = LaunchConfiguration("model").perform(context)
     mode = LaunchConfiguration("mode").perform(context)
     data_dir = LaunchConfiguration("data_dir").perform(context)
+    metrics = LaunchConfiguration("metrics").perform(context).lower() in ("true", "1", "yes")
+    metrics_port = LaunchConfiguration("metrics_port").perform(context).strip()
 
     actions = []
     sensor_overrides, telemetry_overrides, predictor_overrides = {}, {}, {}
@@ -133,6 +139,13 @@ def _launch_setup(context):
         package="rackpower", executable="retrain_scheduler", name="retrain_scheduler",
         namespace=rack, parameters=[config, retrain_overrides], output="screen",
         respawn=True, respawn_delay=5.0))
+    if metrics:
+        # a port that is not a number reaches the node as text: it exits 2 naming http.port
+        port = int(metrics_port) if metrics_port.isdigit() else metrics_port
+        actions += _respawned(Node(
+            package="rackpower", executable="metrics_exporter", name="metrics_exporter",
+            namespace=rack, parameters=[config, {"http.port": port}], output="screen",
+            respawn=True, respawn_delay=2.0))
     return actions
 
 
@@ -156,5 +169,9 @@ def generate_launch_description():
         DeclareLaunchArgument("data_dir", default_value="",
                               description="Folder for bags and the model registry, one "
                                           "subfolder per rack (empty: the config's)"),
+        DeclareLaunchArgument("metrics", default_value="false", choices=["true", "false"],
+                              description="Also start metrics_exporter (Prometheus /metrics)"),
+        DeclareLaunchArgument("metrics_port", default_value="9470",
+                              description="TCP port of the metrics_exporter's /metrics"),
         OpaqueFunction(function=_launch_setup),
     ])
