@@ -14,6 +14,9 @@ public names.
 
 from rackpower_nodes.core.allocation.controller import (
     AllocationController, Correction, Decision)
+from rackpower_nodes.core.allocation.feeds import (
+    FeedPlan, check_feed_plan, contingency_w, feed_fill, feed_limits, feed_load_w,
+    loads_after_loss, moved_split, tolerated_multiple)
 from rackpower_nodes.core.allocation.filling import water_fill, water_fill_tiers
 from rackpower_nodes.core.allocation.forecast import ForecastView, forecast_now, forecast_peak
 from rackpower_nodes.core.allocation.policy import (
@@ -21,6 +24,8 @@ from rackpower_nodes.core.allocation.policy import (
 
 __all__ = [
     "ACTIONS", "MODES", "PINNED_FRAC", "QUANTILES", "SAFE_POLICIES", "AllocationController",
-    "Component", "Correction", "Decision", "ForecastView", "PolicyConfig", "forecast_now",
-    "forecast_peak", "water_fill", "water_fill_tiers",
+    "Component", "Correction", "Decision", "FeedPlan", "ForecastView", "PolicyConfig",
+    "check_feed_plan", "contingency_w", "feed_fill", "feed_limits", "feed_load_w",
+    "forecast_now", "forecast_peak", "loads_after_loss", "moved_split", "tolerated_multiple",
+    "water_fill", "water_fill_tiers",
 ]
