@@ -38,21 +38,26 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from rackpower.msg import AllocationError, PowerAllocation, PowerForecast, PowerSamples
+from rackpower.msg import (
+    AllocationError, PowerAllocation, PowerForecast, PowerSamples, RackBudget, RackDemand)
+from rackpower_nodes.core.actuator_budget import RackBudgetKeeper
 from rackpower_nodes.core.actuator_config import (
     ACTUATOR_PARAMETERS, ActuatorConfig, actuator_config_from_params, check_outlets_in_maps)
-from rackpower_nodes.core.actuator_health import (
-    ActuatorCounts, allocation_status, device_status)
+from rackpower_nodes.core.actuator_health import ActuatorCounts
 from rackpower_nodes.core.actuator_inputs import SampleInputs, forecast_view
 from rackpower_nodes.core.allocation import MODES, AllocationController, Decision, ForecastView
 from rackpower_nodes.core.forecast.messages import stamp_unix
 from rackpower_nodes.core.pdu_map import load_register_map
 from rackpower_nodes.drivers.actuator_devices import (
     actuator_link, cap_range_warnings, leave_static_split)
-from rackpower_nodes.drivers.pdu_link import PduLink, float32_floor
+from rackpower_nodes.drivers.pdu_link import PduLink
+from rackpower_nodes.nodes.allocation_msgs import (
+    actuator_statuses, allocation_msg, error_msgs)
 from rackpower_nodes.nodes.main import run_node
-from rackpower_nodes.nodes.common import (declare_from_specs, diagnostic_status, errors_qos,
-    float32_array as _f32, forecast_qos, latched_qos, publish_diagnostics, samples_qos)
+from rackpower_nodes.nodes.common import (declare_from_specs, errors_qos,
+    forecast_qos, latched_qos, publish_diagnostics, samples_qos)
+from rackpower_nodes.nodes.room_msgs import (
+    demand_to_msg, grant_from_msg, rack_id_of, room_qos)
 
 
 WATCHDOG_S = 0.02
@@ -75,6 +80,13 @@ class PduActuatorNode(LifecycleNode):
         # so is an unreadable BMC password file
         self._bmc_password = cfg.power_caps.password() if any(cfg.cap_urls) else ""
         self.controller = AllocationController(cfg.components, cfg.policy, cfg.mode)
+        self._room = (RackBudgetKeeper(cfg.budget.rack_id or rack_id_of(self.get_namespace()),
+                                       cfg.policy.budget_w, cfg.budget.guaranteed_w)
+                      if cfg.budget.coordinated else None)
+        if self._room is not None:        # until the first grant: the guaranteed share
+            self.controller.set_budget(cfg.budget.guaranteed_w)
+        self._demand_pub = None
+        self._budget_source: str | None = None
         self._samples = SampleInputs(cfg.names)
         self._forecast: ForecastView | None = None
         self._forecast_rx = -math.inf
@@ -153,6 +165,12 @@ class PduActuatorNode(LifecycleNode):
                                      samples_qos(0.25), callback_group=self._control),
             self.create_subscription(PowerForecast, "power_forecast", self._on_forecast,
                                      forecast_qos(), callback_group=self._control)]
+        if self._room is not None:
+            self._subs.append(self.create_subscription(
+                RackBudget, "rack_budget", self._on_grant, room_qos(),
+                callback_group=self._control))
+            self._demand_pub = self.create_lifecycle_publisher(RackDemand, "rack_demand",
+                                                               room_qos())
         self._watchdog = self.create_timer(WATCHDOG_S, self._on_watchdog,
                                            callback_group=self._control)
         caps = sum(1 for u in cfg.cap_urls if u)
@@ -195,8 +213,10 @@ class PduActuatorNode(LifecycleNode):
         every device back, and say what they hold: logged and returned."""
         if self._link is None:
             return f"{why}: no devices connected"
+        if self._room is not None:     # the room counts on no more when nobody talks
+            self._set_budget(self._room.guaranteed_w)
         confirmed, text = leave_static_split(self._link, self.controller.static_allocation(),
-                                             self.config.policy.budget_w, why)
+                                             self.controller.budget_w, why)
         if confirmed:
             self.get_logger().info(text)
         else:
@@ -210,10 +230,10 @@ class PduActuatorNode(LifecycleNode):
         if getattr(self, "_watchdog", None) is not None:
             self.destroy_timer(self._watchdog)
             self._watchdog = None
-        for pub in (self._alloc_pub, self._error_pub):
+        for pub in (self._alloc_pub, self._error_pub, self._demand_pub):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
-        self._alloc_pub = self._error_pub = None
+        self._alloc_pub = self._error_pub = self._demand_pub = None
         if self._link is not None:
             self._link.close()
             self._link = None
@@ -260,6 +280,26 @@ class PduActuatorNode(LifecycleNode):
         if stale or (self._link is not None and not self._link.health()[0]):
             self._step(time.perf_counter())
 
+    def _on_grant(self, msg: RackBudget) -> None:
+        if not self._room.on_grant(grant_from_msg(msg), time.monotonic()):
+            self.get_logger().warning(f"rack_budget for rack {msg.rack!r} ignored: this is "
+                                      f"rack {self._room.rack!r}", throttle_duration_sec=10.0)
+
+    def _set_budget(self, budget_w: float) -> None:
+        """Allocate and write within `budget_w` (W) from now on; says when the source
+        changes (coordinator, fallback)."""
+        if self._room is not None:
+            source = self._room.source(time.monotonic())
+            if source != self._budget_source:
+                if self._budget_source is not None:
+                    self.get_logger().warning(
+                        f"budget source {self._budget_source} -> {source}: {budget_w:.0f} W",
+                        throttle_duration_sec=1.0)
+                self._budget_source = source
+        self.controller.set_budget(budget_w)
+        if self._link is not None:
+            self._link.budget_w = float(budget_w)
+
     # -- the control step -------------------------------------------------------------------
     def _step(self, t_ref: float) -> None:
         if not self._active or self._link is None:
@@ -281,6 +321,8 @@ class PduActuatorNode(LifecycleNode):
         forecast = self._forecast
         if forecast is not None and now - self._forecast_rx > cfg.forecast_stale_s:
             forecast = None
+        if self._room is not None:
+            self._set_budget(self._room.budget_w(now))
         pdu_ok, pdu_reason = self._link.health()
         before = self._decision.mode if self._decision else None
         age = now - self._samples.fresh_t
@@ -311,38 +353,18 @@ class PduActuatorNode(LifecycleNode):
         self._publish(decision, measured, forecast)
 
     def _publish(self, d: Decision, measured: np.ndarray, forecast: ForecastView | None) -> None:
-        cfg = self.config
-        msg = PowerAllocation()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = cfg.frame_id
-        msg.mode, msg.mode_reason = d.mode, d.mode_reason
-        msg.budget_w, msg.breaker_w = cfg.policy.budget_w, cfg.policy.breaker_w
-        msg.window_s = cfg.policy.window_s
-        msg.channel_ids = list(cfg.names)
-        msg.allocated_w = _f32(float32_floor(d.allocated_w))
-        msg.forecast_w = _f32(d.forecast_w)
-        msg.measured_w = _f32(measured)
-        msg.floor_w = _f32([c.floor_w for c in cfg.components])
-        msg.ceiling_w = _f32([c.ceiling_w for c in cfg.components])
-        msg.held_w = _f32(self._link.held_w())
-        msg.priority = bytes(min(max(c.priority, 0), 255) for c in cfg.components)
-        msg.total_allocated_w = float(d.allocated_w.sum())
-        msg.total_measured_w = float(np.nansum(measured))
-        msg.slack_w = float(cfg.policy.budget_w - d.allocated_w.sum())
-        msg.forecast_model = forecast.model if forecast is not None else ""
-        msg.pdu_written = bool(self._link.last_written)
+        held = self._link.held_w()
+        msg = allocation_msg(self.config, d, measured, forecast, held, self._link.last_written,
+                             self.controller.budget_w, self.get_clock().now().to_msg())
         self._alloc_pub.publish(msg)
-        for c in d.corrections:
-            err = AllocationError()
-            err.header = msg.header
-            err.channel_id, err.mode = c.component, d.mode
-            err.predicted_w, err.actual_w = float(c.predicted_w), float(c.actual_w)
-            err.allocated_w, err.new_allocated_w = float(c.allocated_w), float(c.new_allocated_w)
-            err.error_w = float(c.actual_w - c.predicted_w)
-            err.action = c.action
-            err.model_version = msg.forecast_model
+        for err in error_msgs(d, msg):
             self._error_pub.publish(err)
             self._counts.corrections += 1
+        if self._room is not None:
+            self._room.acknowledge(held, self.controller.ceiling_w)
+            self._demand_pub.publish(demand_to_msg(self._room.demand(
+                time.time(), self.config.policy.window_s, self.controller.priority,
+                self.controller.floor_w, d.demand_w, time.monotonic())))
 
     # -- parameters and diagnostics ---------------------------------------------------------
     def _on_parameters(self, params) -> SetParametersResult:
@@ -357,22 +379,9 @@ class PduActuatorNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     def _publish_diagnostics(self) -> None:
-        link = self._link
-        level, text, values = allocation_status(
-            self._state_machine.current_state[1], self.controller.mode, self._decision,
-            self.config.policy.budget_w, self._counts,
-            link.latency_ms if link is not None else [])
-        name = self.get_fully_qualified_name()
-        statuses = [diagnostic_status(level, f"{name}: allocation", text, "pdu_actuator",
-                                      values)]
-        if link is not None:
-            for p in link.status().pdus:
-                level, text = device_status(p)
-                statuses.append(diagnostic_status(
-                    level,
-                    f"{name}: PDU {p['name']}" if p["kind"] == "pdu" else f"{name}: {p['name']}",
-                    text, p["name"], dict(p)))
-        publish_diagnostics(self, self._diag_pub, statuses)
+        publish_diagnostics(self, self._diag_pub, actuator_statuses(
+            self.get_fully_qualified_name(), self._state_machine.current_state[1],
+            self.controller, self._decision, self._counts, self._link))
 
 
 def main(args=None) -> int:
