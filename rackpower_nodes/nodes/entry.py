@@ -60,5 +60,9 @@ def health_monitor() -> int:
     return _run("health_monitor")
 
 
+def rack_view() -> int:
+    return _run("rack_view")
+
+
 def metrics_exporter() -> int:
     return _run("metrics_exporter")
