@@ -64,5 +64,9 @@ def rack_view() -> int:
     return _run("rack_view")
 
 
+def power_coordinator() -> int:
+    return _run("power_coordinator")
+
+
 def metrics_exporter() -> int:
     return _run("metrics_exporter")

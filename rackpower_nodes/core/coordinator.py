@@ -1,0 +1,105 @@
+"""One power coordinator's period, without ROS: the newest demand of every rack in, a grant
+per rack out (the `power_coordinator` node wires it to DDS).
+
+Every period the level's rating is divided among its racks in global priority order
+(`core/room/divide.py`), and the new budgets are released shrink-first
+(`core/room/handshake.py`): a rack grows only once the racks that must shrink for it have
+acknowledged their smaller budget. A rack whose newest demand is older than `demand_stale_s`
+(or that was never heard) is counted at its guaranteed share, all of it kept: it falls back
+to that share by itself when its lease runs out, and may use all of it. When the division
+fails (the floors do not fit the rating), the previous targets are kept (the guaranteed
+shares before any success) and the failure is reported.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from rackpower_nodes.core.room.types import RackDemand, RackGrant
+
+
+@dataclass(frozen=True)
+class Period:
+    """What one period decided: the grants to publish, the targets they head for (W), the
+    racks counted as silent, and the division's failure ('' when it worked)."""
+
+    grants: dict[str, RackGrant]
+    targets: dict[str, float]
+    stale: frozenset[str]
+    error: str = ""
+    committed_w: float = math.nan
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+class RoomCoordinator:
+    """Divides `tree`'s rating at one level among `racks` every period; times are monotonic
+    seconds, powers W."""
+
+    def __init__(self, tree, racks: Sequence[str], name: str, lease_s: float,
+                 demand_stale_s: float):
+        from rackpower_nodes.core.room import ShrinkFirst
+
+        self.tree = tree
+        self.racks = tuple(racks)
+        self.name = name
+        self.lease_s = float(lease_s)
+        self.demand_stale_s = float(demand_stale_s)
+        self.shrink = ShrinkFirst(tree, self.lease_s, name)
+        self.demands: dict[str, RackDemand] = {}
+        self.received: dict[str, float] = {}
+        self.targets: dict[str, float] = {r: self.guaranteed_w(r) for r in self.racks}
+
+    def guaranteed_w(self, rack: str) -> float:
+        return float(self.tree.racks[rack].guaranteed_w)
+
+    def on_demand(self, demand: RackDemand, now_s: float) -> bool:
+        """Keep `demand` as its rack's newest (False, ignored, for a rack not served)."""
+        if demand.rack not in self.racks:
+            return False
+        self.demands[demand.rack] = demand
+        self.received[demand.rack] = now_s
+        return True
+
+    def silent(self, now_s: float) -> frozenset[str]:
+        return frozenset(r for r in self.racks
+                         if now_s - self.received.get(r, -math.inf) > self.demand_stale_s)
+
+    def _division_input(self, stale: frozenset[str]) -> dict[str, RackDemand]:
+        """Every rack's demand, a silent one's replaced by its guaranteed share, all of it a
+        floor (it may hold that much without asking)."""
+        out: dict[str, RackDemand] = {}
+        for rack in self.racks:
+            if rack in stale:
+                spec = self.tree.racks[rack]
+                g = float(spec.guaranteed_w)
+                out[rack] = RackDemand(rack, 0.0, 0.0, (255,), (g,), (g,),
+                                       float(spec.rating_w), g, budget_source="fallback")
+            else:
+                out[rack] = self.demands[rack]
+        return out
+
+    def period(self, now_s: float) -> Period:
+        """Divide, release shrink-first, and say what was decided."""
+        from rackpower_nodes.core.room import divide
+
+        stale = self.silent(now_s)
+        demands = self._division_input(stale)
+        error = ""
+        try:
+            self.targets = {r: float(w) for r, w in divide(self.tree, demands).budget_w.items()
+                            if r in self.racks}
+        except ValueError as exc:
+            error = f"division failed, previous budgets kept: {exc}"
+        known = {r: d for r, d in demands.items() if r not in stale}
+        # a silent rack's last word (its acknowledgement) is still the best known
+        known.update({r: self.demands[r] for r in stale if r in self.demands})
+        grants = self.shrink.update(self.targets, _with_every_rack(known, demands), now_s)
+        return Period(grants=dict(grants), targets=dict(self.targets), stale=stale,
+                      error=error, committed_w=float(self.shrink.committed_w()),
+                      sources={r: d.budget_source for r, d in self.demands.items()})
+
+
+def _with_every_rack(known: Mapping[str, RackDemand],
+                     fallback: Mapping[str, RackDemand]) -> dict[str, RackDemand]:
+    return {r: known.get(r, fallback[r]) for r in fallback}
