@@ -152,13 +152,17 @@ def _read_bag(path: Path, namespace: str | None, tolerance_s: float) -> tuple[di
     return pieces, tele, alloc
 
 
+def _topic(namespace: str, base: str) -> str:
+    """``/<namespace>/<base>`` (``/<base>`` for the empty namespace)."""
+    return "/" + "/".join(p for p in (namespace.strip("/"), base) if p)
+
+
 def _bag_topics(reader, namespace: str | None, path: Path) -> list:
     """The PowerSamples connections of one rack and its HostTelemetry connections."""
     def pick(msgtype: str, base: str) -> list:
         found = [c for c in reader.connections if c.msgtype == msgtype]
         if namespace is not None:
-            want = "/" + "/".join(p for p in (namespace.strip("/"), base) if p)
-            found = [c for c in found if c.topic == want]
+            found = [c for c in found if c.topic == _topic(namespace, base)]
         return found
 
     power = pick(POWER_TYPE, "power_samples")
@@ -210,8 +214,10 @@ def _bag_component(name: str, chunks: list, tele: list, step_s: float,
     return out
 
 
-def allocation_errors_from_bags(paths: Iterable[str | Path]) -> list[tuple[float, str, float]]:
-    """(t_unix, component, |error_w|) of every finite AllocationError in the bags."""
+def allocation_errors_from_bags(paths: Iterable[str | Path], namespace: str | None = None
+                                ) -> list[tuple[float, str, float]]:
+    """(t_unix, component, |error_w|) of every finite AllocationError in the bags (only
+    ``/<ns>/allocation_error``'s with ``namespace``, for a bag of several racks)."""
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import get_types_from_msg
 
@@ -222,7 +228,8 @@ def allocation_errors_from_bags(paths: Iterable[str | Path]) -> list[tuple[float
     for path in paths:
         with AnyReader([Path(path)], default_typestore=store) as reader:
             conns = [c for c in reader.connections
-                     if c.msgtype == "rackpower/msg/AllocationError"]
+                     if c.msgtype == "rackpower/msg/AllocationError"
+                     and (namespace is None or c.topic == _topic(namespace, "allocation_error"))]
             if not conns:            # an empty list would make rosbags read every message
                 continue
             for conn, _, raw in reader.messages(connections=conns):

@@ -103,24 +103,31 @@ def _champion(req: dict):
         return None, str(exc)
 
 
+def window_spec(doc: dict):
+    """The WindowSpec of a request's ``spec`` (SPEC_DEFAULT's keys); the fleet trainer
+    builds its windows with the same one."""
+    from rackpower_nodes.core.forecast.features import WindowSpec
+
+    return WindowSpec(step_s=float(doc["step_s"]), history_steps=int(doc["history_steps"]),
+                      horizon_steps=int(doc["horizon_steps"]),
+                      coarse=tuple(int(k) for k in doc["coarse"]),
+                      stride=int(doc.get("stride", 1)))
+
+
 def run(req: dict) -> dict:
     """The job (see the module docstring); returns the report."""
     import numpy as np
 
     from rackpower_nodes.core import retrain as rt
     from rackpower_nodes.core.forecast.features import (
-        WindowSpec, build_windows, seen_features, split_by_time)
+        build_windows, seen_features, split_by_time)
     from rackpower_nodes.core.forecast.forecaster import LstmForecaster, LstmParams
     from rackpower_nodes.core.forecast.registry import save_model
 
     _progress(req, "loading")
     champion, champion_problem = _champion(req)
     spec_doc = {**SPEC_DEFAULT, **(req.get("spec") or {}), **(champion.spec if champion else {})}
-    spec = WindowSpec(step_s=float(spec_doc["step_s"]),
-                      history_steps=int(spec_doc["history_steps"]),
-                      horizon_steps=int(spec_doc["horizon_steps"]),
-                      coarse=tuple(int(k) for k in spec_doc["coarse"]),
-                      stride=int(spec_doc.get("stride", 1)))
+    spec = window_spec(spec_doc)
     series, trained_on, problems = load_sources(req, spec.step_s)
     seed = int(req.get("seed", 0))
     ws = build_windows(series, spec, max_windows=req.get("max_windows"), seed=seed)

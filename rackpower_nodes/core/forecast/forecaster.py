@@ -22,6 +22,7 @@ import torch
 
 from rackpower_nodes.core.forecast.base import (
     ForecastInputError, Forecaster, ModelLoadError, check_params)
+from rackpower_nodes.core.forecast.distributed import DistContext
 from rackpower_nodes.core.forecast.model import QuantileLSTM
 
 __all__ = ["ForecastInputError", "Forecaster", "LstmForecaster", "LstmParams", "ModelLoadError",
@@ -81,6 +82,15 @@ class LstmForecaster(Forecaster):
     ``calibrate`` and a validation set it then stores ``calibration`` (horizon, Q) offsets
     (normalised power) that ``predict`` adds to p90 and p99 (the p50 column is 0).
     Deterministic for a seed and thread count. ``progress=True`` shows a tqdm bar over epochs.
+
+    Run in every rank of an initialised ``torch.distributed`` group of more than one process
+    (``torchrun``, distributed.py), fit trains data-parallel: every rank is given the same
+    windows, the module runs inside ``DistributedDataParallel``, each rank takes its
+    ``DistributedSampler`` share of each epoch (``batch_size`` is per rank: the global batch is
+    ``batch_size * world_size``), the training and validation losses are summed over the ranks
+    so that every rank takes the same early-stopping decision, and ``training["distributed"]``
+    records the world size and the windows and batches each rank trained on. Every rank ends
+    with the same weights; the caller writes the model directory from rank 0 only.
     """
 
     name: ClassVar[str] = "lstm"
@@ -170,11 +180,13 @@ class LstmForecaster(Forecaster):
             raise ForecastInputError("lstm: predict called before fit or load")
         x, last = self._check_input(x, last)
         self.module.eval()
+        dev = next(self.module.parameters()).device      # a rank's GPU while fit runs
         out = []
         with torch.inference_mode():
             for i in range(0, len(x), batch_size):
                 sl = slice(i, i + batch_size)
-                out.append(self.module(self._scale(x[sl]), torch.from_numpy(last[sl])).numpy())
+                out.append(self.module(self._scale(x[sl]).to(dev), torch.from_numpy(
+                    last[sl]).to(dev)).cpu().numpy())
         if not out:
             return np.zeros((0, self.horizon_steps, len(self.quantiles)), np.float32)
         pred = np.concatenate(out)
@@ -190,20 +202,31 @@ class LstmForecaster(Forecaster):
         torch.set_num_threads(p.threads)
         torch.manual_seed(p.seed)
         rng = np.random.default_rng(p.seed)
+        ctx = DistContext.current()          # None: one process, no DDP
         cols = self.columns
         flat = train.x[:, :, cols].reshape(-1, len(cols)).astype(np.float64)
         self.mean = flat.mean(axis=0).astype(np.float32)
         std = flat.std(axis=0)
         self.std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
         self.module = self._new_module()
+        net = self.module if ctx is None else ctx.wrap(self.module)
         opt = torch.optim.Adam(self.module.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-        quantiles = torch.tensor(self.quantiles)
+        quantiles = torch.tensor(self.quantiles, device=ctx.device if ctx else None)
         best, best_state, bad, history = float("inf"), None, 0, []
+        seen = np.zeros(2)                   # windows and batches this rank trained on
         t0 = time.monotonic()
         epochs = _progress(range(p.max_epochs), self.progress, "lstm epochs")
         for epoch in epochs:
-            train_loss = self._epoch(train, opt, quantiles, rng)
-            val_loss = self.loss(val) if val is not None and len(val.x) else train_loss
+            if ctx is None:
+                order = rng.permutation(len(train.x))[:p.samples_per_epoch or None]
+                train_loss = self._epoch(train, net, opt, quantiles, order, seen)
+            else:
+                order = ctx.epoch_order(len(train.x), p.seed, epoch, p.samples_per_epoch)
+                total, count = ctx.sum([self._epoch(train, net, opt, quantiles, order, seen)
+                                        * len(order), len(order)])
+                train_loss = float(total / max(count, 1.0))
+            val_loss = (self._val_loss(val, ctx) if val is not None and len(val.x)
+                        else train_loss)
             history.append({"epoch": epoch + 1, "train_pinball": train_loss,
                             "val_pinball": val_loss, "elapsed_s": time.monotonic() - t0})
             _log.info("lstm epoch %d: train pinball %.5f, val pinball %.5f", epoch + 1,
@@ -216,17 +239,35 @@ class LstmForecaster(Forecaster):
                     group["lr"] *= p.lr_decay
             if val_loss < best:
                 best, best_state = val_loss, copy.deepcopy(self.module.state_dict())
-            if bad >= p.patience or (p.max_train_s and time.monotonic() - t0 > p.max_train_s):
+            stop = bad >= p.patience or bool(p.max_train_s
+                                             and time.monotonic() - t0 > p.max_train_s)
+            if stop if ctx is None else ctx.any(stop):    # the clock may differ between ranks
                 break
         if best_state is not None:          # None only when every loss was NaN
             self.module.load_state_dict(best_state)
-        self.module.eval()
+        self.module.cpu().eval()
         if p.calibrate and val is not None and len(val.x):
             self.calibration = self._conformal_offsets(val)
         self.training = {"epochs": len(history), "best_val_pinball": best,
                          "seconds": time.monotonic() - t0, "history": history,
                          "calibrated": bool(self.calibration.size)}
+        if ctx is not None:
+            self.training["distributed"] = {
+                "world_size": ctx.world_size, "backend": ctx.backend,
+                "batch_size_per_rank": p.batch_size,
+                "per_rank": [{"rank": r, "windows": int(w), "batches": int(b)}
+                             for r, (w, b) in enumerate(ctx.gather(seen))]}
         return self
+
+    def _val_loss(self, val: Any, ctx: DistContext | None) -> float:
+        """Mean pinball loss on ``val``; with ranks, each scores its share and the sums
+        are added up, so every rank gets the same value."""
+        if ctx is None:
+            return self.loss(val)
+        idx = ctx.shard(len(val.x))
+        part = self.loss(val.subset(idx)) * len(idx) if len(idx) else 0.0
+        total, count = ctx.sum([part, len(idx)])
+        return float(total / max(count, 1.0))
 
     def _conformal_offsets(self, val: Any) -> np.ndarray:
         """(horizon, Q) float32 offsets (normalised power): per horizon step, the split
@@ -243,24 +284,26 @@ class LstmForecaster(Forecaster):
             out[:, k] = np.quantile(resid[:, :, k], rank, axis=0, method="higher")
         return out
 
-    def _epoch(self, train: Any, opt: torch.optim.Optimizer, quantiles: torch.Tensor,
-               rng: np.random.Generator) -> float:
-        """One pass over (a sample of) the training windows; returns the mean pinball loss."""
-        p, n = self.params, len(train.x)
-        order = rng.permutation(n)[:p.samples_per_epoch or n]
-        self.module.train()
+    def _epoch(self, train: Any, net: torch.nn.Module, opt: torch.optim.Optimizer,
+               quantiles: torch.Tensor, order: np.ndarray, seen: np.ndarray) -> float:
+        """One pass over the training windows ``order`` through ``net`` (the module, or it
+        in DDP); adds the windows and batches to ``seen``; returns the mean pinball loss."""
+        p = self.params
+        dev = quantiles.device
+        net.train()
         total = 0.0
         for i in range(0, len(order), p.batch_size):
             idx = np.sort(order[i:i + p.batch_size])
-            pred = self.module(self._scale(train.x[idx]), torch.from_numpy(
-                np.asarray(train.last[idx], np.float32)))
-            loss = _pinball(pred, torch.from_numpy(np.asarray(train.y[idx], np.float32)),
-                            quantiles)
+            pred = net(self._scale(train.x[idx]).to(dev), torch.from_numpy(
+                np.asarray(train.last[idx], np.float32)).to(dev))
+            loss = _pinball(pred, torch.from_numpy(np.asarray(train.y[idx], np.float32)
+                                                   ).to(dev), quantiles)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), 1.0)
             opt.step()
             total += float(loss.detach()) * len(idx)
+            seen += (len(idx), 1)
         return total / max(len(order), 1)
 
     def loss(self, windows: Any) -> float:
