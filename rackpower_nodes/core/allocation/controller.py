@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from rackpower_nodes.core.allocation.feed_control import FeedGuard
+from rackpower_nodes.core.allocation.feeds import FeedPlan
 from rackpower_nodes.core.allocation.filling import water_fill, water_fill_tiers
 from rackpower_nodes.core.allocation.forecast import (
     ForecastView, _frozen_array, forecast_now, forecast_peak)
@@ -49,7 +51,8 @@ class Decision:
 
     `mode`: the mode used (safe when forced); `mode_reason`: why safe ('' otherwise);
     `forecast_w`: the forecast peak used (NaN outside proactive or without a forecast);
-    `demand_w`: what each component asked for before the budget cut.
+    `demand_w`: what each component asked for before the budget cut; `contingency_w`: with
+    redundant feeds, per feed the allocation to apply at once if it is lost (empty otherwise).
     """
 
     t_unix: float
@@ -59,6 +62,7 @@ class Decision:
     forecast_w: np.ndarray
     demand_w: np.ndarray
     corrections: tuple[Correction, ...]
+    contingency_w: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _plus_margin(x: np.ndarray, frac: float, minimum_w: float) -> np.ndarray:
@@ -75,7 +79,7 @@ class AllocationController:
     """
 
     def __init__(self, components: Sequence[Component], cfg: PolicyConfig,
-                 mode: str = "proactive"):
+                 mode: str = "proactive", feeds: FeedPlan | None = None):
         self.components = tuple(components)
         if not self.components:
             raise ConfigError("components = (): expected at least one component")
@@ -95,6 +99,9 @@ class AllocationController:
         self.ceiling_w = _frozen_array([c.ceiling_w for c in self.components])
         self.priority = _frozen_array([c.priority for c in self.components], np.int64)
         self.set_mode(mode)
+        # redundant feeds (core/allocation/feeds.py): every fill keeps the feed limits
+        self.feeds = None if feeds is None else FeedGuard(feeds, self.components)
+        self._contingency: dict[str, np.ndarray] = {}
         self.budget_w = float(cfg.budget_w)     # the budget in force (set_budget), W
         self._static = _frozen_array(self._static_split())
         self.allocated_w = self._static.copy()
@@ -121,6 +128,8 @@ class AllocationController:
             self._static = _frozen_array(self._static_split())
 
     def _fill(self, demand: np.ndarray) -> np.ndarray:
+        if self.feeds is not None:
+            return self.feeds.fill(demand, self.budget_w)
         return water_fill(demand, self.floor_w, self.ceiling_w, self.priority, self.budget_w)
 
     def _static_split(self) -> np.ndarray:
@@ -234,7 +243,8 @@ class AllocationController:
 
     def step(self, t_unix: float, measured_w: np.ndarray, forecast: ForecastView | None,
              pdu_ok: bool = True, pdu_reason: str = "", samples_age_s: float = 0.0,
-             samples_reason: str = "", in_force_w=None) -> Decision:
+             samples_reason: str = "", in_force_w=None,
+             lost_feeds=frozenset()) -> Decision:
         """One control cycle at `t_unix` (s) from the newest measured power per component (W,
         NaN where unknown) and the newest forecast (None if none). `samples_age_s`: time
         since the last fresh measurement batch, s (inf: none yet); `samples_reason` says
@@ -257,10 +267,14 @@ class AllocationController:
         power plus the mode's margin, and each yields a `Correction`. The budget is then
         water-filled by priority, expected draws first, and the result is the newest
         allocation. Static mode, and safe mode under the static policy, allocate the static
-        split and correct nothing.
-        Raises ValueError for a non-finite time or arrays of the wrong size.
+        split and correct nothing. With redundant feeds every allocation keeps the feed
+        limits and each decision carries the contingencies; `lost_feeds` (names) applies the
+        contingency for them at once: mode safe, reason 'feed <X> lost' (`FeedGuard.on_loss`).
+        Raises ValueError for a non-finite time, arrays of the wrong size or an unknown feed.
         """
         measured = self._check_inputs(t_unix, measured_w, forecast, samples_age_s)
+        if self.feeds is not None and self.feeds.check_lost(lost_feeds):
+            return self._feed_lost(t_unix, frozenset(lost_feeds))
         reference = self.in_force_at(t_unix, in_force_w)
         mode, reason, fresh, blind = self._select_mode(t_unix, forecast, pdu_ok, pdu_reason,
                                                        samples_age_s, samples_reason)
@@ -301,6 +315,8 @@ class AllocationController:
         need = self._priority_claims(stuck, grown, need)
         allocated = water_fill_tiers(need, wanted, self.floor_w, self.ceiling_w,
                                      self.priority, self.budget_w)
+        if self.feeds is not None:
+            allocated = self.feeds.fill(allocated, self.budget_w)
         corrections = self._corrections(np.flatnonzero(flagged), measured, predicted, wanted,
                                         allocated, reference)
         decision = Decision(t_unix, mode, reason, _frozen_array(allocated),
@@ -326,7 +342,20 @@ class AllocationController:
             spare[lower] *= 1.0 - take / pool
         return need
 
+    def _feed_lost(self, t_unix: float, lost: frozenset[str]) -> Decision:
+        allocated, reason = self.feeds.on_loss(lost, self._contingency, self.allocated_w,
+                                               self.budget_w)
+        self._pinned_since[:] = np.nan            # nothing is judged pinned meanwhile
+        self.allocated_w = allocated
+        self._pending.append((t_unix, allocated.copy()))
+        return Decision(t_unix, "safe", reason, _frozen_array(allocated),
+                        _frozen_array(np.full(len(self.ids), np.nan)),
+                        _frozen_array(allocated), (), dict(self._contingency))
+
     def _decided(self, decision: Decision, allocated: np.ndarray) -> Decision:
+        if self.feeds is not None:
+            self._contingency = self.feeds.contingencies(allocated, self.budget_w)
+            decision = replace(decision, contingency_w=dict(self._contingency))
         self.allocated_w = allocated
         self._pending.append((decision.t_unix, np.array(allocated, dtype=np.float64)))
         return decision
