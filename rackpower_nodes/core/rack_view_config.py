@@ -65,6 +65,7 @@ def rack_view_config_from_params(values: Mapping[str, Any]) -> RackViewConfig:
     errors: list[str] = []
     v = read_parameters(RACK_VIEW_PARAMETERS, values, errors, "rack_view")
     names = list(v.get("components.names", ()))
+    before = len(errors)                 # the layout is checked when its own keys are valid
     check_ids("components.names", names, errors)
     per_name = {}
     for key in ("kinds", "rack_u", "height_u"):
@@ -80,16 +81,16 @@ def rack_view_config_from_params(values: Mapping[str, Any]) -> RackViewConfig:
                for i, u in enumerate(per_name["rack_u"]) if u < 0]
     errors += [f"components.height_u[{i}] = {h!r}: expected >= 0 (0 = by kind)"
                for i, h in enumerate(per_name["height_u"]) if h < 0]
-    near, held = v.get("colours.near_fraction"), v.get("colours.held_fraction")
-    if near is not None and held is not None and not near < held:
-        errors.append(f"colours.near_fraction = {near!r}, colours.held_fraction = {held!r}: "
-                      "expected near_fraction < held_fraction")
     placement = None
-    if not errors:
+    if len(errors) == before and "rack.units" in v:
         try:
             placement = placement_from_config(v["rack.units"], names, **per_name)
         except LayoutError as exc:
             errors.append(f"components.rack_u / components.height_u: {exc}")
+    near, held = v.get("colours.near_fraction"), v.get("colours.held_fraction")
+    if near is not None and held is not None and not near < held:
+        errors.append(f"colours.near_fraction = {near!r}, colours.held_fraction = {held!r}: "
+                      "expected near_fraction < held_fraction")
     if errors:
         raise ConfigError(errors)
     return RackViewConfig(period_s=v["publish.period_s"],
