@@ -21,6 +21,8 @@ Arguments:
                  false); it listens on loopback only unless the config's
                  /**/metrics_exporter http.address says otherwise (docs/metrics.md)
     metrics_port TCP port of that endpoint (default 9470)
+    rack_view    true (default): also start rack_view, the rack drawn as RViz markers on
+                 /<rack>/rack_markers (config/rviz/rack.rviz, docs/operator-views.md)
 
 Every node is restarted when it crashes (`respawn`), but not when it exits with a
 configuration error (exit code 2: a bad parameter, named in its log): restarting cannot fix
@@ -79,6 +81,7 @@ def _launch_setup(context):
     data_dir = LaunchConfiguration("data_dir").perform(context)
     metrics = LaunchConfiguration("metrics").perform(context).lower() in ("true", "1", "yes")
     metrics_port = LaunchConfiguration("metrics_port").perform(context).strip()
+    rack_view = LaunchConfiguration("rack_view").perform(context).lower() in ("true", "1", "yes")
 
     actions = []
     sensor_overrides, telemetry_overrides, predictor_overrides = {}, {}, {}
@@ -146,6 +149,11 @@ def _launch_setup(context):
             package="rackpower", executable="metrics_exporter", name="metrics_exporter",
             namespace=rack, parameters=[config, {"http.port": port}], output="screen",
             respawn=True, respawn_delay=2.0))
+    if rack_view:
+        actions += _respawned(Node(
+            package="rackpower", executable="rack_view", name="rack_view",
+            namespace=rack, parameters=[config], output="screen",
+            respawn=True, respawn_delay=2.0))
     return actions
 
 
@@ -173,5 +181,7 @@ def generate_launch_description():
                               description="Also start metrics_exporter (Prometheus /metrics)"),
         DeclareLaunchArgument("metrics_port", default_value="9470",
                               description="TCP port of the metrics_exporter's /metrics"),
+        DeclareLaunchArgument("rack_view", default_value="true", choices=["true", "false"],
+                              description="Also start rack_view (RViz markers of the rack)"),
         OpaqueFunction(function=_launch_setup),
     ])
