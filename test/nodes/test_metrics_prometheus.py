@@ -21,6 +21,7 @@ import urllib.request
 import numpy as np
 import pytest
 import yaml
+from helpers.grafana import dashboard_queries
 from helpers.rack import MEASURED, NAMES, NS, Rack, actuator_params, free_port, pdu_server
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -189,6 +190,25 @@ def test_prometheus_scrapes_the_allocation_the_actuator_published(rack_graph, pr
     measured = _query(prometheus, f'rackpower_component_measured_watts{{component="'
                                   f'{COMPONENT}"}}')
     assert float(measured[0]["value"][1]) == MEASURED[0]
+
+
+# panels the test rack fills: it runs no health_monitor, current_sensor or host_telemetry,
+# and nothing is above OK in its diagnostics
+EMPTY_HERE = ("Component health", "Health: suspected causes", "Diagnostics not OK")
+
+
+def test_every_dashboard_query_runs_on_prometheus_and_the_racks_panels_have_data(
+        rack_graph, prometheus):
+    """The shipped Grafana dashboard's queries, its variables set to this rack and a1."""
+    queries = dashboard_queries(RACK, COMPONENT, rate_interval="30s")
+    expected = [(title, q) for title, q in queries if title not in EMPTY_HERE]
+    _wait(lambda: all(_query(prometheus, q) for _, q in expected), 60.0,
+          "data for every panel of the rack")
+    for title, q in queries:
+        _query(prometheus, q)           # valid PromQL that prometheus evaluates
+    links = _query(prometheus, next(q for t, q in queries if t == "Device links"))
+    assert {r["metric"]["device"]: float(r["value"][1]) for r in links} == \
+        {"pdu-a": 1.0, "pdu-b": 1.0}
 
 
 # -- parameter errors -----------------------------------------------------------------------
