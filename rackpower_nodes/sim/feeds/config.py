@@ -20,8 +20,8 @@ runs as before (one breaker for the rack).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,16 @@ class FeedConfig:
     def dual(self) -> np.ndarray:
         """(n,) True where a component draws from more than one feed."""
         return np.count_nonzero(self.split > 0, axis=1) > 1
+
+    def reordered(self, names: Sequence[str]) -> FeedConfig:
+        """The same feeds with the components in the order of `names` (e.g. the
+        controller's); ValueError naming the ones missing here."""
+        missing = [n for n in names if n not in self.components]
+        if missing or len(names) != len(self.components):
+            raise ValueError(f"components {list(names)}: expected the rack's "
+                             f"{list(self.components)} in any order (missing {missing})")
+        order = [self.components.index(n) for n in names]
+        return replace(self, components=tuple(names), split=self.split[order])
 
 
 def load_feeds(source, rack) -> FeedConfig | None:

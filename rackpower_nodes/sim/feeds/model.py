@@ -270,4 +270,5 @@ class FeedRack:
                   for e in self.events]
         return {"time_s": self.time_s, "trips": self.trips, "tripped": self.tripped,
                 "throttled_j": float(self.throttled_j.sum()), "dark_j": self.dark_j,
+                "throttled_by_component_j": self.throttled_by_component_j.tolist(),
                 "feeds": feeds, "events": events}
