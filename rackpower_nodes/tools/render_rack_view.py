@@ -25,6 +25,22 @@ from rackpower_nodes.core.rack_view import Marker, RackSnapshot, RackView, snaps
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "docs" / "images" / "rack_view.png"
 
 
+def view_for(preset: str) -> RackView:
+    """The RackView the node would build from the preset's config (its rack_view section;
+    the defaults where it has none)."""
+    from rackpower_nodes.core.params import ConfigError
+    from rackpower_nodes.core.rack_view_config import load_rack_view_config_yaml
+    from rackpower_nodes.tools.evaluate_data import _default_config
+
+    try:
+        cfg = load_rack_view_config_yaml(_default_config(preset))
+    except ConfigError as exc:
+        if "no section for node 'rack_view'" not in str(exc):
+            raise
+        return RackView()
+    return RackView(cfg.placement, cfg.near_fraction, cfg.held_fraction)
+
+
 def busy_snapshot(preset: str = "ai", hours: float = 24.0, minutes: float = 5.0,
                   seed: int = 7, name: str = "rack_01") -> RackSnapshot:
     """The rack at the busiest step of the busiest `minutes` of `hours` simulated."""
@@ -110,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "0 < minutes <= hours x 60", file=sys.stderr)
         return 2
     snap = busy_snapshot(args.preset, args.hours, args.minutes, args.seed)
-    markers = RackView().markers(snap)
+    markers = view_for(args.preset).markers(snap)
     draw(markers, args.out)
     held = sum(1 for c in snap.components if math.isfinite(c.measured_w)
                and c.measured_w >= 0.97 * c.allocated_w)

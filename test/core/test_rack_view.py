@@ -4,6 +4,7 @@ when the component list changes) and the view's configuration errors."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,10 @@ from rackpower_nodes.core.rack_layout import (
     RACK_WIDTH_M, U_M, LayoutError, Placement, Slot, lay_out, placement_from_config)
 from rackpower_nodes.core.rack_view import (
     AMBER, GREEN, GREY, RED, Health, RackView, power_state, snapshot)
-from rackpower_nodes.core.rack_view_config import rack_view_config_from_params
+from rackpower_nodes.core.rack_view_config import (
+    load_rack_view_config_yaml, rack_view_config_from_params)
+
+REPO = Path(__file__).resolve().parents[2]
 
 NAN = math.nan
 IDS = ["srv01", "srv02", "srv03", "tor-a"]
@@ -168,3 +172,17 @@ def test_config_errors_name_the_key():
                                       [2, 1]})
     cfg = rack_view_config_from_params({})
     assert (cfg.period_s, cfg.placement.units, cfg.frame_id) == (1.0, 42, "")
+
+
+@pytest.mark.parametrize("name", ["rack.yaml", "rack_ai.yaml"])
+def test_shipped_configs_place_every_component_of_the_rack(name):
+    """The rack_view section of a shipped config places exactly the actuator's components,
+    each in the rack, none overlapping (the loader checks overlaps)."""
+    from rackpower_nodes.core.actuator_config import load_actuator_config_yaml
+
+    path = REPO / "config" / name
+    placement = load_rack_view_config_yaml(path).placement
+    ids = [c.id for c in load_actuator_config_yaml(path).components]
+    assert sorted(placement.fixed) == sorted(ids)
+    slots, top = lay_out(ids, placement)
+    assert top == placement.units
