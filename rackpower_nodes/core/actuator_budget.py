@@ -117,10 +117,16 @@ class RackBudgetKeeper:
     def demand(self, stamp_unix: float, window_s: float, priority: Sequence[int],
                floor_w: Sequence[float], demand_w: Sequence[float],
                now_s: float) -> RackDemand:
-        """The rack's demand summary (per component in, per class out)."""
+        """The rack's demand summary (per component in, per class out). Off the
+        coordinator's lease (fallback) the rack may fill its budget in force whatever it
+        acknowledged, so it reports at least that as acknowledged: a restarted coordinator
+        counts it so before it grows anyone."""
         from rackpower_nodes.core.room import rack_demand
 
+        source, acked = self.source(now_s), self.acked_budget_w
+        if source != "coordinator":
+            acked = self.budget_w(now_s) if math.isnan(acked) else max(acked,
+                                                                        self.budget_w(now_s))
         return rack_demand(self.rack, stamp_unix, window_s, priority, floor_w, demand_w,
                            self.rating_w, self.guaranteed_w, acked_seq=self.acked_seq,
-                           acked_budget_w=self.acked_budget_w,
-                           budget_source=self.source(now_s))
+                           acked_budget_w=acked, budget_source=source)

@@ -13,7 +13,7 @@ shares before any success) and the failure is reported.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rackpower_nodes.core.room.types import RackDemand, RackGrant
@@ -65,41 +65,22 @@ class RoomCoordinator:
         return frozenset(r for r in self.racks
                          if now_s - self.received.get(r, -math.inf) > self.demand_stale_s)
 
-    def _division_input(self, stale: frozenset[str]) -> dict[str, RackDemand]:
-        """Every rack's demand, a silent one's replaced by its guaranteed share, all of it a
-        floor (it may hold that much without asking)."""
-        out: dict[str, RackDemand] = {}
-        for rack in self.racks:
-            if rack in stale:
-                spec = self.tree.racks[rack]
-                g = float(spec.guaranteed_w)
-                out[rack] = RackDemand(rack, 0.0, 0.0, (255,), (g,), (g,),
-                                       float(spec.rating_w), g, budget_source="fallback")
-            else:
-                out[rack] = self.demands[rack]
-        return out
-
     def period(self, now_s: float) -> Period:
         """Divide, release shrink-first, and say what was decided."""
         from rackpower_nodes.core.room import divide
 
         stale = self.silent(now_s)
-        demands = self._division_input(stale)
+        # a silent rack is left out: divide holds it at its guaranteed share, all of it used
+        fresh = {r: d for r, d in self.demands.items() if r not in stale}
         error = ""
         try:
-            self.targets = {r: float(w) for r, w in divide(self.tree, demands).budget_w.items()
+            self.targets = {r: float(w) for r, w in divide(self.tree, fresh).budget_w.items()
                             if r in self.racks}
         except ValueError as exc:
             error = f"division failed, previous budgets kept: {exc}"
-        known = {r: d for r, d in demands.items() if r not in stale}
         # a silent rack's last word (its acknowledgement) is still the best known
-        known.update({r: self.demands[r] for r in stale if r in self.demands})
-        grants = self.shrink.update(self.targets, _with_every_rack(known, demands), now_s)
+        grants = self.shrink.update(self.targets, self.demands, now_s)
         return Period(grants=dict(grants), targets=dict(self.targets), stale=stale,
                       error=error, committed_w=float(self.shrink.committed_w()),
                       sources={r: d.budget_source for r, d in self.demands.items()})
 
-
-def _with_every_rack(known: Mapping[str, RackDemand],
-                     fallback: Mapping[str, RackDemand]) -> dict[str, RackDemand]:
-    return {r: known.get(r, fallback[r]) for r in fallback}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rackpower_nodes.core.params import (
@@ -104,14 +104,16 @@ def load_coordinator_tree(cfg: CoordinatorConfig):
 
     try:
         tree = load_power_tree(cfg.power_tree)
-    except (ConfigError, ValueError, OSError) as exc:
+    except ConfigError:
+        raise                         # it names the file and the key in it
+    except (ValueError, OSError) as exc:
         raise ConfigError(f"power_tree = {cfg.power_tree!r}: {exc}") from None
-    level = cfg.level or tree_top(tree)
-    try:
-        racks = tuple(tree.racks_under(level))
-    except (KeyError, ValueError) as exc:
+    level = cfg.level or tree.top
+    if level not in tree.levels:
         raise ConfigError(f"level = {cfg.level!r}: not a level of the power tree "
-                          f"{cfg.power_tree} ({exc})") from None
+                          f"{cfg.power_tree} (its levels: {', '.join(tree.levels)})")
+    tree = subtree(tree, level)
+    racks = tree.rack_names
     if not racks:
         raise ConfigError(f"level = {level!r}: no rack below it in {cfg.power_tree}")
     unknown = sorted(set(cfg.namespaces) - set(racks))
@@ -121,14 +123,18 @@ def load_coordinator_tree(cfg: CoordinatorConfig):
     return tree, level, racks
 
 
-def tree_top(tree) -> str:
-    """The name of the power tree's top level (the last ancestor of any rack)."""
-    top = getattr(tree, "root", None)
-    if isinstance(top, str):
-        return top
-    rack = next(iter(tree.rack_names))
-    chain = list(tree.ancestors(rack))
-    return chain[-1] if chain else rack
+def subtree(tree, level: str):
+    """The part of `tree` at and below `level` (which becomes its top), as a PowerTree."""
+    from rackpower_nodes.core.room import PowerTree
+
+    if level == tree.top:
+        return tree
+    racks = {r: tree.racks[r] for r in tree.racks_under(level)}
+    inside = {level} | {a for r in racks for a in tree.ancestors(r)[
+        :tree.ancestors(r).index(level)]}
+    levels = {n: (replace(lv, parent=None) if n == level else lv)
+              for n, lv in tree.levels.items() if n in inside}
+    return PowerTree(level, levels, racks)
 
 
 def load_coordinator_config_yaml(path, node_name: str = "power_coordinator"

@@ -213,8 +213,8 @@ class PduActuatorNode(LifecycleNode):
         every device back, and say what they hold: logged and returned."""
         if self._link is None:
             return f"{why}: no devices connected"
-        if self._room is not None:     # the room counts on no more when nobody talks
-            self._set_budget(self._room.guaranteed_w)
+        if self._room is not None:     # no more than the room counts on, with nobody talking
+            self._set_budget(min(self.controller.budget_w, self._room.guaranteed_w))
         confirmed, text = leave_static_split(self._link, self.controller.static_allocation(),
                                              self.controller.budget_w, why)
         if confirmed:
