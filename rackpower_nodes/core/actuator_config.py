@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from rackpower_nodes.core.actuator_budget import (
     BUDGET_PARAMETERS, BudgetSettings, budget_settings_from)
 from rackpower_nodes.core.allocation import MODES, QUANTILES, Component, PolicyConfig
+from rackpower_nodes.core.feed_config import FEED_PARAMETERS, FeedSettings, feed_settings_from
 from rackpower_nodes.core.params import (
     ConfigError, ParamSpec, check_ids, load_config_yaml, param, read_parameters)
 
@@ -158,7 +159,7 @@ ACTUATOR_PARAMETERS: tuple[ParamSpec, ...] = (
     param("publish.deadline_s", 0.5, "double", "QoS deadline of power_allocation, s",
           (0.01, 60.0), positive=True),
     param("frame_id", "rack", "string", "header.frame_id of published messages"),
-) + BUDGET_PARAMETERS
+) + BUDGET_PARAMETERS + FEED_PARAMETERS
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,7 @@ class ActuatorConfig:
     frame_id: str
     verify_s: float = 0.5                     # read-back period of every PDU and BMC, s
     budget: BudgetSettings = BudgetSettings()  # config, or a coordinator's grants
+    feeds: FeedSettings | None = None          # redundant feeds (core/feed_config.py)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -337,6 +339,7 @@ def actuator_config_from_params(values: Mapping[str, Any]) -> ActuatorConfig:
         _check_against_budget(policy, components, errors)
         budget = budget_settings_from(v, policy.budget_w,
                                       math.fsum(c.floor_w for c in components), errors)
+        feeds = feed_settings_from(v, components, comp_pdu, pdu_names, errors)
     if errors:
         raise ConfigError(errors)
     return ActuatorConfig(
@@ -353,7 +356,7 @@ def actuator_config_from_params(values: Mapping[str, Any]) -> ActuatorConfig:
         samples_stale_s=v["inputs.samples_stale_s"], rate_hz=v["control.rate_hz"],
         timeout_s=v["pdu.timeout_s"], retry_s=v["pdu.retry_s"],
         allow_switching=v["pdu.allow_switching"], deadline_s=v["publish.deadline_s"],
-        frame_id=v["frame_id"], verify_s=v["pdu.verify_s"], budget=budget)
+        frame_id=v["frame_id"], verify_s=v["pdu.verify_s"], budget=budget, feeds=feeds)
 
 
 def _check_against_budget(policy: PolicyConfig, components: list[Component],
