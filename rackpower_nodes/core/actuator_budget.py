@@ -78,7 +78,7 @@ class RackBudgetKeeper:
     acknowledgement and the demand summary. Times `now_s` are monotonic, s; powers W."""
 
     def __init__(self, rack: str, rating_w: float, guaranteed_w: float):
-        from rackpower_nodes.core.room import BudgetLease
+        from rackpower_nodes.core.room.lease import BudgetLease
 
         self.rack = rack
         self.rating_w = float(rating_w)
@@ -87,15 +87,19 @@ class RackBudgetKeeper:
         self.newest: RackGrant | None = None
         self.acked_seq = 0
         self.acked_budget_w = math.nan
+        self._said: str | None = None
 
-    def on_grant(self, grant: RackGrant, now_s: float) -> bool:
-        """Take a grant addressed to this rack (False, ignored, otherwise). A restarted
-        coordinator may count seq afresh: the newest grant received is the one in force."""
+    def on_grant(self, grant: RackGrant, now_s: float) -> str:
+        """Take a grant addressed to this rack: '' when taken, else why it was ignored (for
+        another rack; late: a seq below the newest one's while its lease runs, see
+        `BudgetLease`). ValueError for a grant without a budget or a lease."""
         if grant.rack != self.rack:
-            return False
-        self.lease.on_grant(grant, now_s)
+            return f"rack_budget for rack {grant.rack!r} ignored: this is rack {self.rack!r}"
+        if not self.lease.on_grant(grant, now_s):
+            return (f"grant {grant.seq} from {grant.coordinator or 'the coordinator'} ignored: "
+                    f"older than grant {self.newest.seq} (taken once its lease runs out)")
         self.newest = grant
-        return True
+        return ""
 
     def budget_w(self, now_s: float) -> float:
         """The budget in force: min(the lease's, the rack's own rating), W."""
@@ -104,9 +108,17 @@ class RackBudgetKeeper:
     def source(self, now_s: float) -> str:
         return self.lease.source(now_s)
 
+    def source_change(self, now_s: float) -> str:
+        """'' or, when the source changed since the last call, what changed (for the log)."""
+        source = self.source(now_s)
+        before, self._said = self._said, source
+        if before is None or before == source:
+            return ""
+        return f"budget source {before} -> {source}: {self.budget_w(now_s):.0f} W"
+
     def acknowledge(self, held_w: np.ndarray, ceiling_w: np.ndarray) -> None:
         """Acknowledge the newest grant once what the devices hold fits within it."""
-        from rackpower_nodes.core.room import committed_w
+        from rackpower_nodes.core.room.summary import committed_w
 
         grant = self.newest
         if grant is None or grant.seq == self.acked_seq:
@@ -121,7 +133,7 @@ class RackBudgetKeeper:
         coordinator's lease (fallback) the rack may fill its budget in force whatever it
         acknowledged, so it reports at least that as acknowledged: a restarted coordinator
         counts it so before it grows anyone."""
-        from rackpower_nodes.core.room import rack_demand
+        from rackpower_nodes.core.room.summary import rack_demand
 
         source, acked = self.source(now_s), self.acked_budget_w
         if source != "coordinator":

@@ -86,7 +86,6 @@ class PduActuatorNode(LifecycleNode):
         if self._room is not None:        # until the first grant: the guaranteed share
             self.controller.set_budget(cfg.budget.guaranteed_w)
         self._demand_pub = None
-        self._budget_source: str | None = None
         self._samples = SampleInputs(cfg.names)
         self._forecast: ForecastView | None = None
         self._forecast_rx = -math.inf
@@ -281,21 +280,15 @@ class PduActuatorNode(LifecycleNode):
             self._step(time.perf_counter())
 
     def _on_grant(self, msg: RackBudget) -> None:
-        if not self._room.on_grant(grant_from_msg(msg), time.monotonic()):
-            self.get_logger().warning(f"rack_budget for rack {msg.rack!r} ignored: this is "
-                                      f"rack {self._room.rack!r}", throttle_duration_sec=10.0)
+        try:
+            why = self._room.on_grant(grant_from_msg(msg), time.monotonic())
+        except ValueError as exc:
+            why = f"rack_budget ignored: {exc}"
+        if why:
+            self.get_logger().warning(why, throttle_duration_sec=10.0)
 
     def _set_budget(self, budget_w: float) -> None:
-        """Allocate and write within `budget_w` (W) from now on; says when the source
-        changes (coordinator, fallback)."""
-        if self._room is not None:
-            source = self._room.source(time.monotonic())
-            if source != self._budget_source:
-                if self._budget_source is not None:
-                    self.get_logger().warning(
-                        f"budget source {self._budget_source} -> {source}: {budget_w:.0f} W",
-                        throttle_duration_sec=1.0)
-                self._budget_source = source
+        """Allocate and write within `budget_w` (W) from now on."""
         self.controller.set_budget(budget_w)
         if self._link is not None:
             self._link.budget_w = float(budget_w)
@@ -323,6 +316,8 @@ class PduActuatorNode(LifecycleNode):
             forecast = None
         if self._room is not None:
             self._set_budget(self._room.budget_w(now))
+            if change := self._room.source_change(now):     # coordinator <-> fallback
+                self.get_logger().warning(change, throttle_duration_sec=1.0)
         pdu_ok, pdu_reason = self._link.health()
         before = self._decision.mode if self._decision else None
         age = now - self._samples.fresh_t

@@ -67,3 +67,65 @@ def test_set_budget_refuses_what_is_not_a_budget(bad):
     ctl = AllocationController(cfg.components, cfg.policy, "reactive")
     with pytest.raises(ValueError, match="budget_w"):
         ctl.set_budget(bad)
+
+
+# -- the rack's side of the coordinator: lease, acknowledgement, demand ------------------------
+
+def _grant(seq: int, budget_w: float, rack: str = "r1", lease_s: float = 2.0):
+    from rackpower_nodes.core.room.types import RackGrant
+
+    return RackGrant(rack, seq, budget_w, budget_w, lease_s, "room")
+
+
+def _keeper():
+    from rackpower_nodes.core.actuator_budget import RackBudgetKeeper
+
+    return RackBudgetKeeper("r1", rating_w=1840.0, guaranteed_w=700.0)
+
+
+def test_the_keeper_holds_a_grant_for_its_lease_then_falls_back():
+    k = _keeper()
+    assert k.budget_w(0.0) == 700.0 and k.source(0.0) == "fallback"      # before any grant
+    assert k.on_grant(_grant(1, 1500.0), 10.0) == ""
+    assert k.budget_w(10.5) == 1500.0 and k.source(10.5) == "coordinator"
+    assert k.budget_w(11.0) == 700.0                   # from lease/2: min(grant, guaranteed)
+    assert k.budget_w(12.0) == 700.0 and k.source(12.0) == "fallback"
+    assert k.on_grant(_grant(2, 300.0), 20.0) == ""
+    assert k.budget_w(20.9) == 300.0 and k.budget_w(21.5) == 300.0     # below: kept
+    assert k.budget_w(22.0) == 700.0                   # a whole lease: the guaranteed share
+    assert k.on_grant(_grant(3, 5000.0), 30.0) == "" and k.budget_w(30.0) == 1840.0
+
+
+def test_the_keeper_ignores_what_is_not_its_grant():
+    k = _keeper()
+    assert "this is rack 'r1'" in k.on_grant(_grant(1, 1500.0, rack="r2"), 0.0)
+    assert k.on_grant(_grant(5, 1500.0), 0.0) == ""
+    assert "older than grant 5" in k.on_grant(_grant(4, 100.0), 0.5)     # late
+    assert k.budget_w(0.5) == 1500.0
+
+
+def test_a_grant_is_acknowledged_once_the_devices_fit_it():
+    k = _keeper()
+    ceiling = np.full(4, 600.0)
+    k.on_grant(_grant(1, 1000.0), 0.0)
+    k.acknowledge(np.array([300.0, 300.0, 300.0, 300.0]), ceiling)        # 1200 > 1000
+    assert k.acked_seq == 0 and math.isnan(k.acked_budget_w)
+    k.acknowledge(np.array([250.0, 250.0, 250.0, np.nan]), ceiling)       # NaN at its ceiling
+    assert k.acked_seq == 0
+    k.acknowledge(np.array([250.0, 250.0, 250.0, 250.0]), ceiling)
+    assert (k.acked_seq, k.acked_budget_w) == (1, 1000.0)
+    d = k.demand(100.0, 1.0, [2, 2, 1, 1], [50.0] * 4, [300.0, 300.0, 80.0, 20.0], 0.5)
+    assert d.priority == (2, 1) and d.floor_w == (100.0, 100.0)
+    assert d.demand_w == (600.0, 130.0)                # below its floor, a component asks it
+    assert (d.acked_seq, d.acked_budget_w, d.budget_source) == (1, 1000.0, "coordinator")
+
+
+def test_off_the_lease_the_rack_reports_its_budget_in_force_as_acknowledged():
+    k = _keeper()
+    k.on_grant(_grant(1, 300.0), 0.0)
+    k.acknowledge(np.full(4, 70.0), np.full(4, 600.0))
+    assert k.demand(0.0, 1.0, [1] * 4, [50.0] * 4, [70.0] * 4, 0.5).acked_budget_w == 300.0
+    d = k.demand(0.0, 1.0, [1] * 4, [50.0] * 4, [70.0] * 4, 2.5)     # lease over: 700 W
+    assert d.budget_source == "fallback" and d.acked_budget_w == 700.0
+    assert k.source_change(0.5) == "" and "coordinator" not in k.source_change(0.5)
+    assert k.source_change(2.5) == "budget source coordinator -> fallback: 700 W"
