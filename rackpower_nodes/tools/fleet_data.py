@@ -2,16 +2,18 @@
 
 A *rack source* is one rack's topics in one bag: ``(bag, namespace)`` for every namespace
 whose ``<ns>/power_samples`` (PowerSamples) the bag holds (:func:`rack_sources`; the recorder
-of a rack writes one, a bag of a whole room several). Rank ``r`` of ``w`` loads the sources
-``r, r + w, ...`` (:func:`load_share`) through the retraining job's feature pipeline
-(``sources.bags.from_bag`` -> ``build_windows`` with its WindowSpec) and reads the rack's
-logged allocation errors; every window's and error's component becomes ``<rack>/<channel>``,
-so that racks whose channels share ids (``srv01`` in every rack) stay apart.
-:func:`exchange` all-gathers the shares (``torch.distributed.all_gather_object``) so that
-every rank holds all windows in source order: the same WindowSet as one process loading
-everything, which the trainer's ``DistributedSampler`` then splits per epoch. A source that
-fails on any rank fails every rank with the same message (no rank waits forever on a
-collective another one never joins).
+of a rack writes one, a bag of a whole room several). The rack id is the namespace
+(``rack_01`` for ``/rack_01``), so a rack's rotated bags are one rack; ``RACK=PATH`` names it
+instead (racks recorded under the same namespace, or without one: then the bag's name is the
+id). Rank ``r`` of ``w`` loads the sources ``r, r + w, ...`` (:func:`load_share`) through the
+retraining job's feature pipeline (``sources.bags.from_bag`` -> ``build_windows`` with its
+WindowSpec) and reads the rack's logged allocation errors; every window's and error's
+component becomes ``<rack>/<channel>``, so that racks whose channels share ids (``srv01`` in
+every rack) stay apart. :func:`exchange` all-gathers the shares
+(``torch.distributed.all_gather_object``) so that every rank holds all windows in source
+order: the same WindowSet as one process loading everything, which the trainer's
+``DistributedSampler`` then splits per epoch. A source that fails on any rank fails every
+rank with the same message (no rank waits forever on a collective another one never joins).
 """
 from __future__ import annotations
 
@@ -39,8 +41,8 @@ class RackSource:
 
 
 def rack_sources(bags: list[str]) -> list[RackSource]:
-    """Every rack of every bag, in the order given; FleetError for no bags, a missing or
-    unreadable bag, a bag without PowerSamples, or a rack id met twice."""
+    """Every rack of every bag (``PATH`` or ``RACK=PATH``), in the order given; FleetError
+    for no bags, a missing or unreadable bag or a bag without PowerSamples."""
     from rosbags.highlevel import AnyReader, AnyReaderError
 
     from rackpower_nodes.sources.bags import POWER_TYPE
@@ -48,7 +50,8 @@ def rack_sources(bags: list[str]) -> list[RackSource]:
     if not bags:
         raise FleetError("no bags given: pass --bags with one or more rosbag2 bags")
     out: list[RackSource] = []
-    for bag in bags:
+    for arg in bags:
+        name, bag = _split(arg)
         path = Path(bag)
         if not path.exists():
             raise FleetError(f"bag {bag}: no such file or folder")
@@ -63,16 +66,21 @@ def rack_sources(bags: list[str]) -> list[RackSource]:
             seen = sorted({f"{c.topic} ({c.msgtype})" for c in conns}) or "none"
             raise FleetError(f"bag {bag}: no <namespace>/power_samples topic of type "
                              f"{POWER_TYPE}, nothing to train on (its topics: {seen})")
+        if name and len(topics) > 1:
+            raise FleetError(f"bag {bag} holds several racks {topics}: a RACK= name fits a "
+                             "bag of one rack; pass the bag without one")
         for topic in topics:
             ns = topic.rsplit("/", 1)[0].strip("/")
-            out.append(RackSource(str(bag), ns, ns or path.name))
-    racks = [s.rack for s in out]
-    twice = sorted({r for r in racks if racks.count(r) > 1})
-    if twice:
-        where = {r: [s.bag for s in out if s.rack == r] for r in twice}
-        raise FleetError(f"rack ids {twice} appear in more than one bag ({where}): give each "
-                         "rack its own namespace, or train its bags in separate runs")
+            out.append(RackSource(str(bag), ns, name or ns or path.name))
     return out
+
+
+def _split(arg: str) -> tuple[str, str]:
+    """(rack name or '', path) of ``RACK=PATH`` or ``PATH`` (a path that exists wins)."""
+    name, eq, path = arg.partition("=")
+    if not eq or Path(arg).exists() or not name or "/" in name:
+        return "", arg
+    return name, path
 
 
 def load_share(sources: list[RackSource], rank: int, world: int, spec, max_windows: int | None,

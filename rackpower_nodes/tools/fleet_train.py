@@ -44,7 +44,9 @@ _log = logging.getLogger("rackpower_fleet_train")
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fleet_train", description=__doc__.split("\n")[0])
-    p.add_argument("--bags", nargs="*", default=[], help="rosbag2 bags (folders or .mcap)")
+    p.add_argument("--bags", nargs="*", default=[],
+                   help="rosbag2 bags (folders or .mcap), PATH or RACK=PATH; a rack is its "
+                   "namespace unless named")
     p.add_argument("--out", type=Path, required=True, help="model root (registry) folder")
     p.add_argument("--spec", type=json.loads, default={},
                    help=f"WindowSpec fields as JSON over {json.dumps(SPEC_DEFAULT)}")

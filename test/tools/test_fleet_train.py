@@ -23,7 +23,7 @@ from rackpower_nodes.core.forecast.serving import ForecastService
 from rackpower_nodes.core.model_registry import ModelRegistry
 from rackpower_nodes.sim.bag_export import write_bag
 from rackpower_nodes.sim.rack_sim import generate
-from rackpower_nodes.tools import fleet_train
+from rackpower_nodes.tools import fleet_data, fleet_train
 
 RACKS = {"rack_01": 101, "rack_02": 102}        # namespace: seed (training seeds 100-199)
 LSTM = {"hidden_size": 8, "max_epochs": 3, "batch_size": 64, "patience": 3}
@@ -162,3 +162,12 @@ def test_a_bag_without_power_samples_is_named(bags, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert str(bad) in err and "power_samples" in err and "/rack_09/chatter" in err
+
+
+def test_a_racks_bags_are_one_rack_and_a_name_overrides(bags, tmp_path):
+    data = generate(0.05, seed=103, rate_hz=2, config=sim_config())
+    later = str(write_bag(data, tmp_path / "rack_01_later", namespace="/rack_01"))  # rotated
+    got = fleet_data.rack_sources([bags[0], later, f"spare={bags[1]}"])
+    assert [(s.bag, s.namespace, s.rack) for s in got] == [
+        (bags[0], "rack_01", "rack_01"), (later, "rack_01", "rack_01"),
+        (bags[1], "rack_02", "spare")]
