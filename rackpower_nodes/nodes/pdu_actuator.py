@@ -50,6 +50,7 @@ from rackpower_nodes.core.forecast.messages import stamp_unix
 from rackpower_nodes.core.pdu_map import load_register_map
 from rackpower_nodes.drivers.actuator_devices import (
     actuator_link, cap_range_warnings, leave_static_split)
+from rackpower_nodes.drivers.feed_watch import lost_feeds
 from rackpower_nodes.drivers.pdu_link import PduLink
 from rackpower_nodes.nodes.allocation_msgs import (
     actuator_statuses, allocation_msg, error_msgs)
@@ -79,7 +80,8 @@ class PduActuatorNode(LifecycleNode):
         check_outlets_in_maps(cfg, {name: m.outlets for name, m in self._maps.items()})
         # so is an unreadable BMC password file
         self._bmc_password = cfg.power_caps.password() if any(cfg.cap_urls) else ""
-        self.controller = AllocationController(cfg.components, cfg.policy, cfg.mode)
+        self.controller = AllocationController(cfg.components, cfg.policy, cfg.mode,
+                                               feeds=cfg.feeds.plan if cfg.feeds else None)
         self._room = (RackBudgetKeeper(cfg.budget.rack_id or rack_id_of(self.get_namespace()),
                                        cfg.policy.budget_w, cfg.budget.guaranteed_w)
                       if cfg.budget.coordinated else None)
@@ -175,7 +177,9 @@ class PduActuatorNode(LifecycleNode):
         caps = sum(1 for u in cfg.cap_urls if u)
         self.get_logger().info(
             f"configured: {len(cfg.pdus)} PDU(s), {caps} BMC power cap(s), "
-            f"{len(cfg.components)} components, budget {cfg.policy.budget_w:.0f} W")
+            f"{len(cfg.components)} components, budget {cfg.policy.budget_w:.0f} W" + (
+                f" shared through rack_budget as rack {self._room.rack} (guaranteed "
+                f"{self._room.guaranteed_w:.0f} W)" if self._room is not None else ""))
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -317,7 +321,8 @@ class PduActuatorNode(LifecycleNode):
         if self._room is not None:
             self._set_budget(self._room.budget_w(now))
             if change := self._room.source_change(now):     # coordinator <-> fallback
-                self.get_logger().warning(change, throttle_duration_sec=1.0)
+                (self.get_logger().warning if self._room.source(now) == "fallback"
+                 else self.get_logger().info)(change, throttle_duration_sec=1.0)
         pdu_ok, pdu_reason = self._link.health()
         before = self._decision.mode if self._decision else None
         age = now - self._samples.fresh_t
@@ -326,7 +331,8 @@ class PduActuatorNode(LifecycleNode):
             time.time(), measured, forecast, pdu_ok=pdu_ok, pdu_reason=pdu_reason,
             samples_age_s=age, samples_reason=(f"{why} for {age:.2f} s" if math.isfinite(age)
                                                else f"{why} since the start"),
-            in_force_w=self._link.held_w())      # pinned is judged by what the devices hold
+            in_force_w=self._link.held_w(),      # pinned is judged by what the devices hold
+            lost_feeds=lost_feeds(cfg.feeds, self._link))   # its contingency at once
         if (forecast is None and self._forecast is not None
                 and "forecast missing" in decision.mode_reason):
             decision = replace(decision, mode_reason=decision.mode_reason.replace(
