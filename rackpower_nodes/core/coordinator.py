@@ -22,14 +22,14 @@ from rackpower_nodes.core.room.types import RackDemand, RackGrant
 @dataclass(frozen=True)
 class Period:
     """What one period decided: the grants to publish, the targets they head for (W), the
-    racks counted as silent, and the division's failure ('' when it worked)."""
+    racks counted as silent, the division's failure ('' when it worked), and each rack's
+    committed power as the shrink-first release counts it (W)."""
 
     grants: dict[str, RackGrant]
     targets: dict[str, float]
     stale: frozenset[str]
     error: str = ""
-    committed_w: float = math.nan
-    sources: dict[str, str] = field(default_factory=dict)
+    committed_w: dict[str, float] = field(default_factory=dict)
 
 
 class RoomCoordinator:
@@ -38,14 +38,14 @@ class RoomCoordinator:
 
     def __init__(self, tree, racks: Sequence[str], name: str, lease_s: float,
                  demand_stale_s: float):
-        from rackpower_nodes.core.room import ShrinkFirst
+        from rackpower_nodes.core.room.handshake import ShrinkFirst
 
         self.tree = tree
         self.racks = tuple(racks)
         self.name = name
         self.lease_s = float(lease_s)
         self.demand_stale_s = float(demand_stale_s)
-        self.shrink = ShrinkFirst(tree, self.lease_s, name)
+        self.shrink = ShrinkFirst(tree, self.lease_s, name, stale_s=self.demand_stale_s)
         self.demands: dict[str, RackDemand] = {}
         self.received: dict[str, float] = {}
         self.targets: dict[str, float] = {r: self.guaranteed_w(r) for r in self.racks}
@@ -81,6 +81,5 @@ class RoomCoordinator:
         # a silent rack's last word (its acknowledgement) is still the best known
         grants = self.shrink.update(self.targets, self.demands, now_s)
         return Period(grants=dict(grants), targets=dict(self.targets), stale=stale,
-                      error=error, committed_w=float(self.shrink.committed_w()),
-                      sources={r: d.budget_source for r, d in self.demands.items()})
+                      error=error, committed_w=self.shrink.committed_w())
 

@@ -35,8 +35,9 @@ COORDINATOR_PARAMETERS: tuple[ParamSpec, ...] = (
           "rack falls back to its guaranteed share when it hears nothing for this long",
           (0.15, 3600.0), positive=True),
     param("demand_stale_s", 0.0, "double",
-          "A rack whose newest demand is older than this counts as silent: it is granted "
-          "its guaranteed share, s; 0 = the lease", (0.0, 3600.0)),
+          "A rack whose newest demand is older than this counts as silent: the division "
+          "leaves it its guaranteed share and the release counts it there at least, s; 0 = "
+          "half the lease", (0.0, 3600.0)),
     param("racks.namespaces", [], "string_array",
           "'<rack id>=/<namespace>' per rack whose topics are not under /<rack id>; other "
           "racks use /<rack id>"),
@@ -90,7 +91,7 @@ def coordinator_config_from_params(values: Mapping[str, Any]) -> CoordinatorConf
                       "every half lease")
     if errors:
         raise ConfigError(errors)
-    stale = v["demand_stale_s"] or v["lease_s"]
+    stale = v["demand_stale_s"] or v["lease_s"] / 2
     return CoordinatorConfig(
         power_tree=v["power_tree"], level=v["level"], period_s=v["period_s"],
         lease_s=v["lease_s"], demand_stale_s=stale, namespaces=namespaces,

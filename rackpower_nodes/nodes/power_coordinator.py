@@ -108,7 +108,9 @@ class PowerCoordinatorNode(Node):
             return
         name = self.get_fully_qualified_name()
         values = {"level": self.level, "racks": len(self.core.racks),
-                  "committed_w": f"{p.committed_w:.1f}", "silent": len(p.stale)}
+                  "committed_w": f"{sum(p.committed_w.values()):.1f}",
+                  "rating_w": f"{self.core.tree.levels[self.core.tree.top].rating_w:.1f}",
+                  "silent": len(p.stale)}
         statuses = [diagnostic_status(ERROR if p.error else OK, f"{name}: {self.core.name}",
                                       p.error or "sharing", self.core.name, values)]
         for rack in self.core.racks:
@@ -122,6 +124,7 @@ class PowerCoordinatorNode(Node):
                  "seq": grant.seq if grant else 0,
                  "acked_seq": demand.acked_seq if demand else 0,
                  "acked_budget_w": f"{demand.acked_budget_w:.1f}" if demand else "none",
+                 "committed_w": f"{p.committed_w.get(rack, float('nan')):.1f}",
                  "guaranteed_w": f"{self.core.guaranteed_w(rack):.1f}",
                  "rack_source": demand.budget_source if demand else "none",
                  "stale": stale}))

@@ -69,7 +69,7 @@ def test_a_bad_configuration_ends_the_node_with_exit_2_naming_the_key(ros_env, t
 def test_the_config_defaults_and_namespaces(tmp_path):
     cfg = coordinator_config_from_params({"power_tree": _tree(tmp_path),
                                           "racks.namespaces": ["r2=/row_1/r2"]})
-    assert (cfg.period_s, cfg.lease_s, cfg.demand_stale_s) == (1.0, 5.0, 5.0)
+    assert (cfg.period_s, cfg.lease_s, cfg.demand_stale_s) == (1.0, 5.0, 2.5)
     assert cfg.namespace("r1") == "/r1" and cfg.namespace("r2") == "/row_1/r2"
     tree, level, racks = load_coordinator_tree(cfg)
     assert level == "room" and racks == ("r1", "r2", "r3")
