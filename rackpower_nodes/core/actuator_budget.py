@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from rackpower_nodes.core.params import ParamSpec, param
-from rackpower_nodes.core.room.types import RackDemand, RackGrant
+from rackpower_nodes.core.room import (
+    BudgetLease, RackDemand, RackGrant, committed_w, rack_demand)
 
 BUDGET_SOURCE_CHOICES = ("config", "coordinator")
 ACK_TOLERANCE_W = 0.01       # float32 register rounding of what the devices hold, W
@@ -78,8 +79,6 @@ class RackBudgetKeeper:
     acknowledgement and the demand summary. Times `now_s` are monotonic, s; powers W."""
 
     def __init__(self, rack: str, rating_w: float, guaranteed_w: float):
-        from rackpower_nodes.core.room.lease import BudgetLease
-
         self.rack = rack
         self.rating_w = float(rating_w)
         self.guaranteed_w = float(guaranteed_w)
@@ -118,8 +117,6 @@ class RackBudgetKeeper:
 
     def acknowledge(self, held_w: np.ndarray, ceiling_w: np.ndarray) -> None:
         """Acknowledge the newest grant once what the devices hold fits within it."""
-        from rackpower_nodes.core.room.summary import committed_w
-
         grant = self.newest
         if grant is None or grant.seq == self.acked_seq:
             return
@@ -133,8 +130,6 @@ class RackBudgetKeeper:
         coordinator's lease (fallback) the rack may fill its budget in force whatever it
         acknowledged, so it reports at least that as acknowledged: a restarted coordinator
         counts it so before it grows anyone."""
-        from rackpower_nodes.core.room.summary import rack_demand
-
         source, acked = self.source(now_s), self.acked_budget_w
         if source != "coordinator":
             acked = self.budget_w(now_s) if math.isnan(acked) else max(acked,

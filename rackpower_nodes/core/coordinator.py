@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from rackpower_nodes.core.room.types import RackDemand, RackGrant
+from rackpower_nodes.core.room import RackDemand, RackGrant, ShrinkFirst, divide
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,6 @@ class RoomCoordinator:
 
     def __init__(self, tree, racks: Sequence[str], name: str, lease_s: float,
                  demand_stale_s: float):
-        from rackpower_nodes.core.room.handshake import ShrinkFirst
-
         self.tree = tree
         self.racks = tuple(racks)
         self.name = name
@@ -67,8 +65,6 @@ class RoomCoordinator:
 
     def period(self, now_s: float) -> Period:
         """Divide, release shrink-first, and say what was decided."""
-        from rackpower_nodes.core.room import divide
-
         stale = self.silent(now_s)
         # a silent rack is left out: divide holds it at its guaranteed share, all of it used
         fresh = {r: d for r, d in self.demands.items() if r not in stale}

@@ -17,6 +17,7 @@ from typing import Any
 
 from rackpower_nodes.core.params import (
     ConfigError, ParamSpec, load_config_yaml, param, read_parameters)
+from rackpower_nodes.core.room import PowerTree, load_power_tree
 
 LEASE_PERIODS = 3.0          # lease_s >= LEASE_PERIODS x period_s
 _NAMESPACE_RE = re.compile(r"^(/[A-Za-z][A-Za-z0-9_]*)+$")
@@ -101,8 +102,6 @@ def coordinator_config_from_params(values: Mapping[str, Any]) -> CoordinatorConf
 def load_coordinator_tree(cfg: CoordinatorConfig):
     """(the power tree, the level served, its rack ids): the tree file read and checked
     against `level` and `racks.namespaces`; ConfigError naming the key otherwise."""
-    from rackpower_nodes.core.room import load_power_tree
-
     try:
         tree = load_power_tree(cfg.power_tree)
     except ConfigError:
@@ -126,8 +125,6 @@ def load_coordinator_tree(cfg: CoordinatorConfig):
 
 def subtree(tree, level: str):
     """The part of `tree` at and below `level` (which becomes its top), as a PowerTree."""
-    from rackpower_nodes.core.room import PowerTree
-
     if level == tree.top:
         return tree
     racks = {r: tree.racks[r] for r in tree.racks_under(level)}
