@@ -108,8 +108,6 @@ def test_a_room_of_three_racks_shares_its_budget_and_survives_its_coordinator(ro
             assert watch.wait(lambda: watch.budget("r2") > MOVED_W
                               and watch.budget("r1") < SHRUNK_W, 30.0), \
                 {r: watch.budget(r) for r in RACKS}
-            assert watch.budget("r1") + watch.budget("r2") + watch.budget("r3") \
-                <= ROOM_W + REGISTER_W
 
             # 3. the coordinator dies without a word: each rack on its guaranteed share
             coordinator.send_signal(signal.SIGKILL)
