@@ -113,7 +113,11 @@ def _parser() -> argparse.ArgumentParser:
     live.add_argument("--control", type=Path, default=None,
                       help="take fault-injection commands as JSON lines on this Unix socket "
                            "(reboot_pdu, reboot_bmc, board_stall, cable_pull, garbage, "
-                           "inject_fault, stats; docs/rack-simulator.md)")
+                           "inject_fault, fail_feed, restore_feed, stats; "
+                           "docs/rack-simulator.md)")
+    live.add_argument("--feeds", type=Path, default=None,
+                      help="YAML with a feeds: section (e.g. config/rack_feeds.yaml): the PDUs "
+                           "hang on redundant feeds, a breaker each (default: one breaker)")
     live.add_argument("--fault", action="append", default=[],
                       metavar="KIND:COMPONENT:ONSET_S[:GROWTH_S[:MAGNITUDE]]",
                       help="inject a simulated fault, onset and growth in seconds after the "
@@ -139,7 +143,8 @@ def _live(args: argparse.Namespace) -> int:
                     pdu_base_port=None if args.no_pdus else args.pdu_base_port,
                     pdu_map=args.pdu_map,
                     bmc_port=None if args.no_bmcs else args.bmc_port, bmc_api=args.bmc_api,
-                    sim_faults=[parse_fault(f, unit_s=1.0) for f in args.fault])
+                    sim_faults=[parse_fault(f, unit_s=1.0) for f in args.fault],
+                    feeds=args.feeds)
     with rack, contextlib.ExitStack() as stack:
         if args.control is not None:
             from rackpower_nodes.sim.control import ControlServer

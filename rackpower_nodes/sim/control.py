@@ -19,9 +19,14 @@ object per line and gets one JSON object per line back: ``{"ok": true, ...}`` or
   ``magnitude`` default the middle of the kind's range, `faults.plan.RANGES`), answered with
   the fault as injected (``"fault": {...}``; a component fault starts with the first sample
   not yet generated, `RackSimulator.inject`);
+- ``{"cmd": "fail_feed", "feed": "A"}`` / ``{"cmd": "restore_feed", "feed": "A"}`` (with
+  ``--feeds``): feed A lost (its PDUs stop answering, its single-corded components go dark,
+  the survivors carry the dual-corded load) or back (its PDUs boot with their defaults);
+  `sim/feeds/live.py`;
 - ``{"cmd": "stats"}``: breaker trips, the PDU model's counters (`LiveRack.pdu_stats`), each
   BMC's limit (W, null = none), the board's counters, the faults injected so far (counts by
-  command, and ``faults``: the simulated faults as injected).
+  command, and ``faults``: the simulated faults as injected), ``feeds`` (`FeedRack.stats`
+  and the feeds ``down``; null without feeds).
 
 Anyone who can open the socket can do all of this: it is a test fixture, made with the
 permissions of the simulator's user (mode 0600).
@@ -48,7 +53,7 @@ __all__ = ["COMMANDS", "ControlServer", "RackControl", "send_command"]
 _log = logging.getLogger(__name__)
 
 COMMANDS = ("reboot_pdu", "reboot_bmc", "board_stall", "cable_pull", "garbage", "inject_fault",
-            "stats")
+            "fail_feed", "restore_feed", "stats")
 MAX_LINE = 64 * 1024            # bytes of one request line
 MAX_FAULT_S = 600.0             # longest stall or cable pull, s
 
@@ -158,6 +163,18 @@ class RackControl:
         fields.setdefault("growth", "step" if fields["growth_s"] == 0 else "linear")
         return {"fault": self.rack.inject_fault(FaultSpec.from_dict(fields)).as_dict()}
 
+    def _fail_feed(self, req: dict) -> dict:
+        return self._feeds().fail(req.get("feed"))
+
+    def _restore_feed(self, req: dict) -> dict:
+        return self._feeds().restore(req.get("feed"))
+
+    def _feeds(self):
+        if self.rack.feeds is None:
+            raise ControlError("fail_feed/restore_feed: this rack runs without feeds "
+                               "(rackpower-sim live --feeds)")
+        return self.rack.feeds
+
     def _stats(self, req: dict) -> dict:
         rack = self.rack
         pdu = rack.pdu_stats()
@@ -170,7 +187,8 @@ class RackControl:
                 "bmc_limits_w": bmcs, "board": dataclasses.asdict(rack.board.stats),
                 "board_plugged": rack.board.plugged, "board_stalled": rack.board.stalled,
                 "injected": injected,
-                "faults": [f.as_dict() for f in rack.sim.faults]}
+                "faults": [f.as_dict() for f in rack.sim.faults],
+                "feeds": None if rack.feeds is None else rack.feeds.stats()}
 
 
 class _Handler(socketserver.StreamRequestHandler):

@@ -64,6 +64,9 @@ class LiveRack:
             the rack's nominal voltage, an IEC C13 outlet).
         bmc_port: the servers' Redfish endpoint listens here; 0 picks a free port; None runs
             no BMCs (also when there are no PDUs: the PDU model enforces the limits).
+        feeds: a ``feeds:`` YAML path or mapping (sim/feeds/config.py): the PDUs hang on
+            redundant feeds with a breaker each, which `feeds.fail`/`restore` drop and bring
+            back (sim/feeds/live.py); None: one breaker, as before.
         bmc_api: environment_metrics, power_control, or alternate (by server).
         bmc_username, bmc_password: the BMC credentials.
         sim_faults: simulated component and sensor faults (`FaultSpec`, onsets in s after
@@ -80,7 +83,8 @@ class LiveRack:
                  pdu_map: str = "rackpower_sim", pdu_host: str = "127.0.0.1",
                  outlet_rating_w: float | None = None, bmc_port: int | None = None,
                  bmc_api: str = "alternate", bmc_username: str = "admin",
-                 bmc_password: str = "rackpower", sim_faults: Sequence[FaultSpec] = ()):
+                 bmc_password: str = "rackpower", sim_faults: Sequence[FaultSpec] = (),
+                 feeds=None):
         rack = load_config(config)
         rack = dataclasses.replace(
             rack, start_unix=time.time() if start_unix is None else float(start_unix))
@@ -94,6 +98,9 @@ class LiveRack:
         self.pdus: dict[str, SimPduServer] = {}
         if pdu_base_port is not None:
             self._make_pdus(pdu_base_port, pdu_map, pdu_host, outlet_rating_w)
+        self.feeds = None           # redundant feeds under the PDUs (sim/feeds/live.py)
+        if feeds is not None and self.pdu_model is not None:
+            self.feeds = self._make_feeds(feeds)
         self.bmc: SimBmcServer | None = None
         self._bmc_servers: list[str] = []
         if bmc_port is not None and self.pdu_model is not None:
@@ -132,6 +139,18 @@ class LiveRack:
             self.pdus[name] = SimPduServer(
                 base_map.with_outlets(n), self.pdu_model, host, port, unit_id=1,
                 voltage_v=cfg.nominal_v, first_outlet=first[name], lock=self.pdu_lock)
+
+    def _make_feeds(self, source):
+        """`LiveFeeds` of a ``feeds:`` YAML path or mapping (sim/feeds/config.py)."""
+        from rackpower_nodes.sim.feeds import load_feeds
+        from rackpower_nodes.sim.feeds.live import LiveFeeds
+
+        cfg = self.sim.config
+        feeds = load_feeds(source, cfg)
+        if feeds is None:
+            raise ValueError(f"feeds = {source!r}: no feeds: section there")
+        return LiveFeeds(feeds, self.pdu_model, self._outlet_of,
+                         [c.pdu for c in cfg.components], self.pdus, self.pdu_lock)
 
     def _make_bmc(self, port: int, host: str, api: str, username: str, password: str) -> None:
         """One Redfish endpoint with a chassis per server, its limits fed to the PDU model."""
@@ -253,6 +272,11 @@ class LiveRack:
                       "defaults_w": s.defaults_w.tolist()}
                      for name, s in self.pdus.items()],
             "pdu_outlets": {c.name: [c.pdu, c.outlet] for c in cfg.components},
+            "feeds": None if self.feeds is None else {
+                "names": list(self.feeds.feeds.names), "pdus": list(self.feeds.feeds.pdus),
+                "breaker_w": self.feeds.feeds.breaker_w.tolist(),
+                "budget_w": self.feeds.feeds.budget_w.tolist(),
+                "split": self.feeds.feeds.split.tolist()},
             "bmcs": {name: self.bmc.chassis_url(name) for name in self.bmc_chassis()},
             "breaker_w": cfg.breaker_w,
             "budget_w": cfg.budget_w,
@@ -307,6 +331,8 @@ class LiveRack:
         demand[self._outlet_of] = self.sim.power_at(np.array([t_to]))[0]
         with self.pdu_lock:
             self.pdu_model.apply(demand, dt)
+        if self.feeds is not None:
+            self.feeds.advance(dt)
         for server in self.pdus.values():
             server.refresh()
 

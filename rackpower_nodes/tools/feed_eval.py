@@ -74,8 +74,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--hold-s", type=float, default=1.0,
                    help="capped = the survivor within its budget for this long, s")
     p.add_argument("--day-hours", type=float, default=0.0,
-                   help="also run this many hours of the first seed's day without a loss: "
-                        "the price in normal operation (0: skip; 24: the whole day)")
+                   help="also run this many hours of the first seed's day without a loss, "
+                        "from --day-from-h: the price in normal operation (0: skip)")
+    p.add_argument("--day-from-h", type=float, default=0.0,
+                   help="the normal-operation run starts at this hour (default 0)")
     p.add_argument("--preset", default=None, help="simulator preset (default office)")
     p.add_argument("--json", type=Path, default=None, help="write every run here")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -189,6 +191,39 @@ def day_table(rows: list[dict], names: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def demand_on_feeds(demand_w: np.ndarray, rate_hz: float, feeds, seed: int) -> dict:
+    """How often the uncapped demand (steps, n) W, both feeds up, loads each feed above its
+    budget and rating (s), its peak multiple and the energy above its budget (J)."""
+    load = demand_w @ feeds.split
+    dt = 1.0 / rate_hz
+    out = {"seed": seed, "hours": len(demand_w) * dt / 3600.0,
+           "rack_peak_w": float(demand_w.sum(axis=1).max())}
+    for f, name in enumerate(feeds.names):
+        out[name] = {"over_budget_s": float(np.count_nonzero(load[:, f] > feeds.budget_w[f]))
+                     * dt,
+                     "over_rating_s": float(np.count_nonzero(load[:, f] > feeds.breaker_w[f]))
+                     * dt,
+                     "peak_multiple": float(load[:, f].max() / feeds.breaker_w[f]),
+                     "above_budget_j": float(np.clip(load[:, f] - feeds.budget_w[f], 0.0,
+                                                     None).sum()) * dt}
+    return out
+
+
+def demand_table(rows: list[dict], names: Sequence[str]) -> str:
+    head = ["seed", "rack peak W"]
+    for f in names:
+        head += [f"feed {f} over budget s", f"feed {f} peak multiple",
+                 f"feed {f} above budget Wh"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r["seed"]), f"{r['rack_peak_w']:.0f}"]
+        for f in names:
+            cells += [f"{r[f]['over_budget_s']:.1f}", f"{r[f]['peak_multiple']:.3f}",
+                      f"{r[f]['above_budget_j'] / 3600:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -218,11 +253,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for case in cases:
                     rows.append(_run(args, rack, data, case,
                                      (feed, args.loss_at_s, args.loss_s)))
-        day_rows = []
+        day_rows, demand_rows = [], []
         if args.day_hours > 0:
-            data = _window(args, seeds[0], args.day_hours, 0.0)
+            data = _window(args, seeds[0], args.day_hours, args.day_from_h)
             for case in [c for c in cases if c != "no contingency"]:
                 day_rows.append(_run(args, rack, data, case, None))
+            for seed in seeds:
+                whole = _window(args, seed, 24.0, 0.0)
+                demand_rows.append(demand_on_feeds(demand_columns(whole, rack.names),
+                                                   whole.rate_hz, rack.feeds, seed))
     except (CliError, ConfigError, SimConfigError, OSError, ValueError) as exc:
         print(f"feed_eval: {exc}", file=sys.stderr)
         return 2
@@ -237,12 +276,15 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"overload {rack.plan.overload_multiple:.2f} x rating for {args.cap_time_s:g} s\n")
     print(loss_table(rows, cases, rack.priorities))
     if day_rows:
-        print(f"\n## normal operation, {args.day_hours:g} h of seed {seeds[0]} without a "
-              "loss\n")
+        print(f"\n## normal operation, {args.day_hours:g} h of seed {seeds[0]} from "
+              f"{args.day_from_h:g} h, without a loss\n")
         print(day_table(day_rows, f.names))
+        print("\n## uncapped demand on each feed, whole days (24 h), both feeds up\n")
+        print(demand_table(demand_rows, f.names))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"loss": rows, "day": day_rows}, indent=1,
+        args.json.write_text(json.dumps({"loss": rows, "day": day_rows,
+                                         "demand": demand_rows}, indent=1,
                                         default=str) + "\n")
     return 0
 
