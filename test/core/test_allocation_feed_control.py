@@ -32,6 +32,9 @@ def test_every_decision_keeps_the_feed_limits_and_carries_its_contingencies():
         assert np.all(feed_load_w(p, alloc) <= p.budget_w + 1e-6)
         for g in p.names:
             assert np.all(feed_load_w(p, alloc, {g}) <= np.sqrt(2.0) * 3000.0 + 1e-6)
+    # the static split (the safe state left behind) holds a loss with nobody left to cap
+    for g in p.names:
+        assert np.all(feed_load_w(p, c.static_allocation(), {g}) <= p.budget_w + 1e-6)
     d = busy(c, 10.1)
     assert set(d.contingency_w) == {"A", "B"}
     for g, alloc in d.contingency_w.items():

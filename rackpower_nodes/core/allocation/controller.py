@@ -128,8 +128,8 @@ class AllocationController:
             self._static = _frozen_array(self._static_split())
 
     def _fill(self, demand: np.ndarray) -> np.ndarray:
-        if self.feeds is not None:
-            return self.feeds.fill(demand, self.budget_w)
+        if self.feeds is not None:      # the static split: safe after a loss, uncapped
+            return self.feeds.fill(demand, self.budget_w, secure=True)
         return water_fill(demand, self.floor_w, self.ceiling_w, self.priority, self.budget_w)
 
     def _static_split(self) -> np.ndarray:

@@ -32,14 +32,21 @@ class FeedGuard:
         if errors:
             raise ConfigError([f"feeds: {e}" for e in errors])
         self.plan = plan
+        # the same feeds with every survivor held to its budget at once after a loss (no
+        # overload tolerated): what holds with nobody left to cap
+        self.secure = FeedPlan(plan.names, plan.budget_w, plan.budget_w, plan.split, 1.0,
+                               plan.cap_time_s)
         self.floor_w = np.array([c.floor_w for c in components])
         self.ceiling_w = np.array([c.ceiling_w for c in components])
         self.priority = np.array([c.priority for c in components], dtype=np.int64)
 
-    def fill(self, demand_w, budget_w: float, lost: Iterable[str] = frozenset()) -> np.ndarray:
-        """`feed_fill` of `demand_w` (W) within `budget_w` (W) and the feed limits."""
+    def fill(self, demand_w, budget_w: float, lost: Iterable[str] = frozenset(),
+             secure: bool = False) -> np.ndarray:
+        """`feed_fill` of `demand_w` (W) within `budget_w` (W) and the feed limits; `secure`:
+        after losing any feed the survivors stay within their budgets without capping (the
+        static split, the safe state the rack is left in when nobody is there to cap)."""
         return feed_fill(demand_w, self.floor_w, self.ceiling_w, self.priority, budget_w,
-                         self.plan, lost)
+                         self.secure if secure else self.plan, lost)
 
     def contingencies(self, allocated_w, budget_w: float) -> dict[str, np.ndarray]:
         """Per feed, the allocation (W) to apply at once on its loss: the normal allocation
