@@ -61,6 +61,8 @@ def run(label: str, cmd: list[str], out: Path) -> dict:
             "batch": meta["hyperparameters"]["batch_size"],
             "global": meta["data_info"]["global_batch"], "wall_s": wall,
             "fit_s": meta["state"]["training"]["seconds"],
+            "load_s": max(r["load_s"] for r in meta["data_info"]["per_rank"]),
+            "exchange_s": meta["data_info"]["timing_s"]["exchange"],
             "epochs": meta["state"]["training"]["epochs"],
             "windows": meta["data_info"]["trained_windows"],
             "lstm": m["challenger"]["mae_w"], "ewma": m["ewma"]["mae_w"],
@@ -100,13 +102,14 @@ def main() -> None:
           f"{99 + args.racks}), <= {args.max_windows} windows per rack, {args.epochs} epochs, "
           f"{os.cpu_count()} CPUs\n")
     print("| run | ranks | threads/rank | batch/rank (global) | trained windows | epochs "
-          "| wall s | fit s | fit s/epoch | held-out MAE W: LSTM / EWMA / persistence |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| wall s | load s (slowest rank) | exchange s | fit s | fit s/epoch "
+          "| held-out MAE W: LSTM / EWMA / persistence |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['label']} | {r['world']} | {r['threads']} | {r['batch']} ({r['global']}) "
-              f"| {r['windows']} | {r['epochs']} | {r['wall_s']:.1f} | {r['fit_s']:.1f} "
-              f"| {r['fit_s'] / r['epochs']:.1f} | {r['lstm']:.2f} / {r['ewma']:.2f} / "
-              f"{r['pers']:.2f} |")
+              f"| {r['windows']} | {r['epochs']} | {r['wall_s']:.1f} | {r['load_s']:.1f} "
+              f"| {r['exchange_s']:.1f} | {r['fit_s']:.1f} | {r['fit_s'] / r['epochs']:.1f} "
+              f"| {r['lstm']:.3f} / {r['ewma']:.3f} / {r['pers']:.3f} |")
     print(f"\ncommand: nice -n 10 .venv/bin/python benchmarks/bench_fleet_train.py --racks "
           f"{args.racks} --hours {args.hours} --max-windows {args.max_windows} --epochs "
           f"{args.epochs} --batch {args.batch} --threads {args.threads}")

@@ -17,6 +17,7 @@ rank with the same message (no rank waits forever on a collective another one ne
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +102,7 @@ def _load_rack(src: RackSource, spec, max_windows: int | None, seed: int):
     from rackpower_nodes.core.forecast.features import build_windows
     from rackpower_nodes.sources.bags import allocation_errors_from_bags, from_bag
 
+    t0 = time.monotonic()
     series = from_bag(src.bag, step_s=spec.step_s, namespace=src.namespace)
     ws = build_windows(series, spec, max_windows=max_windows, seed=seed)
     if not len(ws):
@@ -112,7 +114,7 @@ def _load_rack(src: RackSource, spec, max_windows: int | None, seed: int):
     info = {"bag": src.bag, "namespace": src.namespace, "rack": src.rack,
             "components": len(set(ws.component)), "windows": len(ws),
             "errors_logged": len(errors), "t_first_unix": float(ws.t_unix.min()),
-            "t_last_unix": float(ws.t_unix.max())}
+            "t_last_unix": float(ws.t_unix.max()), "load_s": time.monotonic() - t0}
     return ws, errors, info
 
 

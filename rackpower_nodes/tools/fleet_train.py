@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -79,8 +80,11 @@ def train(args: argparse.Namespace, rank: int = 0, world: int = 1) -> dict:
     spec_doc = {**SPEC_DEFAULT, **args.spec}
     spec = window_spec(spec_doc)
     sources = rack_sources(args.bags)
+    timing = {"start": time.monotonic()}
     share = load_share(sources, rank, world, spec, args.max_windows, args.seed)
+    timing["loaded"] = time.monotonic()
     racks = exchange(share, len(sources), world)
+    timing["exchanged"] = time.monotonic()
     ws = concat_windows([r[0] for r in racks])
     errors = [e for r in racks for e in r[1]]
     train_all, test = rt.holdout_split(ws, args.holdout_s)
@@ -96,13 +100,17 @@ def train(args: argparse.Namespace, rank: int = 0, world: int = 1) -> dict:
     if args.global_batch:
         lstm["batch_size"] = math.ceil(args.global_batch / world)
     params = LstmParams(**dict(lstm, threads=args.threads, seed=args.seed))
+    timing["prepared"] = time.monotonic()
     model = LstmForecaster(params).fit(fit_on, val if len(val) else None)
+    timing["fitted"] = time.monotonic()
     if rank != 0:
         return {"ok": True, "rank": rank}
     per_rank = [{"rank": r, "racks": [i["rack"] for _, _, i in racks
                                       if i["loaded_by_rank"] == r],
                  "windows_loaded": sum(i["windows"] for _, _, i in racks
-                                       if i["loaded_by_rank"] == r)} for r in range(world)]
+                                       if i["loaded_by_rank"] == r),
+                 "load_s": sum(i["load_s"] for _, _, i in racks if i["loaded_by_rank"] == r)}
+                for r in range(world)]
     per_epoch = min(len(fit_on), params.samples_per_epoch or len(fit_on))
     trained = model.training.get("distributed", {}).get(
         "per_rank", [{"windows": model.training["epochs"] * per_epoch}])
@@ -112,7 +120,11 @@ def train(args: argparse.Namespace, rank: int = 0, world: int = 1) -> dict:
             "spec": spec_doc, "windows": len(ws), "trained_windows": len(fit_on),
             "val_windows": len(val), "held_out_windows": len(test),
             "weighted_windows": int((weights > 1.0).sum()), "errors_logged": len(errors),
-            "global_batch": params.batch_size * world, "seed": args.seed}
+            "global_batch": params.batch_size * world, "seed": args.seed,
+            "timing_s": {"load": timing["loaded"] - timing["start"],      # rank 0's share
+                         "exchange": timing["exchanged"] - timing["loaded"],
+                         "prepare": timing["prepared"] - timing["exchanged"],
+                         "fit": timing["fitted"] - timing["prepared"]}}
     return _finish(args, model, fit_on, val, test, info)
 
 
@@ -143,6 +155,7 @@ def _finish(args, model, fit_on, val, test, info: dict) -> dict:
         entry = ModelRegistry(args.out).register(path, {"fleet": info}, metrics)["version"]
     return {"ok": True, "model_dir": str(path), "registered": entry,
             "world_size": info["world_size"], "per_rank": info["per_rank"],
+            "timing_s": info["timing_s"],
             "epochs": model.training["epochs"], "metrics": metrics}
 
 
