@@ -9,11 +9,14 @@ newest allocation with core/rack_view.py and publishes one MarkerArray with ever
 rack at once. An allocation older than `inputs.stale_after_s` (by the time it arrived) is drawn
 grey with STALE in the title; before the first allocation nothing is published. The markers'
 frame_id is the allocation's header.frame_id (the rack's frame) unless `frame_id` is set.
+`/diagnostics`, once a second: OK while drawing fresh allocations, WARN when the allocation is
+stale, STALE before the first one, with the allocation's age and what was drawn.
 """
 from __future__ import annotations
 
 import time
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Point
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -25,7 +28,8 @@ from rackpower.msg import ComponentHealth, PowerAllocation
 from rackpower_nodes.core.rack_view import Health, Marker, RackView, snapshot
 from rackpower_nodes.core.rack_view_config import (
     RACK_VIEW_PARAMETERS, RackViewConfig, rack_view_config_from_params)
-from rackpower_nodes.nodes.common import declare_from_specs, latched_qos
+from rackpower_nodes.nodes.common import (
+    declare_from_specs, diagnostic_status, latched_qos, publish_diagnostics)
 from rackpower_nodes.nodes.main import run_node
 
 #: component_health is latched with one message per component: a late joiner needs a depth of
@@ -87,7 +91,9 @@ class RackViewNode(Node):
                                  allocation_qos())
         self.create_subscription(ComponentHealth, "component_health", self._on_health,
                                  health_qos())
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.config.period_s, self._publish)
+        self.create_timer(1.0, self._publish_diagnostics)
 
     def _on_allocation(self, msg: PowerAllocation) -> None:
         self._allocation, self._received = msg, time.monotonic()
@@ -108,6 +114,23 @@ class RackViewNode(Node):
         self._pub.publish(MarkerArray(
             markers=[marker_msg(m, header) for m in self.view.markers(snap, self._health)]))
         self.published += 1
+
+    def _publish_diagnostics(self) -> None:
+        msg = self._allocation
+        if msg is None:
+            level, text, age = DiagnosticStatus.STALE, "no power_allocation yet", float("nan")
+        else:
+            age = time.monotonic() - self._received
+            stale = age > self.config.stale_after_s
+            level = DiagnosticStatus.WARN if stale else DiagnosticStatus.OK
+            text = (f"allocation {age:.0f} s old: drawn grey (stale)" if stale
+                    else f"drawing {len(msg.channel_ids)} components")
+        values = {"allocation_age_s": f"{age:.1f}",
+                  "components": len(msg.channel_ids) if msg is not None else 0,
+                  "health_known": len(self._health), "marker_arrays_published": self.published}
+        publish_diagnostics(self, self._diag_pub, [diagnostic_status(
+            level, f"{self.get_fully_qualified_name()}: rack view", text, "rack_view",
+            values)])
 
 
 def main(args=None) -> int:

@@ -12,7 +12,7 @@ import yaml
 from helpers.graph import spin_until
 
 from rackpower_nodes.core.rack_layout import U_M
-from rackpower_nodes.core.rack_view import GREEN, RED
+from rackpower_nodes.core.rack_view import GREEN, GREY, RED
 from rackpower_nodes.tools.launch_env import executable, stop_process
 
 pytestmark = pytest.mark.ros
@@ -42,12 +42,20 @@ class _Viewer:
 
     def __init__(self, name: str):
         import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
         from visualization_msgs.msg import MarkerArray
 
         self.node = rclpy.create_node(name, namespace=NS)
         self.arrays = []
         self.node.create_subscription(MarkerArray, "rack_markers", self.arrays.append,
                                       _latched())
+        self.diag: dict[str, str] = {}
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+
+    def _on_diag(self, msg) -> None:
+        for s in msg.status:
+            if s.name == f"{NS}/rack_view: rack view":
+                self.diag = {"message": s.message, **{kv.key: kv.value for kv in s.values}}
 
     def markers(self, ns: str) -> dict:
         return {m.id: m for m in self.arrays[-1].markers if m.ns == ns}
@@ -76,6 +84,7 @@ def test_allocation_comes_back_as_the_rack_drawn_and_a_late_viewer_gets_it(ros_e
     from rackpower.msg import ComponentHealth, PowerAllocation
 
     proc = _launch(ros_env, tmp_path, **{"publish.period_s": 0.5, "rack.units": 12,
+                                         "inputs.stale_after_s": 1.0,
                                          "components.names": ["tor-a"],
                                          "components.rack_u": [12]})
     try:
@@ -110,6 +119,12 @@ def test_allocation_comes_back_as_the_rack_drawn_and_a_late_viewer_gets_it(ros_e
             assert labels[0].type == Marker.TEXT_VIEW_FACING
             assert viewer.markers("gauge")[4].text.splitlines()[:3] == [
                 "budget 3680 W (breaker 4600 W)", "allocated 800 W", "measured 349 W"]
+
+            def said() -> bool:
+                pub.publish(_allocation())
+                return viewer.diag.get("message") == "drawing 3 components"
+            assert spin_until(viewer.node, said, 30.0), viewer.diag
+            assert viewer.diag["health_known"] == "1"
             viewer.node.destroy_node()
 
             late = _Viewer("rviz_late")              # RViz started after the rack was drawn
@@ -117,6 +132,12 @@ def test_allocation_comes_back_as_the_rack_drawn_and_a_late_viewer_gets_it(ros_e
                 "a late subscriber got no MarkerArray"
             assert sorted(late.markers("shell")) == [0, 1, 2]
             assert late.markers("label")[0].text == "srv01 100 W / 250 W"
+            # no allocation since: after inputs.stale_after_s the rack is drawn grey
+            assert spin_until(late.node, lambda: "STALE" in late.markers("rack")[1].text,
+                              30.0), late.markers("rack")[1].text
+            fills = late.markers("fill")
+            assert [(f.color.r, f.color.g, f.color.b) for f in fills.values()] == \
+                [pytest.approx(GREY[:3])] * 3
             late.node.destroy_node()
     finally:
         code = stop_process(proc, timeout_s=15)
