@@ -32,7 +32,7 @@ MEDIUM = np.full(4, 200.0)        # asks 220 each, 880 W
 
 __all__ = ["BUSY", "GUARANTEED_W", "IDLE", "LEASE_S", "MEDIUM", "PERIOD_S", "RACKS",
            "RACK_W", "RATE_HZ", "ROOM_W", "PduPoller", "RoomWatch", "actuator_params",
-           "coordinator_params", "start_pdu", "tree_doc"]
+           "coordinator_params", "start_discovery_server", "start_pdu", "tree_doc"]
 
 
 def tree_doc() -> dict:
@@ -72,6 +72,30 @@ def start_pdu(python: str, port: int, env: dict, log) -> subprocess.Popen:
         proc.kill()
         raise RuntimeError(f"simulated PDU on port {port} did not start: {line!r}")
     return proc
+
+
+def start_discovery_server(port: int, env: dict, log) -> subprocess.Popen | None:
+    """A Fast DDS discovery server on 127.0.0.1:`port` (what `fastdds discovery -l 127.0.0.1
+    -p <port>` runs; that wrapper needs psutil, which the venv lacks), or None where the
+    binary is absent. Returns once it says it runs."""
+    import os
+    import sys
+    from pathlib import Path
+
+    prefix = Path(sys.prefix)
+    binary = prefix / "bin" / "fast-discovery-server"
+    if not binary.exists():
+        return None
+    libs = [prefix / "lib", *sorted(prefix.glob("lib/python3*/site-packages/ros_fastdds.libs"))]
+    env = dict(env, LD_LIBRARY_PATH=os.pathsep.join(map(str, libs)))
+    proc = subprocess.Popen([str(binary), "42", "-l", "127.0.0.1", "-p", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=log, text=True)
+    for line in proc.stdout:
+        if "Server started" in line:
+            threading.Thread(target=proc.stdout.read, daemon=True).start()   # drain it
+            return proc
+    raise RuntimeError(f"the discovery server on port {port} did not start "
+                       f"(exit {proc.wait()})")
 
 
 class RoomWatch:

@@ -10,7 +10,10 @@ from the devices, not from what the nodes say:
 3. the coordinator killed (SIGKILL): every rack's PowerAllocation.budget_w reaches its
    guaranteed share within one lease of the last grant it received, plus TOLERANCE_S;
 4. the coordinator restarted: sharing resumes (budgets away from the guaranteed shares);
-and at every poll of the devices, the room sum is at most the room rating.
+and at every poll of the devices, the room sum is at most the room rating. It runs twice:
+with DDS's simple discovery on loopback, and with every process (the test's too) a client of
+one Fast DDS discovery server (`ROS_DISCOVERY_SERVER`), as on many controllers without
+multicast.
 
 Room, racks and numbers: test/helpers/room_live.py.
 """
@@ -26,7 +29,8 @@ import yaml
 from helpers.rack import free_port
 from helpers.room_live import (
     BUSY, GUARANTEED_W, IDLE, LEASE_S, MEDIUM, RACKS, RATE_HZ, ROOM_W, PduPoller,
-    RoomWatch, actuator_params, coordinator_params, start_pdu, tree_doc)
+    RoomWatch, actuator_params, coordinator_params, start_discovery_server, start_pdu,
+    tree_doc)
 
 from rackpower_nodes.tools.launch_env import executable, stop_process
 
@@ -69,10 +73,20 @@ def _fallback_delays(watch: RoomWatch, killed_at: float) -> dict[str, float]:
     return out
 
 
-def test_a_room_of_three_racks_shares_its_budget_and_survives_its_coordinator(ros_env,
-                                                                              tmp_path):
+@pytest.mark.parametrize("discovery", ["simple", "discovery_server"])
+def test_a_room_of_three_racks_shares_its_budget_and_survives_its_coordinator(
+        ros_env, tmp_path, monkeypatch, discovery):
     import rclpy
 
+    server = None
+    if discovery == "discovery_server":
+        # every process, the test's too, a client of one Fast DDS discovery server
+        ds_port = free_port()
+        server = start_discovery_server(ds_port, ros_env, open(tmp_path / "ds.log", "w"))
+        if server is None:
+            pytest.skip("fast-discovery-server is not installed with the venv's Fast DDS")
+        ros_env = dict(ros_env, ROS_DISCOVERY_SERVER=f"127.0.0.1:{ds_port}")
+        monkeypatch.setenv("ROS_DISCOVERY_SERVER", f"127.0.0.1:{ds_port}")
     ports = {r: free_port() for r in RACKS}
     tree = tmp_path / "room.yaml"
     tree.write_text(yaml.safe_dump(tree_doc()))
@@ -142,6 +156,8 @@ def test_a_room_of_three_racks_shares_its_budget_and_survives_its_coordinator(ro
             poller.stop()
         for p in procs[:len(RACKS)]:
             stop_process(p, 10.0)
+        if server is not None:
+            stop_process(server, 5.0)
         for f in logs.values():
             f.close()
 
