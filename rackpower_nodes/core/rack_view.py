@@ -222,7 +222,9 @@ class RackView:
             out.append(Marker("allocation", i, "delete"))
         text = f"{c.id} {_watts(c.measured_w)} / {_watts(c.allocated_w)}"
         if health is not None and health.state in ("watch", "fault"):
-            what = "sensor " if health.sensor_fault else ""
+            # the measurement at fault: said once (the causes sensor_* say it already)
+            what = "sensor " if health.sensor_fault and not health.cause.startswith(
+                "sensor") else ""
             text += f"  {health.state.upper()} {what}{health.cause}".rstrip()
         out.append(Marker("label", i, "text", (LABEL_X_M, 0.0, zc), (0, 0, TEXT_M), DARK, text))
         if health is not None and health.state in ("watch", "fault"):

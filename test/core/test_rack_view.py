@@ -92,18 +92,21 @@ def test_colours_fill_and_allocation_tick_follow_power():
 
 def test_text_says_id_measured_and_allocated_watts_and_health():
     health = {"srv02": Health("fault", "fan_wear"), "srv01": Health("ok"),
-              "tor-a": Health("watch", "sensor_stuck", sensor_fault=True)}
+              "tor-a": Health("watch", "sensor_stuck", sensor_fault=True),
+              "srv03": Health("fault", "", sensor_fault=True)}
     markers = _view().markers(_snap(), health)
     labels = _by(markers, "label")
     assert labels[0].text == "srv01 100 W / 250 W"
     assert labels[1].text == "srv02 230 W / 250 W  FAULT fan_wear"
-    assert labels[2].text == "srv03 250 W / 250 W"
-    assert labels[3].text == "tor-a ? W / 200 W  WATCH sensor sensor_stuck"
+    assert labels[2].text == "srv03 250 W / 250 W  FAULT sensor"
+    assert labels[3].text == "tor-a ? W / 200 W  WATCH sensor_stuck"
     outlines = _by(markers, "health")
     assert outlines[1].shape == "lines" and outlines[1].color == RED
     assert len(outlines[1].points) == 24             # the box's 12 edges
     assert outlines[3].color == AMBER
-    assert outlines[0].shape == outlines[2].shape == "delete"   # ok / unknown: no outline
+    assert outlines[0].shape == "delete"             # ok: no outline
+    unknown = _by(_view().markers(_snap()), "health")  # no verdicts: no outlines
+    assert {m.shape for m in unknown.values()} == {"delete"}
 
 
 def test_gauge_numbers_and_bars():
