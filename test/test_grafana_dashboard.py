@@ -27,7 +27,7 @@ def _served_names() -> set[str]:
     m = RackMetrics("rack_01")
     one = np.array([1.0])
     m.on_allocation(AllocationRecord(0.0, "proactive", "", 1.0, 1.0, 1.0, ("a1",), one, one,
-                                     one, one, one, 1.0, 1.0, 0.0))
+                                     one, one, one, 1.0, 1.0, 0.0, forecast_w=one))
     m.on_forecast(ForecastRecord(ForecastView(0.0, 0.1, [[1.0]], [[1.0]], [[1.0]]), ("a1",)))
     m.on_health(HealthRecord(0.0, "a1", "ok", 0.1))
     m.on_diagnostics([StatusRecord(0, "/rack_01/pdu_actuator: allocation", "x", "",

@@ -35,7 +35,7 @@ INFERENCE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 @dataclass(frozen=True)
 class AllocationRecord:
     """One `PowerAllocation`: `stamp_unix` when it was computed (s); per-component arrays (W)
-    in the order of `channel_ids`, NaN where unknown (measured, held)."""
+    in the order of `channel_ids`, NaN where unknown (measured, held, forecast)."""
 
     stamp_unix: float
     mode: str
@@ -54,6 +54,7 @@ class AllocationRecord:
     slack_w: float
     forecast_model: str = ""
     pdu_written: bool = False
+    forecast_w: np.ndarray | None = None      # the window peak the allocation used (W, NaN)
 
 
 @dataclass(frozen=True)
@@ -279,6 +280,14 @@ class RackMetrics(Collector):
                 if math.isfinite(value):
                     g.add_metric([self.rack, cid], float(value))
             yield g
+        if a.forecast_w is not None:
+            used = self._gauge("rackpower_component_allocation_forecast_watts",
+                               "The forecast peak the allocation used (at the actuator's "
+                               "policy.quantile), W", ["component"])
+            for cid, value in zip(a.channel_ids, a.forecast_w):
+                if math.isfinite(value):
+                    used.add_metric([self.rack, cid], float(value))
+            yield used
 
     def _forecasts(self, fc: ForecastRecord, window_s: float):
         window = _Window(self.lead_s, window_s)

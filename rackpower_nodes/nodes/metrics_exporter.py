@@ -52,7 +52,8 @@ def allocation_record(msg: PowerAllocation) -> AllocationRecord:
         measured_w=_f64(msg.measured_w), floor_w=_f64(msg.floor_w),
         ceiling_w=_f64(msg.ceiling_w), held_w=_f64(msg.held_w),
         total_allocated_w=msg.total_allocated_w, total_measured_w=msg.total_measured_w,
-        slack_w=msg.slack_w, forecast_model=msg.forecast_model, pdu_written=msg.pdu_written)
+        slack_w=msg.slack_w, forecast_model=msg.forecast_model, pdu_written=msg.pdu_written,
+        forecast_w=_f64(msg.forecast_w))
 
 
 def forecast_record(msg: PowerForecast) -> ForecastRecord:

@@ -53,7 +53,8 @@ def allocation(stamp: float = T0, mode: str = "proactive", reason: str = "",
         allocated_w=np.array([412.5, 200.0]), measured_w=np.array([380.25, np.nan]),
         floor_w=np.array([120.0, 80.0]), ceiling_w=np.array([800.0, 600.0]),
         held_w=np.array([410.0, np.nan]), total_allocated_w=612.5, total_measured_w=380.25,
-        slack_w=3067.5, forecast_model="lstm v3", pdu_written=True)
+        slack_w=3067.5, forecast_model="lstm v3", pdu_written=True,
+        forecast_w=np.array([np.nan, 190.5]))
 
 
 @pytest.fixture
@@ -84,9 +85,11 @@ def test_an_allocation_gives_each_components_powers_and_the_racks_totals(metrics
     assert value(s, "rackpower_component_held_watts", component="srv01") == 410.0
     assert value(s, "rackpower_component_floor_watts", component="srv02") == 80.0
     assert value(s, "rackpower_component_ceiling_watts", component="srv02") == 600.0
+    assert value(s, "rackpower_component_allocation_forecast_watts", component="srv02") == 190.5
     # NaN (not measured yet, nothing enforces it) is left out, not served as NaN
     absent = [("rackpower_component_measured_watts", "srv02"),
-              ("rackpower_component_held_watts", "srv02")]
+              ("rackpower_component_held_watts", "srv02"),
+              ("rackpower_component_allocation_forecast_watts", "srv01")]
     for name, component in absent:
         assert (name, frozenset({"rack": "r1", "component": component}.items())) not in s
     assert value(s, "rackpower_rack_budget_watts") == 3680.0

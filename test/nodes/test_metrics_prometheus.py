@@ -131,6 +131,9 @@ def test_the_endpoint_serves_the_racks_allocation_links_and_inputs(rack_graph):
     # the stand-in's p99 is 1.1 x the measured power over the whole horizon
     assert s[("rackpower_component_forecast_watts", _label(
         component=COMPONENT, quantile="p99"))] == pytest.approx(MEASURED[0] * 1.1, rel=1e-6)
+    used = {float(np.float32(m.forecast_w[0])) for m in rack.allocations}
+    assert s[("rackpower_component_allocation_forecast_watts", _label(
+        component=COMPONENT))] in used
     assert s[("rackpower_input_age_seconds", _label(topic="power_allocation"))] < 30.0
     assert s[("rackpower_allocation_age_seconds_count", _label())] >= 1
 
