@@ -8,6 +8,7 @@ from helpers import REPO
 
 from rackpower_nodes.core.actuator_config import check_outlets_in_maps, load_actuator_config_yaml
 from rackpower_nodes.core.health_monitor_config import load_health_monitor_config_yaml
+from rackpower_nodes.core.metrics_exporter_config import load_metrics_exporter_config_yaml
 from rackpower_nodes.core.params import PLACEHOLDER_RE, ConfigError, flatten_parameters
 from rackpower_nodes.core.pdu_map import load_register_map
 from rackpower_nodes.core.predictor_config import load_predictor_config_yaml
@@ -42,6 +43,11 @@ def test_every_section_is_valid_and_they_agree():
     assert all(c.ceiling_w > m for c, m in zip(actuator.components, predictor.max_w))
     # the budget the scheduler's load rule uses is the actuator's
     assert retrain.policy.budget_w == actuator.policy.budget_w == 3680.0
+    # the metrics' forecast window is the actuator's; the endpoint stays on loopback
+    metrics = load_metrics_exporter_config_yaml(CONFIG)
+    assert (metrics.lead_s, metrics.window_s) == (actuator.policy.lead_s,
+                                                  actuator.policy.window_s)
+    assert metrics.address == "127.0.0.1"
     assert str(recorder.folder) == retrain.settings["bag_folder"]
     assert set(recorder.topics) >= {"power_samples", "host_telemetry", "allocation_error",
                                     "component_health"}
