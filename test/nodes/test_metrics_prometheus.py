@@ -138,6 +138,44 @@ def test_the_endpoint_serves_the_racks_allocation_links_and_inputs(rack_graph):
     assert s[("rackpower_allocation_age_seconds_count", _label())] >= 1
 
 
+def test_only_this_racks_diagnostics_count_and_the_exporter_reports_itself(rack_graph):
+    """A status of another rack (`/rack_pa_2/...`, a namespace this one's is a prefix of)
+    is ignored; one of this rack, in the same array, is served. The exporter's own status
+    says where it serves and which input it has not heard from (no health monitor here)."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    rack, url = rack_graph
+    own: list = []
+    rack.node.create_subscription(
+        DiagnosticArray, "/diagnostics",
+        lambda msg: own.extend(st for st in msg.status
+                               if st.name == f"{NS}/metrics_exporter: endpoint"), 10)
+    pub = rack.node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+    foreign = DiagnosticStatus(level=DiagnosticStatus.ERROR, hardware_id="pdu-z",
+                               name=f"{NS}_2/pdu_actuator: PDU pdu-z", values=[
+                                   KeyValue(key="kind", value="pdu"),
+                                   KeyValue(key="connected", value="False")])
+    marker = DiagnosticStatus(level=DiagnosticStatus.WARN, name=f"{NS}/recorder: marker",
+                              hardware_id="marker")
+    marker_key = ("rackpower_diagnostic_level", _label(node="recorder", status="marker"))
+
+    def marker_served():
+        pub.publish(DiagnosticArray(status=[foreign, marker]))
+        s = _scrape(url)
+        return s if marker_key in s else None
+
+    s = _wait(marker_served, 30.0, "this rack's marker status on /metrics")
+    assert s[marker_key] == 1.0
+    devices = {dict(labels).get("device") for name, labels in s if name == "rackpower_link_up"}
+    assert "pdu-z" not in devices and {"pdu-a", "pdu-b"} <= devices
+    assert not any(dict(labels).get("node") == "metrics_exporter" for _, labels in s)
+    _wait(lambda: own, 30.0, "the exporter's own /diagnostics")
+    assert own[-1].level == DiagnosticStatus.WARN
+    assert own[-1].message == f"serving {url}; nothing yet on component_health"
+    values = {kv.key: kv.value for kv in own[-1].values}
+    assert values["url"] == url and values["rack"] == RACK
+
+
 @pytest.fixture(scope="module")
 def prometheus(rack_graph, tmp_path_factory):
     """Debian's prometheus server scraping the exporter every second, with its own config,
