@@ -86,6 +86,7 @@ class RackBudgetKeeper:
         self.newest: RackGrant | None = None
         self.acked_seq = 0
         self.acked_budget_w = math.nan
+        self.start_cap_w = self.guaranteed_w    # until the first grant (hold_at_start)
         self._said: str | None = None
 
     def on_grant(self, grant: RackGrant, now_s: float) -> str:
@@ -100,9 +101,19 @@ class RackBudgetKeeper:
         self.newest = grant
         return ""
 
+    def hold_at_start(self, held_w: np.ndarray, floor_w: np.ndarray,
+                      ceiling_w: np.ndarray) -> None:
+        """Until the first grant, allocate no more than the devices hold now (what a previous
+        run of this rack left, which a running coordinator still counts on), at least the
+        floors, at most the guaranteed share; W per component in."""
+        held = committed_w(held_w, ceiling_w)
+        self.start_cap_w = min(self.guaranteed_w, max(float(np.sum(floor_w)), held))
+
     def budget_w(self, now_s: float) -> float:
-        """The budget in force: min(the lease's, the rack's own rating), W."""
-        return min(float(self.lease.budget_w(now_s)), self.rating_w)
+        """The budget in force: min(the lease's, the rack's own rating), W; before any grant
+        at most `start_cap_w`."""
+        budget = min(float(self.lease.budget_w(now_s)), self.rating_w)
+        return budget if self.newest is not None else min(budget, self.start_cap_w)
 
     def source(self, now_s: float) -> str:
         return self.lease.source(now_s)

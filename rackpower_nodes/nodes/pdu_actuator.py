@@ -38,8 +38,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from rackpower.msg import (
-    AllocationError, PowerAllocation, PowerForecast, PowerSamples, RackBudget, RackDemand)
+from rackpower.msg import AllocationError, PowerAllocation, PowerForecast, PowerSamples
 from rackpower_nodes.core.actuator_budget import RackBudgetKeeper
 from rackpower_nodes.core.actuator_config import (
     ACTUATOR_PARAMETERS, ActuatorConfig, actuator_config_from_params, check_outlets_in_maps)
@@ -57,8 +56,7 @@ from rackpower_nodes.nodes.allocation_msgs import (
 from rackpower_nodes.nodes.main import run_node
 from rackpower_nodes.nodes.common import (declare_from_specs, errors_qos,
     forecast_qos, latched_qos, publish_diagnostics, samples_qos)
-from rackpower_nodes.nodes.room_msgs import (
-    demand_to_msg, grant_from_msg, rack_id_of, room_qos)
+from rackpower_nodes.nodes.room_msgs import RoomPort, rack_id_of
 
 
 WATCHDOG_S = 0.02
@@ -87,7 +85,7 @@ class PduActuatorNode(LifecycleNode):
                       if cfg.budget.coordinated else None)
         if self._room is not None:        # until the first grant: the guaranteed share
             self.controller.set_budget(cfg.budget.guaranteed_w)
-        self._demand_pub = None
+        self._room_port: RoomPort | None = None
         self._samples = SampleInputs(cfg.names)
         self._forecast: ForecastView | None = None
         self._forecast_rx = -math.inf
@@ -166,20 +164,16 @@ class PduActuatorNode(LifecycleNode):
                                      samples_qos(0.25), callback_group=self._control),
             self.create_subscription(PowerForecast, "power_forecast", self._on_forecast,
                                      forecast_qos(), callback_group=self._control)]
-        if self._room is not None:
-            self._subs.append(self.create_subscription(
-                RackBudget, "rack_budget", self._on_grant, room_qos(),
-                callback_group=self._control))
-            self._demand_pub = self.create_lifecycle_publisher(RackDemand, "rack_demand",
-                                                               room_qos())
+        if self._room is not None:     # rack_budget in, rack_demand out (docs/room.md)
+            self._room_port = RoomPort(self, self._room, self.controller, self._control,
+                                       link.held_w())
         self._watchdog = self.create_timer(WATCHDOG_S, self._on_watchdog,
                                            callback_group=self._control)
         caps = sum(1 for u in cfg.cap_urls if u)
         self.get_logger().info(
             f"configured: {len(cfg.pdus)} PDU(s), {caps} BMC power cap(s), "
             f"{len(cfg.components)} components, budget {cfg.policy.budget_w:.0f} W" + (
-                f" shared through rack_budget as rack {self._room.rack} (guaranteed "
-                f"{self._room.guaranteed_w:.0f} W)" if self._room is not None else ""))
+                f", shared as rack {self._room.rack}" if self._room is not None else ""))
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -233,10 +227,13 @@ class PduActuatorNode(LifecycleNode):
         if getattr(self, "_watchdog", None) is not None:
             self.destroy_timer(self._watchdog)
             self._watchdog = None
-        for pub in (self._alloc_pub, self._error_pub, self._demand_pub):
+        for pub in (self._alloc_pub, self._error_pub):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
-        self._alloc_pub = self._error_pub = self._demand_pub = None
+        self._alloc_pub = self._error_pub = None
+        if self._room_port is not None:
+            self._room_port.destroy()
+            self._room_port = None
         if self._link is not None:
             self._link.close()
             self._link = None
@@ -283,14 +280,6 @@ class PduActuatorNode(LifecycleNode):
         if stale or (self._link is not None and not self._link.health()[0]):
             self._step(time.perf_counter())
 
-    def _on_grant(self, msg: RackBudget) -> None:
-        try:
-            why = self._room.on_grant(grant_from_msg(msg), time.monotonic())
-        except ValueError as exc:
-            why = f"rack_budget ignored: {exc}"
-        if why:
-            self.get_logger().warning(why, throttle_duration_sec=10.0)
-
     def _set_budget(self, budget_w: float) -> None:
         """Allocate and write within `budget_w` (W) from now on."""
         self.controller.set_budget(budget_w)
@@ -318,11 +307,8 @@ class PduActuatorNode(LifecycleNode):
         forecast = self._forecast
         if forecast is not None and now - self._forecast_rx > cfg.forecast_stale_s:
             forecast = None
-        if self._room is not None:
-            self._set_budget(self._room.budget_w(now))
-            if change := self._room.source_change(now):     # coordinator <-> fallback
-                (self.get_logger().warning if self._room.source(now) == "fallback"
-                 else self.get_logger().info)(change, throttle_duration_sec=1.0)
+        if self._room_port is not None:
+            self._set_budget(self._room_port.budget_w(now))
         pdu_ok, pdu_reason = self._link.health()
         before = self._decision.mode if self._decision else None
         age = now - self._samples.fresh_t
@@ -361,11 +347,8 @@ class PduActuatorNode(LifecycleNode):
         for err in error_msgs(d, msg):
             self._error_pub.publish(err)
             self._counts.corrections += 1
-        if self._room is not None:
-            self._room.acknowledge(held, self.controller.ceiling_w)
-            self._demand_pub.publish(demand_to_msg(self._room.demand(
-                time.time(), self.config.policy.window_s, self.controller.priority,
-                self.controller.floor_w, d.demand_w, time.monotonic())))
+        if self._room_port is not None:
+            self._room_port.report(held, d.demand_w, self.config.policy.window_s)
 
     # -- parameters and diagnostics ---------------------------------------------------------
     def _on_parameters(self, params) -> SetParametersResult:

@@ -1,9 +1,11 @@
 """Room coordination messages (msg/RackDemand.msg, msg/RackBudget.msg) to and from the core's
-`RackDemand` and `RackGrant` (core/room/types.py), and their QoS. The rack's pdu_actuator
-and the power_coordinator share this module (nodes never import each other)."""
+`RackDemand` and `RackGrant` (core/room/types.py), their QoS, and `RoomPort`, the rack's end
+of them on its pdu_actuator. The actuator and the power_coordinator share this module (nodes
+never import each other)."""
 from __future__ import annotations
 
 import math
+import time
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -13,8 +15,8 @@ from rackpower_nodes.core.params import ConfigError
 from rackpower_nodes.core.room.types import RackDemand, RackGrant
 from rackpower_nodes.nodes.common import float32_array
 
-__all__ = ["demand_from_msg", "demand_to_msg", "grant_from_msg", "grant_to_msg", "rack_id_of",
-           "room_qos"]
+__all__ = ["RoomPort", "demand_from_msg", "demand_to_msg", "grant_from_msg", "grant_to_msg",
+           "rack_id_of", "room_qos"]
 
 
 def rack_id_of(namespace: str) -> str:
@@ -88,3 +90,45 @@ def grant_from_msg(msg: RackBudgetMsg) -> RackGrant:
     return RackGrant(rack=msg.rack, seq=int(msg.seq), budget_w=float(msg.budget_w),
                      target_w=float(msg.target_w), lease_s=float(msg.lease_s),
                      coordinator=msg.coordinator)
+
+
+class RoomPort:
+    """A coordinated rack's side of the room on its actuator node: `rack_budget` in (held by
+    the `RackBudgetKeeper`), `rack_demand` out, both relative names (the rack's namespace).
+    Create it in on_configure (its publisher is a lifecycle one), `destroy` it on cleanup."""
+
+    def __init__(self, node, keeper, controller, callback_group, held_w) -> None:
+        from rackpower.msg import RackBudget as Budget, RackDemand as Demand
+
+        self.node, self.keeper, self.controller = node, keeper, controller
+        keeper.hold_at_start(held_w, controller.floor_w, controller.ceiling_w)
+        self._sub = node.create_subscription(Budget, "rack_budget", self._on_grant, room_qos(),
+                                             callback_group=callback_group)
+        self._pub = node.create_lifecycle_publisher(Demand, "rack_demand", room_qos())
+
+    def destroy(self) -> None:
+        self.node.destroy_subscription(self._sub)
+        self.node.destroy_lifecycle_publisher(self._pub)
+
+    def _on_grant(self, msg) -> None:
+        try:
+            why = self.keeper.on_grant(grant_from_msg(msg), time.monotonic())
+        except ValueError as exc:
+            why = f"rack_budget ignored: {exc}"
+        if why:
+            self.node.get_logger().warning(why, throttle_duration_sec=10.0)
+
+    def budget_w(self, now_s: float) -> float:
+        """The budget in force now (W); a change of source (coordinator, fallback) is logged."""
+        if change := self.keeper.source_change(now_s):
+            log = self.node.get_logger()
+            (log.warning if self.keeper.source(now_s) == "fallback" else log.info)(change)
+        return self.keeper.budget_w(now_s)
+
+    def report(self, held_w, demand_w, window_s: float) -> None:
+        """Acknowledge the newest grant if the devices (`held_w`, W) fit it, and publish the
+        demand summary of this step's per-component demands (W)."""
+        c, now = self.controller, time.monotonic()
+        self.keeper.acknowledge(held_w, c.ceiling_w)
+        self._pub.publish(demand_to_msg(self.keeper.demand(
+            time.time(), window_s, c.priority, c.floor_w, demand_w, now)))

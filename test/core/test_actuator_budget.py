@@ -129,3 +129,17 @@ def test_off_the_lease_the_rack_reports_its_budget_in_force_as_acknowledged():
     assert d.budget_source == "fallback" and d.acked_budget_w == 700.0
     assert k.source_change(0.5) == "" and "coordinator" not in k.source_change(0.5)
     assert k.source_change(2.5) == "budget source coordinator -> fallback: 700 W"
+
+
+def test_until_the_first_grant_a_rack_holds_no_more_than_its_devices_held_at_start():
+    k = _keeper()
+    floors, ceiling = np.full(4, 50.0), np.full(4, 600.0)
+    k.hold_at_start(np.full(4, 70.0), floors, ceiling)    # a previous run left 280 W
+    assert k.budget_w(0.0) == 280.0
+    k.hold_at_start(np.full(4, 10.0), floors, ceiling)    # below the floors: the floors
+    assert k.budget_w(0.0) == 200.0
+    k.hold_at_start(np.full(4, 2300.0), floors, ceiling)  # power-on defaults: guaranteed
+    assert k.budget_w(0.0) == 700.0
+    k.hold_at_start(np.full(4, 70.0), floors, ceiling)
+    k.on_grant(_grant(1, 1500.0), 1.0)                    # the first grant lifts the hold
+    assert k.budget_w(1.0) == 1500.0 and k.budget_w(3.5) == 700.0
