@@ -57,7 +57,7 @@ def test_every_node_executable_is_installed_by_the_package():
 def test_declares_the_operator_arguments():
     declared = {call.args[0].value for call in _calls(_tree(), "DeclareLaunchArgument")}
     assert {"rack", "config", "serial_port", "use_sim", "mode",
-            "data_dir"} <= declared
+            "data_dir", "metrics", "metrics_port"} <= declared
 
 
 def test_default_config_is_shipped():
