@@ -14,6 +14,11 @@ Arguments:
                  BMCs on 127.0.0.1:5080) and read it instead of hardware
     mode         allocation mode of pdu_actuator (proactive, reactive, static, safe); empty
                  keeps the config's
+    budget_source  where pdu_actuator takes its budget: config, or coordinator (a
+                 power_coordinator's grants on rack_budget; the config must give
+                 budget.guaranteed_w, docs/room.md); empty keeps the config's
+    guaranteed_w the rack's guaranteed share in the power tree, W (budget.guaranteed_w);
+                 empty keeps the config's
     data_dir     where the recorder's bags, the model registry and the online-learned health
                  model live; empty keeps the config's (/var/lib/rackpower/...); e.g.
                  data_dir:=$HOME/rackpower
@@ -86,6 +91,15 @@ def _launch_setup(context):
     actions = []
     sensor_overrides, telemetry_overrides, predictor_overrides = {}, {}, {}
     actuator_overrides = {"mode": mode} if mode else {}
+    budget_source = LaunchConfiguration("budget_source").perform(context)
+    if budget_source:        # the node checks it (and budget.guaranteed_w) and names errors
+        actuator_overrides["budget.source"] = budget_source
+    guaranteed = LaunchConfiguration("guaranteed_w").perform(context).strip()
+    if guaranteed:
+        try:
+            actuator_overrides["budget.guaranteed_w"] = float(guaranteed)
+        except ValueError:
+            actuator_overrides["budget.guaranteed_w"] = guaranteed   # named by the node
     actuator_env = {}
     recorder_overrides, retrain_overrides, health_overrides = {}, {}, {}
     if data_dir:
@@ -174,6 +188,12 @@ def generate_launch_description():
                               description="Run the rack simulator instead of hardware"),
         DeclareLaunchArgument("mode", default_value="",
                               description="pdu_actuator allocation mode (empty: the config's)"),
+        DeclareLaunchArgument("budget_source", default_value="",
+                              description="pdu_actuator budget.source: config or coordinator "
+                                          "(docs/room.md; empty: the config's)"),
+        DeclareLaunchArgument("guaranteed_w", default_value="",
+                              description="pdu_actuator budget.guaranteed_w, W: the rack's "
+                                          "share in the power tree (empty: the config's)"),
         DeclareLaunchArgument("data_dir", default_value="",
                               description="Folder for bags and the model registry, one "
                                           "subfolder per rack (empty: the config's)"),
