@@ -35,14 +35,18 @@ def test_a_silent_coordinator_shrinks_first_then_falls_back(budget, at_half):
 def test_a_reissued_grant_renews_the_lease_and_a_late_one_is_ignored():
     lease = BudgetLease(3680.0, 2400.0)
     lease.on_grant(grant(3, 3000.0), 0.0)
-    assert lease.on_grant(grant(3, 3000.0), 8.0)            # same seq: renewed
+    assert lease.on_grant(grant(3, 3000.0), 4.0)            # same seq: renewed
+    assert lease.on_grant(grant(3, 3000.0), 8.0)
     assert lease.budget_w(12.0) == 3000.0
     assert not lease.on_grant(grant(2, 3500.0), 12.0)       # late
     assert lease.budget_w(12.0) == 3000.0 and lease.seq == 3
     assert lease.on_grant(grant(4, 500.0), 12.5) and lease.budget_w(12.5) == 500.0
-    # once the lease has run out, a restarted coordinator counting from 1 is heard
+    # once it has started to lapse, the same seq no longer renews it: only a new one
+    assert lease.budget_w(17.5) == 500.0 and lease.source(17.5) == "fallback"
+    assert not lease.on_grant(grant(4, 500.0), 17.5) and lease.source(17.5) == "fallback"
     assert lease.budget_w(30.0) == 2400.0
-    assert lease.on_grant(grant(1, 2000.0), 30.0) and lease.budget_w(30.0) == 2000.0
+    assert not lease.on_grant(grant(1, 2000.0), 30.0) and lease.budget_w(30.0) == 2400.0
+    assert lease.on_grant(grant(5, 2000.0), 30.0) and lease.budget_w(30.0) == 2000.0
 
 
 def test_a_grant_above_the_rating_is_clamped_and_counted():

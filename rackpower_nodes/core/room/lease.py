@@ -22,9 +22,12 @@ from rackpower_nodes.core.room.types import RackGrant
 class BudgetLease:
     """The budget (W) a rack may allocate now, from the coordinator's grants.
 
-    `on_grant(grant, now_s)` takes a grant (`now_s`: the rack's monotonic clock, s); a grant
-    with a seq below the newest one's is late and ignored while that one's lease runs (after
-    it, any grant is taken: a restarted coordinator may count from 1 again). A grant above
+    `on_grant(grant, now_s)` takes a grant (`now_s`: the rack's monotonic clock, s). One with
+    a higher seq replaces the one held; the same seq renews the lease while it holds in full
+    (the coordinator re-issues its grants every period), but not once it has started to lapse:
+    the coordinator may have counted that grant as gone when the rack said 'fallback', so only
+    a new seq brings the rack back. A lower seq is late and ignored (a restarted coordinator
+    numbers on from the seq the rack acknowledges, `ShrinkFirst`). A grant above
     the rack's rating is clamped to it and counted in `clamped`, so the node can say so; NaN
     or negative budgets are rejected (ValueError). `budget_w(now_s)` and `source(now_s)` give
     the budget and one of BUDGET_SOURCES: 'coordinator' while the grant holds in full,
@@ -50,8 +53,7 @@ class BudgetLease:
         return 0 if self.grant is None else int(self.grant.seq)
 
     def on_grant(self, grant: RackGrant, now_s: float) -> bool:
-        """Take `grant`, received at `now_s`; False (ignored) when it is older than the one
-        held. A grant with the same seq renews the lease (the coordinator re-issues it)."""
+        """Take `grant`, received at `now_s`; False when it is ignored (see the class)."""
         budget, lease = float(grant.budget_w), float(grant.lease_s)
         if math.isnan(budget) or budget < 0:
             raise ValueError(f"grant {grant.seq} for {grant.rack!r}: budget_w = {budget!r}: "
@@ -59,7 +61,8 @@ class BudgetLease:
         if not (math.isfinite(lease) and lease > 0):
             raise ValueError(f"grant {grant.seq} for {grant.rack!r}: lease_s = {lease!r}: "
                              "expected a finite number > 0 (s)")
-        if self.grant is not None and grant.seq < self.grant.seq and self._stage(now_s) < 2:
+        if self.grant is not None and (grant.seq < self.grant.seq or (
+                grant.seq == self.grant.seq and self._stage(now_s) > 0)):
             return False
         if budget > self.rating_w:
             self.clamped += 1
