@@ -4,7 +4,8 @@ Simulated racks (the shipped rack_sim config, training seeds 100, 101, ...), eac
 its own rosbag2 bag (sim/bag_export, namespace ``/rack_NN``), are trained on by
 ``rackpower_nodes.tools.fleet_train`` with the retraining job's default window spec:
 
-- ``1 proc``: one plain process, ``--threads`` torch threads (the plain trainer, no DDP);
+- ``1 proc``: one plain process, ``--threads`` torch threads (the plain trainer, no DDP),
+  and the same with 1 thread;
 - ``2 ranks``: ``torchrun --standalone --nproc_per_node 2``, 1 thread per rank, the LSTM's
   ``batch_size`` per rank (the global batch doubles);
 - ``2 ranks, same global batch``: the same with ``--global-batch`` = the 1-process batch.
@@ -92,6 +93,8 @@ def main() -> None:
         rows = [
             run("1 proc", [sys.executable, *common, "--threads", str(args.threads),
                            "--out", str(tmp / "one")], tmp / "one"),
+            run("1 proc, 1 thread", [sys.executable, *common, "--threads", "1",
+                                     "--out", str(tmp / "one_1")], tmp / "one_1"),
             run("2 ranks", [*torchrun, *common, "--threads", "1", "--out", str(tmp / "two")],
                 tmp / "two"),
             run("2 ranks, same global batch",
