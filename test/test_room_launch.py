@@ -1,0 +1,49 @@
+"""launch/room.launch.py under the real `ros2 launch`: the coordinator comes up with the
+tree, level and lease given as arguments and ends cleanly on Ctrl-C; a bad argument ends it
+with exit 2, named, and it is not restarted."""
+from __future__ import annotations
+
+import pytest
+from helpers import REPO
+
+from rackpower_nodes.tools.launch_env import LaunchedGraph, ros2_command
+
+pytestmark = pytest.mark.ros
+
+ROOM = REPO / "launch" / "room.launch.py"
+TREE = REPO / "config" / "room.example.yaml"
+
+
+@pytest.fixture(scope="module")
+def ros2():
+    if ros2_command() is None:
+        pytest.skip("ros2 launch is not installed (launch_ros, ros2cli): `make setup` installs "
+                    "them from ../shared/ros2-tools when that folder is present")
+
+
+def test_room_launch_starts_the_coordinator_for_a_level_and_ends_on_ctrl_c(ros2, ros_env,
+                                                                          tmp_path):
+    graph = LaunchedGraph([str(ROOM), f"tree:={TREE}", "level:=row_2", "period_s:=0.5",
+                           "lease_s:=2.0"], ros_env, tmp_path / "launch.log")
+    try:
+        graph.wait_until(lambda: "coordinating row_2 (3 racks: rack_04, rack_05, rack_06) "
+                         "every 0.5 s, lease 2 s" in graph.output, 60.0, "coordinator up")
+    finally:
+        graph.interrupt()
+        graph.wait_ended(30.0)
+    runs = graph.started("power_coordinator")
+    assert len(runs) == 1 and runs[0].code == 0, graph.output[-3000:]
+    assert "Traceback" not in graph.output
+
+
+def test_room_launch_does_not_restart_a_coordinator_with_a_config_error(ros2, ros_env,
+                                                                        tmp_path):
+    graph = LaunchedGraph([str(ROOM), f"tree:={TREE}", "lease_s:=0.5"], ros_env,
+                          tmp_path / "launch.log")
+    try:
+        graph.wait_until(lambda: "not restarting it" in graph.output, 60.0, "the refusal")
+    finally:
+        graph.wait_ended(30.0)
+    assert "lease_s = 0.5: expected at least 3 x period_s = 3 s" in graph.output
+    runs = graph.started("power_coordinator")
+    assert len(runs) == 1 and runs[0].code == 2, graph.output[-3000:]
