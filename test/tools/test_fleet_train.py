@@ -171,3 +171,20 @@ def test_a_racks_bags_are_one_rack_and_a_name_overrides(bags, tmp_path):
     assert [(s.bag, s.namespace, s.rack) for s in got] == [
         (bags[0], "rack_01", "rack_01"), (later, "rack_01", "rack_01"),
         (bags[1], "rack_02", "spare")]
+
+
+def test_a_rack_failing_on_one_rank_stops_both_with_its_name(bags, tmp_path):
+    data = generate(0.002, seed=104, rate_hz=2, config=sim_config())     # 14 s: no window
+    short = str(write_bag(data, tmp_path / "rack_short", namespace="/rack_short"))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+         "2", "-m", "rackpower_nodes.tools.fleet_train", *_args([bags[0], short],
+                                                                 tmp_path / "m")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode != 0
+    for rank in (0, 1):          # rank 1 loaded it; rank 0 learns it from the exchange
+        assert f"fleet_train: rank {rank}: cannot load bag {short} rack 'rack_short'" in (
+            proc.stderr), proc.stderr[-3000:]
+    assert "no training windows" in proc.stderr
+    assert not list((tmp_path / "m").glob("lstm-*"))
