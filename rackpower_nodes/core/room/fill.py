@@ -34,6 +34,7 @@ def tree_fill(member: np.ndarray, level_room_w: np.ndarray, limit_w: np.ndarray,
     weight = np.where(weight > 1e-12 * top, weight / top, 0.0) if top > 0 else weight * 0.0
     room = np.maximum(np.asarray(level_room_w, dtype=np.float64), 0.0)
     x = np.zeros(n)
+    member_f = member.astype(np.float64)
     active = (limit > tol_w) & (weight > 0)
     if member.size:
         active &= ~member[room <= tol_w].any(axis=0)
@@ -43,7 +44,7 @@ def tree_fill(member: np.ndarray, level_room_w: np.ndarray, limit_w: np.ndarray,
         w = np.where(active, weight, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             t_rack = np.where(active, (limit - x) / np.where(active, weight, 1.0), np.inf)
-            load = member @ w if member.size else np.zeros(0)
+            load = member_f @ w if member.size else np.zeros(0)
             t_level = np.where(load > 0, room / np.where(load > 0, load, 1.0), np.inf)
         i_rack = int(np.argmin(t_rack))
         i_level = int(np.argmin(t_level)) if t_level.size else -1
@@ -54,7 +55,7 @@ def tree_fill(member: np.ndarray, level_room_w: np.ndarray, limit_w: np.ndarray,
         inc = w * t
         x = np.minimum(x + inc, limit)
         if member.size:
-            room = np.maximum(room - member @ inc, 0.0)
+            room = np.maximum(room - member_f @ inc, 0.0)
         done = active & (limit - x <= tol_w)
         if by_rack:
             done[i_rack] = True
