@@ -106,6 +106,8 @@ class RoomWatch:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
 
+        from diagnostic_msgs.msg import DiagnosticArray
+
         from rackpower.msg import PowerAllocation, PowerSamples, RackBudget
         from rackpower_nodes.nodes.common import latched_qos, samples_qos
         from rackpower_nodes.nodes.room_msgs import room_qos
@@ -114,6 +116,7 @@ class RoomWatch:
         self.measured = {r: MEDIUM.copy() for r in RACKS}
         self.allocations: dict[str, list] = {r: [] for r in RACKS}
         self.grants: dict[str, list[tuple[float, float, int]]] = {r: [] for r in RACKS}
+        self.coordinator_diag: dict[str, dict[str, str]] = {}     # rack -> its values
         self.lock = threading.Lock()
         self._pubs = {r: self.node.create_publisher(PowerSamples, f"/{r}/power_samples",
                                                     samples_qos(0.25)) for r in RACKS}
@@ -122,12 +125,21 @@ class RoomWatch:
                                           lambda m, r=r: self._on_alloc(r, m), latched_qos())
             self.node.create_subscription(RackBudget, f"/{r}/rack_budget",
                                           lambda m, r=r: self._on_grant(r, m), room_qos())
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 50)
         self._msg = PowerSamples
         self.node.create_timer(0.05, self._publish)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:     # the context ended first (a failed assert)
+            pass
 
     def close(self) -> None:
         self.executor.shutdown()
@@ -148,6 +160,13 @@ class RoomWatch:
         t = m.header.stamp.sec + m.header.stamp.nanosec * 1e-9
         with self.lock:
             self.allocations[rack].append((t, float(m.budget_w), m.mode, bool(m.pdu_written)))
+
+    def _on_diag(self, msg) -> None:
+        for st in msg.status:
+            if st.name.startswith("/power_coordinator: rack "):
+                with self.lock:
+                    self.coordinator_diag[st.name.rsplit(" ", 1)[-1]] = {
+                        kv.key: kv.value for kv in st.values}
 
     def _on_grant(self, rack: str, m) -> None:
         with self.lock:

@@ -6,7 +6,8 @@ allocation registers back over Modbus all along (`PduPoller`), so the room sum i
 from the devices, not from what the nodes say:
 
 1. rack r1 busy, r2 idle, r3 medium: the budget moves to r1 (r2 shrinks first);
-2. swapped (r1 idle, r2 busy): the budget moves to r2;
+2. swapped (r1 idle, r2 busy): the budget moves to r2; then r1's actuator is restarted
+   (Ctrl-C and started again): it rejoins without the room going over;
 3. the coordinator killed (SIGKILL): every rack's PowerAllocation.budget_w reaches its
    guaranteed share within one lease of the last grant it received, plus TOLERANCE_S;
 4. the coordinator restarted: sharing resumes (budgets away from the guaranteed shares);
@@ -94,17 +95,17 @@ def test_a_room_of_three_racks_shares_its_budget_and_survives_its_coordinator(
                     _write(tmp_path / "coordinator.yaml", "power_coordinator",
                            coordinator_params(str(tree)))]
     logs = {name: open(tmp_path / f"{name}.log", "w")
-            for name in (*RACKS, "coordinator", "coordinator2", "pdus")}
+            for name in (*RACKS, "r1_restarted", "coordinator", "coordinator2", "pdus")}
     procs: list[subprocess.Popen] = []
     poller = watch = None
     try:
         for r in RACKS:
             procs.append(start_pdu(sys.executable, ports[r], ros_env, logs["pdus"]))
         poller = PduPoller(ports).start()       # from before any actuator writes
+        rack_args = {r: ["-r", f"__ns:=/{r}", "--params-file", _write(
+            tmp_path / f"{r}.yaml", "pdu_actuator", actuator_params(ports[r]))] for r in RACKS}
         for r in RACKS:
-            params = _write(tmp_path / f"{r}.yaml", "pdu_actuator", actuator_params(ports[r]))
-            procs.append(_start("pdu_actuator", ["-r", f"__ns:=/{r}", "--params-file", params],
-                                ros_env, logs[r]))
+            procs.append(_start("pdu_actuator", rack_args[r], ros_env, logs[r]))
         coordinator = _start("power_coordinator", coord_params, ros_env, logs["coordinator"])
         procs.append(coordinator)
         with rclpy.init():
@@ -117,10 +118,26 @@ def test_a_room_of_three_racks_shares_its_budget_and_survives_its_coordinator(
                 {r: watch.budget(r) for r in RACKS}
             with watch.lock:
                 assert any(g for g in watch.grants["r1"]), "no grant seen"
+            # the coordinator reports every rack on /diagnostics (once a second)
+            assert watch.wait(lambda: {"r1", "r2", "r3"} <= set(watch.coordinator_diag)
+                              and float(watch.coordinator_diag["r1"]["budget_w"]) > MOVED_W
+                              and watch.coordinator_diag["r1"]["stale"] == "False", 10.0), \
+                watch.coordinator_diag
             # 2. swapped: the budget follows the demand
             watch.measured.update(r1=IDLE.copy(), r2=BUSY.copy())
             assert watch.wait(lambda: watch.budget("r2") > MOVED_W
                               and watch.budget("r1") < SHRUNK_W, 30.0), \
+                {r: watch.budget(r) for r in RACKS}
+
+            # a rack's actuator restarted (Ctrl-C, then started again) while the room runs:
+            # it leaves at most its budget, starts no higher than its devices hold, rejoins
+            assert stop_process(procs[len(RACKS)], 10.0) == 0
+            count = len(watch.allocations["r1"])
+            procs[len(RACKS)] = _start("pdu_actuator", rack_args["r1"], ros_env,
+                                       logs["r1_restarted"])
+            assert watch.wait(lambda: len(watch.allocations["r1"]) > count + 20
+                              and watch.budget("r2") > MOVED_W
+                              and watch.budget("r1") < SHRUNK_W, 60.0), \
                 {r: watch.budget(r) for r in RACKS}
 
             # 3. the coordinator dies without a word: each rack on its guaranteed share
