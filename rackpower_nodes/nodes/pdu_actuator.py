@@ -296,6 +296,8 @@ class PduActuatorNode(LifecycleNode):
             self._counts.failures += 1
             self.get_logger().error(f"control step failed ({exc!r}); writing the static "
                                     "split", throttle_duration_sec=10.0)
+            if self._room is not None:      # the lease may have run out: what the room counts on
+                self._set_budget(min(self.controller.budget_w, self._room.guaranteed_w))
             self._link.submit(self.controller.static_allocation(), t_ref)
 
     def _control_step(self, t_ref: float) -> None:

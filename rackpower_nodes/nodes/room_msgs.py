@@ -120,10 +120,14 @@ class RoomPort:
 
     def budget_w(self, now_s: float) -> float:
         """The budget in force now (W); a change of source (coordinator, fallback) is logged."""
+        budget = self.keeper.budget_w(now_s)
         if change := self.keeper.source_change(now_s):
-            log = self.node.get_logger()
-            (log.warning if self.keeper.source(now_s) == "fallback" else log.info)(change)
-        return self.keeper.budget_w(now_s)
+            # one call site per severity: rclpy refuses a second severity at one call site
+            if self.keeper.source(now_s) == "fallback":
+                self.node.get_logger().warning(change)
+            else:
+                self.node.get_logger().info(change)
+        return budget
 
     def report(self, held_w, demand_w, window_s: float) -> None:
         """Acknowledge the newest grant if the devices (`held_w`, W) fit it, and publish the

@@ -178,6 +178,9 @@ def test_a_room_of_three_racks_shares_its_budget_and_survives_its_coordinator(
         for f in logs.values():
             f.close()
 
+    for name in (*RACKS, "r1_restarted", "coordinator", "coordinator2"):
+        text = (tmp_path / f"{name}.log").read_text()
+        assert "control step failed" not in text and "Traceback" not in text, text[-3000:]
     # the devices, polled all along: the room never held more than its rating
     assert len(poller.passes) > 100, poller.failures[-3:]
     worst = max(poller.passes, key=lambda p: p[2])
