@@ -148,6 +148,11 @@ def test_the_checker_names_a_lower_class_kept_above_its_floor():
     loose = Division({"a": 3000.0, "b": 0.0, "c": 5000.0},
                      {"a": {2: 3000.0}, "b": {1: 0.0}, "c": {1: 5000.0}})
     assert priority_order_violations(tree, d, loose) == []
+    # a division that leaves racks' classes out counts them as granted nothing
+    partial = Division({"a": 4000.0, "b": 2000.0, "c": 4000.0}, {"a": {2: 4000.0}})
+    assert priority_order_violations(tree, d, partial) == [
+        "rack 'b' class 1: granted 0 W < demand 2000 W while rack 'b' keeps spread headroom",
+        "rack 'c' class 1: granted 0 W < demand 5000 W while rack 'b' keeps spread headroom"]
 
 
 def test_the_checker_accepts_a_shortfall_nobody_could_relieve():

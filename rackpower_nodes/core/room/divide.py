@@ -38,7 +38,7 @@ class Division:
 
     def headroom_w(self, rack: str) -> float:
         """The part of `rack`'s budget beyond what its classes were granted (W)."""
-        return self.budget_w[rack] - math.fsum(self.by_class[rack].values())
+        return self.budget_w[rack] - math.fsum(self.by_class.get(rack, {}).values())
 
 
 @dataclass
@@ -195,7 +195,7 @@ def priority_order_violations(tree: PowerTree, demands: Mapping[str, RackDemand]
         got = division.by_class.get(rack, {})
         excess = [p for k, p in enumerate(c.prio)
                   if got.get(p, 0.0) > c.floor[k, j] + tol_w]
-        if c.talking[j] and division.headroom_w(rack) > tol_w:
+        if c.talking[j] and budget[j] - math.fsum(got.values()) > tol_w:
             excess.append(-math.inf)
         lowest_excess[rack] = min(excess, default=math.inf)
     out = []
