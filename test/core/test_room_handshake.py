@@ -141,6 +141,20 @@ def test_after_a_restart_a_rack_counts_at_its_rating_until_it_acks_one_of_ours()
     assert sf.committed_w()["a"] == 1500.0
 
 
+def test_a_restarted_rack_takes_the_grant_in_force_again():
+    sf = ShrinkFirst(small_tree(), lease_s=10.0)
+    g = sf.update({"a": 1000, "b": 1000, "c": 1000}, on_fallback(), 0.0)
+    sf.update({}, {r: ack(r, g[r], 1.0) for r in g}, 1.0)
+    # a's actuator restarts: a fresh lease, nothing acknowledged, on fallback
+    restarted = {**{r: ack(r, g[r], 2.0) for r in g}, "a": ack("a", None, 2.0, budget_w=800.0)}
+    again = sf.update({}, restarted, 2.0)
+    assert again["a"].seq == 1 and sf.committed_w()["a"] == 2000.0   # its guaranteed share
+    lease = BudgetLease(4000.0, 2000.0)
+    assert lease.on_grant(again["a"], 0.0) and lease.budget_w(0.0) == 1000.0
+    sf.update({}, {**restarted, "a": ack("a", again["a"], 3.0)}, 3.0)
+    assert sf.committed_w()["a"] == 1000.0
+
+
 @pytest.mark.parametrize("kw, message", [
     (dict(lease_s=0.0), r"lease_s = 0.0: expected a finite number > 0 \(s\)"),
     (dict(lease_s=10.0, stale_s=math.inf), r"stale_s = inf: expected a finite number > 0"),
