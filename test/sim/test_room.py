@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rackpower_nodes.core.params import ConfigError
-from rackpower_nodes.sim.room import aggregate, make_room, preset_mix, room_days
+from rackpower_nodes.sim.room import aggregate, make_room, preset_mix, rack_day, room_days
 from rackpower_nodes.sim.room.loop import MODES, proportional_split, run_room
 from helpers.room_sim import flat_day
 
@@ -115,3 +115,13 @@ def test_shared_moves_budget_from_an_idle_rack_to_a_busy_one():
         assert shared.throttled_wh.sum() < 0.1 * fixed.throttled_wh.sum(), mode
     # after the first coordinator steps the busy rack holds more than its guaranteed share
     assert shared.level_max_alloc[0] > room.tree.racks[busy].guaranteed_w / room.racks[0].rating_w
+
+
+def test_a_window_of_a_cached_day_is_cut_from_it(tmp_path):
+    rack = make_room(1, seed=100, presets=["office"]).racks[0]
+    day = rack_day(rack, 0.1, 1.0, cache=tmp_path)
+    assert day.steps == 360 and len(list(tmp_path.glob("*.npz"))) == 1
+    window = rack_day(rack, 0.05, 1.0, from_h=0.05, cache=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1            # not simulated again
+    assert np.array_equal(window.mean_w, day.mean_w[180:])
+    assert window.start_unix == day.start_unix + 180.0

@@ -5,7 +5,8 @@ racks over a day at 10 Hz is too much to step through the controllers, so each r
 is aggregated to the loop's step (1 s by default): the mean (its energy) and the peak (what a
 10 Hz controller would have to cover) of every component in every step. Racks are generated
 one at a time and only the aggregates are kept (float32), optionally cached as ``.npz`` in a
-folder, keyed by preset, seed, hours and step.
+folder, keyed by preset, seed, hours and step (a window of a cached run from hour 0 is cut
+from it).
 """
 from __future__ import annotations
 
@@ -53,10 +54,10 @@ def rack_day(rack: RoomRack, hours: float, step_s: float = 1.0, from_h: float = 
              cache: Path | None = None) -> RackDay:
     """The rack's day (seed, preset) from hour `from_h` for `hours`, aggregated to `step_s`."""
     key = f"{rack.preset}-s{rack.seed}-h{from_h:g}+{hours:g}-step{step_s:g}.npz"
-    if cache is not None and (cache / key).is_file():
-        with np.load(cache / key) as f:
-            return RackDay(f["mean_w"], f["peak_w"], float(f["step_s"]),
-                           float(f["start_unix"]))
+    if cache is not None:
+        cached = _from_cache(cache, key, rack, hours, step_s, from_h)
+        if cached is not None:
+            return cached
     from rackpower_nodes.sim.rack_sim import generate
 
     data = generate(from_h + hours, seed=rack.seed, preset=rack.preset)
@@ -73,6 +74,28 @@ def rack_day(rack: RoomRack, hours: float, step_s: float = 1.0, from_h: float = 
         np.savez(cache / key, mean_w=mean, peak_w=peak, step_s=day.step_s,
                  start_unix=day.start_unix)
     return day
+
+
+def _from_cache(cache: Path, key: str, rack: RoomRack, hours: float, step_s: float,
+                from_h: float) -> RackDay | None:
+    """The window from `key`, or cut from a cached run of the same rack from hour 0 that
+    covers it; None when neither is there."""
+    if (cache / key).is_file():
+        with np.load(cache / key) as f:
+            return RackDay(f["mean_w"], f["peak_w"], float(f["step_s"]),
+                           float(f["start_unix"]))
+    for path in sorted(cache.glob(f"{rack.preset}-s{rack.seed}-h0+*-step{step_s:g}.npz")):
+        try:
+            covered = float(path.name.split("+")[1].split("-step")[0])
+        except ValueError:
+            continue
+        first = int(round(from_h * 3600 / step_s))
+        count = int(round(hours * 3600 / step_s))
+        if covered >= from_h + hours:
+            with np.load(path) as f:
+                return RackDay(f["mean_w"][first:first + count], f["peak_w"][first:first + count],
+                               step_s, float(f["start_unix"]) + from_h * 3600.0)
+    return None
 
 
 def room_days(room: Room, hours: float, step_s: float = 1.0, from_h: float = 0.0,
