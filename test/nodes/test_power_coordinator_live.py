@@ -29,7 +29,7 @@ import pytest
 import yaml
 from helpers.rack import free_port
 from helpers.room_live import (
-    BUSY, GUARANTEED_W, IDLE, LEASE_S, MEDIUM, RACKS, RATE_HZ, ROOM_W, PduPoller,
+    BUSY, GUARANTEED_W, IDLE, LEASE_S, MEDIUM, PERIOD_S, RACKS, RATE_HZ, ROOM_W, PduPoller,
     RoomWatch, actuator_params, coordinator_params, start_discovery_server, start_pdu,
     tree_doc)
 
@@ -125,9 +125,12 @@ def test_a_room_of_three_racks_shares_its_budget_and_survives_its_coordinator(
                 watch.coordinator_diag
             # 2. swapped: the budget follows the demand
             watch.measured.update(r1=IDLE.copy(), r2=BUSY.copy())
+            swapped = time.monotonic()
             assert watch.wait(lambda: watch.budget("r2") > MOVED_W
                               and watch.budget("r1") < SHRUNK_W, 30.0), \
                 {r: watch.budget(r) for r in RACKS}
+            print(f"demand swapped -> budgets moved in {time.monotonic() - swapped:.2f} s "
+                  f"(period {PERIOD_S:g} s)")
 
             # a rack's actuator restarted (Ctrl-C, then started again) while the room runs:
             # it leaves at most its budget, starts no higher than its devices hold, rejoins
