@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rackpower_nodes.core.allocation import QUANTILES, ForecastView, PolicyConfig
+from rackpower_nodes.core.allocation.forecast import forecast_peak
 from rackpower_nodes.core.params import ParamSpec, param
 from rackpower_nodes.core.room import (
     BudgetLease, RackDemand, RackGrant, committed_w, rack_demand)
@@ -72,6 +74,26 @@ def budget_settings_from(v: dict, budget_w: float, floors_w: float,
         errors.append(f"budget.guaranteed_w = {guaranteed:g}: above the rack budget "
                       f"budget.breaker_a x budget.voltage_v x budget.derating = {budget_w:g} W")
     return BudgetSettings(source, guaranteed, rack_id)
+
+
+def forecast_totals(forecast: ForecastView | None, t_unix: float,
+                    policy: PolicyConfig) -> dict[str, float]:
+    """{quantile: W} for RackDemand.total_w: the components' forecasts of each quantile summed
+    step by step, the highest step over the actuation window [t_unix + lead_s, + window_s].
+    A sum of quantiles, not the quantile of the sum (that would need the components' joint
+    distribution). {} without a forecast; a step where a component is unknown is skipped, a
+    quantile with no step left is left out."""
+    if forecast is None:
+        return {}
+    out = {}
+    total = {q: np.sum(forecast.quantile_w(q), axis=0, keepdims=True) for q in QUANTILES}
+    view = ForecastView(forecast.t_unix, forecast.step_s, total["p50"], total["p90"],
+                        total["p99"])
+    for q in QUANTILES:
+        peak = float(forecast_peak(view, t_unix, policy, q)[0])
+        if math.isfinite(peak):
+            out[q] = peak
+    return out
 
 
 class RackBudgetKeeper:
@@ -135,8 +157,8 @@ class RackBudgetKeeper:
             self.acked_seq, self.acked_budget_w = grant.seq, float(grant.budget_w)
 
     def demand(self, stamp_unix: float, window_s: float, priority: Sequence[int],
-               floor_w: Sequence[float], demand_w: Sequence[float],
-               now_s: float) -> RackDemand:
+               floor_w: Sequence[float], demand_w: Sequence[float], now_s: float,
+               total_w: dict[str, float] | None = None) -> RackDemand:
         """The rack's demand summary (per component in, per class out). Off the
         coordinator's lease (fallback) the rack may fill its budget in force whatever it
         acknowledged, so it reports at least that as acknowledged: a restarted coordinator
@@ -146,5 +168,6 @@ class RackBudgetKeeper:
             acked = self.budget_w(now_s) if math.isnan(acked) else max(acked,
                                                                         self.budget_w(now_s))
         return rack_demand(self.rack, stamp_unix, window_s, priority, floor_w, demand_w,
-                           self.rating_w, self.guaranteed_w, acked_seq=self.acked_seq,
+                           self.rating_w, self.guaranteed_w, total_w=total_w,
+                           acked_seq=self.acked_seq,
                            acked_budget_w=acked, budget_source=source)

@@ -350,7 +350,7 @@ class PduActuatorNode(LifecycleNode):
             self._error_pub.publish(err)
             self._counts.corrections += 1
         if self._room_port is not None:
-            self._room_port.report(held, d.demand_w, self.config.policy.window_s)
+            self._room_port.report(held, d.demand_w, forecast)
 
     # -- parameters and diagnostics ---------------------------------------------------------
     def _on_parameters(self, params) -> SetParametersResult:

@@ -11,6 +11,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from rackpower.msg import RackBudget as RackBudgetMsg
 from rackpower.msg import RackDemand as RackDemandMsg
+from rackpower_nodes.core.actuator_budget import forecast_totals
 from rackpower_nodes.core.params import ConfigError
 from rackpower_nodes.core.room.types import RackDemand, RackGrant
 from rackpower_nodes.nodes.common import float32_array
@@ -129,10 +130,12 @@ class RoomPort:
                 self.node.get_logger().info(change)
         return budget
 
-    def report(self, held_w, demand_w, window_s: float) -> None:
+    def report(self, held_w, demand_w, forecast) -> None:
         """Acknowledge the newest grant if the devices (`held_w`, W) fit it, and publish the
-        demand summary of this step's per-component demands (W)."""
-        c, now = self.controller, time.monotonic()
+        demand summary of this step's per-component demands (W), with the rack total's
+        forecast over the actuation window where `forecast` (a ForecastView or None) is."""
+        c, now, t = self.controller, time.monotonic(), time.time()
         self.keeper.acknowledge(held_w, c.ceiling_w)
+        totals = forecast_totals(forecast, t, c.cfg)
         self._pub.publish(demand_to_msg(self.keeper.demand(
-            time.time(), window_s, c.priority, c.floor_w, demand_w, now)))
+            t, c.cfg.window_s, c.priority, c.floor_w, demand_w, now, totals)))

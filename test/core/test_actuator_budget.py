@@ -143,3 +143,23 @@ def test_until_the_first_grant_a_rack_holds_no_more_than_its_devices_held_at_sta
     k.hold_at_start(np.full(4, 70.0), floors, ceiling)
     k.on_grant(_grant(1, 1500.0), 1.0)                    # the first grant lifts the hold
     assert k.budget_w(1.0) == 1500.0 and k.budget_w(3.5) == 700.0
+
+
+def test_forecast_totals_sum_the_components_step_by_step_over_the_window():
+    from rackpower_nodes.core.actuator_budget import forecast_totals
+    from rackpower_nodes.core.allocation import ForecastView
+
+    policy = actuator_config_from_params(_params()).policy       # lead 1 s, window 1 s
+    p50 = np.vstack([np.full(50, 100.0), np.arange(50.0)])       # 0.1 s steps from t = 1000
+    view = ForecastView(1000.0, 0.1, p50, p50 * 1.1, p50 * 1.2)
+    totals = forecast_totals(view, 1000.0, policy)
+    # the window [1001, 1002] s is steps 11..20; the total's highest step is the 20th
+    assert totals == pytest.approx({"p50": 119.0, "p90": 130.9, "p99": 142.8})
+    p50[1, 15] = np.nan                       # a step with a component unknown: skipped
+    view = ForecastView(1000.0, 0.1, p50, p50 * 1.1, p50 * 1.2)
+    assert forecast_totals(view, 1000.0, policy) == pytest.approx(
+        {"p50": 119.0, "p90": 130.9, "p99": 142.8})
+    p50[1, :] = np.nan                        # no step left: no quantile
+    view = ForecastView(1000.0, 0.1, p50, p50 * 1.1, p50 * 1.2)
+    assert forecast_totals(view, 1000.0, policy) == {}
+    assert forecast_totals(None, 1000.0, policy) == {}
