@@ -51,13 +51,17 @@ class RoomCoordinator:
     def guaranteed_w(self, rack: str) -> float:
         return float(self.tree.racks[rack].guaranteed_w)
 
-    def on_demand(self, demand: RackDemand, now_s: float) -> bool:
-        """Keep `demand` as its rack's newest (False, ignored, for a rack not served)."""
+    def on_demand(self, demand: RackDemand, now_s: float) -> str:
+        """Keep `demand` as its rack's newest: '', or why it was ignored (a rack not served,
+        a malformed summary: one rack's bad message must not stop the whole division)."""
+        why = _malformed(demand)
         if demand.rack not in self.racks:
-            return False
+            why = f"not a rack below {self.name} ({', '.join(self.racks)})"
+        if why:
+            return f"rack_demand of rack {demand.rack!r} ignored: {why}"
         self.demands[demand.rack] = demand
         self.received[demand.rack] = now_s
-        return True
+        return ""
 
     def silent(self, now_s: float) -> frozenset[str]:
         return frozenset(r for r in self.racks
@@ -79,3 +83,16 @@ class RoomCoordinator:
         return Period(grants=dict(grants), targets=dict(self.targets), stale=stale,
                       error=error, committed_w=self.shrink.committed_w())
 
+
+
+def _malformed(d: RackDemand) -> str:
+    """Why a demand summary cannot be divided ('' when it can)."""
+    n = len(d.priority)
+    if len(d.floor_w) != n or len(d.demand_w) != n:
+        return (f"priority, floor_w and demand_w have {n}, {len(d.floor_w)} and "
+                f"{len(d.demand_w)} values: expected one per class")
+    if any(not (math.isfinite(f) and f >= 0) for f in d.floor_w):
+        return f"floor_w = {list(d.floor_w)}: expected finite values >= 0 W"
+    if any(math.isinf(w) for w in d.demand_w):
+        return f"demand_w = {list(d.demand_w)}: expected finite values (W)"
+    return ""

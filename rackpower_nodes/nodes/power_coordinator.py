@@ -71,7 +71,9 @@ class PowerCoordinatorNode(Node):
                 f"rack_demand of rack {msg.rack!r} on {rack}'s topic ignored",
                 throttle_duration_sec=10.0)
             return
-        self.core.on_demand(demand_from_msg(msg), time.monotonic())
+        why = self.core.on_demand(demand_from_msg(msg), time.monotonic())
+        if why:
+            self.get_logger().warning(why, throttle_duration_sec=10.0)
 
     def _on_period(self) -> None:
         period = self.core.period(time.monotonic())

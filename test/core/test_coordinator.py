@@ -71,3 +71,16 @@ def test_a_failed_division_keeps_the_old_targets_and_says_why():
     p = c.period(0.1)
     assert p.error.startswith("division failed, previous budgets kept")
     assert p.targets == before
+
+
+def test_a_malformed_or_foreign_demand_is_ignored_and_said_why():
+    from rackpower_nodes.core.room.types import RackDemand
+
+    c = _coordinator()
+    bad = RackDemand("r1", 0.0, 1.0, (2, 1), (50.0,), (60.0, 70.0), 1840.0, 700.0)
+    assert "priority, floor_w and demand_w have 2, 1 and 2 values" in c.on_demand(bad, 0.0)
+    bad = RackDemand("r1", 0.0, 1.0, (1,), (math.nan,), (60.0,), 1840.0, 700.0)
+    assert "floor_w = [nan]" in c.on_demand(bad, 0.0)
+    assert "not a rack below room" in c.on_demand(_demand("r9", 70.0), 0.0)
+    assert c.demands == {}
+    assert c.on_demand(_demand("r1", 70.0), 0.0) == "" and "r1" in c.demands
