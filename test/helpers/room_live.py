@@ -16,8 +16,6 @@ import time
 
 import numpy as np
 
-from rackpower_nodes.drivers.pdu import PduError, open_pdu
-
 RACKS = ("r1", "r2", "r3")
 ROOM_W = 3000.0
 RACK_W = 1840.0
@@ -191,6 +189,8 @@ class PduPoller:
     (a pass reads the three PDUs in turn, a few ms apart), and keeps each pass's room sum."""
 
     def __init__(self, ports: dict[str, int]):
+        from rackpower_nodes.drivers.pdu import open_pdu
+
         self.clients = {r: open_pdu(f"tcp://127.0.0.1:{p}", "rackpower_sim", timeout_s=1.0)
                         for r, p in ports.items()}
         self.passes: list[tuple[float, float, float, dict[str, float]]] = []
@@ -211,6 +211,8 @@ class PduPoller:
             c.close()
 
     def _run(self) -> None:
+        from rackpower_nodes.drivers.pdu import PduError
+
         while not self._stop.is_set():
             t0 = time.monotonic()
             try:
