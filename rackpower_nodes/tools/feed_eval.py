@@ -145,6 +145,7 @@ def loss_table(rows: list[dict], cases: Sequence[str], prios: Sequence[int]) -> 
     """One line per case over every window: the survivor's worst and the loss's means."""
     head = ["case", "losses", "survivor trips", "peak multiple (max)", "peak heat (max)",
             "time to cap s (median / max)", "time to rating s (max)",
+            "survivor over rating s (min / max)",
             "throttled Wh (mean)", "throttled kJ (mean)", "dark Wh (mean)"]
     head += [f"throttled Wh p{p} (mean)" for p in prios]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -162,6 +163,8 @@ def loss_table(rows: list[dict], cases: Sequence[str], prios: Sequence[int]) -> 
         cells = [case, str(len(rs)), str(sum(r["survivor_trips"] for r in rs)),
                  f"{max(r['peak_multiple'] for r in rs):.2f}",
                  f"{max(r['peak_heat'] for r in rs):.2f}", cap, rate,
+                 f"{min(r['over_rating_s'] for r in rs):.1f} / "
+                 f"{max(r['over_rating_s'] for r in rs):.1f}",
                  f"{np.mean([r['loss_throttled_j'] for r in rs]) / 3600:.1f}",
                  f"{np.mean([r['loss_throttled_j'] for r in rs]) / 1000:.0f}",
                  f"{np.mean([r['loss_dark_j'] for r in rs]) / 3600:.1f}"]
