@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 from rackpower_nodes.core.room import RackDemand, RackGrant, ShrinkFirst, divide
 
+GUARANTEED_TOL_W = 0.5       # a rack's guaranteed share may differ from the tree's this much, W
+
 
 @dataclass(frozen=True)
 class Period:
@@ -61,7 +63,20 @@ class RoomCoordinator:
             return f"rack_demand of rack {demand.rack!r} ignored: {why}"
         self.demands[demand.rack] = demand
         self.received[demand.rack] = now_s
-        return ""
+        return self.mismatch(demand.rack)
+
+    def mismatch(self, rack: str) -> str:
+        """'' or what the rack's own configuration says against the tree: a guaranteed share
+        above the tree's would overload a level when everyone falls back (the tree's is the
+        one counted; the rack must be configured with it)."""
+        d = self.demands.get(rack)
+        tree_g = self.guaranteed_w(rack)
+        if d is None or abs(d.guaranteed_w - tree_g) <= GUARANTEED_TOL_W:
+            return ""
+        return (f"rack {rack} is configured with budget.guaranteed_w = {d.guaranteed_w:g} W, "
+                f"the power tree gives it {tree_g:g} W: set the rack's to the tree's"
+                + (" (above it, its fallback can overload a level)"
+                   if d.guaranteed_w > tree_g else ""))
 
     def silent(self, now_s: float) -> frozenset[str]:
         return frozenset(r for r in self.racks

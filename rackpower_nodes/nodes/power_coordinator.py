@@ -72,7 +72,9 @@ class PowerCoordinatorNode(Node):
                 throttle_duration_sec=10.0)
             return
         why = self.core.on_demand(demand_from_msg(msg), time.monotonic())
-        if why:
+        if why and self.core.mismatch(rack) == why:
+            self.get_logger().error(why, throttle_duration_sec=60.0)
+        elif why:
             self.get_logger().warning(why, throttle_duration_sec=10.0)
 
     def _on_period(self) -> None:
@@ -117,10 +119,11 @@ class PowerCoordinatorNode(Node):
                                       p.error or "sharing", self.core.name, values)]
         for rack in self.core.racks:
             grant, stale = p.grants.get(rack), rack in p.stale
-            demand = self.core.demands.get(rack)
+            demand, mismatch = self.core.demands.get(rack), self.core.mismatch(rack)
             statuses.append(diagnostic_status(
-                WARN if stale else OK, f"{name}: rack {rack}",
-                ("silent: counted at its guaranteed share" if stale else "heard"), rack,
+                ERROR if mismatch else WARN if stale else OK, f"{name}: rack {rack}",
+                mismatch or ("silent: counted at its guaranteed share" if stale else "heard"),
+                rack,
                 {"budget_w": f"{grant.budget_w:.1f}" if grant else "none",
                  "target_w": f"{p.targets.get(rack, float('nan')):.1f}",
                  "seq": grant.seq if grant else 0,

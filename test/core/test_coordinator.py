@@ -84,3 +84,14 @@ def test_a_malformed_or_foreign_demand_is_ignored_and_said_why():
     assert "not a rack below room" in c.on_demand(_demand("r9", 70.0), 0.0)
     assert c.demands == {}
     assert c.on_demand(_demand("r1", 70.0), 0.0) == "" and "r1" in c.demands
+
+
+def test_a_rack_configured_with_another_guaranteed_share_than_the_tree_is_named():
+    c = _coordinator()
+    d = rack_demand("r1", 0.0, 1.0, [1], [50.0], [60.0], 1840.0, 900.0,
+                    budget_source="fallback")
+    why = c.on_demand(d, 0.0)
+    assert why.startswith("rack r1 is configured with budget.guaranteed_w = 900 W, the power "
+                          "tree gives it 700 W") and "can overload a level" in why
+    assert "r1" in c.demands                      # still heard: the tree's share is counted
+    assert c.on_demand(_demand("r1", 60.0), 0.1) == "" and c.mismatch("r1") == ""
