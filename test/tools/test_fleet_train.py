@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from helpers import REPO
 from helpers.retrain import SERVERS, SPEC_DOC, sim_config
@@ -188,3 +189,32 @@ def test_a_rack_failing_on_one_rank_stops_both_with_its_name(bags, tmp_path):
             proc.stderr), proc.stderr[-3000:]
     assert "no training windows" in proc.stderr
     assert not list((tmp_path / "m").glob("lstm-*"))
+
+
+def test_a_bag_of_several_racks_gives_each_rack(tmp_path):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from rackpower_nodes.sources.bags import message_typestore
+
+    store = message_typestore()
+    row = tmp_path / "row_bag"
+    with Writer(row, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        for k, ns in enumerate(("/row1/rack_a", "/row1/rack_b")):
+            conn = writer.add_connection(f"{ns}/power_samples", "rackpower/msg/PowerSamples",
+                                         typestore=store)
+            msg = store.types["rackpower/msg/PowerSamples"](
+                header=store.types["std_msgs/msg/Header"](
+                    stamp=store.types["builtin_interfaces/msg/Time"](sec=1, nanosec=0),
+                    frame_id=ns),
+                sample_period_s=0.5, sample_count=1, first_sequence=0, first_board_time_us=0,
+                channel_ids=["srv01"], current_a=np.array([0.5], np.float32),
+                voltage_v=np.array([230.0], np.float32),
+                mean_power_w=np.array([115.0], np.float32),
+                peak_power_w=np.array([115.0], np.float32), total_power_w=115.0,
+                frames_lost=0)
+            writer.write(conn, k + 1, store.serialize_cdr(msg, msg.__msgtype__))
+    got = fleet_data.rack_sources([str(row)])
+    assert [(s.namespace, s.rack) for s in got] == [("row1/rack_a", "row1/rack_a"),
+                                                    ("row1/rack_b", "row1/rack_b")]
+    with pytest.raises(fleet_data.FleetError, match="holds several racks"):
+        fleet_data.rack_sources([f"one={row}"])
