@@ -200,6 +200,7 @@ def run_room(room: Room, days: Mapping[str, RackDay], mode: str, margin: str = "
     budgets = np.zeros((steps, len(names)))
     res.throttled_w = np.zeros(steps)
     res.held_back = np.zeros(steps, bool)
+    res.budget_throttled_wh = np.zeros(n_cls)
     began = time.perf_counter()
     for k in range(steps):
         t = first.start_unix + k * step_s
@@ -218,6 +219,8 @@ def run_room(room: Room, days: Mapping[str, RackDay], mode: str, margin: str = "
             res.demand_wh += np.bincount(run.cls, mean, n_cls) * step_s / 3600.0
             if bound:
                 res.held_back[k] = True
+                res.budget_throttled_wh += np.bincount(run.cls, short_mean,
+                                                       n_cls) * step_s / 3600.0
                 res.throttled_w[k] += float(short_mean.sum())
             served[k, j] = float(np.minimum(mean, held).sum())
             alloc[k, j] = float(held.sum())

@@ -42,6 +42,7 @@ class RoomResult:
     stranded_w: np.ndarray = field(default=None, repr=False)     # rating - in force, room
     throttled_w: np.ndarray = field(default=None, repr=False)    # held-back racks' shortfall
     held_back: np.ndarray = field(default=None, repr=False)      # some rack held back
+    budget_throttled_wh: np.ndarray = field(default=None, repr=False)  # (classes,) held back
     level_names: tuple[str, ...] = ()
     level_kinds: tuple[str, ...] = ()              # rack / row / room
     level_max_served: np.ndarray = field(default=None, repr=False)   # / rating, per level
@@ -89,6 +90,9 @@ class RoomResult:
             out[f"throttled_wh_p{p}"] = float(self.throttled_wh[k])
             out[f"throttled_pct_p{p}"] = 100.0 * float(self.throttled_wh[k]) / max(
                 float(self.demand_wh[k]), 1e-9)
+            out[f"budget_throttled_wh_p{p}"] = float(self.budget_throttled_wh[k])
+            out[f"budget_throttled_pct_p{p}"] = 100.0 * float(self.budget_throttled_wh[k]) / max(
+                float(self.demand_wh[k]), 1e-9)
         return out
 
 
@@ -135,11 +139,14 @@ def format_table(rows: Sequence[dict]) -> str:
 
 
 def format_classes(rows: Sequence[dict], classes: Sequence[int]) -> str:
-    """Throttled energy (Wh and % of the class's demand) per priority class."""
+    """Throttled energy per priority class (Wh and % of the class's demand): all of it, and
+    the part in rack-steps where the rack was held back by its budget."""
     head = " | ".join(f"class {p} Wh (%)" for p in classes)
-    lines = [f"| mode | margin | {head} |", "|---|---|" + "---|" * len(classes)]
+    held = " | ".join(f"class {p}, held back by the budget, Wh (%)" for p in classes)
+    lines = [f"| mode | margin | {head} | {held} |", "|---|---|" + "---|" * 2 * len(classes)]
     for row in rows:
-        cells = " | ".join(f"{row[f'throttled_wh_p{p}']:.0f} "
-                           f"({row[f'throttled_pct_p{p}']:.3f})" for p in classes)
-        lines.append(f"| {row['mode']} | {row['margin']} | {cells} |")
+        cells = [f"{row[f'{pre}throttled_wh_p{p}']:.0f} "
+                 f"({row[f'{pre}throttled_pct_p{p}']:.3f})"
+                 for pre in ("", "budget_") for p in classes]
+        lines.append(f"| {row['mode']} | {row['margin']} | {' | '.join(cells)} |")
     return "\n".join(lines)
