@@ -1,9 +1,10 @@
 """Feeds in the live simulator: `rackpower-sim live --feeds` through its control socket. A lost
 feed's PDU stops answering on its real TCP port, its single-corded switch goes dark, the
 survivor carries the rest; restored, the PDU boots again with its defaults. An uncapped
-survivor trips on its breaker's curve and takes the rack down."""
+survivor trips on its breaker's curve and takes the rack down. The CLI's --feeds."""
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -11,6 +12,7 @@ import pytest
 import yaml
 from helpers import REPO
 
+from rackpower_nodes.sim.cli import _parser, main
 from rackpower_nodes.sim.control import ControlServer, send_command
 from rackpower_nodes.sim.live import LiveRack
 
@@ -93,3 +95,15 @@ def test_an_uncapped_survivor_trips_and_takes_the_rack_down(live):
     _wait(lambda: sum(rack.pdu_model.served_w) == 0.0, "the rack dark")
     refused = send_command(sock, {"cmd": "restore_feed", "feed": "B"})
     assert not refused["ok"] and "tripped" in refused["error"]
+
+
+def test_the_cli_runs_the_rack_on_feeds(tmp_path):
+    manifest = tmp_path / "manifest.json"
+    assert main(["live", "--link", str(tmp_path / "board"), "--channels", "16", "--rate",
+                 "100", "--exporter-base-port", "0", "--pdu-base-port", "0", "--bmc-port",
+                 "0", "--feeds", str(REPO / "config" / "rack_feeds.yaml"), "--manifest",
+                 str(manifest), "--duration", "0.5"]) == 0
+    feeds = json.loads(manifest.read_text())["feeds"]
+    assert feeds["names"] == ["A", "B"] and feeds["pdus"] == ["pdu-a", "pdu-b"]
+    assert feeds["budget_w"] == [1840.0, 1840.0] and len(feeds["split"]) == 16
+    assert _parser().parse_args(["live", "--link", "/tmp/b"]).feeds is None
