@@ -111,6 +111,7 @@ class LossRun:
         out = {"case": self.case, "trips": self.stats["trips"],
                "ran_s": self.result.seconds, "throttled_j": self.stats["throttled_j"],
                "dark_j": self.stats["dark_j"],
+               "safe_pct": 100.0 * self.result.safe_steps / max(self.result.steps, 1),
                "throttled_by_priority_j": {int(p): float(total[self.priority == p].sum())
                                            for p in prios}}
         if event is None:
