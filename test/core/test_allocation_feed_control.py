@@ -87,3 +87,18 @@ def test_bad_plans_and_feeds_are_named():
     c = controller(plan())
     with pytest.raises(ValueError, match="lost feed 'C'"):
         busy(c, 10.0, {"C"})
+
+
+def test_a_binding_feed_keeps_every_expected_draw_before_anyone_s_headroom():
+    """Feed A binds: the expected draws (reactive: measured) fit it, the headroom on top
+    does not. The low priorities keep their draw and only the headroom is cut, highest
+    priority first, as without feeds (filling the feeds after the tiers would instead cut s2
+    below its 1000 W draw to keep s0's and s1's headroom)."""
+    p = plan()
+    measured = np.array([1400.0, 1400.0, 1000.0, 400.0])      # feed A: 1900 + 400 = 2300 W
+    d = controller(p).step(10.0, measured, None)
+    assert np.all(d.allocated_w >= measured - 1e-6)
+    assert np.all(feed_load_w(p, d.allocated_w) <= p.budget_w + 1e-6)
+    assert feed_load_w(p, d.allocated_w)[0] == pytest.approx(2400.0)   # A is full
+    assert d.allocated_w[:2] == pytest.approx([1500.0, 1500.0])  # headroom to the ceiling
+    assert d.allocated_w[2:] == pytest.approx(measured[2:])    # the lowest: no headroom left

@@ -313,10 +313,11 @@ class AllocationController:
         need = base if mode != "proactive" else np.fmax(
             base, forecast_peak(forecast, t_unix, self.cfg, "p50"))
         need = self._priority_claims(stuck, grown, need)
-        allocated = water_fill_tiers(need, wanted, self.floor_w, self.ceiling_w,
-                                     self.priority, self.budget_w)
-        if self.feeds is not None:
-            allocated = self.feeds.fill(allocated, self.budget_w)
+        if self.feeds is None:
+            allocated = water_fill_tiers(need, wanted, self.floor_w, self.ceiling_w,
+                                         self.priority, self.budget_w)
+        else:                               # the same tiers within every feed limit
+            allocated = self.feeds.fill_tiers(need, wanted, self.budget_w)
         corrections = self._corrections(np.flatnonzero(flagged), measured, predicted, wanted,
                                         allocated, reference)
         decision = Decision(t_unix, mode, reason, _frozen_array(allocated),

@@ -48,6 +48,18 @@ class FeedGuard:
         return feed_fill(demand_w, self.floor_w, self.ceiling_w, self.priority, budget_w,
                          self.secure if secure else self.plan, lost)
 
+    def fill_tiers(self, need_w, want_w, budget_w: float) -> np.ndarray:
+        """The controller's two tiers (`water_fill_tiers`) under the feed limits: first every
+        component's expected draw `need_w` (capped at `want_w`, floors first) by priority, then
+        the headroom up to `want_w` on top of it, again by priority. Filling the feeds after
+        the tiers instead would cut a low priority's expected draw to keep a higher one's
+        headroom whenever a feed binds."""
+        want = np.where(np.isnan(want_w), self.floor_w, np.asarray(want_w, dtype=np.float64))
+        need = np.fmin(np.fmax(np.asarray(need_w, dtype=np.float64), self.floor_w), want)
+        first = self.fill(need, budget_w)
+        return feed_fill(np.maximum(want, first), first, self.ceiling_w, self.priority,
+                         budget_w, self.plan)
+
     def contingencies(self, allocated_w, budget_w: float) -> dict[str, np.ndarray]:
         """Per feed, the allocation (W) to apply at once on its loss: the normal allocation
         `allocated_w` cut to the survivors' budgets, priority order kept (never above it)."""
