@@ -113,13 +113,15 @@ class RackBudgetKeeper:
 
     def on_grant(self, grant: RackGrant, now_s: float) -> str:
         """Take a grant addressed to this rack: '' when taken, else why it was ignored (for
-        another rack; late: a seq below the newest one's while its lease runs, see
-        `BudgetLease`). ValueError for a grant without a budget or a lease."""
+        another rack; late: a seq below the newest one's, or the same seq once its lease has
+        started to lapse, see `BudgetLease`). ValueError for a grant without a budget or a lease."""
         if grant.rack != self.rack:
             return f"rack_budget for rack {grant.rack!r} ignored: this is rack {self.rack!r}"
         if not self.lease.on_grant(grant, now_s):
             return (f"grant {grant.seq} from {grant.coordinator or 'the coordinator'} ignored: "
-                    f"older than grant {self.newest.seq} (taken once its lease runs out)")
+                    f"not newer than grant {self.newest.seq} (a lower seq is late; the same "
+                    "seq no longer renews a lease that has started to lapse: only a new one "
+                    "brings the rack back)")
         self.newest = grant
         return ""
 

@@ -309,8 +309,9 @@ class PduActuatorNode(LifecycleNode):
         forecast = self._forecast
         if forecast is not None and now - self._forecast_rx > cfg.forecast_stale_s:
             forecast = None
-        if self._room_port is not None:
-            self._set_budget(self._room_port.budget_w(now))
+        if self._room_port is not None:     # as the lease will be by the next step (<= 1.5
+            # periods away: the watchdog), so the fallback is in force within the lease
+            self._set_budget(self._room_port.budget_w(now + 1.5 / cfg.rate_hz))
         pdu_ok, pdu_reason = self._link.health()
         before = self._decision.mode if self._decision else None
         age = now - self._samples.fresh_t

@@ -100,7 +100,7 @@ def test_the_keeper_ignores_what_is_not_its_grant():
     k = _keeper()
     assert "this is rack 'r1'" in k.on_grant(_grant(1, 1500.0, rack="r2"), 0.0)
     assert k.on_grant(_grant(5, 1500.0), 0.0) == ""
-    assert "older than grant 5" in k.on_grant(_grant(4, 100.0), 0.5)     # late
+    assert "not newer than grant 5" in k.on_grant(_grant(4, 100.0), 0.5)     # late
     assert k.budget_w(0.5) == 1500.0
 
 

@@ -9,7 +9,8 @@ from the devices, not from what the nodes say:
 2. swapped (r1 idle, r2 busy): the budget moves to r2; then r1's actuator is restarted
    (Ctrl-C and started again): it rejoins without the room going over;
 3. the coordinator killed (SIGKILL): every rack's PowerAllocation.budget_w reaches its
-   guaranteed share within one lease of the last grant it received, plus TOLERANCE_S;
+   guaranteed share within one lease of the last grant it received (as the test sees
+   both: plus TOLERANCE_S for delivery);
 4. the coordinator restarted: sharing resumes (budgets away from the guaranteed shares);
 and at every poll of the devices, the room sum is at most the room rating. It runs twice:
 with DDS's simple discovery on loopback, and with every process (the test's too) a client of
@@ -37,10 +38,11 @@ from rackpower_nodes.tools.launch_env import executable, stop_process
 
 pytestmark = pytest.mark.ros
 
-# After its lease the rack's next control step (at most 1.5 control periods later: the
-# actuator's watchdog) publishes the guaranteed share; on a loaded 2-core machine delivery
-# and scheduling add up to a few hundred ms more.
-TOLERANCE_S = 1.5 / RATE_HZ + 0.35
+# A rack's control step takes the budget its lease will give by the next step (at most 1.5
+# control periods later: the actuator's watchdog), so the guaranteed share is allocated
+# within the lease; what the test adds is delivery and scheduling on a loaded 2-core machine
+# (its own receipt of the last grant and of the allocation), up to a few hundred ms.
+TOLERANCE_S = 0.35
 MOVED_W = 1500.0                   # a rack that got the room's spare power holds above this
 SHRUNK_W = 400.0                   # a rack that gave it away holds below this
 REGISTER_W = 0.01                  # float32 registers: what a sum may carry in rounding
