@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rackpower_nodes.core.params import ConfigError
+from rackpower_nodes.core.tradeoff import Curve, TradeoffError, matched_points, ratios_at
 from rackpower_nodes.sim.room import format_classes, format_table, make_room, room_days
 from rackpower_nodes.sim.room.loop import MODES, LoopSettings, run_room
 
@@ -88,6 +89,33 @@ def curve_table(rows: Sequence[dict]) -> str:
     for row in sorted(rows, key=lambda r: (r["mode"], r["headroom_mean_w"])):
         lines.append(f"| {row['mode']} | {row['margin']} | {row['headroom_mean_w']:.0f} | "
                      f"{row['throttled_wh']:.0f} | {row['throttled_pct']:.3f} |")
+    return "\n".join(lines)
+
+
+def matched_table(rows: Sequence[dict], reference: str = "shared") -> str:
+    """`reference`'s throttled energy over each other mode's, read off both curves (lower
+    envelopes, linear between points, never extrapolated: `core.tradeoff`) at three
+    headrooms inside the overlap of the two curves' ranges."""
+    def curve(mode):
+        mine = [{"stranded_mean_w": r["headroom_mean_w"], "under_alloc_wh": r["throttled_wh"],
+                 "under_alloc_pct": r["throttled_pct"]} for r in rows if r["mode"] == mode]
+        return Curve.from_rows(mode, mine)
+
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    lines = [f"| {reference} over | matched headrooms W | {reference} Wh | other Wh | ratio |",
+             "|---|---|---|---|---|"]
+    for mode in (m for m in modes if m != reference):
+        try:
+            ref, other = curve(reference), curve(mode)
+            points = matched_points([ref, other])
+        except TradeoffError as exc:
+            lines.append(f"| {mode} | {exc} | | | |")
+            continue
+        got = ratios_at(ref, other, points)
+        lines.append(f"| {mode} | {', '.join(f'{x:.0f}' for x, *_ in got)} | "
+                     f"{', '.join(f'{a:.0f}' for _, a, _, _ in got)} | "
+                     f"{', '.join(f'{b:.0f}' for _, _, b, _ in got)} | "
+                     f"{', '.join(f'{q:.2f}' for *_, q in got)} |")
     return "\n".join(lines)
 
 
@@ -167,6 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_classes(rows, results[0].classes))
     print("\ntrade-off: throttled energy against allocated headroom (in force - served):\n")
     print(curve_table(rows))
+    if len(fracs) > 1:
+        print("\nat matched headroom (each curve's lower envelope, linear between points):\n")
+        print(matched_table(rows))
     for r in results:
         extra = f"; first violations: {r.violation_examples[:2]}" if r.violation_examples else ""
         trips = f"; tripped: {r.trip_levels}" if r.trip_levels else ""
