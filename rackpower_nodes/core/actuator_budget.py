@@ -114,7 +114,8 @@ class RackBudgetKeeper:
     def on_grant(self, grant: RackGrant, now_s: float) -> str:
         """Take a grant addressed to this rack: '' when taken, else why it was ignored (for
         another rack; late: a seq below the newest one's, or the same seq once its lease has
-        started to lapse, see `BudgetLease`). ValueError for a grant without a budget or a lease."""
+        started to lapse, see `BudgetLease`). ValueError for a grant without a budget or a
+        lease."""
         if grant.rack != self.rack:
             return f"rack_budget for rack {grant.rack!r} ignored: this is rack {self.rack!r}"
         if not self.lease.on_grant(grant, now_s):

@@ -30,7 +30,7 @@ import pytest
 import yaml
 from helpers.rack import free_port
 from helpers.room_live import (
-    BUSY, GUARANTEED_W, IDLE, LEASE_S, MEDIUM, PERIOD_S, RACKS, RATE_HZ, ROOM_W, PduPoller,
+    BUSY, GUARANTEED_W, IDLE, LEASE_S, MEDIUM, PERIOD_S, RACKS, ROOM_W, PduPoller,
     RoomWatch, actuator_params, coordinator_params, start_discovery_server, start_pdu,
     tree_doc)
 
