@@ -7,7 +7,8 @@ Each mode runs the same loop the live graph runs, at the simulator's rate (10 Hz
 2. the allocation reaches the hardware `delay_s` later, per component (PDU outlet registers
    take effect in about 0.1 s, BMC power caps in 0.5-2 s), as the PDU link writes it:
    where components are capped through BMCs (`dead_band_w`, `resolution_w`), changes under
-   the dead band are not written and limits are whole watts rounded down, shrinks first and growth within the budget (`core/actuation.py`);
+   the dead band are not written and limits are whole watts rounded down, shrinks first
+   and growth within the budget (`core/actuation.py`);
 3. the simulated PDU (`sim/pdu/`) serves each component min(demand, allocation in force),
    counts the energy throttled away and runs the breaker's trip curve;
 4. what the PDU served is what the sensor measures: the next step's measured power, and the
