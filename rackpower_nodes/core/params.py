@@ -204,15 +204,21 @@ def _node_sections(doc: Mapping, node_name: str) -> list[Mapping]:
     return ([doc["/**"]] if "/**" in doc else []) + own
 
 
-def load_node_parameters(path: str | Path, node_name: str) -> dict[str, Any]:
-    """Read a ROS parameter YAML file; return {dotted name: value} for `node_name`."""
-    path = Path(path)
+def read_yaml(path: str | Path) -> Any:
+    """The document of a YAML file; ConfigError naming the file when it cannot be read or
+    parsed."""
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+
+
+def load_node_parameters(path: str | Path, node_name: str) -> dict[str, Any]:
+    """Read a ROS parameter YAML file; return {dotted name: value} for `node_name`."""
+    path = Path(path)
+    doc = read_yaml(path)
     if not isinstance(doc, Mapping):
         raise ConfigError(f"{path}: top level is {type(doc).__name__}, expected a mapping of "
                           f"node names to {{ros__parameters: ...}}")

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from rackpower_nodes.core.params import ConfigError
+from rackpower_nodes.core.params import ConfigError, read_yaml
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _LEVEL_KEYS = ("name", "rating_w", "children")
@@ -176,12 +175,7 @@ def load_power_tree(source: str | Path | Mapping) -> PowerTree:
     if isinstance(source, Mapping):
         return _tree_from(source)
     path = Path(source)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    doc = read_yaml(path)
     try:
         return _tree_from(doc)
     except ConfigError as exc:
