@@ -8,15 +8,19 @@ MEASURED W; the budget is 920 W (5 A x 230 V x 0.8).
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
+import yaml
 
 from rackpower_nodes.core.actuator_config import actuator_config_from_params
 from rackpower_nodes.core.allocation import AllocationController
 from rackpower_nodes.core.params import flatten_parameters
 from rackpower_nodes.sim.pdu import PduModel, SimPduServer
+from rackpower_nodes.tools.launch_env import executable
 
 NS = "/rack_pa"
 NAMES = ["a1", "a2", "b1", "b2"]
@@ -24,7 +28,7 @@ MEASURED = np.array([150.0, 120.0, 100.0, 80.0])       # W per component
 HORIZON = 50                                           # forecast steps of 0.1 s
 
 __all__ = ["HORIZON", "MEASURED", "NAMES", "NS", "Rack", "actuator_params", "expected_static",
-           "free_port", "pdu_server", "stamp"]
+           "free_port", "pdu_server", "stamp", "start_actuator"]
 
 
 def free_port() -> int:
@@ -51,6 +55,19 @@ def actuator_params(ports: list[int], forecast_stale_s: float = 0.2) -> dict:
                  "maps": ["rackpower_sim", "rackpower_sim"], "unit_ids": [1, 1]},
         "pdu": {"timeout_s": 0.3, "retry_s": 0.5},
     }
+
+
+def start_actuator(tmp_path: Path, params: dict, env: dict) -> tuple[subprocess.Popen, Path]:
+    """The pdu_actuator process in NS with `params` (written to tmp_path/actuator.yaml); its
+    output goes to the returned file (tmp_path/actuator.err)."""
+    path = tmp_path / "actuator.yaml"
+    path.write_text(yaml.safe_dump({"/**/pdu_actuator": {"ros__parameters": params}}))
+    log = tmp_path / "actuator.err"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [str(executable("pdu_actuator")), "--ros-args", "-r", f"__ns:={NS}",
+             "--params-file", str(path)], env=env, stdout=out, stderr=subprocess.STDOUT)
+    return proc, log
 
 
 def pdu_server(port: int) -> SimPduServer:

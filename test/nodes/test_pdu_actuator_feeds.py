@@ -8,15 +8,13 @@ when pdu-b is back.
 """
 from __future__ import annotations
 
-import subprocess
 import time
 
 import numpy as np
 import pytest
-import yaml
-from helpers.rack import NS, Rack, actuator_params, free_port, pdu_server, stamp
+from helpers.rack import Rack, actuator_params, free_port, pdu_server, stamp, start_actuator
 
-from rackpower_nodes.tools.launch_env import executable, stop_process
+from rackpower_nodes.tools.launch_env import stop_process
 
 pytestmark = pytest.mark.ros
 
@@ -35,15 +33,8 @@ def test_a_lost_feed_gets_its_contingency_at_once(ros_env, tmp_path):
     import rclpy
 
     ports = [free_port(), free_port()]
-    path = tmp_path / "actuator.yaml"
-    path.write_text(yaml.safe_dump({"/**/pdu_actuator": {"ros__parameters": _params(ports)}}))
-    stderr = tmp_path / "actuator.err"
     servers = [pdu_server(p).start() for p in ports]
-    proc = None
-    with open(stderr, "w") as err:
-        proc = subprocess.Popen(
-            [str(executable("pdu_actuator")), "--ros-args", "-r", f"__ns:={NS}",
-             "--params-file", str(path)], env=ros_env, stdout=err, stderr=subprocess.STDOUT)
+    proc, stderr = start_actuator(tmp_path, _params(ports), ros_env)
     try:
         with rclpy.init():
             rack = Rack()

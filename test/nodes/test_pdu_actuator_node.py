@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import yaml
 from helpers.rack import (
-    MEASURED, NS, Rack, actuator_params, expected_static, free_port, pdu_server, stamp)
+    MEASURED, NS, Rack, actuator_params, expected_static, free_port, pdu_server, stamp,
+    start_actuator)
 
 from rackpower_nodes.core.pdu_map import load_register_map
 from rackpower_nodes.tools.launch_env import executable, stop_process
@@ -47,15 +48,8 @@ def test_actuator_drives_the_pdus_and_survives_faults(ros_env, tmp_path):
 
     ports = [free_port(), free_port()]
     params = actuator_params(ports)
-    path = tmp_path / "actuator.yaml"
-    path.write_text(yaml.safe_dump({"/**/pdu_actuator": {"ros__parameters": params}}))
-    stderr = tmp_path / "actuator.err"
     servers = [pdu_server(p) for p in ports]
-    proc = None
-    with open(stderr, "w") as err:
-        proc = subprocess.Popen(
-            [str(executable("pdu_actuator")), "--ros-args", "-r", f"__ns:={NS}",
-             "--params-file", str(path)], env=ros_env, stdout=err, stderr=subprocess.STDOUT)
+    proc, stderr = start_actuator(tmp_path, params, ros_env)
     try:
         with rclpy.init():
             rack = Rack()
