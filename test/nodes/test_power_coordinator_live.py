@@ -139,8 +139,9 @@ def test_a_room_of_three_racks_shares_its_budget_and_survives_its_coordinator(
             assert watch.wait(lambda: watch.budget("r1") > MOVED_W
                               and watch.budget("r2") < SHRUNK_W, 90.0), \
                 {r: watch.budget(r) for r in RACKS}
-            with watch.lock:
-                assert any(g for g in watch.grants["r1"]), "no grant seen"
+            # the test's own subscription to the grants may match after the racks' did (slow
+            # discovery on a loaded machine): the coordinator re-sends every period
+            assert watch.wait(lambda: len(watch.grants["r1"]) > 0, 30.0), "no grant seen"
             # the coordinator reports every rack on /diagnostics (once a second)
             assert watch.wait(lambda: {"r1", "r2", "r3"} <= set(watch.coordinator_diag)
                               and float(watch.coordinator_diag["r1"]["budget_w"]) > MOVED_W
