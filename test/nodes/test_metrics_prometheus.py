@@ -114,12 +114,16 @@ def test_the_endpoint_serves_the_racks_allocation_links_and_inputs(rack_graph):
         "the actuator never came up"
 
     def served():
+        # each input reaches the exporter on its own subscription: on a loaded machine the
+        # forecast may arrive after the allocation
         s = _scrape(url)
-        key = ("rackpower_component_allocated_watts", _label(component=COMPONENT))
-        return s if key in s and ("rackpower_link_up", _label(
-            node="pdu_actuator", device="pdu-a", kind="pdu")) in s else None
+        keys = (("rackpower_component_allocated_watts", _label(component=COMPONENT)),
+                ("rackpower_component_forecast_watts", _label(component=COMPONENT,
+                                                              quantile="p99")),
+                ("rackpower_link_up", _label(node="pdu_actuator", device="pdu-a", kind="pdu")))
+        return s if all(k in s for k in keys) else None
 
-    s = _wait(served, 60.0, "allocation and PDU links on /metrics")
+    s = _wait(served, 60.0, "allocation, forecast and PDU links on /metrics")
     published = {float(np.float32(m.allocated_w[0])) for m in rack.allocations}
     assert s[("rackpower_component_allocated_watts", _label(component=COMPONENT))] in published
     assert s[("rackpower_component_measured_watts", _label(component=COMPONENT))] == \
