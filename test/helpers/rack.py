@@ -11,6 +11,8 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ from rackpower_nodes.core.actuator_config import actuator_config_from_params
 from rackpower_nodes.core.allocation import AllocationController
 from rackpower_nodes.core.params import flatten_parameters
 from rackpower_nodes.sim.pdu import PduModel, SimPduServer
-from rackpower_nodes.tools.launch_env import executable
+from rackpower_nodes.tools.launch_env import executable, stop_process
 
 NS = "/rack_pa"
 NAMES = ["a1", "a2", "b1", "b2"]
@@ -28,7 +30,7 @@ MEASURED = np.array([150.0, 120.0, 100.0, 80.0])       # W per component
 HORIZON = 50                                           # forecast steps of 0.1 s
 
 __all__ = ["HORIZON", "MEASURED", "NAMES", "NS", "Rack", "actuator_params", "expected_static",
-           "free_port", "pdu_server", "stamp", "start_actuator"]
+           "free_port", "pdu_server", "running_actuator", "stamp", "start_actuator"]
 
 
 def free_port() -> int:
@@ -68,6 +70,24 @@ def start_actuator(tmp_path: Path, params: dict, env: dict) -> tuple[subprocess.
             [str(executable("pdu_actuator")), "--ros-args", "-r", f"__ns:={NS}",
              "--params-file", str(path)], env=env, stdout=out, stderr=subprocess.STDOUT)
     return proc, log
+
+
+@contextmanager
+def running_actuator(tmp_path: Path, params: dict, env: dict,
+                     servers: Sequence[SimPduServer]) -> Iterator[subprocess.Popen]:
+    """`start_actuator`; on the way out the process is stopped if it still runs and every
+    PDU server in `servers` (as the list holds them then) stopped; after a body that did not
+    fail, the process's output must hold no traceback."""
+    proc, log = start_actuator(tmp_path, params, env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            stop_process(proc)
+        for s in servers:
+            s.stop()
+    text = log.read_text()
+    assert "Traceback" not in text, text
 
 
 def pdu_server(port: int) -> SimPduServer:

@@ -12,9 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers.rack import Rack, actuator_params, free_port, pdu_server, stamp, start_actuator
-
-from rackpower_nodes.tools.launch_env import stop_process
+from helpers.rack import Rack, actuator_params, free_port, pdu_server, running_actuator, stamp
 
 pytestmark = pytest.mark.ros
 
@@ -34,8 +32,7 @@ def test_a_lost_feed_gets_its_contingency_at_once(ros_env, tmp_path):
 
     ports = [free_port(), free_port()]
     servers = [pdu_server(p).start() for p in ports]
-    proc, stderr = start_actuator(tmp_path, _params(ports), ros_env)
-    try:
+    with running_actuator(tmp_path, _params(ports), ros_env, servers):
         with rclpy.init():
             rack = Rack()
             assert rack.run_until(lambda m: m.mode == "proactive" and m.pdu_written, 30.0)
@@ -70,10 +67,3 @@ def test_a_lost_feed_gets_its_contingency_at_once(ros_env, tmp_path):
             back = np.array(rack.allocations[-1].allocated_w, dtype=np.float64)
             assert back.sum() > alloc.sum()
             rack.close()
-    finally:
-        if proc is not None and proc.poll() is None:
-            stop_process(proc)
-        for s in servers:
-            s.stop()
-    log = stderr.read_text()
-    assert "Traceback" not in log, log

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import yaml
 from helpers.rack import (
-    MEASURED, NS, Rack, actuator_params, expected_static, free_port, pdu_server, stamp,
-    start_actuator)
+    MEASURED, NS, Rack, actuator_params, expected_static, free_port, pdu_server,
+    running_actuator, stamp)
 
 from rackpower_nodes.core.pdu_map import load_register_map
-from rackpower_nodes.tools.launch_env import executable, stop_process
+from rackpower_nodes.tools.launch_env import executable
 
 pytestmark = pytest.mark.ros
 
@@ -49,8 +49,7 @@ def test_actuator_drives_the_pdus_and_survives_faults(ros_env, tmp_path):
     ports = [free_port(), free_port()]
     params = actuator_params(ports)
     servers = [pdu_server(p) for p in ports]
-    proc, stderr = start_actuator(tmp_path, params, ros_env)
-    try:
+    with running_actuator(tmp_path, params, ros_env, servers) as proc:
         with rclpy.init():
             rack = Rack()
             # the PDUs answer only after the node started: it must keep trying
@@ -142,13 +141,6 @@ def test_actuator_drives_the_pdus_and_survives_faults(ros_env, tmp_path):
         assert proc.wait(timeout=15) == 0
         np.testing.assert_allclose(servers[0].model.allocation_w[:2], static[:2], rtol=1e-6)
         np.testing.assert_allclose(servers[1].model.allocation_w[:2], static[2:], rtol=1e-6)
-    finally:
-        if proc is not None and proc.poll() is None:
-            stop_process(proc)
-        for s in servers:
-            s.stop()
-    log = stderr.read_text()
-    assert "Traceback" not in log, log
 
 
 def test_bad_configuration_exits_2_naming_the_key(ros_env, tmp_path):
