@@ -29,8 +29,8 @@ Arguments:
     rack_view    true (default): also start rack_view, the rack drawn as RViz markers on
                  /<rack>/rack_markers (config/rviz/rack.rviz, docs/operator-views.md)
 
-Every node is restarted when it crashes (`respawn`), but not when it exits with a
-configuration error (exit code 2: a bad parameter, named in its log): restarting cannot fix
+Every node is restarted when it crashes (`respawn`), but not when it stopped cleanly (exit
+0: a SIGINT or SIGTERM sent to it alone) nor when it exits with a configuration error (exit code 2: a bad parameter, named in its log): restarting cannot fix
 that, so the launch log says so and the node stays down while the rest of the graph runs
 (pdu_actuator, left without samples or forecasts, holds the safe allocation).
 
@@ -60,17 +60,25 @@ EXIT_BAD_CONFIG = 2                    # rackpower_nodes.nodes.main.EXIT_BAD_CON
 
 def _respawned(node) -> list:
     """`node` (created with respawn=True and a respawn_delay > 0) is restarted after a crash
-    but never after a configuration error: launch waits respawn_delay before it restarts a
-    process, and in that time this exit handler ends the action (a ShutdownProcess event for
-    it), so launch does not start it again."""
+    but never after a configuration error, nor after it stopped cleanly (exit 0: it was sent
+    SIGINT or SIGTERM, or shut down through its lifecycle): launch waits respawn_delay before
+    it restarts a process, and in that time this exit handler ends the action (a
+    ShutdownProcess event for it), so launch does not start it again. The clean case also
+    ends the graph when launch itself missed a Ctrl-C that its processes got (launch can lose
+    a SIGINT that arrives while it handles a process's output): every node stops, nothing is
+    restarted, and launch exits as idle."""
 
     def on_exit(event, context):
-        if event.returncode != EXIT_BAD_CONFIG or context.is_shutdown:
+        if context.is_shutdown or event.returncode not in (0, EXIT_BAD_CONFIG):
             return None
-        get_logger("launch").error(
-            f"{event.action.node_name} exited with a configuration error (exit "
-            f"{EXIT_BAD_CONFIG}): not restarting it, since a restart cannot fix a parameter; "
-            "its log above names the key")
+        if event.returncode == 0:
+            get_logger("launch").info(f"{event.action.node_name} stopped cleanly (exit 0): "
+                                      "not restarting it")
+        else:
+            get_logger("launch").error(
+                f"{event.action.node_name} exited with a configuration error (exit "
+                f"{EXIT_BAD_CONFIG}): not restarting it, since a restart cannot fix a "
+                "parameter; its log above names the key")
         return [EmitEvent(event=ShutdownProcess(process_matcher=matches_action(event.action)))]
 
     return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]

@@ -16,7 +16,8 @@ Each rack's pdu_actuator must run with `budget.source: coordinator` and its guar
 (`budget.guaranteed_w`, the tree's value) in the rack's namespace (`/<rack id>` unless
 `racks.namespaces` says otherwise): e.g. `ros2 launch rackpower rack.launch.py rack:=rack_01`
 with such a config. The coordinator is restarted when it crashes, not after a configuration
-error (exit 2); while it is down every rack falls back to its guaranteed share within a lease.
+error (exit 2) nor after it stopped cleanly (exit 0: a SIGINT or SIGTERM sent to it); while
+it is down every rack falls back to its guaranteed share within a lease.
 """
 from launch import LaunchDescription
 from launch.actions import (
@@ -47,10 +48,15 @@ def _launch_setup(context):
                 respawn=True, respawn_delay=2.0)
 
     def on_exit(event, ctx):
-        if event.returncode != EXIT_BAD_CONFIG or ctx.is_shutdown:
+        if ctx.is_shutdown or event.returncode not in (0, EXIT_BAD_CONFIG):
             return None
-        get_logger("launch").error("power_coordinator exited with a configuration error "
-                                   "(exit 2): not restarting it; its log above names the key")
+        if event.returncode == 0:       # sent SIGINT/SIGTERM alone, or a Ctrl-C launch missed
+            get_logger("launch").info("power_coordinator stopped cleanly (exit 0): not "
+                                      "restarting it")
+        else:
+            get_logger("launch").error("power_coordinator exited with a configuration error "
+                                       "(exit 2): not restarting it; its log above names the "
+                                       "key")
         return [EmitEvent(event=ShutdownProcess(process_matcher=matches_action(node)))]
 
     return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]

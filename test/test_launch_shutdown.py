@@ -5,7 +5,8 @@ process a SIGINT of its own, so every node gets two (three or more with a second
 Every process must end with exit code 0 and no traceback before launch escalates to SIGTERM
 (5 s after the first), the actuator leaving the static split in the devices and the recorder a
 complete bag that rosbags' AnyReader and the `mcap` reader open. A node that exits with a
-configuration error is not restarted, and the launch log says why.
+configuration error is not restarted, and the launch log says why; nor is one that was
+stopped alone and ended cleanly.
 
 Two launches in all: each costs the 2-core machine about 10 s of CPU. How long each process
 takes to exit is measured by benchmarks/bench_shutdown.py, not asserted here. The launch file
@@ -14,6 +15,7 @@ through PYTHONPATH), so this tests the tree under test even before `make setup` 
 """
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -137,6 +139,12 @@ def ctrl_c_with_a_config_error(ros2, ros_env, tmp_path_factory):
                 return bool(runs) and runs[-1].exited_at is not None and (
                     time.monotonic() - runs[-1].exited_at > RETRAIN_RESPAWN_DELAY_S + 3.0)
 
+            # rack_view stopped alone (a SIGTERM from an operator or a service manager):
+            # it ends cleanly and is not started again
+            graph.wait_until(lambda: graph.started("rack_view"), UP_TIMEOUT_S, "rack_view")
+            os.kill(graph.started("rack_view")[0].pid, signal.SIGTERM)
+            graph.wait_until(lambda: graph.started("rack_view")[-1].exited_at is not None,
+                             END_TIMEOUT_S, "rack_view exit")
             # a restart would come RETRAIN_RESPAWN_DELAY_S after the exit: wait past it
             graph.wait_until(past_respawn_delay, UP_TIMEOUT_S, "retrain_scheduler exit")
             graph.interrupt()
@@ -163,6 +171,17 @@ def test_config_error_is_not_respawned_and_the_log_says_why(ctrl_c_with_a_config
     assert "offpeak.combine" in out                                   # the node names the key
     assert (f"/{rack}/retrain_scheduler exited with a configuration error (exit 2): "
             "not restarting") in out, out[-4000:]
+
+
+def test_a_node_stopped_alone_is_not_restarted_and_the_graph_runs_on(
+        ctrl_c_with_a_config_error):
+    """rack_view, sent SIGTERM alone before the Ctrl-C, ended with exit 0 and was not started
+    again (the Ctrl-C then ended the rest; test_ctrl_c_ends_every_process_cleanly)."""
+    graph, _, rack, _ = ctrl_c_with_a_config_error
+    runs = graph.started("rack_view")
+    assert [r.code for r in runs] == [0], graph.output[-4000:]
+    assert runs[0].exited_at < graph.interrupted_at[0]
+    assert f"/{rack}/rack_view stopped cleanly (exit 0): not restarting it" in graph.output
 
 
 def test_double_ctrl_c_ends_every_process_cleanly_and_the_bag_closed(ros2, ros_env, tmp_path):
