@@ -30,9 +30,10 @@ Arguments:
                  /<rack>/rack_markers (config/rviz/rack.rviz, docs/operator-views.md)
 
 Every node is restarted when it crashes (`respawn`), but not when it stopped cleanly (exit
-0: a SIGINT or SIGTERM sent to it alone) nor when it exits with a configuration error (exit code 2: a bad parameter, named in its log): restarting cannot fix
-that, so the launch log says so and the node stays down while the rest of the graph runs
-(pdu_actuator, left without samples or forecasts, holds the safe allocation).
+0: a SIGINT or SIGTERM sent to it alone) nor when it exits with a configuration error (exit
+code 2: a bad parameter, named in its log): restarting cannot fix that, so the launch log
+says so and the node stays down while the rest of the graph runs (pdu_actuator, left without
+samples or forecasts, holds the safe allocation).
 
 pdu_actuator is a lifecycle node: with its `autostart` parameter (the default) it configures
 and activates itself once its PDUs and BMCs answer; otherwise drive it with `ros2 lifecycle
