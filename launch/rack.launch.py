@@ -19,15 +19,36 @@ Arguments:
                  budget.guaranteed_w, docs/room.md); empty keeps the config's
     guaranteed_w the rack's guaranteed share in the power tree, W (budget.guaranteed_w);
                  empty keeps the config's
-    data_dir     where the recorder's bags, the model registry and the online-learned health
-                 model live; empty keeps the config's (/var/lib/rackpower/...); e.g.
-                 data_dir:=$HOME/rackpower
+    data_dir     the folder of every rack's data (default /var/lib/rackpower): this rack's
+                 recorder bags, model registry and online-learned health model are always
+                 <data_dir>/<rack>/{bags,models,health}, and the bags are named
+                 <rack>_<start time>; the config's own output.folder, output.prefix,
+                 bags.folder, registry.root and health.learn_dir are not used under this
+                 launch; e.g. data_dir:=$HOME/rackpower
+    sim_port_offset  with use_sim: added to every simulator port (node_exporters 9101..,
+                 PDUs 5020.., BMCs 5080) and to every loopback device address in the config
+                 (host_telemetry's hosts.urls, pdu_actuator's pdus.urls and
+                 components.power_cap_url, health_monitor's reference.pdus.urls), so a second
+                 simulated rack runs beside the first (e.g. sim_port_offset:=100); default 0.
+                 A real rack has its own config with its own device addresses: the offset is
+                 ignored without use_sim
+    sim_seed     with use_sim: the simulator's seed (empty: rack_sim.yaml's), so two
+                 simulated racks do not draw the same load
     metrics      true: also start metrics_exporter, the rack's Prometheus endpoint (default
                  false); it listens on loopback only unless the config's
                  /**/metrics_exporter http.address says otherwise (docs/metrics.md)
-    metrics_port TCP port of that endpoint (default 9470)
+    metrics_port TCP port of that endpoint (default 9470; a second rack with metrics:=true
+                 on the same machine needs its own, e.g. metrics_port:=9471)
     rack_view    true (default): also start rack_view, the rack drawn as RViz markers on
                  /<rack>/rack_markers (config/rviz/rack.rviz, docs/operator-views.md)
+
+The rack name reaches everything that is the rack's: the namespace, every node's
+`frame_id` (current_sensor, host_telemetry, predictor, pdu_actuator, health_monitor; rack_view
+draws in the allocation's frame and metrics_exporter labels with the namespace), the
+recorder's bag prefix, the data folders above and, with use_sim, the board link
+/tmp/rackpower_<rack>_board. The launch log says the rack's data folder in one line.
+Two racks in one DDS domain: `rack:=rack_a use_sim:=true` and `rack:=rack_b use_sim:=true
+sim_port_offset:=100 sim_seed:=2` share no topic, device, file or port.
 
 Every node is restarted when it crashes (`respawn`), but not when it stopped cleanly (exit
 0: a SIGINT or SIGTERM sent to it alone) nor when it exits with a configuration error (exit
@@ -42,7 +63,9 @@ set`. It reads the BMC password from the variable its `power_caps.password_env` 
 password is passed to it.
 """
 import os
+from urllib.parse import urlsplit, urlunsplit
 
+import yaml
 from launch import LaunchDescription
 from launch.actions import (
     DeclareLaunchArgument, EmitEvent, ExecuteProcess, OpaqueFunction, RegisterEventHandler)
@@ -55,6 +78,13 @@ from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackagePrefix, FindPackageShare
 
 SIM_BOARD_LINK = "/tmp/rackpower_{rack}_board"
+SIM_PORTS = {"exporter": 9101, "pdu": 5020, "bmc": 5080}   # rackpower-sim live's defaults
+DEFAULT_DATA_DIR = "/var/lib/rackpower"
+# the nodes that declare `frame_id` (rack_view's '' follows the allocation's frame)
+FRAME_NODES = ("current_sensor", "host_telemetry", "predictor", "pdu_actuator",
+               "health_monitor")
+NODE_NAMES = FRAME_NODES + ("recorder", "retrain_scheduler", "metrics_exporter", "rack_view")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SIM_BMC_PASSWORD = "rackpower"         # the simulated BMCs' password (rackpower-sim live)
 EXIT_BAD_CONFIG = 2                    # rackpower_nodes.nodes.main.EXIT_BAD_CONFIG
 
@@ -85,6 +115,111 @@ def _respawned(node) -> list:
     return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
 
 
+def shift_loopback_url(url: str, offset: int) -> str:
+    """`url` with `offset` added to its port when it names a loopback host and a port (the
+    simulator's devices); any other text is returned unchanged. ValueError when the shifted
+    port is outside 1..65535."""
+    if not offset or "://" not in url:
+        return url
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:          # not a port: the node names it
+        return url
+    if port is None or parts.hostname not in LOOPBACK:
+        return url
+    if not 0 < port + offset < 65536:
+        raise ValueError(f"sim_port_offset:={offset} moves {url} to port {port + offset}, "
+                         "outside 1..65535")
+    userinfo, _, _ = parts.netloc.rpartition("@")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = f"{userinfo}@{host}" if userinfo else host
+    return urlunsplit(parts._replace(netloc=f"{netloc}:{port + offset}"))
+
+
+def _flatten(tree, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def node_params(config: dict, node: str, rack: str) -> dict:
+    """The parameters (dotted names) that a parameter YAML gives `node` in `/<rack>`: every
+    section matching it (`/**/<node>`, `/<rack>/<node>`, `<node>`, `/**`), in file order."""
+    params = {}
+    for key, section in (config or {}).items():
+        namespace, _, name = str(key).rpartition("/")
+        if name == "**" and namespace == "":
+            namespace = "/**"
+        elif name != node:
+            continue
+        if namespace.strip("/") in ("", "**", rack) and isinstance(section, dict):
+            params.update(_flatten(section.get("ros__parameters") or {}))
+    return params
+
+
+def rack_overrides(rack: str, data_dir: str, use_sim: bool, port_offset: int,
+                   config: dict) -> dict:
+    """The parameters this launch gives each node (name -> {dotted name: value}) so that the
+    rack name reaches everything: `frame_id`, the recorder's prefix and the data folders
+    (<data_dir>/<rack>/{bags,models,health}; data_dir '' = DEFAULT_DATA_DIR) and, with
+    `use_sim`, every loopback device address in `config` (the parsed parameter YAML)
+    shifted by `port_offset`, as the simulator's ports are."""
+    rack_dir = os.path.join(os.path.expanduser(data_dir or DEFAULT_DATA_DIR), rack)
+    out = {node: {} for node in NODE_NAMES}
+    for node in FRAME_NODES:
+        out[node]["frame_id"] = rack
+    out["recorder"].update({"output.folder": os.path.join(rack_dir, "bags"),
+                            "output.prefix": rack.replace("/", "_")})
+    out["retrain_scheduler"].update({"bags.folder": os.path.join(rack_dir, "bags"),
+                                     "registry.root": os.path.join(rack_dir, "models")})
+    out["health_monitor"]["health.learn_dir"] = os.path.join(rack_dir, "health")
+    if use_sim and port_offset:
+        for node in NODE_NAMES:
+            for name, value in node_params(config, node, rack).items():
+                if isinstance(value, str):
+                    shifted = shift_loopback_url(value, port_offset)
+                elif isinstance(value, list) and value and all(
+                        isinstance(v, str) for v in value):
+                    shifted = [shift_loopback_url(v, port_offset) for v in value]
+                else:
+                    continue
+                if shifted != value:
+                    out[node][name] = shifted
+    return out
+
+
+def sim_ports(port_offset: int) -> dict:
+    """The simulator's first node_exporter, first PDU and BMC ports for `port_offset`."""
+    ports = {kind: port + port_offset for kind, port in SIM_PORTS.items()}
+    if not all(0 < p < 65500 for p in ports.values()):
+        raise ValueError(f"sim_port_offset:={port_offset} moves the simulator's ports to "
+                         f"{ports}: outside 1..65499")
+    return ports
+
+
+def _port_offset(text: str) -> int:
+    try:
+        return int(text.strip() or "0")
+    except ValueError:
+        raise ValueError(f"sim_port_offset:={text!r}: expected a whole number of ports, "
+                         "e.g. 100") from None
+
+
+def _load_config(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"config:={path}: cannot read it to shift the simulator's device "
+                         f"addresses ({exc})") from exc
+
+
 def _launch_setup(context):
     rack = LaunchConfiguration("rack").perform(context).strip("/")
     config = LaunchConfiguration("config").perform(context)
@@ -96,10 +231,20 @@ def _launch_setup(context):
     metrics = LaunchConfiguration("metrics").perform(context).lower() in ("true", "1", "yes")
     metrics_port = LaunchConfiguration("metrics_port").perform(context).strip()
     rack_view = LaunchConfiguration("rack_view").perform(context).lower() in ("true", "1", "yes")
+    offset = _port_offset(LaunchConfiguration("sim_port_offset").perform(context))
+    sim_seed = LaunchConfiguration("sim_seed").perform(context).strip()
 
+    overrides = rack_overrides(rack, data_dir, use_sim, offset,
+                               _load_config(config) if use_sim and offset else {})
+    get_logger("launch").info(
+        f"rack {rack}: data in {os.path.dirname(overrides['recorder']['output.folder'])}")
     actions = []
-    sensor_overrides, telemetry_overrides, predictor_overrides = {}, {}, {}
-    actuator_overrides = {"mode": mode} if mode else {}
+    sensor_overrides = overrides["current_sensor"]
+    telemetry_overrides = overrides["host_telemetry"]
+    predictor_overrides = overrides["predictor"]
+    actuator_overrides = overrides["pdu_actuator"]
+    if mode:
+        actuator_overrides["mode"] = mode
     budget_source = LaunchConfiguration("budget_source").perform(context)
     if budget_source:        # the node checks it (and budget.guaranteed_w) and names errors
         actuator_overrides["budget.source"] = budget_source
@@ -110,24 +255,22 @@ def _launch_setup(context):
         except ValueError:
             actuator_overrides["budget.guaranteed_w"] = guaranteed   # named by the node
     actuator_env = {}
-    recorder_overrides, retrain_overrides, health_overrides = {}, {}, {}
-    if data_dir:
-        rack_dir = os.path.join(os.path.expanduser(data_dir), rack)
-        recorder_overrides["output.folder"] = os.path.join(rack_dir, "bags")
-        recorder_overrides["output.prefix"] = rack
-        retrain_overrides["bags.folder"] = os.path.join(rack_dir, "bags")
-        retrain_overrides["registry.root"] = os.path.join(rack_dir, "models")
-        health_overrides["health.learn_dir"] = os.path.join(rack_dir, "health")
+    recorder_overrides = overrides["recorder"]
+    retrain_overrides = overrides["retrain_scheduler"]
+    health_overrides = overrides["health_monitor"]
     if use_sim:
-        serial_port = serial_port or SIM_BOARD_LINK.format(rack=rack)
+        ports = sim_ports(offset)
+        serial_port = serial_port or SIM_BOARD_LINK.format(rack=rack.replace("/", "_"))
         sim_config = PathJoinSubstitution(
             [FindPackageShare("rackpower"), "config", "rack_sim.yaml"])
         rack_sim = PathJoinSubstitution(
             [FindPackagePrefix("rackpower"), "lib", "rackpower", "rackpower-sim"])
+        seed = ["--seed", sim_seed] if sim_seed else []    # rackpower-sim names a bad one
         actions.append(ExecuteProcess(
             cmd=[rack_sim, "live", "--link", serial_port, "--config", sim_config,
-                 "--exporter-base-port", "9101", "--pdu-base-port", "5020",
-                 "--bmc-port", "5080"],
+                 "--exporter-base-port", str(ports["exporter"]),
+                 "--pdu-base-port", str(ports["pdu"]), "--bmc-port", str(ports["bmc"]),
+                 *seed],
             name="rack_sim", output="screen"))
         actuator_env["RACKPOWER_BMC_PASSWORD"] = SIM_BMC_PASSWORD
         telemetry_overrides["schedule.file"] = sim_config
@@ -170,12 +313,13 @@ def _launch_setup(context):
         port = int(metrics_port) if metrics_port.isdigit() else metrics_port
         actions += _respawned(Node(
             package="rackpower", executable="metrics_exporter", name="metrics_exporter",
-            namespace=rack, parameters=[config, {"http.port": port}], output="screen",
+            namespace=rack, output="screen",
+            parameters=[config, {**overrides["metrics_exporter"], "http.port": port}],
             respawn=True, respawn_delay=2.0))
     if rack_view:
         actions += _respawned(Node(
             package="rackpower", executable="rack_view", name="rack_view",
-            namespace=rack, parameters=[config], output="screen",
+            namespace=rack, parameters=[config, overrides["rack_view"]], output="screen",
             respawn=True, respawn_delay=2.0))
     return actions
 
@@ -203,9 +347,17 @@ def generate_launch_description():
         DeclareLaunchArgument("guaranteed_w", default_value="",
                               description="pdu_actuator budget.guaranteed_w, W: the rack's "
                                           "share in the power tree (empty: the config's)"),
-        DeclareLaunchArgument("data_dir", default_value="",
-                              description="Folder for bags and the model registry, one "
-                                          "subfolder per rack (empty: the config's)"),
+        DeclareLaunchArgument("data_dir", default_value=DEFAULT_DATA_DIR,
+                              description="Folder of the racks' data: bags, model registry "
+                                          "and health model in <data_dir>/<rack>/ (the "
+                                          "config's folders are not used)"),
+        DeclareLaunchArgument("sim_port_offset", default_value="0",
+                              description="With use_sim: added to the simulator's ports and "
+                                          "the config's loopback device addresses (a second "
+                                          "simulated rack: 100)"),
+        DeclareLaunchArgument("sim_seed", default_value="",
+                              description="With use_sim: the simulator's seed (empty: "
+                                          "rack_sim.yaml's)"),
         DeclareLaunchArgument("metrics", default_value="false", choices=["true", "false"],
                               description="Also start metrics_exporter (Prometheus /metrics)"),
         DeclareLaunchArgument("metrics_port", default_value="9470",
