@@ -1,6 +1,7 @@
 """The pdu_actuator's outgoing messages built from one control step: `PowerAllocation` (the
 decision, what the devices hold and the budget in force) and an `AllocationError` per
-correction; and its /diagnostics statuses."""
+correction; the last `PowerAllocation` when it stops maintaining one (:func:`inactive_msg`);
+and its /diagnostics statuses."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,11 @@ from rackpower_nodes.core.allocation import Decision, ForecastView
 from rackpower_nodes.drivers.pdu_link import float32_floor
 from rackpower_nodes.nodes.common import diagnostic_status, float32_array as _f32
 
-__all__ = ["actuator_statuses", "allocation_msg", "error_msgs"]
+__all__ = ["INACTIVE", "actuator_statuses", "allocation_msg", "error_msgs", "inactive_msg",
+           "mode_change"]
+
+# the mode of the last allocation published before the actuator stops maintaining one
+INACTIVE = "inactive"
 
 
 def allocation_msg(cfg: ActuatorConfig, d: Decision, measured: np.ndarray,
@@ -40,6 +45,29 @@ def allocation_msg(cfg: ActuatorConfig, d: Decision, measured: np.ndarray,
     msg.forecast_model = forecast.model if forecast is not None else ""
     msg.pdu_written = bool(written)
     return msg
+
+
+def inactive_msg(cfg: ActuatorConfig, controller, link, left: str, confirmed: bool,
+                 measured: np.ndarray, stamp) -> PowerAllocation:
+    """The last PowerAllocation before the node stops maintaining one (deactivate, shutdown,
+    error): mode `inactive`, the `controller`'s static split (W) it left in the devices as
+    the allocation, what the devices of `link` confirmed holding (`confirmed`: the read-back
+    matched) and `left` (what the devices were left at, the node's log line) in the reason.
+    Latched, it tells a late subscriber the truth: nothing adjusts these values any more,
+    since `stamp` (a builtin_interfaces Time)."""
+    nan = np.full(len(cfg.names), np.nan)
+    d = Decision(0.0, INACTIVE, f"pdu_actuator inactive, allocation not maintained ({left})",
+                 controller.static_allocation(), nan, nan, ())
+    return allocation_msg(cfg, d, measured, None, link.held_w(), confirmed,
+                          controller.budget_w, stamp)
+
+
+def mode_change(before: str | None, d: Decision) -> str:
+    """The log line for a step from mode `before` (None: the first step) to `d`'s; '' when
+    the mode stayed."""
+    if d.mode == before:
+        return ""
+    return f"mode {before} -> {d.mode}" + (f" ({d.mode_reason})" if d.mode_reason else "")
 
 
 def error_msgs(d: Decision, alloc: PowerAllocation) -> list[AllocationError]:

@@ -12,7 +12,8 @@ Lifecycle:
     `control.rate_hz`), and on a watchdog timer when batches stop;
   - deactivate, shutdown and error: the static (nameplate) split is written, the safe state a
     rack can stay in without this node, confirmed by reading every device back (the log
-    says what they hold), and writing stops.
+    says what they hold), and writing stops. The last `power_allocation` (latched) then says
+    so: mode `inactive`, the static split, what the devices hold, stamped when it stopped.
 
 While active, every allocation register and BMC limit is read back every `pdu.verify_s`; a
 value other than the one written is corrected and named in /diagnostics and the log.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import replace
 
@@ -52,7 +54,7 @@ from rackpower_nodes.drivers.actuator_devices import (
 from rackpower_nodes.drivers.feed_watch import lost_feeds
 from rackpower_nodes.drivers.pdu_link import PduLink
 from rackpower_nodes.nodes.allocation_msgs import (
-    actuator_statuses, allocation_msg, error_msgs)
+    actuator_statuses, allocation_msg, error_msgs, inactive_msg, mode_change)
 from rackpower_nodes.nodes.main import run_node
 from rackpower_nodes.nodes.common import (declare_from_specs, errors_qos,
     forecast_qos, latched_qos, publish_diagnostics, samples_qos)
@@ -91,6 +93,7 @@ class PduActuatorNode(LifecycleNode):
         self._forecast_rx = -math.inf
         self._last_step = -math.inf
         self._active = False
+        self._step_lock = threading.Lock()     # leaving the safe state waits for a step
         self._link: PduLink | None = None
         self._decision: Decision | None = None
         self._counts = ActuatorCounts()
@@ -120,7 +123,6 @@ class PduActuatorNode(LifecycleNode):
         if self._link is not None:
             # the context is gone (Ctrl-C, SIGTERM) and with it the lifecycle transitions:
             # write the static split directly
-            self._active = False
             self._write_safe("shutdown")
             self._teardown()
         super().destroy_node()
@@ -183,7 +185,6 @@ class PduActuatorNode(LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._active = False
         self._write_safe("deactivate")
         return super().on_deactivate(state)
 
@@ -193,21 +194,22 @@ class PduActuatorNode(LifecycleNode):
         return result
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._active = False
         self._write_safe("shutdown")
         result = super().on_shutdown(state)      # the managed publishers first
         self._teardown()
         return result
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._active = False
         self._write_safe("error")
         self._teardown()
         return TransitionCallbackReturn.SUCCESS
 
     def _write_safe(self, why: str) -> str:
         """Leave the static split in the PDUs (safe without this node), confirm it by reading
-        every device back, and say what they hold: logged and returned."""
+        every device back, and say what they hold: logged, returned, and published as the last
+        allocation (mode inactive) while the publisher is up, so the latched one is true."""
+        with self._step_lock:          # a control step under way publishes before this
+            self._active = False
         if self._link is None:
             return f"{why}: no devices connected"
         if self._room is not None:     # no more than the room counts on, with nobody talking
@@ -218,6 +220,12 @@ class PduActuatorNode(LifecycleNode):
             self.get_logger().info(text)
         else:
             self.get_logger().error(text)
+        pub = self._alloc_pub
+        if pub is not None and pub.is_activated and self.context.ok():
+            pub.publish(inactive_msg(
+                self.config, self.controller, self._link, text, confirmed,
+                self._samples.measured(time.monotonic(), self.config.samples_stale_s),
+                self.get_clock().now().to_msg()))
         return text
 
     def _teardown(self) -> None:
@@ -288,17 +296,18 @@ class PduActuatorNode(LifecycleNode):
 
     # -- the control step -------------------------------------------------------------------
     def _step(self, t_ref: float) -> None:
-        if not self._active or self._link is None:
-            return
-        try:
-            self._control_step(t_ref)
-        except Exception as exc:    # a bug must not stop the PDUs from holding a safe split
-            self._counts.failures += 1
-            self.get_logger().error(f"control step failed ({exc!r}); writing the static "
-                                    "split", throttle_duration_sec=10.0)
-            if self._room is not None:      # the lease may have run out: what the room counts on
-                self._set_budget(min(self.controller.budget_w, self._room.guaranteed_w))
-            self._link.submit(self.controller.static_allocation(), t_ref)
+        with self._step_lock:
+            if not self._active or self._link is None:
+                return
+            try:
+                self._control_step(t_ref)
+            except Exception as exc:    # a bug must not stop the PDUs holding a safe split
+                self._counts.failures += 1
+                self.get_logger().error(f"control step failed ({exc!r}); writing the static "
+                                        "split", throttle_duration_sec=10.0)
+                if self._room is not None:   # the lease may have run out: the room's share
+                    self._set_budget(min(self.controller.budget_w, self._room.guaranteed_w))
+                self._link.submit(self.controller.static_allocation(), t_ref)
 
     def _control_step(self, t_ref: float) -> None:
         cfg = self.config
@@ -328,9 +337,8 @@ class PduActuatorNode(LifecycleNode):
                 "forecast missing", f"no forecast received for {now - self._forecast_rx:.2f} s"))
         self._decision = decision
         self._counts.steps += 1
-        if decision.mode != before:
-            text = f"mode {before} -> {decision.mode}" + (
-                f" ({decision.mode_reason})" if decision.mode_reason else "")
+        text = mode_change(before, decision)
+        if text:
             self._counts.last_mode_change = text
             # at most one line a second each way, so a flapping input cannot flood the log
             # while a fault a few seconds after the last one is still logged
