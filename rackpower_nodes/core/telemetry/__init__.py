@@ -1,7 +1,7 @@
 """Host telemetry from Prometheus node_exporter endpoints: the pure part of `host_telemetry`.
 
 `TelemetryCollector.poll()` scrapes every configured host concurrently (`fetch` over HTTP,
-`parse_node_exporter` with prometheus_client's parser), turns the counters into rates with one
+`parse_node_exporter`, a parser of the few series used), turns the counters into rates with one
 `RateTracker` per host and reports a `HostStatus` per host. A failing host never raises: its
 status says why (`last_error` names the host and the reason) and goes stale after a while.
 

@@ -1,14 +1,19 @@
 """node_exporter text: fetching one endpoint over HTTP and parsing the series rackpower uses.
 
-`fetch` reads a target's exposition text, `parse_node_exporter` turns it into a `RawSample`
-with prometheus_client's parser, `scrape` does both; a failure raises `ScrapeError` naming the
-host and the reason.
+`fetch` reads a target's exposition text, `parse_node_exporter` turns it into a `RawSample`,
+`scrape` does both; a failure raises `ScrapeError` naming the host and the reason.
+
+The parser is the exposition format's sample line (`name{label="value",...} value
+[timestamp]`) as regular expressions, for the few series used here: prometheus_client's
+general parser took about 2 ms per simulated host's scrape, half of host_telemetry's CPU at
+14 hosts x 2 Hz (benchmarks/RESULTS.md, "A light controller"); this one about a tenth of that.
+A line of a used series that does not have that shape is garbage, as before.
 
 Bounded inputs: an exporter is a remote party, so the body is read in chunks and refused past
 `HostTarget.max_body_bytes` (default 2 MiB; a real node_exporter body is ~58 kB on a 2-CPU
 host, larger with more CPUs, disks and interfaces), and only the lines of the series used here
-(at most MAX_SAMPLES of them) reach prometheus_client's parser: ~8 ms of filtering per MB
-plus a bounded parse (benchmarks/RESULTS.md, "Bounded inputs").
+(at most MAX_SAMPLES of them) are parsed: ~8 ms of filtering per MB plus a bounded parse
+(benchmarks/RESULTS.md, "Bounded inputs").
 """
 from __future__ import annotations
 
@@ -19,8 +24,6 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-
-from prometheus_client.parser import text_string_to_metric_families
 
 
 MAX_BODY_BYTES = 2 * 2**20       # default cap of a response body, bytes; larger ones are refused
@@ -41,6 +44,15 @@ NET_EXCLUDE = frozenset({"lo"})
 _DISK_EXCLUDE = re.compile(
     r"^((ram|loop|fd|zram|md|sr)\d+|dm-\d+|(h|s|v|xv)d[a-z]+\d+|(nvme\d+n\d+|mmcblk\d+)p\d+)$")
 _ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+# one sample line: name, optional {labels} (quoted values may hold any escaped character),
+# value, optional integer timestamp (ms)
+_QUOTED = r'"(?:[^"\\\n]|\\.)*"'
+_SAMPLE = re.compile(r"[ \t]*([a-zA-Z_:][a-zA-Z0-9_:]*)[ \t]*"
+                     r"(?:\{((?:[^\"}]|%s)*)\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?[ \t]*" % _QUOTED)
+_PAIR = r"[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*(%s)[ \t]*" % _QUOTED
+_LABEL = re.compile(_PAIR)
+_LABELS = re.compile(r"(?:%s,)*(?:%s)?[ \t]*" % (_PAIR, _PAIR))   # the whole {...} body
+_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
 
 
 class ScrapeError(Exception):
@@ -171,14 +183,12 @@ def parse_node_exporter(text: str, host: str = "?") -> RawSample:
     ...') when those lines do not parse, number more than MAX_SAMPLES or have no
     node_cpu_seconds_total."""
     series: dict[str, list[tuple[dict[str, str], float]]] = {}
-    used = _used_lines(text, host)
-    try:
-        for family in text_string_to_metric_families(used):
-            for s in family.samples:
-                if math.isfinite(s.value):       # NaN/Inf samples count as absent
-                    series.setdefault(s.name, []).append((s.labels, float(s.value)))
-    except (ValueError, TypeError, IndexError, KeyError) as exc:
-        raise ScrapeError(host, f"garbage: not exposition text ({exc})") from None
+    for line in _used_lines(text, host).splitlines():
+        if not line:
+            continue
+        name, labels, value = _parse_line(line, host)
+        if math.isfinite(value):                 # NaN/Inf samples count as absent
+            series.setdefault(name, []).append((labels, value))
     cpu = series.get("node_cpu_seconds_total")
     if not cpu:
         raise ScrapeError(host, "garbage: no node_cpu_seconds_total")
@@ -196,6 +206,27 @@ def parse_node_exporter(text: str, host: str = "?") -> RawSample:
         disk_written_by_device=_per_device(series, "node_disk_written_bytes_total", _is_disk),
         host_time_s=_scalar(series, "node_time_seconds"),
         boot_time_s=_scalar(series, "node_boot_time_seconds"))
+
+
+def _parse_line(line: str, host: str) -> tuple[str, dict[str, str], float]:
+    """(name, labels, value) of one sample line; ScrapeError('garbage ...') naming the line
+    when it is not one."""
+    m = _SAMPLE.fullmatch(line)
+    labels: dict[str, str] = {}
+    if m is not None and m.group(2):
+        if _LABELS.fullmatch(m.group(2)) is None:
+            m = None
+        else:
+            for key, quoted in _LABEL.findall(m.group(2)):
+                raw = quoted[1:-1]
+                labels[key] = (re.sub(r"\\[\\\"n]", lambda e: _UNESCAPE[e.group()], raw)
+                               if "\\" in raw else raw)
+    try:
+        if m is None:
+            raise ValueError("not a sample line")
+        return m.group(1), labels, float(m.group(3))
+    except ValueError:
+        raise ScrapeError(host, f"garbage: not exposition text ({line[:80]!r})") from None
 
 
 def _used_lines(text: str, host: str) -> str:
