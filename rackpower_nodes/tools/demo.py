@@ -14,16 +14,19 @@ for 30 s", trains a challenger on those bags during the demo and judges it again
 champion on the newest two minutes. `health_monitor` judges each component's health from its
 draw; a few seconds into the watch the demo injects one fault into the simulator through its
 control socket (`DEMO_FAULT`: srv05's board channel sticks) and reports when and as what it
-was found. This process subscribes like any consumer and prints
-what arrived (`tools/demo_report.py`), then replays the demo's own simulated span in fast
-mode under the proactive, reactive and static modes and prints them side by side.
+was found. This process subscribes like any consumer and prints what arrived
+(`tools/demo_report.py`), then replays the demo's own simulated span in fast mode under the
+proactive, reactive and static modes and prints them side by side, and ends with a summary:
+per fault injected, whether and when it was found and what the actuator did, then what went
+wrong, with counts (`tools/demo_summary.py`). The processes' output passes through a digest
+that prints each kind of line twice and counts the rest for that summary
+(`tools/demo_log.py`): no floods.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-import yaml
 from rclpy.executors import SingleThreadedExecutor
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -45,15 +47,19 @@ from rackpower_nodes.nodes.health_monitor import health_qos
 from rackpower_nodes.drivers.bmc import RedfishPowerCap
 from rackpower_nodes.drivers.pdu_link import PduLink, PduTarget
 from rackpower_nodes.sim.control import send_command
+from rackpower_nodes.tools.demo_log import LogDigest, pump
+from rackpower_nodes.tools.demo_params import (
+    SIM_BMC_PASSWORD, SIM_BMC_USER, actuator_params, health_params, recorder_params,
+    retrain_params, telemetry_params)
 from rackpower_nodes.tools.demo_report import (
     report_allocations, report_forecasts, report_health, report_retraining, report_samples)
+from rackpower_nodes.tools.demo_summary import AllocationSeen, FaultSeen, summary
 from rackpower_nodes.tools.launch_env import (
     executable, isolated_ros_env, share_file, stop_process, wait_for_path)
 from rackpower_nodes.tools.monitor import SampleMonitor
 
 NAMESPACE = "/rack_01"
 _LEVELS = {b"\x00": "OK", b"\x01": "WARN", b"\x02": "ERROR", b"\x03": "STALE"}
-SIM_BMC_USER, SIM_BMC_PASSWORD = "admin", "rackpower"     # rackpower-sim live's defaults
 DEMO_MODEL_ROOT = Path("build") / "demo-model"
 # A short history (3 s) and one coarse resolution (1 s) so the model is ready ~4 s after start.
 DEMO_TRAINING = ["--model", "lstm", "--hidden", "32", "--epochs", "3", "--history-steps", "30",
@@ -106,30 +112,6 @@ def _spin_for(executor, seconds: float) -> None:
         executor.spin_once(timeout_sec=0.05)
 
 
-def _telemetry_params(tmp: Path, manifest: dict) -> Path:
-    params = {"hosts": {"names": manifest["hosts"], "urls": manifest["host_urls"]},
-              "schedule": {"file": str(share_file("config", "rack_sim.yaml"))}}
-    path = tmp / "telemetry.yaml"
-    path.write_text(yaml.safe_dump({"/**/host_telemetry": {"ros__parameters": params}}))
-    return path
-
-
-def _actuator_params(tmp: Path, manifest: dict, config: str) -> Path:
-    """The simulator's PDUs and BMCs as the pdu_actuator finds them (free ports, from its
-    manifest), for the components `config` names."""
-    pdus = manifest["pdus"]
-    raw = yaml.safe_load(Path(config).read_text())
-    names = raw["/**/pdu_actuator"]["ros__parameters"]["components"]["names"]
-    params = {"pdus": {"names": [p["name"] for p in pdus], "urls": [p["url"] for p in pdus],
-                       "maps": [p["map"] for p in pdus],
-                       "unit_ids": [p["unit_id"] for p in pdus]},
-              "components": {"power_cap_url": [manifest["bmcs"].get(n, "") for n in names]},
-              "power_caps": {"username": SIM_BMC_USER}}
-    path = tmp / "actuator.yaml"
-    path.write_text(yaml.safe_dump({"/**/pdu_actuator": {"ros__parameters": params}}))
-    return path
-
-
 def _history_bag(tmp: Path) -> Path:
     """15 simulated minutes up to now, as a bag in the recorder's folder: the history a rack
     would have recorded before the demo started (the live bags add to it)."""
@@ -145,103 +127,70 @@ def _history_bag(tmp: Path) -> Path:
     return write_bag(data, tmp / "bags" / "history-sim", NAMESPACE)
 
 
-def _health_params(tmp: Path, manifest: dict) -> Path:
-    """The simulator's PDUs (free ports, from its manifest) as health_monitor's reference
-    meters; an online-learned model would go to the demo's scratch folder."""
-    pdus = manifest["pdus"]
-    params = {"reference": {"pdus": {"names": [p["name"] for p in pdus],
-                                     "urls": [p["url"] for p in pdus],
-                                     "maps": [p["map"] for p in pdus],
-                                     "unit_ids": [p["unit_id"] for p in pdus]}},
-              "health": {"learn_dir": str(tmp / "health")}}
-    path = tmp / "health.yaml"
-    path.write_text(yaml.safe_dump({"/**/health_monitor": {"ros__parameters": params}}))
-    return path
-
-
-def _recorder_params(tmp: Path) -> Path:
-    params = {"output": {"folder": str(tmp / "bags"), "prefix": "demo"},
-              "rotation": {"max_duration_s": 10.0}}
-    path = tmp / "recorder.yaml"
-    path.write_text(yaml.safe_dump({"/**/recorder": {"ros__parameters": params}}))
-    return path
-
-
-def _retrain_params(tmp: Path, model: Path) -> Path:
-    """A registry with the demo model as champion; an off-peak rule a demo can reach."""
-    from rackpower_nodes.core.model_registry import ModelRegistry
-
-    registry = ModelRegistry(tmp / "registry")
-    champion = tmp / "champion" / model.name
-    shutil.copytree(model, champion)
-    registry.register(champion, {"sim": "2 simulated hours, seed 11"}, {})
-    registry.promote(model.name, "the demo's model")
-    params = {"registry": {"root": str(registry.root)},
-              "bags": {"folder": str(tmp / "bags")},
-              # "quiet" = below 100 % of the budget for 30 s: reached during the demo
-              "offpeak": {"load_threshold_frac": 1.0, "load_min_s": 30.0,
-                          "min_interval_s": 25.0},
-              "policy": {"check_period_s": 2.0},
-              "windows": {"stride": 1},
-              "training": {"hidden_size": 16, "max_epochs": 2, "max_seconds": 120.0},
-              "evaluation": {"holdout_s": 120.0}}
-    path = tmp / "retrain.yaml"
-    path.write_text(yaml.safe_dump({"/**/retrain_scheduler": {"ros__parameters": params}}))
-    return path
-
-
 def main(argv=None) -> int:
     args = _parse(argv)
+    digest = LogDigest(show=2)      # each kind of log line twice, then counted (summary)
+    seen: dict = {}                 # what _watch observed, for the summary
     with tempfile.TemporaryDirectory(prefix="rackpower-demo-") as tmp_name:
         tmp = Path(tmp_name)
-        env = isolated_ros_env(tmp / "log")
+        env = {**isolated_ros_env(tmp / "log"), "PYTHONUNBUFFERED": "1"}
         model = demo_model(args.model_root.resolve(), tmp, env)
         config = str(share_file("config", "rack.yaml"))
         link, manifest_path = tmp / "board", tmp / "rack.json"
         control = tmp / "control.sock"
         print(f"rackpower demo: simulated rack + current_sensor + host_telemetry + predictor "
               f"for {args.duration:g} s (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']})", flush=True)
-        procs = [subprocess.Popen(
-            [str(executable("rackpower-sim")), "live", "--link", str(link),
-             "--config", str(share_file("config", "rack_sim.yaml")),
-             "--exporter-base-port", "0", "--pdu-base-port", "0", "--bmc-port", "0",
-             "--manifest", str(manifest_path), "--control", str(control),
-             "--corrupt-prob", "0.001", "--garbage-prob", "0.0005", "--seed", "7"], env=env)]
+        procs: list[subprocess.Popen] = []
+
+        def start(name: str, cmd: list[str], **extra_env) -> None:
+            proc = subprocess.Popen(cmd, env={**env, **extra_env}, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, errors="replace")
+            pump(digest, name, proc)
+            procs.append(proc)
+
+        # the simulator with pymodbus' and its own chatter at WARNING (demo_log.quiet_sim)
+        start("rackpower-sim", [
+            sys.executable, "-m", "rackpower_nodes.tools.demo_log", "live", "--link", str(link),
+            "--config", str(share_file("config", "rack_sim.yaml")),
+            "--exporter-base-port", "0", "--pdu-base-port", "0", "--bmc-port", "0",
+            "--manifest", str(manifest_path), "--control", str(control),
+            "--corrupt-prob", "0.001", "--garbage-prob", "0.0005", "--seed", "7"])
         try:
             wait_for_path(manifest_path, 30)
             manifest = json.loads(manifest_path.read_text())
             ros_args = ["--ros-args", "-r", f"__ns:={NAMESPACE}", "--params-file", config]
-            procs.append(subprocess.Popen(
-                [str(executable("current_sensor")), *ros_args, "-p", f"serial.port:={link}"],
-                env=env))
-            procs.append(subprocess.Popen(
-                [str(executable("host_telemetry")), *ros_args,
-                 "--params-file", str(_telemetry_params(tmp, manifest))], env=env))
-            procs.append(subprocess.Popen(
-                [str(executable("predictor")), *ros_args, "-p", f"model.path:={model}", "-p",
-                 f"schedule.file:={share_file('config', 'rack_sim.yaml')}"], env=env))
-            procs.append(subprocess.Popen(
-                [str(executable("pdu_actuator")), *ros_args,
-                 "--params-file", str(_actuator_params(tmp, manifest, config))],
-                env={**env, "RACKPOWER_BMC_PASSWORD": SIM_BMC_PASSWORD}))
+
+            def node(name: str, *more: str, **extra_env) -> None:
+                start(name, [str(executable(name)), *ros_args, *more], **extra_env)
+
+            node("current_sensor", "-p", f"serial.port:={link}")
+            node("host_telemetry", "--params-file", str(telemetry_params(tmp, manifest)))
+            node("predictor", "-p", f"model.path:={model}", "-p",
+                 f"schedule.file:={share_file('config', 'rack_sim.yaml')}")
+            node("pdu_actuator", "--params-file", str(actuator_params(tmp, manifest, config)),
+                 RACKPOWER_BMC_PASSWORD=SIM_BMC_PASSWORD)
             _history_bag(tmp)
-            procs.append(subprocess.Popen(
-                [str(executable("recorder")), *ros_args,
-                 "--params-file", str(_recorder_params(tmp))], env=env))
-            procs.append(subprocess.Popen(
-                [str(executable("retrain_scheduler")), *ros_args,
-                 "--params-file", str(_retrain_params(tmp, model))], env=env))
-            procs.append(subprocess.Popen(
-                [str(executable("health_monitor")), *ros_args,
-                 "--params-file", str(_health_params(tmp, manifest))], env=env))
-            code = _watch(args, procs[1:], manifest, control)
+            node("recorder", "--params-file", str(recorder_params(tmp)))
+            node("retrain_scheduler", "--params-file", str(retrain_params(tmp, model)))
+            node("health_monitor", "--params-file", str(health_params(tmp, manifest)))
+            code = _watch(args, procs[1:], manifest, control, seen)
             span_s = time.time() - manifest["start_unix"]
         finally:
             for proc in reversed(procs):
                 stop_process(proc)
         if code == 0:
             _replay(manifest, span_s, model, config)
+        if seen:
+            print("\n" + summary(seen["faults"], seen["allocations"], seen["t0"], seen["end"],
+                                 seen["trips_end"], frames_lost=seen["frames_lost"],
+                                 corrections=seen["corrections"], exited=seen["exited"],
+                                 logged=digest.repeated()), flush=True)
         return code
+
+
+def _trips(control: Path) -> int:
+    """The simulator's breaker trips so far (its control socket's stats)."""
+    return int(send_command(control, {"cmd": "stats"}).get("breaker_trips", 0))
 
 
 def _inject(control: Path) -> dict | None:
@@ -255,7 +204,10 @@ def _inject(control: Path) -> dict | None:
     return {"fault": answer["fault"], "t_unix": sent}
 
 
-def _watch(args, nodes: list[subprocess.Popen], manifest: dict, control: Path) -> int:
+def _watch(args, nodes: list[subprocess.Popen], manifest: dict, control: Path,
+           seen: dict) -> int:
+    """Watch the graph, inject DEMO_FAULT, print what arrived; `seen` is filled with what
+    the summary is built from (`tools/demo_summary.py`). 0 when everything arrived."""
     with rclpy.init():
         monitor = SampleMonitor(NAMESPACE)
         telemetry: list[HostTelemetry] = []
@@ -302,7 +254,9 @@ def _watch(args, nodes: list[subprocess.Popen], manifest: dict, control: Path) -
         executor.add_node(monitor)
         _spin_for(executor, 3.0)      # discovery and the first batches
         monitor.reset()
+        t0 = time.time()
         _spin_for(executor, min(FAULT_AFTER_S, args.duration))
+        trips_before = _trips(control)
         fault["injected"] = _inject(control)
         _spin_for(executor, max(0.0, args.duration - FAULT_AFTER_S))
         end = time.monotonic() + 90.0      # let a retrain that started finish
@@ -311,6 +265,8 @@ def _watch(args, nodes: list[subprocess.Popen], manifest: dict, control: Path) -
             _spin_for(executor, 0.5)
         caps = _read_caps(manifest["bmcs"])     # right after the last allocation below
         dead = [p.args[0] for p in nodes if p.poll() is not None]
+        seen.update(_observed(fault, trips_before, allocations, errors, t0, _trips(control),
+                              monitor.stats.frames_lost_reported, dead))
         if dead:
             print(f"exited early: {', '.join(map(str, dead))}", file=sys.stderr)
             return 1
@@ -327,6 +283,28 @@ def _watch(args, nodes: list[subprocess.Popen], manifest: dict, control: Path) -
         executor.shutdown()
         monitor.destroy_node()
     return 0 if ok else 1
+
+
+def _observed(fault: dict, trips_before: int, allocations: list, errors: list, t0: float,
+              trips_end: int, frames_lost: int, dead: list) -> dict:
+    """What the summary is built from: the fault injected and its first health report, the
+    allocations received, the corrections by action, trips, lost frames, dead processes."""
+    faults = []
+    if fault["injected"] is not None:
+        f, found = fault["injected"], fault["found"]
+        m = found["msg"] if found else None
+        faults.append(FaultSeen(f["fault"]["kind"], f["fault"]["component"], f["t_unix"],
+                                trips_before, found["t_unix"] if found else None,
+                                m.cause if m else "", bool(m.sensor_fault) if m else False))
+    allocs = [AllocationSeen(a.header.stamp.sec + a.header.stamp.nanosec * 1e-9, a.mode,
+                             a.mode_reason, float(sum(a.allocated_w)), a.budget_w)
+              for a in allocations]
+    corrections: dict[str, int] = {}
+    for e in errors:
+        corrections[e.action] = corrections.get(e.action, 0) + 1
+    return {"faults": faults, "allocations": allocs, "t0": t0, "end": time.time(),
+            "trips_end": trips_end, "frames_lost": frames_lost, "corrections": corrections,
+            "exited": [Path(str(d)).name for d in dead]}
 
 
 def _read_caps(bmcs: dict[str, str]) -> dict[str, float]:
