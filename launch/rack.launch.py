@@ -265,7 +265,9 @@ def _launch_setup(context):
             [FindPackageShare("rackpower"), "config", "rack_sim.yaml"])
         rack_sim = PathJoinSubstitution(
             [FindPackagePrefix("rackpower"), "lib", "rackpower", "rackpower-sim"])
-        seed = ["--seed", sim_seed] if sim_seed else []    # rackpower-sim names a bad one
+        if sim_seed and not sim_seed.isdigit():
+            raise ValueError(f"sim_seed:={sim_seed!r}: expected a whole number >= 0")
+        seed = ["--seed", sim_seed] if sim_seed else []
         actions.append(ExecuteProcess(
             cmd=[rack_sim, "live", "--link", serial_port, "--config", sim_config,
                  "--exporter-base-port", str(ports["exporter"]),

@@ -148,3 +148,6 @@ def test_the_simulator_is_started_on_the_offset_ports_with_the_seed(rl, caplog):
     assert args["--link"] == "/tmp/rackpower_rack_b_board"
     assert (args["--exporter-base-port"], args["--pdu-base-port"], args["--bmc-port"],
             args["--seed"]) == ("9201", "5120", "5180", "7")
+    context.launch_configurations["sim_seed"] = "two"
+    with pytest.raises(ValueError, match=r"sim_seed:='two': expected a whole number"):
+        rl._launch_setup(context)
