@@ -26,7 +26,8 @@ LONG_MODULES: dict[str, str] = {}          # module -> why it may be longer than
 
 NODES = ("current_sensor", "host_telemetry", "predictor", "pdu_actuator", "recorder",
          "retrain_scheduler", "health_monitor")
-NODE_SHARED = ("common", "main", "entry", "workload_msgs", "room_msgs", "allocation_msgs")
+NODE_SHARED = ("common", "main", "entry", "composed", "workload_msgs", "room_msgs",
+               "allocation_msgs")
 # layer -> the layers it may import (besides itself)
 ALLOWED = {
     "core": set(),

@@ -70,3 +70,7 @@ def power_coordinator() -> int:
 
 def metrics_exporter() -> int:
     return _run("metrics_exporter")
+
+
+def rack_composed() -> int:
+    return _run("composed")

@@ -26,7 +26,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import rclpy
@@ -85,10 +85,18 @@ def run_node(factory: Callable[[], Node], name: str, args=None, threads: int = 1
     (`threads` > 1 uses a MultiThreadedExecutor), shut down in order, and end the process
     with exit code 0, or EXIT_BAD_CONFIG. A crash in a callback ends it with its traceback
     (exit code 1) once the node is destroyed."""
+    run_nodes([factory], name, args, threads)
+
+
+def run_nodes(factories: Sequence[Callable[[], Node]], name: str, args=None,
+              threads: int = 1) -> NoReturn:
+    """:func:`run_node` for several nodes in this one process and one executor (the composed
+    executable): they are built in the order given (a configuration error in any destroys
+    those built and exits EXIT_BAD_CONFIG) and destroyed in the same order at shutdown."""
     request = ShutdownRequest()
     request.install()
     try:
-        code = _run(factory, name, args, threads, request)
+        code = _run(factories, name, args, threads, request)
     finally:
         request.ignore_from_now()
     end_process(code)
@@ -109,29 +117,33 @@ def end_process(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _run(factory: Callable[[], Node], name: str, args, threads: int,
+def _run(factories: Sequence[Callable[[], Node]], name: str, args, threads: int,
          request: ShutdownRequest) -> int:
     with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
-        node = None
+        nodes: list[Node] = []
         try:
-            node = factory()
-            reject_undeclared_overrides(node)     # a mistyped key must not pass silently
+            for factory in factories:
+                nodes.append(factory())
+                reject_undeclared_overrides(nodes[-1])   # a mistyped key must not pass silently
         except (ConfigError, ParameterError) as exc:
-            if node is not None:
+            for node in nodes:
                 node.destroy_node()
             print(f"{name}: invalid configuration: {exc}", file=sys.stderr)
             return EXIT_BAD_CONFIG
         executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
                     else SingleThreadedExecutor())
-        executor.add_node(node)
-        failure = _spin_until_signal(executor, node, request)
+        for node in nodes:
+            executor.add_node(node)
+        failure = _spin_until_signal(executor, nodes[0], request)
         why = f"a callback failed: {failure!r}" if failure is not None else request.reason
-        node.get_logger().info(f"shutting down ({why})")
+        for node in nodes:
+            node.get_logger().info(f"shutting down ({why})")
         if not _stop_executor(executor):
-            node.get_logger().warning(
+            nodes[0].get_logger().warning(
                 f"callbacks still running {EXECUTOR_STOP_S:g} s after {request.reason}; "
                 "destroying the node anyway")
-        node.destroy_node()
+        for node in nodes:
+            node.destroy_node()
     if request.ignored():
         get_logger(name).info(
             f"ignored {', '.join(request.ignored())} while shutting down (the shutdown "

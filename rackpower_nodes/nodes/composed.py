@@ -1,0 +1,104 @@
+"""The rack's whole graph in one process: `rack_composed`, for small controllers.
+
+    rack_composed [--metrics] [--no-rack-view] --ros-args -r __ns:=/rack_01 \\
+        --params-file config/rack.yaml [--params-file overrides.yaml]
+
+The same node classes as the separate executables (current_sensor, host_telemetry, predictor,
+pdu_actuator, recorder, health_monitor, retrain_scheduler, and rack_view unless
+--no-rack-view; metrics_exporter with --metrics), each under its own name and reading its own
+`/**/<node>:` section of the parameter files, spun by one MultiThreadedExecutor. The
+actuator stays a lifecycle node (`ros2 lifecycle set /rack_01/pdu_actuator ...` works as with
+its own process). Overrides go in a parameter file with per-node sections: a plain
+`-p key:=value` reaches every node of the process, and every node that does not declare the
+key rejects it.
+
+One process saves each node's interpreter, rclpy and DDS participant (memory) and the
+messages between them stay in the process. The cost: one GIL for all nodes, and a crash in
+any node's callback ends them all (the process exits 1 after the orderly shutdown, where
+`ros2 launch` respawns it). SIGINT/SIGTERM shut every node down in order
+(:func:`rackpower_nodes.nodes.main.run_nodes`): the actuator first (its safe split is written
+while the rest still runs), the recorder's bag closed with its metadata.
+
+The recorder's `storage: sqlite3` is refused here (exit 2): a sqlite3 connection belongs to
+the thread that opened it, and this executor runs callbacks on a pool of threads; `mcap` (the
+default) has no such tie.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rackpower_nodes.core.params import ConfigError
+from rackpower_nodes.nodes.current_sensor import CurrentSensorNode
+from rackpower_nodes.nodes.health_monitor import HealthMonitorNode
+from rackpower_nodes.nodes.host_telemetry import HostTelemetryNode
+from rackpower_nodes.nodes.main import run_nodes
+from rackpower_nodes.nodes.pdu_actuator import PduActuatorNode
+from rackpower_nodes.nodes.predictor import PredictorNode
+from rackpower_nodes.nodes.rack_view import RackViewNode
+from rackpower_nodes.nodes.recorder import RecorderNode
+from rackpower_nodes.nodes.retrain_scheduler import RetrainSchedulerNode
+
+# the threads each node's own executable spins it with (its main()); the composed executor
+# gets their sum, so a node blocked in I/O (a scrape, a Modbus write) holds no other node up
+THREADS = {"pdu_actuator": 3, "current_sensor": 1, "host_telemetry": 2, "predictor": 3,
+           "health_monitor": 2, "retrain_scheduler": 1, "recorder": 1, "rack_view": 1,
+           "metrics_exporter": 1}
+
+
+def _recorder() -> RecorderNode:
+    node = RecorderNode()
+    if node.config.storage == "sqlite3":
+        node.destroy_node()
+        raise ConfigError("recorder storage = 'sqlite3': not in rack_composed (a sqlite3 "
+                          "connection is tied to one thread, the composed executor runs "
+                          "callbacks on several); use 'mcap' or the recorder's own process")
+    return node
+
+
+def _metrics_exporter():
+    # only with --metrics: prometheus_client and its HTTP server are not loaded otherwise
+    from rackpower_nodes.nodes.metrics_exporter import MetricsExporterNode
+
+    return MetricsExporterNode()
+
+
+def factories(metrics: bool = False, rack_view: bool = True) -> dict[str, object]:
+    """Node name -> the callable that builds it, in the order they are built and, at
+    shutdown, destroyed: the actuator first, the recorder (which records to the end) last."""
+    built = {"pdu_actuator": PduActuatorNode, "current_sensor": CurrentSensorNode,
+             "host_telemetry": HostTelemetryNode, "predictor": PredictorNode,
+             "health_monitor": HealthMonitorNode, "retrain_scheduler": RetrainSchedulerNode}
+    if rack_view:
+        built["rack_view"] = RackViewNode
+    if metrics:
+        built["metrics_exporter"] = _metrics_exporter
+    built["recorder"] = _recorder
+    return built
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """This executable's own options (before --ros-args) and the ROS arguments."""
+    if "--ros-args" in argv:
+        cut = argv.index("--ros-args")
+        own, ros = argv[:cut], argv[cut:]
+    else:
+        own, ros = argv, []
+    parser = argparse.ArgumentParser(prog="rack_composed", description=__doc__.split("\n")[0])
+    parser.add_argument("--metrics", action="store_true",
+                        help="also run metrics_exporter (Prometheus /metrics)")
+    parser.add_argument("--no-rack-view", action="store_true",
+                        help="leave rack_view (RViz markers) out")
+    return parser.parse_args(own), ros
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    opts, ros = parse_args(argv)
+    built = factories(opts.metrics, not opts.no_rack_view)
+    return run_nodes(list(built.values()), "rack_composed", [sys.argv[0], *ros],
+                     threads=sum(THREADS[name] for name in built))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
