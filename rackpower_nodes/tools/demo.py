@@ -254,7 +254,6 @@ def _watch(args, nodes: list[subprocess.Popen], manifest: dict, control: Path,
         executor.add_node(monitor)
         _spin_for(executor, 3.0)      # discovery and the first batches
         monitor.reset()
-        t0 = time.time()
         _spin_for(executor, min(FAULT_AFTER_S, args.duration))
         trips_before = _trips(control)
         fault["injected"] = _inject(control)
@@ -265,7 +264,8 @@ def _watch(args, nodes: list[subprocess.Popen], manifest: dict, control: Path,
             _spin_for(executor, 0.5)
         caps = _read_caps(manifest["bmcs"])     # right after the last allocation below
         dead = [p.args[0] for p in nodes if p.poll() is not None]
-        seen.update(_observed(fault, trips_before, allocations, errors, t0, _trips(control),
+        seen.update(_observed(fault, trips_before, allocations, errors, manifest["start_unix"],
+                              _trips(control),
                               monitor.stats.frames_lost_reported, dead))
         if dead:
             print(f"exited early: {', '.join(map(str, dead))}", file=sys.stderr)

@@ -78,7 +78,7 @@ def _modes(allocs: list[AllocationSeen]) -> str:
 def fault_rows(faults: list[FaultSeen], allocs: list[AllocationSeen], t0: float,
                trips_end: int, end_unix: float) -> list[tuple[str, ...]]:
     """One row per fault (`FAULT_HEADERS`); each fault's span runs to the next injection or
-    `end_unix`, where the simulator had counted `trips_end` trips; `t0`: the watch's start."""
+    `end_unix`, where the simulator had counted `trips_end` trips; `t0`: the rack's start."""
     rows = []
     for i, f in enumerate(faults):
         nxt = faults[i + 1] if i + 1 < len(faults) else None
@@ -92,7 +92,7 @@ def fault_rows(faults: list[FaultSeen], allocs: list[AllocationSeen], t0: float,
             named = f"{f.cause} ({'sensor' if f.sensor_fault else 'component'} fault)" + (
                 "" if f.cause == f.kind else f", WRONG: expected {f.kind}")
         within = sum(a.within_budget for a in span)
-        rows.append((f"{f.kind} on {f.component}", f"+{f.injected_unix - t0:.1f} s", detected,
+        rows.append((f"{f.kind} on {f.component}", f"{f.injected_unix - t0:+.1f} s", detected,
                      after, named, _modes(span), f"{within}/{len(span)}", str(trips)))
     return rows
 
@@ -103,15 +103,15 @@ def incident_rows(allocs: list[AllocationSeen], t0: float, *, frames_lost: int =
     """Everything else that went wrong (`INCIDENT_HEADERS`), in the order an operator would
     look: processes that exited, safe mode, allocations over budget, lost frames,
     corrections, then `logged` (LogKind-like: source, level, example, count) kinds of
-    warnings and errors, most frequent first. `t0`: the watch's start (stamps, s)."""
+    warnings and errors, most frequent first. `t0`: the rack's start (stamps, s)."""
     rows = [("process exited early", "-", "-", name) for name in exited]
     for start, end, reason, ended in safe_spells(allocs):
-        rows.append(("actuator in safe mode", f"+{start - t0:.1f} s",
+        rows.append(("actuator in safe mode", f"{start - t0:+.1f} s",
                      f"{end - start:.1f} s" + ("" if ended else ", still at the end"),
                      reason))
     over = [a for a in allocs if not a.within_budget]
     if over:
-        rows.append(("allocations above the budget", f"+{over[0].t_unix - t0:.1f} s",
+        rows.append(("allocations above the budget", f"{over[0].t_unix - t0:+.1f} s",
                      str(len(over)), f"first: {over[0].total_w:.0f} of {over[0].budget_w:.0f} W"))
     if frames_lost:
         rows.append(("sensor frames lost", "-", str(frames_lost),
@@ -147,6 +147,5 @@ def summary(faults: list[FaultSeen], allocs: list[AllocationSeen], t0: float, en
     rows = incident_rows(allocs, t0, **incidents)
     out.append(f"== summary: what went wrong ({len(rows)} kinds) ==")
     out.append(format_table(INCIDENT_HEADERS, rows) if rows else "(nothing)")
-    out.append(f"(times are seconds into the watch; breaker trips over the whole watch: "
-               f"{trips_end})")
+    out.append(f"(when: seconds since the rack started; breaker trips since then: {trips_end})")
     return "\n".join(out)
