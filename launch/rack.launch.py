@@ -29,7 +29,8 @@ Arguments:
                  PDUs 5020.., BMCs 5080) and to every loopback device address in the config
                  (host_telemetry's hosts.urls, pdu_actuator's pdus.urls and
                  components.power_cap_url, health_monitor's reference.pdus.urls), so a second
-                 simulated rack runs beside the first (e.g. sim_port_offset:=100); default 0.
+                 simulated rack runs beside the first (e.g. sim_port_offset:=100; multiples
+                 of 100 keep racks' ports apart); default 0.
                  A real rack has its own config with its own device addresses: the offset is
                  ignored without use_sim
     sim_seed     with use_sim: the simulator's seed (empty: rack_sim.yaml's), so two
