@@ -11,6 +11,7 @@ exited, and every kind of warning or error the processes logged with its count
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 __all__ = ["AllocationSeen", "FaultSeen", "fault_rows", "format_table", "incident_rows",
@@ -105,10 +106,17 @@ def incident_rows(allocs: list[AllocationSeen], t0: float, *, frames_lost: int =
     corrections, then `logged` (LogKind-like: source, level, example, count) kinds of
     warnings and errors, most frequent first. `t0`: the rack's start (stamps, s)."""
     rows = [("process exited early", "-", "-", name) for name in exited]
-    for start, end, reason, ended in safe_spells(allocs):
+    # spells for one reason (its numbers aside) make one row: a flapping input is one line
+    spells: dict[str, list] = {}
+    for spell in safe_spells(allocs):
+        spells.setdefault(re.sub(r"\d+(?:\.\d+)?", "#", spell[2]), []).append(spell)
+    for group in spells.values():
+        start, _, reason, _ = group[0]
+        total = sum(end - begin for begin, end, _, _ in group)
         rows.append(("actuator in safe mode", f"{start - t0:+.1f} s",
-                     f"{end - start:.1f} s" + ("" if ended else ", still at the end"),
-                     reason))
+                     (f"{total:.1f} s" if len(group) == 1 else
+                      f"{len(group)} times, {total:.1f} s in all")
+                     + ("" if group[-1][3] else ", still at the end"), reason))
     over = [a for a in allocs if not a.within_budget]
     if over:
         rows.append(("allocations above the budget", f"{over[0].t_unix - t0:+.1f} s",

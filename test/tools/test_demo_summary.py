@@ -74,6 +74,15 @@ def test_incidents_list_what_went_wrong_with_counts():
     assert incident_rows(_allocs("ppp"), T0) == []
 
 
+def test_a_flapping_safe_mode_is_one_row_per_reason():
+    allocs = [AllocationSeen(T0 + 0.1 * i, "safe" if c == "s" else "proactive",
+                             f"no forecast received for 0.{20 + i} s" if c == "s" else "",
+                             100.0, 200.0) for i, c in enumerate("spspsppss")]
+    (row,) = incident_rows(allocs, T0)
+    assert row[1:] == ("+0.0 s", "4 times, 0.4 s in all, still at the end",
+                       "no forecast received for 0.20 s")
+
+
 def test_format_table_lines_up_and_cuts_long_cells():
     text = format_table(("a", "long header"), [("x" * 80, "1"), ("y|z", "22")], width=20)
     lines = text.splitlines()
