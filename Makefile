@@ -38,7 +38,8 @@ $(STAMPS)/installed: $(STAMPS)/venv CMakeLists.txt package.xml setup.cfg \
 	env AMENT_PREFIX_PATH=$(abspath $(VENV)) CMAKE_PREFIX_PATH=$(abspath $(VENV)) \
 	  cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(abspath $(VENV)) \
 	  -DPython3_EXECUTABLE=$(abspath $(PY)) -DBUILD_TESTING=OFF --log-level=WARNING
-	cmake --build $(BUILD) -j 2
+	@# its ~140 lines (make's directories, setuptools' notices) shown only when it fails
+	cmake --build $(BUILD) -j 2 >$(BUILD)/build.log 2>&1 || { cat $(BUILD)/build.log; exit 1; }
 	@# a module moved or removed in the tree must not live on in the installed copy
 	rm -rf "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/rackpower_nodes"
 	cmake --install $(BUILD) >/dev/null
