@@ -22,7 +22,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
 from rackpower.msg import HostTelemetry, ModelUpdate, PowerForecast, PowerSamples, WorkloadEvents
-from rackpower_nodes.core.forecast.forecaster import ModelLoadError
+from rackpower_nodes.core.forecast.base import ModelLoadError
 from rackpower_nodes.core.forecast.serving import Forecast, ForecastService
 from rackpower_nodes.core.predictor_config import (
     PREDICTOR_PARAMETERS, PredictorConfig, predictor_config_from_params)

@@ -26,7 +26,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rackpower_nodes.core.forecast.model import QUANTILES
+# the quantiles every model predicts (model.py's network takes them from here: this module,
+# imported by the predictor node with no model in service, must not load torch)
+QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99)
 
 __all__ = ["ForecastInputError", "Forecaster", "ModelLoadError", "check_params"]
 

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["QUANTILES", "QuantileLSTM"]
+from rackpower_nodes.core.forecast.base import QUANTILES
 
-QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99)
+__all__ = ["QUANTILES", "QuantileLSTM"]
 
 
 class QuantileLSTM(nn.Module):

@@ -32,16 +32,16 @@ from rackpower_nodes.core.forecast.base import Forecaster, ModelLoadError
 from rackpower_nodes.core.forecast.baselines import (
     EwmaForecaster, LightGbmForecaster, PersistenceForecaster)
 from rackpower_nodes.core.forecast.challengers import ServedForecaster
-from rackpower_nodes.core.forecast.forecaster import LstmForecaster
+from rackpower_nodes.core.forecast.lazy_classes import ForecasterClasses
 
 __all__ = ["FORMAT_VERSION", "MODEL_FILE", "ModelLoadError", "load_model", "save_model",
            "write_model_dir"]
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.json"
-CLASSES: dict[str, type[Forecaster]] = {
-    cls.__name__: cls for cls in (LstmForecaster, PersistenceForecaster, EwmaForecaster,
-                                  LightGbmForecaster, ServedForecaster)}
+# LstmForecaster (torch) is imported when a model directory names it
+CLASSES = ForecasterClasses(PersistenceForecaster, EwmaForecaster, LightGbmForecaster,
+                            ServedForecaster)
 _REQUIRED = ("class", "version", "hyperparameters", "feature_names", "window_spec", "state",
              "files")
 

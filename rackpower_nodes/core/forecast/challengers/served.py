@@ -38,15 +38,14 @@ from rackpower_nodes.core.forecast.baselines import (
     EwmaForecaster, LightGbmForecaster, PersistenceForecaster)
 from rackpower_nodes.core.forecast.challengers.online import (
     CONTEXTS, ClassState, KeyState, ServedParams, contexts, variant_names)
-from rackpower_nodes.core.forecast.forecaster import LstmForecaster
+from rackpower_nodes.core.forecast.lazy_classes import ForecasterClasses
 from rackpower_nodes.core.forecast.series import step_index
 
 __all__ = ["DEFAULT_CLASS", "MEMBER_CLASSES", "ServedForecaster"]
 
 DEFAULT_CLASS = "*"
-MEMBER_CLASSES: dict[str, type[Forecaster]] = {
-    cls.__name__: cls for cls in (PersistenceForecaster, EwmaForecaster, LightGbmForecaster,
-                                  LstmForecaster)}
+# LstmForecaster (torch) is imported when a stored member names it
+MEMBER_CLASSES = ForecasterClasses(PersistenceForecaster, EwmaForecaster, LightGbmForecaster)
 
 
 class ServedForecaster(Forecaster):
