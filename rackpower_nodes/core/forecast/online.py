@@ -176,12 +176,14 @@ class OnlineWindows:
         if len(log) > 64 and log[0][0] < t_unix - 2 * self._keep_s:
             log[:] = [m for m in log if m[0] >= t_unix - self._keep_s]
 
-    def window(self, t_unix: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def window(self, t_unix: float, features: bool = True
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Inputs at ``t_unix`` (Unix s): ``x`` (components, history, F) float32 (zeros where
-        not ready), ``last`` (components,) normalised power of the last closed step (NaN
-        when none), ``ready`` (components,) bool, ``age_s`` (components,) s from the end of
-        the last closed step to ``t_unix`` (inf when none). Ready needs ``warmup_steps``
-        closed steps since the last restart and ``age_s <= stale_s``."""
+        not ready, and everywhere with ``features`` False: nothing in service reads them, so
+        they are not computed), ``last`` (components,) normalised power of the last closed
+        step (NaN when none), ``ready`` (components,) bool, ``age_s`` (components,) s from
+        the end of the last closed step to ``t_unix`` (inf when none). Ready needs
+        ``warmup_steps`` closed steps since the last restart and ``age_s <= stale_s``."""
         spec, n = self.spec, len(self.components)
         x = np.zeros((n, spec.history_steps, len(self.names)), np.float32)
         last = np.full(n, np.nan, np.float32)
@@ -195,7 +197,8 @@ class OnlineWindows:
                 last[i] = np.float32(np.float64(track.steps[-1]) / self.max_w[i])
             if len(track.steps) < spec.warmup_steps or age[i] > self.stale_s:
                 continue
-            x[i] = self._features(i, name, track)[-spec.history_steps:]
+            if features:
+                x[i] = self._features(i, name, track)[-spec.history_steps:]
             ready[i] = True
         return x, last, ready, age
 

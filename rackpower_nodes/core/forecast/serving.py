@@ -169,9 +169,10 @@ class ForecastService:
 
     def _forecast(self, t_unix: float) -> Forecast:
         with self._lock:
-            x, last, ready, _ = self._windows.window(t_unix)
             model, error, spec, state = self._model, self._model_error, self._windows.spec, \
                 self._state
+            # the features only for a model: persistence (the fallback) reads `last` alone
+            x, last, ready, _ = self._windows.window(t_unix, features=model is not None)
             last_step = self._windows.last_steps()
             if state is not None:
                 steps, means = self._windows.closed_steps(state.last_fed, spec.warmup_steps)
