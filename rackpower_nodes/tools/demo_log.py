@@ -17,13 +17,18 @@ from dataclasses import dataclass
 
 __all__ = ["LogDigest", "LogKind", "QUIET_LOGGERS", "line_kind", "pump", "quiet_sim"]
 
-# at WARNING in the demo's simulator: pymodbus' server chatter and per-request lines, HTTP
-# clients, and the simulator's own INFO lines (ports, faults injected: the demo prints those)
-QUIET_LOGGERS = ("pymodbus", "urllib3", "rackpower_nodes.sim", "rackpower_sim")
+# quieted in the demo's simulator (name -> level): pymodbus' server, whose errors (a client
+# gone, under load) come with a dump of the last frames in hex while the clients report each
+# failure themselves, named; HTTP clients; the simulator's own INFO lines (ports, faults
+# injected: the demo prints those)
+QUIET_LOGGERS = {"pymodbus": logging.CRITICAL, "urllib3": logging.WARNING,
+                 "rackpower_nodes.sim": logging.WARNING, "rackpower_sim": logging.WARNING}
 
 # rcutils' console format: [LEVEL] [stamp] [logger]: text
 _ROS = re.compile(r"^\[(?P<level>[A-Z]+)\] \[[\d.]+\] \[(?P<logger>[^\]]+)\]: (?P<text>.*)$")
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+# a run of numbers (decimal or hex: a pymodbus frame dump is one run) is one '#'
+_NUM = r"(?:0x[0-9a-fA-F]+|\d+(?:\.\d+)?)"
+_NUMBER = re.compile(_NUM + r"(?:[\s,]+" + _NUM + r")*")
 # what reaches a node's stderr without rcutils' format: Python's logging without a handler
 # (its last resort prints WARNING and above) or a library's own print
 PLAIN = "WARN"
@@ -101,12 +106,12 @@ def pump(digest: LogDigest, source: str, proc: subprocess.Popen) -> threading.Th
 
 
 def quiet_sim(argv=None) -> int:
-    """`rackpower-sim` (:func:`rackpower_nodes.sim.cli.main`) with QUIET_LOGGERS at WARNING:
+    """`rackpower-sim` (:func:`rackpower_nodes.sim.cli.main`) with QUIET_LOGGERS' levels:
     how the demo starts it (`python -m rackpower_nodes.tools.demo_log live ...`)."""
     from rackpower_nodes.sim.cli import main
 
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
     return main(argv)
 
 

@@ -100,11 +100,12 @@ def fault_rows(faults: list[FaultSeen], allocs: list[AllocationSeen], t0: float,
 
 def incident_rows(allocs: list[AllocationSeen], t0: float, *, frames_lost: int = 0,
                   corrections: dict[str, int] | None = None, exited: list[str] = (),
-                  logged=()) -> list[tuple[str, ...]]:
+                  logged=(), max_logged: int = 8) -> list[tuple[str, ...]]:
     """Everything else that went wrong (`INCIDENT_HEADERS`), in the order an operator would
     look: processes that exited, safe mode, allocations over budget, lost frames,
     corrections, then `logged` (LogKind-like: source, level, example, count) kinds of
-    warnings and errors, most frequent first. `t0`: the rack's start (stamps, s)."""
+    warnings and errors, most frequent first: the first `max_logged`, then one row for the
+    rest. `t0`: the rack's start (stamps, s)."""
     rows = [("process exited early", "-", "-", name) for name in exited]
     # spells for one reason (its numbers aside) make one row: a flapping input is one line
     spells: dict[str, list] = {}
@@ -127,8 +128,14 @@ def incident_rows(allocs: list[AllocationSeen], t0: float, *, frames_lost: int =
     if corrections:
         rows.append(("allocation corrections", "-", str(sum(corrections.values())),
                      ", ".join(f"{k} {n}" for k, n in corrections.items())))
-    for k in logged:
+    logged = list(logged)
+    for k in logged[:max_logged]:
         rows.append((f"{k.level.lower()} logged by {k.source}", "-", str(k.count), k.example))
+    rest = logged[max_logged:]
+    if rest:
+        rows.append((f"{len(rest)} other kinds of warning", "-",
+                     str(sum(k.count for k in rest)),
+                     "from " + ", ".join(sorted({k.source for k in rest}))))
     return rows
 
 

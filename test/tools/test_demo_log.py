@@ -19,6 +19,10 @@ def test_line_kind_reads_ros_lines_and_takes_the_numbers_out():
     assert shape == "mode None -> safe (no forecast received for # s)"
     assert line_kind("host_telemetry", "scrape failed: srv05: timeout after 0.4 s")[:3] == (
         "host_telemetry", "WARN", "scrape failed: srv#: timeout after # s")
+    # a pymodbus frame dump: one kind however many bytes and whatever they are
+    shapes = {line_kind("sim", f">>>>> send: 0x0 0x{i:x} 0x0 0x5f" + " 0x3e" * i)[2]
+              for i in range(1, 20)}
+    assert shapes == {">>>>> send: #"}
 
 
 def test_a_flood_is_shown_twice_and_counted():

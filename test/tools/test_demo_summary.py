@@ -74,6 +74,14 @@ def test_incidents_list_what_went_wrong_with_counts():
     assert incident_rows(_allocs("ppp"), T0) == []
 
 
+def test_many_kinds_of_warning_end_in_one_row():
+    logged = [SimpleNamespace(source=f"node{i % 2}", level="WARN", example=f"w{i}", count=1)
+              for i in range(12)]
+    rows = incident_rows([], T0, logged=logged, max_logged=3)
+    assert [r[3] for r in rows[:3]] == ["w0", "w1", "w2"]
+    assert rows[3] == ("9 other kinds of warning", "-", "9", "from node0, node1")
+
+
 def test_a_flapping_safe_mode_is_one_row_per_reason():
     allocs = [AllocationSeen(T0 + 0.1 * i, "safe" if c == "s" else "proactive",
                              f"no forecast received for 0.{20 + i} s" if c == "s" else "",
