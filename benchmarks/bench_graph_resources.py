@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -89,13 +90,18 @@ def print_table(rows: dict[str, dict], sim: str) -> None:
           f"**{sum(r['pss'] for r in graph):.0f}** |")
 
 
+def _reason_kind(reason: str) -> str:
+    """A mode reason with its numbers left out, so that reasons of one kind count together."""
+    return re.sub(r"\d+(\.\d+)?", "#", reason)
+
+
 def print_report(report: GraphReport) -> None:
-    modes = Counter(report.modes)
+    modes = Counter(m for m, _ in report.modes)
     print(f"\npower_allocation over the window: {sum(modes.values())} messages; modes: "
-          + ", ".join(f"{m!r} x{n}" for (m, _), n in modes.most_common()) or "none")
-    reasons = Counter(r for (_, r) in report.modes if r)
+          + (", ".join(f"{m!r} x{n}" for m, n in modes.most_common()) or "none"))
+    reasons = Counter(_reason_kind(r) for (_, r) in report.modes if r)
     for reason, n in reasons.most_common(5):
-        print(f"- safe mode reason x{n}: {reason}")
+        print(f"- mode reason x{n}: {reason}")
     print("\n| node | statuses | OK | WARN | ERROR | STALE | not OK (last message) | "
           "notable values |")
     print("|---|---|---|---|---|---|---|---|")
@@ -107,8 +113,9 @@ def print_report(report: GraphReport) -> None:
         lv = [sum(report.levels[n][k] for n in names) for k in range(4)]
         bad = sorted({f"{n.split(': ', 1)[-1]}: {report.last[n]['message'][:60]}" for n in names
                       if report.worst[n] > 0})
-        notable = ", ".join(f"{k}={v}" for n in names
-                            for k, v in report.last[n]["values"].items() if k in report.NOTABLE)
+        notable = ", ".join(dict.fromkeys(
+            f"{k}={v}" for n in names for k, v in report.last[n]["values"].items()
+            if k in report.NOTABLE))
         print(f"| {node} | {len(names)} | {lv[0]} | {lv[1]} | {lv[2]} | {lv[3]} | "
               f"{'; '.join(bad[:4]) + (' ...' if len(bad) > 4 else '')} | {notable} |")
     lost = report.frames_lost_delta()
