@@ -25,9 +25,9 @@ executables (PYTHONPATH), for a before/after table.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import threading
@@ -47,9 +47,7 @@ RSS_EVERY_S = 2.0
 MB = 1024 * 1024
 
 
-def _burn() -> None:
-    while True:
-        pass
+BURNER = [sys.executable, "-c", "while True: pass"]
 
 
 def _cpu_s(proc: psutil.Process) -> float:
@@ -149,7 +147,7 @@ def main(argv=None) -> int:
         started = (start_composed if args.composed else start_launch)(tree, args.rack, env, tmp)
         watch = GraphWatch(args.rack)
         report = GraphReport(watch.node, args.rack)
-        burners: list[multiprocessing.Process] = []
+        burners: list[subprocess.Popen] = []
         stoppers = []
         try:
             started.wait_until(lambda: watch.up(NODES), 300.0, "graph up")
@@ -160,17 +158,17 @@ def main(argv=None) -> int:
             stoppers.append(lambda: (executor.shutdown(), spinner.join(5.0)))
             time.sleep(args.warmup)
             pids = started.pids()
-            burners = [multiprocessing.Process(target=_burn, daemon=True)
-                       for _ in range(args.burn)]
-            for b in burners:
-                b.start()
+            # processes of their own (not forked from this one, whose rclpy signal handlers
+            # they would inherit), killed with SIGKILL after the window
+            burners = [subprocess.Popen(BURNER) for _ in range(args.burn)]
             report.start()
             rows = measure(pids, args.window)
             report.stop()
             load = os.getloadavg()[0]
         finally:
             for b in burners:
-                b.terminate()
+                b.kill()
+                b.wait()
             for stop in stoppers:
                 stop()
             started.close()
