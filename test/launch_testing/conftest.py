@@ -10,6 +10,7 @@ collector and skips itself at import with a message saying so.
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 
@@ -28,6 +29,9 @@ def pytest_pycollect_makemodule(module_path, parent):
             # as LaunchTestItem.runtest, without its --launch-args option (declared by the
             # disabled plugin) and with launch's DEBUG log only under -v (it takes `-q`'s
             # verbosity of -1 for true)
+            # launch's own log (launch.log) beside the run's other logs, not in ~/.ros/log
+            os.environ.setdefault("ROS_LOG_DIR", str(
+                self.config._tmp_path_factory.mktemp("launch_log")))
             runner = self.runner_cls(test_runs=copy.deepcopy(self.test_runs),
                                      launch_file_arguments=[],
                                      debug=self.config.getoption("verbose") > 0)

@@ -6,9 +6,11 @@ own rack name, a scratch `data_dir`, `mode:=reactive` and a parameter file of it
 shipped config/rack.yaml with retrain_scheduler's `offpeak.combine` set to `all`). While it
 runs, the active tests type what an operator types, `ros2 node list`, `topic hz/echo`,
 `param get/set`, `lifecycle set/get`, `service call`, as subprocesses in the launch's DDS
-domain, and read their output. Then launch_testing shuts the launch down as Ctrl-C does (launch
-sends every process a SIGINT) and the post-shutdown tests check that every process exited 0
-with no traceback, and that no `ros2` daemon is left behind.
+domain, and read their output. Then launch_testing shuts the launch down as a Ctrl-C to `ros2
+launch` does (launch's shutdown: a SIGINT to every process, SIGTERM after 5 s) and the
+post-shutdown tests check that every process exited 0 with no traceback, and that no `ros2`
+daemon is left behind. The Ctrl-C of a terminal (SIGINT to the whole process group) is
+test/test_launch_shutdown.py's.
 
 Nothing is awaited by sleeping: each check retries its CLI call until the expected text
 appears, within bounds generous for a loaded 2-core machine; every failure shows the command
@@ -222,6 +224,11 @@ class TestOperator(unittest.TestCase):
         # the node's safe state: the static split written to the devices and read back
         wait_for_log(proc_output, "deactivate: static split confirmed by read-back",
                      POLL_S)
+        out = output_of(proc_output._io_handler, "stderr")
+        held = re.search(r"deactivate: static split confirmed by read-back: devices hold "
+                         r"(\d+) W of (\d+) W", out)
+        self.assertIsNotNone(held, out[-4000:])
+        self.assertLessEqual(int(held[1]), int(held[2]), held[0])     # within the budget
         # no fresh allocation while inactive (volatile: only messages published from now on)
         res = ros2(env, "topic", "echo", "--once", "--timeout", "5", "--no-daemon",
                    "--qos-durability", "volatile", "--field", "mode", *ALLOCATION)
