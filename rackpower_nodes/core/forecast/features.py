@@ -195,7 +195,8 @@ def build_windows(series: Sequence[ComponentSeries], spec: WindowSpec = WindowSp
                   max_windows: int | None = None, seed: int = 0) -> WindowSet:
     """Windows of every segment in ``series`` (never across a segment end), every
     ``spec.stride`` steps, but none whose horizon holds a censored step (:func:`uncensored`);
-    at most ``max_windows`` of them, drawn at random with ``seed``. Memory: 4 * (history * F + horizon + 2) bytes per window plus 8 for its time."""
+    at most ``max_windows`` of them, drawn at random with ``seed``. Memory: 4 * (history * F
+    + horizon + 2) bytes per window plus 8 for its time."""
     for s in series:
         if not math.isclose(s.step_s, spec.step_s, rel_tol=1e-9):
             raise DatasetError(f"series {s.component!r} ({s.source}): step_s={s.step_s}, "

@@ -39,8 +39,9 @@ Calibration (:class:`PeakCalibrator`)
     level steered by adaptive conformal inference (Gibbs & Candes 2021): after each matured
     origin ``level += gamma * (miss - (1 - q))``, miss = 1 when the realised peak exceeded the
     peak as served. The scores are a rolling buffer of the newest ``buffer``: the calibration
-    slice's first, then each matured origin's. ``adjust`` adds the offset (W) to every step of each quantile
-    array (so each window max moves by exactly the offset) and keeps p50 <= p90 <= p99 per step.
+    slice's first, then each matured origin's. ``adjust`` adds the offset (W) to every step of
+    each quantile array (so each window max moves by exactly the offset) and keeps
+    p50 <= p90 <= p99 per step.
     :class:`PeakTracker` drives ``observe`` from the realised step means for a live service.
 
 Headroom for 99 % coverage (:func:`headroom_for_coverage`)
