@@ -42,6 +42,8 @@ Arguments:
                  on the same machine needs its own, e.g. metrics_port:=9471)
     rack_view    true (default): also start rack_view, the rack drawn as RViz markers on
                  /<rack>/rack_markers (config/rviz/rack.rviz, docs/operator-views.md)
+    composed     true: every node in one process, rack_composed (one executor, the same node
+                 classes; about a fifth of the memory, docs in nodes/composed.py)
 
 The rack name reaches everything that is the rack's: the namespace, every node's
 `frame_id` (current_sensor, host_telemetry, predictor, pdu_actuator, health_monitor; rack_view
@@ -64,6 +66,7 @@ set`. It reads the BMC password from the variable its `power_caps.password_env` 
 password is passed to it.
 """
 import os
+import tempfile
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -90,7 +93,7 @@ SIM_BMC_PASSWORD = "rackpower"         # the simulated BMCs' password (rackpower
 EXIT_BAD_CONFIG = 2                    # rackpower_nodes.nodes.main.EXIT_BAD_CONFIG
 
 
-def _respawned(node) -> list:
+def _respawned(node, label: str = "") -> list:
     """`node` (created with respawn=True and a respawn_delay > 0) is restarted after a crash
     but never after a configuration error, nor after it stopped cleanly (exit 0: it was sent
     SIGINT or SIGTERM, or shut down through its lifecycle): launch waits respawn_delay before
@@ -103,12 +106,12 @@ def _respawned(node) -> list:
     def on_exit(event, context):
         if context.is_shutdown or event.returncode not in (0, EXIT_BAD_CONFIG):
             return None
+        name = label or event.action.node_name
         if event.returncode == 0:
-            get_logger("launch").info(f"{event.action.node_name} stopped cleanly (exit 0): "
-                                      "not restarting it")
+            get_logger("launch").info(f"{name} stopped cleanly (exit 0): not restarting it")
         else:
             get_logger("launch").error(
-                f"{event.action.node_name} exited with a configuration error (exit "
+                f"{name} exited with a configuration error (exit "
                 f"{EXIT_BAD_CONFIG}): not restarting it, since a restart cannot fix a "
                 "parameter; its log above names the key")
         return [EmitEvent(event=ShutdownProcess(process_matcher=matches_action(event.action)))]
@@ -221,6 +224,28 @@ def _load_config(path: str) -> dict:
                          f"addresses ({exc})") from exc
 
 
+def composed_params(rack: str, per_node: dict) -> dict:
+    """`per_node`'s overrides as a parameter YAML for rack_composed: one `/<rack>/<node>`
+    section each (a dict given to launch_ros would reach every node of the process, and each
+    node rejects the keys it does not declare)."""
+    return {f"/{rack}/{node}": {"ros__parameters": dict(params)}
+            for node, params in per_node.items() if params}
+
+
+def _composed(rack, config, per_node, metrics, rack_view, env) -> list:
+    """rack_composed: every node in one process (one executor), the same node classes and
+    parameters as the separate processes; restarted on a crash like them."""
+    with tempfile.NamedTemporaryFile("w", prefix=f"rackpower_{rack.replace('/', '_')}_",
+                                     suffix=".yaml", delete=False) as fh:
+        yaml.safe_dump(composed_params(rack, per_node), fh)
+    args = (["--metrics"] if metrics else []) + ([] if rack_view else ["--no-rack-view"])
+    # no name=: it would rename every node of the process
+    return _respawned(Node(
+        package="rackpower", executable="rack_composed", namespace=rack, arguments=args,
+        parameters=[config, fh.name], output="screen", additional_env=env, respawn=True,
+        respawn_delay=2.0), label=f"/{rack}/rack_composed")
+
+
 def _launch_setup(context):
     rack = LaunchConfiguration("rack").perform(context).strip("/")
     config = LaunchConfiguration("config").perform(context)
@@ -283,6 +308,17 @@ def _launch_setup(context):
     if model:
         predictor_overrides["model.path"] = model
 
+    per_node = {"current_sensor": sensor_overrides, "host_telemetry": telemetry_overrides,
+                "predictor": predictor_overrides, "pdu_actuator": actuator_overrides,
+                "recorder": recorder_overrides, "health_monitor": health_overrides,
+                "retrain_scheduler": retrain_overrides, "rack_view": overrides["rack_view"],
+                "metrics_exporter": {**overrides["metrics_exporter"], "http.port": (
+                    int(metrics_port) if metrics_port.isdigit() else metrics_port)}}
+    # (a port that is not a number reaches the node as text: it exits 2 naming http.port)
+    if LaunchConfiguration("composed").perform(context).lower() in ("true", "1", "yes"):
+        per_node = {node: {k: v.perform(context) if hasattr(v, "perform") else v
+                           for k, v in params.items()} for node, params in per_node.items()}
+        return actions + _composed(rack, config, per_node, metrics, rack_view, actuator_env)
     actions += _respawned(Node(
         package="rackpower", executable="current_sensor", name="current_sensor",
         namespace=rack, parameters=[config, sensor_overrides], output="screen",
@@ -312,13 +348,10 @@ def _launch_setup(context):
         namespace=rack, parameters=[config, retrain_overrides], output="screen",
         respawn=True, respawn_delay=5.0))
     if metrics:
-        # a port that is not a number reaches the node as text: it exits 2 naming http.port
-        port = int(metrics_port) if metrics_port.isdigit() else metrics_port
         actions += _respawned(Node(
             package="rackpower", executable="metrics_exporter", name="metrics_exporter",
             namespace=rack, output="screen",
-            parameters=[config, {**overrides["metrics_exporter"], "http.port": port}],
-            respawn=True, respawn_delay=2.0))
+            parameters=[config, per_node["metrics_exporter"]], respawn=True, respawn_delay=2.0))
     if rack_view:
         actions += _respawned(Node(
             package="rackpower", executable="rack_view", name="rack_view",
@@ -365,6 +398,9 @@ def generate_launch_description():
                               description="Also start metrics_exporter (Prometheus /metrics)"),
         DeclareLaunchArgument("metrics_port", default_value="9470",
                               description="TCP port of the metrics_exporter's /metrics"),
+        DeclareLaunchArgument("composed", default_value="false", choices=["true", "false"],
+                              description="Every node in one process (rack_composed): less "
+                                          "memory, for small controllers"),
         DeclareLaunchArgument("rack_view", default_value="true", choices=["true", "false"],
                               description="Also start rack_view (RViz markers of the rack)"),
         OpaqueFunction(function=_launch_setup),

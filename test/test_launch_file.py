@@ -73,8 +73,9 @@ def test_every_node_respawns_after_a_crash_but_not_after_a_config_error():
     tree = _tree()
     wrapped = [call.args[0] for call in _calls(tree, "_respawned")]
     nodes = _calls(tree, "Node") + _calls(tree, "LifecycleNode")
-    # metrics_exporter only with metrics:=true, rack_view unless rack_view:=false
-    assert len(wrapped) == len(nodes) == 9
+    # metrics_exporter only with metrics:=true, rack_view unless rack_view:=false,
+    # rack_composed (all of them in one process) only with composed:=true
+    assert len(wrapped) == len(nodes) == 10
     assert all(any(n is w for w in wrapped) for n in nodes)
     for call in nodes:
         kw = {k.arg: k.value for k in call.keywords}

@@ -151,3 +151,19 @@ def test_the_simulator_is_started_on_the_offset_ports_with_the_seed(rl, caplog):
     context.launch_configurations["sim_seed"] = "two"
     with pytest.raises(ValueError, match=r"sim_seed:='two': expected a whole number"):
         rl._launch_setup(context)
+
+
+def test_composed_overrides_are_one_section_per_node_of_the_rack(rl):
+    """composed:=true hands rack_composed the same overrides as the separate processes, in
+    sections that each reach one node (a '/**' section would reach them all and be refused
+    by every node that does not declare its keys)."""
+    per_node = rl.rack_overrides("rack_c", "/srv/rp", True, 100, CONFIG)
+    per_node["pdu_actuator"]["mode"] = "reactive"
+    params = rl.composed_params("rack_c", per_node)
+    assert "/**" not in params and all(k.startswith("/rack_c/") for k in params)
+    assert params["/rack_c/pdu_actuator"]["ros__parameters"]["mode"] == "reactive"
+    assert params["/rack_c/recorder"]["ros__parameters"]["output.folder"] == \
+        "/srv/rp/rack_c/bags"
+    assert set(params) == {f"/rack_c/{n}" for n, p in per_node.items() if p}
+    # a YAML rclpy reads: every value a plain scalar or list
+    assert yaml.safe_load(yaml.safe_dump(params)) == params
