@@ -69,3 +69,13 @@ def _wait_until_answers(proc: subprocess.Popen, target: HostTarget) -> None:
             if time.monotonic() > deadline:
                 pytest.fail("node_exporter did not answer within 15 s")
             time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def ros2():
+    """Skips a test that drives the graph with the upstream `ros2` CLI where it is absent."""
+    from rackpower_nodes.tools.launch_env import ros2_command
+
+    if ros2_command() is None:
+        pytest.skip("ros2 launch is not installed (launch_ros, ros2cli): `make setup` installs "
+                    "them from ../shared/ros2-tools when that folder is present")

@@ -7,19 +7,12 @@ from __future__ import annotations
 import pytest
 from helpers.graph import NODES, GraphWatch, spin_until
 
-from rackpower_nodes.tools.launch_env import LaunchedGraph, ros2_command
+from rackpower_nodes.tools.launch_env import LaunchedGraph
 
 pytestmark = pytest.mark.ros
 
 UP_TIMEOUT_S = 240.0
 END_TIMEOUT_S = 30.0
-
-
-@pytest.fixture(scope="module")
-def ros2():
-    if ros2_command() is None:
-        pytest.skip("ros2 launch is not installed (launch_ros, ros2cli): `make setup` installs "
-                    "them from ../shared/ros2-tools when that folder is present")
 
 
 def test_composed_launch_runs_the_rack_in_one_process_with_the_launch_overrides(

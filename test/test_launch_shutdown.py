@@ -27,7 +27,7 @@ import pytest
 import yaml
 from helpers.graph import NODES, GraphWatch
 
-from rackpower_nodes.tools.launch_env import LaunchedGraph, executable, ros2_command, stop_process
+from rackpower_nodes.tools.launch_env import LaunchedGraph, executable, stop_process
 
 pytestmark = pytest.mark.ros
 
@@ -36,13 +36,6 @@ UP_TIMEOUT_S = 240.0           # a loaded 2-core machine starts the graph in 15-
 END_TIMEOUT_S = 30.0           # launch itself escalates after 5 s (SIGTERM) and 10 s (SIGKILL)
 RETRAIN_RESPAWN_DELAY_S = 5.0  # launch/rack.launch.py
 NO_TRACE = ("Traceback", "never retrieved", "Exception ignored", "RCLError")
-
-
-@pytest.fixture(scope="module")
-def ros2():
-    if ros2_command() is None:
-        pytest.skip("ros2 launch is not installed (launch_ros, ros2cli): `make setup` installs "
-                    "them from ../shared/ros2-tools when that folder is present")
 
 
 def _launch(ros_env, tmp_path: Path, rack: str, config: Path) -> LaunchedGraph:

@@ -11,19 +11,12 @@ import signal
 import pytest
 from helpers import REPO
 
-from rackpower_nodes.tools.launch_env import LaunchedGraph, ros2_command
+from rackpower_nodes.tools.launch_env import LaunchedGraph
 
 pytestmark = pytest.mark.ros
 
 ROOM = REPO / "launch" / "room.launch.py"
 TREE = REPO / "config" / "room.example.yaml"
-
-
-@pytest.fixture(scope="module")
-def ros2():
-    if ros2_command() is None:
-        pytest.skip("ros2 launch is not installed (launch_ros, ros2cli): `make setup` installs "
-                    "them from ../shared/ros2-tools when that folder is present")
 
 
 def test_room_launch_starts_the_coordinator_for_a_level_and_ends_on_ctrl_c(ros2, ros_env,

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from helpers.graph import NODES, spin_until
 
-from rackpower_nodes.tools.launch_env import LaunchedGraph, ros2_command
+from rackpower_nodes.tools.launch_env import LaunchedGraph
 
 pytestmark = pytest.mark.ros
 
@@ -36,13 +36,6 @@ RACKS = {"rack_a": {"offset": 0, "seed": 1, "mode": "proactive"},
 STREAMS = ("power_samples", "power_forecast", "power_allocation")
 GLOBAL_TOPICS = {"/diagnostics", "/rosout", "/parameter_events"}
 NO_TRACE = ("Traceback", "never retrieved", "Exception ignored", "RCLError")
-
-
-@pytest.fixture(scope="module")
-def ros2():
-    if ros2_command() is None:
-        pytest.skip("ros2 launch is not installed (launch_ros, ros2cli): `make setup` installs "
-                    "them from ../shared/ros2-tools when that folder is present")
 
 
 class Watch:
