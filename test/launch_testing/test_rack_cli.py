@@ -3,8 +3,9 @@ real `ros2` CLI.
 
 One launch for the whole file: the checkout's launch/rack.launch.py with `use_sim:=true`, its
 own rack name, a scratch `data_dir`, `mode:=reactive` and a parameter file of its own (the
-shipped config/rack.yaml with retrain_scheduler's `offpeak.combine` set to `all`). While it
-runs, the active tests type what an operator types, `ros2 node list`, `topic hz/echo`,
+shipped config/rack.yaml with retrain_scheduler's `offpeak.combine` set to `all`), and a
+second rack beside it in the same domain (`sim_port_offset:=100`, another seed). While they
+run, the active tests type what an operator types, `ros2 node list`, `topic hz/echo`,
 `param get/set`, `lifecycle set/get`, `service call`, as subprocesses in the launch's DDS
 domain, and read their output. Then launch_testing shuts the launch down as a Ctrl-C to `ros2
 launch` does (launch's shutdown: a SIGINT to every process, SIGTERM after 5 s) and the
@@ -48,11 +49,13 @@ if ROS2 is None:
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
 from launch import LaunchDescription  # noqa: E402
-from launch.actions import IncludeLaunchDescription, SetEnvironmentVariable  # noqa: E402
+from launch.actions import (  # noqa: E402
+    GroupAction, IncludeLaunchDescription, SetEnvironmentVariable)
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 RACK = "rack_cli"
+SECOND = "rack_cli2"
 ALLOCATION = (f"/{RACK}/power_allocation", "rackpower/msg/PowerAllocation")
 ACTUATOR = f"/{RACK}/pdu_actuator"
 UP_S = 240.0            # a loaded 2-core machine starts the graph in 15-60 s
@@ -91,13 +94,18 @@ def generate_test_description():
     logging.getLogger("asyncio").addHandler(_LostCodes())
     # the installed executables run the checkout's code (as conftest's ros_env does)
     pythonpath = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
-    rack = IncludeLaunchDescription(
+    racks = [GroupAction(scoped=True, actions=[IncludeLaunchDescription(
         PythonLaunchDescriptionSource(str(REPO / "launch" / "rack.launch.py")),
-        launch_arguments={"use_sim": "true", "rack": RACK, "data_dir": str(tmp / "data"),
-                          "mode": "reactive", "config": str(params)}.items())
+        launch_arguments=args.items())]) for args in (
+            {"use_sim": "true", "rack": RACK, "data_dir": str(tmp / "data"),
+             "mode": "reactive", "config": str(params)},
+            # a second rack beside the first, as an operator adds one: its own simulator ports
+            # and seed, the shipped config, the default mode
+            {"use_sim": "true", "rack": SECOND, "data_dir": str(tmp / "data"),
+             "sim_port_offset": "100", "sim_seed": "2", "rack_view": "false"})]
     return LaunchDescription([
         SetEnvironmentVariable("PYTHONPATH", pythonpath),
-        rack,
+        *racks,
         launch_testing.actions.ReadyToTest(),
     ]), {"env": env, "tmp": tmp}
 
@@ -191,7 +199,7 @@ def wait_for_log(proc_output, text: str, timeout_s: float) -> None:
 
 class TestOperator(unittest.TestCase):
     """In order (unittest runs a class's tests by name): up, overrides, mode, lifecycle,
-    retrain."""
+    retrain, the second rack."""
 
     def test_1_every_node_is_up_and_samples_flow(self, env):
         expected = [f"/{RACK}/{n}" for n in (*NODES, "rack_view")]
@@ -229,6 +237,9 @@ class TestOperator(unittest.TestCase):
                          r"(\d+) W of (\d+) W", out)
         self.assertIsNotNone(held, out[-4000:])
         self.assertLessEqual(int(held[1]), int(held[2]), held[0])     # within the budget
+        # the latched allocation a late subscriber gets says so, not the last live one
+        until_allocation_mode(env, "inactive", "the latched allocation in mode inactive "
+                              "after `deactivate`")
         # no fresh allocation while inactive (volatile: only messages published from now on)
         res = ros2(env, "topic", "echo", "--once", "--timeout", "5", "--no-daemon",
                    "--qos-durability", "volatile", "--field", "mode", *ALLOCATION)
@@ -238,6 +249,26 @@ class TestOperator(unittest.TestCase):
         said(env, ["lifecycle", "get", ACTUATOR], "active [3]")
         until_allocation_mode(env, "proactive", "fresh allocations after `activate`",
                               fresh=True)
+
+    def test_6_a_second_rack_shares_nothing_with_the_first(self, env):
+        expected = [f"/{SECOND}/{n}" for n in NODES]
+        until(env, ["node", "list", "--no-daemon", "--spin-time", "2"],
+              lambda r: set(expected) <= set(r.stdout.split()),
+              f"every node under /{SECOND} in `ros2 node list`", bound_s=UP_S)
+        for rack in (RACK, SECOND):
+            topic = (f"/{rack}/power_allocation", ALLOCATION[1])
+            res = until(env, ["topic", "echo", "--once", "--timeout", "20", "--no-daemon",
+                              "--field", "header.frame_id", *topic],
+                        lambda r: r.returncode == 0 and r.stdout.strip(),
+                        f"an allocation on /{rack}")
+            self.assertEqual(res.stdout.split()[0], rack, shown(res))
+        # each rack's actuator is the only publisher of its allocations
+        res = said(env, ["topic", "info", f"/{SECOND}/power_allocation", "--verbose"],
+                   "Publisher count: 1")
+        self.assertIn(f"Node namespace: /{SECOND}", res.stdout, shown(res))
+        # the mode set on the first rack (test_3) did not reach the second
+        said(env, ["param", "get", f"/{SECOND}/pdu_actuator", "mode"],
+              "String value is: proactive")
 
     def test_5_retrain_now(self, env):
         res = ros2(env, "service", "call", f"/{RACK}/retrain_scheduler/retrain_now",
@@ -276,13 +307,16 @@ class TestAfterCtrlC(unittest.TestCase):
 
     def test_every_process_exited_0(self, proc_info, proc_output):
         names = proc_info.process_names()
-        self.assertGreaterEqual(len(names), len(NODES) + 2, names)      # + rack_view, rack_sim
-        judged = [n for n in names if proc_info[n].pid not in _lost_pids]
-        for name in judged:
-            launch_testing.asserts.assertExitCodes(proc_info, process=name)
-        if len(judged) < len(names):
-            print(f"launch lost the exit code of {sorted(set(names) - set(judged))} "
-                  "(CPython gh-87744)")
+        # two racks: each rack_sim + NODES, the first also rack_view
+        self.assertGreaterEqual(len(names), 2 * len(NODES) + 3, names)
+        # by action: a name matches every process whose name holds it (rack_sim-1, -10)
+        actions = list(proc_info.processes())
+        judged = [a for a in actions if proc_info[a].pid not in _lost_pids]
+        for action in judged:
+            launch_testing.asserts.assertExitCodes(proc_info, process=action)
+        if len(judged) < len(actions):
+            lost = [a.process_details["name"] for a in actions if a not in judged]
+            print(f"launch lost the exit code of {sorted(lost)} (CPython gh-87744)")
 
     def test_no_traceback(self, proc_output):
         out = output_of(proc_output)
