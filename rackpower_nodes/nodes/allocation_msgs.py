@@ -67,7 +67,8 @@ def mode_change(before: str | None, d: Decision) -> str:
     the mode stayed."""
     if d.mode == before:
         return ""
-    return f"mode {before} -> {d.mode}" + (f" ({d.mode_reason})" if d.mode_reason else "")
+    step = f"mode {before} -> {d.mode}" if before is not None else f"first mode {d.mode}"
+    return step + (f" ({d.mode_reason})" if d.mode_reason else "")
 
 
 def error_msgs(d: Decision, alloc: PowerAllocation) -> list[AllocationError]:
