@@ -71,15 +71,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from launch import LaunchDescription
-from launch.actions import (
-    DeclareLaunchArgument, EmitEvent, ExecuteProcess, OpaqueFunction, RegisterEventHandler)
-from launch.event_handlers import OnProcessExit
-from launch.events import matches_action
-from launch.events.process import ShutdownProcess
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.logging import get_logger
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackagePrefix, FindPackageShare
+
+from rackpower_nodes.tools.launch_actions import respawned
 
 SIM_BOARD_LINK = "/tmp/rackpower_{rack}_board"
 SIM_PORTS = {"exporter": 9101, "pdu": 5020, "bmc": 5080}   # rackpower-sim live's defaults
@@ -90,33 +88,6 @@ FRAME_NODES = ("current_sensor", "host_telemetry", "predictor", "pdu_actuator",
 NODE_NAMES = FRAME_NODES + ("recorder", "retrain_scheduler", "metrics_exporter", "rack_view")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SIM_BMC_PASSWORD = "rackpower"         # the simulated BMCs' password (rackpower-sim live)
-EXIT_BAD_CONFIG = 2                    # rackpower_nodes.nodes.main.EXIT_BAD_CONFIG
-
-
-def _respawned(node, label: str = "") -> list:
-    """`node` (created with respawn=True and a respawn_delay > 0) is restarted after a crash
-    but never after a configuration error, nor after it stopped cleanly (exit 0: it was sent
-    SIGINT or SIGTERM, or shut down through its lifecycle): launch waits respawn_delay before
-    it restarts a process, and in that time this exit handler ends the action (a
-    ShutdownProcess event for it), so launch does not start it again. The clean case also
-    ends the graph when launch itself missed a Ctrl-C that its processes got (launch can lose
-    a SIGINT that arrives while it handles a process's output): every node stops, nothing is
-    restarted, and launch exits as idle."""
-
-    def on_exit(event, context):
-        if context.is_shutdown or event.returncode not in (0, EXIT_BAD_CONFIG):
-            return None
-        name = label or event.action.node_name
-        if event.returncode == 0:
-            get_logger("launch").info(f"{name} stopped cleanly (exit 0): not restarting it")
-        else:
-            get_logger("launch").error(
-                f"{name} exited with a configuration error (exit "
-                f"{EXIT_BAD_CONFIG}): not restarting it, since a restart cannot fix a "
-                "parameter; its log above names the key")
-        return [EmitEvent(event=ShutdownProcess(process_matcher=matches_action(event.action)))]
-
-    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
 
 
 def shift_loopback_url(url: str, offset: int) -> str:
@@ -240,7 +211,7 @@ def _composed(rack, config, per_node, metrics, rack_view, env) -> list:
         yaml.safe_dump(composed_params(rack, per_node), fh)
     args = (["--metrics"] if metrics else []) + ([] if rack_view else ["--no-rack-view"])
     # no name=: it would rename every node of the process
-    return _respawned(Node(
+    return respawned(Node(
         package="rackpower", executable="rack_composed", namespace=rack, arguments=args,
         parameters=[config, fh.name], output="screen", additional_env=env, respawn=True,
         respawn_delay=2.0), label=f"/{rack}/rack_composed")
@@ -319,41 +290,41 @@ def _launch_setup(context):
         per_node = {node: {k: v.perform(context) if hasattr(v, "perform") else v
                            for k, v in params.items()} for node, params in per_node.items()}
         return actions + _composed(rack, config, per_node, metrics, rack_view, actuator_env)
-    actions += _respawned(Node(
+    actions += respawned(Node(
         package="rackpower", executable="current_sensor", name="current_sensor",
         namespace=rack, parameters=[config, sensor_overrides], output="screen",
         respawn=True, respawn_delay=2.0))
-    actions += _respawned(Node(
+    actions += respawned(Node(
         package="rackpower", executable="host_telemetry", name="host_telemetry",
         namespace=rack, parameters=[config, telemetry_overrides], output="screen",
         respawn=True, respawn_delay=2.0))
-    actions += _respawned(Node(
+    actions += respawned(Node(
         package="rackpower", executable="predictor", name="predictor",
         namespace=rack, parameters=[config, predictor_overrides], output="screen",
         respawn=True, respawn_delay=2.0))
-    actions += _respawned(LifecycleNode(
+    actions += respawned(LifecycleNode(
         package="rackpower", executable="pdu_actuator", name="pdu_actuator",
         namespace=rack, parameters=[config, actuator_overrides], output="screen",
         additional_env=actuator_env, respawn=True, respawn_delay=2.0))
-    actions += _respawned(Node(
+    actions += respawned(Node(
         package="rackpower", executable="recorder", name="recorder",
         namespace=rack, parameters=[config, recorder_overrides], output="screen",
         respawn=True, respawn_delay=2.0))
-    actions += _respawned(Node(
+    actions += respawned(Node(
         package="rackpower", executable="health_monitor", name="health_monitor",
         namespace=rack, parameters=[config, health_overrides], output="screen",
         respawn=True, respawn_delay=2.0))
-    actions += _respawned(Node(
+    actions += respawned(Node(
         package="rackpower", executable="retrain_scheduler", name="retrain_scheduler",
         namespace=rack, parameters=[config, retrain_overrides], output="screen",
         respawn=True, respawn_delay=5.0))
     if metrics:
-        actions += _respawned(Node(
+        actions += respawned(Node(
             package="rackpower", executable="metrics_exporter", name="metrics_exporter",
             namespace=rack, output="screen",
             parameters=[config, per_node["metrics_exporter"]], respawn=True, respawn_delay=2.0))
     if rack_view:
-        actions += _respawned(Node(
+        actions += respawned(Node(
             package="rackpower", executable="rack_view", name="rack_view",
             namespace=rack, parameters=[config, overrides["rack_view"]], output="screen",
             respawn=True, respawn_delay=2.0))

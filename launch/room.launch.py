@@ -20,16 +20,11 @@ error (exit 2) nor after it stopped cleanly (exit 0: a SIGINT or SIGTERM sent to
 it is down every rack falls back to its guaranteed share within a lease.
 """
 from launch import LaunchDescription
-from launch.actions import (
-    DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler)
-from launch.event_handlers import OnProcessExit
-from launch.events import matches_action
-from launch.events.process import ShutdownProcess
-from launch.logging import get_logger
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-EXIT_BAD_CONFIG = 2                    # rackpower_nodes.nodes.main.EXIT_BAD_CONFIG
+from rackpower_nodes.tools.launch_actions import respawned
 
 
 def _launch_setup(context):
@@ -46,20 +41,7 @@ def _launch_setup(context):
     node = Node(package="rackpower", executable="power_coordinator", name="power_coordinator",
                 parameters=([config] if config else []) + [overrides], output="screen",
                 respawn=True, respawn_delay=2.0)
-
-    def on_exit(event, ctx):
-        if ctx.is_shutdown or event.returncode not in (0, EXIT_BAD_CONFIG):
-            return None
-        if event.returncode == 0:       # sent SIGINT/SIGTERM alone, or a Ctrl-C launch missed
-            get_logger("launch").info("power_coordinator stopped cleanly (exit 0): not "
-                                      "restarting it")
-        else:
-            get_logger("launch").error("power_coordinator exited with a configuration error "
-                                       "(exit 2): not restarting it; its log above names the "
-                                       "key")
-        return [EmitEvent(event=ShutdownProcess(process_matcher=matches_action(node)))]
-
-    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
+    return respawned(node, label="power_coordinator")
 
 
 def generate_launch_description():

@@ -68,10 +68,11 @@ def test_default_config_is_shipped():
 
 def test_every_node_respawns_after_a_crash_but_not_after_a_config_error():
     """Each Node/LifecycleNode is created with respawn=True and a respawn_delay > 0 (the exit
-    handler stops a respawn within that delay) and wrapped by _respawned, whose handler
-    ends the action on exit code 2 (behaviour: test_launch_shutdown.py)."""
+    handler stops a respawn within that delay) and wrapped by tools.launch_actions.respawned,
+    whose handler ends the action on exit code 2 or 0 (behaviour: test_launch_shutdown.py,
+    test_room_launch.py)."""
     tree = _tree()
-    wrapped = [call.args[0] for call in _calls(tree, "_respawned")]
+    wrapped = [call.args[0] for call in _calls(tree, "respawned")]
     nodes = _calls(tree, "Node") + _calls(tree, "LifecycleNode")
     # metrics_exporter only with metrics:=true, rack_view unless rack_view:=false,
     # rack_composed (all of them in one process) only with composed:=true
@@ -82,4 +83,7 @@ def test_every_node_respawns_after_a_crash_but_not_after_a_config_error():
         assert kw["respawn"].value is True
         assert kw["respawn_delay"].value > 0
     source = LAUNCH.read_text()
-    assert "EXIT_BAD_CONFIG = 2" in source and "ShutdownProcess" in source
+    assert "from rackpower_nodes.tools.launch_actions import respawned" in source
+    shared = (REPO / "rackpower_nodes" / "tools" / "launch_actions.py").read_text()
+    assert "from rackpower_nodes.nodes.main import EXIT_BAD_CONFIG" in shared
+    assert "ShutdownProcess" in shared
