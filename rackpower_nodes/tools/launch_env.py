@@ -96,6 +96,20 @@ LAUNCH_EXITED = re.compile(r"\[(?:INFO|ERROR)\] \[(?P<proc>[\w.-]+)\]: process h
                            r"(?:, exit code (?P<code>-?\d+))?")
 
 
+def wait_while_running(proc: subprocess.Popen, name: str, condition, timeout_s: float,
+                       what: str, output) -> None:
+    """Until `condition()` holds while `proc` (`name`) runs; AssertionError naming `what`
+    with the tail of `output()` after `timeout_s`, or when `proc` exits first."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"{name} exited ({proc.returncode}) before {what}:\n"
+                                 f"{output()[-4000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout_s:g} s:\n{output()[-4000:]}")
+        time.sleep(0.1)
+
+
 def ros2_command() -> Path | None:
     """The `ros2` command beside this interpreter, when ros2cli and launch_ros are installed
     (`make setup` installs them from ../shared/ros2-tools where that folder exists)."""
@@ -185,15 +199,8 @@ class LaunchedGraph:
     def wait_until(self, condition, timeout_s: float, what: str) -> None:
         """Until `condition()` holds; AssertionError naming `what` and the output's tail
         after `timeout_s`, or when launch exits first."""
-        deadline = time.monotonic() + timeout_s
-        while not condition():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"ros2 launch exited ({self.proc.returncode}) before "
-                                     f"{what}:\n{self.output[-4000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {what} within {timeout_s:g} s:\n"
-                                     f"{self.output[-4000:]}")
-            time.sleep(0.1)
+        wait_while_running(self.proc, "ros2 launch", condition, timeout_s, what,
+                           lambda: self.output)
 
     def interrupt(self, group: bool = True) -> None:
         """SIGINT to the whole process group, as a terminal's Ctrl-C; with `group` False to

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import yaml
 
-from rackpower_nodes.tools.launch_env import executable, wait_for_path
+from rackpower_nodes.tools.launch_env import executable, wait_for_path, wait_while_running
 
 SIM_PASSWORD = "rackpower"           # the simulated BMCs' password (rack.launch.py's)
 
@@ -70,15 +69,8 @@ class ComposedRack:
     def wait_until(self, condition, timeout_s: float, what: str) -> None:
         """Until `condition()`; AssertionError naming `what` and the log's tail after
         `timeout_s` or when the composed process exits first."""
-        deadline = time.monotonic() + timeout_s
-        while not condition():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"rack_composed exited ({self.proc.returncode}) before "
-                                     f"{what}:\n{self.output()[-4000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {what} within {timeout_s:g} s:\n"
-                                     f"{self.output()[-4000:]}")
-            time.sleep(0.1)
+        wait_while_running(self.proc, "rack_composed", condition, timeout_s, what,
+                           self.output)
 
     def pids(self) -> dict[str, int]:
         return {"rack_composed": self.proc.pid, "rack_sim": self.sim.pid}
