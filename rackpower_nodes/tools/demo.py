@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -299,9 +300,7 @@ def _observed(fault: dict, trips_before: int, allocations: list, errors: list, t
     allocs = [AllocationSeen(a.header.stamp.sec + a.header.stamp.nanosec * 1e-9, a.mode,
                              a.mode_reason, float(sum(a.allocated_w)), a.budget_w)
               for a in allocations]
-    corrections: dict[str, int] = {}
-    for e in errors:
-        corrections[e.action] = corrections.get(e.action, 0) + 1
+    corrections = dict(Counter(e.action for e in errors))
     return {"faults": faults, "allocations": allocs, "t0": t0, "end": time.time(),
             "trips_end": trips_end, "frames_lost": frames_lost, "corrections": corrections,
             "exited": [Path(str(d)).name for d in dead]}

@@ -16,6 +16,13 @@ __all__ = ["SIM_BMC_PASSWORD", "SIM_BMC_USER", "actuator_params", "health_params
 SIM_BMC_USER, SIM_BMC_PASSWORD = "admin", "rackpower"     # rackpower-sim live's defaults
 
 
+def _pdus(manifest: dict) -> dict:
+    """The simulator's PDUs (its manifest's) as a node's `pdus` parameters."""
+    pdus = manifest["pdus"]
+    return {"names": [p["name"] for p in pdus], "urls": [p["url"] for p in pdus],
+            "maps": [p["map"] for p in pdus], "unit_ids": [p["unit_id"] for p in pdus]}
+
+
 def telemetry_params(tmp: Path, manifest: dict) -> Path:
     params = {"hosts": {"names": manifest["hosts"], "urls": manifest["host_urls"]},
               "schedule": {"file": str(share_file("config", "rack_sim.yaml"))}}
@@ -27,12 +34,9 @@ def telemetry_params(tmp: Path, manifest: dict) -> Path:
 def actuator_params(tmp: Path, manifest: dict, config: str) -> Path:
     """The simulator's PDUs and BMCs as the pdu_actuator finds them (free ports, from its
     manifest), for the components `config` names."""
-    pdus = manifest["pdus"]
     raw = yaml.safe_load(Path(config).read_text())
     names = raw["/**/pdu_actuator"]["ros__parameters"]["components"]["names"]
-    params = {"pdus": {"names": [p["name"] for p in pdus], "urls": [p["url"] for p in pdus],
-                       "maps": [p["map"] for p in pdus],
-                       "unit_ids": [p["unit_id"] for p in pdus]},
+    params = {"pdus": _pdus(manifest),
               "components": {"power_cap_url": [manifest["bmcs"].get(n, "") for n in names]},
               "power_caps": {"username": SIM_BMC_USER}}
     path = tmp / "actuator.yaml"
@@ -43,11 +47,7 @@ def actuator_params(tmp: Path, manifest: dict, config: str) -> Path:
 def health_params(tmp: Path, manifest: dict) -> Path:
     """The simulator's PDUs (free ports, from its manifest) as health_monitor's reference
     meters; an online-learned model would go to the demo's scratch folder."""
-    pdus = manifest["pdus"]
-    params = {"reference": {"pdus": {"names": [p["name"] for p in pdus],
-                                     "urls": [p["url"] for p in pdus],
-                                     "maps": [p["map"] for p in pdus],
-                                     "unit_ids": [p["unit_id"] for p in pdus]}},
+    params = {"reference": {"pdus": _pdus(manifest)},
               "health": {"learn_dir": str(tmp / "health")}}
     path = tmp / "health.yaml"
     path.write_text(yaml.safe_dump({"/**/health_monitor": {"ros__parameters": params}}))

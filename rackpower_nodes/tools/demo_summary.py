@@ -12,6 +12,7 @@ exited, and every kind of warning or error the processes logged with its count
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 __all__ = ["AllocationSeen", "FaultSeen", "fault_rows", "format_table", "incident_rows",
@@ -68,9 +69,7 @@ def safe_spells(allocs: list[AllocationSeen]) -> list[tuple[float, float, str, b
 
 
 def _modes(allocs: list[AllocationSeen]) -> str:
-    counts: dict[str, int] = {}
-    for a in allocs:
-        counts[a.mode] = counts.get(a.mode, 0) + 1
+    counts = Counter(a.mode for a in allocs)
     text = ", ".join(f"{m} {n}" for m, n in counts.items()) or "no allocation"
     safe = next((a.reason for a in allocs if a.mode == "safe"), "")
     return text + (f" (safe: {safe})" if safe else "")
