@@ -27,8 +27,8 @@ LSTM = {"hidden_size": 16, "max_epochs": 3, "batch_size": 128, "patience": 2}
 SERVERS = ("srv01", "srv04", "srv07", "srv10")
 NS = "/rack_rt"
 
-__all__ = ["LSTM", "NS", "SERVERS", "SPEC", "SPEC_DOC", "sim_config", "train_champion",
-           "write_sim_bag"]
+__all__ = ["LSTM", "NS", "SERVERS", "SPEC", "SPEC_DOC", "offpeak_not_now", "sim_config",
+           "train_champion", "write_sim_bag"]
 
 
 def sim_config(level: tuple[float, float] = (0.15, 0.2), start: str = "2024-03-04T00:00:00Z",
@@ -125,3 +125,14 @@ def train_champion(series, registry: ModelRegistry) -> tuple[LstmForecaster, str
                               {"sims": [{"seed": 1}]}, {})
     registry.promote(entry["version"], "initial")
     return model, entry["version"]
+
+
+def offpeak_not_now() -> list[str]:
+    """An off-peak window (UTC, the scheduler's default offset) that starts 11 h from now and
+    lasts an hour: a live scheduler under test never starts a retrain of its own in a run,
+    whatever the time of day (the shipped 01:00-05:00 made one start when the suite ran at
+    night, and `~/retrain_now` then answered "a retrain job is running")."""
+    import time
+
+    start = (int(time.time()) // 60 + 11 * 60) % (24 * 60)
+    return [f"{start // 60:02d}:{start % 60:02d}-{(start + 60) // 60 % 24:02d}:{start % 60:02d}"]

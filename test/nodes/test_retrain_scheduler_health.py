@@ -17,7 +17,7 @@ import subprocess
 import pytest
 import yaml
 from helpers.graph import spin_until
-from helpers.retrain import LSTM, NS, SPEC_DOC, sim_config, write_sim_bag
+from helpers.retrain import LSTM, NS, offpeak_not_now, SPEC_DOC, sim_config, write_sim_bag
 
 from rackpower_nodes.core.model_registry import ModelRegistry
 from rackpower_nodes.sim.rack_sim import generate
@@ -44,7 +44,7 @@ def rack(tmp_path_factory):
 def _launch(ros_env, tmp_path, bags) -> subprocess.Popen:
     params = {"registry": {"root": str(tmp_path / "registry")},
               "bags": {"folder": str(bags), "namespace": NS},
-              "offpeak": {"windows": ["01:00-05:00"], "min_interval_s": 86400.0},
+              "offpeak": {"windows": offpeak_not_now(), "min_interval_s": 86400.0},
               "policy": {"check_period_s": 1.0}, "windows": dict(SPEC_DOC),
               "training": {"threads": 1, "nice": 5, "max_seconds": 150.0,
                            "hidden_size": LSTM["hidden_size"], "max_epochs": LSTM["max_epochs"]},

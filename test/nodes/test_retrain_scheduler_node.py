@@ -12,7 +12,7 @@ import subprocess
 import pytest
 import yaml
 from helpers.graph import spin_until
-from helpers.retrain import LSTM, NS, sim_config, train_champion, write_sim_bag
+from helpers.retrain import LSTM, NS, offpeak_not_now, sim_config, train_champion, write_sim_bag
 
 from rackpower_nodes.sim.dataset import from_sim
 from rackpower_nodes.core.model_registry import ModelRegistry
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.ros
 def _params(tmp_path, registry, bags, **extra) -> str:
     params = {"registry": {"root": str(registry)}, "bags": {"folder": str(bags),
                                                              "namespace": NS},
-              "offpeak": {"windows": ["01:00-05:00"], "min_interval_s": 86400.0},
+              "offpeak": {"windows": offpeak_not_now(), "min_interval_s": 86400.0},
               "policy": {"check_period_s": 1.0},
               "training": {"threads": 1, "nice": 5, "max_seconds": 150.0,
                            "hidden_size": LSTM["hidden_size"],
