@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from rackpower_nodes.nodes.main import EXECUTOR_ENV, make_executor
+
 pytestmark = pytest.mark.ros
 
 NODE = textwrap.dedent("""
@@ -39,17 +41,23 @@ NODE = textwrap.dedent("""
 """)
 
 
-def _start(ros_env, mode: str, destroy_s: float, threads: int) -> subprocess.Popen:
+def _start(ros_env, mode: str, destroy_s: float, threads: int,
+           executor: str | None = None) -> subprocess.Popen:
+    env = dict(ros_env)
+    env.pop(EXECUTOR_ENV, None)
+    if executor is not None:
+        env[EXECUTOR_ENV] = executor
     proc = subprocess.Popen([sys.executable, "-c", NODE, mode, str(destroy_s), str(threads)],
-                            env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     assert proc.stdout.readline().strip() == "up"
     return proc
 
 
-@pytest.mark.parametrize("threads", [1, 3])
-def test_signals_during_the_shutdown_are_ignored_until_it_is_done(ros_env, threads):
-    proc = _start(ros_env, "run", 1.0, threads)
+# threads=1 spins on the events executor by default, on the Python one with "classic"
+@pytest.mark.parametrize("threads, executor", [(1, None), (1, "classic"), (3, None)])
+def test_signals_during_the_shutdown_are_ignored_until_it_is_done(ros_env, threads, executor):
+    proc = _start(ros_env, "run", 1.0, threads, executor)
     proc.send_signal(signal.SIGINT)
     assert proc.stdout.readline().strip().endswith("shutting down (SIGINT)")
     assert proc.stdout.readline().strip() == "destroying"
@@ -70,9 +78,34 @@ def test_sigterm_shuts_down_in_order_too(ros_env):
     assert "shutting down (SIGTERM)" in out and "destroyed" in out, out
 
 
-def test_a_crash_in_a_callback_destroys_the_node_then_exits_1(ros_env):
-    proc = _start(ros_env, "crash", 0.0, 1)
+@pytest.mark.parametrize("executor", [None, "classic"])
+def test_a_crash_in_a_callback_destroys_the_node_then_exits_1(ros_env, executor):
+    proc = _start(ros_env, "crash", 0.0, 1, executor)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1, out
     assert out.index("destroyed") < out.index("Traceback"), out
     assert "RuntimeError: probe callback failed" in out
+
+
+def test_an_unknown_executor_stops_the_node_naming_the_variable(ros_env):
+    env = {**ros_env, EXECUTOR_ENV: "fast"}
+    proc = subprocess.run([sys.executable, "-c", NODE, "run", "0", "1"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "up" not in proc.stdout
+    assert "RACKPOWER_EXECUTOR='fast'" in proc.stderr and "events, classic" in proc.stderr
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, "EventsExecutor"), ("events", "EventsExecutor"),
+    ("classic", "SingleThreadedExecutor")])
+def test_one_thread_means_the_events_executor_unless_classic(monkeypatch, value, expected):
+    import rclpy
+
+    if value is None:
+        monkeypatch.delenv(EXECUTOR_ENV, raising=False)
+    else:
+        monkeypatch.setenv(EXECUTOR_ENV, value)
+    with rclpy.init(args=[]):
+        assert expected in type(make_executor(1)).__name__
+        assert type(make_executor(3)).__name__ == "MultiThreadedExecutor"
