@@ -1,10 +1,14 @@
 """The `host_telemetry` node: node_exporter endpoints in, `HostTelemetry` and
 `WorkloadEvents` out.
 
-A timer in its own callback group polls every configured host concurrently (each with its own
-timeout), turns counters into rates, adds calendar features and the known workload schedule, and
-publishes one `HostTelemetry` per poll with sensor-data QoS and a deadline. Per-host
-diagnostics say whether each host is reachable or stale, and why not.
+A poll thread the node owns (never the executor) polls every configured host concurrently
+(each with its own timeout), turns counters into rates, adds calendar features and the known
+workload schedule, and publishes one `HostTelemetry` per poll with sensor-data QoS and a
+deadline. Per-host diagnostics say whether each host is reachable or stale, and why not. The
+executor runs only a 1 Hz check that re-raises a crash of that thread (the process then ends
+with its traceback, exit code 1), so the node spins on one thread (`threads=1`). At shutdown
+the poll in progress is abandoned within about 0.1 s, whatever the hosts do: scrapes still
+waiting on an unresponsive exporter end by their own timeouts and publish nothing.
 
 `workload_events` (latest state: reliable, transient local, depth 1) carries what the workload
 source (`workload.source`: the schedule, Slurm's queue, or none) says runs now and will run
@@ -19,7 +23,6 @@ import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
 from rackpower.msg import HostMetrics, HostTelemetry, WorkloadEvents
@@ -32,10 +35,12 @@ from rackpower_nodes.core.workload_events import WorkloadEventsError
 from rackpower_nodes.sources.slurm import SlurmError, SlurmQueue
 from rackpower_nodes.nodes.main import run_node
 from rackpower_nodes.nodes.common import (declare_from_specs, diagnostic_status, latched_qos,
-    publish_diagnostics, publish_unless_shut_down, samples_qos)
+    publish_unless_shut_down, samples_qos)
 from rackpower_nodes.nodes.workload_msgs import events_to_msg
 
 NAN = float("nan")
+POLL_JOIN_S = 2.0        # longest destroy_node() waits for the poll thread, s
+CHECK_PERIOD_S = 1.0     # how often the executor looks whether the poll thread crashed, s
 _RATE_FIELDS = ("cpu_util", "mem_used_fraction", "mem_used_bytes", "net_rx_bps", "net_tx_bps",
                 "disk_read_bps", "disk_write_bps")
 
@@ -57,8 +62,11 @@ class HostTelemetryNode(Node):
         self._pub = self.create_publisher(
             HostTelemetry, "host_telemetry", samples_qos(cfg.deadline_s))
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(1.0 / cfg.poll_rate_hz, self._poll,
-                          callback_group=MutuallyExclusiveCallbackGroup())
+        self._stop = threading.Event()
+        self._poll_failure: BaseException | None = None
+        self._poller = threading.Thread(target=self._run_polls, name="telemetry-poll",
+                                        daemon=True)
+        self.create_timer(CHECK_PERIOD_S, self._check_poller)
         self.get_logger().info(
             f"polling {len(cfg.hosts)} hosts at {cfg.poll_rate_hz:g} Hz"
             + (f" plus the local host as {cfg.local_host}" if cfg.local_host else ""))
@@ -66,6 +74,7 @@ class HostTelemetryNode(Node):
         self._events_pub = self.create_publisher(WorkloadEvents, "workload_events",
                                                  latched_qos())
         self._workload = WorkloadPoller(self, self._events_pub, self._workload_reader())
+        self._poller.start()
 
     def _workload_reader(self):
         """The source's `() -> core WorkloadEvents`, or None for `none`."""
@@ -79,6 +88,24 @@ class HostTelemetryNode(Node):
                                env={"SLURM_CONF": wl.slurm_conf} if wl.slurm_conf else None)
             return queue.poll
         return None
+
+    def _run_polls(self) -> None:
+        """Poll thread: one poll every 1 / poll.rate_hz s (a late poll is not caught up)."""
+        period_s = 1.0 / self.config.poll_rate_hz
+        due = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                self._poll()
+                due = max(due + period_s, time.monotonic())
+                self._stop.wait(due - time.monotonic())
+        except BaseException as exc:
+            self._poll_failure = exc
+            raise
+
+    def _check_poller(self) -> None:
+        """Executor: re-raise the poll thread's crash, which ends the node (exit code 1)."""
+        if self._poll_failure is not None:
+            raise self._poll_failure
 
     def _poll(self) -> None:
         statuses = self._collector.poll()
@@ -95,7 +122,8 @@ class HostTelemetryNode(Node):
         msg.is_weekend = bool(cal["is_weekend"])
         msg.time_of_day_sin, msg.time_of_day_cos = cal["tod_sin"], cal["tod_cos"]
         msg.day_of_week_sin, msg.day_of_week_cos = cal["dow_sin"], cal["dow_cos"]
-        self._pub.publish(msg)
+        if self._stop.is_set() or not publish_unless_shut_down(self, self._pub, msg):
+            return                            # shutting down: a poll cut short is not passed on
         self._publish_diagnostics(statuses, now)
 
     def _metrics(self, status, now: float) -> HostMetrics:
@@ -135,12 +163,23 @@ class HostTelemetryNode(Node):
             out.append(diagnostic_status(level, f"{prefix}: {s.host}", text, s.host, values))
         if self._workload.read is not None:
             out.append(self._workload.status(f"{prefix}: workload_events", now))
-        publish_diagnostics(self, self._diag_pub, out)
+        diag = DiagnosticArray(status=out)
+        diag.header.stamp = self.get_clock().now().to_msg()
+        publish_unless_shut_down(self, self._diag_pub, diag)
 
     def destroy_node(self) -> None:
+        """Stop the poll thread (its poll in progress returns within ~0.1 s after the
+        collector is closed, at most POLL_JOIN_S is waited) and the workload thread."""
+        if hasattr(self, "_stop"):
+            self._stop.set()
+        self._collector.close()
+        if hasattr(self, "_poller") and self._poller.is_alive():
+            self._poller.join(POLL_JOIN_S)
+            if self._poller.is_alive():
+                self.get_logger().warning(
+                    f"the poll thread still runs {POLL_JOIN_S:g} s after the stop; going on")
         if hasattr(self, "_workload"):
             self._workload.stop()
-        self._collector.close()
         super().destroy_node()
 
 
@@ -215,7 +254,7 @@ class WorkloadPoller:
 
 
 def main(args=None) -> int:
-    return run_node(HostTelemetryNode, "host_telemetry", args, threads=2)
+    return run_node(HostTelemetryNode, "host_telemetry", args, threads=1)
 
 
 if __name__ == "__main__":

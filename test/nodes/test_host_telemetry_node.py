@@ -3,6 +3,8 @@ simulator's endpoints, and through endpoint faults."""
 from __future__ import annotations
 
 import math
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -266,3 +268,31 @@ def test_an_oversized_exporter_body_is_reported_and_memory_stays_bounded(
     assert "big: body too large: more than the 1048576-byte cap" in status.message
     assert int.from_bytes(status.level, "little") >= 1                 # WARN or ERROR
     assert rss < 200 * 2**20, f"RSS {rss / 2**20:.0f} MiB"             # 7 MB bodies: 478 MiB
+
+
+def test_stops_promptly_while_an_exporter_accepts_and_never_answers(ros_env, tmp_path,
+                                                                     listener):
+    """The hang once seen at Ctrl-C: a scrape waiting on an exporter that never answers must
+    not hold the shutdown. Here each scrape waits 4.5 s; the node must still stop in order
+    (exit code 0, 'shutting down' logged) well before launch's 15 s SIGKILL."""
+    silent = socket.create_server(("127.0.0.1", 0), backlog=64)  # the kernel accepts; no reply
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/metrics"
+    params = _params(tmp_path, ["silent"], [url], poll={"rate_hz": 0.2, "timeout_s": 4.5})
+    log = tmp_path / "node.log"
+    with open(log, "w") as out:
+        node = subprocess.Popen(
+            [str(executable("host_telemetry")), "--ros-args", "-r", "__ns:=/rack_ht",
+             "--params-file", params], env=ros_env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        assert listener.spin(60, until=lambda: "timeout" in getattr(
+            listener.diagnostics.get("silent"), "message", "")), "timeout never reported"
+        assert node.poll() is None, "node died"
+        listener.diagnostics.clear()
+        node.send_signal(signal.SIGINT)      # a new scrape of the silent host is under way
+        code = node.wait(timeout=12.0)       # generous: launch kills after 15 s
+    finally:
+        stop_process(node)
+        silent.close()
+    text = log.read_text()
+    assert code == 0, text
+    assert "shutting down (SIGINT)" in text, text

@@ -53,6 +53,16 @@ _PAIR = r"[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*(%s)[ \t]*" % _QUOTED
 _LABEL = re.compile(_PAIR)
 _LABELS = re.compile(r"(?:%s,)*(?:%s)?[ \t]*" % (_PAIR, _PAIR))   # the whole {...} body
 _UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+# The common shape of a used line, matched over the whole body at once: labels without
+# escapes or spaces (node_exporter writes them so). When every used line has it, parsing is
+# one findall plus a float() and a label findall per line; otherwise the line-by-line parser
+# above runs, with its exact errors.
+_SIMPLE_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"\\\n]*)"')
+_PLAIN_PAIR = r'[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*"'            # the same, no groups
+_FAST_LINE = re.compile(
+    r'^[ \t]*(%s)(?:\{((?:%s(?:,%s)*,?)?)\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?[ \t]*$'
+    % ("|".join(map(re.escape, USED_SERIES)), _PLAIN_PAIR, _PLAIN_PAIR),
+    re.MULTILINE)
 
 
 class ScrapeError(Exception):
@@ -182,13 +192,10 @@ def parse_node_exporter(text: str, host: str = "?") -> RawSample:
     are parsed (comments and other series are dropped first). Raises ScrapeError('garbage
     ...') when those lines do not parse, number more than MAX_SAMPLES or have no
     node_cpu_seconds_total."""
-    series: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for line in _used_lines(text, host).splitlines():
-        if not line:
-            continue
-        name, labels, value = _parse_line(line, host)
-        if math.isfinite(value):                 # NaN/Inf samples count as absent
-            series.setdefault(name, []).append((labels, value))
+    try:
+        series = _series_at_once(text, host)
+    except ValueError:                            # an unusual line: parse line by line
+        series = _series_by_line(text, host)
     cpu = series.get("node_cpu_seconds_total")
     if not cpu:
         raise ScrapeError(host, "garbage: no node_cpu_seconds_total")
@@ -206,6 +213,41 @@ def parse_node_exporter(text: str, host: str = "?") -> RawSample:
         disk_written_by_device=_per_device(series, "node_disk_written_bytes_total", _is_disk),
         host_time_s=_scalar(series, "node_time_seconds"),
         boot_time_s=_scalar(series, "node_boot_time_seconds"))
+
+
+_Series = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def _series_at_once(text: str, host: str) -> _Series:
+    """The used series by one findall over `text`; ValueError when a used line does not have
+    the common shape (or its value is not a number): the caller then parses line by line.
+    ScrapeError past MAX_SAMPLES."""
+    found = _FAST_LINE.findall(text)
+    if len(found) > MAX_SAMPLES:
+        raise ScrapeError(host, f"garbage: more than {MAX_SAMPLES} samples of the series "
+                                f"rackpower uses")
+    if len(found) != len(_USED_LINE.findall(text)):
+        raise ValueError("a used line of another shape")
+    series: _Series = {}
+    for name, labels, value in found:
+        number = float(value)
+        if math.isfinite(number):                # NaN/Inf samples count as absent
+            series.setdefault(name, []).append(
+                (dict(_SIMPLE_PAIR.findall(labels)) if labels else {}, number))
+    return series
+
+
+def _series_by_line(text: str, host: str) -> _Series:
+    """The used series, line by line; ScrapeError('garbage ...') naming a line that is not
+    a sample line."""
+    series: _Series = {}
+    for line in _used_lines(text, host).splitlines():
+        if not line:
+            continue
+        name, labels, value = _parse_line(line, host)
+        if math.isfinite(value):                 # NaN/Inf samples count as absent
+            series.setdefault(name, []).append((labels, value))
+    return series
 
 
 def _parse_line(line: str, host: str) -> tuple[str, dict[str, str], float]:

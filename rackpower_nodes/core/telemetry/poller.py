@@ -22,6 +22,7 @@ from rackpower_nodes.core.telemetry.rates import HostRates, RateTracker
 _log = logging.getLogger(__name__)
 
 _POLL_MARGIN_S = 0.5             # poll() waits this long past the largest target timeout
+_CLOSE_POLL_S = 0.1              # longest a poll() in progress runs on after close(), s
 
 
 @dataclass(frozen=True)
@@ -101,23 +102,38 @@ class TelemetryCollector:
         self._pool = ThreadPoolExecutor(max_workers=max(1, max_workers),
                                         thread_name_prefix="scrape")
         self._lock = threading.Lock()
+        self._closed = threading.Event()
 
     def poll(self, now_s: float | None = None) -> list[HostStatus]:
         """Scrape every host once; one HostStatus per target, in target order. Never raises
-        for a host failure. `now_s` (default: the clock) decides staleness."""
+        for a host failure. `now_s` (default: the clock) decides staleness. After close()
+        it returns within _CLOSE_POLL_S, every scrape still running reported as a timeout."""
         with self._lock:
-            for target in self._targets:
-                st = self._hosts[target.name]
-                if st.in_flight is None:
-                    st.in_flight = self._pool.submit(scrape, target, self._clock)
-            wait([st.in_flight for st in self._hosts.values()], timeout=self._poll_timeout_s)
+            if not self._closed.is_set():
+                for target in self._targets:
+                    st = self._hosts[target.name]
+                    if st.in_flight is None:
+                        st.in_flight = self._pool.submit(scrape, target, self._clock)
+            self._wait_for_scrapes()
             for st in self._hosts.values():
                 _settle(st)
             now_s = self._clock() if now_s is None else now_s
             return [st.status(now_s, self.stale_after_s) for st in self._hosts.values()]
 
+    def _wait_for_scrapes(self) -> None:
+        """Until every scrape in flight ended, the poll timeout passed or close() was called."""
+        deadline = time.monotonic() + self._poll_timeout_s
+        pending = [st.in_flight for st in self._hosts.values() if st.in_flight is not None]
+        while pending and not self._closed.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            pending = list(wait(pending, timeout=min(left, _CLOSE_POLL_S)).not_done)
+
     def close(self) -> None:
-        """Stop the worker threads (running scrapes end by their own timeouts)."""
+        """Stop the worker threads without waiting (running scrapes end by their own
+        timeouts) and make a poll() in progress return at once. Safe from any thread."""
+        self._closed.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> Self:
@@ -130,6 +146,9 @@ class TelemetryCollector:
 def _settle(st: _HostState) -> None:
     """Record the outcome of the host's scrape, or a timeout if it is still running."""
     fut = st.in_flight
+    if fut is None:                      # closed before this host's scrape was started
+        st.failed(f"{st.name}: not scraped (the collector is closed)")
+        return
     if not fut.done():
         st.failed(f"{st.name}: timeout (scrape still running)")
         return
