@@ -4,12 +4,16 @@
 (its outlets, in the components' order) and one one-outlet target per component whose server
 has a BMC power cap (Redfish). :func:`cap_range_warnings` says where a BMC cannot hold a
 component's floor or ceiling, and :func:`leave_static_split` writes the static (nameplate)
-split, the safe state, and confirms it by reading every device back. No rclpy: the node logs
-what these return and decides what to do.
+split, the safe state, and confirms it by reading every device back. :class:`LinkConnector`
+connects a new link on a thread of its own, so the node's autostart never waits on a PDU that
+is down. No rclpy: the node logs what these return and decides what to do.
 """
 from __future__ import annotations
 
 import math
+import threading
+import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -20,7 +24,8 @@ from rackpower_nodes.drivers.bmc import RedfishPowerCap
 from rackpower_nodes.drivers.pdu import open_pdu
 from rackpower_nodes.drivers.pdu_link import PduLink, PduTarget
 
-__all__ = ["actuator_link", "cap_range_warnings", "cap_targets", "leave_static_split"]
+__all__ = ["LinkConnector", "actuator_link", "cap_range_warnings", "cap_targets",
+           "configure_failed", "leave_static_split"]
 
 
 def actuator_link(cfg: ActuatorConfig, maps: dict[str, RegisterMap],
@@ -90,3 +95,78 @@ def leave_static_split(link: PduLink, safe: np.ndarray, budget_w: float,
     return False, (f"{why}: static split NOT confirmed by read-back ({safe.sum():.0f} W "
                    f"written, devices hold {holds} of {budget_w:.0f} W): "
                    + "; ".join(conf.differences))
+
+
+def configure_failed(errors: list[str], retry_s: float | None) -> str:
+    """The log line of a configure that failed on `errors` (one per device that did not
+    answer); `retry_s`: the wait before the next attempt (s), None without autostart."""
+    return ("configure failed, not answering: " + "; ".join(errors)
+            + (f" (retrying every {retry_s:g} s)" if retry_s is not None else ""))
+
+
+class LinkConnector:
+    """Makes a link (`make()`) and connects every target (`PduLink.connect_all`) on a thread
+    of its own; the caller polls :meth:`take` and never waits on a device. One attempt at a
+    time; a link that did not connect is closed on that thread."""
+
+    def __init__(self, make: Callable[[], PduLink]):
+        self._make = make
+        self._lock = threading.Lock()
+        self._result: tuple[PduLink | None, list[str]] | None = None
+        self._thread: threading.Thread | None = None
+        self._started = -math.inf          # monotonic time the last attempt started, s
+
+    @property
+    def busy(self) -> bool:
+        """An attempt is under way or its result has not been taken."""
+        return self._thread is not None
+
+    def start(self) -> None:
+        """Start an attempt unless one is under way or not taken yet."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._attempt, name="pdu-connect",
+                                            daemon=True)
+            self._thread.start()
+
+    def _attempt(self) -> None:
+        link = None
+        try:
+            link = self._make()
+            errors = link.connect_all()
+        except Exception as exc:       # reported to the caller, never lost on this thread
+            errors = [f"connecting failed: {exc!r}"]
+        if errors and link is not None:
+            link.close()
+        with self._lock:
+            self._result = (None if errors else link), errors
+
+    def poll(self, retry_s: float) -> tuple[PduLink | None, list[str]] | None:
+        """:meth:`take`; when it is None and no attempt is under way, a new attempt starts
+        if the last one started `retry_s` (s) ago or more."""
+        result = self.take()
+        if (result is None and self._thread is None
+                and time.monotonic() - self._started >= retry_s):
+            self._started = time.monotonic()
+            self.start()
+        return result
+
+    def take(self) -> tuple[PduLink | None, list[str]] | None:
+        """The finished attempt's (connected link or None, one error per target that did not
+        answer); None while none has finished. Taking it allows the next attempt."""
+        with self._lock:
+            result, self._result = self._result, None
+        if result is not None:
+            self._thread.join()         # it has stored its result: ends at once
+            self._thread = None
+        return result
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Wait up to `timeout_s` (s) for an attempt under way, and close a link it left."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=timeout_s)
+            if thread.is_alive():       # a daemon, bounded by the clients' timeouts
+                return
+        result = self.take()
+        if result is not None and result[0] is not None:
+            result[0].close()

@@ -4,6 +4,8 @@ correction; the last `PowerAllocation` when it stops maintaining one (:func:`ina
 and its /diagnostics statuses."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from rackpower.msg import AllocationError, PowerAllocation
@@ -13,8 +15,8 @@ from rackpower_nodes.core.allocation import Decision, ForecastView
 from rackpower_nodes.drivers.pdu_link import float32_floor
 from rackpower_nodes.nodes.common import diagnostic_status, float32_array as _f32
 
-__all__ = ["INACTIVE", "actuator_statuses", "allocation_msg", "error_msgs", "inactive_msg",
-           "mode_change"]
+__all__ = ["INACTIVE", "actuator_statuses", "allocation_msg", "error_msgs",
+           "forecast_gap_named", "inactive_msg", "mode_change"]
 
 # the mode of the last allocation published before the actuator stops maintaining one
 INACTIVE = "inactive"
@@ -60,6 +62,15 @@ def inactive_msg(cfg: ActuatorConfig, controller, link, left: str, confirmed: bo
                  controller.static_allocation(), nan, nan, ())
     return allocation_msg(cfg, d, measured, None, link.held_w(), confirmed,
                           controller.budget_w, stamp)
+
+
+def forecast_gap_named(d: Decision, age_s: float) -> Decision:
+    """`d` with its reason's "forecast missing" saying how long none arrived (`age_s`, s),
+    for a forecast stream that stopped."""
+    if "forecast missing" not in d.mode_reason:
+        return d
+    return replace(d, mode_reason=d.mode_reason.replace(
+        "forecast missing", f"no forecast received for {age_s:.2f} s"))
 
 
 def mode_change(before: str | None, d: Decision) -> str:

@@ -41,8 +41,8 @@ from rackpower_nodes.nodes.retrain_scheduler import RetrainSchedulerNode
 
 # the threads each node's own executable spins it with (its main()); the composed executor
 # gets their sum, so a node blocked in I/O (a scrape, a Modbus write) holds no other node up
-THREADS = {"pdu_actuator": 3, "current_sensor": 1, "host_telemetry": 2, "predictor": 3,
-           "health_monitor": 2, "retrain_scheduler": 1, "recorder": 1, "rack_view": 1,
+THREADS = {"pdu_actuator": 1, "current_sensor": 1, "host_telemetry": 1, "predictor": 1,
+           "health_monitor": 1, "retrain_scheduler": 1, "recorder": 1, "rack_view": 1,
            "metrics_exporter": 1}
 
 
@@ -97,7 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     opts, ros = parse_args(argv)
     built = factories(opts.metrics, not opts.no_rack_view)
     return run_nodes(list(built.values()), "rack_composed", [sys.argv[0], *ros],
-                     threads=sum(THREADS[name] for name in built))
+                     threads=executor_threads(built))
+
+
+def executor_threads(built) -> int:
+    """1 (the events executor, one thread for all) when every node keeps its blocking work
+    off its callbacks (its own executable spins it on one thread), else the sum of their
+    threads, so a node blocked in I/O holds no other node up."""
+    wanted = [THREADS[name] for name in built]
+    return 1 if all(n == 1 for n in wanted) else sum(wanted)
 
 
 if __name__ == "__main__":

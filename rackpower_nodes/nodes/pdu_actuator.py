@@ -6,8 +6,8 @@ has one, and through the server's power limit on its BMC (Redfish) where
 
 Lifecycle:
   - configure: load the register maps, connect to every PDU and BMC and verify it; one that
-    does not answer fails the transition (with `autostart`, the node retries every
-    `pdu.retry_s`);
+    does not answer fails the transition (with `autostart`, the node connects on a thread of
+    its own, retried every `pdu.retry_s`, and configures once every device answered);
   - activate: allocations are computed and written on every `power_samples` batch (at most
     `control.rate_hz`), and on a watchdog timer when batches stop;
   - deactivate, shutdown and error: the static (nameplate) split is written, the safe state a
@@ -18,10 +18,12 @@ Lifecycle:
 While active, every allocation register and BMC limit is read back every `pdu.verify_s`; a
 value other than the one written is corrected and named in /diagnostics and the log.
 
-The control step never waits on the PDUs: a worker thread writes the newest allocation
-(`drivers/pdu_link/`). When the forecast stream stops for `inputs.forecast_stale_s`, or a
-PDU stops answering, the controller switches to safe mode on the next step, reports why, and
-returns to the requested mode once things recover.
+The node spins on one thread (the events executor): the control step hands the newest
+allocation to a worker thread that writes it (`drivers/pdu_link/`), autostart connects on a
+thread of its own, and only lifecycle transitions do (bounded) device work. When the forecast
+stream stops for `inputs.forecast_stale_s`, or a PDU stops answering, the controller switches
+to safe mode on the next step, reports why, and returns to the requested mode once things
+recover.
 
 What needs no rclpy lives below the node: its inputs (`core/actuator_inputs.py`), its health
 (`core/actuator_health.py`) and its devices (`drivers/actuator_devices.py`).
@@ -32,7 +34,6 @@ import logging
 import math
 import threading
 import time
-from dataclasses import replace
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
@@ -50,11 +51,12 @@ from rackpower_nodes.core.allocation import MODES, AllocationController, Decisio
 from rackpower_nodes.core.forecast.messages import stamp_unix
 from rackpower_nodes.core.pdu_map import load_register_map
 from rackpower_nodes.drivers.actuator_devices import (
-    actuator_link, cap_range_warnings, leave_static_split)
+    LinkConnector, actuator_link, cap_range_warnings, configure_failed, leave_static_split)
 from rackpower_nodes.drivers.feed_watch import lost_feeds
 from rackpower_nodes.drivers.pdu_link import PduLink
 from rackpower_nodes.nodes.allocation_msgs import (
-    actuator_statuses, allocation_msg, error_msgs, inactive_msg, mode_change)
+    actuator_statuses, allocation_msg, error_msgs, forecast_gap_named, inactive_msg,
+    mode_change)
 from rackpower_nodes.nodes.main import run_node
 from rackpower_nodes.nodes.common import (declare_from_specs, errors_qos,
     forecast_qos, latched_qos, publish_diagnostics, samples_qos)
@@ -106,7 +108,9 @@ class PduActuatorNode(LifecycleNode):
         self.create_timer(1.0, self._publish_diagnostics,
                           callback_group=MutuallyExclusiveCallbackGroup())
         self.add_on_set_parameters_callback(self._on_parameters)
-        self._configure_attempt = -math.inf
+        self._ready: PduLink | None = None      # connected by autostart, for on_configure
+        self._connector = LinkConnector(
+            lambda: actuator_link(cfg, self._maps, self._bmc_password))
         self._auto = (self.create_timer(0.05, self._autostart,
                                         callback_group=MutuallyExclusiveCallbackGroup())
                       if cfg.autostart else None)
@@ -117,6 +121,7 @@ class PduActuatorNode(LifecycleNode):
             super().destroy_node()
             return
         self._destroyed = True
+        self._connector.close()       # on_configure takes (and closes) what it connected
         if (self.context.ok()
                 and self._state_machine.current_state[1] in ("inactive", "active")):
             self.trigger_shutdown()                # on_shutdown writes the static split
@@ -129,12 +134,18 @@ class PduActuatorNode(LifecycleNode):
 
     # -- lifecycle --------------------------------------------------------------------------
     def _autostart(self) -> None:
-        """Configure then activate; retried every pdu.retry_s while a PDU does not answer."""
+        """Connect on the connector's thread (every pdu.retry_s while a device does not
+        answer), then configure with that link and activate; never waits on a device."""
         state = self._state_machine.current_state[1]
         if state == "unconfigured":
-            if time.monotonic() - self._configure_attempt < self.config.retry_s:
+            result = self._connector.poll(self.config.retry_s)
+            if result is None:
                 return
-            self._configure_attempt = time.monotonic()
+            self._ready, errors = result
+            if errors:
+                self.get_logger().error(configure_failed(errors, self.config.retry_s),
+                                        throttle_duration_sec=30.0)
+                return
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 return
             state = "inactive"
@@ -145,15 +156,15 @@ class PduActuatorNode(LifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         cfg = self.config
-        link = actuator_link(cfg, self._maps, self._bmc_password)
-        errors = link.connect_all()
-        if errors:
-            self.get_logger().error(
-                "configure failed, not answering: " + "; ".join(errors)
-                + (f" (retrying every {cfg.retry_s:g} s)" if cfg.autostart else ""),
-                throttle_duration_sec=30.0)
-            link.close()
-            return TransitionCallbackReturn.FAILURE
+        link, self._ready = self._ready, None     # autostart connected it already
+        if link is None:              # bounded: every request has a timeout (pdu.timeout_s)
+            link = actuator_link(cfg, self._maps, self._bmc_password)
+            errors = link.connect_all()
+            if errors:
+                self.get_logger().error(configure_failed(
+                    errors, cfg.retry_s if cfg.autostart else None), throttle_duration_sec=30.0)
+                link.close()
+                return TransitionCallbackReturn.FAILURE
         self._link = link
         for text in cap_range_warnings(link, cfg.components):
             self.get_logger().warning(text)
@@ -331,10 +342,8 @@ class PduActuatorNode(LifecycleNode):
                                                else f"{why} since the start"),
             in_force_w=self._link.held_w(),      # pinned is judged by what the devices hold
             lost_feeds=lost_feeds(cfg.feeds, self._link))   # its contingency at once
-        if (forecast is None and self._forecast is not None
-                and "forecast missing" in decision.mode_reason):
-            decision = replace(decision, mode_reason=decision.mode_reason.replace(
-                "forecast missing", f"no forecast received for {now - self._forecast_rx:.2f} s"))
+        if forecast is None and self._forecast is not None:
+            decision = forecast_gap_named(decision, now - self._forecast_rx)
         self._decision = decision
         self._counts.steps += 1
         text = mode_change(before, decision)
@@ -380,7 +389,7 @@ class PduActuatorNode(LifecycleNode):
 
 
 def main(args=None) -> int:
-    return run_node(PduActuatorNode, "pdu_actuator", args, threads=3)
+    return run_node(PduActuatorNode, "pdu_actuator", args, threads=1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,87 @@
+"""The actuator's background connector (drivers/actuator_devices.py `LinkConnector`) against
+simulated PDUs on loopback: polling never waits on a device, a PDU that does not answer is
+named, attempts are spaced by retry_s, and a PDU that answers yields a connected link."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from helpers.rack import free_port
+
+from rackpower_nodes.drivers.actuator_devices import LinkConnector, configure_failed
+from rackpower_nodes.drivers.pdu import open_pdu
+from rackpower_nodes.drivers.pdu_link import PduLink, PduTarget
+from rackpower_nodes.sim.pdu import PduModel, SimPduServer
+
+
+def _link(port: int) -> PduLink:
+    target = PduTarget("pdu-a", open_pdu(f"tcp://127.0.0.1:{port}", "rackpower_sim",
+                                         timeout_s=0.3), np.array([1, 2]), np.array([0, 1]))
+    return PduLink([target], 2, 1000.0, np.full(2, 600.0), retry_s=0.1)
+
+
+def _wait_result(connector: LinkConnector, retry_s: float = 3600.0, timeout_s: float = 30.0):
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        result = connector.poll(retry_s)
+        if result is not None:
+            return result
+        time.sleep(0.01)
+    pytest.fail("the connector never finished its attempt")
+
+
+def test_poll_returns_while_an_attempt_is_under_way_and_names_a_pdu_that_is_down():
+    gate = threading.Event()
+    port = free_port()             # nothing listens there
+
+    def make() -> PduLink:
+        gate.wait(30.0)            # a device that takes as long as the test wants
+        return _link(port)
+
+    connector = LinkConnector(make)
+    assert connector.poll(0.0) is None and connector.busy    # started, not finished
+    for _ in range(5):             # the attempt cannot finish before the gate opens
+        assert connector.poll(0.0) is None
+    gate.set()
+    link, errors = _wait_result(connector)
+    assert link is None
+    assert len(errors) == 1 and errors[0].startswith("pdu-a: ")
+    assert "configure failed, not answering: pdu-a: " in configure_failed(errors, 2.0)
+    assert configure_failed(errors, 2.0).endswith("(retrying every 2 s)")
+    assert not connector.busy
+    # the next attempt waits for retry_s after the last one started
+    assert connector.poll(3600.0) is None and not connector.busy
+    assert connector.poll(0.0) is None and connector.busy
+    connector.close()
+    assert not connector.busy
+
+
+def test_a_pdu_that_answers_gives_a_connected_link_that_writes():
+    server = SimPduServer("rackpower_sim", PduModel(np.full(24, 600.0), 10_000.0)).start()
+    try:
+        port = int(server.url.rsplit(":", 1)[1])
+        connector = LinkConnector(lambda: _link(port))
+        link, errors = _wait_result(connector, retry_s=0.0)
+        assert errors == [] and link is not None
+        assert link.health() == (True, "")
+        assert link.write_now(np.array([250.0, 300.0]))
+        np.testing.assert_array_equal(server.model.allocation_w[:2], [250.0, 300.0])
+        link.close()
+        connector.close()
+    finally:
+        server.stop()
+
+
+def test_close_closes_a_link_nobody_took():
+    server = SimPduServer("rackpower_sim", PduModel(np.full(24, 600.0), 10_000.0)).start()
+    try:
+        port = int(server.url.rsplit(":", 1)[1])
+        made: list[PduLink] = []
+        connector = LinkConnector(lambda: made.append(_link(port)) or made[-1])
+        connector.start()
+        connector.close()
+        assert len(made) == 1 and not made[0].targets[0].client.connected
+    finally:
+        server.stop()
