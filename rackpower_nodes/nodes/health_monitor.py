@@ -2,8 +2,8 @@
 `ComponentHealth` per component on `component_health` and `/diagnostics` out, once a second.
 
 The input subscriptions feed a :class:`~rackpower_nodes.core.health.stream.HealthStream`
-(per-second rows of each component's board power and its host's telemetry); a timer in its
-own callback group pops the complete seconds, hands them to the core's
+(per-second rows of each component's board power and its host's telemetry); a timer pops the
+complete seconds, hands them to the core's
 :class:`~rackpower_nodes.core.health.monitor.HealthMonitor` and publishes every component's
 newest verdict. `component_health` is latched (reliable, transient local, depth = the number
 of components), so a late subscriber gets each component's newest message at once.
@@ -23,6 +23,10 @@ dropouts, board vs reference; the message's `baseline_learned` is false). With
 (:class:`~rackpower_nodes.core.health.online.OnlineLearner`: that many clean seconds, a
 component's seconds in watch or fault left out, fitted in a child process and saved under
 `health.learn_dir`) and switches to it, keeping the physical checks' state.
+
+One thread spins every callback (`run_node(threads=1)`: rclpy's events executor); nothing on
+it blocks for long: the reference reads have their thread, the learner's fit its process
+(started from a thread of its own), and a cycle is a few vectorised updates.
 """
 from __future__ import annotations
 
@@ -34,7 +38,6 @@ from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -111,7 +114,7 @@ class HealthMonitorNode(Node):
         self.config: HealthMonitorConfig = health_monitor_config_from_params(
             declare_from_specs(self, HEALTH_MONITOR_PARAMETERS + health_parameter_specs()))
         cfg = self.config
-        self._lock = threading.Lock()           # the stream: inputs push, the timer pops
+        self._lock = threading.Lock()           # the stream: the reference thread pushes too
         self.stream = HealthStream(cfg.names, cfg.kinds, cfg.late_s, cfg.telemetry_hold_s,
                                    cfg.events_stale_after_s)
         self.monitor, self._model_state = self._make_monitor(cfg)
@@ -124,18 +127,16 @@ class HealthMonitorNode(Node):
         self.verdicts: dict[str, tuple[HealthVerdict, float]] = {}    # (verdict, row end)
         self._events_error = ""
         self._cycles = 0
-        inputs = MutuallyExclusiveCallbackGroup()
         self.create_subscription(PowerSamples, "power_samples", self._on_samples,
-                                 samples_qos(0.25), callback_group=inputs)
+                                 samples_qos(0.25))
         self.create_subscription(HostTelemetry, "host_telemetry", self._on_telemetry,
-                                 samples_qos(2.0), callback_group=inputs)
+                                 samples_qos(2.0))
         self.create_subscription(WorkloadEvents, "workload_events", self._on_events,
-                                 latched_qos(), callback_group=inputs)
+                                 latched_qos())
         self._pub = self.create_publisher(ComponentHealth, "component_health",
                                           health_qos(len(cfg.names)))
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(cfg.period_s, self._cycle,
-                          callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(cfg.period_s, self._cycle)
         self._reference = None
         if cfg.reference_pdus:                  # pymodbus only where a PDU is read
             from rackpower_nodes.drivers.pdu_reference import ReferenceReader
@@ -277,7 +278,7 @@ class HealthMonitorNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(HealthMonitorNode, "health_monitor", args, threads=2)
+    return run_node(HealthMonitorNode, "health_monitor", args, threads=1)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,19 @@
 """The `predictor` node: `power_samples`, `host_telemetry` and `workload_events` in,
 `power_forecast` out at 10 Hz.
 
-Inference runs on a timer in its own callback group; the input subscriptions run in another,
-under a MultiThreadedExecutor, so neither waits for the other. A new model (a `model_update`
-message, or a change of the `model.path` parameter) is loaded on a worker thread and swapped
-in atomically, so no cycle is skipped. Without a usable model, or for components whose inputs
-are stale, forecasts come from the persistence fallback with a wide margin, and both the
-message and the diagnostics say so. The newest `workload_events` snapshot (latched: a late
-start gets the last one) feeds the event features; an invalid one is dropped and logged.
+One thread spins every callback (`run_node(threads=1)`: rclpy's events executor): the inputs
+only append to the forecast service's windows, and inference runs on a timer. A new model (a
+`model_update` message, or a change of the `model.path` parameter) is loaded on a worker
+thread the node owns (one load at a time, in the order asked) and swapped in atomically, so
+no callback waits for a load and no cycle is skipped. Without a usable model, or for
+components whose inputs are stale, forecasts come from the persistence fallback with a wide
+margin, and both the message and the diagnostics say so. The newest `workload_events`
+snapshot (latched: a late start gets the last one) feeds the event features; an invalid one
+is dropped and logged.
 """
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import deque
@@ -18,7 +21,6 @@ from collections import deque
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
 from rackpower.msg import HostTelemetry, ModelUpdate, PowerForecast, PowerSamples, WorkloadEvents
@@ -33,6 +35,7 @@ from rackpower_nodes.nodes.common import (declare_from_specs, diagnostic_status,
     float32_array as _f32, forecast_qos, latched_qos, publish_diagnostics, samples_qos)
 
 LATENCY_WINDOW = 200
+LOADER_JOIN_S = 5.0          # how long destroy_node waits for a load in progress, s
 
 
 def to_message(fc: Forecast, components, frame_id: str, inference_ms: float) -> PowerForecast:
@@ -69,23 +72,24 @@ class PredictorNode(Node):
         self._cycles = 0
         self._last_fallback = (0, "")
         self._load_state = ("none", "no model configured")
-        inputs = MutuallyExclusiveCallbackGroup()
         self.create_subscription(PowerSamples, "power_samples", self.service.push_samples,
-                                 samples_qos(0.25), callback_group=inputs)
+                                 samples_qos(0.25))
         self.create_subscription(HostTelemetry, "host_telemetry",
-                                 self.service.push_host_telemetry, samples_qos(2.0),
-                                 callback_group=inputs)
+                                 self.service.push_host_telemetry, samples_qos(2.0))
         self.create_subscription(ModelUpdate, "model_update", self._on_model_update,
-                                 latched_qos(), callback_group=inputs)
+                                 latched_qos())
         self._events_error, self._events = "", ("", 0, 0.0)     # (source, jobs, stamp)
         self.create_subscription(WorkloadEvents, "workload_events", self._on_workload_events,
-                                 latched_qos(), callback_group=inputs)
+                                 latched_qos())
         self._pub = self.create_publisher(PowerForecast, "power_forecast", forecast_qos())
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(1.0 / cfg.rate_hz, self._cycle,
-                          callback_group=MutuallyExclusiveCallbackGroup())
-        self.create_timer(1.0, self._publish_diagnostics, callback_group=inputs)
+        self.create_timer(1.0 / cfg.rate_hz, self._cycle)
+        self.create_timer(1.0, self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_parameters)
+        self._loads: queue.SimpleQueue[tuple[str, str] | None] = queue.SimpleQueue()
+        self._loader = threading.Thread(target=self._load_loop, daemon=True,
+                                        name="model-loader")
+        self._loader.start()
         if cfg.model_path:
             self._load_async(cfg.model_path, "model.path")
 
@@ -120,10 +124,18 @@ class PredictorNode(Node):
                 self._load_async(str(p.value), "model.path")
         return SetParametersResult(successful=True)
 
+    def destroy_node(self) -> None:
+        self._loads.put(None)
+        self._loader.join(LOADER_JOIN_S)
+        super().destroy_node()
+
     def _load_async(self, path: str, why: str) -> None:
-        """Load off the inference path; the model in service keeps serving meanwhile."""
-        threading.Thread(target=self._load, args=(path, why), daemon=True,
-                         name="model-loader").start()
+        """Load on the loader thread; the model in service keeps serving meanwhile."""
+        self._loads.put((path, why))
+
+    def _load_loop(self) -> None:
+        while (job := self._loads.get()) is not None:
+            self._load(*job)
 
     def _load(self, path: str, why: str) -> None:
         try:
@@ -169,7 +181,7 @@ class PredictorNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(PredictorNode, "predictor", args, threads=3)
+    return run_node(PredictorNode, "predictor", args, threads=1)
 
 
 if __name__ == "__main__":

@@ -85,3 +85,42 @@ def test_a_failed_fit_is_said_and_not_retried(frame, tmp_path):
 def test_learn_s_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="learn_s"):
         OnlineLearner(0, HealthConfig().as_dict(), tmp_path)
+
+
+def test_the_child_is_started_off_the_callers_thread(frame, tmp_path, monkeypatch):
+    """add() returns while the child is still being started; poll() waits for the start."""
+    import multiprocessing.context as mpc
+    import threading
+
+    release, started = threading.Event(), threading.Event()
+    real_start = mpc.SpawnProcess.start
+
+    def slow_start(proc):
+        started.set()
+        assert release.wait(60), "the test never released the start"
+        real_start(proc)
+
+    monkeypatch.setattr(mpc.SpawnProcess, "start", slow_start)
+    learner = OnlineLearner(len(frame), {"trees": 20}, tmp_path)
+    learner.add(frame, _ok(frame))                   # enough: the start begins, held on its way
+    assert started.wait(60)
+    assert learner.poll() is None and not learner.done
+    assert "child process" in learner.state
+    learner.add(frame.rows(0, 10), _ok(frame))       # nothing more is kept once it started
+    assert learner.collected_s == len(frame)
+    release.set()
+    model = _wait(learner)
+    assert model is not None, learner.state
+
+
+def test_a_child_that_cannot_start_is_said(frame, tmp_path, monkeypatch):
+    import multiprocessing.context as mpc
+
+    def no_start(proc):
+        raise OSError("no more processes")
+
+    monkeypatch.setattr(mpc.SpawnProcess, "start", no_start)
+    learner = OnlineLearner(60, {}, tmp_path)
+    learner.add(frame.rows(0, 60), _ok(frame))
+    assert _wait(learner) is None
+    assert learner.state == "learning failed: cannot start the child: no more processes"

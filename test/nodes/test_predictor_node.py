@@ -144,3 +144,74 @@ def test_predictor_serves_swaps_and_falls_back(ros_env, tmp_path, models):
         n, h = len(m.channel_ids), m.horizon_steps
         p50, p90, p99 = (np.asarray(a).reshape(n, h) for a in (m.p50_w, m.p90_w, m.p99_w))
         assert (p50 >= 0).all() and (p50 <= p90).all() and (p90 <= p99).all()
+
+
+def test_a_slow_model_load_leaves_the_one_thread_free(ros_env, monkeypatch):
+    """On one thread (the events executor run_node uses for threads=1), a model load that
+    takes long runs on the node's loader thread: forecasts keep coming, and inputs keep being
+    taken, until it ends; then the load is reported."""
+    import threading
+    from types import SimpleNamespace
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.experimental import EventsExecutor
+
+    from rackpower.msg import ModelUpdate, PowerForecast, PowerSamples
+    from rackpower_nodes.core.forecast.serving import ForecastService
+    from rackpower_nodes.nodes.predictor import (
+        PredictorNode, forecast_qos, latched_qos, samples_qos)
+
+    ns = "/rack_pr_slow"
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=int(ros_env["ROS_DOMAIN_ID"]), args=[   # own graph
+        "--ros-args", "-r", f"__ns:={ns}", "-p", "components.names:=[gpu01]",
+        "-p", "components.idle_w:=[90.0]", "-p", "components.max_w:=[900.0]",
+        "-p", f"inference.rate_hz:={RATE_HZ}"])
+    loading, release = threading.Event(), threading.Event()
+
+    def slow_load(path: str):
+        loading.set()
+        assert release.wait(60), "the test never let the load finish"
+        return SimpleNamespace(name="slow", version=path)
+
+    taken = []                                  # the samples the node's callback took
+    monkeypatch.setattr(ForecastService, "push_samples", lambda _, msg: taken.append(msg))
+    executor = EventsExecutor(context=ctx)
+    try:
+        node = PredictorNode(context=ctx)
+        monkeypatch.setattr(node.service, "load", slow_load)
+        peer = rclpy.create_node("slow_load_peer", namespace=ns, context=ctx)
+        forecasts = []
+        peer.create_subscription(PowerForecast, "power_forecast", forecasts.append,
+                                 forecast_qos())
+        samples = peer.create_publisher(PowerSamples, "power_samples", samples_qos(0.25))
+        updates = peer.create_publisher(ModelUpdate, "model_update", latched_qos())
+        peer.create_timer(0.05, lambda: samples.publish(PowerSamples()))
+        executor.add_node(node)
+        executor.add_node(peer)
+
+        def spin_until(cond, timeout_s: float = 30.0) -> bool:
+            end = time.monotonic() + timeout_s
+            while time.monotonic() < end and not cond():
+                executor.spin_once(timeout_sec=0.05)
+            return cond()
+
+        assert spin_until(lambda: len(forecasts) >= 2)
+        updates.publish(ModelUpdate(model_path="/models/slow", reason="promoted"))
+        assert spin_until(loading.is_set)
+        during, fed = len(forecasts), len(taken)
+        assert spin_until(lambda: len(forecasts) >= during + 5 and len(taken) >= fed + 5,
+                          timeout_s=60)
+        assert node._load_state[0] == "none"            # still loading
+        release.set()
+        assert spin_until(lambda: node._load_state[0] == "loaded")
+        assert "slow /models/slow" in node._load_state[1]
+        assert all(m.model_name == "persistence" for m in forecasts)
+        peer.destroy_node()
+        node.destroy_node()
+        assert not node._loader.is_alive()
+    finally:
+        release.set()
+        executor.shutdown()
+        rclpy.shutdown(context=ctx)

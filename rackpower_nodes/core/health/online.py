@@ -7,6 +7,9 @@ verdict was watch or fault, so a failing part is never learned as normal) until 
 ``learn_s`` seconds of them. It then fits a :class:`~.baseline.HealthModel` in a child process
 of its own (started with ``spawn``: no ROS in it, niced, one LightGBM thread), so the live
 loop never waits for it, saves the model as a file and hands it back through :meth:`poll`.
+The child is started from a short-lived thread: joining the held rows and sending them to a
+fresh interpreter takes seconds, which the caller's loop (one thread for every ROS callback)
+must not wait for.
 
 Pure module (no rclpy); the child imports only the core.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -59,6 +63,8 @@ class OnlineLearner:
         self._packed = 0                            # how many of _frames are packed
         self._rows = 0
         self._proc: multiprocessing.process.BaseProcess | None = None
+        self._starter: threading.Thread | None = None   # starts the child, then ends
+        self._start_error = ""
         self._target: Path | None = None
         self.done = False
         self.path: Path | None = None
@@ -72,7 +78,7 @@ class OnlineLearner:
     def add(self, frame: HealthFrame, verdicts: list[HealthVerdict]) -> None:
         """The rows just judged, with the verdicts they produced (one per component, any
         order); components not ok have their board figures blanked in these rows."""
-        if self._proc is not None or self.done or not len(frame):
+        if self._starter is not None or self.done or not len(frame):
             return
         bad = [frame.column(v.component) for v in verdicts if v.state != "ok"]
         if bad:
@@ -98,28 +104,44 @@ class OnlineLearner:
         self._packed += 1
 
     def _start(self) -> None:
-        frame = HealthFrame.concat(self._frames)
-        self._frames = []
-        self.folder.mkdir(parents=True, exist_ok=True)
+        frames, self._frames = self._frames, []
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         self._target = self.folder / f"health-model-{stamp}.json"
-        ctx = multiprocessing.get_context("spawn")
-        self._proc = ctx.Process(target=_fit_in_child, args=(frame, self.config,
-                                                             str(self._target)),
-                                 name="health-learner", daemon=True)
-        self._proc.start()
-        self.state = f"learning from {len(frame)} s in a child process"
+        self._starter = threading.Thread(target=self._spawn, args=(frames, self._target),
+                                         name="health-learner-start", daemon=True)
+        self._starter.start()
+        self.state = f"learning from {self._rows} s in a child process"
+
+    def _spawn(self, frames: list[HealthFrame], target: Path) -> None:
+        """On the starter thread: the child that fits on ``frames`` and saves to ``target``."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            ctx = multiprocessing.get_context("spawn")
+            proc = ctx.Process(target=_fit_in_child, args=(HealthFrame.concat(frames),
+                                                           self.config, str(target)),
+                               name="health-learner", daemon=True)
+            proc.start()
+        except OSError as exc:
+            self._start_error = f"cannot start the child: {exc}"
+            return
+        self._proc = proc
 
     def poll(self):
         """The learned HealthModel once the child is done (once), else None. A failed fit
         is said in :attr:`state` and not retried."""
-        proc = self._proc
-        if proc is None or proc.is_alive():
+        starter = self._starter
+        if starter is None or starter.is_alive() or self.done:
             return None
-        proc.join()
+        proc = self._proc
+        if proc is not None and proc.is_alive():
+            return None
+        if proc is not None:
+            proc.join()
         self._proc, self.done = None, True
         error = Path(f"{self._target}.error")
         try:
+            if proc is None:
+                raise RuntimeError(self._start_error or "the child did not start")
             if proc.exitcode != 0:
                 why = error.read_text() if error.is_file() else f"exit code {proc.exitcode}"
                 raise RuntimeError(why)
@@ -134,7 +156,9 @@ class OnlineLearner:
         return model
 
     def close(self) -> None:
-        """End a fit in progress."""
+        """End a fit in progress (waiting for a start in progress first)."""
+        if self._starter is not None:
+            self._starter.join(5.0)
         proc, self._proc = self._proc, None
         if proc is not None and proc.is_alive():
             proc.terminate()
