@@ -3,6 +3,14 @@
 It never runs on the ROS executor. When the port fails or cannot be opened it reports the new
 state, waits with exponential back-off (initial, doubling, capped) and tries again, so a cable
 pulled and plugged back in resumes by itself.
+
+Paced reads: after a read that returned data the thread sleeps until `min_read_interval_s` has
+passed since that read began, so a 1 kHz board is read in chunks of several frames instead of
+one wake-up per frame (each read and each decode has a fixed cost). The kernel buffers what
+arrives meanwhile; the newest frame of a chunk is still fresh when read, so host timestamps
+keep their accuracy, and a batch leaves at most `min_read_interval_s` later than it would
+unpaced (plus one read). A read that returns nothing is not paced: it already waited its
+timeout.
 """
 from __future__ import annotations
 
@@ -39,13 +47,18 @@ class PortReader:
         on_state: called with a `PortState` whenever the link state changes.
         initial_backoff_s, max_backoff_s: reconnect delays, s.
         realtime: (sched_priority, cpu_affinity, lock_memory) applied on the reader thread.
+        min_read_interval_s: shortest time from one read with data to the next, s (0: none).
     """
 
     def __init__(self, port: SensorPort, on_data: Callable[[bytes, int], None],
                  on_state: Callable[[PortState], None], initial_backoff_s: float = 0.05,
                  max_backoff_s: float = 1.0,
-                 realtime: tuple[int, tuple[int, ...], bool] = (0, (), False)):
+                 realtime: tuple[int, tuple[int, ...], bool] = (0, (), False),
+                 min_read_interval_s: float = 0.0):
+        if not 0.0 <= min_read_interval_s <= 1.0:
+            raise ValueError(f"min_read_interval_s = {min_read_interval_s!r}: expected 0..1 s")
         self._port = port
+        self._interval_s = min_read_interval_s
         self._on_data = on_data
         self._on_state = on_state
         self._backoff = (initial_backoff_s, max_backoff_s)
@@ -92,12 +105,16 @@ class PortReader:
     def _pump(self) -> str:
         """Read until stopped or the link fails; return the failure reason ('' when stopped)."""
         while not self._stop.is_set():
+            began = time.monotonic()
             try:
                 data = self._port.read(READ_CHUNK_BYTES)
             except PortUnavailable as exc:
                 return exc.reason
             if data:
                 self._on_data(data, time.time_ns())
+                rest = self._interval_s - (time.monotonic() - began)
+                if rest > 0:
+                    self._stop.wait(rest)
         return ""
 
     def _set_state(self, state: str, detail: str) -> None:

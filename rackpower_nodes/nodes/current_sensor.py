@@ -1,7 +1,9 @@
 """The `current_sensor` node: the sensor board's frames in, `PowerSamples` batches out.
 
 A reader thread (never the executor) reads the serial link, decodes frames and publishes each
-batch as soon as it is complete, so a batch leaves within a read of its newest frame. The
+batch as soon as it is complete, so a batch leaves within a read of its newest frame. Reads are
+paced (READ_INTERVAL_S, 10 ms: about ten 1 kHz frames a read instead of one): a batch leaves
+at most 10 ms later than unpaced, against its 50 ms period at 20 Hz. The
 executor only runs the diagnostics timer. Parameters are declared from the table in
 `core.sensor_config` (see `ros2 param describe`), all read-only; the config is validated once at
 start and a bad one stops the node with a message that names the key.
@@ -26,6 +28,7 @@ from rackpower_nodes.nodes.common import (declare_from_specs, diagnostic_status,
     publish_diagnostics, publish_unless_shut_down, samples_qos)
 
 DIAGNOSTICS_PERIOD_S = 1.0
+READ_INTERVAL_S = 0.010       # shortest time between two serial reads that return data, s
 
 
 def to_message(batch: SampleBatch, frame_id: str) -> PowerSamples:
@@ -65,7 +68,7 @@ class CurrentSensorNode(Node):
         self._reader = PortReader(
             PySerialPort(cfg.port, cfg.baudrate, cfg.read_timeout_s),
             self._on_data, self._on_state, cfg.reconnect_initial_s, cfg.reconnect_max_s,
-            (cfg.sched_priority, cfg.cpu_affinity, cfg.lock_memory))
+            (cfg.sched_priority, cfg.cpu_affinity, cfg.lock_memory), READ_INTERVAL_S)
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         self._reader.start()
         self.get_logger().info(
