@@ -298,3 +298,34 @@ def test_too_many_samples_of_a_used_series_is_garbage():
                     for i in range(telemetry.MAX_SAMPLES + 1))
     with pytest.raises(ScrapeError, match=f"h1: garbage: more than {telemetry.MAX_SAMPLES}"):
         parse_node_exporter(lines, "h1")
+
+
+UNUSUAL = [  # used lines of shapes the one-findall parser leaves to the line-by-line one
+    'node_cpu_seconds_total{cpu="5",mode="us\\"er"} 7\n',      # an escaped quote
+    'node_cpu_seconds_total {cpu="5",mode="user"} 7\n',         # a space before the labels
+    'node_cpu_seconds_total{ cpu = "5" , mode="user" } 7\n',    # spaces inside them
+    'node_cpu_seconds_total{cpu="5",mode="user"} 7\r\n',        # CRLF
+]
+
+
+def test_the_whole_body_parser_agrees_with_the_line_parser_on_plain_text():
+    body = TEXT + 'node_cpu_seconds_total{cpu="2",mode="user",} 3 1700000000000\n'
+    assert telemetry.exporter._series_at_once(body, "h") == \
+        telemetry.exporter._series_by_line(body, "h")
+    assert parse_node_exporter(body, "h").cpu_seconds_by_mode["user"] == 53
+
+
+@pytest.mark.parametrize("line", UNUSUAL)
+def test_a_used_line_of_an_unusual_shape_is_parsed_line_by_line(line):
+    with pytest.raises(ValueError):
+        telemetry.exporter._series_at_once(TEXT + line, "h")
+    s = parse_node_exporter(TEXT + line, "h")
+    assert s.n_cpus == 3 and sum(s.cpu_seconds_by_mode.values()) == 300 + 7
+
+
+@pytest.mark.parametrize("line", ['node_cpu_seconds_total{cpu="0"mode="idle"} 1\n',
+                                  'node_cpu_seconds_total{cpu="0",mode="idle"} one\n'])
+def test_a_broken_used_line_is_still_garbage_naming_it(line):
+    with pytest.raises(ScrapeError, match="h: garbage: not exposition text") as err:
+        parse_node_exporter(TEXT + line, "h")
+    assert line.strip()[:30] in str(err.value)
