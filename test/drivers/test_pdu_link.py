@@ -170,3 +170,64 @@ def test_held_w_is_unknown_until_read_and_after_a_failed_request(pdus):
     assert np.isnan(link.held_w()).all()              # not the ceilings, not the last value
     assert link.in_force_w.tolist() == [CEILING, CEILING]   # the budget keeps the worst case
     link.close()
+
+
+def _until(cond, link: PduLink, want: np.ndarray, timeout_s: float = 30.0) -> bool:
+    """Submit `want` every 20 ms (a steady controller) until `cond()`; False after the guard."""
+    end = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        link.submit(want)
+        time.sleep(0.02)
+    return True
+
+
+def test_an_unchanged_allocation_is_not_written_again_but_still_verified(pdus):
+    link = _link(pdus)
+    a, b = link.targets
+    want = np.array([250.0, 250.0, 250.0, 250.0])
+    link.start()
+    assert _until(lambda: np.array_equal(_held(pdus), want), link, want)
+    writes, reads = (a.writes, b.writes), (a.readbacks, b.readbacks)
+    # the same allocation over and over: no request writes it again, the read-back goes on
+    assert _until(lambda: min(a.readbacks - reads[0], b.readbacks - reads[1]) >= 3, link, want)
+    assert (a.writes, b.writes) == writes
+    # a foreign value is still found by the read-back and corrected while nothing changes
+    foreign_write(pdus[0], 1, 600.0)
+    assert _until(lambda: a.corrections == 1 and _held(pdus)[0] == 250.0, link, want)
+    assert a.mismatches == 1 and a.writes == writes[0] + 1 and b.writes == writes[1]
+    # a changed allocation is written, to the PDU whose outlets changed only
+    changed = np.array([300.0, 200.0, 250.0, 250.0])
+    assert _until(lambda: np.array_equal(_held(pdus), changed), link, changed)
+    assert a.writes > writes[0] + 1 and b.writes == writes[1]
+    link.close()
+
+
+def test_a_write_answered_with_the_value_held_counts_as_a_read_back(pdus):
+    """A BMC answers a PATCH with the limit it holds: its next read-back is due a period after
+    the write. A Modbus write's answer only echoes the addresses: the PDU's read-back stays
+    due."""
+    from helpers.devices import PASSWORD, USER, sim_bmc
+
+    from rackpower_nodes.drivers.bmc import RedfishPowerCap
+
+    bmc = sim_bmc().start()
+    try:
+        cap = RedfishPowerCap(bmc.chassis_url("a1"), username=USER, password=PASSWORD,
+                              timeout_s=1.0)
+        pdu = PduTarget("a", open_pdu(pdus[0].url, "rackpower_sim", timeout_s=0.3),
+                        np.array([1]), np.array([0]))
+        cap_t = PduTarget("bmc:a1", cap, np.array([1]), np.array([1]), resolution_w=1.0,
+                          kind="bmc")
+        link = PduLink([pdu, cap_t], 2, BUDGET, np.full(2, 400.0), retry_s=0.1)
+        assert link.connect_all() == []
+        pdu.next_verify = cap_t.next_verify = 0.0          # both read-backs overdue
+        before = time.monotonic()
+        assert link._write(np.array([200.0, 300.0]))
+        assert bmc.limit_w("a1") == 300.0 and pdus[0].model.allocation_w[0] == 200.0
+        assert cap_t.next_verify >= before + link.verify_s
+        assert pdu.next_verify == 0.0
+        link.close()
+    finally:
+        bmc.stop()

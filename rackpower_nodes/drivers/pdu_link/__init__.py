@@ -24,12 +24,16 @@ that fails counts the larger of the old and the new value (it may have landed).
 
 Verification: the devices are the truth. Every target that takes allocations is read back on
 a steady schedule (every `verify_s`, 0.5 s by default, the targets' reads spread evenly over
-the period) and after every (re)connect. A value other than the one rackpower last had
-acknowledged (a foreign write, a device restarted with its defaults, a clamp) is counted,
-logged and named (device, outlet, expected, found), counted as in force from then on, and
-corrected at once through the same shrink-first, grow-within-budget write (past the dead
-bands). Where a PDU's map has a `boot_count` or `uptime_s` point it is read with each
-read-back, and a restart is counted and logged.
+the period) and after every (re)connect. A write whose answer carries the value the device
+holds (a BMC's PATCH answer; a Modbus write's echo does not) counts as such a reading: that
+target's next read-back is due a period after the write, so a device written more often than
+`verify_s` is not also read, and every device is still heard from at least every `verify_s`.
+A value other than the one rackpower last had acknowledged (a foreign write, a device
+restarted with its defaults, a clamp) is counted, logged and named (device, outlet, expected,
+found), counted as in force from then on, and corrected at once through the same
+shrink-first, grow-within-budget write (past the dead bands). Where a PDU's map has a
+`boot_count` or `uptime_s` point it is read with each read-back, and a restart is counted and
+logged.
 
 `held_w()` is what the devices reported in the newest read-back or write acknowledgement,
 per component: NaN where unknown (before the first read, after a failed request, where no

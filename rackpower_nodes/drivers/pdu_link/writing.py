@@ -108,6 +108,10 @@ class _BudgetWrites:
             return False
         t.writes += 1
         t.last_ok = time.monotonic()
+        if held is not None and sel.all():
+            # the answer says what the device holds now (a BMC's PATCH answer): as good as a
+            # read-back, so the next one is due a period after it, not before
+            t.next_verify = max(t.next_verify, t.last_ok + self._period(t))
         held = vals if held is None else np.asarray(held, dtype=float).reshape(idx.shape)
         t.held[sel] = held
         t.expected[sel] = held
