@@ -152,7 +152,7 @@ def _lose_feed_a(rack: LiveRack, sensor: Sensor, log) -> None:
     print(f"feed A lost: B peaked at {b['peak_multiple']:.2f} x its rating (trips after "
           f"{trip_s:.1f} s), back within its rating after {b['time_to_rating_s']:.2f} s, "
           f"within its budget after {b['time_to_cap_s']} s, heat {b['peak_heat']:.3f}")
-    assert b["peak_multiple"] > 1.05                # overloaded the moment A went
+    assert b["peak_multiple"] > 1.05        # overloaded the moment A went (LiveFeeds.fail)
     assert b["time_to_rating_s"] < trip_s and b["peak_heat"] < 1.0
     time.sleep(3.0)                                         # and it stays that way
     with rack.pdu_lock:

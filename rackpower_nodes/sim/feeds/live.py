@@ -78,10 +78,17 @@ class LiveFeeds:
             self._power_off(f)
 
     def fail(self, name: str) -> dict:
-        """Lose feed `name` now; returns what went dark."""
+        """Lose feed `name` now; returns what went dark.
+
+        The survivors take the lost feed's load at this instant, not at the live rack's
+        next step: a zero-length step at what the outlets serve now records their load then
+        (its peak; a breaker it trips goes down at the next step). Otherwise caps landing
+        before that step (an actuator reacts in tens of ms, the rack steps every 0.1 s or
+        later on a busy machine) would hide the overload the loss caused."""
         f = self._feed(name)
         with self.lock:
             self.rack.fail_feed(name)
+            self.rack.apply(self.model.served_w[self.outlet_of], 0.0)
         return self._power_off(f)
 
     def restore(self, name: str) -> dict:
