@@ -216,6 +216,10 @@ def parse_node_exporter(text: str, host: str = "?") -> RawSample:
 
 
 _Series = dict[str, list[tuple[dict[str, str], float]]]
+# label sets seen, parsed once (the same few hundred come back every scrape of every host);
+# the dicts are shared, read only. Emptied when it grows past the bound.
+_LABEL_CACHE: dict[str, dict[str, str]] = {}
+_LABEL_CACHE_SIZE = 20_000
 
 
 def _series_at_once(text: str, host: str) -> _Series:
@@ -229,11 +233,16 @@ def _series_at_once(text: str, host: str) -> _Series:
     if len(found) != len(_USED_LINE.findall(text)):
         raise ValueError("a used line of another shape")
     series: _Series = {}
+    cache = _LABEL_CACHE
+    if len(cache) > _LABEL_CACHE_SIZE:
+        cache.clear()
     for name, labels, value in found:
         number = float(value)
         if math.isfinite(number):                # NaN/Inf samples count as absent
-            series.setdefault(name, []).append(
-                (dict(_SIMPLE_PAIR.findall(labels)) if labels else {}, number))
+            parsed = cache.get(labels)
+            if parsed is None:
+                parsed = cache[labels] = dict(_SIMPLE_PAIR.findall(labels))
+            series.setdefault(name, []).append((parsed, number))
     return series
 
 
