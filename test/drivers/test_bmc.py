@@ -367,3 +367,23 @@ def test_argument_checks(bmc, caps):
         cap.set_outlet(1, False)
     assert cap.read_allocations([]).size == 0 and cap.connected
     assert bmc.limit_w("em") is None                       # nothing was written
+
+
+def test_proxies_come_from_the_environment_once_at_log_in(bmc, caps, monkeypatch):
+    """HTTP(S)_PROXY and NO_PROXY are honoured as requests does, but read at log-in only, not
+    at every request."""
+    from helpers.rack import free_port
+
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    dead = f"http://127.0.0.1:{free_port()}"      # a proxy that is down
+    monkeypatch.setenv("HTTP_PROXY", dead)
+    monkeypatch.setenv("http_proxy", dead)
+    with pytest.raises(BmcError):                  # through the proxy: nobody answers
+        caps(bmc, "em")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    cap = caps(bmc, "em")                          # the BMC bypasses it
+    monkeypatch.delenv("no_proxy")                 # read again, it would send to the proxy
+    np.testing.assert_array_equal(cap.write_allocations([1], [275.0]), [275.0])
+    np.testing.assert_array_equal(cap.read_allocations([1]), [275.0])

@@ -32,6 +32,7 @@ class _RedfishSession:
                                     password=self._password, timeout=self.timeout_s,
                                     max_retry=0, check_connectivity=False, cafile=self.cafile)
             _cap_bodies(client._session, MAX_BODY_BYTES)   # the library's requests.Session
+            _proxies_once(client._session, self._base)
             client.get_root_object()
         except Exception as exc:  # noqa: BLE001 - the library and requests raise many kinds;
             # each becomes BmcError naming it, chained
@@ -142,6 +143,18 @@ def _cap_bodies(session, limit: int) -> None:
         return resp
 
     session.hooks["response"].append(read_capped)
+
+
+def _proxies_once(session, base_url: str) -> None:
+    """Take the environment's proxy settings for `base_url` (HTTP(S)_PROXY, NO_PROXY) into
+    `session` once, at log-in, and stop requests from reading the environment (and looking
+    for ~/.netrc) again at every request: CPU at every read-back and write. The credentials
+    are the ones configured (power_caps.*); a ~/.netrc entry for the BMC no longer replaces
+    them."""
+    from requests.utils import get_environ_proxies
+
+    session.proxies.update(get_environ_proxies(base_url))
+    session.trust_env = False
 
 
 def _snippet(text: str, n: int = 200) -> str:
