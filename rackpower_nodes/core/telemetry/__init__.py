@@ -10,16 +10,16 @@ and derived metrics of one host, counter resets) and `poller` (the concurrent po
 status, this machine through psutil). This package re-exports their public names.
 """
 from rackpower_nodes.core.telemetry.exporter import (
-    MAX_BODY_BYTES, MAX_SAMPLES, USED_SERIES, HostTarget, RawSample, Scrape, ScrapeError,
-    fetch, parse_node_exporter, scrape)
+    MAX_BODY_BYTES, MAX_SAMPLES, USED_SERIES, Connection, HostTarget, RawSample, Scrape,
+    ScrapeError, fetch, parse_node_exporter, scrape)
 from rackpower_nodes.core.telemetry.exporter import _used_lines  # noqa: F401 (tests use it)
 from rackpower_nodes.core.telemetry.poller import (
     HostStatus, LocalHostReader, TelemetryCollector, local_host_rates, local_raw_sample)
 from rackpower_nodes.core.telemetry.rates import HostRates, RateTracker, calendar_features
 
 __all__ = [
-    "MAX_BODY_BYTES", "MAX_SAMPLES", "USED_SERIES", "HostRates", "HostStatus", "HostTarget",
-    "LocalHostReader", "RateTracker", "RawSample", "Scrape", "ScrapeError",
+    "MAX_BODY_BYTES", "MAX_SAMPLES", "USED_SERIES", "Connection", "HostRates", "HostStatus",
+    "HostTarget", "LocalHostReader", "RateTracker", "RawSample", "Scrape", "ScrapeError",
     "TelemetryCollector", "calendar_features", "fetch", "local_host_rates", "local_raw_sample",
     "parse_node_exporter", "scrape",
 ]

@@ -1,7 +1,8 @@
 """node_exporter text: fetching one endpoint over HTTP and parsing the series rackpower uses.
 
-`fetch` reads a target's exposition text, `parse_node_exporter` turns it into a `RawSample`,
-`scrape` does both; a failure raises `ScrapeError` naming the host and the reason.
+`fetch` reads a target's exposition text (on a kept-alive `Connection` when given),
+`parse_node_exporter` turns it into a `RawSample`, `scrape` does both; a failure raises
+`ScrapeError` naming the host and the reason.
 
 The parser is the exposition format's sample line (`name{label="value",...} value
 [timestamp]`) as regular expressions, for the few series used here: prometheus_client's
@@ -122,26 +123,39 @@ class Scrape:
     duration_s: float
 
 
-def fetch(target: HostTarget, timeout_s: float | None = None) -> str:
+class Connection:
+    """A keep-alive HTTP connection to one target, used by one fetch at a time: fetch() opens
+    it on first use, keeps it while the server does, and closes it after any error, a
+    refused body or a server's `Connection: close` (the next fetch then opens a new one)."""
+
+    def __init__(self) -> None:
+        self.http: http.client.HTTPConnection | None = None
+
+    def close(self) -> None:
+        conn, self.http = self.http, None
+        if conn is not None:
+            conn.close()
+
+
+def fetch(target: HostTarget, timeout_s: float | None = None,
+          connection: Connection | None = None) -> str:
     """GET the target's exposition text; the whole exchange takes at most about `timeout_s`
-    (default: the target's). Raises ScrapeError on refusal, timeout, non-200, a body over
-    the target's max_body_bytes (read in chunks, never more than the cap plus one chunk) or one
+    (default: the target's). With a `connection`, its open connection is reused (a reused one
+    the server had closed meanwhile is retried once on a new one); without, a new one is
+    opened and closed. Raises ScrapeError on refusal, timeout, non-200, a body over the
+    target's max_body_bytes (read in chunks, never more than the cap plus one chunk) or one
     that is not UTF-8 text."""
     timeout_s = target.timeout_s if timeout_s is None else timeout_s
     deadline = time.monotonic() + timeout_s
     url = urllib.parse.urlsplit(target.url)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise ScrapeError(target.name, f"bad url {target.url!r}")
-    conn_cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-    conn = conn_cls(url.hostname, url.port, timeout=timeout_s)
+    own = connection is None
+    connection = Connection() if own else connection
+    keep = False
     try:
-        path = (url.path or "/metrics") + (f"?{url.query}" if url.query else "")
-        conn.request("GET", path, headers={"Accept": _ACCEPT})
-        _shrink_timeout(conn, deadline)
-        resp = conn.getresponse()
-        if resp.status != 200:
-            raise ScrapeError(target.name, f"HTTP {resp.status} {resp.reason}")
-        body = _read_capped(conn, resp, deadline, target)
+        resp, body = _exchange(connection, target, url, timeout_s, deadline)
+        keep = not own and not resp.will_close
     except ConnectionRefusedError:
         raise ScrapeError(target.name, "connection refused") from None
     except TimeoutError:
@@ -149,7 +163,8 @@ def fetch(target: HostTarget, timeout_s: float | None = None) -> str:
     except (OSError, http.client.HTTPException) as exc:
         raise ScrapeError(target.name, f"{type(exc).__name__}: {exc}") from None
     finally:
-        conn.close()
+        if not keep:
+            connection.close()
     ctype = resp.getheader("Content-Type", "text/plain")
     if not ctype.startswith(("text/", "application/openmetrics-text")):
         raise ScrapeError(target.name, f"garbage: non-text content type {ctype!r}")
@@ -157,6 +172,35 @@ def fetch(target: HostTarget, timeout_s: float | None = None) -> str:
         return body.decode("utf-8")
     except UnicodeDecodeError:
         raise ScrapeError(target.name, "garbage: body is not UTF-8 text") from None
+
+
+def _exchange(connection: Connection, target: HostTarget, url, timeout_s: float,
+              deadline: float) -> tuple[http.client.HTTPResponse, bytes]:
+    """One GET on `connection` (opened when closed; a reused one that the server closed is
+    tried once more on a new one): the response and its whole body."""
+    path = (url.path or "/metrics") + (f"?{url.query}" if url.query else "")
+    for retry in (False, True):
+        reused = connection.http is not None
+        if not reused:
+            cls = (http.client.HTTPSConnection if url.scheme == "https"
+                   else http.client.HTTPConnection)
+            connection.http = cls(url.hostname, url.port, timeout=timeout_s)
+        conn = connection.http
+        try:
+            _shrink_timeout(conn, deadline)
+            conn.request("GET", path, headers={"Accept": _ACCEPT})
+            _shrink_timeout(conn, deadline)
+            resp = conn.getresponse()
+            break
+        except (ConnectionResetError, BrokenPipeError):   # RemoteDisconnected included
+            connection.close()
+            if not reused or retry:
+                raise
+    if resp.status != 200:
+        raise ScrapeError(target.name, f"HTTP {resp.status} {resp.reason}")
+    body = _read_capped(conn, resp, deadline, target)
+    resp.close()                 # read to its end: the connection may send the next request
+    return resp, body
 
 
 def _shrink_timeout(conn: http.client.HTTPConnection, deadline: float) -> None:
@@ -310,10 +354,12 @@ def _per_device(series, name: str, keep: Callable[[str], bool]) -> dict[str, flo
     return {lab.get("device", ""): v for lab, v in series[name] if keep(lab.get("device", ""))}
 
 
-def scrape(target: HostTarget, clock: Callable[[], float] = time.time) -> Scrape:
-    """Fetch and parse one target. Raises ScrapeError."""
+def scrape(target: HostTarget, clock: Callable[[], float] = time.time,
+           connection: Connection | None = None) -> Scrape:
+    """Fetch (on `connection` when given, kept alive) and parse one target. Raises
+    ScrapeError."""
     start = time.monotonic()
-    text = fetch(target)
+    text = fetch(target, connection=connection)
     t_s = clock()
     sample = parse_node_exporter(text, target.name)
     return Scrape(target.name, t_s, sample, time.monotonic() - start)

@@ -1,6 +1,7 @@
 """Polling hosts: every node_exporter target concurrently, and this machine through psutil.
 
-`TelemetryCollector.poll()` scrapes every configured host concurrently, turns the counters into
+`TelemetryCollector.poll()` scrapes every configured host concurrently (one keep-alive HTTP
+connection per host, reused while the exporter keeps it open), turns the counters into
 rates with one `RateTracker` per host and reports a `HostStatus` per host. A failing host never
 raises: its status says why (`last_error` names the host and the reason) and goes stale after
 a while. `LocalHostReader` reports this machine the same way from psutil.
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Self
 
 from rackpower_nodes.core.telemetry.exporter import (
-    CPU_MODES, HostTarget, RawSample, ScrapeError, _is_disk, _is_net, scrape)
+    CPU_MODES, Connection, HostTarget, RawSample, ScrapeError, _is_disk, _is_net, scrape)
 from rackpower_nodes.core.telemetry.rates import HostRates, RateTracker
 
 _log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class _HostState:
         self.failures = 0
         self.resets = 0
         self.in_flight: Future | None = None
+        self.connection = Connection()     # kept alive from one scrape of the host to the next
 
     def succeeded(self, sample: RawSample, t_s: float) -> None:
         if not self.up:
@@ -113,7 +115,8 @@ class TelemetryCollector:
                 for target in self._targets:
                     st = self._hosts[target.name]
                     if st.in_flight is None:
-                        st.in_flight = self._pool.submit(scrape, target, self._clock)
+                        st.in_flight = self._pool.submit(scrape, target, self._clock,
+                                                         st.connection)
             self._wait_for_scrapes()
             for st in self._hosts.values():
                 _settle(st)
@@ -135,6 +138,12 @@ class TelemetryCollector:
         timeouts) and make a poll() in progress return at once. Safe from any thread."""
         self._closed.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for st in self._hosts.values():       # a scrape still running closes its own at its end
+            fut = st.in_flight
+            if fut is None:
+                st.connection.close()
+            else:
+                fut.add_done_callback(lambda _f, conn=st.connection: conn.close())
 
     def __enter__(self) -> Self:
         return self
