@@ -278,3 +278,29 @@ def test_online_windows_hand_out_each_closed_step_once_per_reader():
     np.testing.assert_array_equal(steps, [first + 4])
     assert online.closed_steps(None, 2)[0].tolist() == [first + 3, first + 4]
     assert online.closed_steps(first + 4, 10)[0].size == 0
+
+
+@pytest.mark.parametrize("hole", [False, True])
+def test_a_block_of_components_is_fed_as_each_row_alone(hole):
+    """One batch of every component (cut into steps once for all when every sample is
+    finite) holds exactly what feeding each component's row on its own holds, gaps, a
+    back-jump and a missing sample included."""
+    names = ["a", "b", "c"]
+    rng = np.random.default_rng(7)
+    together, alone = (OnlineWindows(SMALL, names, [10.0] * 3, [300.0] * 3) for _ in "12")
+    t0 = T0 + 0.0007
+    for k, jump in enumerate([0.0, 0.0, 0.4, 0.0, -0.2, 0.0, 0.0]):
+        t0 += jump
+        power = 100.0 + 50.0 * rng.random((3, 37))
+        if hole and k == 3:
+            power[1, 5] = np.nan
+        together.push_power_block(t0, 0.01, names, power)
+        for name, row in zip(names, power):
+            alone.push_power_block(t0, 0.01, [name], row[None, :])
+        t0 += 37 * 0.01
+    for name in names:
+        a, b = together._tracks[name], alone._tracks[name]
+        assert list(a.steps) == list(b.steps) and len(a.steps) > 0
+        assert (a.cur, a.total, a.count, a.last_t) == (b.cur, b.total, b.count, b.last_t)
+    for got, want in zip(together.window(t0), alone.window(t0)):
+        np.testing.assert_array_equal(got, want)

@@ -147,9 +147,17 @@ class OnlineWindows:
             raise DatasetError(f"power_w shape {power.shape}, expected ({len(component_ids)}, "
                                "samples)")
         t = sample_times(t0_unix, sample_period_s, power.shape[1])
-        for name, row in zip(component_ids, power, strict=True):
-            if name in self._tracks:
-                self._feed(self._tracks[name], t, row)
+        rows = [(self._tracks[name], row) for name, row in zip(component_ids, power, strict=True)
+                if name in self._tracks]
+        if not rows or not len(t):
+            return
+        if np.isfinite(power).all():        # the usual batch: one cut into steps serves all
+            runs = self._runs(t)
+            for track, row in rows:
+                self._feed_runs(track, t, row, runs)
+        else:
+            for track, row in rows:
+                self._feed(track, t, row)
 
     def push_power(self, t_unix: float, component: str, power_w: float) -> None:
         """One sample (W) of ``component`` at ``t_unix`` (Unix s)."""
@@ -250,17 +258,30 @@ class OnlineWindows:
         t, p = t[ok], p[ok]
         if not len(t):
             return
-        if track.last_t is not None and not 0 < t[0] - track.last_t <= self.gap_s:
-            track.cut()
+        self._feed_runs(track, t, p, self._runs(t))
+
+    def _runs(self, t: np.ndarray) -> list[tuple[int, int, list[int], np.ndarray, list[int]]]:
+        """The runs of sample times ``t`` (s, non-empty) between gaps and back-jumps:
+        ``(start, end, steps, first, counts)``, the run's samples ``t[start:end]`` falling in
+        global ``steps``, the first of each at ``start + first``, ``counts`` of them."""
         dt = np.diff(t)
         cuts = np.flatnonzero((dt > self.gap_s) | ~(dt > 0)) + 1
+        runs = []
         for a, b in zip([0, *cuts], [*cuts, len(t)], strict=True):
-            if a:
-                track.cut()
             bins = step_index(t[a:b], self.spec.step_s)
             first = np.flatnonzero(np.diff(bins, prepend=bins[0] - 1))
-            sums = np.add.reduceat(p[a:b], first)
             counts = np.diff(np.append(first, b - a))
-            for step, total, count in zip(bins[first], sums, counts, strict=True):
-                track.add(int(step), float(total), int(count))
+            runs.append((a, b, bins[first].tolist(), first, counts.tolist()))
+        return runs
+
+    def _feed_runs(self, track: _Track, t: np.ndarray, p: np.ndarray, runs) -> None:
+        """Samples ``p`` (W, all finite) at times ``t`` cut as :meth:`_runs` cut ``t``."""
+        if track.last_t is not None and not 0 < t[0] - track.last_t <= self.gap_s:
+            track.cut()
+        for a, b, steps, first, counts in runs:
+            if a:
+                track.cut()
+            sums = np.add.reduceat(p[a:b], first).tolist()
+            for step, total, count in zip(steps, sums, counts, strict=True):
+                track.add(step, total, count)
         track.last_t = float(t[-1])
