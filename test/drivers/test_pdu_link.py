@@ -231,3 +231,12 @@ def test_a_write_answered_with_the_value_held_counts_as_a_read_back(pdus):
         link.close()
     finally:
         bmc.stop()
+
+
+@pytest.mark.parametrize("resolution", [0.0, 1.0, 5.0, 0.25])
+def test_a_target_rounds_as_the_core_rule_does(resolution):
+    from rackpower_nodes.core.actuation import round_down
+
+    t = PduTarget("a", None, np.array([1, 2, 3]), np.array([0, 1, 2]), resolution_w=resolution)
+    values = np.array([0.0, 230.7, 1e6 / 3])
+    np.testing.assert_array_equal(t.rounded(values), round_down(values, resolution))

@@ -58,6 +58,14 @@ class PduTarget:
     boot: tuple[str, float] | None = None                   # last boot counter / uptime read
     next_verify: float = 0.0
 
+    def rounded(self, values_w: np.ndarray) -> np.ndarray:
+        """`values_w` (W) as this target takes them: rounded down to a multiple of its
+        resolution (unchanged without one); `core.actuation.round_down` for one scalar
+        resolution, without its broadcasting (the write path calls it per target, per
+        step)."""
+        r = self.resolution_w
+        return np.floor(values_w / r) * r if r > 0 else values_w
+
     def __post_init__(self) -> None:
         k = len(self.outlets)
         self.held = np.full(k, np.nan)

@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 
-from rackpower_nodes.core.actuation import round_down
 from rackpower_nodes.drivers.pdu import PduError
 from rackpower_nodes.drivers.pdu_link.target import Confirmation, PduTarget, float32_floor
 
@@ -98,7 +97,7 @@ class _ReadBack:
             self._each([t for t in todo if t.client.connected], self._verify)
             diffs = []
             for t in todo:
-                meant = round_down(want[t.index], t.resolution_w)
+                meant = t.rounded(want[t.index])
                 for k in np.flatnonzero(~(t.held == meant)):
                     found = ("not read back: " + (t.last_error or "not connected")
                              if np.isnan(t.held[k]) else f"found {t.held[k]:g} W")

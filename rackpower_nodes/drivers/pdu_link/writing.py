@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from rackpower_nodes.core.actuation import grow_within_budget, round_down, skip_small_changes
+from rackpower_nodes.core.actuation import grow_within_budget, skip_small_changes
 from rackpower_nodes.drivers.pdu import PduError
 from rackpower_nodes.drivers.pdu_link.target import PduTarget, float32_floor
 
@@ -66,7 +66,7 @@ class _BudgetWrites:
         for t in self.targets:
             if not t.fixing.any():
                 continue
-            same = t.fixing & (t.held == round_down(want[t.index], t.resolution_w))
+            same = t.fixing & (t.held == t.rounded(want[t.index]))
             if same.any():
                 t.expected[same] = t.held[same]
                 self._corrected(t, same)
@@ -85,8 +85,7 @@ class _BudgetWrites:
         todo = {}
         for t in self.targets:
             if t.writable:
-                sel = mask[t.index] & (t.in_force != round_down(values[t.index],
-                                                                t.resolution_w))
+                sel = mask[t.index] & (t.in_force != t.rounded(values[t.index]))
                 if sel.any():
                     todo[t.name] = (t, sel)
         return all(self._each([t for t, _ in todo.values()],
@@ -98,7 +97,7 @@ class _BudgetWrites:
         if not t.client.connected:
             return False
         idx = t.index[sel]
-        vals = round_down(values[idx], t.resolution_w)     # BMCs take whole watts
+        vals = t.rounded(values[idx])     # BMCs take whole watts
         try:
             held = t.client.write_allocations(t.outlets[sel].tolist(), vals.tolist())
         except PduError as exc:
