@@ -5,6 +5,7 @@ import math
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -330,3 +331,25 @@ def test_a_broken_used_line_is_still_garbage_naming_it(line):
         parse_node_exporter(TEXT + line, "h")
     assert line.strip()[:30] in str(err.value)
 
+
+
+def test_close_ends_a_poll_waiting_on_an_exporter_that_never_answers(caplog):
+    silent = socket.create_server(("127.0.0.1", 0))      # the kernel accepts; nobody answers
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/metrics"
+    collector = TelemetryCollector([HostTarget("silent", url, 30.0)])
+    out: list = []
+    poller = threading.Thread(target=lambda: out.append(collector.poll()))
+    try:
+        poller.start()
+        end = time.monotonic() + 30
+        while collector._hosts["silent"].in_flight is None and time.monotonic() < end:
+            time.sleep(0.01)
+        collector.close()
+        poller.join(60)
+        assert not poller.is_alive() and out, "poll() did not return after close()"
+        assert not collector._hosts["silent"].in_flight.done()   # it did not wait the scrape
+        assert "timeout (scrape still running)" in out[0][0].last_error
+        assert not [r for r in caplog.records if r.levelname == "ERROR"]
+        assert collector.poll()[0].up is False                    # closed: nothing started
+    finally:
+        silent.close()

@@ -155,8 +155,9 @@ class TelemetryCollector:
 def _settle(st: _HostState) -> None:
     """Record the outcome of the host's scrape, or a timeout if it is still running."""
     fut = st.in_flight
-    if fut is None:                      # closed before this host's scrape was started
-        st.failed(f"{st.name}: not scraped (the collector is closed)")
+    if fut is None or fut.cancelled():   # closed before this host's scrape was started
+        st.in_flight = None
+        st.up, st.error = False, f"{st.name}: not scraped (the collector is closed)"
         return
     if not fut.done():
         st.failed(f"{st.name}: timeout (scrape still running)")
