@@ -6,11 +6,21 @@
 The same node classes as the separate executables (current_sensor, host_telemetry, predictor,
 pdu_actuator, recorder, health_monitor, retrain_scheduler, and rack_view unless
 --no-rack-view; metrics_exporter with --metrics), each under its own name and reading its own
-`/**/<node>:` section of the parameter files, spun by one MultiThreadedExecutor. The
+`/**/<node>:` section of the parameter files, all added to one executor. The
 actuator stays a lifecycle node (`ros2 lifecycle set /rack_01/pdu_actuator ...` works as with
 its own process). Overrides go in a parameter file with per-node sections: a plain
 `-p key:=value` reaches every node of the process, and every node that does not declare the
 key rejects it.
+
+The executor is chosen as for a node's own executable (:func:`executor_threads`,
+:func:`rackpower_nodes.nodes.main.make_executor`): while every node's `THREADS` entry is 1,
+as it is for all of them now, the whole process spins on one thread, the main one, with
+rclpy's C++ `EventsExecutor`; `RACKPOWER_EXECUTOR=classic` selects rclpy's Python
+SingleThreadedExecutor instead, and any other value than `events` or `classic` stops the
+process with exit code 2 naming it. Only an entry above 1 would put the nodes on a
+MultiThreadedExecutor with the sum of the entries as its threads. On one thread a callback
+that blocks holds every node up, so each node keeps its blocking work (network, devices,
+fits) on threads of its own, as it does in its own process.
 
 One process saves each node's interpreter, rclpy and DDS participant (memory) and the
 messages between them stay in the process. The cost: one GIL for all nodes, and a crash in
@@ -19,9 +29,12 @@ any node's callback ends them all (the process exits 1 after the orderly shutdow
 (:func:`rackpower_nodes.nodes.main.run_nodes`): the actuator first (its safe split is written
 while the rest still runs), the recorder's bag closed with its metadata.
 
-The recorder's `storage: sqlite3` is refused here (exit 2): a sqlite3 connection belongs to
-the thread that opened it, and this executor runs callbacks on a pool of threads; `mcap` (the
-default) has no such tie.
+The recorder's `storage: sqlite3` is refused here (exit 2); `mcap` (the default) is
+accepted. The refusal guards the multi-threaded case: a sqlite3 connection belongs to the
+thread that opened it, and a MultiThreadedExecutor would run the recorder's callbacks on a
+pool of threads. With the present `THREADS` (all 1) that case does not arise: the recorder
+is built, spun and destroyed on the main thread, as in its own process, which accepts
+sqlite3. The refusal is kept as it was and is stricter than one thread requires.
 """
 from __future__ import annotations
 
@@ -39,8 +52,9 @@ from rackpower_nodes.nodes.rack_view import RackViewNode
 from rackpower_nodes.nodes.recorder import RecorderNode
 from rackpower_nodes.nodes.retrain_scheduler import RetrainSchedulerNode
 
-# the threads each node's own executable spins it with (its main()); the composed executor
-# gets their sum, so a node blocked in I/O (a scrape, a Modbus write) holds no other node up
+# the threads each node's own executable spins it with (its main()); all 1 now, so the
+# composed process spins on one thread (the events executor); an entry above 1 would give it
+# a MultiThreadedExecutor with their sum (executor_threads)
 THREADS = {"pdu_actuator": 1, "current_sensor": 1, "host_telemetry": 1, "predictor": 1,
            "health_monitor": 1, "retrain_scheduler": 1, "recorder": 1, "rack_view": 1,
            "metrics_exporter": 1}
@@ -51,8 +65,9 @@ def _recorder() -> RecorderNode:
     if node.config.storage == "sqlite3":
         node.destroy_node()
         raise ConfigError("recorder storage = 'sqlite3': not in rack_composed (a sqlite3 "
-                          "connection is tied to one thread, the composed executor runs "
-                          "callbacks on several); use 'mcap' or the recorder's own process")
+                          "connection is tied to one thread; refused here for the case of a "
+                          "multi-threaded composed executor); use 'mcap' or the recorder's "
+                          "own process")
     return node
 
 
@@ -101,9 +116,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def executor_threads(built) -> int:
-    """1 (the events executor, one thread for all) when every node keeps its blocking work
-    off its callbacks (its own executable spins it on one thread), else the sum of their
-    threads, so a node blocked in I/O holds no other node up."""
+    """1 (one thread for all: the events executor, or the classic one with
+    RACKPOWER_EXECUTOR=classic) when every node keeps its blocking work off its callbacks (its
+    own executable spins it on one thread), else the sum of their threads, so a node blocked
+    in I/O holds no other node up."""
     wanted = [THREADS[name] for name in built]
     return 1 if all(n == 1 for n in wanted) else sum(wanted)
 
