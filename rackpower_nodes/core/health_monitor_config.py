@@ -39,6 +39,9 @@ HEALTH_MONITOR_PARAMETERS: tuple[ParamSpec, ...] = (
     param("publish.period_s", 1.0, "double",
           "Judge the newest complete seconds and publish component_health this often, s",
           (0.1, 60.0)),
+    param("publish.refresh_s", 5.0, "double",
+          "A component whose state and cause stayed the same is published again this often "
+          "(a change goes out at once; 0 = every judged period), s", (0.0, 3600.0)),
     param("inputs.late_s", 0.5, "double",
           "A second is judged once this long after its end (samples may arrive late), s",
           (0.0, 10.0)),
@@ -150,6 +153,7 @@ class HealthMonitorConfig:
     reference_pdus: tuple[ReferencePdu, ...] = ()       # empty: no reference meter
     reference_period_s: float = 1.0
     reference_timeout_s: float = 0.3
+    refresh_s: float = 5.0                              # unchanged verdicts, s
 
 
 def health_monitor_config_from_params(values: Mapping[str, Any]) -> HealthMonitorConfig:
@@ -178,7 +182,8 @@ def health_monitor_config_from_params(values: Mapping[str, Any]) -> HealthMonito
         raise ConfigError(errors)
     return HealthMonitorConfig(
         names=tuple(names), kinds=tuple(kinds), model_path=model,
-        period_s=v["publish.period_s"], late_s=v["inputs.late_s"],
+        period_s=v["publish.period_s"], refresh_s=v["publish.refresh_s"],
+        late_s=v["inputs.late_s"],
         stale_after_s=v["inputs.stale_after_s"], telemetry_hold_s=v["telemetry.hold_s"],
         events_stale_after_s=v["events.stale_after_s"], frame_id=v["frame_id"],
         health=health, health_values=health_values, reference_pdus=pdus,

@@ -1,12 +1,15 @@
 """The `health_monitor` node: `power_samples`, `host_telemetry` and `workload_events` in, one
-`ComponentHealth` per component on `component_health` and `/diagnostics` out, once a second.
+`ComponentHealth` per component on `component_health` and `/diagnostics` out.
 
 The input subscriptions feed a :class:`~rackpower_nodes.core.health.stream.HealthStream`
 (per-second rows of each component's board power and its host's telemetry); a timer pops the
-complete seconds, hands them to the core's
-:class:`~rackpower_nodes.core.health.monitor.HealthMonitor` and publishes every component's
-newest verdict. `component_health` is latched (reliable, transient local, depth = the number
-of components), so a late subscriber gets each component's newest message at once.
+complete seconds (every `publish.period_s`), hands them to the core's
+:class:`~rackpower_nodes.core.health.monitor.HealthMonitor` and publishes a component's newest
+verdict at once when its state or cause changed (or it went stale or came back), otherwise
+every `publish.refresh_s` with its newest score and evidence
+(:class:`~rackpower_nodes.core.health.publishing.ChangeGate`). `component_health` is latched
+(reliable, transient local, depth = the number of components), so a late subscriber gets each
+component's newest message at once. `/diagnostics` carries every component every period.
 
 In `/diagnostics` each component is one status: OK (ok), WARN (watch), ERROR (fault), the
 message naming the suspected cause and the values the evidence. A component without a power
@@ -43,6 +46,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from rackpower.msg import ComponentHealth, HostTelemetry, PowerSamples, WorkloadEvents
 from rackpower_nodes.core.health import HealthVerdict
+from rackpower_nodes.core.health.publishing import ChangeGate
 from rackpower_nodes.core.health.stream import HealthStream, HealthStreamError
 from rackpower_nodes.core.params import ConfigError
 from rackpower_nodes.core.health_monitor_config import (
@@ -127,6 +131,7 @@ class HealthMonitorNode(Node):
         self.verdicts: dict[str, tuple[HealthVerdict, float]] = {}    # (verdict, row end)
         self._events_error = ""
         self._cycles = 0
+        self._gate = ChangeGate(cfg.refresh_s)
         self.create_subscription(PowerSamples, "power_samples", self._on_samples,
                                  samples_qos(0.25))
         self.create_subscription(HostTelemetry, "host_telemetry", self._on_telemetry,
@@ -232,9 +237,12 @@ class HealthMonitorNode(Node):
             self._learned_model()
         self._cycles += 1
         learned = self.monitor.learned
+        cfg_stale = self.config.stale_after_s
         for name, age in zip(self.config.names, ages):
             if name in self.verdicts:
                 v, end = self.verdicts[name]
+                if not self._gate.due(name, (v.state, v.cause, bool(age > cfg_stale)), now):
+                    continue
                 self._pub.publish(to_message(v, end, learned, self.config.frame_id,
                                              {"samples_age_s": min(float(age), 1e9)}))
         self._publish_diagnostics(ages, learned)

@@ -14,7 +14,7 @@ BASE = {"components.names": ["srv01", "tor-a"], "components.kinds": ["server", "
 def test_defaults_and_health_settings_reach_the_health_config():
     cfg = health_monitor_config_from_params({**BASE, "health.cusum_k": 0.7})
     assert cfg.names == ("srv01", "tor-a") and cfg.kinds == ("server", "switch")
-    assert cfg.model_path == "" and cfg.period_s == 1.0
+    assert cfg.model_path == "" and cfg.period_s == 1.0 and cfg.refresh_s == 5.0
     assert isinstance(cfg.health, HealthConfig)
     assert cfg.health.cusum_k == 0.7
     assert cfg.health.arl0_weeks == HealthConfig().arl0_weeks
@@ -35,6 +35,7 @@ def test_every_scalar_health_setting_is_a_declared_parameter_with_its_default():
     ({"components.kinds": ["server"]}, "components.kinds = ['server']: has 1 values"),
     ({"health.model_path": "/nonexistent/model"}, "health.model_path = '/nonexistent/model'"),
     ({"publish.period_s": 0.0}, "publish.period_s = 0.0"),
+    ({"publish.refresh_s": -1.0}, "publish.refresh_s = -1.0"),
 ])
 def test_bad_values_are_named(values, named):
     with pytest.raises(ConfigError) as info:

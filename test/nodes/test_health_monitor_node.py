@@ -73,6 +73,7 @@ class _Listener:
 
         self.node = rclpy.create_node(name, namespace=NS)
         self.health: dict[str, object] = {}
+        self.count: dict[str, int] = {}
         self.diag: dict[str, object] = {}
         self.node.create_subscription(ComponentHealth, "component_health", self._on_health,
                                       health_qos(len(NAMES)))
@@ -80,6 +81,7 @@ class _Listener:
 
     def _on_health(self, msg) -> None:
         self.health[msg.component_id] = msg
+        self.count[msg.component_id] = self.count.get(msg.component_id, 0) + 1
 
     def _on_diag(self, msg) -> None:
         for s in msg.status:
@@ -133,6 +135,14 @@ def test_a_stuck_channel_reaches_component_health_and_diagnostics(ros_env, tmp_p
             # the PDUs' outlet registers are read as the reference meter
             reference = {kv.key: kv.value for kv in lis.diag[CLEAN].values}["reference"]
             assert "pdu-a: ok" in reference and "pdu-b: ok" in reference, reference
+            # an unchanged verdict is published again every publish.refresh_s (5 s), not at
+            # every judged second: over 7 s (seven judged periods) at most two more messages
+            # (a busy machine may delay them, never add any), and the refresh does come
+            before = lis.count[CLEAN]
+            lis.spin_until(lambda: False, 7.0)
+            assert lis.count[CLEAN] - before <= 2, lis.count[CLEAN] - before
+            assert lis.spin_until(lambda: lis.count[CLEAN] > before, 30)
+            assert lis.health[CLEAN].state == "ok"
             # a subscriber that joins now gets every component's newest message at once
             late = _Listener("late_health_listener")
             assert late.spin_until(lambda: set(late.health) == set(NAMES), 10), \
