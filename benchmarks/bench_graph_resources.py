@@ -11,8 +11,9 @@ process `rackpower_nodes.nodes.composed` (what `rack_composed` runs) with the sa
 file and the overrides the launch file passes. It waits until every node is in the graph and
 the recorder has written samples and allocations, lets it warm up `--warmup` s, then measures
 over `--window` s: each process's CPU (user + system time from psutil, over the window, in %
-of one core), RSS (peak of a sample every 2 s) and, at the end, USS and PSS
-(psutil.memory_full_info). The simulator is measured too but is not part of the graph's total.
+of one core, its child processes' included), RSS (peak of a sample every 2 s) and, at the
+end, USS and PSS (psutil.memory_full_info). The simulator is measured too but is not part of
+the graph's total.
 
 --burn N starts N busy-loop processes for the window (a CPU burner on each of the machine's
 cores with N = its core count) and reports what the graph said meanwhile: the modes and
@@ -51,8 +52,17 @@ BURNER = [sys.executable, "-c", "while True: pass"]
 
 
 def _cpu_s(proc: psutil.Process) -> float:
+    """CPU time of `proc` and of every child process it started: those still running and
+    those it has waited for (a health learner's fit, a retrain job, a model loader)."""
     t = proc.cpu_times()
-    return t.user + t.system
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in proc.children(recursive=True):
+        try:
+            c = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += c.user + c.system
+    return total
 
 
 def measure(pids: dict[str, int], window_s: float) -> dict[str, dict]:
