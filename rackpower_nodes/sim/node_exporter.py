@@ -5,11 +5,14 @@ show (`advance`), on its own simulated clock, which it exposes as `node_time_sec
 consumer that divides counter deltas by that clock's delta gets the simulated rates exactly,
 whatever the wall time between scrapes. `ExporterServer` serves one host's exposition at
 ``GET /metrics`` and can be told to fail (`set_fault`); `ExporterFleet` runs one server per host.
+Like the real node_exporter (Go's net/http) it speaks HTTP/1.1 and keeps a connection open for
+the scraper's next request; "down" and `stop` close the open connections with the listener.
 The exposition text is produced by prometheus_client (a custom collector and generate_latest).
 """
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -203,8 +206,7 @@ class ExporterServer:
         self.stop()
 
     def _open(self) -> None:
-        server = ThreadingHTTPServer((self.bind, self.port), _handler_for(self))
-        server.daemon_threads = True
+        server = _KeepAliveServer((self.bind, self.port), _handler_for(self))
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever,
@@ -218,6 +220,7 @@ class ExporterServer:
         if server is not None:
             server.shutdown()
             server.server_close()
+            server.drop_connections()
             self._thread.join()
 
     def respond(self) -> tuple[int, str, bytes]:
@@ -234,8 +237,41 @@ class ExporterServer:
         return HTTPStatus.OK, CONTENT_TYPE_PLAIN_0_0_4, self.host.exposition().encode("utf-8")
 
 
+class _KeepAliveServer(ThreadingHTTPServer):
+    """A ThreadingHTTPServer that knows its open connections, so that going down closes the
+    kept-alive ones too (a thread per connection, as many as the scrapers keep open)."""
+
+    daemon_threads = True
+
+    def __init__(self, address, handler) -> None:
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        with self._open_lock:
+            conns = list(self._open)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 def _handler_for(server: ExporterServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"       # keep-alive: every answer has a Content-Length
+
         def do_GET(self) -> None:
             if self.path.split("?")[0] != "/metrics":
                 self.send_error(HTTPStatus.NOT_FOUND)

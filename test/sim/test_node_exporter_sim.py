@@ -220,3 +220,30 @@ def test_down_keeps_the_port_and_other_paths_are_404():
         assert tracker.update(scrape(HostTarget("h", server.url)).sample, 0.0) is None
         with pytest.raises(ScrapeError, match="404"):
             scrape(HostTarget("h", server.url.replace("/metrics", "/other")))
+
+
+def test_scrapes_share_one_kept_alive_connection_and_down_closes_it():
+    import http.client
+
+    host = SimulatedHost("h", start_time_s=1.8e9)
+    with ExporterServer(host) as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=2.0)
+        try:
+            for _ in range(3):                    # one TCP connection for every request
+                conn.request("GET", "/metrics")
+                answer = conn.getresponse()
+                assert answer.status == 200 and answer.version == 11
+                assert b"node_time_seconds" in answer.read()
+                assert not answer.will_close
+            first = conn.sock
+            conn.request("GET", "/metrics")
+            conn.getresponse().read()
+            assert conn.sock is first
+            server.set_fault("down")              # the open connection goes down too
+            with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+                conn.request("GET", "/metrics")
+                conn.getresponse().read()
+        finally:
+            conn.close()
+        with pytest.raises(ScrapeError):
+            scrape(HostTarget("h", server.url, timeout_s=0.5))
