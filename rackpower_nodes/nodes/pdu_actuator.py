@@ -63,7 +63,8 @@ from rackpower_nodes.nodes.common import (declare_from_specs, errors_qos,
 from rackpower_nodes.nodes.room_msgs import RoomPort, rack_id_of
 
 
-WATCHDOG_S = 0.02
+WATCHDOG_S = 0.05           # the deadline checks' period, s
+STEP_ON_BATCH = 0.75        # a batch this many periods after the last step steps
 
 
 class PduActuatorNode(LifecycleNode):
@@ -271,7 +272,7 @@ class PduActuatorNode(LifecycleNode):
         now = time.monotonic()
         self._samples.update(stamp_unix(msg.header.stamp), msg.channel_ids, msg.mean_power_w,
                              now)
-        if now - self._last_step >= 0.95 / self.config.rate_hz:
+        if now - self._last_step >= STEP_ON_BATCH / self.config.rate_hz:
             self._step(t_ref)
         elif self._pending is None:
             self._pending = t_ref       # the watchdog steps on it when the period is up
@@ -279,7 +280,7 @@ class PduActuatorNode(LifecycleNode):
     def _on_watchdog(self) -> None:
         """Steps when batches stop, and at once when power_samples pass their deadline, the
         forecast stream goes stale or a PDU drops, so safe mode starts within a watchdog
-        period (20 ms) of any of them."""
+        period (50 ms) of any of them."""
         now = time.monotonic()
         if self._pending is not None and now - self._last_step >= 0.95 / self.config.rate_hz:
             self._step(self._pending)
