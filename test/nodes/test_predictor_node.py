@@ -215,3 +215,52 @@ def test_a_slow_model_load_leaves_the_one_thread_free(ros_env, monkeypatch):
         release.set()
         executor.shutdown()
         rclpy.shutdown(context=ctx)
+
+
+def test_torch_threads_are_limited_on_the_forecasting_thread_once_per_model(ros_env,
+                                                                            monkeypatch):
+    """torch's OpenMP thread count belongs to the thread that runs the LSTM: the node sets
+    inference.threads on the thread that spins its cycle (not the loader thread), once for
+    every model that comes into service, and not while none serves."""
+    import threading
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.experimental import EventsExecutor
+
+    import rackpower_nodes.nodes.predictor as predictor
+    from rackpower_nodes.core.forecast.serving import ForecastService
+
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=int(ros_env["ROS_DOMAIN_ID"]), args=[   # own graph
+        "--ros-args", "-r", "__ns:=/rack_pr_threads", "-p", "components.names:=[gpu01]",
+        "-p", "components.idle_w:=[90.0]", "-p", "components.max_w:=[900.0]",
+        "-p", f"inference.rate_hz:={RATE_HZ}", "-p", "inference.threads:=3"])
+    calls = []
+    monkeypatch.setattr(predictor, "_limit_torch_threads",
+                        lambda n: calls.append((threading.get_ident(), n)))
+    served = [None]                 # the model the service says it serves (none, then two)
+    monkeypatch.setattr(ForecastService, "model", property(lambda self: served[0]))
+    executor = EventsExecutor(context=ctx)
+    try:
+        node = predictor.PredictorNode(context=ctx)
+        executor.add_node(node)
+
+        def cycles(n: int) -> None:
+            end, goal = time.monotonic() + 60.0, node._cycles + n
+            while time.monotonic() < end and node._cycles < goal:
+                executor.spin_once(timeout_sec=0.05)
+            assert node._cycles >= goal
+
+        cycles(2)
+        assert calls == []
+        served[0] = object()
+        cycles(3)
+        assert calls == [(threading.get_ident(), 3)]
+        served[0] = object()                          # a new model: set again, once
+        cycles(3)
+        assert calls == [(threading.get_ident(), 3)] * 2
+        node.destroy_node()
+    finally:
+        executor.shutdown()
+        rclpy.shutdown(context=ctx)
