@@ -109,7 +109,8 @@ def predictor_config_from_params(values: Mapping[str, Any]) -> PredictorConfig:
         raise ConfigError(errors)
     return PredictorConfig(
         model_path=v["model.path"], rate_hz=v["inference.rate_hz"],
-        inference_threads=v["inference.threads"], stale_after_s=v["inputs.stale_after_s"], margin_frac=v["fallback.margin_frac"],
+        inference_threads=v["inference.threads"], stale_after_s=v["inputs.stale_after_s"],
+        margin_frac=v["fallback.margin_frac"],
         min_margin_w=v["fallback.min_margin_w"], components=tuple(names),
         idle_w=tuple(v["components.idle_w"]), max_w=tuple(v["components.max_w"]),
         schedule_file=schedule, utc_offset_s=v["calendar.utc_offset_s"],
