@@ -1,7 +1,7 @@
 """CPU and memory of the rack's node graph against the simulator, per node process and total.
 
     flock /tmp/rackpower-sim.lock nice -n 10 .venv/bin/python benchmarks/bench_graph_resources.py \
-        [--composed] [--burn N] [--warmup 40] [--window 60] [--tree PATH]
+        [--composed] [--burn N] [--warmup 40] [--window 60] [--tree PATH] [--model DIR]
 
 Starts the graph on `config/rack.yaml` against `rackpower-sim live` (64 board channels at
 1 kHz, 16 components, forecasts at 10 Hz, allocations at 10 Hz): by default with the real
@@ -19,6 +19,10 @@ the graph's total.
 cores with N = its core count) and reports what the graph said meanwhile: the modes and
 mode reasons of every power_allocation, each node's /diagnostics levels and last message,
 the sensor's frames lost and frame rate, and the predictor's fallback components.
+
+--model DIR serves that model directory (`rackpower-train`'s output, e.g. the demo's
+build/demo-model/lstm-*) in the predictor instead of the config's persistence fallback:
+torch loaded, the LSTM's inference every cycle.
 
 --tree runs another checkout (e.g. `git worktree add /tmp/before <commit>`) with this venv's
 executables (PYTHONPATH), for a before/after table.
@@ -142,6 +146,9 @@ def main(argv=None) -> int:
     parser.add_argument("--window", type=float, default=60.0, help="measuring window, s")
     parser.add_argument("--tree", type=Path, default=REPO, help="checkout to run (default: this)")
     parser.add_argument("--rack", default="rack_bench_res")
+    parser.add_argument("--model", default="",
+                        help="a model directory for the predictor (model:=; default: none, "
+                             "the config's persistence fallback)")
     args = parser.parse_args(argv)
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -154,7 +161,8 @@ def main(argv=None) -> int:
     env["PYTHONPATH"] = str(tree) + os.pathsep + env.get("PYTHONPATH", "")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
     with rclpy.init():
-        started = (start_composed if args.composed else start_launch)(tree, args.rack, env, tmp)
+        started = (start_composed if args.composed else start_launch)(
+            tree, args.rack, env, tmp, str(Path(args.model).resolve()) if args.model else "")
         watch = GraphWatch(args.rack)
         report = GraphReport(watch.node, args.rack)
         burners: list[subprocess.Popen] = []

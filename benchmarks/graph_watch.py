@@ -15,12 +15,13 @@ from helpers.composed import ComposedRack
 
 
 class LaunchStarted:
-    def __init__(self, tree: Path, rack: str, env: dict, tmp: Path):
+    def __init__(self, tree: Path, rack: str, env: dict, tmp: Path, model: str = ""):
         from rackpower_nodes.tools.launch_env import LaunchedGraph
 
         self.graph = LaunchedGraph([str(tree / "launch" / "rack.launch.py"), "use_sim:=true",
                                     f"rack:={rack}", f"data_dir:={tmp / 'data'}",
-                                    f"config:={tree / 'config' / 'rack.yaml'}"], env,
+                                    f"config:={tree / 'config' / 'rack.yaml'}",
+                                    *([f"model:={model}"] if model else [])], env,
                                    tmp / "launch.log")
         self.ending = "not stopped"
 
@@ -41,8 +42,8 @@ class LaunchStarted:
             self.graph.close()
 
 
-def start_launch(tree: Path, rack: str, env: dict, tmp: Path) -> LaunchStarted:
-    return LaunchStarted(tree, rack, env, tmp)
+def start_launch(tree: Path, rack: str, env: dict, tmp: Path, model: str = "") -> LaunchStarted:
+    return LaunchStarted(tree, rack, env, tmp, model)
 
 
 class ComposedStarted(ComposedRack):
@@ -51,8 +52,9 @@ class ComposedStarted(ComposedRack):
         return f"exit codes {self.codes}"
 
 
-def start_composed(tree: Path, rack: str, env: dict, tmp: Path) -> ComposedStarted:
-    return ComposedStarted(tree, rack, env, tmp)
+def start_composed(tree: Path, rack: str, env: dict, tmp: Path,
+                   model: str = "") -> ComposedStarted:
+    return ComposedStarted(tree, rack, env, tmp, model=model)
 
 
 class GraphReport:

@@ -16,13 +16,15 @@ from rackpower_nodes.tools.launch_env import executable, wait_for_path, wait_whi
 SIM_PASSWORD = "rackpower"           # the simulated BMCs' password (rack.launch.py's)
 
 
-def sim_overrides(rack: str, sim_config: Path, data: Path) -> dict:
-    """The per-node overrides rack.launch.py passes with use_sim:=true and data_dir."""
+def sim_overrides(rack: str, sim_config: Path, data: Path, model: str = "") -> dict:
+    """The per-node overrides rack.launch.py passes with use_sim:=true and data_dir (and
+    model:=`model` when given)."""
     link = f"/tmp/rackpower_{rack}_board"
     overrides = {
         "current_sensor": {"serial": {"port": link}},
         "host_telemetry": {"schedule": {"file": str(sim_config)}},
-        "predictor": {"schedule": {"file": str(sim_config)}},
+        "predictor": {"schedule": {"file": str(sim_config)},
+                      **({"model": {"path": model}} if model else {})},
         "recorder": {"output": {"folder": str(data / "bags"), "prefix": rack}},
         "retrain_scheduler": {"bags": {"folder": str(data / "bags")},
                               "registry": {"root": str(data / "models")}},
@@ -35,13 +37,14 @@ class ComposedRack:
     """The simulator and `rack_composed` for `rack`, logs in `tmp`/composed.log; `tree` is the
     checkout whose config/ is read (its code runs through the env's PYTHONPATH)."""
 
-    def __init__(self, tree: Path, rack: str, env: dict, tmp: Path, extra: tuple = ()):
+    def __init__(self, tree: Path, rack: str, env: dict, tmp: Path, extra: tuple = (),
+                 model: str = ""):
         self.rack = rack
         self.link = f"/tmp/rackpower_{rack}_board"
         sim_config = tree / "config" / "rack_sim.yaml"
         self.data = tmp / "data" / rack
         self.params = tmp / "overrides.yaml"
-        self.params.write_text(yaml.safe_dump(sim_overrides(rack, sim_config, self.data)))
+        self.params.write_text(yaml.safe_dump(sim_overrides(rack, sim_config, self.data, model)))
         self.log_path = tmp / "composed.log"
         self.log = self.log_path.open("w")
         self.sim = subprocess.Popen(
