@@ -12,12 +12,11 @@ The exposition text is produced by prometheus_client (a custom collector and gen
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Mapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Self
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -25,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from rackpower_nodes.core.telemetry import HostTarget
+from rackpower_nodes.sim.tracked_http import TrackedHTTPServer
 
 __all__ = ["FAULTS", "ExporterFleet", "ExporterServer", "SimulatedHost"]
 
@@ -164,7 +164,7 @@ class ExporterServer:
         self.port = port
         self.fault: str | None = None
         self.delay_s = 0.0
-        self._server: ThreadingHTTPServer | None = None
+        self._server: TrackedHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._started = False
         self._stopping = threading.Event()
@@ -206,7 +206,7 @@ class ExporterServer:
         self.stop()
 
     def _open(self) -> None:
-        server = _KeepAliveServer((self.bind, self.port), _handler_for(self))
+        server = TrackedHTTPServer((self.bind, self.port), _handler_for(self))
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever,
@@ -235,37 +235,6 @@ class ExporterServer:
         if fault == "http500":
             return HTTPStatus.INTERNAL_SERVER_ERROR, "text/plain", b"internal error\n"
         return HTTPStatus.OK, CONTENT_TYPE_PLAIN_0_0_4, self.host.exposition().encode("utf-8")
-
-
-class _KeepAliveServer(ThreadingHTTPServer):
-    """A ThreadingHTTPServer that knows its open connections, so that going down closes the
-    kept-alive ones too (a thread per connection, as many as the scrapers keep open)."""
-
-    daemon_threads = True
-
-    def __init__(self, address, handler) -> None:
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def process_request(self, request, client_address) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def drop_connections(self) -> None:
-        with self._open_lock:
-            conns = list(self._open)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def _handler_for(server: ExporterServer) -> type[BaseHTTPRequestHandler]:

@@ -1,8 +1,8 @@
 """The simulated BMC's HTTP transport: a threading HTTP/1.1 server that hands requests over.
 
-`_HttpServer` (stdlib `ThreadingHTTPServer`) keeps track of its open connections so that a
-stop or a BMC reboot can drop them, binds IPv6 hosts and logs handler errors only at debug
-level. `_Handler` frames each request (a body of at most `_MAX_BODY` bytes, no chunked
+`_HttpServer` (a `sim.tracked_http.TrackedHTTPServer`) keeps track of its open connections
+so that a stop or a BMC reboot can drop them, binds IPv6 hosts and logs handler errors only
+at debug level. `_Handler` frames each request (a body of at most `_MAX_BODY` bytes, no chunked
 encoding), asks the service (`SimBmcServer`) for the answer, waits the injected delay and
 sends the JSON reply with a Content-Length, keeping the connection alive.
 """
@@ -12,13 +12,13 @@ import json
 import logging
 import socket
 import socketserver
-import threading
 import time
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Protocol
 
 from rackpower_nodes.sim.bmc.redfish import _error_doc, _Reply
+from rackpower_nodes.sim.tracked_http import TrackedHTTPServer
 
 _log = logging.getLogger(__name__)
 
@@ -34,17 +34,14 @@ class _Service(Protocol):
     def _delay(self) -> float: ...
 
 
-class _HttpServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer that knows its open connections (to close them on stop), binds
+class _HttpServer(TrackedHTTPServer):
+    """TrackedHTTPServer (it knows its open connections, to close them on stop) that binds
     IPv6 hosts, skips the reverse DNS lookup and reports handler errors only to the log."""
 
-    daemon_threads = True
     request_queue_size = 64        # a rack's worth of clients connecting at once (default 5)
 
     def __init__(self, address: tuple[str, int], sim: _Service):
         self.sim = sim
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -52,25 +49,6 @@ class _HttpServer(ThreadingHTTPServer):
     def server_bind(self) -> None:
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
-
-    def process_request(self, request, client_address) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def drop_connections(self) -> None:
-        with self._open_lock:
-            conns = list(self._open)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def handle_error(self, request, client_address) -> None:
         _log.debug("simulated BMC: error serving %s", client_address, exc_info=True)

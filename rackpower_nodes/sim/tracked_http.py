@@ -1,0 +1,46 @@
+"""`TrackedHTTPServer`: a stdlib ThreadingHTTPServer that knows its open connections.
+
+The simulator's HTTP servers (the BMCs' Redfish service, the node_exporters) speak HTTP/1.1
+with keep-alive, as the devices they stand for do, so a connection outlives its request on a
+thread of its own. Shutting the listener down does not end those threads; a simulated device
+that goes down or reboots must close them too (`drop_connections`), or a client would go on
+talking to a device that is gone.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+from http.server import ThreadingHTTPServer
+
+__all__ = ["TrackedHTTPServer"]
+
+
+class TrackedHTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer (daemon threads) that keeps its open connections, to drop them."""
+
+    daemon_threads = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        """Shut every open connection down (its thread ends at its next read)."""
+        with self._open_lock:
+            conns = list(self._open)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
