@@ -4,15 +4,20 @@ The simulator's HTTP servers (the BMCs' Redfish service, the node_exporters) spe
 with keep-alive, as the devices they stand for do, so a connection outlives its request on a
 thread of its own. Shutting the listener down does not end those threads; a simulated device
 that goes down or reboots must close them too (`drop_connections`), or a client would go on
-talking to a device that is gone.
+talking to a device that is gone. A client that closes or resets a kept-alive connection (a
+scraper that timed out) is normal life for such a server: handler errors go to the debug log,
+not as a traceback on stderr.
 """
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from http.server import ThreadingHTTPServer
 
 __all__ = ["TrackedHTTPServer"]
+
+_log = logging.getLogger(__name__)
 
 
 class TrackedHTTPServer(ThreadingHTTPServer):
@@ -34,6 +39,9 @@ class TrackedHTTPServer(ThreadingHTTPServer):
         with self._open_lock:
             self._open.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:
+        _log.debug("error serving %s", client_address, exc_info=True)
 
     def drop_connections(self) -> None:
         """Shut every open connection down (its thread ends at its next read)."""

@@ -247,3 +247,26 @@ def test_scrapes_share_one_kept_alive_connection_and_down_closes_it():
             conn.close()
         with pytest.raises(ScrapeError):
             scrape(HostTarget("h", server.url, timeout_s=0.5))
+
+
+def test_a_client_resetting_its_kept_alive_connection_leaves_no_traceback(capfd):
+    """A scraper that times out closes its connection while the server waits for its next
+    request: the simulator logs it at debug level, not as a traceback on stderr."""
+    import http.client
+    import struct
+
+    host = SimulatedHost("h", start_time_s=1.8e9)
+    with ExporterServer(host) as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=2.0)
+        conn.request("GET", "/metrics")
+        assert conn.getresponse().read()
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()                                   # RST: the server's read is reset
+        end = time.monotonic() + 30.0                  # until its handler thread has ended
+        while server._server._open and time.monotonic() < end:
+            time.sleep(0.01)
+        assert not server._server._open
+        again = scrape(HostTarget("h", server.url))   # the server still serves
+        assert again.sample is not None
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception occurred" not in err, err
