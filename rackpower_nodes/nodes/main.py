@@ -11,6 +11,10 @@ leaves every device and file in a known state:
 3. the context is shut down;
 4. the process ends (:func:`end_process`) without the interpreter's slow module teardown.
 
+A shutdown still running `SHUTDOWN_REPORT_S` after it began prints the stack of every thread
+to stderr (faulthandler, which needs neither the GIL nor the main thread): a shutdown that
+hangs, in Python or in the ROS client library, says where before `ros2 launch` kills it.
+
 A node run with `threads=1` spins on rclpy's C++ events executor (`EventsExecutor`): one
 callback at a time, as the single-threaded executor, without rebuilding a wait set in Python
 for every callback (the classic executors spent 40-55 % of a busy node's CPU there). Such a
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import faulthandler
 import os
 import signal
 import sys
@@ -52,6 +57,7 @@ from rackpower_nodes.nodes.common import ParameterError, reject_undeclared_overr
 EXIT_BAD_CONFIG = 2
 EXECUTOR_STOP_S = 1.0        # how long callbacks in flight may take to finish at shutdown, s
 SIGNAL_POLL_S = 0.1          # longest wait of the executor before a signal is looked at, s
+SHUTDOWN_REPORT_S = 10.0     # a shutdown running this long prints every thread's stack, s
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 EXECUTOR_ENV = "RACKPOWER_EXECUTOR"
 EXECUTORS = ("events", "classic")
@@ -137,6 +143,7 @@ def end_process(code: int) -> NoReturn:
     tearing the interpreter's modules down one by one, which costs about 0.7 s of CPU with
     torch loaded (the predictor) and gains nothing after an orderly shutdown."""
     atexit._run_exitfuncs()
+    faulthandler.cancel_dump_traceback_later()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -168,6 +175,7 @@ def _run(factories: Sequence[Callable[[], Node]], name: str, args, threads: int,
         for node in nodes:
             executor.add_node(node)
         failure = _spin_until_signal(executor, nodes[0], request)
+        faulthandler.dump_traceback_later(SHUTDOWN_REPORT_S, exit=False)
         why = f"a callback failed: {failure!r}" if failure is not None else request.reason
         for node in nodes:
             node.get_logger().info(f"shutting down ({why})")

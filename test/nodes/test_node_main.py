@@ -19,7 +19,11 @@ pytestmark = pytest.mark.ros
 NODE = textwrap.dedent("""
     import sys, time
     from rclpy.node import Node
+    from rackpower_nodes.nodes import main
     from rackpower_nodes.nodes.main import run_node
+
+    if len(sys.argv) > 4:
+        main.SHUTDOWN_REPORT_S = float(sys.argv[4])
 
     class Probe(Node):
         def __init__(self):
@@ -42,14 +46,14 @@ NODE = textwrap.dedent("""
 
 
 def _start(ros_env, mode: str, destroy_s: float, threads: int,
-           executor: str | None = None) -> subprocess.Popen:
+           executor: str | None = None, report_s: float | None = None) -> subprocess.Popen:
     env = dict(ros_env)
     env.pop(EXECUTOR_ENV, None)
     if executor is not None:
         env[EXECUTOR_ENV] = executor
-    proc = subprocess.Popen([sys.executable, "-c", NODE, mode, str(destroy_s), str(threads)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    args = [mode, str(destroy_s), str(threads)] + ([] if report_s is None else [str(report_s)])
+    proc = subprocess.Popen([sys.executable, "-c", NODE, *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout.readline().strip() == "up"
     return proc
 
@@ -68,6 +72,25 @@ def test_signals_during_the_shutdown_are_ignored_until_it_is_done(ros_env, threa
     assert proc.returncode == 0, out
     assert out.startswith("destroyed") and "Traceback" not in out, out
     assert "ignored SIGINT, SIGTERM, SIGINT while shutting down" in out, out
+
+
+def test_a_shutdown_that_overruns_prints_where_every_thread_is(ros_env):
+    # the destruction sleeps 3 s, the report is due after 0.5 s: the stacks name destroy_node
+    proc = _start(ros_env, "run", 3.0, 1, report_s=0.5)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "Timeout (0:00:00.500000)!" in out, out
+    dump = out[out.index("Timeout"):out.index("destroyed")]
+    assert "(most recent call first)" in dump and "in destroy_node" in dump, dump
+
+
+def test_a_shutdown_in_time_prints_no_stacks(ros_env):
+    proc = _start(ros_env, "run", 0.2, 1, report_s=2.0)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "destroyed" in out and "Timeout" not in out and "Thread 0x" not in out, out
 
 
 def test_sigterm_shuts_down_in_order_too(ros_env):
