@@ -4,8 +4,10 @@ It implements the interface of base.py (fit on a ``WindowSet``, predict normalis
 for every horizon step); the baselines (baselines.py) implement the same one. The interface
 and its errors (:class:`~.base.Forecaster`, :class:`~.base.ModelLoadError`,
 :class:`~.base.ForecastInputError`, :func:`~.base.check_params`) are re-exported here for the
-importers that take them from this module. Stored with its hyperparameters, feature scaling
-and weights in one versioned model directory (registry.py).
+importers that take them from this module, and so are the hyperparameters
+(:class:`~.lstm_base.LstmParams`, shared with the torch-free :mod:`.onnx_lstm`). Stored with its
+hyperparameters, feature scaling and weights in one versioned model directory (registry.py):
+weights.pt for torch, weights.onnx, its export, for serving without torch.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import asdict, dataclass
+import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,56 +25,17 @@ import torch
 from rackpower_nodes.core.forecast.base import (
     ForecastInputError, Forecaster, ModelLoadError, check_params)
 from rackpower_nodes.core.forecast.distributed import DistContext
+from rackpower_nodes.core.forecast.lstm_base import LstmBase, LstmParams
 from rackpower_nodes.core.forecast.model import QuantileLSTM
 
 __all__ = ["ForecastInputError", "Forecaster", "LstmForecaster", "LstmParams", "ModelLoadError",
            "check_params"]
 
 _log = logging.getLogger(__name__)
+ONNX_OPSET = 17          # of weights.onnx
 
 
-@dataclass
-class LstmParams:
-    """LSTM forecaster hyperparameters. ``threads`` caps torch's CPU threads during fit;
-    ``max_train_s`` (0 = none) stops after the epoch that crosses it; ``samples_per_epoch``
-    (0 = all) draws that many training windows per epoch; ``min_delta``: relative drop of the
-    validation loss below the best so far that counts as progress for ``patience`` (the best
-    weights are kept whatever the drop); ``lr_decay``: factor applied to the learning rate
-    after each epoch without such progress (1 = constant rate); ``features`` names the input
-    features the network reads (empty = all; ``predict`` still takes every feature of the
-    WindowSet, so the model stays a drop-in for the same windows); ``calibrate``: after fit,
-    shift p90 and p99 per horizon step so that they cover 90 % and 99 % of the validation
-    windows (split conformal offsets; needs a validation set)."""
-
-    hidden_size: int = 64
-    num_layers: int = 1
-    dropout: float = 0.1
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    batch_size: int = 256
-    max_epochs: int = 40
-    patience: int = 5
-    seed: int = 0
-    threads: int = 2
-    max_train_s: float = 0.0
-    samples_per_epoch: int = 0
-    input_clip: float = 10.0
-    min_delta: float = 0.002
-    features: tuple[str, ...] = ()
-    lr_decay: float = 0.5
-    calibrate: bool = True
-
-    def __post_init__(self) -> None:
-        self.features = tuple(self.features)
-        check_params(self, {
-            "hidden_size": (1, 4096), "num_layers": (1, 8), "dropout": (0.0, 0.9),
-            "lr": (1e-7, 1.0), "weight_decay": (0.0, 1.0), "batch_size": (1, 1 << 20),
-            "max_epochs": (1, 100000), "patience": (1, 100000), "threads": (1, 1024),
-            "max_train_s": (0.0, 1e7), "samples_per_epoch": (0, 1 << 40),
-            "input_clip": (0.1, 1e6), "min_delta": (0.0, 0.5), "lr_decay": (0.01, 1.0)})
-
-
-class LstmForecaster(Forecaster):
+class LstmForecaster(LstmBase):
     """Global quantile LSTM (model.py) with per-feature standardisation fitted on train.
 
     Fit minimises the mean pinball loss over p50/p90/p99 with Adam, keeps the weights of the
@@ -93,44 +56,10 @@ class LstmForecaster(Forecaster):
     with the same weights; the caller writes the model directory from rank 0 only.
     """
 
-    name: ClassVar[str] = "lstm"
-
     def __init__(self, params: LstmParams | None = None, progress: bool = False) -> None:
-        super().__init__()
-        self.params = params or LstmParams()
+        super().__init__(params)
         self.progress = progress
-        self.mean: np.ndarray = np.zeros(0, np.float32)      # (F,) feature means
-        self.std: np.ndarray = np.ones(0, np.float32)        # (F,) feature std devs
         self.module: QuantileLSTM | None = None
-        self.calibration: np.ndarray = np.zeros((0, 0), np.float32)  # (horizon, Q) or empty
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return asdict(self.params)
-
-    def state(self) -> dict[str, Any]:
-        return {"scaler": {"mean": self.mean.tolist(), "std": self.std.tolist()},
-                "calibration": self.calibration.tolist(), "training": self.training}
-
-    @classmethod
-    def from_config(cls, hyperparameters: dict, state: dict) -> LstmForecaster:
-        model = cls(LstmParams(**hyperparameters))
-        model.mean = np.asarray(state["scaler"]["mean"], np.float32)
-        model.std = np.asarray(state["scaler"]["std"], np.float32)
-        model.training = dict(state.get("training", {}))
-        model.calibration = np.asarray(state.get("calibration", []), np.float32).reshape(
-            (-1, len(model.quantiles)) if state.get("calibration") else (0, 0))
-        return model
-
-    @property
-    def columns(self) -> list[int]:
-        """Indices of the features the network reads, in ``feature_names``."""
-        if not self.params.features:
-            return list(range(len(self.feature_names)))
-        unknown = [f for f in self.params.features if f not in self.feature_names]
-        if unknown:
-            raise ForecastInputError(f"lstm: LstmParams.features {unknown} are not among the "
-                                     f"window features {self.feature_names}")
-        return [self.feature_names.index(f) for f in self.params.features]
 
     def _new_module(self) -> QuantileLSTM:
         p = self.params
@@ -138,22 +67,17 @@ class LstmForecaster(Forecaster):
                             p.num_layers, p.dropout, len(self.quantiles))
 
     def save_weights(self, directory: Path) -> list[str]:
+        """weights.pt (the state_dict: training, fine-tuning, serving with torch) and
+        weights.onnx (the network's ONNX export with a dynamic batch, for serving without
+        torch: onnx_lstm.py)."""
         torch.save(self.module.state_dict(), directory / "weights.pt")
-        return ["weights.pt"]
+        _export_onnx(self.module, len(self.columns), self.history_steps,
+                     directory / "weights.onnx")
+        return ["weights.pt", "weights.onnx"]
 
     def load_weights(self, directory: Path) -> None:
-        path, meta = directory / "weights.pt", directory / "model.json"
-        try:
-            width = len(self.columns)
-        except ForecastInputError as exc:
-            raise ModelLoadError(meta, str(exc)) from exc
-        if len(self.mean) != width or len(self.std) != width:
-            raise ModelLoadError(meta, f"scaler has {len(self.mean)} means and {len(self.std)} "
-                                 f"stds for {width} input features")
-        want = (self.horizon_steps, len(self.quantiles))
-        if self.calibration.size and self.calibration.shape != want:
-            raise ModelLoadError(meta, f"calibration has shape {self.calibration.shape}, "
-                                 f"expected {want} (horizon steps, quantiles)")
+        path = directory / "weights.pt"
+        self._check_state(directory / "model.json")
         try:
             weights = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError as exc:
@@ -170,9 +94,7 @@ class LstmForecaster(Forecaster):
 
     def _scale(self, x: np.ndarray) -> torch.Tensor:
         """(n, history, all features) -> (n, history, read features) standardised tensor."""
-        z = ((x[:, :, self.columns] if self.params.features else x) - self.mean) / self.std
-        clip = self.params.input_clip
-        return torch.from_numpy(np.clip(z, -clip, clip, out=z).astype(np.float32, copy=False))
+        return torch.from_numpy(self._scaled(x))
 
     def predict(self, x: np.ndarray, last: np.ndarray, batch_size: int = 8192) -> np.ndarray:
         """See Forecaster.predict; runs on torch's current thread setting."""
@@ -189,11 +111,7 @@ class LstmForecaster(Forecaster):
                     last[sl]).to(dev)).cpu().numpy())
         if not out:
             return np.zeros((0, self.horizon_steps, len(self.quantiles)), np.float32)
-        pred = np.concatenate(out)
-        if self.calibration.size:
-            pred += self.calibration[None]
-            np.maximum.accumulate(pred, axis=2, out=pred)     # p90 >= p50 after a shift down
-        return pred
+        return self._calibrated(np.concatenate(out))
 
     def fit(self, train: Any, val: Any | None = None) -> LstmForecaster:
         p = self.params
@@ -317,6 +235,25 @@ def _pinball(pred: torch.Tensor, y: torch.Tensor, quantiles: torch.Tensor) -> to
     """Mean pinball loss; pred (batch, horizon, Q), y (batch, horizon), quantiles (Q,)."""
     diff = y.unsqueeze(-1) - pred
     return torch.maximum(quantiles * diff, (quantiles - 1.0) * diff).mean()
+
+
+def _export_onnx(module: QuantileLSTM, width: int, history: int, path: Path) -> None:
+    """Write the ONNX export of ``module`` (a CPU copy in eval mode) to ``path``: inputs
+    ``x`` (batch, history, width) and ``base`` (batch,), output ``q`` (batch, horizon, Q),
+    the batch dynamic. The exporter's notices (its legacy path, the traced shape check, the
+    LSTM batch note: no sequence lengths here) are silenced."""
+    net = copy.deepcopy(module).cpu().eval()
+    x, base = torch.zeros(2, history, width), torch.zeros(2)
+    batch = {0: "batch"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", "Exporting a model to ONNX with a batch_size",
+                                UserWarning)
+        torch.onnx.export(net, (x, base), str(path), input_names=["x", "base"],
+                          output_names=["q"], dynamic_axes={"x": batch, "base": batch,
+                                                            "q": batch},
+                          dynamo=False, opset_version=ONNX_OPSET)
 
 
 def _progress(iterable, enabled: bool, desc: str):
