@@ -1,7 +1,7 @@
 """Forecaster classes by name, for the loaders (registry.py, the served ensemble), with the
-LSTM's class imported only when a model directory names it: its module loads torch (about
-200 MB of memory and 2 s of CPU), which the predictor does not need while it serves
-persistence or the baselines."""
+LSTM's classes imported only when a model directory names them: the torch one's module loads
+torch (about 200 MB of memory and 2 s of CPU), the ONNX one's onnxruntime (about 20 MB),
+neither of which the predictor needs while it serves persistence or the baselines."""
 from __future__ import annotations
 
 import importlib
@@ -9,9 +9,17 @@ from collections.abc import Iterator, Mapping
 
 from rackpower_nodes.core.forecast.base import Forecaster
 
-__all__ = ["ForecasterClasses"]
+__all__ = ["LSTM", "ONNX_LSTM", "ForecasterClasses", "import_class"]
 
 LSTM = ("LstmForecaster", "rackpower_nodes.core.forecast.forecaster")
+# serves an LstmForecaster's directory without torch (registry.py's runtime "onnx")
+ONNX_LSTM = ("OnnxLstmForecaster", "rackpower_nodes.core.forecast.onnx_lstm")
+
+
+def import_class(entry: tuple[str, str]) -> type[Forecaster]:
+    """The class ``(name, module)`` names, importing its module on first use."""
+    name, module = entry
+    return getattr(importlib.import_module(module), name)
 
 
 class ForecasterClasses(Mapping[str, type[Forecaster]]):
@@ -23,7 +31,7 @@ class ForecasterClasses(Mapping[str, type[Forecaster]]):
 
     def __getitem__(self, name: str) -> type[Forecaster]:
         if name not in self._classes and name in self._lazy:
-            self._classes[name] = getattr(importlib.import_module(self._lazy[name]), name)
+            self._classes[name] = import_class((name, self._lazy[name]))
         return self._classes[name]
 
     def __iter__(self) -> Iterator[str]:

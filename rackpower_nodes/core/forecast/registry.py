@@ -5,13 +5,21 @@ Layout of ``root/<name>-<version>/``::
     model.json      format_version, class, name, version, created time, hyperparameters,
                     feature_names, window_spec, quantiles, state (scaler / margins / training
                     summary), metrics, data_info, files {name: sha256}
-    weights.pt      LSTM: torch.save of the module's state_dict
+    weights.pt      LSTM: torch.save of the module's state_dict (training, serving with torch)
+    weights.onnx    LSTM: the module's ONNX export, dynamic batch (serving without torch,
+                    onnx_lstm.py; absent from models saved before it existed)
+    member_<name>/  ServedForecaster: each member's weight files (challengers/served.py)
     lgbm_*.txt      LightGBM: one text model per quantile and anchor step
 
 A directory is written under a temporary name and renamed into place, so a reader never sees
 half a model. :func:`load_model` raises :class:`ModelLoadError` naming the file and the problem
 for a missing folder or file, bad JSON, an unknown format version or class, a feature list other
 than the expected one, a weight file whose checksum, content or shapes are wrong.
+
+An LSTM directory is served by the torch network (weights.pt, :class:`~.forecaster.
+LstmForecaster`) or, without importing torch, by its ONNX export (weights.onnx,
+:class:`~.onnx_lstm.OnnxLstmForecaster`): ``load_model``'s ``runtime`` picks one (also for the
+LSTM member of a served forecaster); the other classes ignore it.
 """
 
 from __future__ import annotations
@@ -32,16 +40,19 @@ from rackpower_nodes.core.forecast.base import Forecaster, ModelLoadError
 from rackpower_nodes.core.forecast.baselines import (
     EwmaForecaster, LightGbmForecaster, PersistenceForecaster)
 from rackpower_nodes.core.forecast.challengers import ServedForecaster
-from rackpower_nodes.core.forecast.lazy_classes import ForecasterClasses
+from rackpower_nodes.core.forecast.lazy_classes import ONNX_LSTM, ForecasterClasses, import_class
 
-__all__ = ["FORMAT_VERSION", "MODEL_FILE", "ModelLoadError", "load_model", "save_model",
-           "write_model_dir"]
+__all__ = ["FORMAT_VERSION", "MODEL_FILE", "RUNTIMES", "ModelLoadError", "load_model",
+           "save_model", "write_model_dir"]
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.json"
 # LstmForecaster (torch) is imported when a model directory names it
 CLASSES = ForecasterClasses(PersistenceForecaster, EwmaForecaster, LightGbmForecaster,
                             ServedForecaster)
+# how an LSTM is served: its torch network, its ONNX export, or the export where it has one
+RUNTIMES = ("torch", "onnx", "auto")
+ONNX_FILE = "weights.onnx"
 _REQUIRED = ("class", "version", "hyperparameters", "feature_names", "window_spec", "state",
              "files")
 
@@ -91,17 +102,28 @@ def write_model_dir(forecaster: Forecaster, directory: Path, metrics: Mapping | 
 
 
 def load_model(path: str | Path, expected_features: list[str] | None = None,
-               kind: type[Forecaster] | None = None) -> Forecaster:
+               kind: type[Forecaster] | None = None, runtime: str = "torch",
+               threads: int = 1) -> Forecaster:
     """Load the forecaster stored in a model directory.
 
     Args:
         path: the ``<name>-<version>`` folder (or its model.json).
         expected_features: when given, the stored feature list must equal it (same order).
         kind: when given, the stored forecaster must be one of this class.
+        runtime: how an LSTM (also a served forecaster's LSTM member) is served: "torch"
+            (an ``LstmForecaster``, weights.pt), "onnx" (an ``OnnxLstmForecaster`` on
+            weights.onnx, torch not imported) or "auto" (onnx where model.json lists a
+            weights.onnx, else torch). Other classes ignore it.
+        threads: onnxruntime threads of an ONNX session (torch's are set by the caller on
+            the thread that predicts).
 
     Raises:
-        ModelLoadError: naming the file and what is wrong with it.
+        ModelLoadError: naming the file and what is wrong with it (under "onnx": a
+            weights.onnx the directory lacks, e.g. a model saved before it existed).
+        ValueError: ``runtime`` not one of RUNTIMES.
     """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime = {runtime!r}, expected one of {', '.join(RUNTIMES)}")
     path = Path(path)
     directory = path.parent if path.name == MODEL_FILE else path
     meta = directory / MODEL_FILE
@@ -114,31 +136,57 @@ def load_model(path: str | Path, expected_features: list[str] | None = None,
     missing = [k for k in _REQUIRED if k not in doc]
     if missing:
         raise ModelLoadError(meta, f"missing keys {missing}")
-    cls = CLASSES.get(doc["class"])
+    files = dict(doc["files"])
+
+    def resolve(name: str, prefix: str = "") -> type[Forecaster] | None:
+        return _runtime_class(name, runtime, files, directory, prefix)
+
+    cls = resolve(doc["class"])
     if cls is None:
         raise ModelLoadError(meta, f"unknown forecaster class {doc['class']!r} "
                              f"(known: {sorted(CLASSES)})")
     features = list(doc["feature_names"])
     if expected_features is not None and features != list(expected_features):
         raise ModelLoadError(meta, _feature_diff(features, list(expected_features)))
-    for name, digest in dict(doc["files"]).items():
+    for name, digest in files.items():
         if not (directory / name).is_file():
             raise ModelLoadError(directory / name, "weight file is missing")
         if _sha256(directory / name) != digest:
             raise ModelLoadError(directory / name, "checksum mismatch: file is corrupt or was "
                                  "changed after saving")
+    extra = ({"member_class": lambda name, member: resolve(name, f"member_{member}/")}
+             if cls is ServedForecaster else {})
     try:
-        model = cls.from_config(dict(doc["hyperparameters"]), dict(doc["state"]))
+        model = cls.from_config(dict(doc["hyperparameters"]), dict(doc["state"]), **extra)
     except (TypeError, ValueError, KeyError) as exc:
         raise ModelLoadError(meta, f"bad hyperparameters or state ({exc})") from exc
     model.feature_names, model.spec = features, dict(doc["window_spec"])
     model.version = str(doc["version"])
     if "history_steps" not in model.spec or "horizon_steps" not in model.spec:
         raise ModelLoadError(meta, "window_spec lacks history_steps / horizon_steps")
+    for m in (model, *getattr(model, "members", {}).values()):
+        if getattr(m, "runtime", "torch") == "onnx":
+            m.threads = threads                   # fixed when load_weights opens the session
     model.load_weights(directory)
     if kind is not None and not isinstance(model, kind):
         raise ModelLoadError(meta, f"holds a {type(model).__name__}, not a {kind.__name__}")
     return model
+
+
+def _runtime_class(name: str, runtime: str, files: Mapping[str, str], directory: Path,
+                   prefix: str = "") -> type[Forecaster] | None:
+    """The class that serves a stored ``name`` under ``runtime`` (None: unknown class).
+    ``prefix`` is a member's folder in a served forecaster's directory ("member_lstm/")."""
+    if name != "LstmForecaster" or runtime == "torch":
+        return CLASSES.get(name)
+    listed = f"{prefix}{ONNX_FILE}" in files
+    if runtime == "auto" and not listed:
+        return CLASSES.get(name)                  # saved before weights.onnx existed
+    if not listed:
+        raise ModelLoadError(directory / f"{prefix}{ONNX_FILE}", "runtime 'onnx' needs the "
+                             "LSTM's ONNX export, which model.json's files do not list (saved "
+                             "before it existed? re-save it, or serve it with runtime 'torch')")
+    return import_class(ONNX_LSTM)
 
 
 def _read_json(meta: Path) -> dict[str, Any]:

@@ -92,10 +92,11 @@ class ForecastService:
     def spec(self) -> WindowSpec:
         return self._windows.spec
 
-    def load(self, path: str) -> Forecaster:
+    def load(self, path: str, runtime: str = "torch", threads: int = 1) -> Forecaster:
         """Load the model in `path` and put it in service; raises ModelLoadError (the model in
-        service, if any, stays)."""
-        model = load_model(path)
+        service, if any, stays). `runtime` and `threads`: how an LSTM is served and an ONNX
+        session's threads (registry.py's ``load_model``)."""
+        model = load_model(path, runtime=runtime, threads=threads)
         spec = WindowSpec(**{k: tuple(v) if k == "coarse" else v
                              for k, v in model.spec.items() if k != "stride"})
         if model.feature_names != feature_names(spec):

@@ -285,10 +285,15 @@ class ServedForecaster(Forecaster):
         return {"members": members, "start": self.start, "offline": self.offline}
 
     @classmethod
-    def from_config(cls, hyperparameters: dict, state: dict) -> ServedForecaster:
+    def from_config(cls, hyperparameters: dict, state: dict,
+                    member_class: Callable[[str, str], type[Forecaster] | None] | None = None
+                    ) -> ServedForecaster:
+        """``member_class(class name, member name)`` picks each member's class (registry.py:
+        the LSTM's runtime); by default the stored class, from MEMBER_CLASSES."""
         members = {}
         for name, doc in dict(state["members"]).items():
-            kind = MEMBER_CLASSES.get(doc["class"])
+            kind = (member_class(doc["class"], name) if member_class is not None
+                    else MEMBER_CLASSES.get(doc["class"]))
             if kind is None:
                 raise ValueError(f"member {name!r}: unknown class {doc['class']!r} (known: "
                                  f"{sorted(MEMBER_CLASSES)})")
