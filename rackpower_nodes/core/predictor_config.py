@@ -16,9 +16,13 @@ PREDICTOR_PARAMETERS: tuple[ParamSpec, ...] = (
           read_only=False),
     param("inference.rate_hz", 10.0, "double", "Forecast rate in Hz", (0.5, 50.0)),
     param("inference.threads", 1, "integer",
-          "torch threads for the LSTM's inference on the forecasting thread (its 16 "
-          "components take about a millisecond on one; more threads spin on a busy "
-          "controller)", (1, 64)),
+          "torch threads for the LSTM's inference on the forecasting thread, or the ONNX "
+          "session's threads (its 16 components take about a millisecond on one; more "
+          "threads spin on a busy controller)", (1, 64)),
+    param("inference.runtime", "auto", "string",
+          "How an LSTM is served: 'onnx' (its weights.onnx in onnxruntime, torch not loaded), "
+          "'torch' (weights.pt) or 'auto' (onnx when the model has a weights.onnx, else torch; "
+          "read at each load)", choices=("auto", "onnx", "torch")),
     param("inputs.stale_after_s", 1.0, "double",
           "Inputs older than this switch a component to the fallback, s", (0.05, 60.0)),
     param("fallback.margin_frac", 0.25, "double",
@@ -75,6 +79,7 @@ class PredictorConfig:
     calibration_window_s: float = 1.0
     calibration_unit: str = "scale"
     inference_threads: int = 1
+    inference_runtime: str = "auto"
 
     def calibration_settings(self):
         """The service's :class:`~.forecast.adaptive.CalibrationSettings` from this config."""
@@ -109,7 +114,8 @@ def predictor_config_from_params(values: Mapping[str, Any]) -> PredictorConfig:
         raise ConfigError(errors)
     return PredictorConfig(
         model_path=v["model.path"], rate_hz=v["inference.rate_hz"],
-        inference_threads=v["inference.threads"], stale_after_s=v["inputs.stale_after_s"],
+        inference_threads=v["inference.threads"], inference_runtime=v["inference.runtime"],
+        stale_after_s=v["inputs.stale_after_s"],
         margin_frac=v["fallback.margin_frac"],
         min_margin_w=v["fallback.min_margin_w"], components=tuple(names),
         idle_w=tuple(v["components.idle_w"]), max_w=tuple(v["components.max_w"]),

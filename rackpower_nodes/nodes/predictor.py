@@ -11,11 +11,15 @@ margin, and both the message and the diagnostics say so. The newest `workload_ev
 snapshot (latched: a late start gets the last one) feeds the event features; an invalid one
 is dropped and logged.
 
-The LSTM runs on `inference.threads` torch threads (1 by default), set on the forecasting
-thread itself the first cycle a model serves: torch's OpenMP thread count is the calling
-thread's, so setting it on the loader thread would leave inference on every core (measured
-in the rack: the predictor at 19 % of a core with the default, 8 % with one thread; the
-LSTM of 16 components takes about a millisecond).
+An LSTM is served as `inference.runtime` says: `onnx` runs its ONNX export (weights.onnx) in
+onnxruntime and never imports torch (about 20 MB of memory instead of 200), `torch` its torch
+network, `auto` (the default) the export where the model directory has one (models saved
+before it existed have none). The ONNX session runs on `inference.threads` threads, fixed when
+it is opened on the loader thread. The torch LSTM runs on `inference.threads` torch threads
+(1 by default), set on the forecasting thread itself the first cycle a model serves: torch's
+OpenMP thread count is the calling thread's, so setting it on the loader thread would leave
+inference on every core (measured in the rack: the predictor at 19 % of a core with the
+default, 8 % with one thread; the LSTM of 16 components takes about a millisecond).
 """
 from __future__ import annotations
 
@@ -160,7 +164,8 @@ class PredictorNode(Node):
 
     def _load(self, path: str, why: str) -> None:
         try:
-            model = self.service.load(path)
+            model = self.service.load(path, self.config.inference_runtime,
+                                      self.config.inference_threads)
         except ModelLoadError as exc:
             self._load_state = ("error", str(exc))
             self.get_logger().error(f"cannot load model ({why}): {exc}; "
