@@ -167,10 +167,13 @@ def test_a_slow_model_load_leaves_the_one_thread_free(ros_env, monkeypatch):
     rclpy.init(context=ctx, domain_id=int(ros_env["ROS_DOMAIN_ID"]), args=[   # own graph
         "--ros-args", "-r", f"__ns:={ns}", "-p", "components.names:=[gpu01]",
         "-p", "components.idle_w:=[90.0]", "-p", "components.max_w:=[900.0]",
-        "-p", f"inference.rate_hz:={RATE_HZ}"])
+        "-p", f"inference.rate_hz:={RATE_HZ}", "-p", "inference.runtime:=onnx",
+        "-p", "inference.threads:=2"])
     loading, release = threading.Event(), threading.Event()
+    asked = []                                  # the runtime and threads the load was given
 
-    def slow_load(path: str):
+    def slow_load(path: str, runtime: str, threads: int):
+        asked.append((runtime, threads))
         loading.set()
         assert release.wait(60), "the test never let the load finish"
         return SimpleNamespace(name="slow", version=path)
@@ -207,6 +210,7 @@ def test_a_slow_model_load_leaves_the_one_thread_free(ros_env, monkeypatch):
         release.set()
         assert spin_until(lambda: node._load_state[0] == "loaded")
         assert "slow /models/slow" in node._load_state[1]
+        assert asked == [("onnx", 2)]                   # inference.runtime, inference.threads
         assert all(m.model_name == "persistence" for m in forecasts)
         peer.destroy_node()
         node.destroy_node()
