@@ -27,7 +27,8 @@ import pytest
 import yaml
 from helpers.graph import NODES, GraphWatch
 
-from rackpower_nodes.tools.launch_env import LaunchedGraph, executable, stop_process
+from rackpower_nodes.tools.launch_env import (
+    LaunchedGraph, executable, stop_process, without_launch_interrupts)
 
 pytestmark = pytest.mark.ros
 
@@ -62,6 +63,9 @@ def _assert_clean_exit(graph: LaunchedGraph, code: int, expected: set[str]) -> N
         print(f"{graph.hung} (launch's shutdown timers fired for processes that had ended: "
               f"{graph.escalations_after_exit})")
     assert not graph.group_alive()
+    out, launch_own = without_launch_interrupts(out)
+    if launch_own:
+        print(f"launch printed {launch_own} Ctrl-C of its own as ignored (not the graph's)")
     for marker in NO_TRACE:
         assert marker not in out, f"{marker!r} in the launch output:\n{out[-6000:]}"
     assert not graph.escalations, out[-4000:]            # no process needed SIGTERM/SIGKILL

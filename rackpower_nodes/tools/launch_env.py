@@ -19,6 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+# `ros2 launch` keeps Python's SIGINT handler (a KeyboardInterrupt that its loop catches and
+# drops) beside its own signal handling; when a Ctrl-C lands while a weak reference's callback
+# runs (asyncio's task set), Python can only print that interrupt, at the start of a line,
+# unprefixed: launch's own output, never a process of the graph's (those lines start "[name-N]")
+_LAUNCH_INTERRUPT = re.compile(
+    r"^Exception ignored in: [^\n]*\nTraceback \(most recent call last\):\n"
+    r"(?:  [^\n]*\n)*KeyboardInterrupt: ?\n", re.MULTILINE)
+
+
+def without_launch_interrupts(output: str) -> tuple[str, int]:
+    """`output` of `ros2 launch` without the interrupts launch itself printed as ignored (see
+    _LAUNCH_INTERRUPT), and how many there were: what is left holds the graph's tracebacks."""
+    return _LAUNCH_INTERRUPT.subn("", output)
+
+
 def ament_prefix() -> Path:
     """The install prefix that holds rackpower (the venv after `make setup`)."""
     from ament_index_python.packages import PackageNotFoundError, get_package_prefix
