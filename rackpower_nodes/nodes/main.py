@@ -13,7 +13,10 @@ leaves every device and file in a known state:
 
 A shutdown still running `SHUTDOWN_REPORT_S` after it began prints the stack of every thread
 to stderr (faulthandler, which needs neither the GIL nor the main thread): a shutdown that
-hangs, in Python or in the ROS client library, says where before `ros2 launch` kills it.
+hangs, in Python or in the ROS client library, says where before `ros2 launch` kills it. So
+does an executor that has not come back to the spinning loop for about `STALL_REPORT_S` (a
+callback or the executor itself stuck: the signal handlers, which run on that thread between
+two waits, could then never run, and SIGINT and SIGTERM would go unanswered).
 
 A node run with `threads=1` spins on rclpy's C++ events executor (`EventsExecutor`): one
 callback at a time, as the single-threaded executor, without rebuilding a wait set in Python
@@ -40,6 +43,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
@@ -58,6 +62,8 @@ EXIT_BAD_CONFIG = 2
 EXECUTOR_STOP_S = 1.0        # how long callbacks in flight may take to finish at shutdown, s
 SIGNAL_POLL_S = 0.1          # longest wait of the executor before a signal is looked at, s
 SHUTDOWN_REPORT_S = 10.0     # a shutdown running this long prints every thread's stack, s
+STALL_REPORT_S = 10.0        # so does an executor that has not returned for about this long, s
+STALL_REARM_S = 2.0          # how often the spinning loop pushes that report back, s
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 EXECUTOR_ENV = "RACKPOWER_EXECUTOR"
 EXECUTORS = ("events", "classic")
@@ -198,9 +204,15 @@ def _spin_until_signal(executor, node: Node, request: ShutdownRequest) -> Except
     """Spin in this (the main) thread, so a single-threaded node's callbacks and its
     destruction share one thread (the recorder's sqlite3 bags require it), until a shutdown
     signal: the handler runs between two waits of at most SIGNAL_POLL_S. A callback's
-    exception ends the spinning and is returned, to be raised once the node is destroyed."""
+    exception ends the spinning and is returned, to be raised once the node is destroyed.
+    The stall report is pushed back every STALL_REARM_S while the executor keeps returning."""
+    armed = -STALL_REARM_S
     try:
         while not request.event.is_set() and node.context.ok():
+            now = time.monotonic()
+            if now - armed >= STALL_REARM_S:
+                faulthandler.dump_traceback_later(STALL_REPORT_S, exit=False)
+                armed = now
             executor.spin_once(timeout_sec=SIGNAL_POLL_S)
     except ExternalShutdownException:
         pass

@@ -23,7 +23,8 @@ NODE = textwrap.dedent("""
     from rackpower_nodes.nodes.main import run_node
 
     if len(sys.argv) > 4:
-        main.SHUTDOWN_REPORT_S = float(sys.argv[4])
+        main.SHUTDOWN_REPORT_S = main.STALL_REPORT_S = float(sys.argv[4])
+        main.STALL_REARM_S = main.STALL_REPORT_S / 5
 
     class Probe(Node):
         def __init__(self):
@@ -34,6 +35,10 @@ NODE = textwrap.dedent("""
         def tick(self):
             if sys.argv[1] == "crash":
                 raise RuntimeError("probe callback failed")
+            if sys.argv[1] == "stall":                # once: the executor away for 2 s
+                sys.argv[1] = "run"
+                time.sleep(2.0)
+                print("resumed", flush=True)
 
         def destroy_node(self):
             print("destroying", flush=True)
@@ -83,6 +88,21 @@ def test_a_shutdown_that_overruns_prints_where_every_thread_is(ros_env):
     assert "Timeout (0:00:00.500000)!" in out, out
     dump = out[out.index("Timeout"):out.index("destroyed")]
     assert "(most recent call first)" in dump and "in destroy_node" in dump, dump
+
+
+def test_an_executor_away_too_long_prints_where_every_thread_is(ros_env):
+    # a callback holds the executor 2 s, the stall report is due after 0.5 s
+    proc = _start(ros_env, "stall", 0.0, 1, report_s=0.5)
+    dump = []
+    for line in proc.stdout:
+        if line.startswith("resumed"):
+            break
+        dump.append(line)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    dump = "".join(dump)
+    assert "Timeout (0:00:00.500000)!" in dump and "in tick" in dump, dump
 
 
 def test_a_shutdown_in_time_prints_no_stacks(ros_env):
