@@ -167,6 +167,7 @@ def main(argv=None) -> int:
         report = GraphReport(watch.node, args.rack)
         burners: list[subprocess.Popen] = []
         stoppers = []
+        unended = ""
         try:
             started.wait_until(lambda: watch.up(NODES), 300.0, "graph up")
             executor = SingleThreadedExecutor()
@@ -189,14 +190,18 @@ def main(argv=None) -> int:
                 b.wait()
             for stop in stoppers:
                 stop()
-            started.close()
+            try:
+                started.close()
+            except AssertionError as exc:     # the graph did not end: the window still counts
+                unended = f"did not end by itself, killed: {str(exc).splitlines()[0]}"
+                print(exc, file=sys.stderr)
         kind = "composed (one process)" if args.composed else "separate processes (ros2 launch)"
         print(f"\n{kind}, {args.window:g} s window after {args.warmup:g} s warm-up, "
               f"{args.burn} burners, load average {load:.1f}, {os.cpu_count()} cores, "
               f"tree {tree}\n")
         print_table(rows, "rack_sim")
         print_report(report)
-        print(f"\nstopped: {started.ending}")
+        print(f"\nstopped: {unended or started.ending}")
     return 0
 
 
