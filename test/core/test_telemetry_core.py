@@ -333,6 +333,23 @@ def test_a_broken_used_line_is_still_garbage_naming_it(line):
 
 
 
+def test_a_close_between_a_poll_s_check_and_its_next_scrape_ends_the_poll_quietly():
+    # close() from the node's shutdown lands after poll() looked whether it was closed and
+    # before it started the next scrape: the pool is shut down by then
+    collector = TelemetryCollector([HostTarget(f"h{i}", "http://127.0.0.1:9/metrics", 0.2)
+                                    for i in range(3)])
+    submit = collector._pool.submit
+
+    def submit_after_a_close(*args, **kwargs):
+        collector.close()
+        return submit(*args, **kwargs)
+
+    collector._pool.submit = submit_after_a_close
+    statuses = collector.poll()
+    assert [s.up for s in statuses] == [False] * 3
+    assert all("not scraped (the collector is closed)" in s.last_error for s in statuses)
+
+
 def test_close_ends_a_poll_waiting_on_an_exporter_that_never_answers(caplog):
     silent = socket.create_server(("127.0.0.1", 0))      # the kernel accepts; nobody answers
     url = f"http://127.0.0.1:{silent.getsockname()[1]}/metrics"

@@ -111,12 +111,18 @@ class TelemetryCollector:
         for a host failure. `now_s` (default: the clock) decides staleness. After close()
         it returns within _CLOSE_POLL_S, every scrape still running reported as a timeout."""
         with self._lock:
-            if not self._closed.is_set():
-                for target in self._targets:
-                    st = self._hosts[target.name]
-                    if st.in_flight is None:
+            for target in self._targets:
+                st = self._hosts[target.name]
+                if self._closed.is_set():
+                    break
+                if st.in_flight is None:
+                    try:
                         st.in_flight = self._pool.submit(scrape, target, self._clock,
                                                          st.connection)
+                    except RuntimeError:      # close() shut the pool down since the check
+                        if not self._closed.is_set():
+                            raise
+                        break
             self._wait_for_scrapes()
             for st in self._hosts.values():
                 _settle(st)
