@@ -25,7 +25,7 @@ import torch
 from rackpower_nodes.core.forecast.base import (
     ForecastInputError, Forecaster, ModelLoadError, check_params)
 from rackpower_nodes.core.forecast.distributed import DistContext
-from rackpower_nodes.core.forecast.lstm_base import LstmBase, LstmParams
+from rackpower_nodes.core.forecast.lstm_base import ONNX_FILE, LstmBase, LstmParams
 from rackpower_nodes.core.forecast.model import QuantileLSTM
 
 __all__ = ["ForecastInputError", "Forecaster", "LstmForecaster", "LstmParams", "ModelLoadError",
@@ -72,8 +72,8 @@ class LstmForecaster(LstmBase):
         torch: onnx_lstm.py)."""
         torch.save(self.module.state_dict(), directory / "weights.pt")
         _export_onnx(self.module, len(self.columns), self.history_steps,
-                     directory / "weights.onnx")
-        return ["weights.pt", "weights.onnx"]
+                     directory / ONNX_FILE)
+        return ["weights.pt", ONNX_FILE]
 
     def load_weights(self, directory: Path) -> None:
         path = directory / "weights.pt"

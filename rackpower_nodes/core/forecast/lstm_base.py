@@ -18,7 +18,9 @@ import numpy as np
 from rackpower_nodes.core.forecast.base import (
     ForecastInputError, Forecaster, ModelLoadError, check_params)
 
-__all__ = ["LstmBase", "LstmParams"]
+__all__ = ["ONNX_FILE", "LstmBase", "LstmParams"]
+
+ONNX_FILE = "weights.onnx"   # an LSTM directory's ONNX export (written by forecaster.py)
 
 
 @dataclass

@@ -20,11 +20,10 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from rackpower_nodes.core.forecast.base import ForecastInputError, ModelLoadError
-from rackpower_nodes.core.forecast.lstm_base import LstmBase, LstmParams
+from rackpower_nodes.core.forecast.lstm_base import ONNX_FILE, LstmBase, LstmParams
 
 __all__ = ["ONNX_FILE", "OnnxLstmForecaster"]
 
-ONNX_FILE = "weights.onnx"
 # what onnxruntime raises for a file it cannot load or a run that fails (none is an OSError
 # or RuntimeError)
 _ORT_ERRORS = (ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.NoSuchFile,

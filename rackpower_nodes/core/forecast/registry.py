@@ -41,6 +41,7 @@ from rackpower_nodes.core.forecast.baselines import (
     EwmaForecaster, LightGbmForecaster, PersistenceForecaster)
 from rackpower_nodes.core.forecast.challengers import ServedForecaster
 from rackpower_nodes.core.forecast.lazy_classes import ONNX_LSTM, ForecasterClasses, import_class
+from rackpower_nodes.core.forecast.lstm_base import ONNX_FILE
 
 __all__ = ["FORMAT_VERSION", "MODEL_FILE", "RUNTIMES", "ModelLoadError", "load_model",
            "save_model", "write_model_dir"]
@@ -52,7 +53,6 @@ CLASSES = ForecasterClasses(PersistenceForecaster, EwmaForecaster, LightGbmForec
                             ServedForecaster)
 # how an LSTM is served: its torch network, its ONNX export, or the export where it has one
 RUNTIMES = ("torch", "onnx", "auto")
-ONNX_FILE = "weights.onnx"
 _REQUIRED = ("class", "version", "hyperparameters", "feature_names", "window_spec", "state",
              "files")
 
