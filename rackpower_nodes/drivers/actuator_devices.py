@@ -76,24 +76,39 @@ def cap_range_warnings(link: PduLink, components: tuple[Component, ...]) -> list
     return warnings
 
 
-def leave_static_split(link: PduLink, safe: np.ndarray, budget_w: float,
-                       why: str) -> tuple[bool, str]:
+STATIC_SPLIT_RETRY_S = 2.0    # how long a static split not confirmed is written again, s
+STATIC_SPLIT_PAUSE_S = 0.1    # pause between two attempts, s
+
+
+def leave_static_split(link: PduLink, safe: np.ndarray, budget_w: float, why: str,
+                       retry_within_s: float = STATIC_SPLIT_RETRY_S) -> tuple[bool, str]:
     """Stop the link's worker, write the static split `safe` (W per component) to every
-    device and confirm it by reading them back: (confirmed, what the devices hold). Never
-    raises: it runs on the way out."""
+    device and confirm it by reading them back: (confirmed, what the devices hold). A split
+    not confirmed (a device that did not answer in time, a value found other than the one
+    written) is written and read back again until it is, for at most `retry_within_s` after
+    the first attempt: one late answer from a busy PDU must not leave the rack unconfirmed.
+    The text says how many attempts it took when more than one. Never raises: it runs on the
+    way out."""
     link.stop()
-    try:
-        link.write_now(safe, exact=True)
-        conf = link.confirm(safe)
-    except Exception as exc:      # best effort on the way out; never raise from here
-        return False, f"{why}: writing the static split failed: {exc!r}"
+    start, attempts = time.monotonic(), 0
+    while True:
+        attempts += 1
+        try:
+            link.write_now(safe, exact=True)
+            conf = link.confirm(safe)
+        except Exception as exc:      # best effort on the way out; never raise from here
+            return False, f"{why}: writing the static split failed: {exc!r}"
+        if conf.ok or time.monotonic() - start + STATIC_SPLIT_PAUSE_S > retry_within_s:
+            break
+        time.sleep(STATIC_SPLIT_PAUSE_S)
     held = conf.held_total_w
     holds = "unknown W" if math.isnan(held) else f"{held:.0f} W"
+    tries = "" if attempts == 1 else f" ({attempts} attempts in {time.monotonic() - start:.1f} s)"
     if conf.ok:
         return True, (f"{why}: static split confirmed by read-back: devices hold {holds} of "
-                      f"{budget_w:.0f} W")
+                      f"{budget_w:.0f} W{tries}")
     return False, (f"{why}: static split NOT confirmed by read-back ({safe.sum():.0f} W "
-                   f"written, devices hold {holds} of {budget_w:.0f} W): "
+                   f"written, devices hold {holds} of {budget_w:.0f} W{tries}): "
                    + "; ".join(conf.differences))
 
 
