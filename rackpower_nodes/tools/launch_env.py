@@ -34,6 +34,44 @@ def without_launch_interrupts(output: str) -> tuple[str, int]:
     return _LAUNCH_INTERRUPT.subn("", output)
 
 
+# the per-process prefix `ros2 launch` gives a process's lines, and a thread's header in the
+# stack report nodes/main.py prints through faulthandler when a shutdown overruns
+_PROCESS_LINE = re.compile(r"^\[(?P<proc>[\w.-]+-\d+)\] (?P<text>.*)$")
+_THREAD_HEADER = re.compile(r"^(?:Current thread|Thread) 0x[0-9a-f]+ \(most recent call first\):")
+_FRAME = re.compile(r'^  File "(?P<path>[^"]+)", line \d+ in (?P<func>\S+)')
+
+
+def dds_teardown_hangs(output: str) -> dict[str, str]:
+    """The processes of `output` (launch names, 'host_telemetry-3') whose shutdown report
+    shows their main thread stuck inside rclpy while the node's own destroy_node() had handed
+    over to rclpy's (its publishers', subscriptions' and timers' DDS entities being
+    destroyed), each with that innermost rclpy frame: the node had done its own stopping, and
+    what hung is the ROS client library's teardown, which `ros2 launch` then ends by SIGKILL
+    (seen twice under two CPU burners, rmw_fastrtps with rclpy's events executor). A stack
+    stuck anywhere else is not listed."""
+    threads: dict[str, list[list[tuple[str, str]]]] = {}
+    for line in output.splitlines():
+        m = _PROCESS_LINE.match(line)
+        if m is None:
+            continue
+        proc, text = m["proc"], m["text"]
+        if _THREAD_HEADER.match(text):
+            threads.setdefault(proc, []).append([])
+        elif (frame := _FRAME.match(text)) and threads.get(proc):
+            threads[proc][-1].append((frame["path"], frame["func"]))
+    hangs = {}
+    for proc, stacks in threads.items():
+        for frames in stacks:
+            funcs = [f for _, f in frames]
+            if not (frames and "/rclpy/" in frames[0][0] and "destroy_node" in funcs
+                    and any(p.endswith("rackpower_nodes/nodes/main.py") for p, _ in frames)):
+                continue
+            inner = next(i for i, (p, _) in enumerate(frames) if "/rclpy/" not in p)
+            if frames[inner][1] == "destroy_node":      # ours, handing over to rclpy's
+                hangs[proc] = f"{frames[0][0]} in {frames[0][1]}"
+    return hangs
+
+
 def ament_prefix() -> Path:
     """The install prefix that holds rackpower (the venv after `make setup`)."""
     from ament_index_python.packages import PackageNotFoundError, get_package_prefix

@@ -1,12 +1,13 @@
 """Watching a launched graph: NODES, the seven executables of launch/rack.launch.py,
-`GraphWatch`, which tells when all of them are up and the recorder writes, and `spin_until`,
-which spins a test's own node until a condition holds."""
+`GraphWatch`, which tells when all of them are up and the recorder writes, `spin_until`,
+which spins a test's own node until a condition holds, and `teardown_hangs`, the processes
+of a launch's output whose rclpy teardown hung after their own stop."""
 from __future__ import annotations
 
 NODES = ("current_sensor", "host_telemetry", "predictor", "pdu_actuator", "recorder",
          "health_monitor", "retrain_scheduler")
 
-__all__ = ["NODES", "GraphWatch", "spin_until"]
+__all__ = ["NODES", "GraphWatch", "spin_until", "teardown_hangs"]
 
 
 def spin_until(node, predicate, timeout_s: float, step_s: float = 0.05) -> bool:
@@ -54,3 +55,17 @@ class GraphWatch:
         return (all(f"/{self.rack}/{n}" in present for n in nodes)
                 and self.written.get(f"/{self.rack}/power_samples", 0) > 0
                 and self.written.get(f"/{self.rack}/power_allocation", 0) > 0)
+
+
+def teardown_hangs(graph, out: str) -> dict[str, str]:
+    """`dds_teardown_hangs` of the graph's output, each such process's last run ended by
+    launch's SIGKILL or SIGTERM (checked), printed when there are any."""
+    from rackpower_nodes.tools.launch_env import dds_teardown_hangs
+
+    hangs = dds_teardown_hangs(out)
+    for proc, frame in hangs.items():
+        run = next(r for r in graph.runs if r.name == proc)
+        assert run.code in (-9, -15), f"{proc} hung in {frame} and exited {run.code}"
+        print(f"{proc}: rclpy's teardown of the node's DDS entities hung in {frame} after the "
+              f"node's own stop; launch ended it (exit {run.code})")
+    return hangs

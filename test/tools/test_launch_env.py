@@ -1,8 +1,9 @@
 """rackpower_nodes.tools.launch_env: telling launch's own ignored Ctrl-C from a traceback of
-a process of the graph."""
+a process of the graph, and a node's shutdown report of a hang in rclpy's teardown from any
+other hang."""
 from __future__ import annotations
 
-from rackpower_nodes.tools.launch_env import without_launch_interrupts
+from rackpower_nodes.tools.launch_env import dds_teardown_hangs, without_launch_interrupts
 
 LAUNCH_OWN = (
     "Exception ignored in: <function WeakSet.__init__.<locals>._remove at 0x7f266f95fe20>\n"
@@ -34,3 +35,57 @@ def test_any_other_unprefixed_traceback_stays():
     for text in (other, crash):
         left, n = without_launch_interrupts(text)
         assert n == 0 and left == text
+
+
+PY = "/root/.pyenv/versions/3.11.7/lib/python3.11"
+SITE = "/x/.venv/lib/python3.11/site-packages"
+NODES = "/x/main/rackpower_nodes/nodes"
+SCRAPE = [f"{PY}/socket.py", 706, "readinto"], [f"{PY}/threading.py", 1002, "_bootstrap"]
+TEARDOWN = ([f"{SITE}/rclpy/publisher.py", 107, "destroy"],
+            [f"{SITE}/rclpy/node.py", 1948, "destroy_publisher"],
+            [f"{SITE}/rclpy/node.py", 2070, "destroy_node"],
+            [f"{NODES}/host_telemetry.py", 183, "destroy_node"],
+            [f"{NODES}/main.py", 193, "_run"],
+            [f"{NODES}/main.py", 129, "run_node"])
+
+
+def _report(proc: str, *threads) -> str:
+    """A node's faulthandler report as `ros2 launch` prints it (each line prefixed)."""
+    lines = []
+    for k, frames in enumerate(threads):
+        lines.append(f"Thread 0x00007f33{k:08x} (most recent call first):")
+        lines += [f'  File "{p}", line {n} in {f}' for p, n, f in frames]
+        lines.append("")
+    return "".join(f"[{proc}] {line}\n" for line in lines)
+
+
+def test_a_main_thread_stuck_in_rclpy_destroying_the_node_s_entities_is_named():
+    out = ("[host_telemetry-3] [INFO] [1.0] [host_telemetry]: shutting down (SIGINT)\n"
+           + _report("host_telemetry-3", SCRAPE, TEARDOWN)
+           + "[ERROR] [host_telemetry-3]: process[host_telemetry-3] failed to terminate '10.0' "
+             "seconds after receiving 'SIGTERM', escalating to 'SIGKILL'\n")
+    assert dds_teardown_hangs(out) == {
+        "host_telemetry-3": f"{SITE}/rclpy/publisher.py in destroy"}
+
+
+def test_other_hangs_are_not_named():
+    # stuck in the node's own destroy_node (its code, before rclpy's)
+    own = ([f"{PY}/threading.py", 1116, "join"], *TEARDOWN[3:])
+    # a callback stuck while spinning (the stall report): no destroy_node at all
+    stall = ([f"{PY}/time.py", 1, "sleep"], [f"{SITE}/rclpy/executors.py", 9, "spin_once"],
+             [f"{NODES}/main.py", 210, "_spin_until_signal"])
+    # rclpy at the top, but not under a node's destroy_node (the context's shutdown)
+    context = ([f"{SITE}/rclpy/context.py", 1, "shutdown"], [f"{NODES}/main.py", 199, "_run"])
+    # the same frames without launch's prefix are not a process's report
+    bare = _report("x-1", TEARDOWN).replace("[x-1] ", "")
+    for out in (_report("recorder-6", own), _report("predictor-4", stall),
+                _report("current_sensor-2", context), bare):
+        assert dds_teardown_hangs(out) == {}, out
+
+
+def test_reports_of_two_processes_interleaved_are_told_apart():
+    a, b = _report("host_telemetry-3", TEARDOWN), _report("recorder-6", SCRAPE)
+    mixed = "".join(x + y for x, y in zip(a.splitlines(True), b.splitlines(True)))
+    mixed += "".join(a.splitlines(True)[len(b.splitlines()):])
+    assert dds_teardown_hangs(mixed) == {
+        "host_telemetry-3": f"{SITE}/rclpy/publisher.py in destroy"}
