@@ -20,6 +20,11 @@ Per component, on minute summaries (:mod:`.minutes`):
 Saved as one JSON file: settings, per-component figures and the LightGBM model strings (no
 pickle). Features with no value anywhere (a switch's utilisation) are NaN, which LightGBM
 routes as missing.
+
+lightgbm (with scipy beneath it, ~28 MB of a process's RSS) is imported where a booster is
+fitted or first rebuilt from its model string, not with this module: the health_monitor node
+imports it for :class:`HealthMonitor` and runs without a model (physical checks only) until
+it has learned one, in a child process.
 """
 from __future__ import annotations
 
@@ -27,14 +32,17 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 
 from rackpower_nodes.core.health.config import HealthConfig
 from rackpower_nodes.core.health.cusum import ar1, threshold
 from rackpower_nodes.core.health.minutes import Minutes, row_spacing, to_minutes
 from rackpower_nodes.core.health.types import HealthFrame
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 __all__ = ["DETECTORS", "FORMAT", "HealthModel", "HealthModelError"]
 
@@ -204,7 +212,12 @@ class HealthModel:
         key = (kind, j)
         if key not in self._boosters:
             text = (self.power_models if kind == "power" else self.util_models)[j]
-            self._boosters[key] = lgb.Booster(model_str=text) if text else None
+            booster = None
+            if text:
+                import lightgbm as lgb
+
+                booster = lgb.Booster(model_str=text)
+            self._boosters[key] = booster
         return self._boosters[key]
 
     def expected(self, mi: Minutes) -> tuple[np.ndarray, np.ndarray]:
@@ -288,6 +301,8 @@ class HealthModel:
 
 
 def _booster(x: np.ndarray, y: np.ndarray, cfg: HealthConfig) -> lgb.Booster:
+    import lightgbm as lgb
+
     params = {"objective": "huber", "alpha": 3.0 * float(np.std(y) + 1e-6),
               "num_leaves": cfg.leaves, "min_data_in_leaf": cfg.min_leaf,
               "learning_rate": 0.06, "num_threads": 1, "verbose": -1, "deterministic": True,
