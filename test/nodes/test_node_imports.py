@@ -12,6 +12,17 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+#: the rack graph's node executables (each imports `entry`, then its node module)
+NODES = ("current_sensor", "health_monitor", "host_telemetry", "pdu_actuator", "predictor",
+         "rack_view", "recorder", "retrain_scheduler")
+
+#: top-level packages of ROS's IDL-to-Python generator, which rosidl_generator_py's __init__
+#: imports beside import_type_support unless the entry point leaves it out
+IDL_GENERATOR = {"lark", "em", "rosidl_pycommon"}
+
+
 def _modules_after(code: str) -> dict:
     """Run `code` in a fresh interpreter; it leaves its findings in the dict `found`, to
     which the top-level package of every module then in sys.modules is added as `top`."""
@@ -72,3 +83,44 @@ def test_a_health_model_loads_lightgbm_where_it_fits_or_rebuilds_a_booster():
     assert found["before"] is False
     assert found["booster"] == "Booster" and found["same"] and found["util"]
     assert "lightgbm" in found["top"]
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_a_node_started_by_its_entry_point_leaves_the_idl_generator_out(node):
+    """The entry point keeps rosidl's code generator (lark, empy, rosidl_pycommon: ~6.7 MB per
+    process) out; the messages' type support still loads (a message serialised and read
+    back), and the node module leaves lightgbm and torch out as before."""
+    found = _modules_after(f"""
+        import rackpower_nodes.nodes.entry
+        import rackpower_nodes.nodes.{node}
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+        from rclpy.serialization import deserialize_message, serialize_message
+
+        from rackpower.msg import PowerSamples
+
+        msg = PowerSamples(channel_ids=["srv01"])
+        found["samples"] = list(deserialize_message(serialize_message(msg),
+                                                    PowerSamples).channel_ids)
+        diag = DiagnosticArray(status=[DiagnosticStatus(name="x")])
+        back = deserialize_message(serialize_message(diag), DiagnosticArray)
+        found["diag"] = back.status[0].name
+    """)
+    assert found["samples"] == ["srv01"] and found["diag"] == "x"
+    assert not IDL_GENERATOR & set(found["top"]), found["top"]
+    heavy = {"torch", "matplotlib"} | ({"lightgbm"} if node != "predictor" else set())
+    assert not heavy & set(found["top"]), found["top"]
+
+
+def test_the_entry_point_keeps_a_generator_already_imported():
+    """Only a process that has not loaded the generator is kept from it: a tool that imported
+    it before the entry module still has it."""
+    found = _modules_after("""
+        import sys
+        import rosidl_generator_py.generate_py_impl
+        import rackpower_nodes.nodes.entry
+        import rosidl_generator_py
+
+        found["kept"] = sys.modules["rosidl_generator_py.generate_py_impl"] is not None
+        found["generate_py"] = hasattr(rosidl_generator_py, "generate_py")
+    """)
+    assert found["kept"] is True and found["generate_py"] is True
