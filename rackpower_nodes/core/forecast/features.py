@@ -25,6 +25,7 @@ steps after it. :class:`~.online.OnlineWindows` builds the same ``x`` from live 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -40,9 +41,9 @@ from rackpower_nodes.core.schedule import WorkloadSchedule
 from rackpower_nodes.core.workload_events import EVENT_FEATURES, JobLog
 
 __all__ = [
-    "FEATURES", "WindowSet", "WindowSpec", "build_windows", "feature_names", "group_of",
-    "leave_one_group_out", "seen_features", "split_by_group", "split_by_time", "step_features",
-    "window_ends",
+    "FEATURES", "WindowSet", "WindowSpec", "build_windows", "coarse_tail", "feature_names",
+    "feature_rows", "group_of", "leave_one_group_out", "seen_features", "split_by_group",
+    "split_by_time", "step_features", "window_ends",
 ]
 
 _log = logging.getLogger(__name__)
@@ -122,14 +123,53 @@ def step_features(power_w, telemetry, first_step: int, spec: WindowSpec, idle_w:
         rows = events
     else:
         rows = event_rows(component, times, events, schedule)
-    blocks = [p[:, None], _coarse(p, spec.coarse), _telemetry(tel), calendar_phases(times + tz),
-              rows, np.array([[idle_w / max_w, max_w / 1000.0]])]
-    out = np.empty((len(p), sum(b.shape[1] for b in blocks)), dtype=np.float32)
+    return feature_rows(p, _coarse(p, spec.coarse), tel, times + tz, rows,
+                        np.array([[idle_w / max_w, max_w / 1000.0]]))
+
+
+def feature_rows(power, coarse, telemetry, local_t, events, spec_cols) -> np.ndarray:
+    """(n, F) float32 rows in :func:`feature_names` order from each step's parts, steps of any
+    components: ``power`` (n,) step mean / max_w, ``coarse`` (n, 3 * len(spec.coarse)),
+    ``telemetry`` (n, 6) float64 raw (NaN unknown), ``local_t`` (n,) step start in the
+    schedule's zone (s), ``events`` (n, 6) and ``spec_cols`` (n or 1, 2) idle_w / max_w and
+    max_w / 1000. Every column of a row is a function of that row's parts alone."""
+    blocks = [power[:, None], coarse, _telemetry(telemetry), calendar_phases(local_t), events,
+              spec_cols]
+    out = np.empty((len(power), sum(b.shape[1] for b in blocks)), dtype=np.float32)
     col = 0
     for b in blocks:
         out[:, col:col + b.shape[1]] = b
         col += b.shape[1]
     return out
+
+
+def coarse_tail(p: np.ndarray, ks: Sequence[int], count: int) -> np.ndarray:
+    """(count, 3 * len(ks)) coarse statistics of the last ``count`` steps of ``p`` (power /
+    max_w, float64), the values :func:`step_features` gives them: the same ``np.correlate``
+    (one dot product of the k steps ending at each) over only the steps they read, and the
+    same maximum. NaN where fewer than k steps lead up to one."""
+    out = np.full((count, 3 * len(ks)), np.nan)
+    n = len(p)
+    for c, k in enumerate(ks):
+        first = max(count - (n - k + 1), 0)             # the first row with k steps
+        if first >= count:
+            continue
+        q = p[n - count + first - k + 1:]
+        mean, slope = _kernels(k)
+        out[first:, 3 * c] = np.correlate(q, mean, mode="valid")
+        out[first:, 3 * c + 2] = np.correlate(q, slope, mode="valid")
+        for r in range(count - first):
+            out[first + r, 3 * c + 1] = q[r:r + k].max()
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _kernels(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and slope weights of :func:`_coarse` at resolution k (read-only)."""
+    i = np.arange(k) - (k - 1) / 2.0
+    mean, slope = np.full(k, 1.0 / k), i * k / np.dot(i, i)
+    mean.flags.writeable = slope.flags.writeable = False
+    return mean, slope
 
 
 def _coarse(p: np.ndarray, ks: Sequence[int]) -> np.ndarray:
@@ -138,10 +178,10 @@ def _coarse(p: np.ndarray, ks: Sequence[int]) -> np.ndarray:
         if len(p) < k:
             continue
         win = sliding_window_view(p, k)
-        i = np.arange(k) - (k - 1) / 2.0
-        out[k - 1:, 3 * c] = np.correlate(p, np.full(k, 1.0 / k), mode="valid")
+        mean, slope = _kernels(k)
+        out[k - 1:, 3 * c] = np.correlate(p, mean, mode="valid")
         out[k - 1:, 3 * c + 1] = win.max(axis=1)
-        out[k - 1:, 3 * c + 2] = np.correlate(p, i * k / np.dot(i, i), mode="valid")
+        out[k - 1:, 3 * c + 2] = np.correlate(p, slope, mode="valid")
     return out
 
 

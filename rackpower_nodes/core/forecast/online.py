@@ -13,17 +13,35 @@ come from the newest snapshot stamped at or before the step's start; a snapshot 
 ``events_stale_s`` (30 s by default) is treated as unknown, the "no job" row, never as a
 schedule (:func:`~.event_windows.snapshot_rows`). Before the first snapshot they come from the
 schedule, as in training data without a job log.
+
+Cost: a step's feature row never changes once the step has closed, unless something it
+reads arrives later, so each component keeps the rows of its window (:class:`_Rows`) and
+:meth:`OnlineWindows.window` computes only the rows it lacks, those of every component at
+once, with the functions :func:`~.features.step_features` uses (the coarse statistics over
+the look-back they read). Rows are dropped where a late input could change them: a track
+restart (all of them), a telemetry message (the steps that can hold it; all of them while a
+stamp no step can hold is kept), a workload-events snapshot (the steps at or after its stamp;
+all of them on the first one) and a setting changed on the object. Each row is, bit for bit,
+the one the whole history gives (``test/core/test_online_windows_cache.py``).
 """
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Sequence
+from itertools import islice
 
 import numpy as np
 
-from rackpower_nodes.core.forecast.event_windows import snapshot_rows
-from rackpower_nodes.core.forecast.features import WindowSpec, feature_names, step_features
+from rackpower_nodes.core.forecast.event_windows import event_rows, snapshot_rows
+from rackpower_nodes.core.forecast.features import (
+    WindowSpec,
+    coarse_tail,
+    feature_names,
+    feature_rows,
+)
 from rackpower_nodes.core.forecast.messages import (
     SequenceCheck,
     lost_frames_tolerance_s,
@@ -33,12 +51,14 @@ from rackpower_nodes.core.forecast.messages import (
     stamp_unix,
 )
 from rackpower_nodes.core.forecast.series import (
+    GRID_EPS,
     TELEMETRY,
     TELEMETRY_MAX_AGE_S,
     DatasetError,
     hold_telemetry,
     step_index,
     step_times,
+    telemetry_index,
 )
 from rackpower_nodes.core.schedule import WorkloadSchedule
 from rackpower_nodes.core.workload_events import WorkloadEvents
@@ -53,10 +73,12 @@ class _Track:
 
     def __init__(self, keep: int):
         self.steps: deque[np.float32] = deque(maxlen=keep)
+        self.segment = 0                # counts the cuts: rows of another segment are void
         self.cut()
 
     def cut(self) -> None:
         """Forget everything: the next sample starts a new segment."""
+        self.segment += 1
         self.steps.clear()
         self.cur: int | None = None
         self.total, self.count, self.last_t = 0.0, 0, None
@@ -70,6 +92,66 @@ class _Track:
             self.cur, self.total, self.count = step, 0.0, 0
         self.total += total
         self.count += count
+
+
+class _Rows:
+    """Feature rows (history, F) float32 of one component's steps ``end - history .. end - 1``
+    (global), ``ok`` where a row is known; rows of segment ``segment`` of its track."""
+
+    def __init__(self, history: int, width: int):
+        self.x = np.zeros((history, width), np.float32)
+        self.ok = np.zeros(history, bool)
+        self.segment, self.end = 0, 0
+
+    def move(self, segment: int, end: int) -> None:
+        """Hold steps ``end - history .. end - 1`` of ``segment``: the rows already known of
+        those steps stay, the others are not known."""
+        shift = end - self.end
+        if segment != self.segment or not 0 <= shift < len(self.ok):
+            self.ok[:] = False
+        elif shift:
+            self.x[:-shift] = self.x[shift:]
+            self.ok[:-shift] = self.ok[shift:]
+            self.ok[-shift:] = False
+        self.segment, self.end = segment, end
+
+    def drop(self, lo: int | None, hi: int | None) -> None:
+        """Forget the rows of global steps ``lo .. hi`` (None: no bound)."""
+        first = self.end - len(self.ok)
+        a = 0 if lo is None else min(max(lo - first, 0), len(self.ok))
+        b = len(self.ok) if hi is None else min(max(hi - first + 1, 0), len(self.ok))
+        self.ok[a:b] = False
+
+
+class _EventRows:
+    """One component's event features (:mod:`.event_windows`) of global steps ``first ..``,
+    computed ``BLOCK`` steps ahead: a step's row reads the step's time, the schedule and the
+    snapshots alone, so it is the same computed with any other steps."""
+
+    BLOCK = 64
+
+    def __init__(self):
+        self.first, self.x = 0, np.zeros((0, 6))
+
+    def rows(self, w: OnlineWindows, name: str, first: int, count: int) -> np.ndarray:
+        """(count, 6) rows of steps ``first .. first + count - 1`` for ``w``."""
+        at = first - self.first
+        if not (0 <= at and at + count <= len(self.x)):
+            n = max(count, self.BLOCK)
+            times = step_times(first, n, w.spec.step_s)
+            if w._snapshots:
+                self.x = snapshot_rows(w._snapshots, name, times, w.events_stale_s)
+            else:
+                self.x = event_rows(name, times, None, w.schedule)
+            self.first, at = first, 0
+        return self.x[at:at + count]
+
+    def drop(self, lo: int | None, hi: int | None) -> None:
+        """Forget the rows of steps ``lo .. hi`` (None: no bound), and those after them."""
+        end = self.first + len(self.x)
+        if (lo is None or lo < end) and (hi is None or hi >= self.first):
+            keep = 0 if lo is None else max(lo - self.first, 0)
+            self.x = self.x[:keep]
 
 
 class OnlineWindows:
@@ -108,6 +190,12 @@ class OnlineWindows:
             raise DatasetError(f"events_stale_s={events_stale_s!r}, expected > 0 s")
         self.events_stale_s = float(events_stale_s)
         self._snapshots: list[WorkloadEvents] = []     # by stamp; empty: none seen yet
+        self._rows_key: tuple | None = None
+        self._rows: dict[str, _Rows] = {}
+        self._tele_index: dict[str, tuple[list[int], np.ndarray]] = {}   # telemetry_index
+        self._events: dict[str, _EventRows] = {}
+        self._odd_stamps: set[str] = set()             # components with telemetry stamps
+        #                                                that hold_telemetry cannot place
 
     def push_workload_events(self, events: WorkloadEvents) -> None:
         """A scheduler's snapshot (stamped in Unix s); from now on the event features come
@@ -120,12 +208,16 @@ class OnlineWindows:
         while at and snaps[at - 1].stamp_unix > events.stamp_unix:
             at -= 1
         snaps.insert(at, events)
+        # steps at or after its stamp may read it; the first one replaces the schedule
+        self._drop_rows(self._step_of(events.stamp_unix, -1) if len(snaps) > 1 else None, None)
         # keep what a window can still read: those since the oldest step a window holds,
         # and the newest one before it
         horizon = snaps[-1].stamp_unix - self._keep_s
         older = [i for i, s in enumerate(snaps) if s.stamp_unix <= horizon]
-        if older:
+        if older and older[-1]:
             del snaps[:older[-1]]
+            # steps before the oldest one kept read those deleted
+            self._drop_rows(None, self._step_of(snaps[0].stamp_unix, 1))
 
     def push_samples(self, msg) -> None:
         """A ``rackpower/msg/PowerSamples``; a loss of more than half a step of frames
@@ -173,16 +265,29 @@ class OnlineWindows:
 
     def push_telemetry(self, t_unix: float, host_id: str, values_6: Sequence[float]) -> None:
         """:data:`~.series.TELEMETRY` of ``host_id`` (a component id) at ``t_unix``."""
-        values = np.asarray(values_6, dtype=np.float64).reshape(-1)
+        values = np.array(values_6, dtype=np.float64).reshape(-1)      # a copy: it is kept
         if values.shape != (len(TELEMETRY),):
             raise DatasetError(f"telemetry of {host_id!r}: {values.size} values, expected "
                                f"{len(TELEMETRY)} ({', '.join(TELEMETRY)})")
         log = self._tele.get(host_id)
         if log is None:
             return
-        log.append((float(t_unix), values))
+        t = float(t_unix)
+        log.append((t, values))
+        self._tele_index.pop(host_id, None)
+        rows, lo = self._rows.get(host_id), self._step_of(t, 0)
+        if lo is None:                      # held by no step, or by any: no rows kept
+            self._odd_stamps.add(host_id)
+        if rows is not None:                # the steps that may hold this message
+            rows.drop(lo, self._held_until(lo))
         if len(log) > 64 and log[0][0] < t_unix - 2 * self._keep_s:
             log[:] = [m for m in log if m[0] >= t_unix - self._keep_s]
+            odd = host_id in self._odd_stamps
+            if odd and all(self._step_of(m[0], 0) is not None for m in log):
+                self._odd_stamps.discard(host_id)
+            if rows is not None:            # the steps that may have held those deleted
+                rows.drop(None, None if odd else
+                          self._held_until(self._step_of(t_unix - self._keep_s, 0)))
 
     def window(self, t_unix: float, features: bool = True
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -196,6 +301,8 @@ class OnlineWindows:
         x = np.zeros((n, spec.history_steps, len(self.names)), np.float32)
         last = np.full(n, np.nan, np.float32)
         ready, age = np.zeros(n, bool), np.full(n, np.inf)
+        if features:
+            self._check_rows_key()
         for i, name in enumerate(self.components):
             track = self._tracks[name]
             if track.cur is None:
@@ -205,9 +312,10 @@ class OnlineWindows:
                 last[i] = np.float32(np.float64(track.steps[-1]) / self.max_w[i])
             if len(track.steps) < spec.warmup_steps or age[i] > self.stale_s:
                 continue
-            if features:
-                x[i] = self._features(i, name, track)[-spec.history_steps:]
             ready[i] = True
+        if features and ready.any():
+            for i, rows in self._window_rows(np.flatnonzero(ready)):
+                x[i] = rows
         return x, last, ready, age
 
     def last_steps(self) -> np.ndarray:
@@ -239,19 +347,114 @@ class OnlineWindows:
             means[lo - low:lo - low + len(held), i] = held / self.max_w[i]
         return steps, means
 
-    def _features(self, i: int, name: str, track: _Track) -> np.ndarray:
-        first = track.cur - len(track.steps)
-        steps = first + np.arange(len(track.steps))
-        log = self._tele[name]
-        tel = hold_telemetry(steps, [m[0] for m in log], [m[1] for m in log], self.spec.step_s,
-                             self.telemetry_max_age_s)
-        events = None
-        if self._snapshots:
-            events = snapshot_rows(self._snapshots, name,
-                                   step_times(first, len(steps), self.spec.step_s),
-                                   self.events_stale_s)
-        return step_features(np.array(track.steps, np.float32), tel, first, self.spec,
-                             self.idle_w[i], self.max_w[i], name, self.schedule, events)
+    def _window_rows(self, ready: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """``(i, rows)`` the (history, F) rows of each ready component's window: those known,
+        and the others, from the first one missing on, computed for all at once."""
+        out, todo = [], []
+        for i in ready.tolist():
+            name = self.components[i]
+            track, rows = self._tracks[name], self._rows[name]
+            rows.move(track.segment, track.cur)
+            if name in self._odd_stamps:
+                rows.ok[:] = False
+            out.append((i, rows.x))
+            if not rows.ok.all():
+                todo.append((i, name, track, rows, int(np.argmin(rows.ok))))
+        if todo:
+            new = self._features(todo)
+            at = 0
+            for *_, rows, a in todo:
+                rows.x[a:] = new[at:at + len(rows.ok) - a]
+                rows.ok[a:] = True
+                at += len(rows.ok) - a
+        return out
+
+    def _features(self, todo) -> np.ndarray:
+        """The features of the steps from ``a`` on of each ``(i, name, track, rows, a)`` in
+        ``todo``, one component after the other: each row what :func:`step_features` gives
+        it over the whole history (each of its columns reads that step, its coarse look-back
+        and the messages held for it alone)."""
+        spec, history = self.spec, self.spec.history_steps
+        back = max(spec.coarse, default=1) - 1       # the coarse statistics' look-back
+        parts: list[list[np.ndarray]] = [[], [], [], [], [], []]
+        for i, name, track, _, a in todo:
+            count, held = history - a, len(track.steps)
+            lo = max(held - count - back, 0)
+            p = np.fromiter(islice(track.steps, lo, None), np.float32, held - lo)
+            p = p.astype(np.float64) / self.max_w[i]
+            new = track.cur - count                   # the first step computed
+            times = step_times(new, count, spec.step_s)
+            spec_cols = np.array([[self.idle_w[i] / self.max_w[i], self.max_w[i] / 1000.0]])
+            for part, value in zip(parts, (p[-count:], coarse_tail(p, spec.coarse, count),
+                                           self._held(name, track, new), times,
+                                           self._events[name].rows(self, name, new, count),
+                                           np.repeat(spec_cols, count, axis=0)), strict=True):
+                part.append(value)
+        power, coarse, tel, times, events, spec_cols = (np.concatenate(v) for v in parts)
+        tz = self.schedule.tz_offset_s if self.schedule is not None else 0.0
+        return feature_rows(power, coarse, tel.astype(np.float64), times + tz, events,
+                            spec_cols)
+
+    def _held(self, name: str, track: _Track, new: int) -> np.ndarray:
+        """(cur - new, 6) float32 telemetry held for steps ``new .. cur - 1`` of ``track``."""
+        log, steps = self._tele[name], np.arange(new, track.cur)
+        if name in self._odd_stamps:
+            # a stamp hold_telemetry cannot place: what its search finds depends on every
+            # step it is asked about; ask about all of them, as for the whole history
+            first = track.cur - len(track.steps)
+            return hold_telemetry(np.arange(first, track.cur), [m[0] for m in log],
+                                  [m[1] for m in log], self.spec.step_s,
+                                  self.telemetry_max_age_s)[new - first:]
+        index = self._tele_index.get(name)
+        if index is None:
+            bins, values = telemetry_index([m[0] for m in log], [m[1] for m in log],
+                                           self.spec.step_s)
+            index = self._tele_index[name] = (bins.tolist(), values)
+        # hold_indexed step by step: the newest message of a step at or before each (the
+        # same search in the same sorted steps), NaN when none or older than the max age
+        bins, values = index
+        max_age = math.floor(self.telemetry_max_age_s / self.spec.step_s + GRID_EPS)
+        out = np.full((len(steps), len(TELEMETRY)), np.nan, np.float32)
+        for r, step in enumerate(steps.tolist()):
+            at = bisect_right(bins, step) - 1
+            if at >= 0 and step - bins[at] <= max_age:
+                out[r] = values[at]
+        return out
+
+    def _check_rows_key(self) -> None:
+        """Start the rows afresh when what every row reads is no longer what it was."""
+        key = (self.spec, self.schedule, self.telemetry_max_age_s, self.events_stale_s,
+               self.idle_w.tobytes(), self.max_w.tobytes(), len(self.names))
+        if key != self._rows_key:
+            self._rows_key = key
+            self._rows = {c: _Rows(self.spec.history_steps, len(self.names))
+                          for c in self.components}
+            self._tele_index.clear()
+            self._events = {c: _EventRows() for c in self.components}
+
+    def _drop_rows(self, lo: int | None, hi: int | None) -> None:
+        """Forget every component's rows and event rows of global steps ``lo .. hi`` (None:
+        no bound)."""
+        for rows in self._rows.values():
+            rows.drop(lo, hi)
+        for events in self._events.values():
+            events.drop(lo, hi)
+
+    def _step_of(self, t_unix: float, margin: int) -> int | None:
+        """The global step of ``t_unix`` plus ``margin`` steps; None when it has none that
+        :func:`~.series.step_index` gives as it should (not finite, or past int64)."""
+        step = t_unix / self.spec.step_s + GRID_EPS
+        if not abs(step) < 2.0 ** 62:
+            return None
+        return math.floor(step) + margin
+
+    def _held_until(self, step: int | None) -> int | None:
+        """The last step (one more, to be safe) that can hold a telemetry message of global
+        ``step`` (:func:`~.series.hold_telemetry`); None: no bound."""
+        age = self.telemetry_max_age_s / self.spec.step_s + GRID_EPS
+        if step is None or not math.isfinite(age):
+            return None
+        return step + math.floor(age) + 1
 
     def _feed(self, track: _Track, t: np.ndarray, p: np.ndarray) -> None:
         ok = np.isfinite(p)

@@ -48,7 +48,8 @@ from rackpower_nodes.core.workload_events import JobLog
 
 __all__ = [
     "GRID_EPS", "TELEMETRY", "TELEMETRY_MAX_AGE_S", "ComponentSeries", "DatasetError",
-    "estimate_spec", "hold_telemetry", "pinned", "split_on_gaps", "step_index", "step_times",
+    "estimate_spec", "hold_indexed", "hold_telemetry", "pinned", "split_on_gaps", "step_index",
+    "step_times", "telemetry_index",
 ]
 
 TELEMETRY = ("cpu_util", "mem_used_fraction", "net_rx_Bps", "net_tx_Bps", "disk_read_Bps",
@@ -182,13 +183,31 @@ def hold_telemetry(steps: np.ndarray, msg_t_unix, msg_values, step_s: float,
     """(n, 6) float32 telemetry for global ``steps``: the newest message stamped in the step
     or before it (zero-order hold), NaN when none or when it is more than ``max_age_s`` s
     (whole steps) older than the step."""
-    out = np.full((len(steps), len(TELEMETRY)), np.nan, dtype=np.float32)
+    if not len(steps):
+        return np.full((0, len(TELEMETRY)), np.nan, dtype=np.float32)
+    return hold_indexed(steps, *telemetry_index(msg_t_unix, msg_values, step_s), step_s,
+                        max_age_s)
+
+
+def telemetry_index(msg_t_unix, msg_values, step_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Messages (stamps in Unix s, values (m, 6)) in the order :func:`hold_telemetry` reads
+    them: ``bins`` (m,) int64 global step of each, by stamp (arrival order among equal
+    ones), and their ``values`` (m, 6) float32."""
     t = np.asarray(msg_t_unix, dtype=np.float64).reshape(-1)
-    if not len(t) or not len(steps):
-        return out
+    if not len(t):
+        return np.zeros(0, np.int64), np.zeros((0, len(TELEMETRY)), np.float32)
     order = np.argsort(t, kind="stable")
     bins = step_index(t[order], step_s)
     values = np.asarray(msg_values, dtype=np.float32).reshape(len(t), -1)[order]
+    return bins, values
+
+
+def hold_indexed(steps: np.ndarray, bins: np.ndarray, values: np.ndarray, step_s: float,
+                 max_age_s: float = TELEMETRY_MAX_AGE_S) -> np.ndarray:
+    """:func:`hold_telemetry` of messages already put in order by :func:`telemetry_index`."""
+    out = np.full((len(steps), len(TELEMETRY)), np.nan, dtype=np.float32)
+    if not len(bins) or not len(steps):
+        return out
     i = np.searchsorted(bins, steps, side="right") - 1
     max_age = math.floor(max_age_s / step_s + GRID_EPS)
     ok = (i >= 0) & (steps - bins[np.maximum(i, 0)] <= max_age)
