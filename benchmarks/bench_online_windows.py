@@ -25,39 +25,15 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))           # benchmark this checkout, not the installed copy
+sys.path.insert(0, str(REPO / "test"))  # the reference: test/helpers/online_windows.py
 
-from rackpower_nodes.core.forecast.event_windows import snapshot_rows  # noqa: E402
-from rackpower_nodes.core.forecast.features import WindowSpec, step_features  # noqa: E402
+from rackpower_nodes.core.forecast.features import WindowSpec  # noqa: E402
 from rackpower_nodes.core.forecast.online import OnlineWindows  # noqa: E402
-from rackpower_nodes.core.forecast.series import hold_telemetry, step_times  # noqa: E402
 from rackpower_nodes.core.schedule import WorkloadSchedule  # noqa: E402
+from helpers.online_windows import FromScratch  # noqa: E402
 
 T0 = 1_700_000_000.0 + 0.0004           # a batch starts 0.4 ms into a step
 SWITCHES = ("tor-a", "tor-b")           # no host telemetry
-
-
-class FromScratch(OnlineWindows):
-    """Before the row cache: every row of the held history, then the newest history_steps."""
-
-    def _window_rows(self, ready):
-        return [(i, self._from_scratch(i)) for i in ready.tolist()]
-
-    def _from_scratch(self, i):
-        name = self.components[i]
-        track = self._tracks[name]
-        first = track.cur - len(track.steps)
-        steps = first + np.arange(len(track.steps))
-        log = self._tele[name]
-        tel = hold_telemetry(steps, [m[0] for m in log], [m[1] for m in log], self.spec.step_s,
-                             self.telemetry_max_age_s)
-        events = None
-        if self._snapshots:
-            events = snapshot_rows(self._snapshots, name,
-                                   step_times(first, len(steps), self.spec.step_s),
-                                   self.events_stale_s)
-        feats = step_features(np.array(track.steps, np.float32), tel, first, self.spec,
-                              self.idle_w[i], self.max_w[i], name, self.schedule, events)
-        return feats[-self.spec.history_steps:]
 
 
 def parse_spec(text: str) -> WindowSpec:

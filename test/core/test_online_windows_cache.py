@@ -7,18 +7,16 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers.online_windows import FromScratch
 from helpers.series import SMALL, T0
 
 from rackpower_nodes.core.forecast import online as online_mod
-from rackpower_nodes.core.forecast.event_windows import snapshot_rows
 from rackpower_nodes.core.forecast.features import (
     WindowSpec,
     feature_names,
     feature_rows,
-    step_features,
 )
 from rackpower_nodes.core.forecast.online import OnlineWindows
-from rackpower_nodes.core.forecast.series import hold_telemetry, step_times
 from rackpower_nodes.core.schedule import Job, Recurrence, WorkloadSchedule
 from rackpower_nodes.core.workload_events import JobEvent, WorkloadEvents
 
@@ -27,31 +25,6 @@ IDLE, TOP = [10.0, 20.0, 5.0, 40.0], [100.0, 250.0, 80.0, 300.0]
 SCHEDULE = WorkloadSchedule([
     Job("short", ("a", "b"), 0.6, 4.0, Recurrence("every", period_s=15.0, phase_s=3.0)),
     Job("long", ("c",), 0.9, 9.0, Recurrence("every", period_s=25.0, phase_s=11.0))])
-
-
-class FromScratch(OnlineWindows):
-    """The windows as built before the row cache: every row of the held history from
-    scratch, then the newest ``history_steps`` of them."""
-
-    def _window_rows(self, ready):
-        return [(i, self._from_scratch(i)) for i in ready.tolist()]
-
-    def _from_scratch(self, i):
-        name = self.components[i]
-        track = self._tracks[name]
-        first = track.cur - len(track.steps)
-        steps = first + np.arange(len(track.steps))
-        log = self._tele[name]
-        tel = hold_telemetry(steps, [m[0] for m in log], [m[1] for m in log], self.spec.step_s,
-                             self.telemetry_max_age_s)
-        events = None
-        if self._snapshots:
-            events = snapshot_rows(self._snapshots, name,
-                                   step_times(first, len(steps), self.spec.step_s),
-                                   self.events_stale_s)
-        feats = step_features(np.array(track.steps, np.float32), tel, first, self.spec,
-                              self.idle_w[i], self.max_w[i], name, self.schedule, events)
-        return feats[-self.spec.history_steps:]
 
 
 class Pair:
