@@ -15,8 +15,8 @@ schedule (:func:`~.event_windows.snapshot_rows`). Before the first snapshot they
 schedule, as in training data without a job log.
 
 Cost: a step's feature row never changes once the step has closed, unless something it
-reads arrives later, so each component keeps the rows of its window (:class:`_Rows`) and
-:meth:`OnlineWindows.window` computes only the rows it lacks, those of every component at
+reads arrives later, so each component keeps the rows of its window (:mod:`.online_rows`)
+and :meth:`OnlineWindows.window` computes only the rows it lacks, those of every component at
 once, with the functions :func:`~.features.step_features` uses (the coarse statistics over
 the look-back they read). Rows are dropped where a late input could change them: a track
 restart (all of them), a telemetry message (the steps that can hold it; all of them while a
@@ -29,13 +29,11 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections import deque
 from collections.abc import Sequence
 from itertools import islice
 
 import numpy as np
 
-from rackpower_nodes.core.forecast.event_windows import event_rows, snapshot_rows
 from rackpower_nodes.core.forecast.features import (
     WindowSpec,
     coarse_tail,
@@ -50,6 +48,7 @@ from rackpower_nodes.core.forecast.messages import (
     samples_power,
     stamp_unix,
 )
+from rackpower_nodes.core.forecast.online_rows import EventRows, Rows, Track, held_until, step_of
 from rackpower_nodes.core.forecast.series import (
     GRID_EPS,
     TELEMETRY,
@@ -66,92 +65,6 @@ from rackpower_nodes.core.workload_events import WorkloadEvents
 __all__ = ["EVENTS_STALE_S", "OnlineWindows"]
 
 EVENTS_STALE_S = 30.0
-
-
-class _Track:
-    """Live step means of one component: the open step and up to ``keep`` closed ones."""
-
-    def __init__(self, keep: int):
-        self.steps: deque[np.float32] = deque(maxlen=keep)
-        self.segment = 0                # counts the cuts: rows of another segment are void
-        self.cut()
-
-    def cut(self) -> None:
-        """Forget everything: the next sample starts a new segment."""
-        self.segment += 1
-        self.steps.clear()
-        self.cur: int | None = None
-        self.total, self.count, self.last_t = 0.0, 0, None
-
-    def add(self, step: int, total: float, count: int) -> None:
-        if self.cur is not None and step != self.cur:
-            mean = np.float32(self.total / self.count)
-            self.steps.extend([mean] * min(step - self.cur, self.steps.maxlen))
-            self.cur = None
-        if self.cur is None:
-            self.cur, self.total, self.count = step, 0.0, 0
-        self.total += total
-        self.count += count
-
-
-class _Rows:
-    """Feature rows (history, F) float32 of one component's steps ``end - history .. end - 1``
-    (global), ``ok`` where a row is known; rows of segment ``segment`` of its track."""
-
-    def __init__(self, history: int, width: int):
-        self.x = np.zeros((history, width), np.float32)
-        self.ok = np.zeros(history, bool)
-        self.segment, self.end = 0, 0
-
-    def move(self, segment: int, end: int) -> None:
-        """Hold steps ``end - history .. end - 1`` of ``segment``: the rows already known of
-        those steps stay, the others are not known."""
-        shift = end - self.end
-        if segment != self.segment or not 0 <= shift < len(self.ok):
-            self.ok[:] = False
-        elif shift:
-            self.x[:-shift] = self.x[shift:]
-            self.ok[:-shift] = self.ok[shift:]
-            self.ok[-shift:] = False
-        self.segment, self.end = segment, end
-
-    def drop(self, lo: int | None, hi: int | None) -> None:
-        """Forget the rows of global steps ``lo .. hi`` (None: no bound)."""
-        first = self.end - len(self.ok)
-        a = 0 if lo is None else min(max(lo - first, 0), len(self.ok))
-        b = len(self.ok) if hi is None else min(max(hi - first + 1, 0), len(self.ok))
-        self.ok[a:b] = False
-
-
-class _EventRows:
-    """One component's event features (:mod:`.event_windows`) of global steps ``first ..``,
-    computed ``BLOCK`` steps ahead: a step's row reads the step's time, the schedule and the
-    snapshots alone, so it is the same computed with any other steps."""
-
-    BLOCK = 64
-
-    def __init__(self):
-        self.first, self.x = 0, np.zeros((0, 6))
-
-    def rows(self, w: OnlineWindows, name: str, first: int, count: int) -> np.ndarray:
-        """(count, 6) rows of steps ``first .. first + count - 1`` for ``w``."""
-        at = first - self.first
-        if not (0 <= at and at + count <= len(self.x)):
-            n = max(count, self.BLOCK)
-            times = step_times(first, n, w.spec.step_s)
-            if w._snapshots:
-                self.x = snapshot_rows(w._snapshots, name, times, w.events_stale_s)
-            else:
-                self.x = event_rows(name, times, None, w.schedule)
-            self.first, at = first, 0
-        return self.x[at:at + count]
-
-    def drop(self, lo: int | None, hi: int | None) -> None:
-        """Forget the rows of steps ``lo .. hi`` (None: no bound), and those after them."""
-        end = self.first + len(self.x)
-        if (lo is None or lo < end) and (hi is None or hi >= self.first):
-            keep = 0 if lo is None else max(lo - self.first, 0)
-            self.x = self.x[:keep]
 
 
 class OnlineWindows:
@@ -182,7 +95,7 @@ class OnlineWindows:
         self.gap_s = max_gap_steps * spec.step_s
         self.telemetry_max_age_s = float(telemetry_max_age_s)
         self._keep_s = (spec.warmup_steps + 2) * spec.step_s + self.telemetry_max_age_s + 1.0
-        self._tracks = {c: _Track(spec.warmup_steps) for c in self.components}
+        self._tracks = {c: Track(spec.warmup_steps) for c in self.components}
         self._tele: dict[str, list[tuple[float, np.ndarray]]] = {c: [] for c in self.components}
         self._sequence = SequenceCheck(lost_frames_tolerance_s(spec.step_s))
         self.names = feature_names(spec)
@@ -191,9 +104,9 @@ class OnlineWindows:
         self.events_stale_s = float(events_stale_s)
         self._snapshots: list[WorkloadEvents] = []     # by stamp; empty: none seen yet
         self._rows_key: tuple | None = None
-        self._rows: dict[str, _Rows] = {}
+        self._rows: dict[str, Rows] = {}
         self._tele_index: dict[str, tuple[list[int], np.ndarray]] = {}   # telemetry_index
-        self._events: dict[str, _EventRows] = {}
+        self._events: dict[str, EventRows] = {}
         self._odd_stamps: set[str] = set()             # components with telemetry stamps
         #                                                that hold_telemetry cannot place
 
@@ -209,7 +122,8 @@ class OnlineWindows:
             at -= 1
         snaps.insert(at, events)
         # steps at or after its stamp may read it; the first one replaces the schedule
-        self._drop_rows(self._step_of(events.stamp_unix, -1) if len(snaps) > 1 else None, None)
+        lo = step_of(events.stamp_unix, self.spec.step_s, -1) if len(snaps) > 1 else None
+        self._drop_rows(lo, None)
         # keep what a window can still read: those since the oldest step a window holds,
         # and the newest one before it
         horizon = snaps[-1].stamp_unix - self._keep_s
@@ -217,7 +131,7 @@ class OnlineWindows:
         if older and older[-1]:
             del snaps[:older[-1]]
             # steps before the oldest one kept read those deleted
-            self._drop_rows(None, self._step_of(snaps[0].stamp_unix, 1))
+            self._drop_rows(None, step_of(snaps[0].stamp_unix, self.spec.step_s, 1))
 
     def push_samples(self, msg) -> None:
         """A ``rackpower/msg/PowerSamples``; a loss of more than half a step of frames
@@ -275,19 +189,20 @@ class OnlineWindows:
         t = float(t_unix)
         log.append((t, values))
         self._tele_index.pop(host_id, None)
-        rows, lo = self._rows.get(host_id), self._step_of(t, 0)
+        rows, lo = self._rows.get(host_id), step_of(t, self.spec.step_s)
         if lo is None:                      # held by no step, or by any: no rows kept
             self._odd_stamps.add(host_id)
         if rows is not None:                # the steps that may hold this message
-            rows.drop(lo, self._held_until(lo))
+            rows.drop(lo, held_until(lo, self.telemetry_max_age_s, self.spec.step_s))
         if len(log) > 64 and log[0][0] < t_unix - 2 * self._keep_s:
             log[:] = [m for m in log if m[0] >= t_unix - self._keep_s]
             odd = host_id in self._odd_stamps
-            if odd and all(self._step_of(m[0], 0) is not None for m in log):
+            if odd and all(step_of(m[0], self.spec.step_s) is not None for m in log):
                 self._odd_stamps.discard(host_id)
             if rows is not None:            # the steps that may have held those deleted
                 rows.drop(None, None if odd else
-                          self._held_until(self._step_of(t_unix - self._keep_s, 0)))
+                          held_until(step_of(t_unix - self._keep_s, self.spec.step_s),
+                                     self.telemetry_max_age_s, self.spec.step_s))
 
     def window(self, t_unix: float, features: bool = True
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -385,9 +300,10 @@ class OnlineWindows:
             new = track.cur - count                   # the first step computed
             times = step_times(new, count, spec.step_s)
             spec_cols = np.array([[self.idle_w[i] / self.max_w[i], self.max_w[i] / 1000.0]])
+            events = self._events[name].rows(self._snapshots, self.schedule, name, new,
+                                             count, spec.step_s, self.events_stale_s)
             for part, value in zip(parts, (p[-count:], coarse_tail(p, spec.coarse, count),
-                                           self._held(name, track, new), times,
-                                           self._events[name].rows(self, name, new, count),
+                                           self._held(name, track, new), times, events,
                                            np.repeat(spec_cols, count, axis=0)), strict=True):
                 part.append(value)
         power, coarse, tel, times, events, spec_cols = (np.concatenate(v) for v in parts)
@@ -395,7 +311,7 @@ class OnlineWindows:
         return feature_rows(power, coarse, tel.astype(np.float64), times + tz, events,
                             spec_cols)
 
-    def _held(self, name: str, track: _Track, new: int) -> np.ndarray:
+    def _held(self, name: str, track: Track, new: int) -> np.ndarray:
         """(cur - new, 6) float32 telemetry held for steps ``new .. cur - 1`` of ``track``."""
         log, steps = self._tele[name], np.arange(new, track.cur)
         if name in self._odd_stamps:
@@ -427,10 +343,10 @@ class OnlineWindows:
                self.idle_w.tobytes(), self.max_w.tobytes(), len(self.names))
         if key != self._rows_key:
             self._rows_key = key
-            self._rows = {c: _Rows(self.spec.history_steps, len(self.names))
+            self._rows = {c: Rows(self.spec.history_steps, len(self.names))
                           for c in self.components}
             self._tele_index.clear()
-            self._events = {c: _EventRows() for c in self.components}
+            self._events = {c: EventRows() for c in self.components}
 
     def _drop_rows(self, lo: int | None, hi: int | None) -> None:
         """Forget every component's rows and event rows of global steps ``lo .. hi`` (None:
@@ -440,23 +356,7 @@ class OnlineWindows:
         for events in self._events.values():
             events.drop(lo, hi)
 
-    def _step_of(self, t_unix: float, margin: int) -> int | None:
-        """The global step of ``t_unix`` plus ``margin`` steps; None when it has none that
-        :func:`~.series.step_index` gives as it should (not finite, or past int64)."""
-        step = t_unix / self.spec.step_s + GRID_EPS
-        if not abs(step) < 2.0 ** 62:
-            return None
-        return math.floor(step) + margin
-
-    def _held_until(self, step: int | None) -> int | None:
-        """The last step (one more, to be safe) that can hold a telemetry message of global
-        ``step`` (:func:`~.series.hold_telemetry`); None: no bound."""
-        age = self.telemetry_max_age_s / self.spec.step_s + GRID_EPS
-        if step is None or not math.isfinite(age):
-            return None
-        return step + math.floor(age) + 1
-
-    def _feed(self, track: _Track, t: np.ndarray, p: np.ndarray) -> None:
+    def _feed(self, track: Track, t: np.ndarray, p: np.ndarray) -> None:
         ok = np.isfinite(p)
         t, p = t[ok], p[ok]
         if not len(t):
@@ -477,7 +377,7 @@ class OnlineWindows:
             runs.append((a, b, bins[first].tolist(), first, counts.tolist()))
         return runs
 
-    def _feed_runs(self, track: _Track, t: np.ndarray, p: np.ndarray, runs) -> None:
+    def _feed_runs(self, track: Track, t: np.ndarray, p: np.ndarray, runs) -> None:
         """Samples ``p`` (W, all finite) at times ``t`` cut as :meth:`_runs` cut ``t``."""
         if track.last_t is not None and not 0 < t[0] - track.last_t <= self.gap_s:
             track.cut()
