@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers.graph import NODES, GraphWatch, teardown_hangs
+from helpers.graph import NODES, GraphWatch, teardown_hangs, watching
 
 from rackpower_nodes.tools.launch_env import (
     LAUNCH_ESCALATED, LaunchedGraph, executable, stop_process, without_launch_interrupts)
@@ -125,38 +125,37 @@ def ctrl_c_with_a_config_error(ros2, ros_env, tmp_path_factory):
     """One launch with retrain_scheduler misconfigured, ended by one Ctrl-C once the graph is
     up and the misconfigured node has had its respawn delay; yields (graph, exit code, rack,
     folder)."""
-    import rclpy
-
     tmp = tmp_path_factory.mktemp("launch_ctrl_c")
     rack = "rack_ctrl_c"
     config = yaml.safe_load((REPO / "config" / "rack.yaml").read_text())
     config["/**/retrain_scheduler"]["ros__parameters"]["offpeak"]["combine"] = "sometimes"
     bad = tmp / "bad_retrain.yaml"
     bad.write_text(yaml.safe_dump(config))
-    with rclpy.init():
-        watch = GraphWatch(rack)
-        graph = _launch(ros_env, tmp, rack, bad)
-        try:
+    graph = None
+    try:
+        with watching(lambda: GraphWatch(rack)) as watch:
+            graph = _launch(ros_env, tmp, rack, bad)
             graph.wait_until(lambda: watch.up(NODES[:-1]), UP_TIMEOUT_S, "graph up")
+        # out of the DDS graph from here on (helpers.graph.watching): launch's output says it all
 
-            def past_respawn_delay() -> bool:
-                runs = graph.started("retrain_scheduler")
-                return bool(runs) and runs[-1].exited_at is not None and (
-                    time.monotonic() - runs[-1].exited_at > RETRAIN_RESPAWN_DELAY_S + 3.0)
+        def past_respawn_delay() -> bool:
+            runs = graph.started("retrain_scheduler")
+            return bool(runs) and runs[-1].exited_at is not None and (
+                time.monotonic() - runs[-1].exited_at > RETRAIN_RESPAWN_DELAY_S + 3.0)
 
-            # rack_view stopped alone (a SIGTERM from an operator or a service manager):
-            # it ends cleanly and is not started again
-            graph.wait_until(lambda: graph.started("rack_view"), UP_TIMEOUT_S, "rack_view")
-            os.kill(graph.started("rack_view")[0].pid, signal.SIGTERM)
-            graph.wait_until(lambda: graph.started("rack_view")[-1].exited_at is not None,
-                             END_TIMEOUT_S, "rack_view exit")
-            # a restart would come RETRAIN_RESPAWN_DELAY_S after the exit: wait past it
-            graph.wait_until(past_respawn_delay, UP_TIMEOUT_S, "retrain_scheduler exit")
-            graph.interrupt()
-            code = graph.wait_ended(END_TIMEOUT_S)
-        finally:
+        # rack_view stopped alone (a SIGTERM from an operator or a service manager):
+        # it ends cleanly and is not started again
+        graph.wait_until(lambda: graph.started("rack_view"), UP_TIMEOUT_S, "rack_view")
+        os.kill(graph.started("rack_view")[0].pid, signal.SIGTERM)
+        graph.wait_until(lambda: graph.started("rack_view")[-1].exited_at is not None,
+                         END_TIMEOUT_S, "rack_view exit")
+        # a restart would come RETRAIN_RESPAWN_DELAY_S after the exit: wait past it
+        graph.wait_until(past_respawn_delay, UP_TIMEOUT_S, "retrain_scheduler exit")
+        graph.interrupt()
+        code = graph.wait_ended(END_TIMEOUT_S)
+    finally:
+        if graph is not None:
             graph.close()
-            watch.node.destroy_node()
     print(f"Ctrl-C: {_exit_report(graph)}")
     yield graph, code, rack, tmp / "data" / rack / "bags"
 
@@ -193,22 +192,20 @@ def test_double_ctrl_c_ends_every_process_cleanly_and_the_bag_closed(ros2, ros_e
     """The second Ctrl-C arrives while the nodes shut down (the recorder has begun): it is
     ignored until the actuator's safe write and the bag's close are done. A recorder started
     afterwards on the same folder finds nothing to repair."""
-    import rclpy
-
     rack = "rack_double_ctrl_c"
-    with rclpy.init():
-        watch = GraphWatch(rack)
-        graph = _launch(ros_env, tmp_path, rack, REPO / "config" / "rack.yaml")
-        try:
+    graph = None
+    try:
+        with watching(lambda: GraphWatch(rack)) as watch:
+            graph = _launch(ros_env, tmp_path, rack, REPO / "config" / "rack.yaml")
             graph.wait_until(lambda: watch.up(NODES), UP_TIMEOUT_S, "graph up")
-            graph.interrupt()
-            graph.wait_until(lambda: "recorder]: shutting down" in graph.output
-                             or not graph.group_alive(), END_TIMEOUT_S, "recorder shutdown")
-            graph.interrupt()
-            code = graph.wait_ended(END_TIMEOUT_S)
-        finally:
+        graph.interrupt()                 # out of the DDS graph first (helpers.graph.watching)
+        graph.wait_until(lambda: "recorder]: shutting down" in graph.output
+                         or not graph.group_alive(), END_TIMEOUT_S, "recorder shutdown")
+        graph.interrupt()
+        code = graph.wait_ended(END_TIMEOUT_S)
+    finally:
+        if graph is not None:
             graph.close()
-            watch.node.destroy_node()
     print(f"double Ctrl-C: {_exit_report(graph)}")
     _assert_clean_exit(graph, code, {"rack_sim", *NODES})
     folder = tmp_path / "data" / rack / "bags"

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers.graph import NODES, spin_until, teardown_hangs
+from helpers.graph import NODES, spin_until, teardown_hangs, watching
 
 from rackpower_nodes.tools.launch_env import LaunchedGraph, without_launch_interrupts
 
@@ -219,8 +219,6 @@ def _assert_ended_cleanly(graph: LaunchedGraph, code: int | None) -> None:
 
 
 def test_two_racks_in_one_domain_share_nothing(ros2, ros_env, tmp_path):
-    import rclpy
-
     from rackpower_nodes.core.actuator_config import actuator_config_from_params
     from rackpower_nodes.core.allocation import AllocationController
     from rackpower_nodes.core.params import flatten_parameters
@@ -231,10 +229,10 @@ def test_two_racks_in_one_domain_share_nothing(ros2, ros_env, tmp_path):
     static_w = AllocationController(cfg.components, cfg.policy, "static").static_allocation()
 
     t0 = time.monotonic()
-    with rclpy.init():
-        watch = Watch()
-        graphs = {rack: _launch(ros_env, tmp_path, rack) for rack in RACKS}
-        try:
+    graphs: dict[str, LaunchedGraph] = {}
+    try:
+        with watching(Watch) as watch:
+            graphs.update((rack, _launch(ros_env, tmp_path, rack)) for rack in RACKS)
             for rack, graph in graphs.items():
                 graph.wait_until(lambda r=rack: watch.up(r), UP_TIMEOUT_S, f"{rack} up")
             t_up = time.monotonic() - t0
@@ -246,13 +244,13 @@ def test_two_racks_in_one_domain_share_nothing(ros2, ros_env, tmp_path):
             _assert_graph_confined(watch.node)
             registers = _assert_pdus_hold_own_allocations(watch, static_w)
             modes = {r: watch.allocations[r][-1].mode for r in RACKS}
-            for graph in graphs.values():
-                graph.interrupt()
-            codes = {rack: graph.wait_ended(END_TIMEOUT_S) for rack, graph in graphs.items()}
-        finally:
-            for graph in graphs.values():
-                graph.close()
-            watch.node.destroy_node()
+        # out of the DDS graph before the racks stop (helpers.graph.watching)
+        for graph in graphs.values():
+            graph.interrupt()
+        codes = {rack: graph.wait_ended(END_TIMEOUT_S) for rack, graph in graphs.items()}
+    finally:
+        for graph in graphs.values():
+            graph.close()
     for rack, graph in graphs.items():
         _assert_ended_cleanly(graph, codes[rack])
     data = tmp_path / "data"

@@ -1,13 +1,16 @@
 """Watching a launched graph: NODES, the seven executables of launch/rack.launch.py,
 `GraphWatch`, which tells when all of them are up and the recorder writes, `spin_until`,
-which spins a test's own node until a condition holds, and `teardown_hangs`, the processes
-of a launch's output whose rclpy teardown hung after their own stop."""
+which spins a test's own node until a condition holds, `watching`, a test's DDS presence
+that ends before the graph it watched is stopped, and `teardown_hangs`, the processes of a
+launch's output whose rclpy teardown hung after their own stop."""
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 NODES = ("current_sensor", "host_telemetry", "predictor", "pdu_actuator", "recorder",
          "health_monitor", "retrain_scheduler")
 
-__all__ = ["NODES", "GraphWatch", "spin_until", "teardown_hangs"]
+__all__ = ["NODES", "GraphWatch", "spin_until", "teardown_hangs", "watching"]
 
 
 def spin_until(node, predicate, timeout_s: float, step_s: float = 0.05) -> bool:
@@ -69,3 +72,23 @@ def teardown_hangs(graph, out: str) -> dict[str, str]:
         print(f"{proc}: rclpy's teardown of the node's DDS entities hung in {frame} after the "
               f"node's own stop; launch ended it (exit {run.code})")
     return hangs
+
+
+@contextmanager
+def watching(make_watch):
+    """rclpy initialised and `make_watch()` (an object with a `node`) for the block; leaving
+    it, also on an error, destroys the node and shuts the context down, so this process is
+    out of the DDS graph before the test stops the graph it watched. Fast DDS 3.2 can
+    deadlock a participant that handles the removal of a remote endpoint (a node of the graph
+    shutting down) while its own announcement timer fires: its receive thread holds the PDP
+    lock and waits for the timer thread, which waits for that lock (seen with gdb in a test
+    process under two CPU burners, the same family as eProsima/Fast-DDS#6502). A node
+    destroyed after that waits forever, and so would the test run."""
+    import rclpy
+
+    with rclpy.init():
+        watch = make_watch()
+        try:
+            yield watch
+        finally:
+            watch.node.destroy_node()
