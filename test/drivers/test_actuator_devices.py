@@ -89,68 +89,64 @@ def test_close_closes_a_link_nobody_took():
         server.stop()
 
 
+@pytest.fixture
+def pdu():
+    """A simulated PDU on loopback, answering in time unless a test delays it."""
+    server = SimPduServer("rackpower_sim", PduModel(np.full(24, 600.0), 10_000.0)).start()
+    yield server
+    server.set_delay()
+    server.stop()
+
+
 def _connected_link(server: SimPduServer) -> PduLink:
     link = _link(int(server.url.rsplit(":", 1)[1]))
     link.connect_all()
     return link
 
 
-def test_a_static_split_read_back_late_once_is_written_and_confirmed_again():
+def test_a_static_split_read_back_late_once_is_written_and_confirmed_again(pdu):
     """A PDU that answers the read-back too late once (a busy device, a starved simulator):
     the split is written and read again and confirmed, and the text says it took attempts."""
-    server = SimPduServer("rackpower_sim", PduModel(np.full(24, 600.0), 10_000.0)).start()
-    try:
-        link = _connected_link(server)
-        server.set_delay(read_s=0.6)          # beyond the link's 0.3 s timeout
-        first_confirm = link.confirm
+    link = _connected_link(pdu)
+    pdu.set_delay(read_s=0.6)                 # beyond the link's 0.3 s timeout
+    first_confirm = link.confirm
 
-        def confirm_then_answer_in_time(want_w):
-            conf = first_confirm(want_w)
-            server.set_delay()                # the PDU answers in time from now on
-            return conf
+    def confirm_then_answer_in_time(want_w):
+        conf = first_confirm(want_w)
+        pdu.set_delay()                       # the PDU answers in time from now on
+        return conf
 
-        link.confirm = confirm_then_answer_in_time
-        confirmed, text = leave_static_split(link, np.array([250.0, 300.0]), 1000.0,
-                                             "deactivate", retry_within_s=30.0)
-        assert confirmed, text
-        assert text.startswith("deactivate: static split confirmed by read-back: devices "
-                               "hold 550 W of 1000 W ("), text
-        assert re.search(r"\(2 attempts in [\d.]+ s\)$", text), text
-        np.testing.assert_array_equal(server.model.allocation_w[:2], [250.0, 300.0])
-        link.close()
-    finally:
-        server.stop()
+    link.confirm = confirm_then_answer_in_time
+    confirmed, text = leave_static_split(link, np.array([250.0, 300.0]), 1000.0,
+                                         "deactivate", retry_within_s=30.0)
+    assert confirmed, text
+    assert text.startswith("deactivate: static split confirmed by read-back: devices "
+                           "hold 550 W of 1000 W ("), text
+    assert re.search(r"\(2 attempts in [\d.]+ s\)$", text), text
+    np.testing.assert_array_equal(pdu.model.allocation_w[:2], [250.0, 300.0])
+    link.close()
 
 
-def test_a_static_split_never_read_back_is_named_after_the_bounded_retries():
-    server = SimPduServer("rackpower_sim", PduModel(np.full(24, 600.0), 10_000.0)).start()
-    try:
-        link = _connected_link(server)
-        server.set_delay(read_s=0.6)          # never in time
-        start = time.monotonic()
-        confirmed, text = leave_static_split(link, np.array([250.0, 300.0]), 1000.0,
-                                             "shutdown", retry_within_s=1.0)
-        took = time.monotonic() - start
-        assert not confirmed
-        m = re.search(r"^shutdown: static split NOT confirmed by read-back \(550 W written, "
-                      r"devices hold unknown W of 1000 W \((\d+) attempts in ([\d.]+) s\)\): "
-                      r"PDU pdu-a outlet 1: expected 250 W, not read back: ", text)
-        assert m, text
-        assert int(m[1]) >= 2
-        # no new attempt starts after the bound (one attempt: its reads' timeouts, < 5 s)
-        assert float(m[2]) <= took
-        link.close()
-    finally:
-        server.set_delay()
-        server.stop()
+def test_a_static_split_never_read_back_is_named_after_the_bounded_retries(pdu):
+    link = _connected_link(pdu)
+    pdu.set_delay(read_s=0.6)                 # never in time
+    start = time.monotonic()
+    confirmed, text = leave_static_split(link, np.array([250.0, 300.0]), 1000.0,
+                                         "shutdown", retry_within_s=1.0)
+    took = time.monotonic() - start
+    assert not confirmed
+    m = re.search(r"^shutdown: static split NOT confirmed by read-back \(550 W written, "
+                  r"devices hold unknown W of 1000 W \((\d+) attempts in ([\d.]+) s\)\): "
+                  r"PDU pdu-a outlet 1: expected 250 W, not read back: ", text)
+    assert m, text
+    assert int(m[1]) >= 2
+    # no new attempt starts after the bound (one attempt: its reads' timeouts, < 5 s)
+    assert float(m[2]) <= took
+    link.close()
 
 
-def test_a_static_split_confirmed_at_once_says_no_attempts():
-    server = SimPduServer("rackpower_sim", PduModel(np.full(24, 600.0), 10_000.0)).start()
-    try:
-        link = _connected_link(server)
-        confirmed, text = leave_static_split(link, np.array([250.0, 300.0]), 1000.0, "shutdown")
-        assert confirmed and text.endswith("devices hold 550 W of 1000 W"), text
-        link.close()
-    finally:
-        server.stop()
+def test_a_static_split_confirmed_at_once_says_no_attempts(pdu):
+    link = _connected_link(pdu)
+    confirmed, text = leave_static_split(link, np.array([250.0, 300.0]), 1000.0, "shutdown")
+    assert confirmed and text.endswith("devices hold 550 W of 1000 W"), text
+    link.close()
