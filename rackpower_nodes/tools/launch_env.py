@@ -62,8 +62,7 @@ def dds_teardown_hangs(output: str) -> dict[str, str]:
     hangs = {}
     for proc, stacks in threads.items():
         for frames in stacks:
-            funcs = [f for _, f in frames]
-            if not (frames and "/rclpy/" in frames[0][0] and "destroy_node" in funcs
+            if not (frames and "/rclpy/" in frames[0][0]
                     and any(p.endswith("rackpower_nodes/nodes/main.py") for p, _ in frames)):
                 continue
             inner = next(i for i, (p, _) in enumerate(frames) if "/rclpy/" not in p)
