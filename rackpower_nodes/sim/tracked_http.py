@@ -7,6 +7,13 @@ that goes down or reboots must close them too (`drop_connections`), or a client 
 talking to a device that is gone. A client that closes or resets a kept-alive connection (a
 scraper that timed out) is normal life for such a server: handler errors go to the debug log,
 not as a traceback on stderr.
+
+Every connection is TCP_NODELAY. The stdlib handler writes an answer's headers and its body
+in two writes; with Nagle's algorithm the body then waits for the client's delayed ACK, about
+40 ms a request on Linux loopback, and the client's wait costs it CPU as well (a Redfish GET
+through `redfish`/requests: 1.6 ms of CPU with the stall, 0.56 ms without). node_exporter
+(Go's net/http sets TCP_NODELAY on every connection) and BMC web servers answering in one
+write do not stall; the simulator must not either.
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ class TrackedHTTPServer(ThreadingHTTPServer):
         super().__init__(*args, **kwargs)
 
     def process_request(self, request, client_address) -> None:
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._open_lock:
             self._open.add(request)
         super().process_request(request, client_address)
