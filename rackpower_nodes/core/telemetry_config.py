@@ -19,7 +19,7 @@ TELEMETRY_PARAMETERS: tuple[ParamSpec, ...] = (
     param("hosts.urls", [], "string_array",
           "node_exporter URL per host, e.g. http://10.0.7.11:9100/metrics; same order as "
           "hosts.names"),
-    param("poll.rate_hz", 2.0, "double", "Scrape and publish rate in Hz", (0.1, 10.0)),
+    param("poll.rate_hz", 1.0, "double", "Scrape and publish rate in Hz", (0.1, 10.0)),
     param("poll.timeout_s", 0.4, "double",
           "Per-host HTTP timeout in s; must be shorter than the poll period", (0.01, 10.0),
           positive=True),
