@@ -158,7 +158,7 @@ def _segment_frame(name: str, t0: float, series) -> HealthFrame:
         "util": col["cpu_util"][:, None],
         "disk_bps": (col["disk_read_Bps"] + col["disk_write_Bps"])[:, None],
         "net_bps": (col["net_rx_Bps"] + col["net_tx_Bps"])[:, None],
-        "app_rate": nan, "job_running": nan,
+        "app_rate": nan, "job_running": nan, "psu_in_w": nan, "psu_out_w": nan,
     }
     t = t0 + np.arange(n) * float(series.step_s)
     return HealthFrame(t, (name,), ("server",), *(fields[f] for f in FRAME_FIELDS))

@@ -90,3 +90,30 @@ def test_scheduler_jobs_and_app_rate_on_the_ai_rack():
     assert np.nanmax(frame.app_rate) > 0
     scheduled = [data.names.index(h) for h in data.events.hosts]
     assert not np.isnan(frame.job_running[:, scheduled]).any()
+
+
+def test_psu_meters_see_a_psu_losing_efficiency_and_not_a_fan():
+    faults = [FaultSpec("psu_efficiency", "srv03", 600, 0, 0.06, growth="step"),
+              FaultSpec("fan_wear", "srv05", 600, 0, 20.0, growth="step")]
+    data = generate(0.5, seed=12, faults=faults)
+    frame = health_frame(data)
+    polled = np.isfinite(frame.psu_in_w[:, 0])
+    assert np.flatnonzero(polled)[:3].tolist() == [0, 10, 20]      # polled every 10 s
+    assert np.isnan(frame.psu_out_w[~polled]).all()
+    ratio = frame.psu_in_w / frame.psu_out_w
+
+    def change(name):
+        j = data.names.index(name)
+        return np.nanmedian(ratio[600:, j]) / np.nanmedian(ratio[:600, j]) - 1.0
+
+    assert change("srv03") == pytest.approx(0.06, abs=0.015)      # 6 % more in, same out
+    assert abs(change("srv05")) < 0.015                            # a fan is a DC load
+    j = data.names.index("srv05")                     # ... whose draw comes out of the PSU
+    no_fan = health_frame(generate(0.5, seed=12, faults=faults[:1]))
+    extra = np.nanmean(frame.psu_out_w[600:, j] - no_fan.psu_out_w[600:, j])
+    assert extra == pytest.approx(20.0 * 0.9, abs=2.5)
+    # the meters' fixed errors are the hardware's: the same on another day
+    other = health_frame(generate(0.5, seed=13))
+    k = data.names.index("tor-a")
+    assert np.nanmedian(ratio[:, k]) == pytest.approx(
+        np.nanmedian(other.psu_in_w[:, k] / other.psu_out_w[:, k]), abs=0.01)

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
-    "COMPONENT_FAULTS", "FAULT_CLASSES", "FRAME_FIELDS", "HEALTH_STATES", "SENSOR_FAULTS",
-    "FlaggedInterval", "HealthFrame", "HealthFrameError", "HealthVerdict",
+    "COMPONENT_FAULTS", "FAULT_CLASSES", "FRAME_FIELDS", "HEALTH_STATES", "OPTIONAL_FIELDS",
+    "SENSOR_FAULTS", "FlaggedInterval", "HealthFrame", "HealthFrameError", "HealthVerdict",
 ]
 
 #: the component really draws differently
@@ -36,7 +36,10 @@ FAULT_CLASSES = COMPONENT_FAULTS + SENSOR_FAULTS
 HEALTH_STATES = ("ok", "watch", "fault")
 #: (rows, components) arrays of a frame, in this order
 FRAME_FIELDS = ("board_mean_w", "board_min_w", "board_max_w", "board_std_w", "ref_w", "util",
-                "disk_bps", "net_bps", "app_rate", "job_running")
+                "disk_bps", "net_bps", "app_rate", "job_running", "psu_in_w", "psu_out_w")
+#: fields a frame may be built without (all NaN then): the PSUs' own meters, where no BMC
+#: reports them
+OPTIONAL_FIELDS = ("psu_in_w", "psu_out_w")
 
 
 class HealthFrameError(ValueError):
@@ -57,7 +60,11 @@ class HealthFrame:
     - ``disk_bps``, ``net_bps``: host disk read+write and network rx+tx, bytes/s;
     - ``app_rate``: the host's served request rate, req/s (NaN where none is exported);
     - ``job_running``: 1.0 when the scheduler says a job runs on the host, 0.0 when it says
-      none does, NaN when no scheduler speaks for the host.
+      none does, NaN when no scheduler speaks for the host;
+    - ``psu_in_w``, ``psu_out_w``: the component's power supplies' own input and output
+      power, summed over its PSUs, as their PMBus meters (READ_PIN, READ_POUT) report them
+      through the BMC (Redfish ``PowerSupplies[].PowerInputWatts`` / ``PowerOutputWatts``),
+      W; NaN where there is no such reading (optional: left out, all NaN).
 
     ``t_unix`` is strictly increasing whole or fractional seconds; rows need not be
     contiguous (a gap is a gap, not zeros).
@@ -76,11 +83,16 @@ class HealthFrame:
     net_bps: np.ndarray
     app_rate: np.ndarray
     job_running: np.ndarray
+    psu_in_w: np.ndarray | None = None
+    psu_out_w: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.t_unix = np.asarray(self.t_unix, dtype=np.float64)
         self.names, self.kinds = tuple(self.names), tuple(self.kinds)
         n, m = len(self.t_unix), len(self.names)
+        for f in OPTIONAL_FIELDS:
+            if getattr(self, f) is None:
+                setattr(self, f, np.full((n, m), np.nan, dtype=np.float32))
         if len(self.kinds) != m:
             raise HealthFrameError(f"kinds: {len(self.kinds)} entries for {m} names")
         if len(set(self.names)) != m:

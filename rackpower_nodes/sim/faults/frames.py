@@ -5,11 +5,13 @@ summarised over the second (mean, min, max, standard deviation of
 :attr:`~rackpower_nodes.sim.rack_sim.SimData.board_power_w`, sensor faults included), an
 independent reference (the PDU outlet meter: the true power's mean times ``1 + N(0,
 ref_noise)``, a class-1 meter's ~1 %), and the host's telemetry and what the workload's
-scheduler says runs there.
+scheduler says runs there, and the power supplies' own meters (:func:`psu_meters`: PMBus
+READ_PIN / READ_POUT as a BMC reports them over Redfish, every ``PSU_POLL_S`` s).
 """
 from __future__ import annotations
 
 import math
+import zlib
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,9 +24,22 @@ from rackpower_nodes.sim.scheduler import parse_scheduler
 if TYPE_CHECKING:
     from rackpower_nodes.sim.rack_sim import SimData
 
-__all__ = ["health_frame", "job_running"]
+__all__ = ["PSU_POLL_S", "health_frame", "job_running", "psu_meters"]
 
 _APP_RATE = "app_requests_per_s"    # rack_sim.APP_RATE_FIELD (not imported: no cycle)
+#: how often the BMC's PSU readings are polled (Redfish), s; other rows are NaN
+PSU_POLL_S = 10
+#: a generic 80 PLUS Platinum curve (230 V internal: >= 90 / 94 / 91 % at 20 / 50 / 100 %
+#: load, lower below 20 %), efficiency against DC load as a fraction of the rating
+PSU_LOAD_FRAC = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)
+PSU_EFFICIENCY = (0.70, 0.82, 0.87, 0.91, 0.94, 0.91)
+#: the PSUs are rated at this multiple of the component's peak draw (redundant pairs)
+PSU_HEADROOM = 1.25
+#: PMBus meters: a fixed gain error per PSU (uniform within +-, fraction), a fixed offset
+#: (+- W) and a random error per reading (standard deviation, fraction)
+PSU_GAIN_ERR, PSU_OFFSET_W, PSU_READ_NOISE = 0.02, 2.0, 0.01
+#: slow drift of the real efficiency with inlet temperature (sd, fraction; time constant s)
+PSU_DRIFT, PSU_DRIFT_TAU_S = 0.002, 7200.0
 
 
 def health_frame(data: SimData, ref_noise: float = 0.01, seed: int = 0) -> HealthFrame:
@@ -52,6 +67,7 @@ def health_frame(data: SimData, ref_noise: float = 0.01, seed: int = 0) -> Healt
 
     tele = data.telemetry
     app = per_host(tele[_APP_RATE]) if _APP_RATE in tele else np.full((n, m), np.nan, f32)
+    psu_in, psu_out = psu_meters(data, true.mean(axis=1), seed)
     return HealthFrame(
         data.start_unix + np.arange(n, dtype=np.float64), data.names, data.kinds,
         board.mean(axis=1, dtype=np.float64).astype(f32), board.min(axis=1).astype(f32),
@@ -59,7 +75,63 @@ def health_frame(data: SimData, ref_noise: float = 0.01, seed: int = 0) -> Healt
         ref.astype(f32), per_host(tele["cpu_util"]),
         per_host(tele["disk_read_bytes_per_s"] + tele["disk_write_bytes_per_s"]),
         per_host(tele["net_rx_bytes_per_s"] + tele["net_tx_bytes_per_s"]), app,
-        job_running(data, n))
+        job_running(data, n), psu_in.astype(f32), psu_out.astype(f32))
+
+
+def psu_meters(data: SimData, wall_w: np.ndarray, seed: int = 0
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(seconds, components) what each component's PSUs report as their input and output
+    power (W), NaN but every ``PSU_POLL_S``-th second: the true wall power ``wall_w``
+    (per-second means, component faults included) in, and out what the load takes from the
+    PSUs: the wall power without a ``psu_efficiency`` fault's loss, times the PSU's
+    efficiency at that load (``PSU_EFFICIENCY``, rated ``PSU_HEADROOM`` x the component's
+    peak), drifting slowly with temperature. Each meter has a fixed gain and offset error,
+    drawn from the component's name (the same hardware every day), and a random error per
+    reading. Outlet dropouts leave the PSUs ~0 W in and out; the BMC still answers."""
+    n, m = wall_w.shape
+    t = np.arange(n, dtype=np.float64)
+    loss = np.ones((n, m))
+    for spec in data.faults:
+        if spec.kind == "psu_efficiency":
+            j = data.names.index(spec.component)
+            loss[:, j] *= 1.0 + spec.magnitude * spec.level(t)
+    rng = np.random.default_rng([int(seed), int(data.seed), 7_000_003])
+    drift = np.zeros((n, m))
+    a = math.exp(-1.0 / PSU_DRIFT_TAU_S)
+    steps = rng.standard_normal((n, m)) * PSU_DRIFT * math.sqrt(1 - a * a)
+    level = rng.standard_normal(m) * PSU_DRIFT
+    for i in range(n):                      # an AR(1) per component, stationary from t = 0
+        level = a * level + steps[i]
+        drift[i] = level
+    rating = PSU_HEADROOM * _peak_w(data)
+    dc = wall_w / loss * 0.9
+    for _ in range(20):                     # dc = wall * eff(dc), a fixed point
+        eff = np.interp(dc / rating, PSU_LOAD_FRAC, PSU_EFFICIENCY) * (1.0 + drift)
+        dc = wall_w / loss * eff
+    out = np.full((2, n, m), np.nan)
+    polled = np.arange(0, n, PSU_POLL_S)
+    for k, true in enumerate((wall_w, dc)):
+        gain, offset = np.empty(m), np.empty(m)
+        for j, name in enumerate(data.names):
+            hw = np.random.default_rng([zlib.crc32(name.encode()), k, 7_000_019])
+            gain[j], offset[j] = hw.uniform(-1, 1) * PSU_GAIN_ERR, hw.uniform(-1, 1) * \
+                PSU_OFFSET_W
+        noise = 1.0 + PSU_READ_NOISE * rng.standard_normal((len(polled), m))
+        out[k, polled] = np.maximum(true[polled] * (1 + gain) * noise + offset, 0.0)
+    return out[0], out[1]
+
+
+def _peak_w(data: SimData) -> np.ndarray:
+    """(components,) each component's steady draw at full load, W (GPU boards included)."""
+    from rackpower_nodes.sim.rack_sim import load_config
+
+    cfg = load_config(data.meta["config"])
+    peak = []
+    for c in cfg.components:
+        w = float(np.asarray(c.model.steady_power_w(np.array([1.0]))).ravel()[0])
+        gpu = getattr(c.model, "gpu", None)
+        peak.append(w + (gpu.peak_w() if gpu is not None else 0.0))
+    return np.array(peak)
 
 
 def job_running(data: SimData, seconds: int) -> np.ndarray:
