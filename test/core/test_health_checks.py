@@ -7,6 +7,7 @@ import pytest
 
 from rackpower_nodes.core.health import HealthFrame
 from rackpower_nodes.core.health.checks import ChecksConfig, Finding, PhysicalChecks
+from rackpower_nodes.core.health.sensor import decide_offset_gain
 from rackpower_nodes.sim.faults import FaultSpec
 from rackpower_nodes.sim.faults.frames import health_frame
 from rackpower_nodes.sim.rack_sim import generate
@@ -95,16 +96,30 @@ def dropped(p, at, width_s=1):
     return mean, lo
 
 
-def test_one_dropout_is_watch_two_are_a_fault():
+def test_one_dropout_unconfirmed_by_telemetry_is_watch_two_are_a_fault():
     p = load(7200)
     mean, lo = dropped(p, [1000, 5000], width_s=2)
+    util = np.full(7200, 0.5)
+    for a in (1000, 5000):
+        util[a:a + 2] = np.nan                      # no telemetry while out: host state unknown
     checks = PhysicalChecks(["a"], ["server"])
-    _, last = feed(checks, frame(mean[:3000], lo=lo[:3000]))
+    _, last = feed(checks, frame(mean[:3000], lo=lo[:3000], util=util[:3000]))
     assert last[0].cause == "outlet_dropout" and 0.5 <= last[0].score < 1.0
-    _, last = feed(checks, frame(mean[3000:], lo=lo[3000:], t0=T0 + 3000))
+    _, last = feed(checks, frame(mean[3000:], lo=lo[3000:], util=util[3000:], t0=T0 + 3000))
     f = last[0]
     assert f.cause == "outlet_dropout" and f.score >= 1.0 and f.since_unix == T0 + 1000
     assert f.evidence["dropouts"] == 2 and f.evidence["longest_s"] == 2
+
+
+def test_one_dropout_while_the_host_stays_up_is_a_fault():
+    p = load(3000)
+    mean, lo = dropped(p, [1000], width_s=2)
+    checks = PhysicalChecks(["a"], ["server"])
+    first, last = feed(checks, frame(mean, lo=lo))     # telemetry every second throughout
+    assert first["a"][1].cause == "outlet_dropout" and first["a"][0] <= T0 + 1080
+    assert last[0].score >= 1.0 and last[0].evidence["host_stayed_up"] == 1
+    restored = PhysicalChecks.from_state_dict(checks.state_dict())
+    assert restored.findings()[0].score >= 1.0
 
 
 def test_planned_power_off_and_an_idle_server_are_not_dropouts():
@@ -237,3 +252,23 @@ def test_frames_of_other_components_or_going_back_in_time_are_refused():
         checks.update(frame(load(10), names=("b",), t0=T0 + 100))
     with pytest.raises(ValueError, match="cause"):
         Finding("a", "gremlins", 1.0, math.nan)
+
+
+def test_a_load_that_barely_moved_does_not_decide_offset_or_gain():
+    # a +8 % gain on a ~185 W server whose load moved ~6 W over 11 minutes: one fit leaves
+    # half the residual sum of the other (below decide_margin), which noise does as often
+    # for the wrong model; the evidence, minutes x ln(ratio) = 8 < 10, says it cannot tell
+    rng = np.random.default_rng(0)
+    ref = 185.0 + 3.0 * np.sin(np.arange(11) / 2.0)
+    d = 0.08 * ref + rng.normal(0, 0.2, 11)
+    t = np.arange(11) * 60.0
+    cause, ev = decide_offset_gain(d, ref, t, ChecksConfig())
+    rss = sorted([ev["rss_offset_w2"], ev["rss_gain_w2"]])
+    assert rss[0] < 0.8 * rss[1] and ev["load_told_apart"] == 0.0
+    lax = ChecksConfig(decide_evidence=1e-9)          # the margin alone would decide
+    assert decide_offset_gain(d, ref, t, lax)[1]["load_told_apart"] == 1.0
+    # a load that moved 120 W tells them apart at once
+    ref = 185.0 + 60.0 * np.sin(np.arange(11) / 2.0)
+    d = 0.08 * ref + rng.normal(0, 0.2, 11)
+    cause, ev = decide_offset_gain(d, ref, t, ChecksConfig())
+    assert cause == "sensor_gain" and ev["load_told_apart"] == 1.0

@@ -25,6 +25,8 @@ from rackpower_nodes.core.health.types import HealthFrame, HealthFrameError
 
 __all__ = ["ChecksConfig", "Finding", "PhysicalChecks", "run_lengths"]
 
+_LISTS = ("_dropouts", "_kept_up")      # per component lists of dropout starts (Unix s)
+
 
 def run_lengths(mask: np.ndarray, carry: np.ndarray, restart: np.ndarray) -> np.ndarray:
     """(rows, m) length of the run of True ending at each row (0 where False), continuing
@@ -71,6 +73,7 @@ class PhysicalChecks:
         self._out_counted = np.zeros(m)
         self._out_longest = np.zeros(m)
         self._dropouts: list[list[float]] = [[] for _ in range(m)]
+        self._kept_up: list[list[float]] = [[] for _ in range(m)]   # of those: host stayed up
         self._ref = ReferenceCheck(self.names, config)
 
     def update(self, frame: HealthFrame) -> list[Finding | None]:
@@ -155,18 +158,25 @@ class PhysicalChecks:
         self._out_counted[c] = 1
         if self._out_level[c] >= self.cfg.min_level_w:
             self._dropouts[c].append(float(self._out_start[c]))
+            if self._out_tele[c]:
+                self._kept_up[c].append(float(self._out_start[c]))
             self._out_longest[c] = max(self._out_longest[c], self._out_run[c])
 
     def _dropout_finding(self, c: int) -> Finding | None:
         cfg = self.cfg
         recent = [s for s in self._dropouts[c] if s > self._t_last - cfg.dropout_window_s]
         self._dropouts[c] = recent
+        up = [s for s in self._kept_up[c] if s > self._t_last - cfg.dropout_window_s]
+        self._kept_up[c] = up
         score = len(recent) / cfg.dropouts_fault
+        if len(up) >= cfg.dropouts_kept_up_fault:
+            score = max(score, 1.0)         # the host stayed up: its supply was cut
         if score < cfg.watch_score:
             return None
         return Finding(self.names[c], "outlet_dropout", float(score), recent[0], {
             "dropouts": float(len(recent)), "window_h": cfg.dropout_window_s / 3600.0,
             "last_dropout_ago_s": float(self._t_last - recent[-1]),
+            "host_stayed_up": float(len(up)),
             "longest_s": float(self._out_longest[c]), "level_w": float(self._level[c])})
 
     # -- the answer ---------------------------------------------------------------------------
@@ -193,7 +203,7 @@ class PhysicalChecks:
     # -- restart ------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything the checks carry between rows, as plain lists (JSON-safe but for NaN)."""
-        own = {k: (v if k == "_dropouts" else np.asarray(v).tolist())
+        own = {k: (v if k in _LISTS else np.asarray(v).tolist())
                for k, v in vars(self).items() if k not in ("names", "kinds", "cfg", "_ref")}
         return {"names": list(self.names), "kinds": list(self.kinds),
                 "config": self.cfg.as_dict(), "own": own, "reference": self._ref.state_dict()}
@@ -204,8 +214,8 @@ class PhysicalChecks:
         for k, v in state["own"].items():
             if k not in vars(checks):
                 raise ValueError(f"checks state: unknown entry {k!r}")
-            if k == "_dropouts":
-                checks._dropouts = [list(map(float, x)) for x in v]
+            if k in _LISTS:
+                setattr(checks, k, [list(map(float, x)) for x in v])
             elif k == "_t_last":
                 checks._t_last = float(v)
             else:

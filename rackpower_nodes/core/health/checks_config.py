@@ -17,8 +17,8 @@ __all__ = ["ChecksConfig", "Finding"]
 _POSITIVE = ("stuck_s", "powered_w", "frozen_ref_sd_w", "zero_w", "min_level_w",
              "max_dropout_s", "dropout_window_s", "cusum_h", "x_clip", "cusum_cap",
              "max_gap_s", "fit_knot_s", "max_offset_w", "frozen_minutes", "frozen_window_min",
-             "dropouts_fault", "min_pairs", "fit_minutes", "calib_minutes",
-             "decide_minutes", "decide_wait_minutes")
+             "dropouts_fault", "dropouts_kept_up_fault", "min_pairs", "fit_minutes",
+             "calib_minutes", "decide_minutes", "decide_wait_minutes", "decide_evidence")
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,12 @@ class ChecksConfig:
     last under a few seconds), or when it lasted longer while the host's telemetry kept
     coming every second (the host stayed up: not a planned power-off, where the draw is ~0 for
     long and the telemetry stops). ``dropouts_fault`` (2) dropouts within ``dropout_window_s``
-    (6 h) are a fault, one a watch. A healthy outlet never goes to ~0 W for part of a
-    second with its load running, so the false-alarm rate is that of a planned power-off of
-    under 30 s without telemetry, twice in 6 h.
+    (6 h) are a fault, one a watch; so is ``dropouts_kept_up_fault`` (1) dropout during which
+    the host's telemetry kept coming every second: the host stayed up (a second cord or PSU
+    carried it) while this cord's draw fell to ~0 W, so its supply was cut, which no
+    planned power-off does. A healthy outlet never goes to ~0 W for part of a second with
+    its load running, so the false-alarm rate is that of a planned power-off of under 30 s
+    without telemetry, twice in 6 h.
 
     **Board vs reference** (``sensor_offset``, ``sensor_gain``). Each complete minute where
     at least ``min_pairs`` (5) seconds have both a board mean and a reference reading above
@@ -100,7 +103,10 @@ class ChecksConfig:
     d = a(t) (an offset, drifting as it may) against d = g(t) x ref (a gain error), a(t) and
     g(t) piecewise linear with knots every ``fit_knot_s`` (1 h), so what tells them apart is
     whether d follows the load's faster moves; the model with the smaller residual sum wins
-    when below ``decide_margin`` (0.8) x the other's. A steady load (a switch) cannot tell
+    when below ``decide_margin`` (0.8) x the other's and its evidence, minutes x ln(the
+    ratio of the sums), is at least ``decide_evidence`` (10: odds of ~150 to 1; tuning seeds
+    3000-3009 named a +8 % gain on a server whose load moved 6 W in 10 minutes an offset
+    on a ratio of 0.77 from 11 minutes). A steady load (a switch) cannot tell
     them apart: then a difference beyond ``max_offset_w`` (30 W: a Hall channel's offset drift
     stays within ~0.1 A) is a gain error, a smaller one an offset. A board whose slope
     against the reference is below ``frozen_ratio`` (it ignores a load moving by more than
@@ -122,6 +128,7 @@ class ChecksConfig:
     min_level_w: float = 20.0
     max_dropout_s: float = 30.0
     dropouts_fault: int = 2
+    dropouts_kept_up_fault: int = 1
     dropout_window_s: float = 21600.0
     min_pairs: int = 5
     ref_accuracy: float = 0.01
@@ -134,6 +141,7 @@ class ChecksConfig:
     cusum_cap: float = 3.0
     fit_minutes: int = 1440
     decide_margin: float = 0.8
+    decide_evidence: float = 10.0
     fit_knot_s: float = 3600.0
     calib_minutes: int = 60
     decide_minutes: int = 10

@@ -38,7 +38,10 @@ def decide_offset_gain(d_w: np.ndarray, ref_w: np.ndarray, t_s: np.ndarray,
     An offset is d = a(t), a gain error d = g(t) x ref, with a(t) and g(t) any slow time
     course (:func:`hat_basis`, knots every ``cfg.fit_knot_s``): what tells them apart is
     whether d follows the load's faster moves. The model with the smaller residual sum wins
-    when it is below ``cfg.decide_margin`` times the other's; otherwise (a steady load cannot
+    when it is below ``cfg.decide_margin`` times the other's *and* the evidence for it,
+    ``minutes x ln(rss_other / rss_best)`` (the difference of the two fits' AIC: same
+    number of parameters), is at least ``cfg.decide_evidence``, so that a load that barely
+    moved over a few minutes does not decide by its noise; otherwise (a steady load cannot
     tell them apart) a difference beyond ``cfg.max_offset_w`` is a gain error (a Hall
     channel's offset drift stays within a fraction of an ampere), a smaller one an offset.
     The evidence holds both coefficients of d = offset_w + gain x ref as well."""
@@ -57,9 +60,11 @@ def decide_offset_gain(d_w: np.ndarray, ref_w: np.ndarray, t_s: np.ndarray,
     follows = 1.0 + gain                        # board's slope against the reference
     if abs(follows) < cfg.frozen_ratio and np.ptp(r) > 2 * cfg.frozen_ref_sd_w:
         cause, clear = "sensor_stuck", 1.0      # the board ignores a moving load
-    elif rss[1] < cfg.decide_margin * rss[0]:
+    elif rss[1] < cfg.decide_margin * rss[0] and _evidence(rss[1], rss[0], len(d)) \
+            >= cfg.decide_evidence:
         cause, clear = "sensor_gain", 1.0
-    elif rss[0] < cfg.decide_margin * rss[1]:
+    elif rss[0] < cfg.decide_margin * rss[1] and _evidence(rss[0], rss[1], len(d)) \
+            >= cfg.decide_evidence:
         cause, clear = "sensor_offset", 1.0
     else:
         clear = 0.0
@@ -69,6 +74,11 @@ def decide_offset_gain(d_w: np.ndarray, ref_w: np.ndarray, t_s: np.ndarray,
           "rss_offset_w2": rss[0], "rss_gain_w2": rss[1], "ref_spread_w": float(np.ptp(r)),
           "minutes": float(len(d)), "load_told_apart": clear, "board_follows": float(follows)}
     return cause, ev
+
+
+def _evidence(rss_best: float, rss_other: float, n: int) -> float:
+    """``n ln(rss_other / rss_best)``: how much better the best fit is (its AIC advantage)."""
+    return float(n * np.log(max(rss_other, 1e-12) / max(rss_best, 1e-12)))
 
 
 class ReferenceCheck:
