@@ -84,3 +84,34 @@ def test_bad_config_key_is_named():
         HealthConfig.from_mapping({"checks": {"bogus": 1}})
     cfg = HealthConfig.from_mapping({"arl0_weeks": 20, "checks": {"stuck_s": 20.0}})
     assert cfg.arl0_weeks == 20.0 and cfg.checks.stuck_s == 20.0
+
+
+def test_ripple_leaves_out_what_the_request_rate_explains():
+    """An inference server whose draw follows its request rate second by second (a 30 s
+    swing): no ripple once the rate is known; the same draw without it is all ripple."""
+    n = 600
+    t = 1.7e9 + np.arange(n, dtype=np.float64)
+    rate = 100.0 + 40.0 * np.sin(2 * np.pi * np.arange(n) / 30.0)
+    board = (300.0 + 0.5 * rate)[:, None]
+    col = {"board_mean_w": board, "board_min_w": board - 1, "board_max_w": board + 1,
+           "board_std_w": np.ones((n, 1)), "ref_w": board, "util": np.full((n, 1), 0.4),
+           "disk_bps": np.zeros((n, 1)), "net_bps": np.zeros((n, 1)),
+           "app_rate": rate[:, None], "job_running": np.ones((n, 1))}
+    told = HealthFrame(t, ("gpu",), ("server",), **col)
+    blind = HealthFrame(t, ("gpu",), ("server",), **{**col, "app_rate": np.full((n, 1),
+                                                                                  np.nan)})
+    assert np.nanmax(to_minutes(told).ripple) < 0.01
+    assert np.nanmin(to_minutes(blind).ripple) > 50.0      # (20 W)^2 / 2 = 200 W^2 in band
+
+
+def test_a_ripple_that_wanders_by_hours_gets_a_larger_reference(fitted):
+    """GPU servers under training jobs: their ripple's hour means wander (~0.5 sd against
+    ~0.13 for white noise), so the ripple CUSUM aims beyond that wander; the others keep
+    the configured k."""
+    cfg = HealthConfig()
+    c = 4                                                   # DETECTORS[4]: ripple
+    for j, name in enumerate(fitted.names):
+        if fitted.ripple_hour_sd[j] < 0.2:
+            assert fitted.k[j, c] == cfg.cusum_k, name
+    wandering = [j for j, n in enumerate(fitted.names) if fitted.ripple_hour_sd[j] > 0.4]
+    assert wandering and all(fitted.k[j, c] > cfg.cusum_k for j in wandering)

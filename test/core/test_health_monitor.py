@@ -167,3 +167,21 @@ def test_bad_input_is_named(model, faulty):
     mon.update(faulty.rows(0, 120))
     with pytest.raises(HealthFrameError, match="t_unix"):
         mon.update(faulty.rows(60, 180))
+
+
+def test_a_slowly_started_runaway_is_found_by_the_utilisation_level(model):
+    # +0.25 CPU over 30 min: no jump for the prewhitened utilisation CUSUM to see (the
+    # residual's AR(1) coefficient is ~0.9, so a held shift leaves a tenth of itself in the
+    # innovations); the level CUSUM on the residual itself finds it within hours (this
+    # model learned from 12 h only)
+    fault = FaultSpec("runaway_process", "srv01", H, 0.5 * H, 0.25, growth="linear")
+    frame = fault_frame(6, 132, [fault], "mixed")
+    onset = frame.t_unix[0] + H
+    found = {}
+    for k, level_h in (("level", HealthConfig().util_level_h), ("prewhitened only", 1e9)):
+        mon = HealthMonitor(frame.names, frame.kinds, model, HealthConfig(util_level_h=level_h))
+        found[k] = first_fault(replay(mon, frame), "srv01")
+    t, v = found["level"]
+    assert v is not None and onset <= t <= onset + 5 * H
+    assert v.cause == "runaway_process" and v.evidence["score_util_level"] >= 1.0
+    assert found["prewhitened only"][1] is None

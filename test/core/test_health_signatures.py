@@ -76,3 +76,23 @@ def test_board_up_but_meter_flat_is_a_sensor_fault():
     real = Evidence(real.kind, real.power_res_w, real.expected_w, real.util_res,
                     real.ripple_z, real.scores, real.power_res_w + RNG.normal(0, 0.3, N))
     assert name_cause(real)[0] == "psu_efficiency"
+
+
+def test_the_psus_own_meters_decide_psu_against_fan():
+    # proportional residual, which alone would be named psu_efficiency: the PSU detector,
+    # running on the PSUs' own input and output, stays quiet, so the draw passes through
+    # the PSU (a DC-side load): fan wear
+    res = 0.06 * LOAD + RNG.normal(0, 0.5, N)
+    quiet = ev(res=res, power_up=1.3, psu=0.1)
+    quiet = Evidence(**{**quiet.__dict__, "psu_extra": np.full(N, 0.001)})
+    assert name_cause(quiet)[0] == "fan_wear"
+    # an additive offset, which alone would be named fan_wear, with the PSU detector up
+    res = np.full(N, 12.0) + RNG.normal(0, 0.5, N)
+    lossy = ev(res=res, power_up=0.9, psu=1.1)
+    lossy = Evidence(**{**lossy.__dict__, "psu_extra": np.full(N, 0.03)})
+    cause, evidence = name_cause(lossy)
+    assert cause == "psu_efficiency" and evidence["psu_extra_frac"] == pytest.approx(0.03)
+
+
+def test_the_utilisation_level_detector_names_a_runaway():
+    assert name_cause(ev(util_up=0.02, util_level=1.0, power_up=0.3))[0] == "runaway_process"

@@ -13,6 +13,9 @@ Per component, on minute summaries (:mod:`.minutes`):
   A process nobody started shows as utilisation this model cannot explain. Where nothing
   speaks for the workload (the BSC traces) there is no such model: utilisation alone cannot
   say whether a process was wanted;
+- **PSU efficiency** (components whose BMC reports their PSUs' input and output power,
+  :mod:`.psu`): the curve of input over output against output, so that the fractional extra
+  input at the same output is a figure of its own;
 - **detectors** (:class:`DETECTORS`): per figure the AR(1) fit and scale of the out-of-sample
   training figures (4-fold contiguous cross-fitting: each quarter predicted by a model that
   never saw it) and the CUSUM threshold for the configured false-alarm rate (:mod:`.cusum`).
@@ -39,6 +42,7 @@ import numpy as np
 from rackpower_nodes.core.health.config import HealthConfig
 from rackpower_nodes.core.health.cusum import ar1, threshold
 from rackpower_nodes.core.health.minutes import Minutes, row_spacing, to_minutes
+from rackpower_nodes.core.health.psu import fit_psu_curve, psu_figure
 from rackpower_nodes.core.health.types import HealthFrame
 
 if TYPE_CHECKING:
@@ -46,13 +50,14 @@ if TYPE_CHECKING:
 
 __all__ = ["DETECTORS", "FORMAT", "HealthModel", "HealthModelError"]
 
-FORMAT = "rackpower-health/1"
+FORMAT = "rackpower-health/2"
 #: (figure, sign) of each one-sided CUSUM a component may have
-DETECTORS = (("power", 1.0), ("power", -1.0), ("util", 1.0), ("bursts", 1.0), ("ripple", 1.0))
+DETECTORS = (("power", 1.0), ("power", -1.0), ("util", 1.0), ("bursts", 1.0), ("ripple", 1.0),
+             ("psu", 1.0))
 _DAY_S = 86400.0
 _RIPPLE_FLOOR_W2 = 0.05
 #: floor of a figure's innovation scale, in its own units (W, utilisation, bursts/min, log)
-_SIGMA_FLOOR = {"power": 0.5, "util": 0.01, "bursts": 0.2, "ripple": 0.05}
+_SIGMA_FLOOR = {"power": 0.5, "util": 0.01, "bursts": 0.2, "ripple": 0.05, "psu": 0.002}
 
 
 class HealthModelError(ValueError):
@@ -111,7 +116,18 @@ class HealthModel:
     util_hour_sd: np.ndarray
     #: the same for the ripple's standardized log power (GPUs' ripple wanders by hours)
     ripple_hour_sd: np.ndarray
+    #: per component: the PSU efficiency curve (5,: coefficients, lowest and highest output
+    #: trained on, W) and its scale, W (:mod:`.psu`; NaN: no PSU readings)
+    psu_coef: np.ndarray | None = None
+    psu_scale: np.ndarray | None = None
     _boosters: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        m = len(self.names)
+        if self.psu_coef is None:
+            self.psu_coef = np.full((m, 5), np.nan)
+        if self.psu_scale is None:
+            self.psu_scale = np.full(m, np.nan)
 
     # -- fitting ---------------------------------------------------------------------------
     @classmethod
@@ -189,6 +205,11 @@ class HealthModel:
             self.util_hour_sd[j] = _hour_sd(np.where(u_use, mi.util[:, j] - inner, np.nan))
         if self.kinds[j] == "storage":
             figures["bursts"] = np.where(use, mi.bursts[:, j], np.nan)
+        psu = fit_psu_curve(mi.psu_ratio[:, j], mi.psu_out[:, j], use)
+        if psu is not None:
+            self.psu_coef[j], self.psu_scale[j] = psu
+            figures["psu"] = np.where(use, psu_figure(mi.psu_ratio[:, j], mi.psu_out[:, j],
+                                                      *psu), np.nan)
         figures["ripple"] = np.where(use, np.log(np.maximum(mi.ripple[:, j], 0.0)
                                                  + self.ripple_ref_w2[j]), np.nan)
         rip = figures["ripple"]
@@ -204,6 +225,10 @@ class HealthModel:
             x = figures[fig] - mu
             z = sign * (x[1:] - phi * x[:-1]) / sigma
             k = cfg.k_of(fig)
+            if fig == "ripple" and np.isfinite(self.ripple_hour_sd[j]):
+                # aim beyond the ripple's own slow wander (GPU servers' jobs move it for
+                # hours): wander_sds of its hour-mean sd, as an innovation in sigma units
+                k = max(k, cfg.wander_sds * self.ripple_hour_sd[j] * rip_sd * (1 - phi) / sigma)
             self.mu[j, c], self.phi[j, c], self.sigma[j, c], self.k[j, c] = mu, phi, sigma, k
             self.h[j, c] = threshold(z, arl0, k, seed=j * 10 + c, clip=cfg.z_clip)
 
@@ -249,8 +274,11 @@ class HealthModel:
         power = np.where(ok, mi.board - exp_p, np.nan)
         util = np.where(ok, mi.util - exp_u, np.nan)
         ripple = np.where(ok, np.log(np.maximum(mi.ripple, 0.0) + self.ripple_ref_w2), np.nan)
+        psu = np.column_stack([psu_figure(mi.psu_ratio[:, j], mi.psu_out[:, j],
+                                          self.psu_coef[j], float(self.psu_scale[j]))
+                               for j in range(len(self.names))])
         by_fig = {"power": power, "util": util, "bursts": np.where(ok, mi.bursts, np.nan),
-                  "ripple": ripple}
+                  "ripple": ripple, "psu": np.where(ok, psu, np.nan)}
         out = np.stack([by_fig[f] for f, _ in DETECTORS], axis=2)
         if dead_frac > 0:
             for c, (fig, sign) in enumerate(DETECTORS):
@@ -272,6 +300,7 @@ class HealthModel:
                "power_sd_w": _jsonable(self.power_sd_w), "k": _jsonable(self.k),
                "util_hour_sd": _jsonable(self.util_hour_sd),
                "ripple_hour_sd": _jsonable(self.ripple_hour_sd),
+               "psu_coef": _jsonable(self.psu_coef), "psu_scale": _jsonable(self.psu_scale),
                **{k: _jsonable(getattr(self, k)) for k in ("mu", "phi", "sigma", "h")}}
         path.write_text(json.dumps(doc))
         return path
@@ -289,7 +318,7 @@ class HealthModel:
         arr = {k: _array(doc[k]) for k in ("burst_thr_w", "ripple_ref_w2", "power_sd_w", "mu",
                                            "phi", "sigma", "h", "base_on_util", "base_fill",
                                            "base_coef", "k", "util_hour_sd",
-                                           "ripple_hour_sd")}
+                                           "ripple_hour_sd", "psu_coef", "psu_scale")}
         for k in ("burst_thr_w", "h"):     # inf was written as null
             arr[k] = np.where(np.isnan(arr[k]), np.inf, arr[k])
         return cls(tuple(doc["names"]), tuple(doc["kinds"]), dict(doc["config"]),
@@ -297,7 +326,7 @@ class HealthModel:
                    list(doc["power_models"]), list(doc["util_models"]), arr["base_on_util"],
                    arr["base_fill"], arr["base_coef"], arr["mu"], arr["phi"],
                    arr["sigma"], arr["h"], arr["power_sd_w"], arr["k"], arr["util_hour_sd"],
-                   arr["ripple_hour_sd"])
+                   arr["ripple_hour_sd"], arr["psu_coef"].reshape(-1, 5), arr["psu_scale"])
 
 
 def _booster(x: np.ndarray, y: np.ndarray, cfg: HealthConfig) -> lgb.Booster:

@@ -40,6 +40,22 @@ class HealthConfig:
     cusum_k: float = 0.5
     #: the burst-count detector's k (retries add a fraction of a burst per minute at first)
     bursts_k: float = 0.25
+    #: the PSU-efficiency detector's k: its minute noise is ~0.6 % of extra input and the
+    #: efficiency wanders by a few tenths of a % with temperature over hours, so it aims at
+    #: losses of ~2 % (2k standard deviations), the smallest a PSU reports as failing
+    psu_k: float = 1.0
+    #: the ``util_level`` CUSUM (utilisation residual, not prewhitened): reference value,
+    #: utilisation (at least twice the sd of a healthy hour's mean), and threshold,
+    #: utilisation x minutes (+0.2 beyond the reference for ~2 h). Tuning seeds 6000-6006:
+    #: the largest value over a fault-free week of any host was 14.7; runaways of +0.24 to
+    #: +0.46 reached 25 in 1.3-3.5 h (one where a job already kept the host busy: 7.9 h)
+    #: the ripple detector's k is at least this many standard deviations of a healthy hour's
+    #: mean ripple (as the innovation a held shift of that size makes): a component whose
+    #: ripple wanders by hours (a GPU server under a training job) then needs a shift beyond
+    #: its wander. Components whose ripple is near white (hour sd ~0.13) keep ``cusum_k``
+    wander_sds: float = 3.0
+    util_level_k: float = 0.1
+    util_level_h: float = 25.0
     #: standardized innovations are clipped to +-z_clip (one wild minute adds at most
     #: z_clip - k to a CUSUM)
     z_clip: float = 4.0
@@ -78,7 +94,9 @@ class HealthConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.alarm_on_drop, bool):
             raise HealthConfigError(f"alarm_on_drop: {self.alarm_on_drop!r}, expected a bool")
-        positive = ("z_clip", "arl0_weeks", "cusum_k", "bursts_k", "scale_inflation",
+        positive = ("z_clip", "arl0_weeks", "cusum_k", "bursts_k", "psu_k", "util_level_k",
+                "wander_sds",
+                "util_level_h", "scale_inflation",
                     "burst_factor", "clear_after_s", "watch_score")
         for name in positive:
             v = getattr(self, name)
@@ -105,7 +123,7 @@ class HealthConfig:
 
     def k_of(self, figure: str) -> float:
         """The CUSUM reference value of a detector on ``figure``."""
-        return self.bursts_k if figure == "bursts" else self.cusum_k
+        return {"bursts": self.bursts_k, "psu": self.psu_k}.get(figure, self.cusum_k)
 
     @property
     def arl0_min(self) -> float:

@@ -8,7 +8,12 @@ what share of the minute's expected rows were there. Besides the means, each min
   threshold (a short spike inside the row: a disk retrying, a fan catching);
 - ``ripple``: the power of the board's per-row mean in the 15-60 s period band (FFT bins 1-4 of
   the minute), W², after removing the minute's mean, its linear trend and the part explained by
-  the host's utilisation (a fan bearing's periodic ripple shows here, load changes do not).
+  the host's utilisation and its served request rate (a fan bearing's periodic ripple shows
+  here, load changes do not: an inference server's draw follows its request rate second by
+  second, which is workload, not a fan);
+- ``psu_ratio``, ``psu_out``: the PSUs' own input over output power (their meters' sums over
+  the minute's rows where both read above ``PSU_MIN_W``: 1 / efficiency) and their mean
+  output, W; NaN where the minute has no such reading.
 """
 from __future__ import annotations
 
@@ -18,9 +23,11 @@ import numpy as np
 
 from rackpower_nodes.core.health.types import HealthFrame
 
-__all__ = ["MINUTE_S", "Minutes", "row_spacing", "to_minutes"]
+__all__ = ["MINUTE_S", "PSU_MIN_W", "Minutes", "row_spacing", "to_minutes"]
 
 MINUTE_S = 60.0
+#: PSU readings below this (W) say nothing about efficiency (an outlet out, a PSU idle)
+PSU_MIN_W = 5.0
 #: FFT bins of a minute kept as the ripple band: periods 60, 30, 20 and 15 s
 _RIPPLE_BINS = slice(1, 5)
 
@@ -43,6 +50,8 @@ class Minutes:
     rack_net: np.ndarray
     bursts: np.ndarray
     ripple: np.ndarray
+    psu_ratio: np.ndarray
+    psu_out: np.ndarray
 
     def __len__(self) -> int:
         return len(self.t_min)
@@ -72,14 +81,14 @@ def to_minutes(frame: HealthFrame, burst_thr_w: np.ndarray | None = None,
     m = len(frame.names)
     if len(t) == 0:
         empty = np.empty((0, m))
-        return Minutes(np.empty(0), *([empty] * 12))
+        return Minutes(np.empty(0), *([empty] * 14))
     row_s = row_spacing(t) if row_s is None else row_s
     minute = np.floor(t / MINUTE_S)
     starts = np.flatnonzero(np.r_[True, np.diff(minute) > 0])
     t_min = minute[starts] * MINUTE_S
     f64 = {f: np.asarray(getattr(frame, f), dtype=np.float64) for f in
            ("board_mean_w", "board_max_w", "ref_w", "util", "disk_bps", "net_bps",
-            "app_rate", "job_running")}
+            "app_rate", "job_running", "psu_in_w", "psu_out_w")}
     board, n_board = _means(f64["board_mean_w"], starts)
     coverage = np.minimum(n_board / (MINUTE_S / row_s), 1.0)
     util, _ = _means(f64["util"], starts)
@@ -96,29 +105,28 @@ def to_minutes(frame: HealthFrame, burst_thr_w: np.ndarray | None = None,
         bursts = np.add.reduceat(hit.astype(np.float64), starts, axis=0)
         bursts = np.where(n_board > 0, bursts * (MINUTE_S / row_s) / np.maximum(n_board, 1),
                           np.nan)
-    ripple = _ripple(t, minute, starts, f64["board_mean_w"], f64["util"], row_s)
+    ripple = _ripple(t, minute, starts, f64["board_mean_w"], (f64["util"], f64["app_rate"]),
+                     row_s)
+    with np.errstate(invalid="ignore"):
+        both = (f64["psu_in_w"] > PSU_MIN_W) & (f64["psu_out_w"] > PSU_MIN_W)
+    p_in, n_psu = _means(np.where(both, f64["psu_in_w"], np.nan), starts)
+    p_out, _ = _means(np.where(both, f64["psu_out_w"], np.nan), starts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(n_psu > 0, p_in / p_out, np.nan)
     return Minutes(t_min, coverage, board, _means(f64["ref_w"], starts)[0], util, util_std,
                    _means(f64["disk_bps"], starts)[0], net, _means(f64["app_rate"], starts)[0],
-                   _means(f64["job_running"], starts)[0], rack_net, bursts, ripple)
+                   _means(f64["job_running"], starts)[0], rack_net, bursts, ripple, ratio,
+                   p_out)
 
 
 def _ripple(t: np.ndarray, minute: np.ndarray, starts: np.ndarray, board: np.ndarray,
-            util: np.ndarray, row_s: float) -> np.ndarray:
-    """Band power (W²) of each minute's detrended, load-corrected per-row board means."""
+            loads: tuple[np.ndarray, ...], row_s: float) -> np.ndarray:
+    """Band power (W²) of each minute's detrended per-row board means, less what the
+    ``loads`` (utilisation, request rate: (rows, m) each, NaN where unknown) explain."""
     k, m = len(starts), board.shape[1]
     slots = max(8, round(MINUTE_S / row_s))
     group = np.cumsum(np.r_[False, np.diff(minute) > 0])
     slot = np.clip(((t - minute * MINUTE_S) / row_s).astype(np.int64), 0, slots - 1)
-    y = np.full((k, slots, m), np.nan)
-    u = np.full((k, slots, m), np.nan)
-    y[group, slot] = board
-    u[group, slot] = util
-    present = np.isfinite(y)
-    n = present.sum(axis=1)
-    y = np.where(present, y, _nanmean1(y)[:, None, :])
-    u = np.where(np.isfinite(u), u, _nanmean1(u)[:, None, :])
-    y = np.nan_to_num(y)
-    u = np.nan_to_num(u)
     x = np.arange(slots, dtype=np.float64) - (slots - 1) / 2.0
     x = (x / np.sqrt((x ** 2).sum()))[None, :, None]
 
@@ -126,10 +134,22 @@ def _ripple(t: np.ndarray, minute: np.ndarray, starts: np.ndarray, board: np.nda
         v = v - v.mean(axis=1, keepdims=True)
         return v - x * (v * x).sum(axis=1, keepdims=True)
 
-    y, u = detrend(y), detrend(u)
-    uu = (u * u).sum(axis=1, keepdims=True)
-    beta = np.where(uu > 1e-9, (y * u).sum(axis=1, keepdims=True) / np.maximum(uu, 1e-12), 0.0)
-    y = y - beta * u
+    def per_slot(v: np.ndarray) -> np.ndarray:
+        out = np.full((k, slots, m), np.nan)
+        out[group, slot] = v
+        return out
+
+    y = per_slot(board)
+    present = np.isfinite(y)
+    n = present.sum(axis=1)
+    y = detrend(np.nan_to_num(np.where(present, y, _nanmean1(y)[:, None, :])))
+    for load in loads:                  # each in turn (a greedy fit, not a joint one)
+        u = per_slot(load)
+        u = detrend(np.nan_to_num(np.where(np.isfinite(u), u, _nanmean1(u)[:, None, :])))
+        uu = (u * u).sum(axis=1, keepdims=True)
+        beta = np.where(uu > 1e-9, (y * u).sum(axis=1, keepdims=True) / np.maximum(uu, 1e-12),
+                        0.0)
+        y = y - beta * u
     spec = np.abs(np.fft.rfft(y, axis=1)[:, _RIPPLE_BINS, :]) ** 2
     power = 2.0 * spec.sum(axis=1) / slots ** 2
     return np.where(n >= slots // 2, power, np.nan)

@@ -6,8 +6,11 @@ Fed :class:`HealthFrame` rows in time order, any number per call, it runs
   dropouts, board vs an independent meter -> ``sensor_offset`` / ``sensor_gain``), and
 - the **learned detectors** when a :class:`~.baseline.HealthModel` is given: per complete
   minute, the residuals against the expected draw and utilisation, the burst count and the
-  ripple band go through prewhitened CUSUMs (:mod:`.cusum`); the cause of an alarm is named
-  from the evidence since its change point (:mod:`.signatures`).
+  ripple band go through prewhitened CUSUMs (:mod:`.cusum`), and the utilisation residual
+  itself through a CUSUM on its level (``util_level``: a process nobody started keeps the
+  host busy for hours, a shift that prewhitening with the residual's strong autocorrelation
+  would hide after its first minute); the cause of an alarm is named from the evidence since
+  its change point (:mod:`.signatures`).
 
 Per component the stronger of the two decides, except that a sensor finding (``sensor_*``)
 at watch level or above always wins: the board's reading is wrong, so the residual alarms on
@@ -36,8 +39,8 @@ from rackpower_nodes.core.health.types import (
 __all__ = ["DETECTOR_NAMES", "HealthConfig", "HealthModel", "HealthMonitor"]
 
 #: names of :data:`~.baseline.DETECTORS` in the verdicts' evidence
-DETECTOR_NAMES = ("power_up", "power_down", "util", "bursts", "ripple")
-_P_RES, _P_EXP, _U_RES, _RIPPLE, _R_RES = range(5)     # history figures
+DETECTOR_NAMES = ("power_up", "power_down", "util", "bursts", "ripple", "psu", "util_level")
+_P_RES, _P_EXP, _U_RES, _RIPPLE, _R_RES, _PSU = range(6)     # history figures
 
 
 class HealthMonitor:
@@ -58,7 +61,6 @@ class HealthMonitor:
         self.checks = PhysicalChecks(self.names, self.kinds, cfg.checks)
         self._pending: HealthFrame | None = None
         self._t_last = -math.inf
-        self._scores = np.zeros((m, len(DETECTORS)))
         if model is not None:
             self._active = np.isfinite(model.h) & np.isfinite(model.sigma)
             sign = np.array([s for _, s in DETECTORS])
@@ -71,14 +73,28 @@ class HealthMonitor:
                                    cfg.z_clip)
             sd = model.sigma[:, 4] / np.sqrt(1 - np.nan_to_num(model.phi[:, 4]) ** 2)
             self._ripple_sd = np.nan_to_num(sd, nan=1.0)
+            self._level = self._level_bank(model, cfg)
+        self._scores = np.zeros((m, len(DETECTORS) + 1))
         self._hist_t = np.full(cfg.history_min, np.nan)
-        self._hist = np.full((cfg.history_min, m, 5), np.nan)
+        self._hist = np.full((cfg.history_min, m, 6), np.nan)
         self._n_hist = 0
         self._state = ["ok"] * m
         self._cause = [""] * m
         self._since = np.full(m, np.nan)
         self._last_bad = np.full(m, np.nan)
         self._closed: list[FlaggedInterval] = []
+
+    @staticmethod
+    def _level_bank(model: HealthModel, cfg: HealthConfig) -> CusumBank:
+        """The ``util_level`` CUSUMs: on the minute's utilisation residual itself (no
+        prewhitening), reference ``max(util_level_k, 2 x util_hour_sd)``, threshold
+        ``util_level_h``; only for hosts with a utilisation model."""
+        m = len(model.names)
+        on = np.array([u is not None for u in model.util_models]) & np.isfinite(
+            model.util_hour_sd)
+        k = np.maximum(cfg.util_level_k, 2.0 * np.nan_to_num(model.util_hour_sd))
+        return CusumBank(np.zeros(m), np.zeros(m), np.ones(m), np.ones(m),
+                         np.where(on, cfg.util_level_h, np.inf), k, cfg.cusum_cap, 1.0)
 
     @property
     def learned(self) -> bool:
@@ -117,14 +133,16 @@ class HealthMonitor:
         x = np.where(self._active[None], x, np.nan)
         m = len(self.names)
         for i in range(len(mi)):
-            self._scores = self._bank.step(mi.t_min[i], x[i].ravel()).reshape(m, -1)
+            self._scores = np.column_stack([
+                self._bank.step(mi.t_min[i], x[i].ravel()).reshape(m, -1),
+                self._level.step(mi.t_min[i], x[i, :, 2])])
             slot = self._n_hist % len(self._hist_t)
             self._hist_t[slot] = mi.t_min[i]
             ripple_z = (x[i, :, 4] - self.model.mu[:, 4]) / self._ripple_sd
             res = np.where(mi.coverage[i] >= self.config.min_coverage,
                            mi.board[i] - expected[i], np.nan)
             self._hist[slot] = np.stack([res, expected[i], x[i, :, 2], ripple_z,
-                                         mi.ref[i] - expected[i]], axis=1)
+                                         mi.ref[i] - expected[i], x[i, :, 5]], axis=1)
             self._n_hist += 1
 
     # -- judging ---------------------------------------------------------------------------
@@ -135,7 +153,9 @@ class HealthMonitor:
         score = float(s[c])
         if score < self.config.watch_score:
             return score, "", math.nan, {}
-        since = float(self._bank.start.reshape(len(self.names), -1)[j, c])
+        starts = np.column_stack([self._bank.start.reshape(len(self.names), -1),
+                                  self._level.start])
+        since = float(starts[j, c])
         n = min(self._n_hist, len(self._hist_t))
         order = (np.arange(self._n_hist - n, self._n_hist)) % len(self._hist_t)
         t, h = self._hist_t[order], self._hist[order, j]
@@ -143,8 +163,9 @@ class HealthMonitor:
         w = h[t >= start]
         ev = Evidence(self.kinds[j], w[:, _P_RES], w[:, _P_EXP], w[:, _U_RES], w[:, _RIPPLE],
                       {DETECTOR_NAMES[i]: float(s[i]) for i in range(len(s))
-                       if self._active[j, i]}, w[:, _R_RES],
-                      float(self.model.util_hour_sd[j]), float(self.model.ripple_hour_sd[j]))
+                       if i >= len(DETECTORS) or self._active[j, i]}, w[:, _R_RES],
+                      float(self.model.util_hour_sd[j]), float(self.model.ripple_hour_sd[j]),
+                      w[:, _PSU])
         cause, evidence = name_cause(ev)
         return score, cause, since, evidence
 

@@ -16,7 +16,8 @@ findings (sensor faults, outlet dropouts) are decided elsewhere and take precede
   expected-utilisation model), and power rises *with* it, consistent with the power-vs-
   utilisation curve, so the power residual stays small (what remains of it comes from
   features that usually move with utilisation, such as traffic, staying put). Named when
-  the utilisation detector carries the most evidence, or when over the latest hour the
+  a utilisation detector (prewhitened, or on the residual's level) carries the most
+  evidence, or when over the latest hour the
   utilisation is above its expectation by :data:`UTIL_SDS` standard deviations of a healthy
   hour's mean (at least :data:`UTIL_MIN`; :data:`UTIL_SHIFT` where that is unknown). PSU and
   fan faults leave utilisation alone.
@@ -30,9 +31,13 @@ findings (sensor faults, outlet dropouts) are decided elsewhere and take precede
   an offset than by a fraction of the expected draw.
 - **psu_efficiency**: a PSU losing efficiency draws ``output / efficiency`` at the wall: a
   residual *proportional to load* (a few % of the expected draw), utilisation unchanged,
-  growing slowly over hours, no ripple. Named when power is up, the ripple is normal and
-  the residual follows the expected draw (its minute-to-minute variation, after removing
-  the slow trend, scales with the expected draw's) or the load hardly varies.
+  growing slowly over hours, no ripple. Where the BMC reports the PSUs' own input and
+  output power (:mod:`.psu`) this is measured directly: named when the PSU detector carries
+  evidence (watch level or more), and *not* named when power is up while that detector,
+  running, stays quiet (the extra draw then passes through the PSU: a DC-side load such as
+  a fan). Without those readings: named when power is up, the ripple is normal and the
+  residual follows the expected draw (its minute-to-minute variation, after removing the
+  slow trend, scales with the expected draw's) or the load hardly varies.
 - **sensor_gain / sensor_offset** below the physical checks' tolerance: when an independent
   meter reads the component, its own residual against the same expected draw tells whether
   the component really draws more. If the board's residual is up but the meter's stays at
@@ -60,6 +65,8 @@ UTIL_SHIFT = 0.12
 #: healthy, by UTIL_SDS of its standard deviations (and at least UTIL_MIN)
 UTIL_SDS = 3.0
 UTIL_MIN = 0.05
+#: the PSU detector's score (S / h) from which its evidence names the PSU
+PSU_SCORE = 0.5
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,8 @@ class Evidence:
     util_hour_sd: float = float("nan")
     #: the same for ``ripple_z``
     ripple_hour_sd: float = float("nan")
+    #: the PSUs' fractional extra input at the same output (NaN: no PSU readings)
+    psu_extra: np.ndarray | None = None
 
 
 def name_cause(ev: Evidence) -> tuple[str, dict[str, float]]:
@@ -104,10 +113,17 @@ def name_cause(ev: Evidence) -> tuple[str, dict[str, float]]:
         return sensor[0], evidence
     if ev.kind == "storage" and top == "bursts":
         return "disk_retries", evidence
+    psu_known = "psu" in s                      # the PSU detector runs on its own readings
+    if psu_known:
+        extra = ev.psu_extra[-RECENT_MIN:] if ev.psu_extra is not None else np.empty(0)
+        evidence["psu_extra_frac"] = float(np.nanmean(extra)) if np.isfinite(extra).any() \
+            else float("nan")
+        if s["psu"] >= PSU_SCORE and s["psu"] >= s.get("util", 0.0):
+            return "psu_efficiency", evidence
     util_bar = UTIL_SHIFT if not np.isfinite(ev.util_hour_sd) else \
         max(UTIL_MIN, UTIL_SDS * ev.util_hour_sd)
     evidence["util_bar"] = util_bar
-    if top == "util" or util_up > util_bar:
+    if top in ("util", "util_level") or util_up > util_bar:
         return "runaway_process", evidence
     if top == "power_down" or shift < 0:
         return "sensor_offset", evidence
@@ -116,8 +132,8 @@ def name_cause(ev: Evidence) -> tuple[str, dict[str, float]]:
     evidence["ripple_bar"] = ripple_bar
     if ripple > ripple_bar or s.get("ripple", 0.0) >= 0.5:
         return "fan_wear", evidence
-    if np.isfinite(prop) and prop < 0.3:
-        return "fan_wear", evidence
+    if psu_known or (np.isfinite(prop) and prop < 0.3):
+        return "fan_wear", evidence             # the PSU's own meters say it is not the PSU
     return "psu_efficiency", evidence
 
 
