@@ -196,9 +196,10 @@ def run_preset(h: Harness, preset: str) -> tuple[list, list[dict]]:
             h.say(f"{preset} seed {seed} {det}: " + ", ".join(
                 f"{o.kind}@{o.component} " + (f"{o.delay_s / 60:.0f} min {o.cause}"
                                               if o.detected else "missed") for o in got)
-                  + f"; {len(false)} false alarms")
+                  + f"; {len(false)} false alarms" + _where(false, start))
         rack_s += a.hours * 3600.0
-    rows = [alarm_row("fault days", v, rack_s, preset=preset, detector=det, runs=a.days)
+    rows = [alarm_row("fault days", v, rack_s, preset=preset, detector=det, runs=a.days,
+                      which=[f"{m.component} {m.cause}" for m in v])
             for det, v in alarms.items()]
     clean, clean_s, at = {}, 0.0, {}
     week_start = sim_start(preset)
@@ -209,11 +210,22 @@ def run_preset(h: Harness, preset: str) -> tuple[list, list[dict]]:
             at.setdefault(det, []).extend(   # hours into the week (the JSON keeps them)
                 round((m.t_unix - week_start) / 3600.0, 2) for m in marks if m.new)
             h.say(f"{preset} clean week {week} (seeds {seeds[0]}-{seeds[-1]}) {det}: "
-                  f"{sum(m.new for m in marks)} false alarms")
+                  f"{sum(m.new for m in marks)} false alarms"
+                  + _where([m for m in marks if m.new], week_start))
         clean_s += 7 * a.hours * 3600.0
     rows += [alarm_row("fault-free weeks", v, clean_s, preset=preset, detector=det,
-                       runs=a.clean_weeks, at_h=at[det]) for det, v in clean.items()]
+                       runs=a.clean_weeks, at_h=at[det],
+                       which=[f"{m.component} {m.cause}" for m in v])
+             for det, v in clean.items()]
     return outcomes, rows
+
+
+def _where(marks: Sequence, start_unix: float) -> str:
+    """`` (component cause at h, ...)`` of false alarms, for the progress lines."""
+    if not marks:
+        return ""
+    return " (" + ", ".join(f"{m.component} {m.cause} at {(m.t_unix - start_unix) / 3600:.1f} h"
+                            for m in marks) + ")"
 
 
 def run_bsc(h: Harness) -> tuple[list[dict], list[dict], str]:
