@@ -178,10 +178,26 @@ def test_a_slowly_started_runaway_is_found_by_the_utilisation_level(model):
     frame = fault_frame(6, 132, [fault], "mixed")
     onset = frame.t_unix[0] + H
     found = {}
-    for k, level_h in (("level", HealthConfig().util_level_h), ("prewhitened only", 1e9)):
-        mon = HealthMonitor(frame.names, frame.kinds, model, HealthConfig(util_level_h=level_h))
+    for k, cfg in (("level", HealthConfig()),
+                   ("prewhitened only", HealthConfig(util_level_h=1e9, prewhitened_util=True))):
+        mon = HealthMonitor(frame.names, frame.kinds, model, cfg)
         found[k] = first_fault(replay(mon, frame), "srv01")
     t, v = found["level"]
     assert v is not None and onset <= t <= onset + 5 * H
     assert v.cause == "runaway_process" and v.evidence["score_util_level"] >= 1.0
     assert found["prewhitened only"][1] is None
+
+
+def test_the_prewhitened_utilisation_cusum_is_off_by_default(model, faulty):
+    """Its alarms on fault-free tuning weeks were all false (held excursions of ~0.1 on the
+    ai rack's CPU hosts); the level CUSUM reads the same residual and stays on."""
+    rows = faulty.rows(0, 3 * 3600)
+    quiet = HealthMonitor(faulty.names, faulty.kinds, model)
+    loud = HealthMonitor(faulty.names, faulty.kinds, model,
+                         HealthConfig(prewhitened_util=True))
+    replay(quiet, rows)
+    replay(loud, rows)
+    hosts = [j for j, k in enumerate(faulty.kinds) if k != "switch"]
+    assert np.all(quiet._scores[hosts, 2] == 0.0)
+    assert np.any(loud._scores[hosts, 2] > 0.0)
+    np.testing.assert_array_equal(quiet._scores[:, -1], loud._scores[:, -1])   # util_level

@@ -54,6 +54,12 @@ class HealthConfig:
     #: ripple wanders by hours (a GPU server under a training job) then needs a shift beyond
     #: its wander. Components whose ripple is near white (hour sd ~0.13) keep ``cusum_k``
     wander_sds: float = 3.0
+    #: the prewhitened utilisation CUSUM runs besides ``util_level``. Off: on the tuning
+    #: seeds' fault-free weeks (6000-6006) it raised every false alarm of the ai rack's CPU
+    #: hosts (3 in a week: their utilisation held ~0.1 above what one training day taught
+    #: for an hour or more), and on the fault days (3000-3009) the level CUSUM alone found
+    #: every runaway it found, hours later at most (runaways never trip their host)
+    prewhitened_util: bool = False
     util_level_k: float = 0.1
     util_level_h: float = 25.0
     #: standardized innovations are clipped to +-z_clip (one wild minute adds at most
@@ -92,8 +98,9 @@ class HealthConfig:
     checks: ChecksConfig = field(default_factory=ChecksConfig)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.alarm_on_drop, bool):
-            raise HealthConfigError(f"alarm_on_drop: {self.alarm_on_drop!r}, expected a bool")
+        for name in ("alarm_on_drop", "prewhitened_util"):
+            if not isinstance(getattr(self, name), bool):
+                raise HealthConfigError(f"{name}: {getattr(self, name)!r}, expected a bool")
         positive = ("z_clip", "arl0_weeks", "cusum_k", "bursts_k", "psu_k", "util_level_k",
                 "wander_sds",
                 "util_level_h", "scale_inflation",

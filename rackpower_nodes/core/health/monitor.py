@@ -63,6 +63,10 @@ class HealthMonitor:
         self._t_last = -math.inf
         if model is not None:
             self._active = np.isfinite(model.h) & np.isfinite(model.sigma)
+            # the prewhitened utilisation CUSUM only where configured (the level CUSUM
+            # below reads the utilisation residual either way)
+            self._util_on = self._active[:, 2].copy()
+            self._active[:, 2] &= cfg.prewhitened_util
             sign = np.array([s for _, s in DETECTORS])
             self._bank = CusumBank(np.nan_to_num(model.mu).ravel(),
                                    np.nan_to_num(model.phi).ravel(),
@@ -130,18 +134,19 @@ class HealthMonitor:
         mi = to_minutes(rows.rows(0, cut), self.model.burst_thr_w, self.model.row_s)
         x, expected = self.model.figures(mi, self.config.min_coverage,
                                          self.config.dead_zone_frac)
+        u_res = np.where(self._util_on[None], x[:, :, 2], np.nan)
         x = np.where(self._active[None], x, np.nan)
         m = len(self.names)
         for i in range(len(mi)):
             self._scores = np.column_stack([
                 self._bank.step(mi.t_min[i], x[i].ravel()).reshape(m, -1),
-                self._level.step(mi.t_min[i], x[i, :, 2])])
+                self._level.step(mi.t_min[i], u_res[i])])
             slot = self._n_hist % len(self._hist_t)
             self._hist_t[slot] = mi.t_min[i]
             ripple_z = (x[i, :, 4] - self.model.mu[:, 4]) / self._ripple_sd
             res = np.where(mi.coverage[i] >= self.config.min_coverage,
                            mi.board[i] - expected[i], np.nan)
-            self._hist[slot] = np.stack([res, expected[i], x[i, :, 2], ripple_z,
+            self._hist[slot] = np.stack([res, expected[i], u_res[i], ripple_z,
                                          mi.ref[i] - expected[i], x[i, :, 5]], axis=1)
             self._n_hist += 1
 
