@@ -56,6 +56,32 @@ def test_writes_reach_both_pdus_and_the_acknowledged_sum_never_exceeds_the_budge
     link.close()
 
 
+def _writes(link) -> list[int]:
+    return [p["writes"] for p in link.status().pdus]
+
+
+def test_with_room_for_old_and_new_values_each_pdu_is_written_once(pdus):
+    link = _link(pdus)
+    assert link.write_now(np.array([200.0, 200.0, 200.0, 200.0]))
+    before = _writes(link)
+    # each PDU has one outlet growing and one shrinking; 250 + 200 + 250 + 200 = 900 W fits
+    # the budget whatever lands first: one request per PDU
+    assert link.write_now(np.array([250.0, 150.0, 250.0, 150.0]))
+    np.testing.assert_array_equal(_held(pdus), [250.0, 150.0, 250.0, 150.0])
+    assert [a - b for a, b in zip(_writes(link), before)] == [1, 1]
+    before = _writes(link)
+    assert link.write_now(np.array([300.0, 100.0, 300.0, 100.0]))   # worst case 1000 W: once
+    assert [a - b for a, b in zip(_writes(link), before)] == [1, 1]
+    # 450 + 100 + 450 + 100 = 1100 W would not: the shrinks are written (and acknowledged)
+    # before the growth, two requests per PDU, and the budget holds in between
+    before = _writes(link)
+    assert link.write_now(np.array([450.0, 50.0, 450.0, 50.0]))
+    np.testing.assert_array_equal(_held(pdus), [450.0, 50.0, 450.0, 50.0])
+    assert [a - b for a, b in zip(_writes(link), before)] == [2, 2]
+    assert link.in_force_w.sum() <= BUDGET
+    link.close()
+
+
 def test_a_pdu_that_stops_answering_holds_back_growth_elsewhere(pdus):
     link = _link(pdus)
     assert link.write_now(np.array([250.0, 250.0, 250.0, 250.0]))

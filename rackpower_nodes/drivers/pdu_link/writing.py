@@ -39,7 +39,8 @@ class _BudgetWrites:
         return ok
 
     def _write(self, want: np.ndarray, exact: bool | np.ndarray = False) -> bool:
-        """Shrinking outlets first, then growing ones as far as the budget allows; `exact`
+        """Shrinking outlets first, then growing ones as far as the budget allows (all in one
+        request per target when the budget holds every old and new value at once); `exact`
         (all, or a mask of components: corrections) writes past the dead bands."""
         self._want = np.array(want, dtype=float)
         want = float32_floor(np.where(np.isfinite(want), np.maximum(want, 0.0), 0.0))
@@ -47,6 +48,13 @@ class _BudgetWrites:
         want = np.where(exact, want, skip_small_changes(self.in_force_w, want, self._dead_band,
                                                         self._resolution))
         shrink = self._driven & (want < self.in_force_w)
+        if self._fits_in_any_order(want):
+            # every component ends at its old or its new value and is counted at the larger
+            # meanwhile: no order of the writes can pass the budget, so each target gets its
+            # changes in one request (not one to shrink and another to grow)
+            all_ok = self._write_where(self._driven, want)
+            self._settle_fixes(want)
+            return all_ok
         all_ok = self._write_where(shrink, want)
         grow = self._driven & (want > self.in_force_w)
         if grow.any():          # from what the shrinks left in force, even where they failed
@@ -59,6 +67,12 @@ class _BudgetWrites:
         all_ok &= self._write_where(self._driven & ~shrink & ~grow, want)
         self._settle_fixes(want)
         return all_ok
+
+    def _fits_in_any_order(self, want: np.ndarray) -> bool:
+        """Whether the budget holds the larger of each driven component's value in force and
+        `want` (W) at once, the others as they are in force."""
+        worst = np.where(self._driven, np.maximum(self.in_force_w, want), self.in_force_w)
+        return float(worst.sum()) <= self.budget_w
 
     def _settle_fixes(self, want: np.ndarray) -> None:
         """A value found other than the one acknowledged that is what is wanted now needed
