@@ -14,6 +14,7 @@ from helpers.graph import spin_until
 from helpers.sensor import BOARD_INDEX, CHANNELS, COMPONENTS, SCALE, sensor_params_file
 
 from rackpower_nodes.core.frame_codec import FrameLayout
+from rackpower_nodes.nodes.current_sensor import read_interval_s
 from rackpower_nodes.tools.launch_env import executable, stop_process
 from rackpower_nodes.sim.sensor_board import SensorBoardEmulator, constant_source
 
@@ -167,3 +168,10 @@ def test_shipped_config_applies_in_any_rack_namespace(ros_env, tmp_path):
     assert values["port"] == missing_port
     assert values["port_state"] == "disconnected" and values["_level"] == 2
     assert float(values["expected_frame_rate_hz"]) == expected.frame_rate_hz
+
+
+def test_reads_are_paced_by_a_fifth_of_the_batch_period_at_most_20_ms():
+    assert read_interval_s(10.0) == pytest.approx(0.020)    # the rack's 10 Hz batches
+    assert read_interval_s(20.0) == pytest.approx(0.010)
+    assert read_interval_s(200.0) == pytest.approx(0.001)
+    assert read_interval_s(1.0) == pytest.approx(0.020)
