@@ -11,6 +11,7 @@ import pytest
 
 from rackpower_nodes.core.health import FRAME_FIELDS, HealthFrame, HealthVerdict
 from rackpower_nodes.sim.faults import FaultSpec
+from rackpower_nodes.tools.health_eval import _where
 from rackpower_nodes.tools.health_eval import main as health_eval_main
 from rackpower_nodes.tools.health_eval_data import bsc_frames, day_kinds, fault_marks, replay
 from rackpower_nodes.tools.health_eval_metrics import alarm_row, class_rows, score_day
@@ -129,6 +130,14 @@ class RecordingMonitor:
         return [HealthVerdict("a", "ok", 0.0)]
 
 
+def test_false_alarms_are_named_in_the_progress_lines():
+    marks = fault_marks(stream({"a": ok(2) + [("fault", "fan_wear")],
+                                "b": [("fault", "sensor_offset")] + ok(2)}))
+    assert _where([m for m in marks if m.new], T0) == \
+        " (b sensor_offset at 0.0 h, a fan_wear at 0.1 h)"
+    assert _where([], T0) == ""
+
+
 def test_replay_feeds_whole_minutes_and_skips_gaps():
     t = np.concatenate([T0 + 30 + np.arange(100.0), T0 + 600 + np.arange(30.0)])
     mon = RecordingMonitor()
@@ -209,6 +218,8 @@ def test_a_short_held_out_day_end_to_end_is_scored_and_repeatable(tmp_path, caps
     pooled = next(r for r in first["classes"] if (r["preset"], r["fault"]) == ("all", "all"))
     assert pooled["injected"] == 3
     assert first["false_alarms"][0]["set"] == "fault days"
+    for row in first["false_alarms"]:       # each false alarm named: "component cause"
+        assert len(row["which"]) == row["false_alarms"]
     assert runs[1]["faults"] == first["faults"]
     assert runs[1]["false_alarms"] == first["false_alarms"]
 
