@@ -95,14 +95,14 @@ def psu_meters(data: SimData, wall_w: np.ndarray, seed: int = 0
         if spec.kind == "psu_efficiency":
             j = data.names.index(spec.component)
             loss[:, j] *= 1.0 + spec.magnitude * spec.level(t)
+    from scipy.signal import lfilter
+
     rng = np.random.default_rng([int(seed), int(data.seed), 7_000_003])
-    drift = np.zeros((n, m))
     a = math.exp(-1.0 / PSU_DRIFT_TAU_S)
     steps = rng.standard_normal((n, m)) * PSU_DRIFT * math.sqrt(1 - a * a)
     level = rng.standard_normal(m) * PSU_DRIFT
-    for i in range(n):                      # an AR(1) per component, stationary from t = 0
-        level = a * level + steps[i]
-        drift[i] = level
+    # an AR(1) per component, stationary from t = 0: drift[i] = a drift[i-1] + steps[i]
+    drift = lfilter([1.0], [1.0, -a], steps, axis=0, zi=(a * level)[None, :])[0]
     rating = PSU_HEADROOM * _peak_w(data)
     dc = wall_w / loss * 0.9
     for _ in range(20):                     # dc = wall * eff(dc), a fixed point
