@@ -44,11 +44,6 @@ class HealthConfig:
     #: efficiency wanders by a few tenths of a % with temperature over hours, so it aims at
     #: losses of ~2 % (2k standard deviations), the smallest a PSU reports as failing
     psu_k: float = 1.0
-    #: the ``util_level`` CUSUM (utilisation residual, not prewhitened): reference value,
-    #: utilisation (at least twice the sd of a healthy hour's mean), and threshold,
-    #: utilisation x minutes (+0.2 beyond the reference for ~2 h). Tuning seeds 6000-6006:
-    #: the largest value over a fault-free week of any host was 14.7; runaways of +0.24 to
-    #: +0.46 reached 25 in 1.3-3.5 h (one where a job already kept the host busy: 7.9 h)
     #: the ripple detector's k is at least this many standard deviations of a healthy hour's
     #: mean ripple (as the innovation a held shift of that size makes): a component whose
     #: ripple wanders by hours (a GPU server under a training job) then needs a shift beyond
@@ -60,6 +55,11 @@ class HealthConfig:
     #: for an hour or more), and on the fault days (3000-3009) the level CUSUM alone found
     #: every runaway it found, hours later at most (runaways never trip their host)
     prewhitened_util: bool = False
+    #: the ``util_level`` CUSUM (utilisation residual, not prewhitened): reference value,
+    #: utilisation (at least twice the sd of a healthy hour's mean), and threshold,
+    #: utilisation x minutes (+0.2 beyond the reference for ~2 h). Tuning seeds 6000-6006:
+    #: the largest value over a fault-free week of any host was 14.7; runaways of +0.24 to
+    #: +0.46 reached 25 in 1.3-3.5 h (one where a job already kept the host busy: 7.9 h)
     util_level_k: float = 0.1
     util_level_h: float = 25.0
     #: standardized innovations are clipped to +-z_clip (one wild minute adds at most
@@ -102,9 +102,8 @@ class HealthConfig:
             if not isinstance(getattr(self, name), bool):
                 raise HealthConfigError(f"{name}: {getattr(self, name)!r}, expected a bool")
         positive = ("z_clip", "arl0_weeks", "cusum_k", "bursts_k", "psu_k", "util_level_k",
-                "wander_sds",
-                "util_level_h", "scale_inflation",
-                    "burst_factor", "clear_after_s", "watch_score")
+                    "wander_sds", "util_level_h", "scale_inflation", "burst_factor",
+                    "clear_after_s", "watch_score")
         for name in positive:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):

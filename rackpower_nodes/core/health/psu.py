@@ -10,12 +10,12 @@ are about ``a + b P + c P^2`` at output ``P`` (fixed losses, switching, conducti
 
 fits its efficiency curve (least squares on a fault-free day, with every coefficient >= 0:
 losses do not shrink as the output grows, nor vanish at a lower one); the meters' fixed gain
-and The curve is trusted over the outputs seen in training
-widened by :data:`SPAN_MARGIN`; a minute outside that has no figure (the detector holds):
-neither clipping to the range (a server idling below its training day's lowest output then
-read as a PSU 2 % worse, tuning seeds) nor extrapolating (a server busier than on its
-training day read 1 % worse, its curve rising there where no training minute showed it) is
-sound. The health model's figure is the fractional extra input
+and offset errors are in the training readings, so in the curve. The curve is trusted over
+the outputs seen in training widened by :data:`SPAN_MARGIN`; a minute outside that has no
+figure (the detector holds): neither clipping to the range (a server idling below its
+training day's lowest output then read as a PSU 2 % worse, tuning seeds) nor extrapolating (a
+server busier than on its training day read 1 % worse, its curve rising there where no
+training minute showed it) is sound. The health model's figure is the fractional extra input
 at the same output, ``ratio / curve(P) - 1``: a PSU losing efficiency moves it by the loss
 (+0.03: 3 % more input), a fan, a disk, a process or a sensor fault do not.
 """
