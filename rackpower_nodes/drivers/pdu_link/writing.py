@@ -47,7 +47,6 @@ class _BudgetWrites:
         exact = np.broadcast_to(np.asarray(exact, dtype=bool), want.shape)
         want = np.where(exact, want, skip_small_changes(self.in_force_w, want, self._dead_band,
                                                         self._resolution))
-        shrink = self._driven & (want < self.in_force_w)
         if self._fits_in_any_order(want):
             # every component ends at its old or its new value and is counted at the larger
             # meanwhile: no order of the writes can pass the budget, so each target gets its
@@ -55,6 +54,7 @@ class _BudgetWrites:
             all_ok = self._write_where(self._driven, want)
             self._settle_fixes(want)
             return all_ok
+        shrink = self._driven & (want < self.in_force_w)
         all_ok = self._write_where(shrink, want)
         grow = self._driven & (want > self.in_force_w)
         if grow.any():          # from what the shrinks left in force, even where they failed
