@@ -13,7 +13,12 @@
     chassis per server (`/redfish/v1/Chassis/<name>`): a power limit written there caps that
     server's outlet like an allocation. Servers alternate between the EnvironmentMetrics and
     the legacy Power schema (`bmc_api="alternate"`), so both are exercised; a limit is allowed
-    from the server's idle power (in whole watts, rounded down) to its PSU rating.
+    from the server's idle power (in whole watts, rounded down) to its PSU rating. A chassis
+    whose model has a PSU (`psu` or `reference_psu` in the config) also serves its PSUs' own
+    meters, `Power.PowerSupplies[]` (a 1+1 pair sharing the load, each rated as the model's
+    PSU), refreshed every `PSU_POLL_S` (10) s from the outlet's served power over the second
+    and the injected `psu_efficiency` faults, by the meter model the fast-mode health frames
+    use (`rackpower_nodes.sim.psu_meters`).
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ from rackpower_nodes.sim.bmc import SimBmcServer
 from rackpower_nodes.sim.faults import FaultSpec
 from rackpower_nodes.sim.node_exporter import ExporterFleet, SimulatedHost
 from rackpower_nodes.sim.pdu import PduModel, SimPduServer
+from rackpower_nodes.sim.psu_meters import PSU_POLL_S, LivePsuMeters, psu_loss, psu_ratings_w
 from rackpower_nodes.sim.rack_sim import RackSimulator, load_config
 from rackpower_nodes.sim.sensor_board import FaultConfig, SensorBoardEmulator
 
@@ -103,6 +109,9 @@ class LiveRack:
             self.feeds = self._make_feeds(feeds)
         self.bmc: SimBmcServer | None = None
         self._bmc_servers: list[str] = []
+        self._psu: LivePsuMeters | None = None      # the chassis' PSU meters
+        self._psu_cols = np.zeros(0, dtype=np.int64)
+        self._psu_next = 0.0                        # sim time of the next refresh, s
         if bmc_port is not None and self.pdu_model is not None:
             self._make_bmc(bmc_port, pdu_host, bmc_api, bmc_username, bmc_password)
         self.board = SensorBoardEmulator(
@@ -159,7 +168,7 @@ class LiveRack:
         servers = [c for c in self.sim.config.components if c.kind == "server"]
         self._bmc_servers = [c.name for c in servers]
         outlet = {c.name: int(self._outlet_of[c.index]) for c in servers}
-        apis, lo, hi = {}, {}, {}
+        apis, lo, hi, psus = {}, {}, {}, {}
         for k, c in enumerate(servers):
             apis[c.name] = (("environment_metrics", "power_control")[k % 2] if api == "alternate"
                             else api)
@@ -167,6 +176,8 @@ class LiveRack:
             lo[c.name] = float(np.floor(c.model.steady_power_w(np.zeros(1))[0]))
             psu = c.model.psu or c.model.reference_psu
             hi[c.name] = float(psu.rating_w) if psu is not None else 1000.0
+            if psu is not None:
+                psus[c.name] = (float(psu.rating_w),) * 2       # a 1+1 redundant pair
 
         def power_w(name: str) -> float:
             with self.pdu_lock:
@@ -179,7 +190,27 @@ class LiveRack:
 
         self.bmc = SimBmcServer(self._bmc_servers, host=host, port=port, api=apis,
                                 allowable_min_w=lo, allowable_max_w=hi, power_w=power_w,
-                                on_limit=on_limit, username=username, password=password)
+                                on_limit=on_limit, username=username, password=password,
+                                psus=psus)
+        if psus:
+            cols = [self.sim.index(name) for name in psus]
+            self._psu_cols = np.array(cols, dtype=np.int64)
+            self._psu = LivePsuMeters(list(psus), psu_ratings_w(self.sim.config)[cols],
+                                      sim_seed=self.sim.seed)
+
+    def _refresh_psus(self, t_s: float) -> None:
+        """New PSU readings on the BMC: the outlets' served power over the second from
+        `t_s` (s of simulated time) and the faults' extra input loss then."""
+        cols = self._psu_cols
+        rate = self.sim.rate_hz
+        power = self.sim.power_at(t_s + np.arange(rate) / rate)[:, cols]
+        with self.pdu_lock:
+            cap = self.pdu_model.cap_w()[self._outlet_of[cols]]
+        wall = np.minimum(power, cap).mean(axis=0)
+        loss = psu_loss(self.sim.faults, self.sim.names, np.array([t_s]))[0, cols]
+        p_in, p_out = self._psu.read(t_s, wall, loss)
+        for name, a, b in zip(self._psu.names, p_in.tolist(), p_out.tolist()):
+            self.bmc.set_psu_readings(name, (a / 2, a / 2), (b / 2, b / 2))
 
     def _board_source(self, channels: int):
         """Board currents (A): each channel's component power as served by its outlet, as the
@@ -203,6 +234,9 @@ class LiveRack:
         return source
 
     def start(self) -> LiveRack:
+        if self._psu is not None:               # the BMC's first readings, before it answers
+            self._refresh_psus(0.0)
+            self._psu_next = float(PSU_POLL_S)
         try:
             for server in self.pdus.values():
                 server.start()
@@ -319,6 +353,10 @@ class LiveRack:
             now = self.sim_time()
             self._advance_hosts(last, now)
             self._advance_pdus(last, now)
+            if self._psu is not None and now >= self._psu_next:
+                t_k = PSU_POLL_S * (now // PSU_POLL_S)     # the newest poll time reached
+                self._refresh_psus(t_k)
+                self._psu_next = t_k + PSU_POLL_S
             last = now
 
     def _advance_pdus(self, t_from: float, t_to: float) -> None:

@@ -18,6 +18,12 @@ they talk to a real BMC. Each chassis offers its power limit in one of the two D
 - "both": both resources with the limit (one limit, two views).
 - "none": metering only (EnvironmentMetrics without PowerLimitWatts): no power limit.
 
+A chassis given PSUs (`psus`) also serves their own meters in the legacy Power resource,
+whatever its api: `PowerSupplies[]` (Power.v1_7_1: MemberId, Name, PowerInputWatts,
+PowerOutputWatts, LastPowerOutputWatts, PowerCapacityWatts, Status), with the readings of
+`set_psu_readings` (null before the first); where the limit is not in Power, Power has no
+PowerLimit and takes no PATCH.
+
 Service root (`/redfish/v1/`) and `/redfish` answer without credentials; sessions are created
 by POST to `/redfish/v1/SessionService/Sessions` (201, X-Auth-Token and Location headers) and
 ended by DELETE of their URI; every other request needs X-Auth-Token or HTTP Basic

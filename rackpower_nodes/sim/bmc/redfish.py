@@ -58,6 +58,11 @@ class _Chassis:
     limit_exception: str = "LogEventOnly"
     correction_ms: int = 1000
     version: int = 1                  # bumps with every successful PATCH: the ETag
+    #: the chassis' power supplies (each one's rated capacity, W; none: no PowerSupplies)
+    #: and their latest meter readings, W (None: not read yet, shown as null)
+    psu_capacity_w: tuple[float, ...] = ()
+    psu_in_w: tuple[float, ...] | None = None
+    psu_out_w: tuple[float, ...] | None = None
 
     @property
     def limit_w(self) -> float | None:
@@ -67,7 +72,7 @@ class _Chassis:
         """Whether the chassis serves `resource` ("EnvironmentMetrics" or "Power")."""
         if resource == "EnvironmentMetrics":
             return self.api != "power_control"
-        return self.api in ("power_control", "mixed", "both")
+        return self.api in ("power_control", "mixed", "both") or bool(self.psu_capacity_w)
 
     def limits_in(self, resource: str) -> bool:
         """Whether `resource` carries the power limit."""
@@ -163,13 +168,33 @@ def _power_reply(cid: str, ch: _Chassis, reading: float | None) -> _Reply:
     base = f"{_ROOT}/Chassis/{cid}/Power"
     control = {"@odata.id": f"{base}#/PowerControl/0", "MemberId": "0",
                "Name": "Server Power Control", "PowerConsumedWatts": reading,
-               "PowerCapacityWatts": ch.allowable_max_w,
-               "PowerLimit": {"LimitInWatts": ch.limit_w,
-                              "LimitException": ch.limit_exception,
-                              "CorrectionInMs": ch.correction_ms}}
+               "PowerCapacityWatts": ch.allowable_max_w}
+    if ch.limits_in("Power"):
+        control["PowerLimit"] = {"LimitInWatts": ch.limit_w,
+                                 "LimitException": ch.limit_exception,
+                                 "CorrectionInMs": ch.correction_ms}
     doc = {"@odata.id": base, "@odata.type": "#Power.v1_7_1.Power", "Id": "Power",
            "Name": "Power", "PowerControl": [control], "PowerControl@odata.count": 1}
+    if ch.psu_capacity_w:
+        doc["PowerSupplies"] = _power_supplies(base, ch)
+        doc["PowerSupplies@odata.count"] = len(ch.psu_capacity_w)
     return _Reply(200, doc, {"ETag": _etag(cid, ch)})
+
+
+def _power_supplies(base: str, ch: _Chassis) -> list[dict]:
+    """PowerSupplies[] of the legacy Power resource (Power.v1_7_1): each PSU's PMBus input
+    and output readings (null before the first), W; LastPowerOutputWatts as older BMCs
+    report the output."""
+    out = []
+    for i, capacity in enumerate(ch.psu_capacity_w):
+        p_in = None if ch.psu_in_w is None else ch.psu_in_w[i]
+        p_out = None if ch.psu_out_w is None else ch.psu_out_w[i]
+        out.append({"@odata.id": f"{base}#/PowerSupplies/{i}", "MemberId": str(i),
+                    "Name": f"PSU {i + 1}", "PowerSupplyType": "AC",
+                    "PowerCapacityWatts": capacity, "PowerInputWatts": p_in,
+                    "PowerOutputWatts": p_out, "LastPowerOutputWatts": p_out,
+                    "Status": {"State": "Enabled", "Health": "OK"}})
+    return out
 
 
 # -- PATCH bodies ------------------------------------------------------------------------------
@@ -206,6 +231,8 @@ def _metrics_change(ch: _Chassis, doc: dict) -> Callable[[_Chassis], None]:
 
 def _power_change(ch: _Chassis, doc: dict) -> Callable[[_Chassis], None]:
     """The change a PATCH of Power asks for; a `_Refusal` when the body is bad."""
+    if not ch.limits_in("Power"):         # PowerSupplies only: nothing writable here
+        _unknown(doc, (), "", read_only=("Id", "Name", "PowerControl", "PowerSupplies"))
     _unknown(doc, ("PowerControl",), "",
              read_only=("Id", "Name", "Voltages", "PowerSupplies"))
     controls = doc.get("PowerControl")

@@ -53,6 +53,12 @@ def _check_watts(name: str, value) -> float:
     return float(value)
 
 
+def _check_psus(name: str, value) -> tuple[float, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+        raise ValueError(f"{name} = {value!r}: expected the capacity of each PSU, W")
+    return tuple(_check_watts(f"{name}[{i}]", v) for i, v in enumerate(value))
+
+
 class SimBmcServer(_ChassisResources, _SessionAuth):
     """A Redfish BMC on loopback for `chassis` (ids), see the package docstring.
 
@@ -71,6 +77,9 @@ class SimBmcServer(_ChassisResources, _SessionAuth):
         require_if_match: refuse a PATCH without If-Match (428), as some BMCs do.
         tls: a server-side `ssl.SSLContext` (certificate loaded) to serve HTTPS, as real BMCs
             do; None serves plain HTTP.
+        psus: chassis -> the rated capacity of each of its power supplies, W: those chassis
+            serve `PowerSupplies[]` in their legacy Power resource (also where the limit is
+            in EnvironmentMetrics), with the readings of `set_psu_readings` (null before).
     """
 
     def __init__(self, chassis: Sequence[str], *, host: str = "127.0.0.1", port: int = 0,
@@ -80,7 +89,8 @@ class SimBmcServer(_ChassisResources, _SessionAuth):
                  power_w: Callable[[str], float] | None = None,
                  on_limit: Callable[[str, float | None], None] | None = None,
                  username: str = "admin", password: str = "rackpower",
-                 require_if_match: bool = False, tls: ssl.SSLContext | None = None):
+                 require_if_match: bool = False, tls: ssl.SSLContext | None = None,
+                 psus: Mapping[str, Sequence[float]] | None = None):
         ids = [chassis] if isinstance(chassis, str) else list(chassis)
         bad = [c for c in ids if not isinstance(c, str) or not re.fullmatch(r"[\w.\-]+", c)]
         if not ids or bad or len(set(ids)) != len(ids):
@@ -97,6 +107,8 @@ class SimBmcServer(_ChassisResources, _SessionAuth):
                 raise ValueError(f"chassis {c}: allowable_min_w {lows[c]:g} W > "
                                  f"allowable_max_w {highs[c]:g} W")
         self._chassis = {c: _Chassis(apis[c], lows[c], highs[c]) for c in ids}
+        for c, capacities in _per_chassis("psus", dict(psus or {}), ids, _check_psus).items():
+            self._chassis[c].psu_capacity_w = capacities
         self.host, self._port = host, int(port)
         self._power_w = power_w
         self._on_limit = on_limit
@@ -212,6 +224,20 @@ class SimBmcServer(_ChassisResources, _SessionAuth):
         self.reset_limits(ids)
         _log.info("simulated BMC %s rebooted: limits of %s back to none, %d session(s) gone",
                   self.url, ids, len(gone))
+
+    def set_psu_readings(self, chassis_id: str, input_w: Sequence[float],
+                         output_w: Sequence[float]) -> None:
+        """New meter readings of the chassis' PSUs (one input and one output power each, W;
+        one that is not finite is served as null), served from now on; KeyError for an
+        unknown chassis, ValueError for one without PSUs or a count that does not match."""
+        with self._lock:
+            ch = self._get_chassis(chassis_id)
+            n = len(ch.psu_capacity_w)
+            if not n or len(input_w) != n or len(output_w) != n:
+                raise ValueError(f"chassis {chassis_id}: {len(input_w)} inputs and "
+                                 f"{len(output_w)} outputs for {n} PSUs")
+            ch.psu_in_w, ch.psu_out_w = (tuple(float(w) if math.isfinite(w) else None
+                                               for w in ws) for ws in (input_w, output_w))
 
     def fail_requests(self, n: int, status: int = 503) -> None:
         """The next `n` authenticated requests answer `status` with a Redfish error body."""

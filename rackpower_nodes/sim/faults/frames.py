@@ -11,7 +11,6 @@ READ_PIN / READ_POUT as a BMC reports them over Redfish, every ``PSU_POLL_S`` s)
 from __future__ import annotations
 
 import math
-import zlib
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,6 +18,9 @@ import numpy as np
 from rackpower_nodes.core.health import HealthFrame
 from rackpower_nodes.core.schedule import WorkloadSchedule
 from rackpower_nodes.core.workload_events import JobLog
+from rackpower_nodes.sim.psu_meters import (
+    PSU_POLL_S, PSU_READ_NOISE, RNG_BRANCH, drift_series, meter_errors, meter_readings,
+    psu_loss, psu_output_w, psu_ratings_w)
 from rackpower_nodes.sim.scheduler import parse_scheduler
 
 if TYPE_CHECKING:
@@ -27,19 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["PSU_POLL_S", "health_frame", "job_running", "psu_meters"]
 
 _APP_RATE = "app_requests_per_s"    # rack_sim.APP_RATE_FIELD (not imported: no cycle)
-#: how often the BMC's PSU readings are polled (Redfish), s; other rows are NaN
-PSU_POLL_S = 10
-#: a generic 80 PLUS Platinum curve (230 V internal: >= 90 / 94 / 91 % at 20 / 50 / 100 %
-#: load, lower below 20 %), efficiency against DC load as a fraction of the rating
-PSU_LOAD_FRAC = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)
-PSU_EFFICIENCY = (0.70, 0.82, 0.87, 0.91, 0.94, 0.91)
-#: the PSUs are rated at this multiple of the component's peak draw (redundant pairs)
-PSU_HEADROOM = 1.25
-#: PMBus meters: a fixed gain error per PSU (uniform within +-, fraction), a fixed offset
-#: (+- W) and a random error per reading (standard deviation, fraction)
-PSU_GAIN_ERR, PSU_OFFSET_W, PSU_READ_NOISE = 0.02, 2.0, 0.01
-#: slow drift of the real efficiency with inlet temperature (sd, fraction; time constant s)
-PSU_DRIFT, PSU_DRIFT_TAU_S = 0.002, 7200.0
 
 
 def health_frame(data: SimData, ref_noise: float = 0.01, seed: int = 0) -> HealthFrame:
@@ -81,57 +70,25 @@ def health_frame(data: SimData, ref_noise: float = 0.01, seed: int = 0) -> Healt
 def psu_meters(data: SimData, wall_w: np.ndarray, seed: int = 0
                ) -> tuple[np.ndarray, np.ndarray]:
     """(seconds, components) what each component's PSUs report as their input and output
-    power (W), NaN but every ``PSU_POLL_S``-th second: the true wall power ``wall_w``
-    (per-second means, component faults included) in, and out what the load takes from the
-    PSUs: the wall power without a ``psu_efficiency`` fault's loss, times the PSU's
-    efficiency at that load (``PSU_EFFICIENCY``, rated ``PSU_HEADROOM`` x the component's
-    peak), drifting slowly with temperature. Each meter has a fixed gain and offset error,
-    drawn from the component's name (the same hardware every day), and a random error per
-    reading. Outlet dropouts leave the PSUs ~0 W in and out; the BMC still answers."""
-    n, m = wall_w.shape
-    t = np.arange(n, dtype=np.float64)
-    loss = np.ones((n, m))
-    for spec in data.faults:
-        if spec.kind == "psu_efficiency":
-            j = data.names.index(spec.component)
-            loss[:, j] *= 1.0 + spec.magnitude * spec.level(t)
-    from scipy.signal import lfilter
+    power (W), NaN but every ``PSU_POLL_S``-th second, from the true wall power ``wall_w``
+    (per-second means, component faults included) and the run's ``psu_efficiency`` faults,
+    by the meter model of :mod:`rackpower_nodes.sim.psu_meters` (the one the live simulated
+    BMCs serve). Outlet dropouts leave the PSUs ~0 W in and out; the BMC still answers."""
+    from rackpower_nodes.sim.rack_sim import load_config
 
-    rng = np.random.default_rng([int(seed), int(data.seed), 7_000_003])
-    a = math.exp(-1.0 / PSU_DRIFT_TAU_S)
-    steps = rng.standard_normal((n, m)) * PSU_DRIFT * math.sqrt(1 - a * a)
-    level = rng.standard_normal(m) * PSU_DRIFT
-    # an AR(1) per component, stationary from t = 0: drift[i] = a drift[i-1] + steps[i]
-    drift = lfilter([1.0], [1.0, -a], steps, axis=0, zi=(a * level)[None, :])[0]
-    rating = PSU_HEADROOM * _peak_w(data)
-    dc = wall_w / loss * 0.9
-    for _ in range(20):                     # dc = wall * eff(dc), a fixed point
-        eff = np.interp(dc / rating, PSU_LOAD_FRAC, PSU_EFFICIENCY) * (1.0 + drift)
-        dc = wall_w / loss * eff
+    n, m = wall_w.shape
+    loss = psu_loss(data.faults, data.names, np.arange(n, dtype=np.float64))
+    rng = np.random.default_rng([int(seed), int(data.seed), RNG_BRANCH])
+    drift = drift_series(rng, n, m)
+    rating = psu_ratings_w(load_config(data.meta["config"]))
+    dc = psu_output_w(wall_w, loss, rating, drift)
+    gain, offset = meter_errors(data.names)
     out = np.full((2, n, m), np.nan)
     polled = np.arange(0, n, PSU_POLL_S)
     for k, true in enumerate((wall_w, dc)):
-        gain, offset = np.empty(m), np.empty(m)
-        for j, name in enumerate(data.names):
-            hw = np.random.default_rng([zlib.crc32(name.encode()), k, 7_000_019])
-            gain[j], offset[j] = hw.uniform(-1, 1) * PSU_GAIN_ERR, hw.uniform(-1, 1) * \
-                PSU_OFFSET_W
         noise = 1.0 + PSU_READ_NOISE * rng.standard_normal((len(polled), m))
-        out[k, polled] = np.maximum(true[polled] * (1 + gain) * noise + offset, 0.0)
+        out[k, polled] = meter_readings(true[polled], gain[k], offset[k], noise)
     return out[0], out[1]
-
-
-def _peak_w(data: SimData) -> np.ndarray:
-    """(components,) each component's steady draw at full load, W (GPU boards included)."""
-    from rackpower_nodes.sim.rack_sim import load_config
-
-    cfg = load_config(data.meta["config"])
-    peak = []
-    for c in cfg.components:
-        w = float(np.asarray(c.model.steady_power_w(np.array([1.0]))).ravel()[0])
-        gpu = getattr(c.model, "gpu", None)
-        peak.append(w + (gpu.peak_w() if gpu is not None else 0.0))
-    return np.array(peak)
 
 
 def job_running(data: SimData, seconds: int) -> np.ndarray:
