@@ -187,15 +187,21 @@ class PowerCapSpec:
     def password(self) -> str:
         """The password from the environment variable, else the file, else ''; ConfigError
         naming the file when it cannot be read."""
-        if self.password_env and self.password_env in os.environ:
-            return os.environ[self.password_env]
-        if not self.password_file:
-            return ""
-        try:
-            return Path(self.password_file).read_text().splitlines()[0].strip()
-        except (OSError, IndexError) as exc:
-            raise ConfigError([f"power_caps.password_file = {self.password_file!r}: cannot "
-                               f"read a password from it ({exc or 'empty file'})"]) from None
+        return bmc_password(self.password_env, self.password_file, "power_caps")
+
+
+def bmc_password(password_env: str, password_file: str, section: str) -> str:
+    """A BMC password from the variable ``password_env``, else ``password_file``'s first line,
+    else ''; ConfigError naming ``<section>.password_file`` when it cannot be read."""
+    if password_env and password_env in os.environ:
+        return os.environ[password_env]
+    if not password_file:
+        return ""
+    try:
+        return Path(password_file).read_text().splitlines()[0].strip()
+    except (OSError, IndexError) as exc:
+        raise ConfigError([f"{section}.password_file = {password_file!r}: cannot read a "
+                           f"password from it ({exc or 'empty file'})"]) from None
 
 
 @dataclass(frozen=True)

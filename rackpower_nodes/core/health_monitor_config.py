@@ -73,6 +73,31 @@ HEALTH_MONITOR_PARAMETERS: tuple[ParamSpec, ...] = (
           "Per component (components.names): the PDU feeding it ('' = no reference)"),
     param("reference.components.outlet", [], "integer_array",
           "Per component: its outlet on that PDU, 1-based (0 = no reference)"),
+    # the PSUs' own meters (PMBus READ_PIN / READ_POUT) through the BMCs, read only; the
+    # chassis URLs and credentials as pdu_actuator's components.power_cap_url / power_caps.*
+    param("psu_meters.enabled", False, "bool",
+          "Read each component's PSU input and output power from its BMC (Redfish "
+          "Power.PowerSupplies[], read only) for the PSU-efficiency detector"),
+    param("psu_meters.period_s", 10.0, "double",
+          "Read the BMCs this often (BMCs refresh PMBus readings about every 10 s), s",
+          (1.0, 600.0)),
+    param("psu_meters.timeout_s", 1.0, "double", "Per BMC request timeout, s", (0.05, 30.0),
+          positive=True),
+    param("psu_meters.stale_after_s", 35.0, "double",
+          "A BMC none of whose readings came for this long is STALE in /diagnostics, s",
+          (1.0, 86400.0)),
+    param("psu_meters.components.url", [], "string_array",
+          "Per component (components.names): Redfish chassis URL of its BMC, "
+          "http(s)://<bmc>/redfish/v1/Chassis/<id>, or '' for none"),
+    param("psu_meters.auth", "session", "string", "Redfish login: session or basic",
+          choices=("session", "basic")),
+    param("psu_meters.username", "", "string", "BMC user name"),
+    param("psu_meters.password_env", "RACKPOWER_BMC_PASSWORD", "string",
+          "Environment variable holding the BMC password (tried first)"),
+    param("psu_meters.password_file", "", "string",
+          "File holding the BMC password (first line), used when the variable is unset"),
+    param("psu_meters.cafile", "", "string",
+          "CA bundle to verify the BMCs' TLS certificates; '' = not verified"),
 )
 
 
@@ -136,6 +161,29 @@ class ReferencePdu:
 
 
 @dataclass(frozen=True)
+class PsuMeterSettings:
+    """The BMCs read for the PSUs' own meters: the chassis URL per component read and how
+    to log in (as pdu_actuator's power caps)."""
+
+    components: tuple[str, ...]
+    urls: tuple[str, ...]
+    period_s: float = 10.0
+    timeout_s: float = 1.0
+    stale_after_s: float = 35.0
+    auth: str = "session"
+    username: str = ""
+    password_env: str = "RACKPOWER_BMC_PASSWORD"
+    password_file: str = ""
+    cafile: str = ""
+
+    def password(self) -> str:
+        """From the environment variable, else the file (ConfigError naming it), else ''."""
+        from rackpower_nodes.core.actuator_config import bmc_password
+
+        return bmc_password(self.password_env, self.password_file, "psu_meters")
+
+
+@dataclass(frozen=True)
 class HealthMonitorConfig:
     names: tuple[str, ...]
     kinds: tuple[str, ...]
@@ -154,6 +202,7 @@ class HealthMonitorConfig:
     reference_period_s: float = 1.0
     reference_timeout_s: float = 0.3
     refresh_s: float = 5.0                              # unchanged verdicts, s
+    psu_meters: PsuMeterSettings | None = None          # None: the BMCs are not read
 
 
 def health_monitor_config_from_params(values: Mapping[str, Any]) -> HealthMonitorConfig:
@@ -178,6 +227,7 @@ def health_monitor_config_from_params(values: Mapping[str, Any]) -> HealthMonito
         errors.append(f"health.model_path = {model!r}: no such file or folder")
     health, health_values = _health_config(given_health, errors)
     pdus = _reference_pdus(v, names, errors) if v.get("reference.enabled") else ()
+    psu = _psu_meters(v, names, errors) if v.get("psu_meters.enabled") else None
     if errors:
         raise ConfigError(errors)
     return HealthMonitorConfig(
@@ -188,7 +238,46 @@ def health_monitor_config_from_params(values: Mapping[str, Any]) -> HealthMonito
         events_stale_after_s=v["events.stale_after_s"], frame_id=v["frame_id"],
         health=health, health_values=health_values, reference_pdus=pdus,
         learn_s=v["health.learn_s"], learn_dir=v["health.learn_dir"],
-        reference_period_s=v["reference.period_s"], reference_timeout_s=v["reference.timeout_s"])
+        reference_period_s=v["reference.period_s"], reference_timeout_s=v["reference.timeout_s"],
+        psu_meters=psu)
+
+
+def _psu_meters(v: Mapping[str, Any], names, errors: list[str]) -> PsuMeterSettings | None:
+    """The chassis to read per component and the login; errors appended."""
+    from rackpower_nodes.core.actuator_config import split_chassis_url
+
+    urls = [str(u) for u in v.get("psu_meters.components.url", ())]
+    if len(urls) != len(names):
+        errors.append(f"psu_meters.components.url = {urls!r}: has {len(urls)} values, "
+                      f"expected {len(names)} (one per components.names; '' = none)")
+        return None
+    wired = []
+    for i, (cid, url) in enumerate(zip(names, urls)):
+        if not url:
+            continue
+        try:
+            split_chassis_url(url)
+        except ValueError:
+            errors.append(f"psu_meters.components.url[{i}] = {url!r} ({cid}): expected '' or "
+                          "http(s)://<bmc>/redfish/v1/Chassis/<id>")
+            continue
+        if url in urls[:i]:
+            errors.append(f"psu_meters.components.url[{i}] = {url!r} ({cid}): already the "
+                          f"chassis of {names[urls.index(url)]}")
+            continue
+        wired.append((cid, url))
+    if not wired and not any("psu_meters.components.url[" in e for e in errors):
+        errors.append("psu_meters.components.url: no chassis URL with psu_meters.enabled")
+    period, stale = v.get("psu_meters.period_s", 10.0), v.get("psu_meters.stale_after_s", 35.0)
+    if stale < period:
+        errors.append(f"psu_meters.stale_after_s = {stale!r}: below psu_meters.period_s = "
+                      f"{period!r} (every BMC would be stale between two reads)")
+    if any(k not in v for k in ("psu_meters.auth", "psu_meters.timeout_s")):
+        return None                                 # their own errors are already named
+    return PsuMeterSettings(
+        tuple(c for c, _ in wired), tuple(u for _, u in wired), period,
+        v["psu_meters.timeout_s"], stale, v["psu_meters.auth"], v["psu_meters.username"],
+        v["psu_meters.password_env"], v["psu_meters.password_file"], v["psu_meters.cafile"])
 
 
 def _reference_pdus(v: Mapping[str, Any], names, errors: list[str]) -> tuple[ReferencePdu, ...]:

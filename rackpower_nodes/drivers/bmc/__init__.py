@@ -7,7 +7,9 @@ one-outlet PDU.
 The parts: `power_cap` (`RedfishPowerCap`: connecting, the allowable range, reads and writes
 of the limit; its docstring describes the schemas, errors and timeouts), `redfish` (the HTTP
 session: log-in, requests, `BmcError`, bounded answers) and `schema` (where each DMTF schema
-keeps the limit). This package re-exports their public names.
+keeps the limit). Beside them, read only: `psu_meter` (`RedfishPsuMeter`: the chassis' PSU
+meters, Power.PowerSupplies[]) and `psu_readings` (their parsing). This package re-exports
+the power cap's public names.
 """
 from rackpower_nodes.drivers.bmc.power_cap import AUTHS, RedfishPowerCap, open_power_cap
 from rackpower_nodes.drivers.bmc.redfish import MAX_BODY_BYTES, BmcError, BodyTooLarge
