@@ -19,6 +19,11 @@ since when nothing came (a component never heard from is STALE too, never a sile
 With `reference.enabled` a thread of its own reads each component's outlet power register
 from its PDU (read only, `drivers.pdu_reference`) as the independent meter the board is checked
 against (`ref_w`: sensor offset and gain); the diagnostics say per PDU how the last read went.
+With `psu_meters.enabled` another thread reads each component's PSU meters from its BMC
+(Redfish `Power.PowerSupplies[]`, read only, `drivers.psu_meter_reader`) every
+`psu_meters.period_s` (10 s) into `psu_in_w` / `psu_out_w` (the PSU-efficiency detector);
+`/diagnostics` has one status per BMC (OK, WARN naming the error, STALE when no reading came
+for `psu_meters.stale_after_s`) and each component's chassis state.
 
 Without `health.model_path` only the checks that need no learned baseline run (stuck channel,
 dropouts, board vs reference; the message's `baseline_learned` is false). With
@@ -28,8 +33,8 @@ component's seconds in watch or fault left out, fitted in a child process and sa
 `health.learn_dir`) and switches to it, keeping the physical checks' state.
 
 One thread spins every callback (`run_node(threads=1)`: rclpy's events executor); nothing on
-it blocks for long: the reference reads have their thread, the learner's fit its process
-(started from a thread of its own), and a cycle is a few vectorised updates.
+it blocks for long: the reference and PSU meter reads have their threads, the learner's fit
+its process (started from a thread of its own), and a cycle is a few vectorised updates.
 """
 from __future__ import annotations
 
@@ -149,10 +154,18 @@ class HealthMonitorNode(Node):
             self._reference = ReferenceReader(cfg.reference_pdus, cfg.reference_period_s,
                                               cfg.reference_timeout_s,
                                               self._push_reference).start()
+        self._psu_meters = None
+        if cfg.psu_meters is not None:          # the redfish library only where BMCs are read
+            from rackpower_nodes.drivers.psu_meter_reader import PsuMeterReader
+
+            self._psu_meters = PsuMeterReader(cfg.psu_meters, cfg.psu_meters.password(),
+                                              self._push_psu).start()
 
     def destroy_node(self) -> None:
         if self._reference is not None:
             self._reference.stop()
+        if self._psu_meters is not None:
+            self._psu_meters.stop()
         if self.learner is not None:
             self.learner.close()
         super().destroy_node()
@@ -160,6 +173,10 @@ class HealthMonitorNode(Node):
     def _push_reference(self, t_unix: float, power_w: dict[str, float]) -> None:
         with self._lock:
             self.stream.push_reference(t_unix, power_w)
+
+    def _push_psu(self, t_unix: float, power_w: dict[str, tuple[float, float]]) -> None:
+        with self._lock:
+            self.stream.push_psu(t_unix, power_w)
 
     def _make_monitor(self, cfg: HealthMonitorConfig):
         """The core monitor, with the learned baseline of ``health.model_path`` when set (a
@@ -269,6 +286,8 @@ class HealthMonitorNode(Node):
         levels = {**LEVELS, "stale": DiagnosticStatus.STALE}
         model = self.learner.state if self.learner else self._model_state
         reference = self._reference.state() if self._reference else "none"
+        psu = self._psu_meters
+        now = time.time()
         for i, name in enumerate(cfg.names):
             v, _ = self.verdicts.get(name, (None, math.nan))
             state, text = status_text(v, float(ages[i]), cfg.stale_after_s)
@@ -277,11 +296,17 @@ class HealthMonitorNode(Node):
                       "since": _when(v.since_unix) if v and v.state != "ok" else "",
                       "samples_age_s": f"{ages[i]:.1f}", "baseline_learned": learned,
                       "model": model, "reference": reference,
+                      **({"psu_meter": psu.chassis_state(name, now) or "none"} if psu else {}),
                       "late_values_dropped": self.stream.late_dropped,
                       **({k: f"{x:.4g}" for k, x in v.evidence.items()} if v else {})}
             statuses.append(diagnostic_status(
                 levels[state], f"{self.get_fully_qualified_name()}: {name}", text, name,
                 values))
+        for bmc in (psu.bmc_status(now) if psu else ()):
+            statuses.append(diagnostic_status(
+                levels[bmc.level if bmc.level != "warn" else "watch"],
+                f"{self.get_fully_qualified_name()}: PSU meters {bmc.bmc}", bmc.message,
+                bmc.bmc, {"reads": psu.reads, **bmc.chassis}))
         publish_diagnostics(self, self._diag_pub, statuses)
 
 

@@ -111,6 +111,26 @@ def test_reference_readings_are_averaged_per_second():
     assert np.isnan(frame.ref_w[0, 1])
 
 
+def test_psu_readings_are_in_the_second_they_were_read_and_nan_between():
+    """As the simulator's frames have them: one reading per poll, not held between polls."""
+    s = _stream(late_s=0.0)
+    for k in range(25):
+        s.push_samples(T0 + k, 0.5, ["srv01", "tor-a"], np.ones((2, 2)), [230.0, 230.0])
+    s.push_psu(T0 + 3.2, {"srv01": (120.0, 110.0), "nobody": (1.0, 1.0)})
+    s.push_psu(T0 + 13.1, {"srv01": (121.0, 111.0), "tor-a": (300.0, 280.0)})
+    s.push_psu(T0 + 13.7, {"srv01": (123.0, 113.0), "tor-a": (float("nan"), 1.0)})
+    frame = s.pop(T0 + 30)
+    i, j = frame.column("srv01"), frame.column("tor-a")
+    assert np.flatnonzero(np.isfinite(frame.psu_in_w[:, i])).tolist() == [3, 13]
+    assert frame.psu_in_w[3, i] == 120.0 and frame.psu_out_w[3, i] == 110.0
+    assert frame.psu_in_w[13, i] == 122.0 and frame.psu_out_w[13, i] == 112.0   # the mean
+    assert np.flatnonzero(np.isfinite(frame.psu_out_w[:, j])).tolist() == [13]
+    assert frame.psu_out_w[13, j] == 280.0
+    assert np.isnan(frame.psu_in_w[:, frame.column("stor-1")]).all()
+    s.push_psu(T0 + 20.5, {"srv01": (1.0, 1.0)})      # a second already judged: dropped
+    assert s.late_dropped == 1
+
+
 def test_last_sample_time_per_component():
     s = _stream()
     s.push_samples(T0, 0.1, ["srv01"], np.ones((1, 5)), [230.0])

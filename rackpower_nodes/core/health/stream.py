@@ -10,6 +10,10 @@ second ``t``:
   component without a sample in it. A second in which no component has a sample is absent
   (a gap, never zeros);
 - ``ref_w``: the mean of the reference readings stamped in that second (NaN: none);
+- ``psu_in_w``, ``psu_out_w``: the PSUs' own meters (summed over a component's PSUs, as the
+  BMC reports them) in the second a reading was taken, NaN in the others: the form of the
+  simulator's frames (one reading per poll, never held over the seconds between), on which
+  the learned PSU curves were fitted;
 - ``util``, ``disk_bps``, ``net_bps``: the host's newest telemetry stamped before the second
   ends and at most ``telemetry_hold_s`` old then; NaN when the host was down or unknown;
 - ``job_running``: 1.0 / 0.0 from the newest scheduler snapshot at most ``jobs_hold_s`` old
@@ -42,13 +46,15 @@ class HealthStreamError(ValueError):
 class _Second:
     """Running sums of one second: board power moments per component, reference sums."""
 
-    __slots__ = ("count", "max", "min", "ref_n", "ref_sum", "sum", "sumsq")
+    __slots__ = ("count", "max", "min", "psu_in", "psu_n", "psu_out", "ref_n", "ref_sum",
+                 "sum", "sumsq")
 
     def __init__(self, m: int):
         self.count = np.zeros(m)
         self.sum, self.sumsq = np.zeros(m), np.zeros(m)
         self.min, self.max = np.full(m, np.inf), np.full(m, -np.inf)
         self.ref_sum, self.ref_n = np.zeros(m), np.zeros(m)
+        self.psu_in, self.psu_out, self.psu_n = np.zeros(m), np.zeros(m), np.zeros(m)
 
 
 class HealthStream:
@@ -138,6 +144,24 @@ class HealthStream:
             acc.ref_sum[i] += watts
             acc.ref_n[i] += 1
 
+    def push_psu(self, t_unix: float, power_w: Mapping[str, tuple[float, float]]) -> None:
+        """The PSUs' own meters read at ``t_unix``: component -> (input W, output W), each
+        summed over the component's PSUs. A second with several readings gets their mean."""
+        s = math.floor(t_unix)
+        if s < self._popped_until:
+            self.late_dropped += 1
+            return
+        acc = self._seconds.get(s)
+        for name, (p_in, p_out) in power_w.items():
+            i = self._index.get(name)
+            if i is None or not (math.isfinite(p_in) and math.isfinite(p_out)):
+                continue
+            if acc is None:
+                acc = self._seconds[s] = _Second(len(self.names))
+            acc.psu_in[i] += p_in
+            acc.psu_out[i] += p_out
+            acc.psu_n[i] += 1
+
     def push_telemetry(self, t_unix: float,
                        hosts: Mapping[str, tuple[float, float, float, bool]]) -> None:
         """One poll of host telemetry: host -> (util 0..1, disk B/s, net B/s, up)."""
@@ -188,15 +212,18 @@ class HealthStream:
             std = np.where(has, np.sqrt(np.clip(var, 0.0, None)), np.nan)
             ref_n = np.stack([a.ref_n for a in accs])
             ref = np.where(ref_n > 0, np.stack([a.ref_sum for a in accs]) / ref_n, np.nan)
+            psu_n = np.stack([a.psu_n for a in accs])
+            psu_in = np.where(psu_n > 0, np.stack([a.psu_in for a in accs]) / psu_n, np.nan)
+            psu_out = np.where(psu_n > 0, np.stack([a.psu_out for a in accs]) / psu_n, np.nan)
         lo = np.where(has, np.stack([a.min for a in accs]), np.nan)
         hi = np.where(has, np.stack([a.max for a in accs]), np.nan)
-        keep = has.any(axis=1)          # a second with only reference readings is no row
+        keep = has.any(axis=1)          # a second with only meter readings is no row
         tel = self._held(self._telemetry, t, self.telemetry_hold_s, (3, len(self.names)))
         jobs = self._held(self._jobs, t, self.jobs_hold_s, (len(self.names),))
         self._forget(now_unix)
         nan = np.full(count.shape, np.nan)
         frame = HealthFrame(t, self.names, self.kinds, mean, lo, hi, std, ref, tel[:, 0],
-                            tel[:, 1], tel[:, 2], nan, jobs)
+                            tel[:, 1], tel[:, 2], nan, jobs, psu_in, psu_out)
         idx = np.flatnonzero(keep)
         if not len(idx):
             return None
