@@ -28,9 +28,10 @@ Arguments:
     sim_port_offset  with use_sim: added to every simulator port (node_exporters 9101..,
                  PDUs 5020.., BMCs 5080) and to every loopback device address in the config
                  (host_telemetry's hosts.urls, pdu_actuator's pdus.urls and
-                 components.power_cap_url, health_monitor's reference.pdus.urls), so a second
-                 simulated rack runs beside the first (e.g. sim_port_offset:=100; multiples
-                 of 100 keep racks' ports apart); default 0.
+                 components.power_cap_url, health_monitor's reference.pdus.urls and
+                 psu_meters.components.url), so a second simulated rack runs beside the
+                 first (e.g. sim_port_offset:=100; multiples of 100 keep racks' ports
+                 apart); default 0.
                  A real rack has its own config with its own device addresses: the offset is
                  ignored without use_sim
     sim_seed     with use_sim: the simulator's seed (empty: rack_sim.yaml's), so two
@@ -63,7 +64,8 @@ pdu_actuator is a lifecycle node: with its `autostart` parameter (the default) i
 and activates itself once its PDUs and BMCs answer; otherwise drive it with `ros2 lifecycle
 set`. It reads the BMC password from the variable its `power_caps.password_env` names
 (RACKPOWER_BMC_PASSWORD) or from `power_caps.password_file`; with use_sim the simulator's
-password is passed to it.
+password is passed to it, and to health_monitor, which reads the BMCs' PSU meters
+(`psu_meters.*`, read only) with the same variable or file.
 """
 import os
 import tempfile
@@ -313,7 +315,7 @@ def _launch_setup(context):
     actions += respawned(Node(
         package="rackpower", executable="health_monitor", name="health_monitor",
         namespace=rack, parameters=[config, health_overrides], output="screen",
-        respawn=True, respawn_delay=2.0))
+        additional_env=actuator_env, respawn=True, respawn_delay=2.0))
     actions += respawned(Node(
         package="rackpower", executable="retrain_scheduler", name="retrain_scheduler",
         namespace=rack, parameters=[config, retrain_overrides], output="screen",

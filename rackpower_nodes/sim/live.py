@@ -14,11 +14,11 @@
     server's outlet like an allocation. Servers alternate between the EnvironmentMetrics and
     the legacy Power schema (`bmc_api="alternate"`), so both are exercised; a limit is allowed
     from the server's idle power (in whole watts, rounded down) to its PSU rating. A chassis
-    whose model has a PSU (`psu` or `reference_psu` in the config) also serves its PSUs' own
-    meters, `Power.PowerSupplies[]` (a 1+1 pair sharing the load, each rated as the model's
-    PSU), refreshed every `PSU_POLL_S` (10) s from the outlet's served power over the second
-    and the injected `psu_efficiency` faults, by the meter model the fast-mode health frames
-    use (`rackpower_nodes.sim.psu_meters`).
+    whose model has a PSU (`psu`, `reference_psu` or `gpu.psu` in the config) also serves its
+    PSUs' own meters, `Power.PowerSupplies[]` (a 1+1 pair sharing the load, each rated as the
+    model's PSU), refreshed every `PSU_POLL_S` (10) s from the outlet's served power over the
+    second and the injected `psu_efficiency` faults, by the meter model the fast-mode health
+    frames use (`rackpower_nodes.sim.psu_meters`).
 """
 from __future__ import annotations
 
@@ -176,6 +176,7 @@ class LiveRack:
             lo[c.name] = float(np.floor(c.model.steady_power_w(np.zeros(1))[0]))
             psu = c.model.psu or c.model.reference_psu
             hi[c.name] = float(psu.rating_w) if psu is not None else 1000.0
+            psu = psu or getattr(getattr(c.model, "gpu", None), "psu", None)
             if psu is not None:
                 psus[c.name] = (float(psu.rating_w),) * 2       # a 1+1 redundant pair
 

@@ -173,7 +173,8 @@ def main(argv=None) -> int:
             _history_bag(tmp)
             node("recorder", "--params-file", str(recorder_params(tmp)))
             node("retrain_scheduler", "--params-file", str(retrain_params(tmp, model)))
-            node("health_monitor", "--params-file", str(health_params(tmp, manifest)))
+            node("health_monitor", "--params-file", str(health_params(tmp, manifest, config)),
+                 RACKPOWER_BMC_PASSWORD=SIM_BMC_PASSWORD)
             code = _watch(args, procs[1:], manifest, control, seen)
             span_s = time.time() - manifest["start_unix"]
         finally:

@@ -44,11 +44,18 @@ def actuator_params(tmp: Path, manifest: dict, config: str) -> Path:
     return path
 
 
-def health_params(tmp: Path, manifest: dict) -> Path:
+def health_params(tmp: Path, manifest: dict, config: str | None = None) -> Path:
     """The simulator's PDUs (free ports, from its manifest) as health_monitor's reference
-    meters; an online-learned model would go to the demo's scratch folder."""
+    meters and, for the components `config` names, its BMCs' chassis as the PSU meters read;
+    an online-learned model would go to the demo's scratch folder."""
     params = {"reference": {"pdus": _pdus(manifest)},
               "health": {"learn_dir": str(tmp / "health")}}
+    if config is not None:
+        raw = yaml.safe_load(Path(config).read_text())
+        names = raw["/**/health_monitor"]["ros__parameters"]["components"]["names"]
+        params["psu_meters"] = {"components": {"url": [manifest["bmcs"].get(n, "")
+                                                       for n in names]},
+                                "username": SIM_BMC_USER}
     path = tmp / "health.yaml"
     path.write_text(yaml.safe_dump({"/**/health_monitor": {"ros__parameters": params}}))
     return path
