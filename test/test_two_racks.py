@@ -54,6 +54,7 @@ class Watch:
         self.count: dict[str, int] = defaultdict(int)
         self.allocations = {rack: deque(maxlen=300) for rack in RACKS}
         self.written: dict[str, int] = {}
+        self.psu_meters: dict[str, dict[str, bytes]] = defaultdict(dict)   # rack -> BMC: level
         types = dict(zip(STREAMS, (PowerSamples, PowerForecast, PowerAllocation)))
         every = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         for rack in RACKS:
@@ -73,6 +74,12 @@ class Watch:
 
     def _on_diag(self, msg) -> None:
         for status in msg.status:
+            for rack in RACKS:
+                head = f"/{rack}/health_monitor: PSU meters "
+                if status.name.startswith(head):
+                    level = status.level if isinstance(status.level, bytes) \
+                        else bytes([status.level])
+                    self.psu_meters[rack][status.name.removeprefix(head)] = level
             if status.name.startswith(tuple(f"/{r}/recorder" for r in RACKS)):
                 self.written.update({kv.key.removeprefix("messages "): int(kv.value)
                                      for kv in status.values if kv.key.startswith("messages /")})
@@ -242,6 +249,13 @@ def test_two_racks_in_one_domain_share_nothing(ros2, ros_env, tmp_path):
             assert watch.allocations["rack_b"][-1].mode == "static"
             assert np.allclose(watch.allocations["rack_b"][-1].allocated_w, static_w, atol=0.5)
             _assert_graph_confined(watch.node)
+            # each health_monitor reads its own simulator's BMC (the PSUs' own meters) with
+            # the password the launch gives it: one status, OK, on the rack's shifted port
+            for rack, spec in RACKS.items():
+                bmc = f"http://127.0.0.1:{5080 + spec['offset']}"
+                assert spin_until(watch.node, lambda r=rack, b=bmc: watch.psu_meters[r].get(
+                    b) == b"\x00", 60), dict(watch.psu_meters)
+                assert list(watch.psu_meters[rack]) == [bmc], dict(watch.psu_meters)
             registers = _assert_pdus_hold_own_allocations(watch, static_w)
             modes = {r: watch.allocations[r][-1].mode for r in RACKS}
         # out of the DDS graph before the racks stop (helpers.graph.watching)
