@@ -7,8 +7,10 @@ W)})``, stamped when they were read. A BMC refreshes its PMBus readings about ev
 says nothing about when; a reading identical to the one last handed over for that chassis is
 taken for one the BMC has not refreshed yet and not handed over twice (the health frames
 have one reading per poll, NaN between). A chassis that fails is logged in again at the next
-period; each new failure is logged once, and :meth:`PsuMeterReader.bmc_status` says per BMC
-(scheme://host:port) how the last reads went: ok, the error, or stale.
+period (after a read that timed out, the other chassis of that BMC wait for the next round,
+so a dead BMC costs one timeout a round); each new failure is logged once, and
+:meth:`PsuMeterReader.bmc_status` says per BMC (scheme://host:port) how the last reads went:
+ok, the error, or stale.
 """
 from __future__ import annotations
 
@@ -78,10 +80,18 @@ class PsuMeterReader:
     def read_once(self) -> None:
         """One read of every chassis (what the thread does each period)."""
         new: dict[str, tuple[float, float]] = {}
+        silent: dict[str, str] = {}         # BMC -> the chassis whose read timed out
         for comp, meter in self._meters.items():
+            bmc = self._bmc[comp]
+            t0 = time.monotonic()
             try:
+                if bmc in silent:           # one timeout per BMC and round, not one each
+                    raise BmcError(f"BMC {meter.url}: not read this round: {bmc} did not "
+                                   f"answer for {silent[bmc]} within {meter.timeout_s:g} s")
                 reading = meter.read()
             except BmcError as exc:
+                if time.monotonic() - t0 >= 0.9 * meter.timeout_s:
+                    silent.setdefault(bmc, comp)
                 with self._lock:
                     if self._error[comp] != str(exc):
                         _log.warning("PSU meters of %s: %s", comp, exc)

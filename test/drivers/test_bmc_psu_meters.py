@@ -170,3 +170,19 @@ def test_the_reader_thread_reads_every_period_and_says_a_dead_bmc_stale(bmc):
         assert not got
     finally:
         reader.stop()
+
+
+def test_a_bmc_that_times_out_costs_one_timeout_a_round_not_one_per_chassis(bmc):
+    settings = PsuMeterSettings(("a", "b", "c"), tuple(bmc.chassis_url(c) for c in
+                                                       ("em", "pc", "bare")),
+                                period_s=0.05, timeout_s=0.2, username=USER)
+    reader = PsuMeterReader(settings, PASSWORD, lambda t, w: None)
+    bmc.set_delay(1.0)
+    t0 = time.monotonic()
+    reader.read_once()
+    assert time.monotonic() - t0 < 2 * 0.2 + 0.5
+    (status,) = reader.bmc_status()
+    assert "a: BMC" in status.message and "timeout" in status.message
+    assert "b: BMC" in status.message and "not read this round" in status.message
+    bmc.set_delay(0)
+    reader.stop()
