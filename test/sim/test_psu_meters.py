@@ -122,3 +122,22 @@ def test_the_live_bmc_serves_its_psus_meters_and_a_psu_fault_shows(tmp_path):
         assert after == pytest.approx(before * 1.5, rel=0.08)
     finally:
         rack.stop()
+
+
+def test_only_chassis_whose_model_has_a_psu_serve_psu_readings(tmp_path):
+    from pathlib import Path
+
+    import yaml
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "rack_sim.yaml")
+                         .read_text())
+    del raw["server_models"]["r710-x5670"]["reference_psu"]       # srv01..srv03's model
+    rack = LiveRack(str(tmp_path / "board"), config=raw, board_channels=16,
+                    board_rate_hz=100.0, pdu_base_port=0, bmc_port=0).start()
+    try:
+        urls = rack.manifest()["bmcs"]
+        assert "PowerSupplies" not in _get(urls["srv02"] + "/Power")     # legacy limit only
+        assert "Power" not in _get(urls["srv01"])                       # EnvironmentMetrics
+        assert len(_get(urls["srv04"] + "/Power")["PowerSupplies"]) == 2
+    finally:
+        rack.stop()
