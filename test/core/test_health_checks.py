@@ -272,3 +272,22 @@ def test_a_load_that_barely_moved_does_not_decide_offset_or_gain():
     d = 0.08 * ref + rng.normal(0, 0.2, 11)
     cause, ev = decide_offset_gain(d, ref, t, ChecksConfig())
     assert cause == "sensor_gain" and ev["load_told_apart"] == 1.0
+
+
+def test_a_gain_growing_on_a_load_drifting_down_is_not_a_stuck_board():
+    # tuning seed 30008 (ai gpu01): a gain error growing by ~1.3 %/h on a GPU server idling
+    # at ~1.57 kW whose load drifted down by ~10 W while the difference grew from 15 to
+    # 28 W. Regressed on the reference alone, the difference's trend reads as a slope of
+    # about -1 (a board that ignores the load); the board follows the load's fast moves
+    rng = np.random.default_rng(3)
+    n = 26
+    minutes = np.arange(n)
+    ref = 1572.0 - 0.4 * minutes + 2.0 * np.sin(minutes * 1.3) + rng.normal(0, 1.0, n)
+    d = (0.010 + 0.0085 * minutes / n) * ref + rng.normal(0, 0.5, n)
+    cause, ev = decide_offset_gain(d, ref, minutes * 60.0, ChecksConfig())
+    assert np.ptp(ref) > 2 * ChecksConfig().frozen_ref_sd_w
+    assert ev["gain"] < -0.5                # the plain regression's slope
+    assert cause != "sensor_stuck" and ev["board_follows"] > 0.5
+    # a board stuck at 1560 W on the same load is still stuck
+    cause, ev = decide_offset_gain(1560.0 - ref, ref, minutes * 60.0, ChecksConfig())
+    assert cause == "sensor_stuck" and abs(ev["board_follows"]) < 0.1
