@@ -62,6 +62,11 @@ class HealthConfig:
     #: +0.46 reached 25 in 1.3-3.5 h (one where a job already kept the host busy: 7.9 h)
     util_level_k: float = 0.1
     util_level_h: float = 25.0
+    #: ... down to this reference where the workload explains the host's utilisation (the
+    #: out-of-sample residual's sd under ``util_level_k``: ``monitor.util_level_k``). Tuning
+    #: weeks 35000-35006 and 6000-6006: such hosts' level CUSUM at k = 0.05 reached at most
+    #: 7.0 (ai cpu03), most under 2.5
+    util_level_k_min: float = 0.05
     #: standardized innovations are clipped to +-z_clip (one wild minute adds at most
     #: z_clip - k to a CUSUM)
     z_clip: float = 4.0
@@ -102,8 +107,8 @@ class HealthConfig:
             if not isinstance(getattr(self, name), bool):
                 raise HealthConfigError(f"{name}: {getattr(self, name)!r}, expected a bool")
         positive = ("z_clip", "arl0_weeks", "cusum_k", "bursts_k", "psu_k", "util_level_k",
-                    "wander_sds", "util_level_h", "scale_inflation", "burst_factor",
-                    "clear_after_s", "watch_score")
+                    "util_level_k_min", "wander_sds", "util_level_h", "scale_inflation",
+                    "burst_factor", "clear_after_s", "watch_score")
         for name in positive:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):

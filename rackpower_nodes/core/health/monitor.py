@@ -43,6 +43,28 @@ DETECTOR_NAMES = ("power_up", "power_down", "util", "bursts", "ripple", "psu", "
 _P_RES, _P_EXP, _U_RES, _RIPPLE, _R_RES, _PSU = range(6)     # history figures
 
 
+def util_level_k(model: HealthModel, cfg: HealthConfig) -> np.ndarray:
+    """Per component, the ``util_level`` CUSUM's reference (utilisation):
+    ``max(util_level_k_min, 2 x util_hour_sd, min(util_level_k, sd))``, ``sd`` the marginal
+    standard deviation of the out-of-sample utilisation residual the model learned
+    (contiguous cross-fitting: hours of the day its model never saw, what a new day looks
+    like; AR(1) innovation scale over sqrt(1 - phi^2), without the scale inflation).
+
+    A host whose workload leaves its utilisation unexplained by ~0.1 for hours (a general
+    server running jobs; sd 0.1-0.16 on the simulated racks) keeps ``util_level_k``: its
+    residual's hour means reach 0.15-0.23 on fault-free weeks. A host whose utilisation the
+    workload explains (GPU servers, storage, the ai rack's CPU hosts: sd 0.01-0.05, hour
+    means within 0.15) gets down to ``util_level_k_min``, so a runaway of the smallest
+    size drawn, +0.1, gains at least 0.05 a minute there and is found within ~8 h instead
+    of never (at k = 0.1 it gained nothing)."""
+    infl = float(model.config.get("scale_inflation", cfg.scale_inflation))
+    phi = np.clip(np.nan_to_num(model.phi[:, 2]), 0.0, 0.99)
+    sd = np.nan_to_num(model.sigma[:, 2] / infl / np.sqrt(1.0 - phi ** 2), nan=np.inf)
+    return np.maximum.reduce([np.full(len(sd), cfg.util_level_k_min),
+                              2.0 * np.nan_to_num(model.util_hour_sd),
+                              np.minimum(cfg.util_level_k, sd)])
+
+
 class HealthMonitor:
     """Health verdicts of components ``names`` (kinds ``kinds``) from :class:`HealthFrame`
     rows; ``model`` None runs the physical checks only."""
@@ -91,12 +113,12 @@ class HealthMonitor:
     @staticmethod
     def _level_bank(model: HealthModel, cfg: HealthConfig) -> CusumBank:
         """The ``util_level`` CUSUMs: on the minute's utilisation residual itself (no
-        prewhitening), reference ``max(util_level_k, 2 x util_hour_sd)``, threshold
-        ``util_level_h``; only for hosts with a utilisation model."""
+        prewhitening), threshold ``util_level_h``, only for hosts with a utilisation model;
+        reference :func:`util_level_k`."""
         m = len(model.names)
         on = np.array([u is not None for u in model.util_models]) & np.isfinite(
             model.util_hour_sd)
-        k = np.maximum(cfg.util_level_k, 2.0 * np.nan_to_num(model.util_hour_sd))
+        k = util_level_k(model, cfg)
         return CusumBank(np.zeros(m), np.zeros(m), np.ones(m), np.ones(m),
                          np.where(on, cfg.util_level_h, np.inf), k, cfg.cusum_cap, 1.0)
 
