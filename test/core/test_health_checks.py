@@ -291,3 +291,21 @@ def test_a_gain_growing_on_a_load_drifting_down_is_not_a_stuck_board():
     # a board stuck at 1560 W on the same load is still stuck
     cause, ev = decide_offset_gain(1560.0 - ref, ref, minutes * 60.0, ChecksConfig())
     assert cause == "sensor_stuck" and abs(ev["board_follows"]) < 0.1
+
+
+def test_a_growing_gain_on_a_slowly_moving_load_is_told_from_an_offset_by_waiting():
+    # tuning seed 30006 (mixed srv08): a gain error growing to -4.6 % over 5 h on a ~290 W
+    # server; an hour after the change point it is a few W, which the load's moves of
+    # ~40 W cannot tell from an offset (an hour's wait named it sensor_offset); by three
+    # hours the load has moved enough
+    rng = np.random.default_rng(0)
+    n, at = 9 * 3600, 2 * 3600
+    t = np.arange(n)
+    true = 290.0 + 20.0 * np.sin(2 * np.pi * t / 7200.0) + rng.normal(0, 3, n)
+    board = true * (1 - 0.046 * np.clip((t - at) / (5 * 3600), 0, 1))
+    fr = frame(board, ref=true * (1 + 0.01 * rng.standard_normal(n)), std=1.0)
+    first, _ = feed(PhysicalChecks(["a"], ["server"]), fr)
+    assert first["a"][1].cause == "sensor_gain"
+    assert first["a"][1].evidence["load_told_apart"] == 1.0
+    hasty = PhysicalChecks(["a"], ["server"], ChecksConfig(decide_wait_minutes=60))
+    assert feed(hasty, fr)[0]["a"][1].cause == "sensor_offset"
