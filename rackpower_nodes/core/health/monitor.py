@@ -55,7 +55,7 @@ def util_level_k(model: HealthModel, cfg: HealthConfig) -> np.ndarray:
     residual's hour means reach 0.15-0.23 on fault-free weeks. A host whose utilisation the
     workload explains (GPU servers, storage, the ai rack's CPU hosts: sd 0.01-0.05, hour
     means within 0.15) gets down to ``util_level_k_min``, so a runaway of the smallest
-    size drawn, +0.1, gains at least 0.05 a minute there and is found within ~8 h instead
+    size drawn, +0.1, gains at least 0.05 a minute there and is found within ~9 h instead
     of never (at k = 0.1 it gained nothing)."""
     infl = float(model.config.get("scale_inflation", cfg.scale_inflation))
     phi = np.clip(np.nan_to_num(model.phi[:, 2]), 0.0, 0.99)
