@@ -5,8 +5,9 @@
 
 Protocol (docs/health.md):
 
-- learning: per preset, ``HealthModel.fit`` on ONE fault-free simulated day of that preset
-  (``--train-seed``, from the tuning range 100-199);
+- learning: per preset, ``HealthModel.fit`` on ``--train-days`` fault-free simulated days
+  of that preset (seeds ``--train-seed``, +1, ..., all in the tuning range 100-199; default
+  one day);
 - held-out fault days: seeds ``--seed``, ``--seed``+1, ... (>= 1000, never used for tuning),
   each injecting ``--faults-per-day`` faults drawn by ``sim.faults.plan.random_faults``
   (distinct components, onsets in ``--onset-h``, default 1-8 h, the fault classes in turn,
@@ -85,7 +86,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1000,
                    help="first held-out seed (>= 1000; default 1000)")
     p.add_argument("--train-seed", type=int, default=100,
-                   help="seed of the fault-free training day (100-199; default 100)")
+                   help="seed of the (first) fault-free training day (100-199; default 100)")
+    p.add_argument("--train-days", type=int, default=1,
+                   help="fault-free training days, seeds --train-seed, +1, ... (default 1)")
     p.add_argument("--chunk-s", type=float, default=60.0,
                    help="seconds of rows per monitor update (default 60)")
     p.add_argument("--bsc", type=Path, nargs="?", const=DEFAULT_BSC, default=None,
@@ -105,15 +108,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         raise CliError(f"--presets {args.presets!r}: expected some of {', '.join(PRESETS)}")
     for flag, value, low in (("--days", args.days, 0), ("--faults-per-day",
                              args.faults_per_day, 1), ("--clean-weeks", args.clean_weeks, 0),
-                             ("--bsc-train", args.bsc_train, 1)):
+                             ("--bsc-train", args.bsc_train, 1), ("--train-days",
+                             args.train_days, 1)):
         if value < low:
             raise CliError(f"{flag} {value}: expected an integer >= {low}")
     if not (math.isfinite(args.hours) and args.hours > 0):
         raise CliError(f"--hours {args.hours}: expected > 0")
     if args.seed < 1000:
         raise CliError(f"--seed {args.seed}: held-out seeds start at 1000 (100-199 tune)")
-    if not 100 <= args.train_seed <= 199:
-        raise CliError(f"--train-seed {args.train_seed}: expected a tuning seed, 100-199")
+    if not (100 <= args.train_seed and args.train_seed + args.train_days - 1 <= 199):
+        raise CliError(f"--train-seed {args.train_seed} --train-days {args.train_days}: "
+                       "expected tuning seeds, 100-199")
     if not (math.isfinite(args.chunk_s) and args.chunk_s > 0):
         raise CliError(f"--chunk-s {args.chunk_s}: expected > 0 s")
     try:
@@ -178,10 +183,9 @@ def run_preset(h: Harness, preset: str) -> tuple[list, list[dict]]:
     a = h.args
     if not (a.days or a.clean_weeks):
         return [], []
-    train, _ = sim_frame(preset, a.train_seed, a.hours)
-    model = h.fit([train])
-    del train
-    h.say(f"{preset}: learned on seed {a.train_seed} ({a.hours:g} h)")
+    seeds = range(a.train_seed, a.train_seed + a.train_days)
+    model = h.fit([sim_frame(preset, s, a.hours)[0] for s in seeds])
+    h.say(f"{preset}: learned on seeds {_seeds(seeds)} ({a.train_days} x {a.hours:g} h)")
     outcomes, alarms, rack_s = [], {}, 0.0
     for day in range(a.days):
         seed = a.seed + day
@@ -218,6 +222,11 @@ def run_preset(h: Harness, preset: str) -> tuple[list, list[dict]]:
                        which=[f"{m.component} {m.cause}" for m in v])
              for det, v in clean.items()]
     return outcomes, rows
+
+
+def _seeds(seeds: range) -> str:
+    """``100`` or ``100-102``."""
+    return str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
 
 
 def _where(marks: Sequence, start_unix: float) -> str:
@@ -275,8 +284,9 @@ def report(args, outcomes, alarm_rows, bsc_rows, bsc_note, wall_s, argv) -> tupl
     lines = [f"# rackpower-health-eval ({wall_s:.0f} s)", "", "```sh", cmd, "```", ""]
     if classes:
         lines += [f"Held-out fault days: {args.days} per preset x {args.faults_per_day} "
-                  f"faults, {args.hours:g} h, seeds {args.seed}+; learned on seed "
-                  f"{args.train_seed}. Delays from onset to the first fault verdict (min); "
+                  f"faults, {args.hours:g} h, seeds {args.seed}+; learned on seeds "
+                  f"{_seeds(range(args.train_seed, args.train_seed + args.train_days))}. "
+                  "Delays from onset to the first fault verdict (min); "
                   "lead before the fault would trip/stop the component (h, faults that do); "
                   "cause and sensor-vs-component % of the detected; met: detected >= 95, "
                   "cause >= 80, sensor >= 90.", ""]

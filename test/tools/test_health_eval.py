@@ -178,6 +178,8 @@ def test_bsc_frames_lay_each_servers_workloads_in_sequence(tmp_path):
     (["--presets", "office,bogus"], "--presets"),
     (["--seed", "7"], "--seed"),
     (["--train-seed", "1000"], "--train-seed"),
+    (["--train-days", "0"], "--train-days"),
+    (["--train-seed", "199", "--train-days", "2"], "--train-days"),
     (["--faults-per-day", "0"], "--faults-per-day"),
     (["--days", "-1"], "--days"),
     (["--hours", "2", "--onset-h", "1,8"], "--onset-h"),
@@ -222,6 +224,31 @@ def test_a_short_held_out_day_end_to_end_is_scored_and_repeatable(tmp_path, caps
         assert len(row["which"]) == row["false_alarms"]
     assert runs[1]["faults"] == first["faults"]
     assert runs[1]["false_alarms"] == first["false_alarms"]
+
+
+def test_train_days_learn_on_consecutive_tuning_seeds(tmp_path, capsys, monkeypatch):
+    """--train-days 2: the model is fitted on the days of seeds 100 and 101 (both), then the
+    held-out day of seed 1000 is watched; the report says which seeds it learned on."""
+    from rackpower_nodes.tools import health_eval
+
+    seen, fitted = [], []
+    real_frame, real_fit = health_eval.sim_frame, health_eval.Harness.fit
+
+    def frame(preset, seed, hours, faults=()):
+        seen.append(seed)
+        return real_frame(preset, seed, hours, faults)
+
+    def fit(self, frames):
+        fitted.append(len(frames))
+        return real_fit(self, frames)
+
+    monkeypatch.setattr(health_eval, "sim_frame", frame)
+    monkeypatch.setattr(health_eval.Harness, "fit", fit)
+    argv = ["--presets", "office", "--days", "1", "--hours", "0.5", "--onset-h", "0.1,0.2",
+            "--clean-weeks", "0", "--no-baseline", "--train-days", "2"]
+    assert health_eval_main(argv) == 0
+    assert seen == [100, 101, 1000] and fitted == [2]
+    assert "learned on seeds 100-101" in capsys.readouterr().out
 
 
 def test_bsc_servers_are_learned_on_their_first_workload_and_monitored_on_the_rest(
