@@ -96,6 +96,10 @@ class HealthConfig:
     watch_score: float = 0.5
     #: a fault is cleared only after the score stayed below ``watch_score`` this long, s
     clear_after_s: float = 3600.0
+    #: a learned alarm becomes a fault only once its change point is this many minutes old,
+    #: so that its cause is named from minutes after the change (0: at once); until then the
+    #: component is on watch
+    name_after_min: int = 20
     #: the CUSUM statistic is capped at this multiple of its threshold (so it can recover)
     cusum_cap: float = 1.5
     #: minutes of learned figures kept per component for naming a cause
@@ -127,6 +131,10 @@ class HealthConfig:
             raise HealthConfigError(f"watch_score: {self.watch_score!r}, expected < 1")
         if not self.cusum_cap >= 1:
             raise HealthConfigError(f"cusum_cap: {self.cusum_cap!r}, expected >= 1")
+        if isinstance(self.name_after_min, bool) or not isinstance(self.name_after_min, int) \
+                or self.name_after_min < 0:
+            raise HealthConfigError(f"name_after_min: {self.name_after_min!r}, expected an "
+                                    f"integer >= 0")
         for name in ("folds", "trees", "leaves", "min_leaf", "history_min"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 2:

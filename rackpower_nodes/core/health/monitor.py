@@ -10,7 +10,9 @@ Fed :class:`HealthFrame` rows in time order, any number per call, it runs
   itself through a CUSUM on its level (``util_level``: a process nobody started keeps the
   host busy for hours, a shift that prewhitening with the residual's strong autocorrelation
   would hide after its first minute); the cause of an alarm is named from the evidence since
-  its change point (:mod:`.signatures`).
+  its change point (:mod:`.signatures`); a learned alarm becomes a fault only once its
+  change point is ``name_after_min`` minutes old (on watch until then), so that its cause is
+  named from minutes after the change, not diluted by those before it.
 
 Per component the stronger of the two decides, except that a sensor finding (``sensor_*``)
 at watch level or above always wins: the board's reading is wrong, so the residual alarms on
@@ -201,11 +203,18 @@ class HealthMonitor:
         score, cause, since, evidence = 0.0, "", math.nan, {}
         if self.model is not None:
             score, cause, since, evidence = self._learned(j)
-        if finding is not None and (finding.score >= score or (
-                finding.cause in SENSOR_FAULTS and finding.score >= cfg.watch_score)):
+        checked = finding is not None and (finding.score >= score or (
+            finding.cause in SENSOR_FAULTS and finding.score >= cfg.watch_score))
+        if checked:
             score, cause, since = float(finding.score), finding.cause, float(finding.since_unix)
             evidence = dict(finding.evidence)
         name = self.names[j]
+        if (score >= 1.0 and self._state[j] != "fault" and not checked
+                and now - since < cfg.name_after_min * MINUTE_S):
+            # a learned alarm this young would be named from minutes before its change
+            # point (the cause's window is at least 10 minutes): on watch until it is not
+            self._state[j] = "watch"
+            return HealthVerdict(name, "watch", score, cause, since, evidence)
         if score >= 1.0:
             if self._state[j] != "fault":
                 self._state[j], self._cause[j] = "fault", cause
