@@ -12,39 +12,20 @@ can be listed by anyone on the ROS graph).
 from __future__ import annotations
 
 import math
-import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from rackpower_nodes.core.actuator_budget import (
     BUDGET_PARAMETERS, BudgetSettings, budget_settings_from)
 from rackpower_nodes.core.allocation import MODES, QUANTILES, Component, PolicyConfig
+from rackpower_nodes.core.bmc_login import bmc_login_params, bmc_password, split_chassis_url
 from rackpower_nodes.core.feed_config import FEED_PARAMETERS, FeedSettings, feed_settings_from
 from rackpower_nodes.core.params import (
     ConfigError, ParamSpec, check_ids, load_config_yaml, param, read_parameters)
 
 CAP_APIS = ("auto", "environment_metrics", "power_control")
-_CHASSIS_PATH = re.compile(r"/redfish/v1/Chassis/([^/]+)/?")
-
-
-def split_chassis_url(url: str) -> tuple[str, str]:
-    """(scheme://host[:port], /redfish/v1/Chassis/<id>) of a BMC chassis URI; ValueError
-    naming the URL otherwise (the rule `components.power_cap_url` and the driver share)."""
-    expected = "expected http(s)://host[:port]/redfish/v1/Chassis/<id>"
-    try:
-        parts = urlsplit(url) if isinstance(url, str) else None
-        port_ok = parts is not None and (parts.port is None or 0 < parts.port < 65536)
-    except ValueError:
-        parts, port_ok = None, False
-    if (parts is None or not port_ok or parts.scheme not in ("http", "https")
-            or not parts.hostname or parts.query or parts.fragment or parts.username
-            or not _CHASSIS_PATH.fullmatch(parts.path)):
-        raise ValueError(f"BMC url = {url!r}: {expected}")
-    return f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/")
 
 ACTUATOR_PARAMETERS: tuple[ParamSpec, ...] = (
     param("mode", "proactive", "string",
@@ -140,15 +121,7 @@ ACTUATOR_PARAMETERS: tuple[ParamSpec, ...] = (
     param("power_caps.api", "auto", "string",
           "Redfish resource holding the limit: auto, environment_metrics (PowerLimitWatts) or "
           "power_control (legacy Power.PowerControl)", choices=CAP_APIS),
-    param("power_caps.auth", "session", "string", "Redfish login: session or basic",
-          choices=("session", "basic")),
-    param("power_caps.username", "", "string", "BMC user name"),
-    param("power_caps.password_env", "RACKPOWER_BMC_PASSWORD", "string",
-          "Environment variable holding the BMC password (tried first)"),
-    param("power_caps.password_file", "", "string",
-          "File holding the BMC password (first line), used when the variable is unset"),
-    param("power_caps.cafile", "", "string",
-          "CA bundle to verify the BMCs' TLS certificates; '' = not verified"),
+    *bmc_login_params("power_caps"),
     param("power_caps.timeout_s", 1.0, "double", "Redfish request timeout, s", (0.05, 30.0),
           positive=True),
     param("power_caps.min_change_w", 5.0, "double",
@@ -188,20 +161,6 @@ class PowerCapSpec:
         """The password from the environment variable, else the file, else ''; ConfigError
         naming the file when it cannot be read."""
         return bmc_password(self.password_env, self.password_file, "power_caps")
-
-
-def bmc_password(password_env: str, password_file: str, section: str) -> str:
-    """A BMC password from the variable ``password_env``, else ``password_file``'s first line,
-    else ''; ConfigError naming ``<section>.password_file`` when it cannot be read."""
-    if password_env and password_env in os.environ:
-        return os.environ[password_env]
-    if not password_file:
-        return ""
-    try:
-        return Path(password_file).read_text().splitlines()[0].strip()
-    except (OSError, IndexError) as exc:
-        raise ConfigError([f"{section}.password_file = {password_file!r}: cannot read a "
-                           f"password from it ({exc or 'empty file'})"]) from None
 
 
 @dataclass(frozen=True)

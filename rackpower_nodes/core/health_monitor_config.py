@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rackpower_nodes.core.bmc_login import bmc_login_params
 from rackpower_nodes.core.params import (
     ConfigError, ParamSpec, check_ids, load_config_yaml, param, read_parameters,
     unknown_key_errors)
@@ -89,15 +90,7 @@ HEALTH_MONITOR_PARAMETERS: tuple[ParamSpec, ...] = (
     param("psu_meters.components.url", [], "string_array",
           "Per component (components.names): Redfish chassis URL of its BMC, "
           "http(s)://<bmc>/redfish/v1/Chassis/<id>, or '' for none"),
-    param("psu_meters.auth", "session", "string", "Redfish login: session or basic",
-          choices=("session", "basic")),
-    param("psu_meters.username", "", "string", "BMC user name"),
-    param("psu_meters.password_env", "RACKPOWER_BMC_PASSWORD", "string",
-          "Environment variable holding the BMC password (tried first)"),
-    param("psu_meters.password_file", "", "string",
-          "File holding the BMC password (first line), used when the variable is unset"),
-    param("psu_meters.cafile", "", "string",
-          "CA bundle to verify the BMCs' TLS certificates; '' = not verified"),
+    *bmc_login_params("psu_meters"),
 )
 
 
@@ -178,7 +171,7 @@ class PsuMeterSettings:
 
     def password(self) -> str:
         """From the environment variable, else the file (ConfigError naming it), else ''."""
-        from rackpower_nodes.core.actuator_config import bmc_password
+        from rackpower_nodes.core.bmc_login import bmc_password
 
         return bmc_password(self.password_env, self.password_file, "psu_meters")
 
@@ -244,7 +237,7 @@ def health_monitor_config_from_params(values: Mapping[str, Any]) -> HealthMonito
 
 def _psu_meters(v: Mapping[str, Any], names, errors: list[str]) -> PsuMeterSettings | None:
     """The chassis to read per component and the login; errors appended."""
-    from rackpower_nodes.core.actuator_config import split_chassis_url
+    from rackpower_nodes.core.bmc_login import split_chassis_url
 
     urls = [str(u) for u in v.get("psu_meters.components.url", ())]
     if len(urls) != len(names):

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rackpower_nodes.core.actuator_config import split_chassis_url
+from rackpower_nodes.core.bmc_login import split_chassis_url
 from rackpower_nodes.core.health_monitor_config import PsuMeterSettings
 from rackpower_nodes.drivers.bmc.psu_meter import RedfishPsuMeter
 from rackpower_nodes.drivers.bmc.redfish import BmcError

@@ -43,7 +43,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rackpower_nodes.core.actuator_config import split_chassis_url
+from rackpower_nodes.core.bmc_login import split_chassis_url
 from rackpower_nodes.drivers.bmc.redfish import BmcError, _RedfishSession, _release
 from rackpower_nodes.drivers.bmc.schema import (
     APIS, _LIMIT_NAMES, _limit_part, _link, _number, _state, _state_of)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import threading
 
-from rackpower_nodes.core.actuator_config import split_chassis_url
+from rackpower_nodes.core.bmc_login import split_chassis_url
 from rackpower_nodes.drivers.bmc.power_cap import AUTHS
 from rackpower_nodes.drivers.bmc.psu_readings import PsuReading, parse_power_supplies
 from rackpower_nodes.drivers.bmc.redfish import BmcError, _RedfishSession, _release
