@@ -9,7 +9,8 @@ COMPONENTS = ["srv01", "srv02", "tor-a"]
 BOARD_INDEX = [3, 0, 15]
 SCALE = 0.001                                   # A per count
 
-__all__ = ["BOARD_INDEX", "CHANNELS", "COMPONENTS", "SCALE", "sensor_params_file"]
+__all__ = ["BOARD_INDEX", "CHANNELS", "COMPONENTS", "SCALE", "rack_board_params",
+           "sensor_params_file"]
 
 
 def sensor_params_file(tmp_path, port: str, **extra) -> str:
@@ -29,3 +30,12 @@ def sensor_params_file(tmp_path, port: str, **extra) -> str:
     path = tmp_path / "sensor.yaml"
     path.write_text(yaml.safe_dump({"/**/current_sensor": {"ros__parameters": params}}))
     return str(path)
+
+
+def rack_board_params(port: str, names) -> dict:
+    """`current_sensor`'s parameters for the live simulator's board (`LiveRack` with
+    `board_channels=16, board_rate_hz=500.0`): the rack's components `names` on channels 0,
+    1, ... in order, 1 mA per count."""
+    return {"serial": {"port": port}, "board": {"channels": CHANNELS, "frame_rate_hz": 500.0},
+            "channels": {"components": list(names), "board_index": list(range(len(names))),
+                         "scale_a_per_count": [SCALE]}}

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from helpers.graph import spin_until
 from helpers.recorder import bags_in, start_recorder
+from helpers.sensor import rack_board_params
 
 from rackpower_nodes.sim.faults.spec import FaultSpec
 from rackpower_nodes.sim.live import LiveRack
@@ -46,10 +47,7 @@ def _reference(manifest: dict) -> dict:
 
 def _params(tmp_path, board: str, reference: dict | None = None, **health) -> str:
     doc = {
-        "/**/current_sensor": {"ros__parameters": {
-            "serial": {"port": board}, "board": {"channels": 16, "frame_rate_hz": 500.0},
-            "channels": {"components": list(NAMES), "board_index": list(range(len(NAMES))),
-                         "scale_a_per_count": [0.001]}}},
+        "/**/current_sensor": {"ros__parameters": rack_board_params(board, NAMES)},
         "/**/health_monitor": {"ros__parameters": {
             "components": {"names": list(NAMES), "kinds": list(KINDS)},
             "inputs": {"stale_after_s": 3.0}, **({"health": health} if health else {}),

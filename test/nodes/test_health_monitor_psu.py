@@ -11,6 +11,7 @@ import subprocess
 import pytest
 import yaml
 from helpers.graph import spin_until
+from helpers.sensor import rack_board_params
 
 from rackpower_nodes.sim.faults.spec import FaultSpec
 from rackpower_nodes.sim.live import LiveRack
@@ -44,10 +45,7 @@ def learned(tmp_path_factory):
 
 def _params(tmp_path, board: str, model: str, bmcs: dict) -> str:
     doc = {
-        "/**/current_sensor": {"ros__parameters": {
-            "serial": {"port": board}, "board": {"channels": 16, "frame_rate_hz": 500.0},
-            "channels": {"components": list(NAMES), "board_index": list(range(len(NAMES))),
-                         "scale_a_per_count": [0.001]}}},
+        "/**/current_sensor": {"ros__parameters": rack_board_params(board, NAMES)},
         "/**/health_monitor": {"ros__parameters": {
             "components": {"names": list(NAMES), "kinds": list(KINDS)},
             # a learned fault waits health.name_after_min (20 min) before it is raised, so

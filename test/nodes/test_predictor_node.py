@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from helpers.graph import spin_until
+from helpers.sensor import rack_board_params
 from rackpower_nodes.core.forecast.baselines import EwmaForecaster, PersistenceForecaster
 from rackpower_nodes.sim.dataset import from_sim
 from rackpower_nodes.core.forecast.features import WindowSpec, build_windows
@@ -48,10 +49,7 @@ def _params(tmp_path, board: str, model: str, names) -> str:
     idle = [float(c.model.steady_power_w(np.array([0.0]))[0]) for c in cfg.components]
     peak = [float(c.model.steady_power_w(np.array([1.0]))[0]) for c in cfg.components]
     doc = {
-        "/**/current_sensor": {"ros__parameters": {
-            "serial": {"port": board}, "board": {"channels": 16, "frame_rate_hz": 500.0},
-            "channels": {"components": list(names), "board_index": list(range(len(names))),
-                         "scale_a_per_count": [0.001]}}},
+        "/**/current_sensor": {"ros__parameters": rack_board_params(board, names)},
         "/**/predictor": {"ros__parameters": {
             "model": {"path": model}, "inference": {"rate_hz": RATE_HZ},
             "inputs": {"stale_after_s": 0.5},
