@@ -20,7 +20,7 @@ from typing import Any
 from rackpower_nodes.core.actuator_budget import (
     BUDGET_PARAMETERS, BudgetSettings, budget_settings_from)
 from rackpower_nodes.core.allocation import MODES, QUANTILES, Component, PolicyConfig
-from rackpower_nodes.core.bmc_login import bmc_login_params, bmc_password, split_chassis_url
+from rackpower_nodes.core.bmc_login import bmc_login_params, bmc_password, chassis_url_errors
 from rackpower_nodes.core.feed_config import FEED_PARAMETERS, FeedSettings, feed_settings_from
 from rackpower_nodes.core.params import (
     ConfigError, ParamSpec, check_ids, load_config_yaml, param, read_parameters)
@@ -225,18 +225,7 @@ def actuator_config_from_params(values: Mapping[str, Any]) -> ActuatorConfig:
         nameplate = list(ceiling)
     cap_urls = [str(u) for u in _per_item(v, "components.power_cap_url", n,
                                           "components.names", errors, "")]
-    for i, url in enumerate(cap_urls):
-        if not url:
-            continue
-        try:
-            split_chassis_url(url)
-        except ValueError:
-            errors.append(f"components.power_cap_url[{i}] = {url!r} ({names[i]}): expected "
-                          "'' or http(s)://<bmc>/redfish/v1/Chassis/<id>")
-            continue
-        if url in cap_urls[:i]:
-            errors.append(f"components.power_cap_url[{i}] = {url!r} ({names[i]}): already the "
-                          f"power cap of {names[cap_urls.index(url)]}")
+    errors += chassis_url_errors("components.power_cap_url", names, cap_urls, "the power cap")
 
     pdu_names = list(v.get("pdus.names", ()))
     if not pdu_names:

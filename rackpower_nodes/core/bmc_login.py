@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from rackpower_nodes.core.params import ConfigError, ParamSpec, param
 
-__all__ = ["bmc_login_params", "bmc_password", "split_chassis_url"]
+__all__ = ["bmc_login_params", "bmc_password", "chassis_url_errors", "split_chassis_url"]
 
 _CHASSIS_PATH = re.compile(r"/redfish/v1/Chassis/([^/]+)/?")
 
@@ -62,3 +62,23 @@ def bmc_password(password_env: str, password_file: str, section: str) -> str:
     except (OSError, IndexError) as exc:
         raise ConfigError([f"{section}.password_file = {password_file!r}: cannot read a "
                            f"password from it ({exc or 'empty file'})"]) from None
+
+
+def chassis_url_errors(key: str, names, urls, taken: str = "the chassis") -> list[str]:
+    """What is wrong with a per-component list of BMC chassis URLs ``urls`` (parameter
+    ``key``, ``''`` = none): each one a chassis URL, none given twice (``already <taken> of
+    <component>``)."""
+    errors = []
+    for i, url in enumerate(urls):
+        if not url:
+            continue
+        try:
+            split_chassis_url(url)
+        except ValueError:
+            errors.append(f"{key}[{i}] = {url!r} ({names[i]}): expected '' or "
+                          "http(s)://<bmc>/redfish/v1/Chassis/<id>")
+            continue
+        if url in urls[:i]:
+            errors.append(f"{key}[{i}] = {url!r} ({names[i]}): already {taken} of "
+                          f"{names[list(urls).index(url)]}")
+    return errors

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rackpower_nodes.core.bmc_login import bmc_login_params
+from rackpower_nodes.core.bmc_login import bmc_login_params, chassis_url_errors
 from rackpower_nodes.core.params import (
     ConfigError, ParamSpec, check_ids, load_config_yaml, param, read_parameters,
     unknown_key_errors)
@@ -237,29 +237,15 @@ def health_monitor_config_from_params(values: Mapping[str, Any]) -> HealthMonito
 
 def _psu_meters(v: Mapping[str, Any], names, errors: list[str]) -> PsuMeterSettings | None:
     """The chassis to read per component and the login; errors appended."""
-    from rackpower_nodes.core.bmc_login import split_chassis_url
-
     urls = [str(u) for u in v.get("psu_meters.components.url", ())]
     if len(urls) != len(names):
         errors.append(f"psu_meters.components.url = {urls!r}: has {len(urls)} values, "
                       f"expected {len(names)} (one per components.names; '' = none)")
         return None
-    wired = []
-    for i, (cid, url) in enumerate(zip(names, urls)):
-        if not url:
-            continue
-        try:
-            split_chassis_url(url)
-        except ValueError:
-            errors.append(f"psu_meters.components.url[{i}] = {url!r} ({cid}): expected '' or "
-                          "http(s)://<bmc>/redfish/v1/Chassis/<id>")
-            continue
-        if url in urls[:i]:
-            errors.append(f"psu_meters.components.url[{i}] = {url!r} ({cid}): already the "
-                          f"chassis of {names[urls.index(url)]}")
-            continue
-        wired.append((cid, url))
-    if not wired and not any("psu_meters.components.url[" in e for e in errors):
+    bad = chassis_url_errors("psu_meters.components.url", names, urls)
+    errors += bad
+    wired = [(cid, url) for cid, url in zip(names, urls) if url]
+    if not wired and not bad:
         errors.append("psu_meters.components.url: no chassis URL with psu_meters.enabled")
     period, stale = v.get("psu_meters.period_s", 10.0), v.get("psu_meters.stale_after_s", 35.0)
     if stale < period:
