@@ -11,8 +11,8 @@ keeps the limit). Beside them, read only: `psu_meter` (`RedfishPsuMeter`: the ch
 meters, Power.PowerSupplies[]) and `psu_readings` (their parsing). This package re-exports
 the power cap's public names.
 """
-from rackpower_nodes.drivers.bmc.power_cap import AUTHS, RedfishPowerCap, open_power_cap
-from rackpower_nodes.drivers.bmc.redfish import MAX_BODY_BYTES, BmcError, BodyTooLarge
+from rackpower_nodes.drivers.bmc.power_cap import RedfishPowerCap, open_power_cap
+from rackpower_nodes.drivers.bmc.redfish import AUTHS, MAX_BODY_BYTES, BmcError, BodyTooLarge
 from rackpower_nodes.drivers.bmc.schema import APIS
 
 __all__ = ["APIS", "AUTHS", "MAX_BODY_BYTES", "BmcError", "BodyTooLarge", "RedfishPowerCap",

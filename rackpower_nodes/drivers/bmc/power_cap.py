@@ -43,13 +43,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rackpower_nodes.core.bmc_login import split_chassis_url
-from rackpower_nodes.drivers.bmc.redfish import BmcError, _RedfishSession, _release
+from rackpower_nodes.drivers.bmc.redfish import BmcError, _RedfishSession
 from rackpower_nodes.drivers.bmc.schema import (
     APIS, _LIMIT_NAMES, _limit_part, _link, _number, _state, _state_of)
 from rackpower_nodes.drivers.pdu import OutletReadings, PduCapabilityError, PduClient
 
-AUTHS = ("session", "basic")
 
 _RETRY_STATUSES = (412, 428)       # stale or missing If-Match: read again, write once more
 
@@ -81,15 +79,9 @@ class RedfishPowerCap(_RedfishSession, PduClient):
                  api: str = "auto", auth: str = "session", timeout_s: float = 1.0,
                  min_w: float | None = None, max_w: float | None = None,
                  cafile: str | None = None):
-        self.url = url
-        self._base, self.chassis_path = split_chassis_url(url)
+        self._init_session(url, username, password, auth, timeout_s, cafile)
         if api not in ("auto", *APIS):
             raise ValueError(f"BMC {url}: api = {api!r}, expected auto, {', '.join(APIS)}")
-        if auth not in AUTHS:
-            raise ValueError(f"BMC {url}: auth = {auth!r}, expected {' or '.join(AUTHS)}")
-        if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s)
-                and timeout_s > 0):
-            raise ValueError(f"BMC {url}: timeout_s = {timeout_s!r}, expected > 0 s")
         for name, value in (("min_w", min_w), ("max_w", max_w)):
             if value is not None and not (isinstance(value, (int, float)) and value >= 0
                                           and not math.isnan(value)):
@@ -98,11 +90,8 @@ class RedfishPowerCap(_RedfishSession, PduClient):
             raise ValueError(f"BMC {url}: min_w = {min_w!r} > max_w = {max_w!r}")
         if min_w is not None and math.isinf(min_w):
             raise ValueError(f"BMC {url}: min_w = {min_w!r}, expected a finite number")
-        self.username, self._password = username, password
-        self.api_requested, self.auth = api, auth
-        self.timeout_s = float(timeout_s)
-        self.min_w, self.max_w, self.cafile = min_w, max_w, cafile
-        self._client = None
+        self.api_requested = api
+        self.min_w, self.max_w = min_w, max_w
         self._api: str | None = None
         self._resource: str | None = None         # path of the resource holding the limit
         self._etag: str | None = None
@@ -135,10 +124,6 @@ class RedfishPowerCap(_RedfishSession, PduClient):
         return True
 
     # -- link ---------------------------------------------------------------------------------
-    @property
-    def connected(self) -> bool:
-        return self._client is not None
-
     def connect(self) -> None:
         with self._lock:
             self.close()
@@ -152,9 +137,7 @@ class RedfishPowerCap(_RedfishSession, PduClient):
     def close(self) -> None:
         """Log out (errors ignored) and drop the connection; idempotent."""
         with self._lock:
-            client, self._client = self._client, None
-            if client is not None:
-                _release(client, logout=True)
+            self._drop_client()
 
     def _discover(self) -> None:
         """Pick the schema holding the limit, note its ETag and the allowable range."""

@@ -14,13 +14,10 @@ value that is not a number, a PSU reported absent). A failed request disconnects
 """
 from __future__ import annotations
 
-import math
 import threading
 
-from rackpower_nodes.core.bmc_login import split_chassis_url
-from rackpower_nodes.drivers.bmc.power_cap import AUTHS
 from rackpower_nodes.drivers.bmc.psu_readings import PsuReading, parse_power_supplies
-from rackpower_nodes.drivers.bmc.redfish import BmcError, _RedfishSession, _release
+from rackpower_nodes.drivers.bmc.redfish import BmcError, _RedfishSession
 from rackpower_nodes.drivers.bmc.schema import _link
 
 __all__ = ["PsuReading", "RedfishPsuMeter"]
@@ -33,25 +30,12 @@ class RedfishPsuMeter(_RedfishSession):
 
     def __init__(self, url: str, *, username: str = "", password: str = "",
                  auth: str = "session", timeout_s: float = 1.0, cafile: str | None = None):
-        self.url = url
-        self._base, self.chassis_path = split_chassis_url(url)
-        if auth not in AUTHS:
-            raise ValueError(f"BMC {url}: auth = {auth!r}, expected {' or '.join(AUTHS)}")
-        if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s)
-                and timeout_s > 0):
-            raise ValueError(f"BMC {url}: timeout_s = {timeout_s!r}, expected > 0 s")
-        self.username, self._password, self.auth = username, password, auth
-        self.timeout_s, self.cafile = float(timeout_s), cafile
-        self._client = None
+        self._init_session(url, username, password, auth, timeout_s, cafile)
         self._power: str | None = None          # path of the Power resource
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"RedfishPsuMeter({self.url!r}, auth={self.auth!r})"
-
-    @property
-    def connected(self) -> bool:
-        return self._client is not None
 
     def connect(self) -> None:
         """Log in and find the chassis' Power resource; BmcError when it cannot."""
@@ -59,7 +43,7 @@ class RedfishPsuMeter(_RedfishSession):
             self._connect()
 
     def _connect(self) -> None:
-        self._close()
+        self._drop_client()
         self._client = self._log_in()
         chassis = self._get(self.chassis_path)
         path = _link(chassis, "Power")
@@ -84,9 +68,4 @@ class RedfishPsuMeter(_RedfishSession):
     def close(self) -> None:
         """Log out (errors ignored) and drop the connection; idempotent."""
         with self._lock:
-            self._close()
-
-    def _close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            _release(client, logout=True)
+            self._drop_client()

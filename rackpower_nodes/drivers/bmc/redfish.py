@@ -1,17 +1,21 @@
 """The Redfish HTTP session of a BMC client: log-in, requests, errors and bounded answers.
 
-`_RedfishSession` is mixed into `RedfishPowerCap`: it logs in through the DMTF `redfish`
-library, makes one request at a time, and turns every failure into a `BmcError` naming the
-URL, the request, the HTTP status and the Redfish message (disconnecting the client). Answers
-over MAX_BODY_BYTES are refused without being read past the cap and one chunk.
+`_RedfishSession` is mixed into `RedfishPowerCap` and `RedfishPsuMeter`: it checks the chassis
+URL and login, logs in through the DMTF `redfish` library, makes one request at a time, and
+turns every failure into a `BmcError` naming the URL, the request, the HTTP status and the
+Redfish message (disconnecting the client). Answers over MAX_BODY_BYTES are refused without
+being read past the cap and one chunk.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+from rackpower_nodes.core.bmc_login import split_chassis_url
 from rackpower_nodes.drivers.pdu import PduError
 
 _ROOT_PATH = "/redfish/v1/"
+AUTHS = ("session", "basic")       # Redfish login: a session (X-Auth-Token) or HTTP Basic
 MAX_BODY_BYTES = 2**20             # a larger answer is refused (Redfish resources are a few kB)
 
 
@@ -21,8 +25,33 @@ class BmcError(PduError):
 
 
 class _RedfishSession:
-    """Log-in and requests of a `RedfishPowerCap` (its `_client`, `url`, credentials and
-    timeout)."""
+    """Log-in and requests of a BMC client (`RedfishPowerCap`, `RedfishPsuMeter`): its
+    `_client`, `url`, credentials and timeout, set by `_init_session`."""
+
+    def _init_session(self, url: str, username: str, password: str, auth: str,
+                      timeout_s: float, cafile: str | None) -> None:
+        """The chassis URL, login and timeout, checked (ValueError naming the URL and the
+        value); not connected yet."""
+        self.url = url
+        self._base, self.chassis_path = split_chassis_url(url)
+        if auth not in AUTHS:
+            raise ValueError(f"BMC {url}: auth = {auth!r}, expected {' or '.join(AUTHS)}")
+        if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s)
+                and timeout_s > 0):
+            raise ValueError(f"BMC {url}: timeout_s = {timeout_s!r}, expected > 0 s")
+        self.username, self._password, self.auth = username, password, auth
+        self.timeout_s, self.cafile = float(timeout_s), cafile
+        self._client = None
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    def _drop_client(self) -> None:
+        """Log out (errors ignored) and drop the connection; idempotent."""
+        client, self._client = self._client, None
+        if client is not None:
+            _release(client, logout=True)
 
     def _log_in(self):
         from redfish.rest.v1 import InvalidCredentialsError, redfish_client
