@@ -18,10 +18,9 @@ import numpy as np
 from rackpower_nodes.core.health import HealthFrame
 from rackpower_nodes.core.schedule import WorkloadSchedule
 from rackpower_nodes.core.workload_events import JobLog
-from rackpower_nodes.sim.psu_meters import (  # noqa: F401 - the constants, named here before
-    PSU_DRIFT, PSU_DRIFT_TAU_S, PSU_EFFICIENCY, PSU_GAIN_ERR, PSU_HEADROOM, PSU_LOAD_FRAC,
-    PSU_OFFSET_W, PSU_POLL_S, PSU_READ_NOISE, RNG_BRANCH, drift_series, meter_errors,
-    meter_readings, psu_loss, psu_output_w, psu_ratings_w)
+from rackpower_nodes.sim.psu_meters import (
+    PSU_POLL_S, PSU_READ_NOISE, RNG_BRANCH, drift_series, meter_errors, meter_readings,
+    psu_loss, psu_output_w, psu_ratings_w)
 from rackpower_nodes.sim.scheduler import parse_scheduler
 
 if TYPE_CHECKING:
