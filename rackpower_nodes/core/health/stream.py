@@ -130,37 +130,33 @@ class HealthStream:
 
     def push_reference(self, t_unix: float, power_w: Mapping[str, float]) -> None:
         """An independent meter's readings (component -> W) at ``t_unix``."""
-        s = math.floor(t_unix)
-        if s < self._popped_until:
-            self.late_dropped += 1
-            return
-        acc = self._seconds.get(s)
-        for name, watts in power_w.items():
-            i = self._index.get(name)
-            if i is None or not math.isfinite(watts):
-                continue
-            if acc is None:
-                acc = self._seconds[s] = _Second(len(self.names))
-            acc.ref_sum[i] += watts
-            acc.ref_n[i] += 1
+        self._add_readings(t_unix, {c: (w,) for c, w in power_w.items()}, ("ref_sum",),
+                           "ref_n")
 
     def push_psu(self, t_unix: float, power_w: Mapping[str, tuple[float, float]]) -> None:
         """The PSUs' own meters read at ``t_unix``: component -> (input W, output W), each
         summed over the component's PSUs. A second with several readings gets their mean."""
+        self._add_readings(t_unix, power_w, ("psu_in", "psu_out"), "psu_n")
+
+    def _add_readings(self, t_unix: float, readings: Mapping[str, tuple[float, ...]],
+                      sums: tuple[str, ...], count: str) -> None:
+        """Meter readings at ``t_unix`` (component -> values, W) added to the second's
+        ``sums`` fields (one per value) and its ``count``; a component whose values are not
+        all finite, or unknown, is skipped; a second already popped counts as late."""
         s = math.floor(t_unix)
         if s < self._popped_until:
             self.late_dropped += 1
             return
         acc = self._seconds.get(s)
-        for name, (p_in, p_out) in power_w.items():
+        for name, values in readings.items():
             i = self._index.get(name)
-            if i is None or not (math.isfinite(p_in) and math.isfinite(p_out)):
+            if i is None or not all(math.isfinite(v) for v in values):
                 continue
             if acc is None:
                 acc = self._seconds[s] = _Second(len(self.names))
-            acc.psu_in[i] += p_in
-            acc.psu_out[i] += p_out
-            acc.psu_n[i] += 1
+            for field, v in zip(sums, values):
+                getattr(acc, field)[i] += v
+            getattr(acc, count)[i] += 1
 
     def push_telemetry(self, t_unix: float,
                        hosts: Mapping[str, tuple[float, float, float, bool]]) -> None:
