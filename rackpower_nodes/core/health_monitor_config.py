@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rackpower_nodes.core.bmc_login import bmc_login_params, chassis_url_errors
+from rackpower_nodes.core.bmc_login import bmc_login_params, bmc_password, chassis_url_errors
 from rackpower_nodes.core.params import (
     ConfigError, ParamSpec, check_ids, load_config_yaml, param, read_parameters,
     unknown_key_errors)
@@ -171,8 +171,6 @@ class PsuMeterSettings:
 
     def password(self) -> str:
         """From the environment variable, else the file (ConfigError naming it), else ''."""
-        from rackpower_nodes.core.bmc_login import bmc_password
-
         return bmc_password(self.password_env, self.password_file, "psu_meters")
 
 
