@@ -31,31 +31,34 @@ def telemetry_params(tmp: Path, manifest: dict) -> Path:
     return path
 
 
+def _chassis_urls(manifest: dict, config: str, node: str) -> list[str]:
+    """Per component that `node`'s section of `config` names, its simulated BMC chassis
+    URL (from the manifest) or '' (none)."""
+    raw = yaml.safe_load(Path(config).read_text())
+    names = raw[f"/**/{node}"]["ros__parameters"]["components"]["names"]
+    return [manifest["bmcs"].get(n, "") for n in names]
+
+
 def actuator_params(tmp: Path, manifest: dict, config: str) -> Path:
     """The simulator's PDUs and BMCs as the pdu_actuator finds them (free ports, from its
     manifest), for the components `config` names."""
-    raw = yaml.safe_load(Path(config).read_text())
-    names = raw["/**/pdu_actuator"]["ros__parameters"]["components"]["names"]
     params = {"pdus": _pdus(manifest),
-              "components": {"power_cap_url": [manifest["bmcs"].get(n, "") for n in names]},
+              "components": {"power_cap_url": _chassis_urls(manifest, config, "pdu_actuator")},
               "power_caps": {"username": SIM_BMC_USER}}
     path = tmp / "actuator.yaml"
     path.write_text(yaml.safe_dump({"/**/pdu_actuator": {"ros__parameters": params}}))
     return path
 
 
-def health_params(tmp: Path, manifest: dict, config: str | None = None) -> Path:
+def health_params(tmp: Path, manifest: dict, config: str) -> Path:
     """The simulator's PDUs (free ports, from its manifest) as health_monitor's reference
     meters and, for the components `config` names, its BMCs' chassis as the PSU meters read;
     an online-learned model would go to the demo's scratch folder."""
     params = {"reference": {"pdus": _pdus(manifest)},
-              "health": {"learn_dir": str(tmp / "health")}}
-    if config is not None:
-        raw = yaml.safe_load(Path(config).read_text())
-        names = raw["/**/health_monitor"]["ros__parameters"]["components"]["names"]
-        params["psu_meters"] = {"components": {"url": [manifest["bmcs"].get(n, "")
-                                                       for n in names]},
-                                "username": SIM_BMC_USER}
+              "health": {"learn_dir": str(tmp / "health")},
+              "psu_meters": {"components": {"url": _chassis_urls(manifest, config,
+                                                                 "health_monitor")},
+                             "username": SIM_BMC_USER}}
     path = tmp / "health.yaml"
     path.write_text(yaml.safe_dump({"/**/health_monitor": {"ros__parameters": params}}))
     return path
