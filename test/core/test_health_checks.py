@@ -297,7 +297,8 @@ def test_a_growing_gain_on_a_slowly_moving_load_is_told_from_an_offset_by_waitin
     # tuning seed 30006 (mixed srv08): a gain error growing to -4.6 % over 5 h on a ~290 W
     # server; an hour after the change point it is a few W, which the load's moves of
     # ~40 W cannot tell from an offset (an hour's wait named it sensor_offset); by three
-    # hours the load has moved enough
+    # hours the load has moved enough for the gain's fit to be the better one by the
+    # evidence (not yet by the margin: the calibrated check sees it from ~40 min, at -0.4 %)
     rng = np.random.default_rng(0)
     n, at = 9 * 3600, 2 * 3600
     t = np.arange(n)
@@ -305,7 +306,26 @@ def test_a_growing_gain_on_a_slowly_moving_load_is_told_from_an_offset_by_waitin
     board = true * (1 - 0.046 * np.clip((t - at) / (5 * 3600), 0, 1))
     fr = frame(board, ref=true * (1 + 0.01 * rng.standard_normal(n)), std=1.0)
     first, _ = feed(PhysicalChecks(["a"], ["server"]), fr)
-    assert first["a"][1].cause == "sensor_gain"
-    assert first["a"][1].evidence["load_told_apart"] == 1.0
+    ev = first["a"][1].evidence
+    assert first["a"][1].cause == "sensor_gain" and ev["minutes"] >= 180
+    assert ev["rss_gain_w2"] < ev["rss_offset_w2"]
     hasty = PhysicalChecks(["a"], ["server"], ChecksConfig(decide_wait_minutes=60))
     assert feed(hasty, fr)[0]["a"][1].cause == "sensor_offset"
+
+
+def test_a_small_offset_on_a_steady_switch_is_found_beyond_the_meters_stability():
+    """The ai rack's ~830 W leaf switch (tuning seed 143): a -5 W offset is 0.6 % of its
+    draw, three times the meters' stability (0.2 %), yet within two standard errors of a
+    minute's mean against a 1 %-noisy outlet meter; judged in standard errors beyond the
+    stability band, it is found, and the same day without it raises nothing."""
+    offset = FaultSpec("sensor_offset", "leaf-a", 2 * 3600, 3600, -5.0, growth="linear")
+    for faults in ([offset], []):
+        fr = health_frame(generate(8, seed=143, preset="ai", faults=faults), seed=143)
+        c = fr.names.index("leaf-a")
+        assert 700 < np.mean(fr.ref_w[:, c]) < 1000
+        first, _ = feed(PhysicalChecks(fr.names, fr.kinds), fr)
+        if faults:
+            assert list(first) == ["leaf-a"] and first["leaf-a"][1].cause == "sensor_offset"
+            assert first["leaf-a"][1].evidence["against_calibration"] == 1.0
+        else:
+            assert first == {}

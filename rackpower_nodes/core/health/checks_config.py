@@ -18,7 +18,8 @@ _POSITIVE = ("stuck_s", "powered_w", "frozen_ref_sd_w", "zero_w", "min_level_w",
              "max_dropout_s", "dropout_window_s", "cusum_h", "x_clip", "cusum_cap",
              "max_gap_s", "fit_knot_s", "max_offset_w", "frozen_minutes", "frozen_window_min",
              "dropouts_fault", "dropouts_kept_up_fault", "min_pairs", "fit_minutes",
-             "calib_minutes", "decide_minutes", "decide_wait_minutes", "decide_evidence")
+             "calib_minutes", "decide_minutes", "decide_wait_minutes", "decide_evidence",
+             "calib_se_floor_w")
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,16 @@ class ChecksConfig:
     over the component's first ``calib_minutes`` (60) judged minutes with the first CUSUM at 0
     the meters' relative difference beta = sum(d ref) / sum(ref^2) is learned (the meter's
     fixed error of up to 1 %, not a baseline of the load), and from then on e = d - beta ref
-    is judged against s2 = ``stability`` (0.2 %: a class-1 meter's drift is a fraction of
-    its accuracy) x reference + ``calib_floor_w`` (0.5 W) + ``se_k`` x the standard error:
-    the same design argument (healthy |e| <= s2, drift <= -0.5) with a band 5-10x narrower,
-    so a 130 W server's offsets from ~1.5 W and a 4 kW GPU server's from ~30 W are found.
+    is judged by how far it lies beyond the band a = ``stability`` (0.2 %: a class-1
+    meter's drift is a fraction of its accuracy; its temperature coefficient is 0.05 %/K)
+    x reference + ``calib_floor_w`` (0.5 W), in standard errors of the minute's mean:
+    x = (+-e - a) / max(se, ``calib_se_floor_w``), clipped and accumulated as above. The
+    band is a bias that does not average out, the standard error is noise that does, so
+    they are kept apart: healthy |e| <= a gives x <= 0 plus noise of sd 1, a drift of
+    -1.5 per minute or less (in-control run length beyond 1e8 minutes by the same
+    approximation). A 130 W server's offsets are found from ~1.5 W, an 830 W switch's
+    from ~3 W (its minute's standard error against a 1 %-noisy meter is ~1 W, which the
+    first form, a + 2 se as one band, left at ~6.5 W), a 5 kW GPU server's from ~12 W.
     A sensor fault present before the calibration ends is left to the first CUSUM.
     The findings of both are combined by score; a finding is conclusive (>= 1) only once
     the cause is told too: ``decide_minutes`` (10) minutes since the change point where the
@@ -113,7 +120,10 @@ class ChecksConfig:
     when below ``decide_margin`` (0.8) x the other's and its evidence, minutes x ln(the
     ratio of the sums), is at least ``decide_evidence`` (10: odds of ~150 to 1; tuning seeds
     3000-3009 named a +8 % gain on a server whose load moved 6 W in 10 minutes an offset
-    on a ratio of 0.77 from 11 minutes). A steady load (a switch) cannot tell
+    on a ratio of 0.77 from 11 minutes). Short of the margin, the fit the evidence favours
+    (at least ``decide_evidence``) names the cause, which counts only once the wait is
+    over: a gain growing on a slowly moving load, found while still small, is its fit's by
+    the evidence well before the margin. A steady load (a switch) cannot tell
     them apart: then a difference beyond ``max_offset_w`` (30 W: a Hall channel's offset drift
     stays within ~0.1 A) is a gain error, a smaller one an offset. A board whose slope
     against the reference is below ``frozen_ratio`` (it ignores a load moving by more than
@@ -155,6 +165,7 @@ class ChecksConfig:
     decide_wait_minutes: int = 180
     stability: float = 0.002
     calib_floor_w: float = 0.5
+    calib_se_floor_w: float = 0.05
     max_offset_w: float = 30.0
     max_gap_s: float = 5.0
     watch_score: float = 0.5

@@ -41,7 +41,9 @@ def decide_offset_gain(d_w: np.ndarray, ref_w: np.ndarray, t_s: np.ndarray,
     when it is below ``cfg.decide_margin`` times the other's *and* the evidence for it,
     ``minutes x ln(rss_other / rss_best)`` (the difference of the two fits' AIC: same
     number of parameters), is at least ``cfg.decide_evidence``, so that a load that barely
-    moved over a few minutes does not decide by its noise; otherwise (a steady load cannot
+    moved over a few minutes does not decide by its noise (``load_told_apart``); short of the
+    margin, the fit with that evidence names it (not told apart: the caller waits);
+    otherwise (a steady load cannot
     tell them apart) a difference beyond ``cfg.max_offset_w`` is a gain error (a Hall
     channel's offset drift stays within a fraction of an ampere), a smaller one an offset.
     The evidence holds both coefficients of d = offset_w + gain x ref as well."""
@@ -68,7 +70,13 @@ def decide_offset_gain(d_w: np.ndarray, ref_w: np.ndarray, t_s: np.ndarray,
         cause, clear = "sensor_offset", 1.0
     else:
         clear = 0.0
-        cause = "sensor_gain" if abs(np.mean(d[-60:])) > cfg.max_offset_w else "sensor_offset"
+        for_gain, for_offset = _evidence(rss[1], rss[0], len(d)), _evidence(rss[0], rss[1],
+                                                                             len(d))
+        if max(for_gain, for_offset) >= cfg.decide_evidence:     # better, if not by the margin
+            cause = "sensor_gain" if for_gain > for_offset else "sensor_offset"
+        else:
+            cause = ("sensor_gain" if abs(np.mean(d[-60:])) > cfg.max_offset_w
+                     else "sensor_offset")
     ev = {"offset_w": float(offset), "gain": float(gain), "mean_diff_w": float(np.mean(d)),
           "diff_over_ref": float(np.sum(d * r) / max(np.sum(r * r), 1e-9)),
           "rss_offset_w2": rss[0], "rss_gain_w2": rss[1], "ref_spread_w": float(np.ptp(r)),
@@ -158,7 +166,10 @@ class ReferenceCheck:
         judged = n >= cfg.min_pairs
         tol = ((cfg.ref_accuracy + cfg.board_accuracy) * np.abs(mean["r"]) + cfg.floor_w
                + cfg.se_k * se)
-        tol2 = cfg.stability * np.abs(mean["r"]) + cfg.calib_floor_w + cfg.se_k * se
+        # against the calibration: what is beyond the meters' stability, in standard errors
+        # of the minute's mean (that noise averages out over minutes; a drift does not)
+        tol2 = cfg.stability * np.abs(mean["r"]) + cfg.calib_floor_w
+        se2 = np.maximum(se, cfg.calib_se_floor_w)
         with np.errstate(invalid="ignore", divide="ignore"):
             # the reference's own white noise, from its second-to-second steps, is not a move
             moves = np.sqrt(np.maximum(var["r"] - sums["step2"] / (2 * sums["pairs"]), 0.0))
@@ -174,11 +185,13 @@ class ReferenceCheck:
             beta = self.calib[0] / np.maximum(self.calib[1], 1e-9)
             e = mean["d"][i] - beta * mean["r"][i]
             e_all[i] = np.where(j & calibrated, e, np.nan)
-            x = np.clip(np.stack([mean["d"][i] / tol[i], e / tol2[i]]), -cfg.x_clip,
-                        cfg.x_clip)
+            x = mean["d"][i] / tol[i]
+            up = np.clip(np.stack([x, (e - tol2[i]) / se2[i]]), -cfg.x_clip, cfg.x_clip)
+            down = np.clip(np.stack([-x, (-e - tol2[i]) / se2[i]]), -cfg.x_clip, cfg.x_clip)
             jj = np.stack([j, j & calibrated])
-            self.s_pos = np.where(jj, np.clip(self.s_pos + x - cfg.cusum_k, 0, cap), self.s_pos)
-            self.s_neg = np.where(jj, np.clip(self.s_neg - x - cfg.cusum_k, 0, cap), self.s_neg)
+            self.s_pos = np.where(jj, np.clip(self.s_pos + up - cfg.cusum_k, 0, cap), self.s_pos)
+            self.s_neg = np.where(jj, np.clip(self.s_neg + down - cfg.cusum_k, 0, cap),
+                                  self.s_neg)
             self.zero_pos = np.where(jj & (self.s_pos == 0), end, self.zero_pos)
             self.zero_neg = np.where(jj & (self.s_neg == 0), end, self.zero_neg)
             learn = j & ~calibrated & (np.maximum(self.s_pos[0], self.s_neg[0]) == 0)
