@@ -42,7 +42,7 @@ import numpy as np
 from rackpower_nodes.core.health.config import HealthConfig
 from rackpower_nodes.core.health.cusum import ar1, threshold
 from rackpower_nodes.core.health.minutes import Minutes, row_spacing, to_minutes
-from rackpower_nodes.core.health.psu import fit_psu_curve, psu_figure
+from rackpower_nodes.core.health.psu import CURVE_LEN, fit_psu_curve, psu_figure
 from rackpower_nodes.core.health.types import HealthFrame
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DETECTORS", "FORMAT", "HealthModel", "HealthModelError"]
 
-FORMAT = "rackpower-health/2"
+FORMAT = "rackpower-health/3"
 #: (figure, sign) of each one-sided CUSUM a component may have
 DETECTORS = (("power", 1.0), ("power", -1.0), ("util", 1.0), ("bursts", 1.0), ("ripple", 1.0),
              ("psu", 1.0))
@@ -116,18 +116,16 @@ class HealthModel:
     util_hour_sd: np.ndarray
     #: the same for the ripple's standardized log power (GPUs' ripple wanders by hours)
     ripple_hour_sd: np.ndarray
-    #: per component: the PSU efficiency curve (5,: coefficients, lowest and highest output
-    #: trained on, W) and its scale, W (:mod:`.psu`; NaN: no PSU readings)
+    #: per component: the PSU efficiency curve (psu.CURVE_LEN: the smooth form's
+    #: coefficients and scale, the outputs trained on, the correction's knots; :mod:`.psu`;
+    #: NaN: no PSU readings)
     psu_coef: np.ndarray | None = None
-    psu_scale: np.ndarray | None = None
     _boosters: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         m = len(self.names)
         if self.psu_coef is None:
-            self.psu_coef = np.full((m, 5), np.nan)
-        if self.psu_scale is None:
-            self.psu_scale = np.full(m, np.nan)
+            self.psu_coef = np.full((m, CURVE_LEN), np.nan)
 
     # -- fitting ---------------------------------------------------------------------------
     @classmethod
@@ -207,9 +205,9 @@ class HealthModel:
             figures["bursts"] = np.where(use, mi.bursts[:, j], np.nan)
         psu = fit_psu_curve(mi.psu_ratio[:, j], mi.psu_out[:, j], use)
         if psu is not None:
-            self.psu_coef[j], self.psu_scale[j] = psu
+            self.psu_coef[j] = psu
             figures["psu"] = np.where(use, psu_figure(mi.psu_ratio[:, j], mi.psu_out[:, j],
-                                                      *psu), np.nan)
+                                                      psu), np.nan)
         figures["ripple"] = np.where(use, np.log(np.maximum(mi.ripple[:, j], 0.0)
                                                  + self.ripple_ref_w2[j]), np.nan)
         rip = figures["ripple"]
@@ -275,8 +273,7 @@ class HealthModel:
         util = np.where(ok, mi.util - exp_u, np.nan)
         ripple = np.where(ok, np.log(np.maximum(mi.ripple, 0.0) + self.ripple_ref_w2), np.nan)
         psu = np.column_stack([psu_figure(mi.psu_ratio[:, j], mi.psu_out[:, j],
-                                          self.psu_coef[j], float(self.psu_scale[j]))
-                               for j in range(len(self.names))])
+                                          self.psu_coef[j]) for j in range(len(self.names))])
         by_fig = {"power": power, "util": util, "bursts": np.where(ok, mi.bursts, np.nan),
                   "ripple": ripple, "psu": np.where(ok, psu, np.nan)}
         out = np.stack([by_fig[f] for f, _ in DETECTORS], axis=2)
@@ -300,7 +297,7 @@ class HealthModel:
                "power_sd_w": _jsonable(self.power_sd_w), "k": _jsonable(self.k),
                "util_hour_sd": _jsonable(self.util_hour_sd),
                "ripple_hour_sd": _jsonable(self.ripple_hour_sd),
-               "psu_coef": _jsonable(self.psu_coef), "psu_scale": _jsonable(self.psu_scale),
+               "psu_coef": _jsonable(self.psu_coef),
                **{k: _jsonable(getattr(self, k)) for k in ("mu", "phi", "sigma", "h")}}
         path.write_text(json.dumps(doc))
         return path
@@ -318,7 +315,7 @@ class HealthModel:
         arr = {k: _array(doc[k]) for k in ("burst_thr_w", "ripple_ref_w2", "power_sd_w", "mu",
                                            "phi", "sigma", "h", "base_on_util", "base_fill",
                                            "base_coef", "k", "util_hour_sd",
-                                           "ripple_hour_sd", "psu_coef", "psu_scale")}
+                                           "ripple_hour_sd", "psu_coef")}
         for k in ("burst_thr_w", "h"):     # inf was written as null
             arr[k] = np.where(np.isnan(arr[k]), np.inf, arr[k])
         return cls(tuple(doc["names"]), tuple(doc["kinds"]), dict(doc["config"]),
@@ -326,7 +323,7 @@ class HealthModel:
                    list(doc["power_models"]), list(doc["util_models"]), arr["base_on_util"],
                    arr["base_fill"], arr["base_coef"], arr["mu"], arr["phi"],
                    arr["sigma"], arr["h"], arr["power_sd_w"], arr["k"], arr["util_hour_sd"],
-                   arr["ripple_hour_sd"], arr["psu_coef"].reshape(-1, 5), arr["psu_scale"])
+                   arr["ripple_hour_sd"], arr["psu_coef"].reshape(-1, CURVE_LEN))
 
 
 def _booster(x: np.ndarray, y: np.ndarray, cfg: HealthConfig) -> lgb.Booster:
