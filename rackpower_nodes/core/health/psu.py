@@ -78,10 +78,11 @@ def fit_psu_curve(ratio: np.ndarray, out_w: np.ndarray, use: np.ndarray) -> np.n
         return curve
     from scipy.optimize import nnls
 
-    curve[:3] = nnls(_design(out, scale), r)[0]
+    x = _design(out, scale)
+    curve[:3] = nnls(x, r)[0]
     k = int(np.clip(len(out) // MIN_PER_KNOT, 2, KNOTS))
     knots = np.unique(np.quantile(out, np.linspace(0.0, 1.0, k)))
-    residual = r / (_design(out, scale) @ curve[:3]) - 1.0
+    residual = r / (x @ curve[:3]) - 1.0
     curve[6:6 + len(knots)] = knots
     curve[6 + KNOTS:6 + KNOTS + len(knots)] = np.linalg.lstsq(_hats(out, knots), residual,
                                                               rcond=None)[0]

@@ -43,9 +43,9 @@ def decide_offset_gain(d_w: np.ndarray, ref_w: np.ndarray, t_s: np.ndarray,
     number of parameters), is at least ``cfg.decide_evidence``, so that a load that barely
     moved over a few minutes does not decide by its noise (``load_told_apart``); short of the
     margin, the fit with that evidence names it (not told apart: the caller waits);
-    otherwise (a steady load cannot
-    tell them apart) a difference beyond ``cfg.max_offset_w`` is a gain error (a Hall
-    channel's offset drift stays within a fraction of an ampere), a smaller one an offset.
+    otherwise (a steady load cannot tell them apart) a difference beyond
+    ``cfg.max_offset_w`` is a gain error (a Hall channel's offset drift stays within a
+    fraction of an ampere), a smaller one an offset.
     The evidence holds both coefficients of d = offset_w + gain x ref as well."""
     d, r, t = (np.asarray(a, dtype=np.float64) for a in (d_w, ref_w, t_s))
     basis = hat_basis(t, cfg.fit_knot_s)
@@ -60,23 +60,18 @@ def decide_offset_gain(d_w: np.ndarray, ref_w: np.ndarray, t_s: np.ndarray,
     else:
         gain, offset = 0.0, float(np.mean(d))
     follows = 1.0 + _fast_slope(d, r, basis)    # board's slope against the reference
+    for_gain, for_offset = _evidence(rss[1], rss[0], len(d)), _evidence(rss[0], rss[1], len(d))
     if abs(follows) < cfg.frozen_ratio and np.ptp(r) > 2 * cfg.frozen_ref_sd_w:
         cause, clear = "sensor_stuck", 1.0      # the board ignores a moving load
-    elif rss[1] < cfg.decide_margin * rss[0] and _evidence(rss[1], rss[0], len(d)) \
-            >= cfg.decide_evidence:
+    elif rss[1] < cfg.decide_margin * rss[0] and for_gain >= cfg.decide_evidence:
         cause, clear = "sensor_gain", 1.0
-    elif rss[0] < cfg.decide_margin * rss[1] and _evidence(rss[0], rss[1], len(d)) \
-            >= cfg.decide_evidence:
+    elif rss[0] < cfg.decide_margin * rss[1] and for_offset >= cfg.decide_evidence:
         cause, clear = "sensor_offset", 1.0
+    elif max(for_gain, for_offset) >= cfg.decide_evidence:     # better, if not by the margin
+        cause, clear = ("sensor_gain" if for_gain > for_offset else "sensor_offset"), 0.0
     else:
+        cause = "sensor_gain" if abs(np.mean(d[-60:])) > cfg.max_offset_w else "sensor_offset"
         clear = 0.0
-        for_gain, for_offset = _evidence(rss[1], rss[0], len(d)), _evidence(rss[0], rss[1],
-                                                                             len(d))
-        if max(for_gain, for_offset) >= cfg.decide_evidence:     # better, if not by the margin
-            cause = "sensor_gain" if for_gain > for_offset else "sensor_offset"
-        else:
-            cause = ("sensor_gain" if abs(np.mean(d[-60:])) > cfg.max_offset_w
-                     else "sensor_offset")
     ev = {"offset_w": float(offset), "gain": float(gain), "mean_diff_w": float(np.mean(d)),
           "diff_over_ref": float(np.sum(d * r) / max(np.sum(r * r), 1e-9)),
           "rss_offset_w2": rss[0], "rss_gain_w2": rss[1], "ref_spread_w": float(np.ptp(r)),
