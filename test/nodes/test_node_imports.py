@@ -74,6 +74,7 @@ def test_a_health_model_loads_lightgbm_where_it_fits_or_rebuilds_a_booster():
         fitted = baseline._booster(x, 3 * x[:, 0], HealthConfig(trees=5, min_leaf=5))
         model = object.__new__(baseline.HealthModel)
         model.power_models, model.util_models = [fitted.model_to_string()], [""]
+        model.ripple_models = [""]
         model._boosters = {}
         rebuilt = model.booster("power", 0)
         found["booster"] = type(rebuilt).__name__

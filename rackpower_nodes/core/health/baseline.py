@@ -13,6 +13,11 @@ Per component, on minute summaries (:mod:`.minutes`):
   A process nobody started shows as utilisation this model cannot explain. Where nothing
   speaks for the workload (the BSC traces) there is no such model: utilisation alone cannot
   say whether a process was wanted;
+- **expected ripple**: a LightGBM regression of the minute's log ripple (:mod:`.minutes`) on
+  the expected draw's inputs. The ripple detector reads its residual, and only in *quiet*
+  minutes, whose expected band power is at most ``ripple_quiet_w2``: a GPU server's training
+  jobs fill the band with hundreds to thousands of W² (checkpoints, job changes), in which a
+  fan's hunting cannot be seen, while its idle minutes leave a few W²;
 - **PSU efficiency** (components whose BMC reports their PSUs' input and output power,
   :mod:`.psu`): the curve of input over output against output, so that the fractional extra
   input at the same output is a figure of its own;
@@ -41,6 +46,10 @@ import numpy as np
 
 from rackpower_nodes.core.health.config import HealthConfig
 from rackpower_nodes.core.health.cusum import ar1, threshold
+from rackpower_nodes.core.health.learning import booster as _booster
+from rackpower_nodes.core.health.learning import crossfit as _crossfit
+from rackpower_nodes.core.health.learning import hour_sd as _hour_sd
+from rackpower_nodes.core.health.learning import nanquantile as _nanquantile
 from rackpower_nodes.core.health.minutes import Minutes, row_spacing, to_minutes
 from rackpower_nodes.core.health.psu import CURVE_LEN, fit_psu_curve, psu_figure
 from rackpower_nodes.core.health.types import HealthFrame
@@ -50,12 +59,18 @@ if TYPE_CHECKING:
 
 __all__ = ["DETECTORS", "FORMAT", "HealthModel", "HealthModelError"]
 
-FORMAT = "rackpower-health/3"
+FORMAT = "rackpower-health/4"
 #: (figure, sign) of each one-sided CUSUM a component may have
 DETECTORS = (("power", 1.0), ("power", -1.0), ("util", 1.0), ("bursts", 1.0), ("ripple", 1.0),
              ("psu", 1.0))
 _DAY_S = 86400.0
 _RIPPLE_FLOOR_W2 = 0.05
+#: quantile of the training minutes' ripple added to it before its log: a floor that keeps
+#: near-empty minutes from dominating, low so that an idle GPU server's few W² are not
+#: drowned by the hundreds its training jobs fill the band with (the median did that)
+RIPPLE_REF_Q = 0.1
+#: quiet minutes of training a component needs for a ripple detector
+MIN_QUIET_MIN = 60
 #: floor of a figure's innovation scale, in its own units (W, utilisation, bursts/min, log)
 _SIGMA_FLOOR = {"power": 0.5, "util": 0.01, "bursts": 0.2, "ripple": 0.05, "psu": 0.002}
 
@@ -97,6 +112,8 @@ class HealthModel:
     ripple_ref_w2: np.ndarray
     power_models: list[str]
     util_models: list[str | None]
+    #: per component: LightGBM model string of the expected log ripple
+    ripple_models: list[str]
     #: per component: base curve on utilisation (1.0) or traffic (0.0), (components, 4) fill
     #: values of its inputs and (components, 5) coefficients
     base_on_util: np.ndarray
@@ -156,11 +173,11 @@ class HealthModel:
             raise HealthModelError(f"fit: {len(mi)} minutes of data, need at least "
                                    f"{4 * cfg.folds}")
         m = len(names)
-        ripple_ref = np.nanmedian(np.where(mi.coverage >= cfg.min_coverage, mi.ripple, np.nan),
-                                  axis=0)
+        ripple_ref = _nanquantile(np.where(mi.coverage >= cfg.min_coverage, mi.ripple, np.nan),
+                                  RIPPLE_REF_Q)
         ripple_ref = np.maximum(np.nan_to_num(ripple_ref, nan=1.0), _RIPPLE_FLOOR_W2)
         model = cls(names, kinds, cfg.as_dict(), row_s, burst, ripple_ref, [""] * m,
-                    [None] * m, np.zeros(m), np.zeros((m, 4)), np.zeros((m, 5)),
+                    [None] * m, [""] * m, np.zeros(m), np.zeros((m, 4)), np.zeros((m, 5)),
                     *(np.full((m, len(DETECTORS)), np.nan) for _ in range(3)),
                     np.full((m, len(DETECTORS)), np.inf), np.full(m, np.nan),
                     np.full((m, len(DETECTORS)), np.nan), np.full(m, np.nan),
@@ -208,11 +225,19 @@ class HealthModel:
             self.psu_coef[j] = psu
             figures["psu"] = np.where(use, psu_figure(mi.psu_ratio[:, j], mi.psu_out[:, j],
                                                       psu), np.nan)
-        figures["ripple"] = np.where(use, np.log(np.maximum(mi.ripple[:, j], 0.0)
-                                                 + self.ripple_ref_w2[j]), np.nan)
-        rip = figures["ripple"]
-        rip_sd = float(np.nanstd(rip)) if np.isfinite(rip).sum() > 2 else 1.0
-        self.ripple_hour_sd[j] = _hour_sd((rip - np.nanmean(rip)) / max(rip_sd, 1e-9))
+        # the ripple's residual on what the workload explains (a GPU server's checkpoints
+        # and job changes fill the band, its idle hours leave it near empty), judged only
+        # in quiet minutes (_quiet_ripple)
+        log_rip = np.log(np.maximum(mi.ripple[:, j], 0.0) + self.ripple_ref_w2[j])
+        r_use = use & np.isfinite(log_rip)
+        oos_r = _crossfit(xp, log_rip, r_use, cfg)
+        self.ripple_models[j] = _booster(xp[r_use], log_rip[r_use], cfg).model_to_string()
+        rip = np.where(r_use, self._quiet_ripple(j, log_rip, oos_r), np.nan)
+        rip_sd = 1.0
+        if np.isfinite(rip).sum() >= MIN_QUIET_MIN:   # else no ripple detector: never quiet
+            figures["ripple"] = rip
+            rip_sd = float(np.nanstd(rip))
+            self.ripple_hour_sd[j] = _hour_sd((rip - np.nanmean(rip)) / max(rip_sd, 1e-9))
         active = [c for c, (fig, sign) in enumerate(DETECTORS) if fig in figures
                   and (sign > 0 or fig != "power" or cfg.alarm_on_drop)]
         arl0 = cfg.arl0_min * len(active)
@@ -230,11 +255,20 @@ class HealthModel:
             self.mu[j, c], self.phi[j, c], self.sigma[j, c], self.k[j, c] = mu, phi, sigma, k
             self.h[j, c] = threshold(z, arl0, k, seed=j * 10 + c, clip=cfg.z_clip)
 
+    def _quiet_ripple(self, j: int, log_ripple: np.ndarray, expected: np.ndarray
+                      ) -> np.ndarray:
+        """Component ``j``'s log ripple less its ``expected`` value, NaN in the minutes whose
+        expected band power (W²) is above ``ripple_quiet_w2``: there the workload fills the
+        band more than a fan's hunting could, which cannot be seen there."""
+        quiet = np.exp(expected) - self.ripple_ref_w2[j] <= self.config["ripple_quiet_w2"]
+        return np.where(quiet, log_ripple - expected, np.nan)
+
     # -- applying --------------------------------------------------------------------------
     def booster(self, kind: str, j: int) -> lgb.Booster | None:
         key = (kind, j)
         if key not in self._boosters:
-            text = (self.power_models if kind == "power" else self.util_models)[j]
+            text = {"power": self.power_models, "util": self.util_models,
+                    "ripple": self.ripple_models}[kind][j]
             booster = None
             if text:
                 import lightgbm as lgb
@@ -271,7 +305,12 @@ class HealthModel:
         ok = mi.coverage >= min_coverage
         power = np.where(ok, mi.board - exp_p, np.nan)
         util = np.where(ok, mi.util - exp_u, np.nan)
-        ripple = np.where(ok, np.log(np.maximum(mi.ripple, 0.0) + self.ripple_ref_w2), np.nan)
+        ripple = np.log(np.maximum(mi.ripple, 0.0) + self.ripple_ref_w2)
+        for j in range(len(self.names)):
+            rb = self.booster("ripple", j)
+            ripple[:, j] = np.nan if rb is None or not len(mi) else self._quiet_ripple(
+                j, ripple[:, j], rb.predict(_power_x(mi, j), num_threads=1))
+        ripple = np.where(ok, ripple, np.nan)
         psu = np.column_stack([psu_figure(mi.psu_ratio[:, j], mi.psu_out[:, j],
                                           self.psu_coef[j]) for j in range(len(self.names))])
         by_fig = {"power": power, "util": util, "bursts": np.where(ok, mi.bursts, np.nan),
@@ -292,6 +331,7 @@ class HealthModel:
                "burst_thr_w": _jsonable(self.burst_thr_w),
                "ripple_ref_w2": _jsonable(self.ripple_ref_w2),
                "power_models": self.power_models, "util_models": self.util_models,
+               "ripple_models": self.ripple_models,
                "base_on_util": _jsonable(self.base_on_util),
                "base_fill": _jsonable(self.base_fill), "base_coef": _jsonable(self.base_coef),
                "power_sd_w": _jsonable(self.power_sd_w), "k": _jsonable(self.k),
@@ -320,58 +360,11 @@ class HealthModel:
             arr[k] = np.where(np.isnan(arr[k]), np.inf, arr[k])
         return cls(tuple(doc["names"]), tuple(doc["kinds"]), dict(doc["config"]),
                    float(doc["row_s"]), arr["burst_thr_w"], arr["ripple_ref_w2"],
-                   list(doc["power_models"]), list(doc["util_models"]), arr["base_on_util"],
-                   arr["base_fill"], arr["base_coef"], arr["mu"], arr["phi"],
+                   list(doc["power_models"]), list(doc["util_models"]),
+                   list(doc["ripple_models"]), arr["base_on_util"], arr["base_fill"],
+                   arr["base_coef"], arr["mu"], arr["phi"],
                    arr["sigma"], arr["h"], arr["power_sd_w"], arr["k"], arr["util_hour_sd"],
                    arr["ripple_hour_sd"], arr["psu_coef"].reshape(-1, CURVE_LEN))
-
-
-def _booster(x: np.ndarray, y: np.ndarray, cfg: HealthConfig) -> lgb.Booster:
-    import lightgbm as lgb
-
-    params = {"objective": "huber", "alpha": 3.0 * float(np.std(y) + 1e-6),
-              "num_leaves": cfg.leaves, "min_data_in_leaf": cfg.min_leaf,
-              "learning_rate": 0.06, "num_threads": 1, "verbose": -1, "deterministic": True,
-              "seed": 0}
-    return lgb.train(params, lgb.Dataset(x, y), num_boost_round=cfg.trees)
-
-
-def _crossfit(x: np.ndarray, y: np.ndarray, use: np.ndarray, cfg: HealthConfig,
-              interleave: bool = False) -> np.ndarray:
-    """Out-of-sample predictions: each fold predicted by a model fitted on the rest. Folds
-    are contiguous parts of the history (what a new day looks like: hours of the day the
-    model did not see, which is what the detectors' thresholds must bear), or, with
-    ``interleave``, whole hours dealt in turn (hour i to fold i mod folds: the residual's
-    noise within a day, which "utilisation up" is judged against)."""
-    pred = np.full(len(y), np.nan)
-    idx = np.flatnonzero(use)
-    if interleave:
-        hour = (idx // 60) % cfg.folds
-        folds = [idx[hour == f] for f in range(cfg.folds)]
-    else:
-        folds = np.array_split(idx, cfg.folds)
-    for fold in folds:
-        train = np.setdiff1d(idx, fold)
-        if len(fold) == 0 or len(train) == 0:
-            continue
-        pred[fold] = _booster(x[train], y[train], cfg).predict(x[fold], num_threads=1)
-    return pred
-
-
-def _hour_sd(x: np.ndarray) -> float:
-    """Standard deviation of hour-long means of ``x`` (NaN as 0; NaN when under 2 h)."""
-    hourly = np.convolve(np.nan_to_num(x), np.ones(60) / 60, "valid")
-    return float(np.std(hourly)) if len(hourly) > 60 else float("nan")
-
-
-def _nanquantile(x: np.ndarray, q: float) -> np.ndarray:
-    """Per-column quantile of the finite values (NaN for a column with none)."""
-    out = np.full(x.shape[1], np.nan)
-    for j in range(x.shape[1]):
-        v = x[:, j][np.isfinite(x[:, j])]
-        if len(v):
-            out[j] = np.quantile(v, q)
-    return out
 
 
 def _concat(parts: list[Minutes]) -> Minutes:

@@ -46,9 +46,16 @@ class HealthConfig:
     psu_k: float = 1.0
     #: the ripple detector's k is at least this many standard deviations of a healthy hour's
     #: mean ripple (as the innovation a held shift of that size makes): a component whose
-    #: ripple wanders by hours (a GPU server under a training job) then needs a shift beyond
-    #: its wander. Components whose ripple is near white (hour sd ~0.13) keep ``cusum_k``
+    #: quiet minutes' ripple wanders by hours then needs a shift beyond its wander.
+    #: Components whose ripple is near white (hour sd ~0.13) keep ``cusum_k``
     wander_sds: float = 3.0
+    #: the ripple detector reads only minutes whose expected ripple band power is at most this,
+    #: W²: a fan hunting by up to ~10 W (5-25 W of wear, a ripple of 30-60 % of it) adds up
+    #: to ~50 W², so where the workload fills the band more (a GPU server under a training
+    #: job: hundreds to thousands of W²) a fan cannot be seen. 1-2U servers, switches and
+    #: storage stay under ~25 W² in every minute; a GPU server is read while idle or lightly
+    #: loaded
+    ripple_quiet_w2: float = 50.0
     #: the prewhitened utilisation CUSUM runs besides ``util_level``. Off: on the tuning
     #: seeds' fault-free weeks (6000-6006) it raised every false alarm of the ai rack's CPU
     #: hosts (3 in a week: their utilisation held ~0.1 above what one training day taught
@@ -111,8 +118,8 @@ class HealthConfig:
             if not isinstance(getattr(self, name), bool):
                 raise HealthConfigError(f"{name}: {getattr(self, name)!r}, expected a bool")
         positive = ("z_clip", "arl0_weeks", "cusum_k", "bursts_k", "psu_k", "util_level_k",
-                    "util_level_k_min", "wander_sds", "util_level_h", "scale_inflation",
-                    "burst_factor", "clear_after_s", "watch_score")
+                    "util_level_k_min", "wander_sds", "ripple_quiet_w2", "util_level_h",
+                    "scale_inflation", "burst_factor", "clear_after_s", "watch_score")
         for name in positive:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):

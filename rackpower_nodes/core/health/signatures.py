@@ -125,7 +125,7 @@ def name_cause(ev: Evidence) -> tuple[str, dict[str, float]]:
     evidence["util_bar"] = util_bar
     if top in ("util", "util_level") or util_up > util_bar:
         return "runaway_process", evidence
-    if top == "power_down" or shift < 0:
+    if top == "power_down" or (shift < 0 and top != "ripple"):
         return "sensor_offset", evidence
     ripple_bar = RIPPLE_Z if not np.isfinite(ev.ripple_hour_sd) else \
         max(RIPPLE_Z, UTIL_SDS * ev.ripple_hour_sd)

@@ -1,0 +1,65 @@
+"""What the health model's fits share: LightGBM boosters, out-of-sample predictions by
+cross-fitting, and the summaries its scales are read from.
+
+lightgbm is imported inside :func:`booster` (see :mod:`.baseline` on why).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from rackpower_nodes.core.health.config import HealthConfig
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+
+__all__ = ["booster", "crossfit", "hour_sd", "nanquantile"]
+
+
+def booster(x: np.ndarray, y: np.ndarray, cfg: HealthConfig) -> lgb.Booster:
+    import lightgbm as lgb
+
+    params = {"objective": "huber", "alpha": 3.0 * float(np.std(y) + 1e-6),
+              "num_leaves": cfg.leaves, "min_data_in_leaf": cfg.min_leaf,
+              "learning_rate": 0.06, "num_threads": 1, "verbose": -1, "deterministic": True,
+              "seed": 0}
+    return lgb.train(params, lgb.Dataset(x, y), num_boost_round=cfg.trees)
+
+
+def crossfit(x: np.ndarray, y: np.ndarray, use: np.ndarray, cfg: HealthConfig,
+              interleave: bool = False) -> np.ndarray:
+    """Out-of-sample predictions: each fold predicted by a model fitted on the rest. Folds
+    are contiguous parts of the history (what a new day looks like: hours of the day the
+    model did not see, which is what the detectors' thresholds must bear), or, with
+    ``interleave``, whole hours dealt in turn (hour i to fold i mod folds: the residual's
+    noise within a day, which "utilisation up" is judged against)."""
+    pred = np.full(len(y), np.nan)
+    idx = np.flatnonzero(use)
+    if interleave:
+        hour = (idx // 60) % cfg.folds
+        folds = [idx[hour == f] for f in range(cfg.folds)]
+    else:
+        folds = np.array_split(idx, cfg.folds)
+    for fold in folds:
+        train = np.setdiff1d(idx, fold)
+        if len(fold) == 0 or len(train) == 0:
+            continue
+        pred[fold] = booster(x[train], y[train], cfg).predict(x[fold], num_threads=1)
+    return pred
+
+
+def hour_sd(x: np.ndarray) -> float:
+    """Standard deviation of hour-long means of ``x`` (NaN as 0; NaN when under 2 h)."""
+    hourly = np.convolve(np.nan_to_num(x), np.ones(60) / 60, "valid")
+    return float(np.std(hourly)) if len(hourly) > 60 else float("nan")
+
+
+def nanquantile(x: np.ndarray, q: float) -> np.ndarray:
+    """Per-column quantile of the finite values (NaN for a column with none)."""
+    out = np.full(x.shape[1], np.nan)
+    for j in range(x.shape[1]):
+        v = x[:, j][np.isfinite(x[:, j])]
+        if len(v):
+            out[j] = np.quantile(v, q)
+    return out
