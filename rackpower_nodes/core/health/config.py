@@ -50,11 +50,11 @@ class HealthConfig:
     #: Components whose ripple is near white (hour sd ~0.13) keep ``cusum_k``
     wander_sds: float = 3.0
     #: the ripple detector reads only minutes whose expected ripple band power is at most this,
-    #: W²: a fan hunting by up to ~10 W (5-25 W of wear, a ripple of 30-60 % of it) adds up
-    #: to ~50 W², so where the workload fills the band more (a GPU server under a training
-    #: job: hundreds to thousands of W²) a fan cannot be seen. 1-2U servers, switches and
-    #: storage stay under ~25 W² in every minute; a GPU server is read while idle or lightly
-    #: loaded
+    #: W²: a fan hunting by 10 W adds ~50 W² (the simulator's worn fans, 5-25 W with a ripple
+    #: of 30-60 % of it, hunt by 1.5-15 W), so where the workload fills the band more (a GPU
+    #: server under a training job: hundreds to thousands of W²) a fan cannot be seen.
+    #: 1-2U servers, switches and storage expect a few W² (99 % of their minutes under
+    #: ~23 W² on the simulated racks); a GPU server is read while idle or lightly loaded
     ripple_quiet_w2: float = 50.0
     #: the prewhitened utilisation CUSUM runs besides ``util_level``. Off: on the tuning
     #: seeds' fault-free weeks (6000-6006) it raised every false alarm of the ai rack's CPU
