@@ -14,7 +14,7 @@ from rackpower_nodes.core.health.config import HealthConfig
 if TYPE_CHECKING:
     import lightgbm as lgb
 
-__all__ = ["booster", "crossfit", "hour_sd", "nanquantile"]
+__all__ = ["booster", "crossfit", "hat_weights", "hour_sd", "nanquantile"]
 
 
 def booster(x: np.ndarray, y: np.ndarray, cfg: HealthConfig) -> lgb.Booster:
@@ -63,3 +63,11 @@ def nanquantile(x: np.ndarray, q: float) -> np.ndarray:
         if len(v):
             out[j] = np.quantile(v, q)
     return out
+
+
+def hat_weights(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """(len(x), len(knots)): each value's weights on the increasing ``knots`` (piecewise
+    linear interpolation; held at the end knots beyond them): a least-squares fit on these
+    columns is a piecewise linear curve through the knots."""
+    eye = np.eye(len(knots))
+    return np.column_stack([np.interp(x, knots, eye[i]) for i in range(len(knots))])

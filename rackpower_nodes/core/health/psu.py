@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rackpower_nodes.core.health.learning import hat_weights
+
 __all__ = ["CURVE_LEN", "KNOTS", "fit_psu_curve", "psu_figure"]
 
 #: a component gets the PSU detector when this share of its usable minutes have readings
@@ -53,12 +55,6 @@ def _design(out_w: np.ndarray, scale: float) -> np.ndarray:
     x = np.asarray(out_w, dtype=np.float64) / scale
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.column_stack([np.ones_like(x), 1.0 / x, x])
-
-
-def _hats(out_w: np.ndarray, knots: np.ndarray) -> np.ndarray:
-    """(n, len(knots)): each output's weights on the knots (linear interpolation)."""
-    eye = np.eye(len(knots))
-    return np.column_stack([np.interp(out_w, knots, eye[i]) for i in range(len(knots))])
 
 
 def fit_psu_curve(ratio: np.ndarray, out_w: np.ndarray, use: np.ndarray) -> np.ndarray | None:
@@ -84,7 +80,7 @@ def fit_psu_curve(ratio: np.ndarray, out_w: np.ndarray, use: np.ndarray) -> np.n
     knots = np.unique(np.quantile(out, np.linspace(0.0, 1.0, k)))
     residual = r / (x @ curve[:3]) - 1.0
     curve[6:6 + len(knots)] = knots
-    curve[6 + KNOTS:6 + KNOTS + len(knots)] = np.linalg.lstsq(_hats(out, knots), residual,
+    curve[6 + KNOTS:6 + KNOTS + len(knots)] = np.linalg.lstsq(hat_weights(out, knots), residual,
                                                               rcond=None)[0]
     return curve
 

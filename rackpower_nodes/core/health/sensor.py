@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from rackpower_nodes.core.health.checks_config import ChecksConfig, Finding
+from rackpower_nodes.core.health.learning import hat_weights
 
 __all__ = ["ReferenceCheck", "decide_offset_gain"]
 
@@ -26,8 +27,7 @@ def hat_basis(t_s: np.ndarray, knot_s: float) -> np.ndarray:
     combination of its columns."""
     t = np.asarray(t_s, dtype=np.float64) - float(np.min(t_s))
     k = int(np.ceil(np.max(t) / knot_s)) + 1 if len(t) else 1
-    centers = np.arange(max(k, 1)) * knot_s
-    return np.clip(1.0 - np.abs(t[:, None] - centers[None, :]) / knot_s, 0.0, 1.0)
+    return hat_weights(t, np.arange(max(k, 1)) * knot_s)
 
 
 def decide_offset_gain(d_w: np.ndarray, ref_w: np.ndarray, t_s: np.ndarray,
