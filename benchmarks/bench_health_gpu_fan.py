@@ -3,11 +3,11 @@
 The evaluation CLI injects three faults a day on components drawn from the whole rack, so a
 fan fault lands on a GPU server only a few times per run. This puts one on each GPU server
 of the ai (4) and mixed (3) racks per day, sized and timed from the same ranges
-(``sim.faults.plan.RANGES["fan_wear"]``: 5-25 W, growth 4-16 h, linear or exponential;
-onsets 1-8 h), and watches 24 h with the health model learned on the fault-free training
-day (seed 100, as ``rackpower-health-eval``). Per fault: detected before it would stop the
-fan or not, the delay from onset and the cause named; per day the false alarms on the
-rack's other components and on the GPU servers before their onsets.
+(``sim.faults.plan.draw_fault`` on ``RANGES["fan_wear"]``: 5-25 W, growth 4-16 h, linear
+or exponential; onsets 1-8 h), and watches 24 h with the health model learned on the
+fault-free training day (seed 100, as ``rackpower-health-eval``). Per fault: detected
+before it would stop the fan or not, the delay from onset and the cause named; per day the
+false alarms on the rack's other components and on the GPU servers before their onsets.
 
 Usage (about 5 s per simulated day on one core):
     nice -n 10 .venv/bin/python benchmarks/bench_health_gpu_fan.py --seeds 90001-90007
@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # benchmark this checkout
 
 from rackpower_nodes.core.health import HealthConfig, HealthModel, HealthMonitor  # noqa: E402
-from rackpower_nodes.sim.faults.plan import RANGES  # noqa: E402
+from rackpower_nodes.sim.faults.plan import draw_fault  # noqa: E402
 from rackpower_nodes.sim.faults.spec import FaultSpec  # noqa: E402
 from rackpower_nodes.tools.health_eval_data import (  # noqa: E402
     fault_marks, replay, sim_frame)
@@ -41,16 +41,9 @@ def seeds_of(text: str) -> list[int]:
 
 
 def drawn_faults(gpus: list[str], seed: int) -> list[FaultSpec]:
-    """One fan fault per GPU server, drawn from the plan's ranges with ``seed``."""
-    rng, r = np.random.default_rng(seed), RANGES["fan_wear"]
-    out = []
-    for g in gpus:
-        onset, growth = rng.uniform(1, 8) * H, rng.uniform(*r.growth_h) * H
-        mag, profile = rng.uniform(*r.magnitude), str(rng.choice(r.growths))
-        to_fail = rng.uniform(*r.to_failure_h) * H
-        out.append(FaultSpec("fan_wear", g, onset, growth, mag, onset + growth + to_fail,
-                             profile, int(rng.integers(1 << 30))))
-    return out
+    """One fan fault per GPU server, drawn by the plan's own draw with ``seed``."""
+    rng = np.random.default_rng(seed)
+    return [draw_fault("fan_wear", g, rng, 1 * H, 8 * H) for g in gpus]
 
 
 def main(argv=None) -> int:

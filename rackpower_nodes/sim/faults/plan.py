@@ -21,7 +21,7 @@ from rackpower_nodes.sim.faults.effects import ALLOWED_KINDS
 from rackpower_nodes.sim.faults.spec import FaultSpec, FaultSpecError
 from rackpower_nodes.sim.rack_sim import PRESETS, load_config, preset_config
 
-__all__ = ["RANGES", "FaultRange", "parse_fault", "random_faults"]
+__all__ = ["RANGES", "FaultRange", "draw_fault", "parse_fault", "random_faults"]
 
 H = 3600.0
 
@@ -102,12 +102,14 @@ def random_faults(config_or_preset: str | Path | Mapping | object, seed: int,
         else:
             name = choices[int(rng.integers(len(choices)))]
         used.add(name)
-        out.append(_draw(kind, name, rng, start_s, end_s))
+        out.append(draw_fault(kind, name, rng, start_s, end_s))
     return out
 
 
-def _draw(kind: str, name: str, rng: np.random.Generator, start_s: float,
-          end_s: float) -> FaultSpec:
+def draw_fault(kind: str, name: str, rng: np.random.Generator, start_s: float,
+               end_s: float) -> FaultSpec:
+    """A fault of ``kind`` on component ``name`` sized, grown and timed from :data:`RANGES`
+    (onset uniform in ``[start_s, end_s)`` s), drawn from ``rng``."""
     r = RANGES[kind]
     magnitude = float(rng.uniform(*r.magnitude))
     if r.signed and rng.random() < 0.5:
