@@ -20,7 +20,7 @@ def test_clean_held_out_half_day_has_small_residuals(fitted):
     """On another clean tuning-seed half day the expected draw is within a few % of the
     board's minute mean for every non-GPU component, and the residuals are unbiased."""
     test = sim_frame(12, 121, "mixed")
-    mi = to_minutes(test, fitted.burst_thr_w, fitted.row_s)
+    mi = fitted.minutes(test)
     expected, util = fitted.expected(mi)
     res = mi.board - expected
     for j, name in enumerate(test.names):
@@ -41,10 +41,10 @@ def test_save_load_round_trip_gives_the_same_expectations(fitted, tmp_path):
     text = path.read_text()
     assert "pickle" not in text and text.startswith("{")
     back = HealthModel.load(path)
-    mi = to_minutes(sim_frame(12, 121, "mixed").rows(0, 3600), back.burst_thr_w, back.row_s)
+    mi = back.minutes(sim_frame(12, 121, "mixed").rows(0, 3600))
     for a, b in zip(fitted.expected(mi), back.expected(mi)):
         np.testing.assert_allclose(a, b, rtol=1e-9)
-    for k in ("mu", "phi", "sigma", "h", "burst_thr_w"):
+    for k in ("mu", "phi", "sigma", "h", "burst_thr_w", "burst_coef"):
         np.testing.assert_array_equal(getattr(fitted, k), getattr(back, k))
 
 
@@ -110,7 +110,7 @@ def test_the_ripple_is_read_in_quiet_minutes_against_what_the_workload_explains(
     and read in its idle ones, as the residual of its expected log ripple (near 0 on a
     held-out day). 1-2U servers, switches and storage are read in every covered minute."""
     test = sim_frame(12, 121, "mixed")
-    mi = to_minutes(test, fitted.burst_thr_w, fitted.row_s)
+    mi = fitted.minutes(test)
     fig, _ = fitted.figures(mi, 0.5)
     rip = fig[:, :, 4]                                       # DETECTORS[4]: ripple
     covered = mi.coverage >= 0.5
@@ -125,3 +125,44 @@ def test_the_ripple_is_read_in_quiet_minutes_against_what_the_workload_explains(
     assert np.all(np.isnan(rip[training, g]))
     assert np.isfinite(rip[idle, g]).mean() > 0.9
     assert abs(np.nanmean(rip[idle, g])) < 0.5
+
+def _storage_frame(seed: int, hours: float, step_p: float, pulses_per_min: float = 0.0
+                   ) -> HealthFrame:
+    """A storage node, 1 s rows: its load steps (probability ``step_p`` a second) move its
+    draw inside the second (in-row standard deviation +20 W per unit step, either way);
+    retry pulses (``pulses_per_min``, in the second half only) lift it by 3 W in seconds
+    without a step."""
+    rng = np.random.default_rng(seed)
+    n = int(hours * 3600)
+    levels = rng.uniform(0.1, 0.9, n)                  # a new level at each step
+    util = levels[np.maximum.accumulate(np.where(rng.random(n) < step_p, np.arange(n), 0))]
+    du = np.abs(np.diff(util, prepend=util[0]))
+    std = 1.0 + rng.gamma(4.0, 0.1, n) + 20.0 * du
+    pulse = (rng.random(n) < pulses_per_min / 60.0) & (du == 0) & (np.arange(n) >= n // 2)
+    std = std + 3.0 * pulse
+    mean = 200.0 + 100.0 * util + rng.normal(0.0, 1.0, n)
+    col = lambda a: np.asarray(a, np.float64)[:, None]    # noqa: E731
+    return HealthFrame(1.7e9 + np.arange(n, dtype=np.float64), ("stor-1",), ("storage",),
+                       col(mean), col(mean - 2 * std), col(mean + 2 * std), col(std),
+                       col(mean), col(util), col(np.full(n, 1e8)), col(np.full(n, 1e6)),
+                       col(np.full(n, np.nan)), col(np.zeros(n)))
+
+
+def test_bursts_are_counted_beyond_what_the_load_steps_explain():
+    """The burst score is the in-row standard deviation less what the row's utilisation
+    rise or fall explains (learned: ~20 W per unit here). So a busier load, 3x the steps
+    of the training day, counts about as many burst seconds as training (~2 % of seconds,
+    the threshold's quantile), while 2 retry pulses a minute without a step add their own;
+    read without the load term, the busier load alone would count many more."""
+    train = _storage_frame(1, 6.0, 0.05)
+    model = HealthModel.fit(train, HealthConfig())
+    assert np.allclose(model.burst_coef[0], 20.0, rtol=0.2), model.burst_coef
+    test = _storage_frame(2, 6.0, 0.15, pulses_per_min=2.0)
+    half = len(test.t_unix) // 2
+    calm, retrying = (model.minutes(test.rows(a, b)).bursts[:, 0]
+                      for a, b in ((0, half), (half, len(test.t_unix))))
+    assert 0.6 < calm.mean() < 2.4, calm.mean()
+    assert retrying.mean() > calm.mean() + 1.2, (calm.mean(), retrying.mean())
+    raw_thr = np.quantile(train.board_std_w[:, 0], 0.98)
+    raw = to_minutes(test.rows(0, half), np.array([raw_thr]), 1.0).bursts[:, 0]
+    assert raw.mean() > 2.0 * calm.mean(), (raw.mean(), calm.mean())

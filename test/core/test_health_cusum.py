@@ -11,7 +11,6 @@ from rackpower_nodes.core.health import HealthConfig, HealthModel
 from rackpower_nodes.core.health.baseline import DETECTORS
 from rackpower_nodes.core.health.cusum import (
     CusumBank, ar1, bootstrap_threshold, siegmund_arl0, siegmund_threshold, threshold)
-from rackpower_nodes.core.health.minutes import to_minutes
 
 
 @pytest.mark.parametrize("k", [0.25, 0.5, 1.0])
@@ -100,7 +99,7 @@ def test_empirical_false_alarm_rate_on_clean_days_is_near_the_stated_one():
     alarms, component_min = 0, 0
     for seed in (111, 112, 113):
         f = sim_frame(12, seed, "office")
-        x, _ = model.figures(to_minutes(f, model.burst_thr_w, model.row_s), cfg.min_coverage)
+        x, _ = model.figures(model.minutes(f), cfg.min_coverage)
         for j in range(len(model.names)):
             active = np.flatnonzero(np.isfinite(model.h[j]) & np.isfinite(model.sigma[j]))
             for c in active:

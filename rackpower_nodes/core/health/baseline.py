@@ -47,10 +47,11 @@ import numpy as np
 from rackpower_nodes.core.health.config import HealthConfig
 from rackpower_nodes.core.health.cusum import ar1, threshold
 from rackpower_nodes.core.health.learning import booster as _booster
+from rackpower_nodes.core.health.learning import burst_coef as _burst_coef
 from rackpower_nodes.core.health.learning import crossfit as _crossfit
 from rackpower_nodes.core.health.learning import hour_sd as _hour_sd
 from rackpower_nodes.core.health.learning import nanquantile as _nanquantile
-from rackpower_nodes.core.health.minutes import Minutes, row_spacing, to_minutes
+from rackpower_nodes.core.health.minutes import Minutes, burst_score, row_spacing, to_minutes
 from rackpower_nodes.core.health.psu import CURVE_LEN, fit_psu_curve, psu_figure
 from rackpower_nodes.core.health.types import HealthFrame
 
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DETECTORS", "FORMAT", "HealthModel", "HealthModelError"]
 
-FORMAT = "rackpower-health/4"
+FORMAT = "rackpower-health/5"
 #: (figure, sign) of each one-sided CUSUM a component may have
 DETECTORS = (("power", 1.0), ("power", -1.0), ("util", 1.0), ("bursts", 1.0), ("ripple", 1.0),
              ("psu", 1.0))
@@ -137,12 +138,17 @@ class HealthModel:
     #: coefficients and scale, the outputs trained on, the correction's knots; :mod:`.psu`;
     #: NaN: no PSU readings)
     psu_coef: np.ndarray | None = None
+    #: (components, 2): the board's in-row standard deviation per unit utilisation rise and
+    #: fall in the row, W, taken out of the burst score (:func:`.minutes.burst_score`)
+    burst_coef: np.ndarray | None = None
     _boosters: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         m = len(self.names)
         if self.psu_coef is None:
             self.psu_coef = np.full((m, CURVE_LEN), np.nan)
+        if self.burst_coef is None:
+            self.burst_coef = np.zeros((m, 2))
 
     # -- fitting ---------------------------------------------------------------------------
     @classmethod
@@ -164,10 +170,11 @@ class HealthModel:
             if f.names != names:
                 raise HealthModelError(f"fit: frame names {f.names} differ from {names}")
         row_s = row_spacing(np.concatenate([f.t_unix for f in frames]))
-        gap = np.concatenate([f.board_max_w - f.board_mean_w for f in frames]).astype(float)
-        burst = _nanquantile(gap, cfg.burst_quantile)
+        coef = _burst_coef(frames)
+        score = np.concatenate([burst_score(f, coef) for f in frames])
+        burst = _nanquantile(score, cfg.burst_quantile)
         burst = np.where(np.isfinite(burst), burst * cfg.burst_factor, np.inf)
-        parts = [to_minutes(f, burst, row_s) for f in frames]
+        parts = [to_minutes(f, burst, row_s, coef) for f in frames]
         mi = _concat(parts)
         if len(mi) < 4 * cfg.folds:
             raise HealthModelError(f"fit: {len(mi)} minutes of data, need at least "
@@ -181,7 +188,7 @@ class HealthModel:
                     *(np.full((m, len(DETECTORS)), np.nan) for _ in range(3)),
                     np.full((m, len(DETECTORS)), np.inf), np.full(m, np.nan),
                     np.full((m, len(DETECTORS)), np.nan), np.full(m, np.nan),
-                    np.full(m, np.nan))
+                    np.full(m, np.nan), burst_coef=coef)
         for j in range(m):
             model._fit_component(j, mi, cfg)
         return model
@@ -322,6 +329,12 @@ class HealthModel:
                     out[:, :, c] -= sign * dead_frac * np.abs(exp_p)
         return out, exp_p
 
+    def minutes(self, frame: HealthFrame, util_before: np.ndarray | None = None) -> Minutes:
+        """``frame`` per minute as this model reads it (its burst threshold and load terms,
+        its row spacing); ``util_before``: the utilisation of the row just before the
+        frame's first, if known (:func:`.minutes.load_steps`)."""
+        return to_minutes(frame, self.burst_thr_w, self.row_s, self.burst_coef, util_before)
+
     # -- files -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write the model as one JSON file."""
@@ -337,7 +350,7 @@ class HealthModel:
                "power_sd_w": _jsonable(self.power_sd_w), "k": _jsonable(self.k),
                "util_hour_sd": _jsonable(self.util_hour_sd),
                "ripple_hour_sd": _jsonable(self.ripple_hour_sd),
-               "psu_coef": _jsonable(self.psu_coef),
+               "psu_coef": _jsonable(self.psu_coef), "burst_coef": _jsonable(self.burst_coef),
                **{k: _jsonable(getattr(self, k)) for k in ("mu", "phi", "sigma", "h")}}
         path.write_text(json.dumps(doc))
         return path
@@ -355,7 +368,7 @@ class HealthModel:
         arr = {k: _array(doc[k]) for k in ("burst_thr_w", "ripple_ref_w2", "power_sd_w", "mu",
                                            "phi", "sigma", "h", "base_on_util", "base_fill",
                                            "base_coef", "k", "util_hour_sd",
-                                           "ripple_hour_sd", "psu_coef")}
+                                           "ripple_hour_sd", "psu_coef", "burst_coef")}
         for k in ("burst_thr_w", "h"):     # inf was written as null
             arr[k] = np.where(np.isnan(arr[k]), np.inf, arr[k])
         return cls(tuple(doc["names"]), tuple(doc["kinds"]), dict(doc["config"]),
@@ -364,7 +377,8 @@ class HealthModel:
                    list(doc["ripple_models"]), arr["base_on_util"], arr["base_fill"],
                    arr["base_coef"], arr["mu"], arr["phi"],
                    arr["sigma"], arr["h"], arr["power_sd_w"], arr["k"], arr["util_hour_sd"],
-                   arr["ripple_hour_sd"], arr["psu_coef"].reshape(-1, CURVE_LEN))
+                   arr["ripple_hour_sd"], arr["psu_coef"].reshape(-1, CURVE_LEN),
+                   arr["burst_coef"].reshape(-1, 2))
 
 
 def _concat(parts: list[Minutes]) -> Minutes:

@@ -93,8 +93,9 @@ class HealthConfig:
     trees: int = 120
     leaves: int = 8
     min_leaf: int = 30
-    #: a row is a burst when board max - mean exceeds ``burst_factor`` x the training's
-    #: ``burst_quantile`` of that gap
+    #: a row is a burst when its burst score (in-row standard deviation less what the load's
+    #: steps explain, :func:`.minutes.burst_score`) exceeds ``burst_factor`` x the
+    #: training's ``burst_quantile`` of that score
     burst_quantile: float = 0.98
     burst_factor: float = 1.0
     #: a minute needs this share of its rows to be used (else it is skipped)

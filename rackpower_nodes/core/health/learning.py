@@ -1,5 +1,5 @@
 """What the health model's fits share: LightGBM boosters, out-of-sample predictions by
-cross-fitting, and the summaries its scales are read from.
+cross-fitting, the summaries its scales are read from, and the burst score's load terms.
 
 lightgbm is imported inside :func:`booster` (see :mod:`.baseline` on why).
 """
@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rackpower_nodes.core.health.config import HealthConfig
+from rackpower_nodes.core.health.minutes import load_steps
+from rackpower_nodes.core.health.types import HealthFrame
 
 if TYPE_CHECKING:
     import lightgbm as lgb
 
-__all__ = ["booster", "crossfit", "hat_weights", "hour_sd", "nanquantile"]
+__all__ = ["booster", "burst_coef", "crossfit", "hat_weights", "hour_sd", "nanquantile"]
 
 
 def booster(x: np.ndarray, y: np.ndarray, cfg: HealthConfig) -> lgb.Booster:
@@ -71,3 +73,19 @@ def hat_weights(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
     columns is a piecewise linear curve through the knots."""
     eye = np.eye(len(knots))
     return np.column_stack([np.interp(x, knots, eye[i]) for i in range(len(knots))])
+
+
+def burst_coef(frames: list[HealthFrame]) -> np.ndarray:
+    """(components, 2): least squares of the board's in-row standard deviation on the row's
+    utilisation rise and fall (and a constant), per component; a negative slope (noise)
+    and a component without utilisation give 0."""
+    std = np.concatenate([f.board_std_w for f in frames]).astype(np.float64)
+    steps = np.concatenate([load_steps(f.util) for f in frames])
+    coef = np.zeros((std.shape[1], 2))
+    for j in range(std.shape[1]):
+        ok = np.isfinite(std[:, j])
+        if ok.sum() < 10 or not steps[ok, j].any():
+            continue
+        x = np.column_stack([steps[ok, j], np.ones(int(ok.sum()))])
+        coef[j] = np.maximum(np.linalg.lstsq(x, std[ok, j], rcond=None)[0][:2], 0.0)
+    return coef

@@ -4,8 +4,11 @@ Rows may be 1 s or 2 s apart (the BSC traces are 2 s) or have gaps: a minute is 
 minute ``floor(t / 60)``, its figures are the means of the rows inside it, and ``coverage`` says
 what share of the minute's expected rows were there. Besides the means, each minute carries
 
-- ``bursts``: how many of its rows had ``board_max - board_mean`` above a per-component burst
-  threshold (a short spike inside the row: a disk retrying, a fan catching);
+- ``bursts``: how many of its rows had a *burst score* above a per-component threshold (a
+  short pulse inside the row: a disk retrying, a fan catching). The score
+  (:func:`burst_score`) is the board's standard deviation within the row less what the
+  host's utilisation explains: a load that rose or fell during the row moves the draw
+  inside it too (a CPU's turbo overshoot, its power's lag), which is workload, not a fault;
 - ``ripple``: the power of the board's per-row mean in the 15-60 s period band (FFT bins 1-4 of
   the minute), W², after removing the minute's mean, its linear trend and the part explained by
   the host's utilisation and its served request rate (a fan bearing's periodic ripple shows
@@ -23,7 +26,8 @@ import numpy as np
 
 from rackpower_nodes.core.health.types import HealthFrame
 
-__all__ = ["MINUTE_S", "PSU_MIN_W", "Minutes", "row_spacing", "to_minutes"]
+__all__ = ["MINUTE_S", "PSU_MIN_W", "Minutes", "burst_score", "load_steps", "row_spacing",
+           "to_minutes"]
 
 MINUTE_S = 60.0
 #: PSU readings below this (W) say nothing about efficiency (an outlet out, a PSU idle)
@@ -73,10 +77,35 @@ def _means(x: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan), counts
 
 
+def load_steps(util: np.ndarray, util_before: np.ndarray | None = None) -> np.ndarray:
+    """(rows, components, 2): each row's utilisation rise and fall from the row before (0
+    where either is unknown; the first row's from ``util_before``, the row before it, if
+    given)."""
+    u = np.asarray(util, dtype=np.float64)
+    prev = np.full((1, u.shape[1]), np.nan) if util_before is None else \
+        np.asarray(util_before, dtype=np.float64).reshape(1, -1)
+    du = np.nan_to_num(np.diff(u, axis=0, prepend=prev), nan=0.0)
+    return np.stack([np.maximum(du, 0.0), np.maximum(-du, 0.0)], axis=2)
+
+
+def burst_score(frame: HealthFrame, burst_coef: np.ndarray | None = None,
+                util_before: np.ndarray | None = None) -> np.ndarray:
+    """(rows, components): the board's standard deviation within each row (W) less
+    ``burst_coef`` (components, 2: W per unit utilisation rise and fall, None: 0) times the
+    row's :func:`load_steps`. NaN where the row has no standard deviation."""
+    std = np.asarray(frame.board_std_w, dtype=np.float64)
+    if burst_coef is None:
+        return std
+    steps = load_steps(frame.util, util_before)
+    return std - np.einsum("rcs,cs->rc", steps, np.asarray(burst_coef, dtype=np.float64))
+
+
 def to_minutes(frame: HealthFrame, burst_thr_w: np.ndarray | None = None,
-               row_s: float | None = None) -> Minutes:
-    """Summarise ``frame`` per minute; ``burst_thr_w`` (components,) the burst threshold, W
-    (None: ``bursts`` all NaN); ``row_s`` the row spacing (None: from the rows)."""
+               row_s: float | None = None, burst_coef: np.ndarray | None = None,
+               util_before: np.ndarray | None = None) -> Minutes:
+    """Summarise ``frame`` per minute; ``burst_thr_w`` (components,) the burst threshold on
+    :func:`burst_score` with ``burst_coef`` and ``util_before``, W (None: ``bursts`` all
+    NaN); ``row_s`` the row spacing (None: from the rows)."""
     t = frame.t_unix
     m = len(frame.names)
     if len(t) == 0:
@@ -87,7 +116,7 @@ def to_minutes(frame: HealthFrame, burst_thr_w: np.ndarray | None = None,
     starts = np.flatnonzero(np.r_[True, np.diff(minute) > 0])
     t_min = minute[starts] * MINUTE_S
     f64 = {f: np.asarray(getattr(frame, f), dtype=np.float64) for f in
-           ("board_mean_w", "board_max_w", "ref_w", "util", "disk_bps", "net_bps",
+           ("board_mean_w", "ref_w", "util", "disk_bps", "net_bps",
             "app_rate", "job_running", "psu_in_w", "psu_out_w")}
     board, n_board = _means(f64["board_mean_w"], starts)
     coverage = np.minimum(n_board / (MINUTE_S / row_s), 1.0)
@@ -100,8 +129,8 @@ def to_minutes(frame: HealthFrame, burst_thr_w: np.ndarray | None = None,
     if burst_thr_w is None:
         bursts = np.full(board.shape, np.nan)
     else:
-        gap = f64["board_max_w"] - f64["board_mean_w"]
-        hit = np.where(np.isfinite(gap), gap > np.asarray(burst_thr_w)[None, :], False)
+        score = burst_score(frame, burst_coef, util_before)
+        hit = np.where(np.isfinite(score), score > np.asarray(burst_thr_w)[None, :], False)
         bursts = np.add.reduceat(hit.astype(np.float64), starts, axis=0)
         bursts = np.where(n_board > 0, bursts * (MINUTE_S / row_s) / np.maximum(n_board, 1),
                           np.nan)

@@ -33,7 +33,7 @@ from rackpower_nodes.core.health.baseline import DETECTORS, HealthModel, HealthM
 from rackpower_nodes.core.health.checks import PhysicalChecks
 from rackpower_nodes.core.health.config import HealthConfig
 from rackpower_nodes.core.health.cusum import CusumBank
-from rackpower_nodes.core.health.minutes import MINUTE_S, to_minutes
+from rackpower_nodes.core.health.minutes import MINUTE_S
 from rackpower_nodes.core.health.signatures import Evidence, name_cause
 from rackpower_nodes.core.health.types import (
     SENSOR_FAULTS, FlaggedInterval, HealthFrame, HealthFrameError, HealthVerdict)
@@ -84,6 +84,8 @@ class HealthMonitor:
         self.model = model
         self.checks = PhysicalChecks(self.names, self.kinds, cfg.checks)
         self._pending: HealthFrame | None = None
+        #: the last judged row's time and utilisation: the row before the next chunk's first
+        self._row_last: tuple[float, np.ndarray] | None = None
         self._t_last = -math.inf
         if model is not None:
             self._active = np.isfinite(model.h) & np.isfinite(model.sigma)
@@ -155,7 +157,12 @@ class HealthMonitor:
         self._pending = rows.rows(cut, len(t)) if cut < len(t) else None
         if cut == 0:
             return
-        mi = to_minutes(rows.rows(0, cut), self.model.burst_thr_w, self.model.row_s)
+        done_rows = rows.rows(0, cut)
+        before = None
+        if self._row_last is not None and t[0] - self._row_last[0] <= 1.5 * self.model.row_s:
+            before = self._row_last[1]
+        mi = self.model.minutes(done_rows, before)
+        self._row_last = (float(t[cut - 1]), np.asarray(done_rows.util[-1], dtype=np.float64))
         x, expected = self.model.figures(mi, self.config.min_coverage,
                                          self.config.dead_zone_frac)
         u_res = np.where(self._util_on[None], x[:, :, 2], np.nan)

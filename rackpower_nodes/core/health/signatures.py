@@ -7,10 +7,11 @@ findings (sensor faults, outlet dropouts) are decided elsewhere and take precede
 (:mod:`.monitor`). Reasoning per class:
 
 - **disk_retries** (storage only): a failing drive re-seeks and re-reads in short bursts of
-  a few W lasting under a couple of seconds. Within a second such a burst lifts the board's
-  maximum above its mean, so the minute's count of *burst seconds* (``board_max -
-  board_mean`` above its training quantile) rises well above its normal rate, while the
-  minute-mean power moves little. Named when the burst detector carries the most evidence.
+  a few W lasting under a couple of seconds. Such a burst lifts the board's standard
+  deviation within its second, so the minute's count of *burst seconds* (that deviation,
+  less what the host's load steps explain, above its training quantile) rises above its
+  normal rate, while the minute-mean power moves little. Named when the burst detector
+  carries the most evidence.
 - **runaway_process**: a process nobody started keeps the CPU busy. Utilisation rises above
   what the workload explains (no job running, request rate and time of day: the
   expected-utilisation model), and power rises *with* it, consistent with the power-vs-
