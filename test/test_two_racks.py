@@ -95,6 +95,16 @@ class Watch:
                 and self.written.get(f"/{rack}/power_allocation", 0) > 0
                 and all(self.count[f"/{rack}/{s}"] >= 20 for s in STREAMS))
 
+    def missing(self, rack: str) -> str:
+        """What :meth:`up` still waits for (said when the wait fails)."""
+        present = {f"{ns.rstrip('/')}/{name}"
+                   for name, ns in self.node.get_node_names_and_namespaces()}
+        nodes = [n for n in NODES if f"/{rack}/{n}" not in present]
+        written = {s: self.written.get(f"/{rack}/{s}", 0)
+                   for s in ("power_samples", "power_allocation")}
+        counts = {s: self.count[f"/{rack}/{s}"] for s in STREAMS}
+        return f"{rack} up: nodes not seen {nodes}, recorder wrote {written}, received {counts}"
+
 
 def _launch(ros_env, tmp: Path, rack: str) -> LaunchedGraph:
     spec = RACKS[rack]
@@ -241,7 +251,8 @@ def test_two_racks_in_one_domain_share_nothing(ros2, ros_env, tmp_path):
         with watching(Watch) as watch:
             graphs.update((rack, _launch(ros_env, tmp_path, rack)) for rack in RACKS)
             for rack, graph in graphs.items():
-                graph.wait_until(lambda r=rack: watch.up(r), UP_TIMEOUT_S, f"{rack} up")
+                graph.wait_until(lambda r=rack: watch.up(r), UP_TIMEOUT_S,
+                                 lambda r=rack: watch.missing(r))
             t_up = time.monotonic() - t0
             for rack in RACKS:
                 for stream in STREAMS:

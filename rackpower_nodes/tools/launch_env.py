@@ -149,16 +149,18 @@ LAUNCH_EXITED = re.compile(r"\[(?:INFO|ERROR)\] \[(?P<proc>[\w.-]+)\]: process h
 
 
 def wait_while_running(proc: subprocess.Popen, name: str, condition, timeout_s: float,
-                       what: str, output) -> None:
+                       what, output) -> None:
     """Until `condition()` holds while `proc` (`name`) runs; AssertionError naming `what`
-    with the tail of `output()` after `timeout_s`, or when `proc` exits first."""
+    (a string, or a callable giving one when it fails: what was still missing) with the
+    tail of `output()` after `timeout_s`, or when `proc` exits first."""
     deadline = time.monotonic() + timeout_s
+    said = what if callable(what) else lambda: what
     while not condition():
         if proc.poll() is not None:
-            raise AssertionError(f"{name} exited ({proc.returncode}) before {what}:\n"
+            raise AssertionError(f"{name} exited ({proc.returncode}) before {said()}:\n"
                                  f"{output()[-4000:]}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout_s:g} s:\n{output()[-4000:]}")
+            raise AssertionError(f"no {said()} within {timeout_s:g} s:\n{output()[-4000:]}")
         time.sleep(0.1)
 
 
@@ -248,9 +250,10 @@ class LaunchedGraph:
         with self._lock:
             return [r for r in self.runs if r.name.rsplit("-", 1)[0] == executable]
 
-    def wait_until(self, condition, timeout_s: float, what: str) -> None:
-        """Until `condition()` holds; AssertionError naming `what` and the output's tail
-        after `timeout_s`, or when launch exits first."""
+    def wait_until(self, condition, timeout_s: float, what) -> None:
+        """Until `condition()` holds; AssertionError naming `what` (or what the callable
+        `what` says then) and the output's tail after `timeout_s`, or when launch exits
+        first."""
         wait_while_running(self.proc, "ros2 launch", condition, timeout_s, what,
                            lambda: self.output)
 

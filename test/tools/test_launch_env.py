@@ -1,9 +1,15 @@
 """rackpower_nodes.tools.launch_env: telling launch's own ignored Ctrl-C from a traceback of
-a process of the graph, and a node's shutdown report of a hang in rclpy's teardown from any
-other hang."""
+a process of the graph, a node's shutdown report of a hang in rclpy's teardown from any
+other hang, and what a failed wait says."""
 from __future__ import annotations
 
-from rackpower_nodes.tools.launch_env import dds_teardown_hangs, without_launch_interrupts
+import subprocess
+import sys
+
+import pytest
+
+from rackpower_nodes.tools.launch_env import (
+    dds_teardown_hangs, wait_while_running, without_launch_interrupts)
 
 LAUNCH_OWN = (
     "Exception ignored in: <function WeakSet.__init__.<locals>._remove at 0x7f266f95fe20>\n"
@@ -89,3 +95,28 @@ def test_reports_of_two_processes_interleaved_are_told_apart():
     mixed += "".join(a.splitlines(True)[len(b.splitlines()):])
     assert dds_teardown_hangs(mixed) == {
         "host_telemetry-3": f"{SITE}/rclpy/publisher.py in destroy"}
+
+
+def test_a_failed_wait_says_what_was_still_missing_when_it_gave_up():
+    """`what` may be a callable: it is asked when the wait fails, so the message holds what
+    the condition still lacked then (not what it lacked when the wait began)."""
+    state = {"seen": 0}
+
+    def condition():
+        state["seen"] += 1
+        return False
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with pytest.raises(AssertionError) as err:
+            wait_while_running(proc, "sleeper", condition, 0.3,
+                               lambda: f"the thing ({state['seen']} checks)", lambda: "tail")
+        assert "no the thing (" in str(err.value) and "tail" in str(err.value)
+        assert f"({state['seen']} checks)" in str(err.value) and state["seen"] > 1
+    finally:
+        proc.kill()
+        proc.wait()
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    with pytest.raises(AssertionError, match=r"sleeper exited \(0\) before a plain string"):
+        wait_while_running(done, "sleeper", lambda: False, 5.0, "a plain string", lambda: "")
