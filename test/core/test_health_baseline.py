@@ -8,7 +8,7 @@ from helpers.health_sim import sim_frame
 
 from rackpower_nodes.core.health import (
     HealthConfig, HealthConfigError, HealthFrame, HealthModel, HealthModelError)
-from rackpower_nodes.core.health.minutes import to_minutes
+from rackpower_nodes.core.health.minutes import job_moved, to_minutes
 
 
 @pytest.fixture(scope="module")
@@ -108,15 +108,19 @@ def test_the_ripple_is_read_in_quiet_minutes_against_what_the_workload_explains(
     """A GPU server's training jobs fill the ripple band with hundreds of W² (checkpoints,
     job changes): there a fan cannot be seen, so its ripple figure is NaN in those minutes
     and read in its idle ones, as the residual of its expected log ripple (near 0 on a
-    held-out day). 1-2U servers, switches and storage are read in every covered minute."""
+    held-out day). 1-2U servers, switches and storage are read in every covered minute but
+    those in which a job started or ended, or the minute after (a step of the draw, not a
+    fan): NaN there on every component."""
     test = sim_frame(12, 121, "mixed")
     mi = fitted.minutes(test)
     fig, _ = fitted.figures(mi, 0.5)
     rip = fig[:, :, 4]                                       # DETECTORS[4]: ripple
     covered = mi.coverage >= 0.5
+    moved = job_moved(mi.job, mi.t_min)
+    assert moved.sum() > 20 and np.all(np.isnan(rip[moved]))
     for j, name in enumerate(test.names):
         if not name.startswith("gpu"):
-            assert np.all(np.isfinite(rip[covered[:, j], j])), name
+            assert np.all(np.isfinite(rip[covered[:, j] & ~moved[:, j], j])), name
             assert abs(np.nanmean(rip[:, j])) < 0.3, name
     g = test.names.index("gpu01")
     training = covered[:, g] & (mi.job[:, g] > 0.5) & (mi.ripple[:, g] > 100.0)
@@ -166,3 +170,15 @@ def test_bursts_are_counted_beyond_what_the_load_steps_explain():
     raw_thr = np.quantile(train.board_std_w[:, 0], 0.98)
     raw = to_minutes(test.rows(0, half), np.array([raw_thr]), 1.0).bursts[:, 0]
     assert raw.mean() > 2.0 * calm.mean(), (raw.mean(), calm.mean())
+
+
+def test_job_moved_marks_the_minute_of_a_start_or_end_and_the_one_after():
+    """Job shares per minute (two components): a minute whose share is strictly between 0
+    and 1, or whose share differs from the adjacent minute before, is marked; the minute
+    before the first comes from ``job_before``; minutes after a gap know nothing before."""
+    t = 60.0 * np.array([0, 1, 2, 3, 4, 6, 7])
+    job = np.array([[0, 1], [0, 1], [0.5, 1], [1, 1], [1, 0], [0, 0], [0, np.nan]])
+    moved = job_moved(job, t, job_before=np.array([0.0, 0.0]))
+    assert moved[:, 0].tolist() == [False, False, True, True, False, False, False]
+    assert moved[:, 1].tolist() == [True, False, False, False, True, False, False]
+    assert job_moved(job, t)[0].tolist() == [False, False]

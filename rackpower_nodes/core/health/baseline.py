@@ -51,7 +51,8 @@ from rackpower_nodes.core.health.learning import burst_coef as _burst_coef
 from rackpower_nodes.core.health.learning import crossfit as _crossfit
 from rackpower_nodes.core.health.learning import hour_sd as _hour_sd
 from rackpower_nodes.core.health.learning import nanquantile as _nanquantile
-from rackpower_nodes.core.health.minutes import Minutes, burst_score, row_spacing, to_minutes
+from rackpower_nodes.core.health.minutes import (
+    Minutes, burst_score, job_moved, row_spacing, to_minutes)
 from rackpower_nodes.core.health.psu import CURVE_LEN, fit_psu_curve, psu_figure
 from rackpower_nodes.core.health.types import HealthFrame
 
@@ -239,7 +240,8 @@ class HealthModel:
         r_use = use & np.isfinite(log_rip)
         oos_r = _crossfit(xp, log_rip, r_use, cfg)
         self.ripple_models[j] = _booster(xp[r_use], log_rip[r_use], cfg).model_to_string()
-        rip = np.where(r_use, self._quiet_ripple(j, log_rip, oos_r), np.nan)
+        moved = job_moved(mi.job[:, j:j + 1], mi.t_min)[:, 0]
+        rip = np.where(r_use, self._quiet_ripple(j, log_rip, oos_r, moved), np.nan)
         rip_sd = 1.0
         if np.isfinite(rip).sum() >= MIN_QUIET_MIN:   # else no ripple detector: never quiet
             figures["ripple"] = rip
@@ -262,13 +264,15 @@ class HealthModel:
             self.mu[j, c], self.phi[j, c], self.sigma[j, c], self.k[j, c] = mu, phi, sigma, k
             self.h[j, c] = threshold(z, arl0, k, seed=j * 10 + c, clip=cfg.z_clip)
 
-    def _quiet_ripple(self, j: int, log_ripple: np.ndarray, expected: np.ndarray
-                      ) -> np.ndarray:
+    def _quiet_ripple(self, j: int, log_ripple: np.ndarray, expected: np.ndarray,
+                      moved: np.ndarray) -> np.ndarray:
         """Component ``j``'s log ripple less its ``expected`` value, NaN in the minutes whose
-        expected band power (W²) is above ``ripple_quiet_w2``: there the workload fills the
-        band more than a fan's hunting could, which cannot be seen there."""
+        expected band power (W²) is above ``ripple_quiet_w2`` (the workload fills the band
+        more than a fan's hunting could) or in which a job ``moved`` (:func:`job_moved`: a
+        step of the draw, kW on a GPU server, fills the band; a training day holds too few
+        such minutes for the expected ripple to learn them)."""
         quiet = np.exp(expected) - self.ripple_ref_w2[j] <= self.config["ripple_quiet_w2"]
-        return np.where(quiet, log_ripple - expected, np.nan)
+        return np.where(quiet & ~moved, log_ripple - expected, np.nan)
 
     # -- applying --------------------------------------------------------------------------
     def booster(self, kind: str, j: int) -> lgb.Booster | None:
@@ -302,21 +306,22 @@ class HealthModel:
                 util[:, j] = ub.predict(_util_x(mi, j), num_threads=1)
         return power, util
 
-    def figures(self, mi: Minutes, min_coverage: float, dead_frac: float = 0.0
-                ) -> tuple[np.ndarray, np.ndarray]:
+    def figures(self, mi: Minutes, min_coverage: float, dead_frac: float = 0.0,
+                job_before: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Detector figures ``(minutes, components, len(DETECTORS))`` and expected power;
         ``dead_frac``: the power residual is moved towards zero by this fraction of the
         expected draw for both power detectors (a dead zone: shifts smaller than it do not
-        accumulate)."""
+        accumulate); ``job_before``: the minute before ``mi``'s first (:func:`job_moved`)."""
         exp_p, exp_u = self.expected(mi)
         ok = mi.coverage >= min_coverage
         power = np.where(ok, mi.board - exp_p, np.nan)
         util = np.where(ok, mi.util - exp_u, np.nan)
         ripple = np.log(np.maximum(mi.ripple, 0.0) + self.ripple_ref_w2)
+        moved = job_moved(mi.job, mi.t_min, job_before)
         for j in range(len(self.names)):
             rb = self.booster("ripple", j)
             ripple[:, j] = np.nan if rb is None or not len(mi) else self._quiet_ripple(
-                j, ripple[:, j], rb.predict(_power_x(mi, j), num_threads=1))
+                j, ripple[:, j], rb.predict(_power_x(mi, j), num_threads=1), moved[:, j])
         ripple = np.where(ok, ripple, np.nan)
         psu = np.column_stack([psu_figure(mi.psu_ratio[:, j], mi.psu_out[:, j],
                                           self.psu_coef[j]) for j in range(len(self.names))])

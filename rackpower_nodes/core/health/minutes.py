@@ -26,8 +26,8 @@ import numpy as np
 
 from rackpower_nodes.core.health.types import HealthFrame
 
-__all__ = ["MINUTE_S", "PSU_MIN_W", "Minutes", "burst_score", "load_steps", "row_spacing",
-           "to_minutes"]
+__all__ = ["MINUTE_S", "PSU_MIN_W", "Minutes", "burst_score", "job_moved", "load_steps",
+           "row_spacing", "to_minutes"]
 
 MINUTE_S = 60.0
 #: PSU readings below this (W) say nothing about efficiency (an outlet out, a PSU idle)
@@ -98,6 +98,25 @@ def burst_score(frame: HealthFrame, burst_coef: np.ndarray | None = None,
         return std
     steps = load_steps(frame.util, util_before)
     return std - np.einsum("rcs,cs->rc", steps, np.asarray(burst_coef, dtype=np.float64))
+
+
+def job_moved(job: np.ndarray, t_min: np.ndarray, job_before: np.ndarray | None = None
+              ) -> np.ndarray:
+    """(minutes, components) bool: a job started or ended in the minute or in the one before
+    (its share of rows with a job strictly between 0 and 1, or a change from the minute
+    before). The minute after counts too: a GPU server's boards and fans take tens of seconds
+    to settle after a job's end. ``job_before``: the job share of the minute just before
+    ``t_min[0]``, if known; minutes not adjacent to the one before know nothing of it."""
+    job = np.asarray(job, dtype=np.float64)
+    first = np.full((1, job.shape[1]), np.nan) if job_before is None else \
+        np.asarray(job_before, dtype=np.float64).reshape(1, -1)
+    prev = np.concatenate([first, job[:-1]])
+    if len(t_min) > 1:
+        prev[1:][np.diff(t_min) != MINUTE_S] = np.nan
+    with np.errstate(invalid="ignore"):
+        partial = (job > 0) & (job < 1)
+        return partial | ((prev > 0) & (prev < 1)) | (np.isfinite(prev) & np.isfinite(job)
+                                                       & (prev != job))
 
 
 def to_minutes(frame: HealthFrame, burst_thr_w: np.ndarray | None = None,
