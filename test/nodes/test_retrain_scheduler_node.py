@@ -77,7 +77,9 @@ class _Operator:
     def spin_until(self, predicate, timeout_s: float) -> bool:
         return spin_until(self.node, predicate, timeout_s)
 
-    def call(self, client, timeout_s: float = 20.0):
+    def call(self, client, timeout_s: float = 60.0):
+        # a bound, not a timing: the first ~/retrain_now's answer once took over 20 s on a
+        # 2-core machine running two evaluations beside the suite (it opens the bags)
         import rclpy
         from std_srvs.srv import Trigger
 
