@@ -88,17 +88,20 @@ class Watch:
         import rclpy
 
         rclpy.spin_once(self.node, timeout_sec=0.05)
-        present = {f"{ns.rstrip('/')}/{name}"
-                   for name, ns in self.node.get_node_names_and_namespaces()}
+        present = self._present()
         return (all(f"/{rack}/{n}" in present for n in NODES)
                 and self.written.get(f"/{rack}/power_samples", 0) > 0
                 and self.written.get(f"/{rack}/power_allocation", 0) > 0
                 and all(self.count[f"/{rack}/{s}"] >= 20 for s in STREAMS))
 
+    def _present(self) -> set[str]:
+        """Full names of the nodes the graph shows now."""
+        return {f"{ns.rstrip('/')}/{name}"
+                for name, ns in self.node.get_node_names_and_namespaces()}
+
     def missing(self, rack: str) -> str:
         """What :meth:`up` still waits for (said when the wait fails)."""
-        present = {f"{ns.rstrip('/')}/{name}"
-                   for name, ns in self.node.get_node_names_and_namespaces()}
+        present = self._present()
         nodes = [n for n in NODES if f"/{rack}/{n}" not in present]
         written = {s: self.written.get(f"/{rack}/{s}", 0)
                    for s in ("power_samples", "power_allocation")}
