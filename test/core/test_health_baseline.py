@@ -175,10 +175,14 @@ def test_bursts_are_counted_beyond_what_the_load_steps_explain():
 def test_job_moved_marks_the_minute_of_a_start_or_end_and_the_one_after():
     """Job shares per minute (two components): a minute whose share is strictly between 0
     and 1, or whose share differs from the adjacent minute before, is marked; the minute
-    before the first comes from ``job_before``; minutes after a gap know nothing before."""
+    before the first comes from ``before`` when it is the minute just before; minutes after a
+    gap know nothing before."""
     t = 60.0 * np.array([0, 1, 2, 3, 4, 6, 7])
     job = np.array([[0, 1], [0, 1], [0.5, 1], [1, 1], [1, 0], [0, 0], [0, np.nan]])
-    moved = job_moved(job, t, job_before=np.array([0.0, 0.0]))
+    moved = job_moved(job, t, before=(-60.0, np.array([0.0, 0.0])))
     assert moved[:, 0].tolist() == [False, False, True, True, False, False, False]
     assert moved[:, 1].tolist() == [True, False, False, False, True, False, False]
     assert job_moved(job, t)[0].tolist() == [False, False]
+    assert job_moved(job, t, before=(-120.0, np.array([0.0, 0.0])))[0].tolist() == [
+        False, False]
+    assert job_moved(job[:0], t[:0], before=(-60.0, np.array([0.0, 0.0]))).shape == (0, 2)

@@ -307,11 +307,11 @@ class HealthModel:
         return power, util
 
     def figures(self, mi: Minutes, min_coverage: float, dead_frac: float = 0.0,
-                job_before: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                job_before: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Detector figures ``(minutes, components, len(DETECTORS))`` and expected power;
         ``dead_frac``: the power residual is moved towards zero by this fraction of the
         expected draw for both power detectors (a dead zone: shifts smaller than it do not
-        accumulate); ``job_before``: the minute before ``mi``'s first (:func:`job_moved`)."""
+        accumulate); ``job_before``: :func:`job_moved`'s ``before`` (start, job shares)."""
         exp_p, exp_u = self.expected(mi)
         ok = mi.coverage >= min_coverage
         power = np.where(ok, mi.board - exp_p, np.nan)

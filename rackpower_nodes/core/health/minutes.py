@@ -100,19 +100,21 @@ def burst_score(frame: HealthFrame, burst_coef: np.ndarray | None = None,
     return std - np.einsum("rcs,cs->rc", steps, np.asarray(burst_coef, dtype=np.float64))
 
 
-def job_moved(job: np.ndarray, t_min: np.ndarray, job_before: np.ndarray | None = None
-              ) -> np.ndarray:
+def job_moved(job: np.ndarray, t_min: np.ndarray,
+              before: tuple[float, np.ndarray] | None = None) -> np.ndarray:
     """(minutes, components) bool: a job started or ended in the minute or in the one before
     (its share of rows with a job strictly between 0 and 1, or a change from the minute
     before). The minute after counts too: a GPU server's boards and fans take tens of seconds
-    to settle after a job's end. ``job_before``: the job share of the minute just before
-    ``t_min[0]``, if known; minutes not adjacent to the one before know nothing of it."""
+    to settle after a job's end. ``before``: the start (s) and job shares of the last minute
+    known before ``t_min[0]``, if any; a minute's predecessor counts only when it is the
+    minute just before (after a gap nothing is known of it)."""
     job = np.asarray(job, dtype=np.float64)
-    first = np.full((1, job.shape[1]), np.nan) if job_before is None else \
-        np.asarray(job_before, dtype=np.float64).reshape(1, -1)
-    prev = np.concatenate([first, job[:-1]])
-    if len(t_min) > 1:
-        prev[1:][np.diff(t_min) != MINUTE_S] = np.nan
+    if not len(job):
+        return np.zeros(job.shape, dtype=bool)
+    t_min = np.asarray(t_min, dtype=np.float64)
+    t0, first = (np.nan, np.full(job.shape[1], np.nan)) if before is None else before
+    prev = np.concatenate([np.asarray(first, dtype=np.float64).reshape(1, -1), job[:-1]])
+    prev[t_min - np.r_[t0, t_min[:-1]] != MINUTE_S] = np.nan
     with np.errstate(invalid="ignore"):
         partial = (job > 0) & (job < 1)
         return partial | ((prev > 0) & (prev < 1)) | (np.isfinite(prev) & np.isfinite(job)

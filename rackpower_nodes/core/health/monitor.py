@@ -165,12 +165,8 @@ class HealthMonitor:
             before = self._row_last[1]
         mi = self.model.minutes(done_rows, before)
         self._row_last = (float(t[cut - 1]), np.asarray(done_rows.util[-1], dtype=np.float64))
-        job_before = None
-        if len(mi) and self._min_last is not None \
-                and mi.t_min[0] - self._min_last[0] == MINUTE_S:
-            job_before = self._min_last[1]
         x, expected = self.model.figures(mi, self.config.min_coverage,
-                                         self.config.dead_zone_frac, job_before)
+                                         self.config.dead_zone_frac, self._min_last)
         if len(mi):
             self._min_last = (float(mi.t_min[-1]), mi.job[-1].copy())
         u_res = np.where(self._util_on[None], x[:, :, 2], np.nan)
