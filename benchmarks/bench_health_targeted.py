@@ -80,6 +80,23 @@ def as_step(f: FaultSpec, magnitude: float, within_h: float) -> FaultSpec:
                                failure_s=f.onset_s + within_h * H)
 
 
+def learned(preset: str, kind: str, cfg: HealthConfig) -> tuple[HealthModel, list[str]]:
+    """The model learned on ``preset``'s fault-free training day and ``kind``'s targets."""
+    model = HealthModel.fit([sim_frame(preset, 100, 24)[0]], cfg)
+    return model, [n for n, k in zip(model.names, model.kinds) if TARGETS[kind](n, k)]
+
+
+def watch_day(model: HealthModel, cfg: HealthConfig, preset: str, seed: int,
+              faults: list[FaultSpec]):
+    """A day of ``preset`` (``seed``) with ``faults``, watched by ``model``: the faults'
+    outcomes, the false alarms and the day's start (Unix s)."""
+    frame, start = sim_frame(preset, seed, 24, faults)
+    mon = HealthMonitor(frame.names, frame.kinds, model, cfg)
+    marks = fault_marks(replay(mon, frame, 60.0))
+    got, wrong = score_day(faults, marks, start, float(frame.t_unix[-1]), preset, seed)
+    return got, wrong, start
+
+
 def limits(a, cfg) -> int:
     """Detection within ``a.within_h`` h of a step of each size in ``a.magnitudes``."""
     sizes = [float(v) for v in a.magnitudes.split(",")]
@@ -87,17 +104,12 @@ def limits(a, cfg) -> int:
     delays = {m: [] for m in sizes}
     false = 0
     for preset in a.presets.split(","):
-        model = HealthModel.fit([sim_frame(preset, 100, 24)[0]], cfg)
-        targets = [n for n, k in zip(model.names, model.kinds) if TARGETS[a.kind](n, k)]
+        model, targets = learned(preset, a.kind, cfg)
         for seed in seeds_of(a.seeds):
             drawn = drawn_faults(a.kind, targets, seed, preset)
             for size in sizes:
                 faults = [as_step(f, size, a.within_h) for f in drawn]
-                frame, start = sim_frame(preset, seed, 24, faults)
-                mon = HealthMonitor(frame.names, frame.kinds, model, cfg)
-                marks = fault_marks(replay(mon, frame, 60.0))
-                got, wrong = score_day(faults, marks, start, float(frame.t_unix[-1]), preset,
-                                       seed)
+                got, wrong, _ = watch_day(model, cfg, preset, seed, faults)
                 found[size] += [o.detected for o in got]
                 delays[size] += [o.delay_s / 60 for o in got if o.detected]
                 false += len(wrong)
@@ -135,14 +147,10 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|")
     found = total = false = 0
     for preset in a.presets.split(","):
-        model = HealthModel.fit([sim_frame(preset, 100, 24)[0]], cfg)
-        targets = [n for n, k in zip(model.names, model.kinds) if TARGETS[a.kind](n, k)]
+        model, targets = learned(preset, a.kind, cfg)
         for seed in seeds_of(a.seeds):
             faults = drawn_faults(a.kind, targets, seed, preset)
-            frame, start = sim_frame(preset, seed, 24, faults)
-            mon = HealthMonitor(frame.names, frame.kinds, model, cfg)
-            marks = fault_marks(replay(mon, frame, 60.0))
-            got, wrong = score_day(faults, marks, start, float(frame.t_unix[-1]), preset, seed)
+            got, wrong, start = watch_day(model, cfg, preset, seed, faults)
             for f, o in zip(faults, got):
                 total += 1
                 found += o.detected
