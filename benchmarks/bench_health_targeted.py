@@ -27,7 +27,7 @@ Usage (about 5 s per simulated day on one core):
     nice -n 10 .venv/bin/python benchmarks/bench_health_targeted.py --kind fan_wear \
         --seeds 140101-140105 --magnitudes 5,7.5,10,15,25 --within-h 4
     (options: [--kind fan_wear|disk_retries|sensor_offset] [--presets ai,mixed]
-     [--seeds A-B or A,B,...] [--magnitudes M,M,... [--within-h H]])
+     [--seeds A-B or A,B,...] [--magnitudes M,M,... [--within-h H]] [--set KEY=VALUE])
 """
 from __future__ import annotations
 
@@ -134,9 +134,13 @@ def main(argv=None) -> int:
                    help="step sizes to measure the detection limit at (comma separated)")
     p.add_argument("--within-h", type=float, default=4.0,
                    help="with --magnitudes: hours after onset a fault must be found in")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a health setting other than its default (repeatable), to compare")
     a = p.parse_args(argv)
-    cfg = HealthConfig()
+    cfg = HealthConfig.from_mapping({k: float(v) for k, v in
+                                     (kv.split("=", 1) for kv in a.set)})
     limit = f" --magnitudes {a.magnitudes} --within-h {a.within_h:g}" if a.magnitudes else ""
+    limit += "".join(f" --set {kv}" for kv in a.set)
     print(f"command: bench_health_targeted.py --kind {a.kind} --presets {a.presets} "
           f"--seeds {a.seeds}{limit}\n")
     if a.magnitudes:

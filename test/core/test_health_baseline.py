@@ -2,13 +2,16 @@
 clean history, its out-of-sample scale, minute summaries, and the JSON round trip."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from helpers.health_sim import sim_frame
 
 from rackpower_nodes.core.health import (
     HealthConfig, HealthConfigError, HealthFrame, HealthModel, HealthModelError)
-from rackpower_nodes.core.health.minutes import job_moved, to_minutes
+from rackpower_nodes.core.health.learning import CAP_MIN_RATIO
+from rackpower_nodes.core.health.minutes import burst_score, job_moved, to_minutes
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +47,13 @@ def test_save_load_round_trip_gives_the_same_expectations(fitted, tmp_path):
     mi = back.minutes(sim_frame(12, 121, "mixed").rows(0, 3600))
     for a, b in zip(fitted.expected(mi), back.expected(mi)):
         np.testing.assert_allclose(a, b, rtol=1e-9)
-    for k in ("mu", "phi", "sigma", "h", "burst_thr_w", "burst_coef"):
+    for k in ("mu", "phi", "sigma", "h", "burst_thr_w", "burst_coef", "burst_cap_w"):
         np.testing.assert_array_equal(getattr(fitted, k), getattr(back, k))
+    assert np.isfinite(back.burst_cap_w[list(back.kinds).index("storage")])
+    doc = json.loads(text)                 # saved before the burst cap existed: no cap
+    del doc["burst_cap_w"]
+    path.write_text(json.dumps(doc))
+    assert np.all(np.isinf(HealthModel.load(path).burst_cap_w))
 
 
 def test_load_rejects_a_foreign_file(tmp_path):
@@ -130,18 +138,19 @@ def test_the_ripple_is_read_in_quiet_minutes_against_what_the_workload_explains(
     assert np.isfinite(rip[idle, g]).mean() > 0.9
     assert abs(np.nanmean(rip[idle, g])) < 0.5
 
-def _storage_frame(seed: int, hours: float, step_p: float, pulses_per_min: float = 0.0
-                   ) -> HealthFrame:
+def _storage_frame(seed: int, hours: float, step_p: float, pulses_per_min: float = 0.0,
+                   spike_p: float = 0.007) -> HealthFrame:
     """A storage node, 1 s rows: its load steps (probability ``step_p`` a second) move its
-    draw inside the second (in-row standard deviation +20 W per unit step, either way);
-    retry pulses (``pulses_per_min``, in the second half only) lift it by 3 W in seconds
-    without a step."""
+    draw inside the second (in-row standard deviation +20 W per unit step, either way); its
+    fans and turbo spike in ``spike_p`` of its seconds (+12 to +40 W); retry pulses
+    (``pulses_per_min``, in the second half only) lift it by 3 W in seconds without a step."""
     rng = np.random.default_rng(seed)
     n = int(hours * 3600)
     levels = rng.uniform(0.1, 0.9, n)                  # a new level at each step
     util = levels[np.maximum.accumulate(np.where(rng.random(n) < step_p, np.arange(n), 0))]
     du = np.abs(np.diff(util, prepend=util[0]))
     std = 1.0 + rng.gamma(4.0, 0.1, n) + 20.0 * du
+    std = std + np.where(rng.random(n) < spike_p, rng.uniform(12.0, 40.0, n), 0.0)
     pulse = (rng.random(n) < pulses_per_min / 60.0) & (du == 0) & (np.arange(n) >= n // 2)
     std = std + 3.0 * pulse
     mean = 200.0 + 100.0 * util + rng.normal(0.0, 1.0, n)
@@ -170,6 +179,47 @@ def test_bursts_are_counted_beyond_what_the_load_steps_explain():
     raw_thr = np.quantile(train.board_std_w[:, 0], 0.98)
     raw = to_minutes(test.rows(0, half), np.array([raw_thr]), 1.0).bursts[:, 0]
     assert raw.mean() > 2.0 * calm.mean(), (raw.mean(), calm.mean())
+
+
+def test_seconds_beyond_the_burst_cap_are_load_spikes_not_bursts():
+    """A row counts as a burst only up to the cap (the training's ``burst_cap_quantile`` of
+    the score): most of a clean node's fan and turbo spikes (+12 to +40 W, 0.7 % of its
+    seconds here) lie above it and are not counted, while 3 W retry pulses lie inside the
+    band. Without the cap the spikes add ~0.3 burst seconds a minute to the clean count; a
+    cap quantile of 1 is none."""
+    train = _storage_frame(1, 6.0, 0.05)
+    model = HealthModel.fit(train, HealthConfig())
+    thr, cap = model.burst_thr_w[0], model.burst_cap_w[0]
+    assert thr < 4.0 < 12.0 < cap < 30.0, (thr, cap)
+    test = _storage_frame(2, 6.0, 0.05, pulses_per_min=2.0)
+    half = len(test.t_unix) // 2
+    calm, retrying = (model.minutes(test.rows(a, b)).bursts[:, 0]
+                      for a, b in ((0, half), (half, len(test.t_unix))))
+    uncapped = to_minutes(test.rows(0, half), model.burst_thr_w, 1.0,
+                          model.burst_coef).bursts[:, 0]
+    assert uncapped.mean() - calm.mean() > 0.2, (uncapped.mean(), calm.mean())
+    assert retrying.mean() - calm.mean() > 1.2, (calm.mean(), retrying.mean())
+    none = HealthModel.fit(train, HealthConfig(burst_cap_quantile=1.0))
+    assert np.isinf(none.burst_cap_w[0])
+    assert np.allclose(none.minutes(test.rows(0, half)).bursts[:, 0], uncapped)
+    with pytest.raises(HealthConfigError, match="burst_cap_quantile"):
+        HealthConfig(burst_cap_quantile=0.97)
+
+
+def test_no_burst_cap_where_the_clean_rows_have_no_tail_of_spikes():
+    """Without spikes the score's 99.5th percentile lies just above its 98th: a cap there
+    would keep out a retrying drive's larger bursts, so there is none, and 6 W pulses count
+    as fully as 3 W ones."""
+    train = _storage_frame(1, 6.0, 0.05, spike_p=0.0)
+    model = HealthModel.fit(train, HealthConfig())
+    score = burst_score(train, model.burst_coef)[:, 0]
+    assert np.quantile(score, 0.995) < CAP_MIN_RATIO * model.burst_thr_w[0]
+    assert np.isinf(model.burst_cap_w[0])
+    test = _storage_frame(2, 6.0, 0.05, pulses_per_min=2.0, spike_p=0.0)
+    half = len(test.t_unix) // 2
+    calm, retrying = (model.minutes(test.rows(a, b)).bursts[:, 0]
+                      for a, b in ((0, half), (half, len(test.t_unix))))
+    assert retrying.mean() - calm.mean() > 1.2, (calm.mean(), retrying.mean())
 
 
 def test_job_moved_marks_the_minute_of_a_start_or_end_and_the_one_after():

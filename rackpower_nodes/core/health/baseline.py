@@ -47,12 +47,12 @@ import numpy as np
 from rackpower_nodes.core.health.config import HealthConfig
 from rackpower_nodes.core.health.cusum import ar1, threshold
 from rackpower_nodes.core.health.learning import booster as _booster
-from rackpower_nodes.core.health.learning import burst_coef as _burst_coef
+from rackpower_nodes.core.health.learning import burst_band as _burst_band
 from rackpower_nodes.core.health.learning import crossfit as _crossfit
 from rackpower_nodes.core.health.learning import hour_sd as _hour_sd
 from rackpower_nodes.core.health.learning import nanquantile as _nanquantile
 from rackpower_nodes.core.health.minutes import (
-    Minutes, burst_score, job_moved, row_spacing, to_minutes)
+    Minutes, concat_minutes, job_moved, row_spacing, to_minutes)
 from rackpower_nodes.core.health.psu import CURVE_LEN, fit_psu_curve, psu_figure
 from rackpower_nodes.core.health.types import HealthFrame
 
@@ -142,6 +142,9 @@ class HealthModel:
     #: (components, 2): the board's in-row standard deviation per unit utilisation rise and
     #: fall in the row, W, taken out of the burst score (:func:`.minutes.burst_score`)
     burst_coef: np.ndarray | None = None
+    #: (components,) the burst score above which a row is a load change, not a burst, W
+    #: (inf: no cap; models saved before it had none)
+    burst_cap_w: np.ndarray | None = None
     _boosters: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -150,6 +153,8 @@ class HealthModel:
             self.psu_coef = np.full((m, CURVE_LEN), np.nan)
         if self.burst_coef is None:
             self.burst_coef = np.zeros((m, 2))
+        if self.burst_cap_w is None:
+            self.burst_cap_w = np.full(m, np.inf)
 
     # -- fitting ---------------------------------------------------------------------------
     @classmethod
@@ -171,12 +176,9 @@ class HealthModel:
             if f.names != names:
                 raise HealthModelError(f"fit: frame names {f.names} differ from {names}")
         row_s = row_spacing(np.concatenate([f.t_unix for f in frames]))
-        coef = _burst_coef(frames)
-        score = np.concatenate([burst_score(f, coef) for f in frames])
-        burst = _nanquantile(score, cfg.burst_quantile)
-        burst = np.where(np.isfinite(burst), burst * cfg.burst_factor, np.inf)
-        parts = [to_minutes(f, burst, row_s, coef) for f in frames]
-        mi = _concat(parts)
+        coef, burst, cap = _burst_band(frames, cfg)
+        mi = concat_minutes([to_minutes(f, burst, row_s, coef, burst_cap_w=cap)
+                             for f in frames])
         if len(mi) < 4 * cfg.folds:
             raise HealthModelError(f"fit: {len(mi)} minutes of data, need at least "
                                    f"{4 * cfg.folds}")
@@ -189,7 +191,7 @@ class HealthModel:
                     *(np.full((m, len(DETECTORS)), np.nan) for _ in range(3)),
                     np.full((m, len(DETECTORS)), np.inf), np.full(m, np.nan),
                     np.full((m, len(DETECTORS)), np.nan), np.full(m, np.nan),
-                    np.full(m, np.nan), burst_coef=coef)
+                    np.full(m, np.nan), burst_coef=coef, burst_cap_w=cap)
         for j in range(m):
             model._fit_component(j, mi, cfg)
         return model
@@ -338,7 +340,8 @@ class HealthModel:
         """``frame`` per minute as this model reads it (its burst threshold and load terms,
         its row spacing); ``util_before``: the utilisation of the row just before the
         frame's first, if known (:func:`.minutes.load_steps`)."""
-        return to_minutes(frame, self.burst_thr_w, self.row_s, self.burst_coef, util_before)
+        return to_minutes(frame, self.burst_thr_w, self.row_s, self.burst_coef, util_before,
+                          self.burst_cap_w)
 
     # -- files -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -356,6 +359,7 @@ class HealthModel:
                "util_hour_sd": _jsonable(self.util_hour_sd),
                "ripple_hour_sd": _jsonable(self.ripple_hour_sd),
                "psu_coef": _jsonable(self.psu_coef), "burst_coef": _jsonable(self.burst_coef),
+               "burst_cap_w": _jsonable(self.burst_cap_w),
                **{k: _jsonable(getattr(self, k)) for k in ("mu", "phi", "sigma", "h")}}
         path.write_text(json.dumps(doc))
         return path
@@ -374,7 +378,8 @@ class HealthModel:
                                            "phi", "sigma", "h", "base_on_util", "base_fill",
                                            "base_coef", "k", "util_hour_sd",
                                            "ripple_hour_sd", "psu_coef", "burst_coef")}
-        for k in ("burst_thr_w", "h"):     # inf was written as null
+        arr["burst_cap_w"] = _array(doc.get("burst_cap_w", [None] * len(doc["names"])))
+        for k in ("burst_thr_w", "h", "burst_cap_w"):     # inf was written as null
             arr[k] = np.where(np.isnan(arr[k]), np.inf, arr[k])
         return cls(tuple(doc["names"]), tuple(doc["kinds"]), dict(doc["config"]),
                    float(doc["row_s"]), arr["burst_thr_w"], arr["ripple_ref_w2"],
@@ -383,12 +388,7 @@ class HealthModel:
                    arr["base_coef"], arr["mu"], arr["phi"],
                    arr["sigma"], arr["h"], arr["power_sd_w"], arr["k"], arr["util_hour_sd"],
                    arr["ripple_hour_sd"], arr["psu_coef"].reshape(-1, CURVE_LEN),
-                   arr["burst_coef"].reshape(-1, 2))
-
-
-def _concat(parts: list[Minutes]) -> Minutes:
-    names = Minutes.__dataclass_fields__
-    return Minutes(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in names})
+                   arr["burst_coef"].reshape(-1, 2), arr["burst_cap_w"])
 
 
 def _jsonable(a: np.ndarray) -> list:

@@ -26,8 +26,8 @@ import numpy as np
 
 from rackpower_nodes.core.health.types import HealthFrame
 
-__all__ = ["MINUTE_S", "PSU_MIN_W", "Minutes", "burst_score", "job_moved", "load_steps",
-           "row_spacing", "to_minutes"]
+__all__ = ["MINUTE_S", "PSU_MIN_W", "Minutes", "burst_score", "concat_minutes", "job_moved",
+           "load_steps", "row_spacing", "to_minutes"]
 
 MINUTE_S = 60.0
 #: PSU readings below this (W) say nothing about efficiency (an outlet out, a PSU idle)
@@ -59,6 +59,12 @@ class Minutes:
 
     def __len__(self) -> int:
         return len(self.t_min)
+
+
+def concat_minutes(parts: list[Minutes]) -> Minutes:
+    """The minutes of ``parts`` one after the other."""
+    return Minutes(**{k: np.concatenate([getattr(p, k) for p in parts])
+                      for k in Minutes.__dataclass_fields__})
 
 
 def row_spacing(t_unix: np.ndarray, default: float = 1.0) -> float:
@@ -123,10 +129,12 @@ def job_moved(job: np.ndarray, t_min: np.ndarray,
 
 def to_minutes(frame: HealthFrame, burst_thr_w: np.ndarray | None = None,
                row_s: float | None = None, burst_coef: np.ndarray | None = None,
-               util_before: np.ndarray | None = None) -> Minutes:
+               util_before: np.ndarray | None = None,
+               burst_cap_w: np.ndarray | None = None) -> Minutes:
     """Summarise ``frame`` per minute; ``burst_thr_w`` (components,) the burst threshold on
     :func:`burst_score` with ``burst_coef`` and ``util_before``, W (None: ``bursts`` all
-    NaN); ``row_s`` the row spacing (None: from the rows)."""
+    NaN), a row counting only while its score is at most ``burst_cap_w`` (components,;
+    None: no cap); ``row_s`` the row spacing (None: from the rows)."""
     t = frame.t_unix
     m = len(frame.names)
     if len(t) == 0:
@@ -151,7 +159,9 @@ def to_minutes(frame: HealthFrame, burst_thr_w: np.ndarray | None = None,
         bursts = np.full(board.shape, np.nan)
     else:
         score = burst_score(frame, burst_coef, util_before)
-        hit = np.where(np.isfinite(score), score > np.asarray(burst_thr_w)[None, :], False)
+        cap = np.inf if burst_cap_w is None else np.asarray(burst_cap_w)[None, :]
+        with np.errstate(invalid="ignore"):
+            hit = (score > np.asarray(burst_thr_w)[None, :]) & (score <= cap)
         bursts = np.add.reduceat(hit.astype(np.float64), starts, axis=0)
         bursts = np.where(n_board > 0, bursts * (MINUTE_S / row_s) / np.maximum(n_board, 1),
                           np.nan)
