@@ -110,23 +110,45 @@ def draw_faults(preset: str, seed: int, kinds: Sequence[str], onset_s: tuple[flo
                 ) -> list:
     """One fault of each of ``kinds`` on distinct components of ``preset``'s rack, drawn by
     ``sim.faults.plan.random_faults`` (its ranges) from seeds derived from the day's and the
-    preset (so that two presets' days of the same seed get different faults)."""
+    preset (so that two presets' days of the same seed get different faults), in the order
+    of ``kinds``. Where that order leaves a kind no component (the kinds before it took the
+    only ones it can hit: both storage nodes before ``disk_retries``), the day is drawn again
+    with the kinds that can hit the fewest components first (each kind from its own seeds,
+    as before); the faults come back in the order of ``kinds`` either way."""
+    from rackpower_nodes.sim.faults.effects import ALLOWED_KINDS
+    from rackpower_nodes.sim.rack_sim import load_config, preset_config
+
+    try:
+        return _draw_in_order(preset, seed, kinds, onset_s, range(len(kinds)))
+    except _NoFreeComponent:
+        comps = [c.kind for c in load_config(preset_config(preset)).components]
+        reach = [sum(k in ALLOWED_KINDS[kind] for k in comps) for kind in kinds]
+        order = sorted(range(len(kinds)), key=lambda j: reach[j])
+        return _draw_in_order(preset, seed, kinds, onset_s, order)
+
+
+class _NoFreeComponent(ValueError):
+    pass
+
+
+def _draw_in_order(preset: str, seed: int, kinds: Sequence[str],
+                   onset_s: tuple[float, float], order: Sequence[int]) -> list:
     from rackpower_nodes.sim.faults.plan import random_faults
 
     salt = zlib.crc32(preset.encode()) % 1000
-    out, used = [], set()
-    for j, kind in enumerate(kinds):
+    out, used = [None] * len(kinds), set()
+    for j in order:
         for attempt in range(100):
             draw = (seed * 1000 + salt) * 1000 + 100 * j + attempt
-            (f,) = random_faults(preset, draw, kinds=[kind], per_run=1, start_s=onset_s[0],
-                                 end_s=onset_s[1])
+            (f,) = random_faults(preset, draw, kinds=[kinds[j]], per_run=1,
+                                 start_s=onset_s[0], end_s=onset_s[1])
             if f.component not in used:
                 break
         else:
-            raise ValueError(f"{preset}: no free component left for {kind} "
-                             f"({len(kinds)} faults per day)")
+            raise _NoFreeComponent(f"{preset}: no free component left for {kinds[j]} "
+                                   f"({len(kinds)} faults per day)")
         used.add(f.component)
-        out.append(f)
+        out[j] = f
     return out
 
 

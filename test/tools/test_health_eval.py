@@ -13,7 +13,8 @@ from rackpower_nodes.core.health import FRAME_FIELDS, HealthFrame, HealthVerdict
 from rackpower_nodes.sim.faults import FaultSpec
 from rackpower_nodes.tools.health_eval import _where
 from rackpower_nodes.tools.health_eval import main as health_eval_main
-from rackpower_nodes.tools.health_eval_data import bsc_frames, day_kinds, fault_marks, replay
+from rackpower_nodes.tools.health_eval_data import (
+    bsc_frames, day_kinds, draw_faults, fault_marks, replay)
 from rackpower_nodes.tools.health_eval_metrics import alarm_row, class_rows, score_day
 
 T0 = 60.0 * 28_333_333         # a whole Unix minute
@@ -153,6 +154,28 @@ def test_day_kinds_cycle_through_every_class():
     kinds = [k for d in range(8) for k in day_kinds(d, 3)]
     assert len(set(kinds)) == 8 and max(kinds.count(k) for k in kinds) == 3
     assert len(set(day_kinds(5, 3))) == 3
+
+
+def test_a_day_whose_kinds_in_order_leave_one_no_component_is_drawn_constrained_first():
+    """ai seed 170004 (the fifteenth run's fifth ai day): PSU and fan wear drawn first took
+    both storage nodes, the only components disk retries can hit. The day is drawn again
+    with disk retries first: three faults on distinct components, each one its kind can
+    hit, in the order asked. A day the plain order can draw keeps its draws (ai 170003,
+    as that run's log has them)."""
+    from rackpower_nodes.sim.faults.effects import ALLOWED_KINDS
+    from rackpower_nodes.sim.rack_sim import load_config, preset_config
+
+    kinds_of = {c.name: c.kind for c in load_config(preset_config("ai")).components}
+    kinds = day_kinds(24, 3)
+    assert kinds == ["psu_efficiency", "fan_wear", "disk_retries"]
+    faults = draw_faults("ai", 170004, kinds, (3600.0, 8 * 3600.0))
+    assert [f.kind for f in faults] == kinds
+    assert len({f.component for f in faults}) == 3
+    assert all(kinds_of[f.component] in ALLOWED_KINDS[f.kind] for f in faults)
+    assert faults[2].component.startswith("stor")
+    kept = draw_faults("ai", 170003, day_kinds(23, 3), (3600.0, 8 * 3600.0))
+    assert [(f.kind, f.component) for f in kept] == [
+        ("sensor_offset", "gpu01"), ("sensor_stuck", "leaf-b"), ("sensor_gain", "stor-2")]
 
 
 def test_bsc_frames_lay_each_servers_workloads_in_sequence(tmp_path):
