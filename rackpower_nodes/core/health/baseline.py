@@ -142,7 +142,7 @@ class HealthModel:
     #: (components, 2): the board's in-row standard deviation per unit utilisation rise and
     #: fall in the row, W, taken out of the burst score (:func:`.minutes.burst_score`)
     burst_coef: np.ndarray | None = None
-    #: (components,) the burst score above which a row is a load change, not a burst, W
+    #: (components,) the burst score above which a row is a spike, not a retry burst, W
     #: (inf: no cap; models saved before it had none)
     burst_cap_w: np.ndarray | None = None
     _boosters: dict = field(default_factory=dict, repr=False)
