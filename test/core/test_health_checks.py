@@ -329,3 +329,71 @@ def test_a_small_offset_on_a_steady_switch_is_found_beyond_the_meters_stability(
             assert first["leaf-a"][1].evidence["against_calibration"] == 1.0
         else:
             assert first == {}
+
+
+def gpu_load(n, seed=0):
+    """An 8-GPU server training (W per second): iterations swinging between ~1.5 and ~4.5 kW
+    every ~20 s, their level wandering by the hour, plus noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    phase = (t // 10) % 2 == 0                          # 10 s up, 10 s down
+    level = 1.0 + 0.1 * np.sin(2 * np.pi * t / 5400.0)
+    return np.where(phase, 4500.0, 1500.0) * level + rng.normal(0, 20, n)
+
+
+def line_checks(**kw):
+    return PhysicalChecks(["g"], ["server"], ChecksConfig(**kw))
+
+
+def test_a_small_offset_on_a_swinging_gpu_server_is_found_by_the_line():
+    """-6 W on a ~3 kW server is 0.2 % of its draw: inside the calibrated band (0.2 % + 0.5
+    W) and far inside the accuracy band, so the CUSUMs cannot see it; the line of the
+    difference against the board over the iterations' swings places the offset within a
+    W or so, whatever the meters' gains, and names it."""
+    n, at = 8 * 3600, 2 * 3600
+    true = gpu_load(n, seed=5)
+    board = true - 6.0 * (np.arange(n) >= at)
+    fr = with_ref(board, true, seed=6)
+    fr = frame(board, ref=fr.ref_w, std=30.0, names=("g",))
+    first, last = feed(line_checks(), fr)
+    t, f = first["g"]
+    assert f.cause == "sensor_offset" and f.evidence["offset_z"] >= 8.0
+    assert 0 < t - (T0 + at) < 5 * 3600
+    assert last[0].evidence["offset_w"] == pytest.approx(-6.0, abs=1.0)
+    assert abs(last[0].since_unix - (T0 + at)) < 3600
+    # without the line (a z no window reaches), the same day raises nothing
+    assert feed(line_checks(line_z=1e6), fr)[0] == {}
+
+
+@pytest.mark.parametrize("kind", ["clean", "gain_step", "gain_drift"])
+def test_the_line_does_not_take_gain_changes_or_noise_for_an_offset(kind):
+    """The gains may step (a sensor gain error) or drift with the load's slow level (a
+    meter warming): each block of the window has its own gain, so the offset stays ~0."""
+    n = 8 * 3600
+    true = gpu_load(n, seed=7)
+    t = np.arange(n)
+    gain = {"clean": 0.0 * t, "gain_step": 0.002 * (t >= 3 * 3600),
+            "gain_drift": 0.002 * np.sin(2 * np.pi * t / 5400.0)}[kind]
+    board = true * (1 + gain)
+    fr = frame(board, ref=with_ref(board, true, seed=8).ref_w, std=30.0, names=("g",))
+    checks = line_checks()
+    first, last = feed(checks, fr)
+    assert all(f.cause != "sensor_offset" for _, f in first.values())
+    offset_w, se_w, _, z = checks._ref.line_fit[:, 0]
+    assert abs(offset_w) < 1.5 and z < 4.0
+
+
+def test_the_line_survives_a_restart():
+    n, at = 6 * 3600, 3600
+    true = gpu_load(n, seed=9)
+    board = true + 8.0 * (np.arange(n) >= at)
+    fr = frame(board, ref=with_ref(board, true, seed=10).ref_w, std=30.0, names=("g",))
+    whole = line_checks()
+    feed(whole, fr)
+    part = line_checks()
+    feed(part, fr.rows(0, 4 * 3600))
+    back = PhysicalChecks.from_state_dict(json.loads(json.dumps(part.state_dict())))
+    feed(back, fr.rows(4 * 3600, n))
+    np.testing.assert_allclose(back._ref.line_fit, whole._ref.line_fit)
+    assert back.findings()[0].cause == "sensor_offset"
+    assert back.findings()[0].score == pytest.approx(whole.findings()[0].score)

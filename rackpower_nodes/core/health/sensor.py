@@ -6,8 +6,11 @@ alike, a sensor fault only the board. Per complete minute the mean board - refer
 difference is judged against the meters' stated accuracy and the minute's own noise by a
 two-sided CUSUM; once it grows, a regression of the difference over the minutes since the
 change point tells an offset (constant, or drifting with time) from a gain error
-(proportional to the load). A board that stops following a moving reference is a stuck
-channel. The thresholds and their reasoning: :class:`~.checks_config.ChecksConfig`.
+(proportional to the load). Beside it, the line of the difference against the board over
+the last hours' seconds: its intercept is an offset whatever the meters' gains do, which
+finds offsets far below a large load's accuracy band where the load swings within minutes
+(an 8-GPU server's training iterations). A board that stops following a moving reference
+is a stuck channel. The thresholds and their reasoning: :class:`~.checks_config.ChecksConfig`.
 """
 from __future__ import annotations
 
@@ -122,6 +125,13 @@ class ReferenceCheck:
         self._decided: dict[int, tuple] = {}       # per component: (key, decision), a cache
         self.hist_t = np.empty(0)                  # minute starts
         self.hist = np.empty((0, 5, m))     # d, ref mean, tolerance, d - calibration, its tol
+        # per judged minute the line's weighted sums (weight 1 / board^2): w, wb, wd, wbb, wbd,
+        # wdd, seconds; the last ``line_window_min`` of them
+        self.line = np.zeros((0, 7, m))
+        self.line_t = np.empty(0)                   # their minute starts
+        self.line_fit = np.full((4, m), np.nan)     # intercept W, its standard error, gain, z
+        self.line_since = np.full(m, np.nan)
+        self.line_zero = np.full(m, np.nan)
 
     def update(self, t: np.ndarray, board_w: np.ndarray, ref_w: np.ndarray,
                use: np.ndarray) -> None:
@@ -153,12 +163,20 @@ class ReferenceCheck:
         sums["pairs"] = np.add.reduceat(pair.astype(np.float64), starts, axis=0)
         sums["step2"] = np.add.reduceat(step * step, starts, axis=0)
         n = sums["n"]
+        judged = n >= cfg.min_pairs
+        # the line d = offset + gain x board, weighted for a reading error relative to the load
+        # (regressed on the board, whose second is a mean of its samples: the reference's
+        # reading error sits in d only, so it does not bend the slope)
+        w = np.where(ok, 1.0 / np.maximum(np.where(ok, b, 0.0), cfg.powered_w) ** 2, 0.0)
+        b0, d0 = np.where(ok, b, 0.0), np.where(ok, b - r, 0.0)
+        line = np.stack([np.add.reduceat(v, starts, axis=0) for v in
+                         (w, w * b0, w * d0, w * b0 * b0, w * b0 * d0, w * d0 * d0, ok * 1.0)],
+                        axis=1) * judged[:, None, :]
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = {k: sums[k] / n for k in ("d", "r", "b")}
             var = {k: np.maximum(sums[k + "2"] / n - mean[k] ** 2, 0.0) * n / (n - 1)
                    for k in ("d", "r", "b")}
             se = np.sqrt(var["d"] / n)
-        judged = n >= cfg.min_pairs
         tol = ((cfg.ref_accuracy + cfg.board_accuracy) * np.abs(mean["r"]) + cfg.floor_w
                + cfg.se_k * se)
         # against the calibration: what is beyond the meters' stability, in standard errors
@@ -201,10 +219,52 @@ class ReferenceCheck:
             self.frozen_since = np.where(now & (self.frozen == 0), t0[i], self.frozen_since)
             self.frozen = np.where(now, self.frozen + 1, np.where(seen, 0, self.frozen))
             self.last_sd = np.where(j[:, None], np.column_stack([sd_b, sd_r]), self.last_sd)
+            self.line = np.concatenate([self.line, line[i:i + 1]])[-cfg.line_window_min:]
+            self.line_t = np.r_[self.line_t, t0[i]][-cfg.line_window_min:]
+            self._fit_line(end)
         hist = np.stack([np.where(judged, mean["d"], np.nan), mean["r"], tol, e_all, tol2],
                         axis=1)
         self.hist_t = np.concatenate([self.hist_t, t0])[-self.cfg.fit_minutes:]
         self.hist = np.concatenate([self.hist, hist])[-self.cfg.fit_minutes:]
+
+    def _fit_line(self, end: float) -> None:
+        """The lines over the window's seconds, one gain per ``line_block_min`` block and one
+        offset for all: the offset, its standard error, the newest block's gain and the
+        offset's distance beyond ``floor_w`` in standard errors (z), per component."""
+        cfg = self.cfg
+        block = np.floor(self.line_t / (cfg.line_block_min * _MINUTE_S))
+        starts = np.flatnonzero(np.r_[True, block[1:] != block[:-1]])
+        sw, sb, sd, sbb, sbd, sdd, n = np.moveaxis(np.add.reduceat(self.line, starts, axis=0),
+                                                   1, 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # per block, with its own gain g: the sums of the offset's normal equation
+            has = sbb > 0
+            a_j = np.where(has, sw - sb * sb / sbb, 0.0)
+            b_j = np.where(has, sd - sb * sbd / sbb, 0.0)
+            c_j = np.where(has, sdd - sbd * sbd / sbb, 0.0)
+            aa, bb = a_j.sum(axis=0), b_j.sum(axis=0)
+            icpt = bb / aa
+            dof = n.sum(axis=0) - has.sum(axis=0) - 1
+            se = np.sqrt(np.maximum(c_j.sum(axis=0) - bb * bb / aa, 0.0) / dof / aa)
+            gain = (sbd[-1] - icpt * sb[-1]) / sbb[-1]
+            z = (np.abs(icpt) - cfg.floor_w) / se
+        # a load that barely moved within its blocks cannot place the offset
+        fit = (dof > 0) & (aa > 1e-9 * sw.sum(axis=0)) & (se > 0)
+        self.line_fit = np.where(fit, np.stack([icpt, se, gain, z]), np.nan)
+        # since: the end of the last minute whose line lay within floor_w (z <= 0)
+        self.line_zero = np.where(fit & (z > 0), self.line_zero, end)
+        self.line_since = np.where(fit & (z >= cfg.watch_score * cfg.line_z),
+                                   self.line_zero, np.nan)
+
+    def _line_finding(self, c: int, name: str) -> Finding | None:
+        icpt, se, gain, z = self.line_fit[:, c]
+        if not np.isfinite(self.line_since[c]):
+            return None
+        return Finding(name, "sensor_offset", float(z / self.cfg.line_z),
+                       float(self.line_since[c]),
+                       {"offset_w": float(icpt), "offset_se_w": float(se), "gain": float(gain),
+                        "offset_z": float(z), "line_minutes": float(len(self.line)),
+                        "load_told_apart": 1.0})
 
     def _still(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Over the last minutes' means: does the board ignore a reference that moves?
@@ -229,7 +289,11 @@ class ReferenceCheck:
         out_ref: list[Finding | None] = []
         out_frozen: list[Finding | None] = []
         for c, name in enumerate(self.names):
-            out_ref.append(self._ref_finding(c, name))
+            ref, line = self._ref_finding(c, name), self._line_finding(c, name)
+            # the CUSUM's finding, once conclusive, has the better change point and cause
+            if line is not None and (ref is None or (ref.score < 1.0 < line.score)):
+                ref = line
+            out_ref.append(ref)
             score = self.frozen[c] / cfg.frozen_minutes
             out_frozen.append(None if score < cfg.watch_score else Finding(
                 name, "sensor_stuck", float(score), float(self.frozen_since[c]),
@@ -278,5 +342,6 @@ class ReferenceCheck:
             if k not in vars(self) or k in ("names", "cfg", "_decided"):
                 raise ValueError(f"reference check state: unknown entry {k!r}")
             shape = {"_pend_t": (-1,), "hist_t": (-1,), "_pend": (-1, 3, m),
-                     "hist": (-1, 5, m), "win": (-1, 2, m)}.get(k, np.shape(getattr(self, k)))
+                     "hist": (-1, 5, m), "win": (-1, 2, m), "line": (-1, 7, m),
+                     "line_t": (-1,)}.get(k, np.shape(getattr(self, k)))
             setattr(self, k, np.asarray(v, dtype=np.float64).reshape(shape))
