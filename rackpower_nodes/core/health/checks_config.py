@@ -19,7 +19,8 @@ _POSITIVE = ("stuck_s", "powered_w", "frozen_ref_sd_w", "zero_w", "min_level_w",
              "max_gap_s", "fit_knot_s", "max_offset_w", "frozen_minutes", "frozen_window_min",
              "dropouts_fault", "dropouts_kept_up_fault", "min_pairs", "fit_minutes",
              "calib_minutes", "decide_minutes", "decide_wait_minutes", "decide_evidence",
-             "calib_se_floor_w", "line_window_min", "line_block_min", "line_z")
+             "calib_se_floor_w", "line_window_min", "line_block_min", "line_z",
+             "line_gain_se")
 
 
 @dataclass(frozen=True)
@@ -120,8 +121,14 @@ class ChecksConfig:
     1-minute blocks none within 20 h (se ~1.7 W). The inference servers' load moves
     too little within half an hour (se 2.5-3 W). The standard error takes the reference's
     reading errors as independent from second to second (a meter whose errors hold over
-    seconds would need a larger ``line_z``). A sensor gain error leaves the offset alone; a
-    component fault moves both meters alike.
+    seconds would need a larger ``line_z``). A component fault moves both meters alike.
+    The line holds only while the meters' gains are sound: it abstains while any block's
+    gain (given the offset) lies beyond the stated accuracies (``ref_accuracy`` +
+    ``board_accuracy``) or departs from the window's mean gain by more than twice
+    ``stability``, each after ``line_gain_se`` (4) of its standard errors. A gain error's
+    onset inside a block bends that block's line: without this, on a switch's steady load a
+    5 % step made the block's slope ~1 and the offset ~ -600 W, and the sixteenth
+    evaluation run named 10 of 22 gain errors offsets; a gain error is the CUSUMs' to find.
     The findings of both are combined by score; a finding is conclusive (>= 1) only once
     the cause is told too: ``decide_minutes`` (10) minutes since the change point where the
     load's moves told offset from gain, or ``decide_wait_minutes`` (180) otherwise. A gain
@@ -190,6 +197,7 @@ class ChecksConfig:
     line_window_min: int = 240
     line_block_min: int = 30
     line_z: float = 8.0
+    line_gain_se: float = 4.0
     calib_floor_w: float = 0.5
     calib_se_floor_w: float = 0.05
     max_offset_w: float = 30.0

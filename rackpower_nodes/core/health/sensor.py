@@ -245,11 +245,26 @@ class ReferenceCheck:
             aa, bb = a_j.sum(axis=0), b_j.sum(axis=0)
             icpt = bb / aa
             dof = n.sum(axis=0) - has.sum(axis=0) - 1
-            se = np.sqrt(np.maximum(c_j.sum(axis=0) - bb * bb / aa, 0.0) / dof / aa)
-            gain = (sbd[-1] - icpt * sb[-1]) / sbb[-1]
+            s2 = np.maximum(c_j.sum(axis=0) - bb * bb / aa, 0.0) / dof
+            se = np.sqrt(s2 / aa)
+            # each block's gain given the offset, its standard error, and how far the gains
+            # part beyond what the meters' stability and that error allow
+            g_j = np.where(has, (sbd - icpt * sb) / sbb, np.nan)
+            g_se = np.sqrt(s2 / sbb)
+            g_mean = np.nansum(g_j * sbb, axis=0) / np.sum(np.where(has, sbb, 0.0), axis=0)
+            room = cfg.line_gain_se * g_se
+            moved = ((np.nanmax(np.abs(g_j - g_mean) - room, axis=0, initial=-np.inf)
+                      > 2 * cfg.stability)
+                     | (np.nanmax(np.abs(g_j) - room, axis=0, initial=-np.inf)
+                        > cfg.ref_accuracy + cfg.board_accuracy))
+            gain = g_j[-1]
             z = (np.abs(icpt) - cfg.floor_w) / se
-        # a load that barely moved within its blocks cannot place the offset
-        fit = (dof > 0) & (aa > 1e-9 * sw.sum(axis=0)) & (se > 0)
+        # a load that barely moved within its blocks cannot place the offset; the line holds
+        # only for meters whose gains are sound: a gain that moved within the window (a gain
+        # error's onset or growth) bends the blocks' lines, and one beyond the stated
+        # accuracies is a gain error (or a steady load's step, which a block's line takes for
+        # a slope of ~1): the offset says nothing then
+        fit = (dof > 0) & (aa > 1e-9 * sw.sum(axis=0)) & (se > 0) & ~moved
         self.line_fit = np.where(fit, np.stack([icpt, se, gain, z]), np.nan)
         # since: the end of the last minute whose line lay within floor_w (z <= 0)
         self.line_zero = np.where(fit & (z > 0), self.line_zero, end)
