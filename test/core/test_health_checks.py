@@ -420,3 +420,22 @@ def test_a_gain_error_is_not_taken_for_an_offset_by_the_line(component, growth_s
         assert first[component][1].cause == "sensor_gain"
     c = fr.names.index(component)
     assert not np.isfinite(checks._ref.line_since[c])
+
+
+@pytest.mark.parametrize("size", [7.0, 60.0])
+def test_an_offset_there_from_the_first_minute_is_found_by_the_line(size):
+    """An offset present before the checks start: 7 W is within a minute's standard error at
+    first, so the line's change point is one of the first minutes; 60 W is beyond floor_w
+    from the first minute on (no minute to date the change from): the line dates it from
+    its window's start."""
+    n = 6 * 3600
+    true = gpu_load(n, seed=11)
+    board = true + size
+    fr = frame(board, ref=with_ref(board, true, seed=12).ref_w, std=30.0, names=("g",))
+    checks = line_checks()
+    first, last = feed(checks, fr)
+    assert first["g"][1].cause == "sensor_offset"
+    assert checks._ref.line_fit[0, 0] == pytest.approx(size, abs=1.0)
+    assert T0 - 60 <= checks._ref.line_since[0] <= T0 + 600     # minutes start on the minute
+    if size < 10:
+        assert "offset_z" in first["g"][1].evidence and last[0].since_unix <= T0 + 600

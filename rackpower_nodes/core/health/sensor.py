@@ -266,8 +266,10 @@ class ReferenceCheck:
         # a slope of ~1): the offset says nothing then
         fit = (dof > 0) & (aa > 1e-9 * sw.sum(axis=0)) & (se > 0) & ~moved
         self.line_fit = np.where(fit, np.stack([icpt, se, gain, z]), np.nan)
-        # since: the end of the last minute whose line lay within floor_w (z <= 0)
-        self.line_zero = np.where(fit & (z > 0), self.line_zero, end)
+        # since: the end of the last minute whose line lay within floor_w (z <= 0), or the
+        # window's start for an offset there from the first minutes on
+        held = np.where(np.isfinite(self.line_zero), self.line_zero, self.line_t[0])
+        self.line_zero = np.where(fit & (z > 0), held, end)
         self.line_since = np.where(fit & (z >= cfg.watch_score * cfg.line_z),
                                    self.line_zero, np.nan)
 
