@@ -130,7 +130,6 @@ class ReferenceCheck:
         self.line = np.zeros((0, 7, m))
         self.line_t = np.empty(0)                   # their minute starts
         self.line_fit = np.full((4, m), np.nan)     # intercept W, its standard error, gain, z
-        self.line_since = np.full(m, np.nan)
         self.line_zero = np.full(m, np.nan)
 
     def update(self, t: np.ndarray, board_w: np.ndarray, ref_w: np.ndarray,
@@ -270,15 +269,21 @@ class ReferenceCheck:
         # window's start for an offset there from the first minutes on
         held = np.where(np.isfinite(self.line_zero), self.line_zero, self.line_t[0])
         self.line_zero = np.where(fit & (z > 0), held, end)
-        self.line_since = np.where(fit & (z >= cfg.watch_score * cfg.line_z),
-                                   self.line_zero, np.nan)
+
+    @property
+    def line_since(self) -> np.ndarray:
+        """Per component, since when the line's offset is at watch level or more (NaN: it
+        is not, or the line abstains)."""
+        with np.errstate(invalid="ignore"):
+            up = self.line_fit[3] >= self.cfg.watch_score * self.cfg.line_z
+        return np.where(up, self.line_zero, np.nan)
 
     def _line_finding(self, c: int, name: str) -> Finding | None:
         icpt, se, gain, z = self.line_fit[:, c]
-        if not np.isfinite(self.line_since[c]):
+        since = self.line_since[c]
+        if not np.isfinite(since):
             return None
-        return Finding(name, "sensor_offset", float(z / self.cfg.line_z),
-                       float(self.line_since[c]),
+        return Finding(name, "sensor_offset", float(z / self.cfg.line_z), float(since),
                        {"offset_w": float(icpt), "offset_se_w": float(se), "gain": float(gain),
                         "offset_z": float(z), "line_minutes": float(len(self.line)),
                         "load_told_apart": 1.0})
