@@ -18,6 +18,18 @@ does an executor that has not come back to the spinning loop for about `STALL_RE
 callback or the executor itself stuck: the signal handlers, which run on that thread between
 two waits, could then never run, and SIGINT and SIGTERM would go unanswered).
 
+A shutdown is also bounded (:class:`ShutdownDeadline`), since it ignores SIGINT and SIGTERM
+and would otherwise hang until a SIGKILL. Step 2 splits in two: each node's own stop (its
+`destroy_node` override), then rclpy's destruction of its DDS entities, which every override
+calls last. While the own stops run, the process ends after `SHUTDOWN_LIMIT_S` with
+`EXIT_SHUTDOWN_HUNG` and an error naming the node (or by SIGALRM after `SHUTDOWN_KILL_S`
+should a thread hold the GIL). Once they are done, every device and file is in its safe
+state and what is left is the ROS client library's: rclpy and Fast DDS get `TEARDOWN_LIMIT_S`
+(their stacks are printed a second before it), then the process ends with exit code 0 (1
+after a crash in a callback), before `ros2 launch` escalates to SIGTERM (5 s) and SIGKILL.
+That bound is kept by a libc timer too, as the Fast DDS 3.2 of the ROS wheels can deadlock in
+its discovery (README) while rclpy destroys a publisher with the GIL held.
+
 A node run with `threads=1` spins on rclpy's C++ events executor (`EventsExecutor`): one
 callback at a time, as the single-threaded executor, without rebuilding a wait set in Python
 for every callback (the classic executors spent 40-55 % of a busy node's CPU there). Such a
@@ -37,8 +49,10 @@ is only counted until the process exits: the safe work is never interrupted.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import faulthandler
+import math
 import os
 import signal
 import sys
@@ -59,9 +73,13 @@ from rackpower_nodes.core.params import ConfigError
 from rackpower_nodes.nodes.common import ParameterError, reject_undeclared_overrides
 
 EXIT_BAD_CONFIG = 2
+EXIT_SHUTDOWN_HUNG = 3       # a shutdown that hung before every node was destroyed
 EXECUTOR_STOP_S = 1.0        # how long callbacks in flight may take to finish at shutdown, s
 SIGNAL_POLL_S = 0.1          # longest wait of the executor before a signal is looked at, s
 SHUTDOWN_REPORT_S = 10.0     # a shutdown running this long prints every thread's stack, s
+SHUTDOWN_LIMIT_S = 20.0      # ... and this long, the nodes' own stop not done, ends it, s
+SHUTDOWN_KILL_S = 30.0       # ... and this long ends it by SIGALRM, without Python, s
+TEARDOWN_LIMIT_S = 5.0       # the ROS library's teardown after the nodes' own stop, at most, s
 STALL_REPORT_S = 10.0        # so does an executor that has not returned for about this long, s
 STALL_REARM_S = 2.0          # how often the spinning loop pushes that report back, s
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -119,6 +137,113 @@ class ShutdownRequest:
 
     def ignored(self) -> list[str]:
         return self.signals[1:]
+
+
+class _Sigevent(ctypes.Structure):
+    """Linux's `struct sigevent` (64 bytes) for a SIGEV_THREAD timer."""
+    _fields_ = [("value", ctypes.c_void_p), ("signo", ctypes.c_int), ("notify", ctypes.c_int),
+                ("function", ctypes.c_void_p), ("attributes", ctypes.c_void_p),
+                ("pad", ctypes.c_int * 8)]
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+
+
+def exit_later_without_python(delay_s: float, code: int) -> None:
+    """A POSIX timer whose expiry runs `_exit(code)` on a thread of libc's own (SIGEV_THREAD:
+    the function gets the timer's `sigval`, here the code): it ends the process even while a
+    thread holds the GIL in a C call that never returns, as rclpy's destruction of DDS
+    entities does in a deadlocked Fast DDS. OSError when the timer cannot be made."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    event = _Sigevent(value=code, notify=2,                         # SIGEV_THREAD
+                      function=ctypes.cast(libc._exit, ctypes.c_void_p).value)
+    timer = ctypes.c_void_p()
+    if libc.timer_create(1, ctypes.byref(event), ctypes.byref(timer)) != 0:  # CLOCK_MONOTONIC
+        raise OSError(ctypes.get_errno(), "timer_create")
+    sec = int(delay_s)
+    when = (_Timespec * 2)(_Timespec(0, 0), _Timespec(sec, int((delay_s - sec) * 1e9)))
+    if libc.timer_settime(timer, 0, ctypes.byref(when), None) != 0:
+        raise OSError(ctypes.get_errno(), "timer_settime")
+
+
+class ShutdownDeadline:
+    """Bounds a shutdown. Until the nodes' own stop is done (:meth:`nodes_stopped`), a daemon
+    thread ends the process `limit_s` after the start with EXIT_SHUTDOWN_HUNG, and SIGALRM's
+    default action `kill_s` after it (a thread holding the GIL stops every Python thread).
+    From then on, what is left is the ROS client library's teardown: it gets `teardown_s`,
+    its stacks are printed a second before, and the process then ends with `code_if_safe`
+    (the thread, with an error naming `step`; a libc timer half a second later if the GIL is
+    held, :func:`exit_later_without_python`). The process ending is what stops them all."""
+
+    def __init__(self, name: str, limit_s: float | None = None, kill_s: float | None = None,
+                 teardown_s: float | None = None) -> None:
+        self.name = name
+        self.limit_s = SHUTDOWN_LIMIT_S if limit_s is None else limit_s
+        self.kill_s = SHUTDOWN_KILL_S if kill_s is None else kill_s
+        self.teardown_s = TEARDOWN_LIMIT_S if teardown_s is None else teardown_s
+        self.step = "stopping the executor"
+        self.safe, self.code_if_safe = False, 0
+        self.deadline = time.monotonic() + self.limit_s
+        self._moved = threading.Event()
+
+    def start(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(max(1, math.ceil(self.kill_s)))
+        threading.Thread(target=self._watch, name="shutdown-deadline", daemon=True).start()
+
+    def nodes_stopped(self, step: str) -> None:
+        """Every node's own stop is done (devices and files in their safe state); what is
+        left, `step`, is the ROS client library's: it may end with `code_if_safe`."""
+        self.step, self.safe = step, True
+        signal.alarm(0)
+        faulthandler.dump_traceback_later(max(0.1, self.teardown_s - 1.0), exit=False)
+        try:
+            exit_later_without_python(self.teardown_s + 0.5, self.code_if_safe)
+        except OSError as exc:                # the Python thread still bounds it
+            print(f"[WARN] [{self.name}]: no shutdown timer: {exc}", file=sys.stderr)
+        self.deadline = time.monotonic() + self.teardown_s
+        self._moved.set()
+
+    def _watch(self) -> None:
+        while (left := self.deadline - time.monotonic()) > 0:
+            self._moved.wait(left)
+            self._moved.clear()
+        code = self.code_if_safe if self.safe else EXIT_SHUTDOWN_HUNG
+        what = ("the nodes' own stop is done: their devices and files are in their safe state"
+                if self.safe else "the safe state is not confirmed")
+        took = self.teardown_s if self.safe else self.limit_s
+        try:
+            sys.stderr.write(f"[ERROR] [{self.name}]: {self.step} still runs after {took:g} s; "
+                             f"{what}; ending the process (exit {code})\n")
+            sys.stderr.flush()
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        os._exit(code)
+
+
+@contextlib.contextmanager
+def _marking_the_entities(deadline: ShutdownDeadline, last: Node):
+    """While the nodes are destroyed, rclpy's `Node.destroy_node` (what every node's own
+    `destroy_node` calls last, after its own stop) first tells `deadline` which node's DDS
+    entities go; for the `last` node, that the nodes' own stops are all done."""
+    original = Node.destroy_node
+
+    def destroy_entities(node: Node) -> None:
+        step = f"destroying the DDS entities of {node.get_name()}"
+        if node is last:
+            deadline.nodes_stopped(step)
+        else:
+            deadline.step = step
+        original(node)
+
+    Node.destroy_node = destroy_entities
+    try:
+        yield
+    finally:
+        Node.destroy_node = original
 
 
 def run_node(factory: Callable[[], Node], name: str, args=None, threads: int = 1) -> NoReturn:
@@ -182,6 +307,9 @@ def _run(factories: Sequence[Callable[[], Node]], name: str, args, threads: int,
             executor.add_node(node)
         failure = _spin_until_signal(executor, nodes[0], request)
         faulthandler.dump_traceback_later(SHUTDOWN_REPORT_S, exit=False)
+        deadline = ShutdownDeadline(name)
+        deadline.code_if_safe = 0 if failure is None else 1
+        deadline.start()
         why = f"a callback failed: {failure!r}" if failure is not None else request.reason
         for node in nodes:
             node.get_logger().info(f"shutting down ({why})")
@@ -189,8 +317,14 @@ def _run(factories: Sequence[Callable[[], Node]], name: str, args, threads: int,
             nodes[0].get_logger().warning(
                 f"callbacks still running {EXECUTOR_STOP_S:g} s after {request.reason}; "
                 "destroying the node anyway")
-        for node in nodes:
-            node.destroy_node()
+        with _marking_the_entities(deadline, nodes[-1]):
+            for node in nodes:
+                deadline.step = f"stopping the node {node.get_name()}"
+                node.destroy_node()
+        if not deadline.safe:                 # a node without rclpy's destroy_node at its end
+            deadline.nodes_stopped("shutting the ROS context down")
+        deadline.step = "shutting the ROS context down"
+    deadline.step = "ending the process"
     if request.ignored():
         get_logger(name).info(
             f"ignored {', '.join(request.ignored())} while shutting down (the shutdown "

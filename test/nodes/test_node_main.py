@@ -12,24 +12,31 @@ import time
 
 import pytest
 
-from rackpower_nodes.nodes.main import EXECUTOR_ENV, make_executor
+from rackpower_nodes.nodes.main import EXECUTOR_ENV, EXIT_SHUTDOWN_HUNG, make_executor
 
 pytestmark = pytest.mark.ros
 
 NODE = textwrap.dedent("""
-    import sys, time
+    import ctypes, sys, time
     from rclpy.node import Node
     from rackpower_nodes.nodes import main
     from rackpower_nodes.nodes.main import run_node
 
-    if len(sys.argv) > 4:
+    if len(sys.argv) > 4 and sys.argv[4] != "-":
         main.SHUTDOWN_REPORT_S = main.STALL_REPORT_S = float(sys.argv[4])
         main.STALL_REARM_S = main.STALL_REPORT_S / 5
+    if len(sys.argv) > 5:
+        main.SHUTDOWN_LIMIT_S, main.SHUTDOWN_KILL_S, main.TEARDOWN_LIMIT_S = map(
+            float, sys.argv[5:8])
 
     class Probe(Node):
         def __init__(self):
             super().__init__("node_main_probe")
             self.create_timer(0.05, self.tick)
+            if sys.argv[1] == "hang_context":      # the ROS context's teardown never ends
+                self.context.on_shutdown(lambda: time.sleep(1000))
+            if sys.argv[1] == "hang_context_with_gil":  # ... in C, keeping the GIL
+                self.context.on_shutdown(lambda: ctypes.PyDLL(None).sleep(1000))
             print("up", flush=True)
 
         def tick(self):
@@ -42,6 +49,8 @@ NODE = textwrap.dedent("""
 
         def destroy_node(self):
             print("destroying", flush=True)
+            if sys.argv[1] == "hang_with_gil":         # a call into C that keeps the GIL
+                ctypes.PyDLL(None).sleep(1000)
             time.sleep(float(sys.argv[2]))       # the safe work a second Ctrl-C must not cut
             print("destroyed", flush=True)
             super().destroy_node()
@@ -51,12 +60,14 @@ NODE = textwrap.dedent("""
 
 
 def _start(ros_env, mode: str, destroy_s: float, threads: int,
-           executor: str | None = None, report_s: float | None = None) -> subprocess.Popen:
+           executor: str | None = None, report_s: float | None = None,
+           limits: tuple[float, float, float] | None = None) -> subprocess.Popen:
     env = dict(ros_env)
     env.pop(EXECUTOR_ENV, None)
     if executor is not None:
         env[EXECUTOR_ENV] = executor
-    args = [mode, str(destroy_s), str(threads)] + ([] if report_s is None else [str(report_s)])
+    args = [mode, str(destroy_s), str(threads), "-" if report_s is None else str(report_s)]
+    args += [] if limits is None else [str(v) for v in limits]
     proc = subprocess.Popen([sys.executable, "-c", NODE, *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout.readline().strip() == "up"
@@ -111,6 +122,54 @@ def test_a_shutdown_in_time_prints_no_stacks(ros_env):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "destroyed" in out and "Timeout" not in out and "Thread 0x" not in out, out
+
+
+def test_a_node_destruction_that_hangs_ends_the_process_naming_it(ros_env):
+    # the destruction never ends; the deadline (1 s) ends the process with EXIT_SHUTDOWN_HUNG
+    proc = _start(ros_env, "run", 1000.0, 1, report_s=0.5, limits=(1.0, 30.0, 5.0))
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_SHUTDOWN_HUNG, out
+    assert "Timeout (0:00:00.500000)!" in out and "in destroy_node" in out, out
+    assert ("stopping the node node_main_probe still runs after 1 s; the safe state is not "
+            "confirmed; ending the process (exit 3)") in out, out
+    assert "destroyed" not in out
+
+
+def test_a_ros_context_teardown_that_hangs_ends_the_process_with_0(ros_env):
+    # the node is destroyed (its safe work done); the context's shutdown never returns
+    proc = _start(ros_env, "hang_context", 0.0, 1, limits=(20.0, 30.0, 1.0))
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert out.index("destroyed") < out.index("shutting the ROS context down still runs"), out
+    assert ("shutting the ROS context down still runs after 1 s; the nodes' own stop is done: "
+            "their devices and files are in their safe state; ending the process (exit 0)"
+            ) in out, out
+
+
+def test_a_teardown_that_hangs_holding_the_gil_ends_with_0_after_the_nodes_stop(ros_env):
+    # the node's own stop is done; rcl's teardown then hangs in C with the GIL held (as rclpy
+    # in a deadlocked Fast DDS): no Python runs; its stacks are printed, then libc's timer ends
+    # it half a second after the limit
+    proc = _start(ros_env, "hang_context_with_gil", 0.0, 1, limits=(20.0, 30.0, 1.0))
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "destroyed" in out and "still runs after" not in out, out
+    assert "(most recent call first)" in out[out.index("destroyed"):], out
+    assert time.monotonic() - start >= 1.5, out
+
+
+def test_a_hang_that_holds_the_gil_is_ended_by_sigalrm(ros_env):
+    # no Python code runs (the deadline's thread neither): SIGALRM's default action, after 2 s
+    proc = _start(ros_env, "hang_with_gil", 0.0, 1, limits=(1.0, 2.0, 5.0))
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGALRM, out
+    assert time.monotonic() - start >= 1.5 and "destroyed" not in out, out
 
 
 def test_sigterm_shuts_down_in_order_too(ros_env):

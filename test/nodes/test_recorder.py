@@ -226,7 +226,11 @@ def test_double_sigint_closes_the_bag_and_the_next_start_finds_nothing_to_repair
                 time.sleep(0.005)
             rec.send_signal(signal.SIGINT)
             rec.send_signal(signal.SIGTERM)
-            code = rec.wait(30)
+            try:
+                code = rec.wait(60)           # the shutdown's own deadline is 20 s
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"the recorder did not end 60 s after the signals:\n"
+                            f"{log.read_text()[-6000:]}")
         finally:
             stop_process(rec)
             source.node.destroy_node()
