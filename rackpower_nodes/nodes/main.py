@@ -26,7 +26,8 @@ calls last. While the own stops run, the process ends after `SHUTDOWN_LIMIT_S` w
 should a thread hold the GIL). Once they are done, every device and file is in its safe
 state and what is left is the ROS client library's: rclpy and Fast DDS get `TEARDOWN_LIMIT_S`
 (their stacks are printed a second before it), then the process ends with exit code 0 (1
-after a crash in a callback), before `ros2 launch` escalates to SIGTERM (5 s) and SIGKILL.
+after a crash in a callback), most often before `ros2 launch` escalates to SIGTERM (5 s after
+its SIGINT) and always before its SIGKILL.
 That bound is kept by a libc timer too, as the Fast DDS 3.2 of the ROS wheels can deadlock in
 its discovery (README) while rclpy destroys a publisher with the GIL held.
 
@@ -79,7 +80,7 @@ SIGNAL_POLL_S = 0.1          # longest wait of the executor before a signal is l
 SHUTDOWN_REPORT_S = 10.0     # a shutdown running this long prints every thread's stack, s
 SHUTDOWN_LIMIT_S = 20.0      # ... and this long, the nodes' own stop not done, ends it, s
 SHUTDOWN_KILL_S = 30.0       # ... and this long ends it by SIGALRM, without Python, s
-TEARDOWN_LIMIT_S = 5.0       # the ROS library's teardown after the nodes' own stop, at most, s
+TEARDOWN_LIMIT_S = 3.0       # the ROS library's teardown after the nodes' own stop, at most, s
 STALL_REPORT_S = 10.0        # so does an executor that has not returned for about this long, s
 STALL_REARM_S = 2.0          # how often the spinning loop pushes that report back, s
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)

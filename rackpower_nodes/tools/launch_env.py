@@ -45,10 +45,11 @@ def dds_teardown_hangs(output: str) -> dict[str, str]:
     """The processes of `output` (launch names, 'host_telemetry-3') whose shutdown report
     shows their main thread stuck inside rclpy while the node's own destroy_node() had handed
     over to rclpy's (its publishers', subscriptions' and timers' DDS entities being
-    destroyed), each with that innermost rclpy frame: the node had done its own stopping, and
-    what hung is the ROS client library's teardown, which `ros2 launch` then ends by SIGKILL
-    (seen twice under two CPU burners, rmw_fastrtps with rclpy's events executor). A stack
-    stuck anywhere else is not listed."""
+    destroyed; through nodes.main's `destroy_entities` since the shutdown is bounded), each
+    with that innermost rclpy frame: the node had done its own stopping, and what hung is the
+    ROS client library's teardown (seen twice under two CPU burners, rmw_fastrtps with
+    rclpy's events executor), which the node's shutdown deadline ends with exit 0, or
+    `ros2 launch` by SIGTERM or SIGKILL. A stack stuck anywhere else is not listed."""
     threads: dict[str, list[list[tuple[str, str]]]] = {}
     for line in output.splitlines():
         m = _PROCESS_LINE.match(line)
@@ -66,7 +67,7 @@ def dds_teardown_hangs(output: str) -> dict[str, str]:
                     and any(p.endswith("rackpower_nodes/nodes/main.py") for p, _ in frames)):
                 continue
             inner = next(i for i, (p, _) in enumerate(frames) if "/rclpy/" not in p)
-            if frames[inner][1] == "destroy_node":      # ours, handing over to rclpy's
+            if frames[inner][1] in ("destroy_node", "destroy_entities"):  # handing over
                 hangs[proc] = f"{frames[0][0]} in {frames[0][1]}"
     return hangs
 

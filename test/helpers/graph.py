@@ -61,16 +61,18 @@ class GraphWatch:
 
 
 def teardown_hangs(graph, out: str) -> dict[str, str]:
-    """`dds_teardown_hangs` of the graph's output, each such process's last run ended by
-    launch's SIGKILL or SIGTERM (checked), printed when there are any."""
+    """`dds_teardown_hangs` of the graph's output, each such process's last run ended by its
+    own shutdown deadline (exit 0) or by launch's SIGKILL or SIGTERM (checked), printed when
+    there are any."""
     from rackpower_nodes.tools.launch_env import dds_teardown_hangs
 
     hangs = dds_teardown_hangs(out)
     for proc, frame in hangs.items():
         run = next(r for r in graph.runs if r.name == proc)
-        assert run.code in (-9, -15), f"{proc} hung in {frame} and exited {run.code}"
+        assert run.code in (0, -9, -15), f"{proc} hung in {frame} and exited {run.code}"
+        by = "its shutdown deadline" if run.code == 0 else "launch"
         print(f"{proc}: rclpy's teardown of the node's DDS entities hung in {frame} after the "
-              f"node's own stop; launch ended it (exit {run.code})")
+              f"node's own stop; {by} ended it (exit {run.code})")
     return hangs
 
 

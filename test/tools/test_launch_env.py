@@ -74,6 +74,17 @@ def test_a_main_thread_stuck_in_rclpy_destroying_the_node_s_entities_is_named():
         "host_telemetry-3": f"{SITE}/rclpy/publisher.py in destroy"}
 
 
+def test_a_hang_under_the_bounded_shutdown_s_marker_is_named_too():
+    # nodes.main's destroy_entities stands between the node's destroy_node and rclpy's
+    marked = (*TEARDOWN[:3], [f"{NODES}/main.py", 231, "destroy_entities"], *TEARDOWN[3:])
+    out = _report("recorder-6", SCRAPE, marked)
+    assert dds_teardown_hangs(out) == {"recorder-6": f"{SITE}/rclpy/publisher.py in destroy"}
+    # the node's own stop under the marker's frame is still its own
+    own = ([f"{PY}/threading.py", 1116, "join"], [f"{NODES}/recorder.py", 160, "destroy_node"],
+           *TEARDOWN[4:])
+    assert dds_teardown_hangs(_report("recorder-6", own)) == {}
+
+
 def test_other_hangs_are_not_named():
     # stuck in the node's own destroy_node (its code, before rclpy's)
     own = ([f"{PY}/threading.py", 1116, "join"], *TEARDOWN[3:])
