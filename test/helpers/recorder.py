@@ -5,6 +5,7 @@ and readers of the bags it writes (rosbags' AnyReader and the `mcap` package's r
 - `Source`: power_samples batches of a 1 kHz board (CHANNELS, PER_BATCH samples every
   PERIOD_S s), host_telemetry and allocation_error at a tenth of the rate, a latched
   model_update; counts what it sent;
+- `publishing`: a `Source` in this process for a block, which leaves the DDS graph at its end;
 - `start_recorder`: the executable in a namespace, writing under a folder, logging to a file;
 - `bags_in`, `read_bags`, `mcap_counts`: the bags in a folder, and their messages per topic.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ import numpy as np
 from rackpower_nodes.tools.launch_env import executable
 
 __all__ = ["CHANNELS", "PER_BATCH", "PERIOD_S", "Source", "bags_in", "mcap_counts",
-           "read_bags", "start_recorder"]
+           "publishing", "read_bags", "start_recorder"]
 
 CHANNELS, PER_BATCH, PERIOD_S = ("srv01", "srv02", "sw01"), 10, 0.001
 
@@ -117,6 +119,27 @@ class Source:
 
     def topic(self, name: str) -> str:
         return f"{self.ns}/{name}"
+
+
+@contextmanager
+def publishing(ns: str, pad: int = 0, ack_timeout_s: float = 30.0):
+    """rclpy initialised and a `Source` for the block. Leaving it waits until the recorder
+    has acknowledged every message sent (not after an error), destroys the node and shuts
+    the context down: this process is out of the DDS graph before the test stops the
+    recorder, so a Fast DDS deadlock on the recorder's removal (helpers.graph.watching) can
+    only hit the recorder, whose shutdown is bounded, never the test run."""
+    import rclpy
+    from rclpy.duration import Duration
+
+    with rclpy.init():
+        source = Source(ns, pad)
+        try:
+            yield source
+            late = [t for t, p in source.pubs.items()
+                    if not p.wait_for_all_acked(Duration(seconds=ack_timeout_s))]
+            assert not late, f"not acknowledged within {ack_timeout_s:g} s: {late}"
+        finally:
+            source.node.destroy_node()
 
 
 def start_recorder(ros_env, ns: str, folder: Path, log: Path, **params) -> subprocess.Popen:

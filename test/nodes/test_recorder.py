@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers.recorder import CHANNELS, Source, bags_in, mcap_counts, read_bags, start_recorder
+from helpers.recorder import (
+    CHANNELS, Source, bags_in, mcap_counts, publishing, read_bags, start_recorder)
 
 from rackpower_nodes.core.recorder_config import recorder_config_from_params
 from rackpower_nodes.tools.launch_env import executable, stop_process
@@ -28,19 +29,16 @@ MIB = 1 << 20
 
 def _run(ros_env, tmp_path: Path, ns: str, seconds: float, rate_hz: float = 100.0,
          pad: int = 0, **params):
-    import rclpy
-
     folder, log = tmp_path / "bags", tmp_path / "recorder.log"
-    with rclpy.init():
-        source = Source(ns, pad)
-        rec = start_recorder(ros_env, ns, folder, log, **params)
-        try:
+    rec = None
+    try:
+        with publishing(ns, pad) as source:                  # left before the recorder stops
+            rec = start_recorder(ros_env, ns, folder, log, **params)
             source.wait_recorded()
             source.run(seconds, rate_hz)
-            time.sleep(1.0)                                   # let the last ones arrive
-        finally:
-            code = stop_process(rec, timeout_s=10)
-            source.node.destroy_node()
+        time.sleep(1.0)                                       # acknowledged; now written
+    finally:
+        code = None if rec is None else stop_process(rec, timeout_s=10)
     assert code == 0, log.read_text()[-3000:]
     return source, folder, log
 
@@ -91,15 +89,12 @@ def test_rotation_by_size_and_quota_hold(ros_env, tmp_path):
     """64 KiB bags under a 256 KiB quota: the total never exceeds quota + one bag, the
     oldest bags go first, and the newest messages are all kept."""
     ns, max_bytes, quota = "/rack_rec_quota", 64 * 1024, 256 * 1024
-    import rclpy
-
     folder, log = tmp_path / "bags", tmp_path / "recorder.log"
-    peak = 0
-    with rclpy.init():
-        source = Source(ns, pad=1500)                         # ~1.7 kB per batch
-        rec = start_recorder(ros_env, ns, folder, log, rotation__max_bytes=max_bytes,
-                             quota__max_total_bytes=quota, flush__interval_s=0.2)
-        try:
+    peak, rec = 0, None
+    try:
+        with publishing(ns, pad=1500) as source:             # ~1.7 kB per batch
+            rec = start_recorder(ros_env, ns, folder, log, rotation__max_bytes=max_bytes,
+                                 quota__max_total_bytes=quota, flush__interval_s=0.2)
             source.wait_recorded()
 
             def watch() -> bool:
@@ -109,10 +104,9 @@ def test_rotation_by_size_and_quota_hold(ros_env, tmp_path):
                 return False
 
             source.run(8.0, 150.0, stop=watch)
-            time.sleep(1.0)
-        finally:
-            code = stop_process(rec, timeout_s=10)
-            source.node.destroy_node()
+        time.sleep(1.0)
+    finally:
+        code = None if rec is None else stop_process(rec, timeout_s=10)
     assert code == 0, log.read_text()[-3000:]
     bags = bags_in(folder)
     sizes = [_du(b) for b in bags]
@@ -210,30 +204,28 @@ def test_double_sigint_closes_the_bag_and_the_next_start_finds_nothing_to_repair
     """Ctrl-C twice (and a SIGTERM) while a bag of several MB is open: the bag's close is not
     interrupted, the bag is complete (metadata.yaml, MCAP summary) and a recorder started on
     the same folder has nothing to salvage."""
-    import rclpy
-
     ns, folder, log = "/rack_rec_sigint", tmp_path / "bags", tmp_path / "recorder.log"
-    with rclpy.init():
-        source = Source(ns, pad=20000)                        # ~20 kB per batch
-        rec = start_recorder(ros_env, ns, folder, log, flush__interval_s=0.5)
-        try:
+    rec = None
+    try:
+        with publishing(ns, pad=20000) as source:            # ~20 kB per batch
+            rec = start_recorder(ros_env, ns, folder, log, flush__interval_s=0.5)
             source.wait_recorded()
             source.run(3.0, 200.0)
-            rec.send_signal(signal.SIGINT)
-            end = time.monotonic() + 30
-            while "shutting down" not in log.read_text() and rec.poll() is None:
-                assert time.monotonic() < end, log.read_text()[-3000:]
-                time.sleep(0.005)
-            rec.send_signal(signal.SIGINT)
-            rec.send_signal(signal.SIGTERM)
-            try:
-                code = rec.wait(60)           # the shutdown's own deadline is 20 s
-            except subprocess.TimeoutExpired:
-                pytest.fail(f"the recorder did not end 60 s after the signals:\n"
-                            f"{log.read_text()[-6000:]}")
-        finally:
+        rec.send_signal(signal.SIGINT)
+        end = time.monotonic() + 30
+        while "shutting down" not in log.read_text() and rec.poll() is None:
+            assert time.monotonic() < end, log.read_text()[-3000:]
+            time.sleep(0.005)
+        rec.send_signal(signal.SIGINT)
+        rec.send_signal(signal.SIGTERM)
+        try:
+            code = rec.wait(60)               # the shutdown's own deadline is 20 s
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the recorder did not end 60 s after the signals:\n"
+                        f"{log.read_text()[-6000:]}")
+    finally:
+        if rec is not None:
             stop_process(rec)
-            source.node.destroy_node()
     text = log.read_text()
     assert code == 0 and "Traceback" not in text, text[-3000:]
     assert "closed the bag" in text
@@ -302,29 +294,28 @@ def test_folder_gone_is_reported_and_recording_goes_on(ros_env, tmp_path):
     the node keeps running, and new bags appear once the folder is back."""
     import shutil
 
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
 
     ns, folder, log = "/rack_rec_gone", tmp_path / "bags", tmp_path / "recorder.log"
     errors: list[str] = []
-    with rclpy.init():
-        source = Source(ns)
-        source.node.create_subscription(
-            DiagnosticArray, "/diagnostics",
-            lambda m: errors.extend(kv.value for s in m.status if s.name.startswith(ns)
-                                    for kv in s.values if kv.key == "last_error" and kv.value),
-            10)
-        rec = start_recorder(ros_env, ns, folder, log, rotation__max_duration_s=1.0)
-        try:
+    rec = None
+    try:
+        with publishing(ns) as source:
+            source.node.create_subscription(
+                DiagnosticArray, "/diagnostics",
+                lambda m: errors.extend(kv.value for s in m.status if s.name.startswith(ns)
+                                        for kv in s.values
+                                        if kv.key == "last_error" and kv.value),
+                10)
+            rec = start_recorder(ros_env, ns, folder, log, rotation__max_duration_s=1.0)
             source.wait_recorded()
             source.run(1.5)
             shutil.rmtree(folder)
             source.run(4.0)
             time.sleep(1.0)                                   # let the last ones arrive
             assert rec.poll() is None, log.read_text()[-3000:]
-        finally:
-            code = stop_process(rec, timeout_s=10)
-            source.node.destroy_node()
+    finally:
+        code = None if rec is None else stop_process(rec, timeout_s=10)
     assert code == 0, log.read_text()[-3000:]
     assert errors and str(folder) in errors[-1], errors[-3:]
     assert "cannot write bags" in log.read_text()
