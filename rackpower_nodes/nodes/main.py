@@ -74,7 +74,7 @@ from rackpower_nodes.core.params import ConfigError
 from rackpower_nodes.nodes.common import ParameterError, reject_undeclared_overrides
 
 EXIT_BAD_CONFIG = 2
-EXIT_SHUTDOWN_HUNG = 3       # a shutdown that hung before every node was destroyed
+EXIT_SHUTDOWN_HUNG = 3       # a shutdown that hung before the nodes' own stops were done
 EXECUTOR_STOP_S = 1.0        # how long callbacks in flight may take to finish at shutdown, s
 SIGNAL_POLL_S = 0.1          # longest wait of the executor before a signal is looked at, s
 SHUTDOWN_REPORT_S = 10.0     # a shutdown running this long prints every thread's stack, s
