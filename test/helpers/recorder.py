@@ -59,10 +59,12 @@ def _telemetry(t: float):
 
 class Source:
     """Publishes power_samples at `rate_hz`, host_telemetry and allocation_error at a tenth,
-    all reliable (keep last 1000), plus one latched model_update; counts what it sent."""
+    all reliable (keep last 1000), plus one latched model_update; counts what it sent, and
+    what the recorder in its namespace reports written (its /diagnostics)."""
 
     def __init__(self, ns: str, pad: int = 0):
         import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
         from rackpower.msg import AllocationError, HostTelemetry, ModelUpdate, PowerSamples
@@ -84,6 +86,27 @@ class Source:
         self.ns, self.pad, self.k, self.t0 = ns, pad, 0, time.time()
         self.sent: Counter = Counter({"model_update": 1})
         self.sent_at: list[float] = []               # send time of power_samples batch k
+        self.written: dict[str, int] = {}            # per topic, as the recorder reports it
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+
+    def _on_diag(self, msg) -> None:
+        for status in msg.status:
+            if status.name.startswith(f"{self.ns}/recorder"):
+                self.written.update({kv.key.removeprefix("messages "): int(kv.value)
+                                     for kv in status.values if kv.key.startswith("messages /")})
+
+    def wait_written(self, timeout_s: float = 30.0) -> None:
+        """Until the recorder's /diagnostics count every message sent as written (its counts
+        run from its start; a recorder that lost some never gets there: the assertion names
+        the counts)."""
+        import rclpy
+
+        end = time.monotonic() + timeout_s
+        while any(self.written.get(self.topic(t), 0) < n for t, n in self.sent.items()):
+            assert time.monotonic() < end, (
+                f"the recorder did not report every message written within {timeout_s:g} s: "
+                f"sent {dict(self.sent)}, written {self.written}")
+            rclpy.spin_once(self.node, timeout_sec=0.1)
 
     def wait_recorded(self, timeout_s: float = 30.0) -> None:
         """Until the recorder subscribes to every topic."""

@@ -36,7 +36,7 @@ def _run(ros_env, tmp_path: Path, ns: str, seconds: float, rate_hz: float = 100.
             rec = start_recorder(ros_env, ns, folder, log, **params)
             source.wait_recorded()
             source.run(seconds, rate_hz)
-        time.sleep(1.0)                                       # acknowledged; now written
+            source.wait_written()
     finally:
         code = None if rec is None else stop_process(rec, timeout_s=10)
     assert code == 0, log.read_text()[-3000:]
@@ -104,7 +104,7 @@ def test_rotation_by_size_and_quota_hold(ros_env, tmp_path):
                 return False
 
             source.run(8.0, 150.0, stop=watch)
-        time.sleep(1.0)
+            source.wait_written()
     finally:
         code = None if rec is None else stop_process(rec, timeout_s=10)
     assert code == 0, log.read_text()[-3000:]
@@ -119,22 +119,6 @@ def test_rotation_by_size_and_quota_hold(ros_env, tmp_path):
     counts, batches = read_bags(bags)
     assert batches == list(range(batches[0], source.k)), "a kept bag is not the newest"
     assert batches[0] > 0
-
-
-def _watch_written(source: Source, ns: str) -> dict[str, int]:
-    """Messages written per topic, as the recorder in `ns` reports on /diagnostics."""
-    from diagnostic_msgs.msg import DiagnosticArray
-
-    written: dict[str, int] = {}
-
-    def on_diag(msg) -> None:
-        for status in msg.status:
-            if status.name.startswith(f"{ns}/recorder"):
-                written.update({kv.key.removeprefix("messages "): int(kv.value)
-                                for kv in status.values if kv.key.startswith("messages /")})
-
-    source.node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-    return written
 
 
 def _du(path: Path) -> int:
@@ -167,7 +151,8 @@ def test_kill_9_loses_at_most_2_s(ros_env, tmp_path, storage):
             broken = bags_in(folder)
             assert broken and not (broken[0] / "metadata.yaml").exists()
             rec = start_recorder(ros_env, ns, folder, log, storage=storage)
-            restarted, written = time.time(), _watch_written(source, ns)
+            restarted, written = time.time(), source.written
+            written.clear()                       # the new recorder counts from its start
             # a reliable writer that still has the killed reader matched delivers to the new
             # one only after a while (Fast DDS; the dead participant's lease is 20 s)
             source.run(25.0, stop=lambda: written.get(f"{ns}/power_samples", 0) > 0)
