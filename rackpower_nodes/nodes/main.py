@@ -322,9 +322,10 @@ def _run(factories: Sequence[Callable[[], Node]], name: str, args, threads: int,
             for node in nodes:
                 deadline.step = f"stopping the node {node.get_name()}"
                 node.destroy_node()
-        if not deadline.safe:                 # a node without rclpy's destroy_node at its end
+        if deadline.safe:
+            deadline.step = "shutting the ROS context down"
+        else:                                 # a node without rclpy's destroy_node at its end
             deadline.nodes_stopped("shutting the ROS context down")
-        deadline.step = "shutting the ROS context down"
     deadline.step = "ending the process"
     if request.ignored():
         get_logger(name).info(

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from rackpower_nodes.tools.launch_env import (
-    dds_teardown_hangs, wait_while_running, without_launch_interrupts)
+    HANDOVER_FRAMES, dds_teardown_hangs, wait_while_running, without_launch_interrupts)
 
 LAUNCH_OWN = (
     "Exception ignored in: <function WeakSet.__init__.<locals>._remove at 0x7f266f95fe20>\n"
@@ -83,6 +83,19 @@ def test_a_hang_under_the_bounded_shutdown_s_marker_is_named_too():
     own = ([f"{PY}/threading.py", 1116, "join"], [f"{NODES}/recorder.py", 160, "destroy_node"],
            *TEARDOWN[4:])
     assert dds_teardown_hangs(_report("recorder-6", own)) == {}
+
+
+def test_the_judgement_knows_the_bounded_shutdown_s_marker_by_its_name():
+    # a rename in nodes.main would otherwise silently stop hangs under it from being named
+    from rclpy.node import Node
+
+    from rackpower_nodes.nodes.main import ShutdownDeadline, _marking_the_entities
+
+    plain = Node.destroy_node
+    with _marking_the_entities(ShutdownDeadline("probe"), None):
+        assert Node.destroy_node is not plain
+        assert Node.destroy_node.__code__.co_name in HANDOVER_FRAMES
+    assert Node.destroy_node is plain and plain.__code__.co_name in HANDOVER_FRAMES
 
 
 def test_other_hangs_are_not_named():
