@@ -1,8 +1,9 @@
 """Watching a launched graph: NODES, the seven executables of launch/rack.launch.py,
 `GraphWatch`, which tells when all of them are up and the recorder writes, `spin_until`,
 which spins a test's own node until a condition holds, `watching`, a test's DDS presence
-that ends before the graph it watched is stopped, and `teardown_hangs`, the processes of a
-launch's output whose rclpy teardown hung after their own stop."""
+that ends before the graph it watched is stopped, `leave_graph`, the same for a test's node
+that a fixture holds, and `teardown_hangs`, the processes of a launch's output whose rclpy
+teardown hung after their own stop."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -10,7 +11,7 @@ from contextlib import contextmanager
 NODES = ("current_sensor", "host_telemetry", "predictor", "pdu_actuator", "recorder",
          "health_monitor", "retrain_scheduler")
 
-__all__ = ["NODES", "GraphWatch", "spin_until", "teardown_hangs", "watching"]
+__all__ = ["NODES", "GraphWatch", "leave_graph", "spin_until", "teardown_hangs", "watching"]
 
 
 def spin_until(node, predicate, timeout_s: float, step_s: float = 0.05) -> bool:
@@ -94,3 +95,17 @@ def watching(make_watch):
             yield watch
         finally:
             watch.node.destroy_node()
+
+
+def leave_graph(node) -> None:
+    """Destroy `node` and shut its context down (this process leaves the DDS graph, as
+    `watching` does, before the test stops the process it listened to); a second call, e.g.
+    from the fixture that made the node, does nothing. What the node collected stays."""
+    import rclpy
+
+    if getattr(node, "left_graph", False):
+        return
+    context = node.context
+    node.destroy_node()
+    node.left_graph = True
+    rclpy.try_shutdown(context=context)

@@ -14,6 +14,7 @@ import psutil
 import pytest
 import yaml
 from helpers.devices import BodyServer, junk
+from helpers.graph import leave_graph
 
 from rackpower_nodes.tools.launch_env import executable, stop_process
 from rackpower_nodes.sim.live import LiveRack
@@ -74,7 +75,7 @@ def listener(ros_env):
     with rclpy.init():
         lis = _Listener("/rack_ht")
         yield lis
-        lis.node.destroy_node()
+        leave_graph(lis.node)
 
 
 def _start_node(ros_env, params_file: str) -> subprocess.Popen:
@@ -101,6 +102,7 @@ def test_real_node_exporter_utilisation_agrees_with_psutil(ros_env, tmp_path, li
     try:
         assert listener.spin(20, until=lambda: len(listener.messages) >= 10), "no telemetry"
     finally:
+        leave_graph(listener.node)              # before the node it listens to stops
         stop_process(node)
         burner.kill()
         burner.wait()
@@ -172,6 +174,7 @@ def test_simulator_endpoints_give_the_simulated_utilisation(ros_env, tmp_path, l
                 else:                      # a scrape that timed out is reported, not hidden
                     assert "timeout" in h.last_error or "refused" in h.last_error, h
     finally:
+        leave_graph(listener.node)              # before the node it listens to stops
         stop_process(node)
     # every host answered, and every scrape that did not was a timeout or a refusal (a broken
     # kept-alive connection would name itself); how many timed out is the machine's load
@@ -220,6 +223,7 @@ def test_endpoint_faults_are_reported_without_spikes(ros_env, tmp_path, listener
             listener.messages[-1][2], "srv03").stale), "did not recover"
         assert node.poll() is None, "node died"
     finally:
+        leave_graph(listener.node)              # before the node it listens to stops
         stop_process(node)
     for fault in ("down", "slow", "garbage", "http500"):
         assert int.from_bytes(observed[fault].level, "little") >= 1   # WARN or ERROR
@@ -263,6 +267,7 @@ def test_an_oversized_exporter_body_is_reported_and_memory_stays_bounded(
         rss = psutil.Process(node.pid).memory_info().rss
         assert node.poll() is None, "node died"
     finally:
+        leave_graph(listener.node)              # before the node it listens to stops
         stop_process(node)
         big.close()
     status = listener.diagnostics["big"]
@@ -288,10 +293,11 @@ def test_stops_promptly_while_an_exporter_accepts_and_never_answers(ros_env, tmp
         assert listener.spin(60, until=lambda: "timeout" in getattr(
             listener.diagnostics.get("silent"), "message", "")), "timeout never reported"
         assert node.poll() is None, "node died"
-        listener.diagnostics.clear()
+        leave_graph(listener.node)
         node.send_signal(signal.SIGINT)      # a new scrape of the silent host is under way
         code = node.wait(timeout=12.0)       # generous: launch kills after 15 s
     finally:
+        leave_graph(listener.node)              # before the node it listens to stops
         stop_process(node)
         silent.close()
     text = log.read_text()

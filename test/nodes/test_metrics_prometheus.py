@@ -63,7 +63,8 @@ def _wait(predicate, timeout_s: float, what: str, step_s: float = 0.2):
 @pytest.fixture(scope="module")
 def rack_graph(ros_env, tmp_path_factory):
     """The actuator on two simulated PDUs, the test's Rack, and the exporter on a free port;
-    yields (rack, metrics URL). The exporter must end cleanly (exit 0) on SIGINT."""
+    yields (rack, metrics URL). The exporter must end cleanly (exit 0) on SIGINT. The Rack
+    leaves the DDS graph before the processes are stopped (helpers.graph.watching says why)."""
     import rclpy
 
     tmp = tmp_path_factory.mktemp("metrics")
@@ -90,14 +91,17 @@ def rack_graph(ros_env, tmp_path_factory):
             stderr=subprocess.STDOUT)
         rack = Rack()
         yield rack, f"http://127.0.0.1:{port}/metrics"
+        rack.close()
+        rack = None
+        rclpy.shutdown()
         code = stop_process(procs.pop("exporter"), timeout_s=10.0)
         assert code == 0, (tmp / "exporter.log").read_text()
     finally:
-        for proc in procs.values():
-            stop_process(proc, timeout_s=10.0)
         if rack is not None:
             rack.close()
-        rclpy.shutdown()
+        rclpy.try_shutdown()
+        for proc in procs.values():
+            stop_process(proc, timeout_s=10.0)
         for s in servers:
             s.stop()
         for f in logs.values():

@@ -13,7 +13,7 @@ import time
 import pytest
 import yaml
 
-from helpers.graph import spin_until
+from helpers.graph import leave_graph, spin_until
 from rackpower_nodes.tools.launch_env import executable, stop_process
 
 pytestmark = pytest.mark.ros
@@ -66,7 +66,7 @@ def listener(ros_env):
     with rclpy.init():
         lis = _Listener()
         yield lis
-        lis.node.destroy_node()
+        leave_graph(lis.node)
 
 
 def _stamp(msg) -> float:
@@ -93,6 +93,7 @@ def test_the_schedule_is_published_before_its_jobs_start(ros_env, tmp_path, list
             _stamp(m) >= soon for m in listener.messages)), "no snapshot after etl's start"
         assert node.poll() is None, "node died"
     finally:
+        leave_graph(listener.node)              # before the node it listens to stops
         stop_process(node)
     first = listener.messages[0]
     assert first.source == "schedule" and first.header.frame_id == "rack_wl"
@@ -144,6 +145,7 @@ def test_slurm_failures_publish_nothing_and_warn_until_the_queue_answers(ros_env
         assert int.from_bytes(listener.status.level, "little") == 0          # OK
         assert node.poll() is None, "node died"
     finally:
+        leave_graph(listener.node)              # before the node it listens to stops
         stop_process(node)
     msg = listener.messages[0]
     assert msg.source == "slurm" and len(msg.jobs) == 1

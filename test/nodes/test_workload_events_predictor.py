@@ -56,13 +56,14 @@ def test_the_predictor_takes_snapshots_and_drops_invalid_ones(ros_env, tmp_path)
                 return True
         return False
 
-    with rclpy.init():
-        me = rclpy.create_node("workload_pub", namespace=NS)
-        me.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-        pub = me.create_publisher(Msg, "workload_events", latched_qos())
-        pub.publish(events_to_msg(_snapshot(2)))            # before the predictor exists
-        node = _start(ros_env, tmp_path)
-        try:
+    node = None
+    try:
+        with rclpy.init():                      # left before the predictor is stopped
+            me = rclpy.create_node("workload_pub", namespace=NS)
+            me.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+            pub = me.create_publisher(Msg, "workload_events", latched_qos())
+            pub.publish(events_to_msg(_snapshot(2)))            # before the predictor exists
+            node = _start(ros_env, tmp_path)
             assert spin_until(lambda: seen.get("workload_jobs") == "2"), seen
             assert seen["workload_source"] == "sim" and seen["workload_error"] == ""
             pub.publish(events_to_msg(_snapshot(3)))
@@ -74,7 +75,8 @@ def test_the_predictor_takes_snapshots_and_drops_invalid_ones(ros_env, tmp_path)
             assert spin_until(lambda: "job '100'" in seen.get("workload_error", "")), seen
             assert "start_unix" in seen["workload_error"] and seen["workload_jobs"] == "3"
             assert node.poll() is None, "predictor died"
-        finally:
-            stop_process(node)
             me.destroy_node()
+    finally:
+        if node is not None:
+            stop_process(node)
     assert node.returncode == 0
