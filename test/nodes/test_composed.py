@@ -11,7 +11,7 @@ import pytest
 import yaml
 from helpers import REPO
 from helpers.composed import ComposedRack
-from helpers.graph import NODES
+from helpers.graph import NODES, leave_graph
 from helpers.recorder import bags_in, read_bags
 
 RACK = "rack_composed_t"
@@ -78,7 +78,7 @@ def listener(ros_env):
     with rclpy.init():
         listener = Listener()
         yield listener
-        listener.node.destroy_node()
+        leave_graph(listener.node)
 
 
 def test_composed_graph_runs_and_ctrl_c_shuts_every_node_down(ros_env, tmp_path, listener):
@@ -89,10 +89,12 @@ def test_composed_graph_runs_and_ctrl_c_shuts_every_node_down(ros_env, tmp_path,
         assert listener.actuator_state() == "active"
         rack.wait_until(lambda: (listener.spin(), "proactive" in listener.modes)[1], 60.0,
                         "a proactive allocation")
+        leave_graph(listener.node)              # before the graph it watched is stopped
         code = rack.interrupt(60.0)
         out = rack.output()
         assert code == 0, out[-6000:]
     finally:
+        leave_graph(listener.node)
         rack.close()
     assert "Traceback" not in out, out[-6000:]
     assert "shutdown: static split" in out, out[-4000:]            # the actuator's safe write
