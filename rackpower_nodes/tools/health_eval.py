@@ -151,8 +151,15 @@ class Harness:
         if self.args.verbose:
             print(f"[{time.monotonic() - self.t0:6.0f} s] {text}", file=sys.stderr, flush=True)
 
-    def fit(self, frames):
-        return self._model.fit(list(frames), self.config)
+    def fit(self, frames, what: str):
+        """The model learned on ``frames``; CliError naming ``what`` they are when they are
+        too short to learn on."""
+        from rackpower_nodes.core.health import HealthModelError
+
+        try:
+            return self._model.fit(list(frames), self.config)
+        except HealthModelError as exc:
+            raise CliError(f"cannot learn on {what}: {exc}") from exc
 
     def watch(self, model, frames: Iterable[HealthFrame]) -> dict[str, list[FaultMark]]:
         """Fault marks per detector of one monitor each over ``frames`` one after another
@@ -184,7 +191,8 @@ def run_preset(h: Harness, preset: str) -> tuple[list, list[dict]]:
     if not (a.days or a.clean_weeks):
         return [], []
     seeds = range(a.train_seed, a.train_seed + a.train_days)
-    model = h.fit([sim_frame(preset, s, a.hours)[0] for s in seeds])
+    model = h.fit([sim_frame(preset, s, a.hours)[0] for s in seeds],
+                  f"--train-days {a.train_days} x --hours {a.hours:g}")
     h.say(f"{preset}: learned on seeds {_seeds(seeds)} ({a.train_days} x {a.hours:g} h)")
     outcomes, alarms, rack_s = [], {}, 0.0
     for day in range(a.days):
@@ -251,9 +259,16 @@ def run_bsc(h: Harness) -> tuple[list[dict], list[dict], str]:
             rows.append({"server": srv.name, "trained_on": f"all {len(srv.frames)} workloads",
                          "monitored_h": 0.0, "false_alarms": 0, "causes": "not monitored"})
             continue
+        try:
+            model = h.fit(srv.frames[:k], f"{srv.name}'s first {k} workload(s)")
+        except CliError as exc:                 # the other servers still count
+            rows.append({"server": srv.name, "trained_on": ", ".join(srv.workloads[:k]),
+                         "monitored_h": 0.0, "false_alarms": 0,
+                         "causes": f"not monitored: {exc}"})
+            continue
         seconds = sum(len(f) * row_spacing(f.t_unix) for f in srv.frames[k:])
         monitored.append(seconds)
-        for det, marks in h.watch(h.fit(srv.frames[:k]), srv.frames[k:]).items():
+        for det, marks in h.watch(model, srv.frames[k:]).items():
             new = [m for m in marks if m.new]
             alarms.setdefault(det, []).extend(new)
             row = alarm_row("", new, seconds)
@@ -333,10 +348,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log.setLevel(logging.INFO)
     h = Harness(args)
     outcomes, alarm_rows = [], []
-    for preset in args.preset_list:
-        got, rows = run_preset(h, preset)
-        outcomes += got
-        alarm_rows += rows
+    try:
+        for preset in args.preset_list:
+            got, rows = run_preset(h, preset)
+            outcomes += got
+            alarm_rows += rows
+    except CliError as exc:
+        print(f"rackpower-health-eval: {exc}", file=sys.stderr)
+        return 2
     bsc_rows, bsc_note = [], ""
     if args.bsc is not None:
         bsc_rows, totals, bsc_note = run_bsc(h)

@@ -261,9 +261,9 @@ def test_train_days_learn_on_consecutive_tuning_seeds(tmp_path, capsys, monkeypa
         seen.append(seed)
         return real_frame(preset, seed, hours, faults)
 
-    def fit(self, frames):
+    def fit(self, frames, what):
         fitted.append(len(frames))
-        return real_fit(self, frames)
+        return real_fit(self, frames, what)
 
     monkeypatch.setattr(health_eval, "sim_frame", frame)
     monkeypatch.setattr(health_eval.Harness, "fit", fit)
@@ -305,3 +305,42 @@ def test_bsc_servers_are_learned_on_their_first_workload_and_monitored_on_the_re
         assert rack["false_alarms"] == sum(r["false_alarms"] for r in data["bsc"]
                                            if r["detector"] == det)
     assert data["classes"] == [] and data["faults"] == []
+
+
+def test_too_little_to_learn_on_is_named_with_exit_code_2(capsys):
+    # 7 x 0.25 h fault-free days, but one 15-minute training day: too few minutes to fit
+    argv = ["--presets", "office", "--days", "0", "--hours", "0.25", "--onset-h", "0.1,0.2",
+            "--clean-weeks", "1", "--no-baseline"]
+    assert health_eval_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rackpower-health-eval: cannot learn on --train-days 1 x --hours "
+                          "0.25: fit: 15 minutes of data"), err
+    assert "Traceback" not in err
+
+
+def test_a_bsc_server_too_short_to_learn_on_is_said_and_the_others_still_count(tmp_path,
+                                                                              capsys):
+    rng = np.random.default_rng(4)
+    header = "timestamp,powerWatts,cpu_idle,bytes_in,bytes_out,bytes_read,bytes_written\n"
+    for srv, first_rows in (("SRV_A", 1200), ("SRV_SHORT", 300)):     # 40 and 10 min
+        (tmp_path / srv).mkdir()
+        for w, name in enumerate(("w1", "w2")):
+            n = first_rows if w == 0 else 1200
+            util = np.clip(0.4 + 0.03 * rng.standard_normal(n), 0, 1)
+            power = 120 + 100 * util + rng.standard_normal(n)
+            rows = [f"{1.6e9 + 5000 * w + 2 * i},{power[i]:.2f},{100 * (1 - util[i]):.2f},"
+                    f"1e5,2e5,3e5,4e5\n" for i in range(n)]
+            (tmp_path / srv / f"{name}.csv").write_text(header + "".join(rows))
+    out = tmp_path / "out"
+    assert health_eval_main(["--presets", "office", "--days", "0", "--clean-weeks", "0",
+                             "--no-baseline", "--bsc", str(tmp_path), "--out", str(out)]) == 0
+    data = json.loads((out / "health_eval.json").read_text())
+    short = next(r for r in data["bsc"] if r["server"] == "SRV_SHORT")
+    assert short["monitored_h"] == 0.0
+    assert short["causes"].startswith("not monitored: cannot learn on SRV_SHORT's first 1 "
+                                      "workload(s): fit:"), short
+    (rack,) = [r for r in data["false_alarms"] if r["preset"] == "bsc"]
+    assert rack["runs"] == 1                   # SRV_A alone
+    a = next(r for r in data["bsc"] if r["server"] == "SRV_A")
+    assert a["monitored_h"] == pytest.approx(1200 * 2 / 3600, rel=0.01)
+    assert rack["rack_weeks"] == pytest.approx(a["monitored_h"] / 168, rel=1e-6)
