@@ -149,12 +149,15 @@ def pool(runs: Sequence[Run]) -> dict:
     alarms = []
     for r in runs:
         for row in r.alarms:
-            simulated = row["set"] in SIMULATED_SETS and row["detector"] == LEARNED
-            alarms.append({"run": r.label, **row, "met": (
-                ("yes" if row["per_rack_week"] <= MAX_FALSE_PER_RACK_WEEK else "no")
-                if simulated else "reported")})
+            rate = row.get("per_rack_week")            # null: nothing monitored
+            if row["set"] not in SIMULATED_SETS or row["detector"] != LEARNED:
+                verdict = "reported"
+            else:
+                verdict = ("n/a" if rate is None else
+                           "yes" if rate <= MAX_FALSE_PER_RACK_WEEK else "no")
+            alarms.append({"run": r.label, **row, "met": verdict})
     met = (bool(classes) and all(r["met"] == "yes" for r in classes)
-           and any(a["set"] == "fault-free weeks" for a in alarms)
+           and any(a["set"] == "fault-free weeks" and a["met"] == "yes" for a in alarms)
            and all(a["met"] != "no" for a in alarms))
     return {"runs": [{"file": str(r.path), "label": r.label, "command": r.command}
                      for r in runs], "classes": classes, "per_run": per_run,

@@ -101,8 +101,12 @@ def test_met_needs_every_class_and_every_simulated_alarm_rate(tmp_path, capsys):
     noisy = _run(tmp_path / "n.json", 3100, [], [_week(2)], clean_weeks=1)
     assert pool_main([_run(tmp_path / "e.json", 2000, fine), week, noisy]) == 0
     assert "pooled: **not met**" in capsys.readouterr().out
-    # and without any fault-free week nothing is said to be met
+    # and without any fault-free week monitored nothing is said to be met
     assert pool_main([_run(tmp_path / "f.json", 2000, fine)]) == 0
+    assert "pooled: **not met**" in capsys.readouterr().out
+    empty = {**_week(0), "rack_weeks": 0.0, "per_rack_week": None}
+    assert pool_main([_run(tmp_path / "g.json", 2000, fine),
+                      _run(tmp_path / "x.json", 3200, [], [empty], clean_weeks=1)]) == 0
     assert "pooled: **not met**" in capsys.readouterr().out
 
 
