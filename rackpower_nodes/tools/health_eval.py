@@ -336,6 +336,14 @@ def _jsonable(x):
     return str(x) if isinstance(x, Path) else x
 
 
+def write_report(out: Path, stem: str, text: str, data: dict) -> None:
+    """``out/stem.md`` (the tables) and ``out/stem.json`` (strict JSON), said on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(text + "\n")
+    (out / f"{stem}.json").write_text(json.dumps(_jsonable(data), indent=1) + "\n")
+    print(f"written: {out / f'{stem}.md'}, {out / f'{stem}.json'}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -364,11 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         time.monotonic() - h.t0, argv)
     print(text)
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "health_eval.md").write_text(text + "\n")
-        (args.out / "health_eval.json").write_text(json.dumps(_jsonable(data), indent=1)
-                                                   + "\n")
-        print(f"written: {args.out / 'health_eval.md'}, {args.out / 'health_eval.json'}")
+        write_report(args.out, "health_eval", text, data)
     return 0
 
 

@@ -29,7 +29,7 @@ from scipy.stats import binomtest
 
 from rackpower_nodes.core.health import FAULT_CLASSES
 from rackpower_nodes.tools.health_eval import (
-    ALARM_COLS, BASELINE, CLASS_COLS, CLEAN_SEED_OFFSET, LEARNED, CliError, _jsonable, _table)
+    ALARM_COLS, BASELINE, CLASS_COLS, CLEAN_SEED_OFFSET, LEARNED, CliError, _table, write_report)
 from rackpower_nodes.tools.health_eval_metrics import FaultOutcome, class_rows
 
 __all__ = ["PROTOCOL_KEYS", "Run", "load_run", "main", "pool"]
@@ -200,11 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = report(pooled, argv)
     print(text)
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "health_pool.md").write_text(text + "\n")
-        (args.out / "health_pool.json").write_text(json.dumps(_jsonable(pooled), indent=1)
-                                                   + "\n")
-        print(f"written: {args.out / 'health_pool.md'}, {args.out / 'health_pool.json'}")
+        write_report(args.out, "health_pool", text, pooled)
     return 0
 
 

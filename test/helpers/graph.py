@@ -43,10 +43,9 @@ class GraphWatch:
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 50)
 
     def _on_diag(self, msg) -> None:
-        for status in msg.status:
-            if status.name.startswith(f"/{self.rack}/recorder"):
-                self.written.update({kv.key.removeprefix("messages "): int(kv.value)
-                                     for kv in status.values if kv.key.startswith("messages /")})
+        from helpers.recorder import recorder_written
+
+        recorder_written(msg, f"/{self.rack}", self.written)
 
     def up(self, nodes) -> bool:
         """Spin once (0.1 s at most); True once every one of `nodes` is in the rack's

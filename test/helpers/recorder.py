@@ -22,7 +22,7 @@ import numpy as np
 from rackpower_nodes.tools.launch_env import executable
 
 __all__ = ["CHANNELS", "PER_BATCH", "PERIOD_S", "Source", "bags_in", "mcap_counts",
-           "publishing", "read_bags", "start_recorder"]
+           "publishing", "read_bags", "recorder_written", "start_recorder"]
 
 CHANNELS, PER_BATCH, PERIOD_S = ("srv01", "srv02", "sw01"), 10, 0.001
 
@@ -90,10 +90,7 @@ class Source:
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
 
     def _on_diag(self, msg) -> None:
-        for status in msg.status:
-            if status.name.startswith(f"{self.ns}/recorder"):
-                self.written.update({kv.key.removeprefix("messages "): int(kv.value)
-                                     for kv in status.values if kv.key.startswith("messages /")})
+        recorder_written(msg, self.ns, self.written)
 
     def wait_written(self, timeout_s: float = 30.0) -> None:
         """Until the recorder's /diagnostics count every message sent as written (its counts
@@ -163,6 +160,15 @@ def publishing(ns: str, pad: int = 0, ack_timeout_s: float = 30.0):
             assert not late, f"not acknowledged within {ack_timeout_s:g} s: {late}"
         finally:
             source.node.destroy_node()
+
+
+def recorder_written(msg, ns: str, into: dict[str, int]) -> None:
+    """Messages written per topic that the recorder in namespace `ns` reports in the
+    /diagnostics message `msg`, into `into` (its counts run from its start)."""
+    for status in msg.status:
+        if status.name.startswith(f"{ns}/recorder"):
+            into.update({kv.key.removeprefix("messages "): int(kv.value)
+                         for kv in status.values if kv.key.startswith("messages /")})
 
 
 def start_recorder(ros_env, ns: str, folder: Path, log: Path, **params) -> subprocess.Popen:
