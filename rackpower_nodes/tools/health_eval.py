@@ -285,7 +285,7 @@ def run_bsc(h: Harness) -> tuple[list[dict], list[dict], str]:
                   for det, v in alarms.items()], ""
 
 
-def _table(rows: Sequence[dict], cols: Sequence[str], fmt: str) -> str:
+def md_table(rows: Sequence[dict], cols: Sequence[str], fmt: str) -> str:
     """Markdown table; a figure that does not exist (NaN: nothing detected, no failure) is
     written n/a."""
     return format_table([{k: ("n/a" if isinstance(v, float) and math.isnan(v) else v)
@@ -306,17 +306,17 @@ def report(args, outcomes, alarm_rows, bsc_rows, bsc_note, wall_s, argv) -> tupl
                   "cause and sensor-vs-component % of the detected; met: detected >= 95, "
                   "cause >= 80, sensor >= 90.", ""]
         lines += [f"Learned model ({LEARNED}):", "",
-                  _table(classes, CLASS_COLS, "{:.1f}"), ""]
+                  md_table(classes, CLASS_COLS, "{:.1f}"), ""]
     if base:
         lines += [f"No-training baseline ({BASELINE}: the monitor without a model, its "
                   "physical checks), all presets:", "",
-                  _table(base, CLASS_COLS, "{:.1f}"), ""]
+                  md_table(base, CLASS_COLS, "{:.1f}"), ""]
     if alarm_rows:
         lines += ["False alarms (transitions into fault) per rack-week:", "",
-                  _table(alarm_rows, ALARM_COLS, "{:.2f}"), ""]
+                  md_table(alarm_rows, ALARM_COLS, "{:.2f}"), ""]
     if bsc_rows:
         lines += ["BSC traces, per server (no known faults; every transition into fault is "
-                  "a false alarm):", "", _table(bsc_rows, BSC_COLS, "{:.2f}"), ""]
+                  "a false alarm):", "", md_table(bsc_rows, BSC_COLS, "{:.2f}"), ""]
     if bsc_note:
         lines += [bsc_note, ""]
     data = {"command": cmd, "args": vars(args), "classes": classes, "baseline_classes": base,

@@ -29,7 +29,7 @@ from scipy.stats import binomtest
 
 from rackpower_nodes.core.health import FAULT_CLASSES
 from rackpower_nodes.tools.health_eval import (
-    ALARM_COLS, BASELINE, CLASS_COLS, CLEAN_SEED_OFFSET, LEARNED, CliError, _table, write_report)
+    ALARM_COLS, BASELINE, CLASS_COLS, CLEAN_SEED_OFFSET, LEARNED, CliError, md_table, write_report)
 from rackpower_nodes.tools.health_eval_metrics import FaultOutcome, class_rows
 
 __all__ = ["PROTOCOL_KEYS", "Run", "load_run", "main", "pool"]
@@ -170,15 +170,15 @@ def report(pooled: dict, argv: Sequence[str]) -> str:
              "Runs:", ""] + [f"- {r['label']}: `{r['command']}`" for r in pooled["runs"]]
     lines += ["", "Learned model, every run's faults together (detected % with its 95 % "
               "Wilson interval; met: detected >= 95, cause >= 80, sensor >= 90):", "",
-              _table(pooled["classes"], ["fault", "injected", "detected", "detected_pct",
+              md_table(pooled["classes"], ["fault", "injected", "detected", "detected_pct",
                                          "wilson95", *CLASS_COLS[4:]], "{:.1f}"), "",
               f"No-training baseline ({BASELINE}), every run's faults together: "
               f"{pooled['baseline']}.", "",
               "Detected per class, run by run:", "",
-              _table(pooled["per_run"], ["run", *pooled["kinds"]], "{}"), "",
+              md_table(pooled["per_run"], ["run", *pooled["kinds"]], "{}"), "",
               f"False alarms per rack-week, run by run (met: the simulated sets at or under "
               f"{MAX_FALSE_PER_RACK_WEEK:g}; BSC is reported):", "",
-              _table(pooled["false_alarms"], ["run", *ALARM_COLS, "met"], "{:.2f}"), "",
+              md_table(pooled["false_alarms"], ["run", *ALARM_COLS, "met"], "{:.2f}"), "",
               "Against the issue's per-class targets and false-alarm rate, pooled: "
               + ("**met**" if pooled["met"] else "**not met**"), ""]
     return "\n".join(lines)
