@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers.graph import NODES, spin_until, teardown_hangs, watching
+from helpers.graph import NODES, drain, spin_until, teardown_hangs, watching
 
 from rackpower_nodes.tools.launch_env import LaunchedGraph, without_launch_interrupts
 
@@ -85,9 +85,7 @@ class Watch:
                                      for kv in status.values if kv.key.startswith("messages /")})
 
     def up(self, rack: str) -> bool:
-        import rclpy
-
-        rclpy.spin_once(self.node, timeout_sec=0.05)
+        drain(self.node, 0.2)                 # ~60 stream messages and ~18 statuses a second
         present = self._present()
         return (all(f"/{rack}/{n}" in present for n in NODES)
                 and self.written.get(f"/{rack}/power_samples", 0) > 0

@@ -1,6 +1,7 @@
 """Watching a launched graph: NODES, the seven executables of launch/rack.launch.py,
 `GraphWatch`, which tells when all of them are up and the recorder writes, `spin_until`,
-which spins a test's own node until a condition holds, `watching`, a test's DDS presence
+which spins a test's own node until a condition holds, `drain`, which runs every callback
+that comes for a while, `watching`, a test's DDS presence
 that ends before the graph it watched is stopped, `leave_graph`, the same for a test's node
 that a fixture holds, and `teardown_hangs`, the processes of a launch's output whose rclpy
 teardown hung after their own stop."""
@@ -11,7 +12,8 @@ from contextlib import contextmanager
 NODES = ("current_sensor", "host_telemetry", "predictor", "pdu_actuator", "recorder",
          "health_monitor", "retrain_scheduler")
 
-__all__ = ["NODES", "GraphWatch", "leave_graph", "spin_until", "teardown_hangs", "watching"]
+__all__ = ["NODES", "GraphWatch", "drain", "leave_graph", "spin_until", "teardown_hangs",
+           "watching"]
 
 
 def spin_until(node, predicate, timeout_s: float, step_s: float = 0.05) -> bool:
@@ -27,6 +29,15 @@ def spin_until(node, predicate, timeout_s: float, step_s: float = 0.05) -> bool:
         if predicate():
             return True
     return False
+
+
+def drain(node, seconds: float) -> None:
+    """Spin ``node`` for ``seconds``, running every callback that comes in that time. One
+    ``spin_once`` runs one callback: a watch that took one per check fell behind a graph
+    publishing tens of messages a second, and its /diagnostics subscription starved behind
+    the streams (two racks under two CPU burners: the recorder's counts stayed at those of
+    its first second for 240 s while the recorder wrote on)."""
+    spin_until(node, lambda: False, seconds, step_s=0.02)
 
 
 class GraphWatch:
@@ -48,11 +59,9 @@ class GraphWatch:
         recorder_written(msg, f"/{self.rack}", self.written)
 
     def up(self, nodes) -> bool:
-        """Spin once (0.1 s at most); True once every one of `nodes` is in the rack's
+        """Drain what came (0.1 s); True once every one of `nodes` is in the rack's
         namespace and the recorder has written power samples and allocations."""
-        import rclpy
-
-        rclpy.spin_once(self.node, timeout_sec=0.1)
+        drain(self.node, 0.1)
         present = {f"{ns.rstrip('/')}/{name}"
                    for name, ns in self.node.get_node_names_and_namespaces()}
         return (all(f"/{self.rack}/{n}" in present for n in nodes)
