@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import yaml
 from helpers.graph import NODES, drain, spin_until, teardown_hangs, watching
+from helpers.recorder import recorder_written
 
 from rackpower_nodes.tools.launch_env import LaunchedGraph, without_launch_interrupts
 
@@ -80,9 +81,8 @@ class Watch:
                     level = status.level if isinstance(status.level, bytes) \
                         else bytes([status.level])
                     self.psu_meters[rack][status.name.removeprefix(head)] = level
-            if status.name.startswith(tuple(f"/{r}/recorder" for r in RACKS)):
-                self.written.update({kv.key.removeprefix("messages "): int(kv.value)
-                                     for kv in status.values if kv.key.startswith("messages /")})
+        for rack in RACKS:
+            recorder_written(msg, f"/{rack}", self.written)
 
     def up(self, rack: str) -> bool:
         drain(self.node, 0.2)                 # ~60 stream messages and ~18 statuses a second

@@ -96,14 +96,12 @@ class Source:
         """Until the recorder's /diagnostics count every message sent as written (its counts
         run from its start; a recorder that lost some never gets there: the assertion names
         the counts)."""
-        import rclpy
+        from helpers.graph import spin_until
 
-        end = time.monotonic() + timeout_s
-        while any(self.written.get(self.topic(t), 0) < n for t, n in self.sent.items()):
-            assert time.monotonic() < end, (
-                f"the recorder did not report every message written within {timeout_s:g} s: "
-                f"sent {dict(self.sent)}, written {self.written}")
-            rclpy.spin_once(self.node, timeout_sec=0.1)
+        assert spin_until(self.node, lambda: all(
+            self.written.get(self.topic(t), 0) >= n for t, n in self.sent.items()), timeout_s), (
+            f"the recorder did not report every message written within {timeout_s:g} s: "
+            f"sent {dict(self.sent)}, written {self.written}")
 
     def wait_recorded(self, timeout_s: float = 30.0) -> None:
         """Until the recorder subscribes to every topic."""
