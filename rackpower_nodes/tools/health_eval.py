@@ -347,23 +347,22 @@ def write_report(out: Path, stem: str, text: str, data: dict) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parse_args(argv)
-    except CliError as exc:
+        return _evaluate(parse_args(argv), argv)
+    except CliError as exc:        # a bad argument, or too little to learn on
         print(f"rackpower-health-eval: {exc}", file=sys.stderr)
         return 2
+
+
+def _evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.verbose:
         _log.setLevel(logging.INFO)
     h = Harness(args)
     outcomes, alarm_rows = [], []
-    try:
-        for preset in args.preset_list:
-            got, rows = run_preset(h, preset)
-            outcomes += got
-            alarm_rows += rows
-    except CliError as exc:
-        print(f"rackpower-health-eval: {exc}", file=sys.stderr)
-        return 2
+    for preset in args.preset_list:
+        got, rows = run_preset(h, preset)
+        outcomes += got
+        alarm_rows += rows
     bsc_rows, bsc_note = [], ""
     if args.bsc is not None:
         bsc_rows, totals, bsc_note = run_bsc(h)
