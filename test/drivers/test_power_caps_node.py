@@ -127,8 +127,8 @@ def test_actuator_caps_servers_through_their_bmcs(ros_env, tmp_path):
             # the BMC endpoint goes away: safe mode naming a BMC, ERROR in diagnostics
             bmc.stop()
             assert rack.run_until(lambda m: m.mode == "safe" and "bmc:" in m.mode_reason,
-                                  10.0), [m.mode_reason for m in rack.allocations[-3:]]
-            assert rack.run_until(lambda m: rack.diag.get("bmc:a1", (0, ""))[0] == 2, 5.0)
+                                  30.0), [m.mode_reason for m in rack.allocations[-3:]]
+            assert rack.run_until(lambda m: rack.diag.get("bmc:a1", (0, ""))[0] == 2, 30.0)
             # back (limits kept, sessions lost): reconnected, proactive, rewritten
             bmc.start()
             assert rack.run_until(written, 15.0)

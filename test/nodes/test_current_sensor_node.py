@@ -109,18 +109,18 @@ def test_survives_unplug_and_resumes_after_replug(board, sensor_node, collector)
     t_unplug = time.monotonic()
     assert collector.spin_until(
         lambda: collector.diagnostics and collector.diagnostics[-1][0] > t_unplug + 0.2
-        and collector.last_diag()["port_state"] == "disconnected", 5), "outage not reported"
+        and collector.last_diag()["port_state"] == "disconnected", 30.0), "outage not reported"
     down = collector.last_diag()
     assert down["_level"] == 2      # ERROR
     time.sleep(1.0)
     board.replug()
     wall_replug = time.time()
     resumed = collector.spin_until(
-        lambda: collector.samples[-1][1].first_board_time_us > wall_replug * 1e6, 10)
+        lambda: collector.samples[-1][1].first_board_time_us > wall_replug * 1e6, 30.0)
     assert resumed, "no batch after the port came back"
     assert sensor_node.poll() is None, "node died"
     assert collector.spin_until(lambda: collector.last_diag()["port_state"] == "open"
-                                and int(collector.last_diag()["reconnects"]) >= 1, 5)
+                                and int(collector.last_diag()["reconnects"]) >= 1, 30.0)
     assert int(collector.last_diag()["frames_lost"]) >= board.stats.frames_lost_unplugged * 0.9
     assert sum(m.frames_lost for _, m in collector.samples) > 0, "loss not reported in batches"
 

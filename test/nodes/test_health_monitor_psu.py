@@ -118,7 +118,7 @@ def test_a_psu_losing_efficiency_is_found_from_the_bmcs_psu_meters(ros_env, tmp_
             assert msg.cause == "psu_efficiency" and not msg.sensor_fault, (msg.cause, evidence)
             assert evidence["score_psu"] >= 1.0
             assert evidence["psu_extra_frac"] > 0.15      # the PSUs' own in / out says so
-            assert spin_until(node, lambda: _level(diag[FAULTY]) == ERROR, 10)
+            assert spin_until(node, lambda: _level(diag[FAULTY]) == ERROR, 30.0)
             assert "psu_efficiency" in diag[FAULTY].message
             assert _level(diag[psu_status]) == OK
             node.destroy_node()

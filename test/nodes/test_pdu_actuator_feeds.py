@@ -42,7 +42,7 @@ def test_a_lost_feed_gets_its_contingency_at_once(ros_env, tmp_path):
 
             lost_at = time.time()
             servers[1].stop()
-            assert rack.run_until(lambda m: m.mode_reason == "feed B lost", 10.0), \
+            assert rack.run_until(lambda m: m.mode_reason == "feed B lost", 30.0), \
                 [m.mode_reason for m in rack.allocations[-3:]]
             first = next(m for m in rack.allocations if m.mode_reason == "feed B lost")
             print(f"pdu-b stopped -> contingency published after "
@@ -54,13 +54,13 @@ def test_a_lost_feed_gets_its_contingency_at_once(ros_env, tmp_path):
             # the high priorities (a1, b1: 2) keep more than the low ones
             assert alloc[0] > alloc[1] and alloc[2] > alloc[3]
             # written through the PDU that still answers
-            end = time.monotonic() + 5.0
+            end = time.monotonic() + 30.0
             while time.monotonic() < end and not np.allclose(
                     servers[0].model.allocation_w[:2], alloc[:2], rtol=1e-6):
                 time.sleep(0.02)
             np.testing.assert_allclose(servers[0].model.allocation_w[:2], alloc[:2], rtol=1e-6)
             assert rack.run_until(
-                lambda m: "feed B lost" in rack.diag.get("allocation", (0, ""))[1], 5.0)
+                lambda m: "feed B lost" in rack.diag.get("allocation", (0, ""))[1], 30.0)
 
             servers[1] = pdu_server(ports[1]).start()
             assert rack.run_until(lambda m: m.mode == "proactive" and m.pdu_written, 15.0)

@@ -21,7 +21,7 @@ def _transition(rack: Rack, transition_id: int) -> None:
     from lifecycle_msgs.srv import ChangeState
 
     cli = rack.node.create_client(ChangeState, f"{NS}/pdu_actuator/change_state")
-    assert cli.wait_for_service(timeout_sec=10.0)
+    assert cli.wait_for_service(timeout_sec=30.0)
     fut = cli.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
     end = time.monotonic() + 15.0
     while not fut.done() and time.monotonic() < end:
@@ -68,7 +68,7 @@ def test_late_subscriber_after_deactivation_sees_inactive(ros_env, tmp_path):
                 _transition(rack, Transition.TRANSITION_DEACTIVATE)
                 after = time.time()
                 # the subscriber that was there all along got the final word too
-                assert rack.run_until(lambda m: m.mode == "inactive", 5.0)
+                assert rack.run_until(lambda m: m.mode == "inactive", 30.0)
                 time.sleep(0.5)                 # nothing live follows it
                 assert rack.allocations[-1].mode == "inactive"
 
@@ -87,7 +87,7 @@ def test_late_subscriber_after_deactivation_sees_inactive(ros_env, tmp_path):
                 np.testing.assert_array_equal(servers[0].model.allocation_w[:2], static[:2])
 
                 _transition(rack, Transition.TRANSITION_ACTIVATE)
-                assert rack.run_until(lambda m: m.mode == "proactive", 10.0)
+                assert rack.run_until(lambda m: m.mode == "proactive", 30.0)
                 late = _late_subscriber(rack)
                 assert late and all(x.mode == "proactive" for x in late)
                 assert stamp(late[0]) > stamp(m)        # computed after the reactivation

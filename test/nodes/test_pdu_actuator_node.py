@@ -76,8 +76,8 @@ def test_actuator_drives_the_pdus_and_survives_faults(ros_env, tmp_path):
             # a PDU killed mid-run: safe mode, reported with the PDU's name
             servers[1].stop()
             assert rack.run_until(lambda m: m.mode == "safe" and "pdu-b" in m.mode_reason,
-                                  10.0), [m.mode_reason for m in rack.allocations[-3:]]
-            assert rack.run_until(lambda m: rack.diag.get("PDU pdu-b", (0, ""))[0] == 2, 5.0)
+                                  30.0), [m.mode_reason for m in rack.allocations[-3:]]
+            assert rack.run_until(lambda m: rack.diag.get("PDU pdu-b", (0, ""))[0] == 2, 30.0)
             assert "not answering" in rack.diag["PDU pdu-b"][1]
             # ... restarted with its defaults (every outlet at its 2300 W rating): the node
             # reconnects, leaves safe mode and writes the allocations again
@@ -93,7 +93,7 @@ def test_actuator_drives_the_pdus_and_survives_faults(ros_env, tmp_path):
             rack.forecasting = False
             time.sleep(0.15)                 # a forecast being published may still land
             stopped = rack.last_forecast_t
-            assert rack.run_until(lambda m: m.mode == "safe", 5.0)
+            assert rack.run_until(lambda m: m.mode == "safe", 30.0)
             first_safe = next(m for m in rack.allocations if m.mode == "safe"
                               and stamp(m) > stopped)
             delay = stamp(first_safe) - stopped
@@ -101,22 +101,22 @@ def test_actuator_drives_the_pdus_and_survives_faults(ros_env, tmp_path):
                   f"({first_safe.mode_reason})")
             assert "no forecast received" in first_safe.mode_reason
             rack.forecasting = True
-            assert rack.run_until(lambda m: m.mode == "proactive", 5.0)
+            assert rack.run_until(lambda m: m.mode == "proactive", 30.0)
 
             # a component drawing above its allocation is corrected and reported
             rack.measured = MEASURED * np.array([1.0, 1.0, 1.6, 1.0])
             assert rack.run_until(lambda m: any(e.channel_id == "b1" for e in rack.errors),
-                                  5.0)
+                                  30.0)
             err = next(e for e in rack.errors if e.channel_id == "b1")
             assert err.actual_w == pytest.approx(160.0) and err.action != ""
             rack.measured = MEASURED.copy()
 
             # deactivate: the static split stays in the PDUs
             cli = rack.node.create_client(ChangeState, f"{NS}/pdu_actuator/change_state")
-            assert cli.wait_for_service(timeout_sec=10.0)
+            assert cli.wait_for_service(timeout_sec=30.0)
             fut = cli.call_async(ChangeState.Request(
                 transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))
-            end = time.monotonic() + 10.0
+            end = time.monotonic() + 30.0
             while not fut.done() and time.monotonic() < end:
                 time.sleep(0.02)
             assert fut.result() is not None and fut.result().success
@@ -129,13 +129,13 @@ def test_actuator_drives_the_pdus_and_survives_faults(ros_env, tmp_path):
             # split behind too
             fut = cli.call_async(ChangeState.Request(
                 transition=Transition(id=Transition.TRANSITION_ACTIVATE)))
-            end = time.monotonic() + 10.0
+            end = time.monotonic() + 30.0
             while not fut.done() and time.monotonic() < end:
                 time.sleep(0.02)
             assert fut.result() is not None and fut.result().success
             assert rack.run_until(lambda m: m.mode == "proactive"
                                   and not np.allclose(servers[0].model.allocation_w[:2],
-                                                      static[:2]), 10.0)
+                                                      static[:2]), 30.0)
             rack.close()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0

@@ -121,11 +121,11 @@ def test_predictor_serves_swaps_and_falls_back(ros_env, tmp_path, models):
             assert lis.spin_until(lambda m: False, 1.0) is False      # a few more cycles
             swap = lis.forecasts[start:]
             lis.announce(models["broken"], "promoted")
-            assert lis.spin_until(lambda m: lis.diag.get("load_state") == "error", 10)
+            assert lis.spin_until(lambda m: lis.diag.get("load_state") == "error", 30.0)
             assert lis.forecasts[-1][1].model_name == "ewma"          # still serving
             assert "model.json" in lis.diag.get("load_detail", "")
             stop_process(sensor)                                      # samples stop
-            assert lis.spin_until(lambda m: m.fallback and "stale" in m.fallback_reason, 5)
+            assert lis.spin_until(lambda m: m.fallback and "stale" in m.fallback_reason, 30.0)
             sensor = launch("current_sensor")
             recovered = lis.spin_until(lambda m: not m.fallback and m.model_name == "ewma", 40)
             assert recovered, lis.forecasts[-1][1].fallback_reason

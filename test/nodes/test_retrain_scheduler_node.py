@@ -116,7 +116,7 @@ def test_retrain_now_promotes_and_rollback_restores(ros_env, tmp_path, rack):
             op = _Operator()
             assert op.spin_until(lambda: op.updates, 20), "no startup announcement"
             assert op.updates[-1].model_path.endswith(champion)
-            assert op.spin_until(lambda: op.diag.get("champion_version") == champion, 10)
+            assert op.spin_until(lambda: op.diag.get("champion_version") == champion, 30.0)
             started = op.call(op.retrain)
             assert started.success, started.message
             busy = op.call(op.retrain)
@@ -125,13 +125,13 @@ def test_retrain_now_promotes_and_rollback_restores(ros_env, tmp_path, rack):
             promoted = op.updates[-1]
             assert promoted.version and champion not in promoted.model_path
             op.subscribe("late")                        # a late joiner gets the latched one
-            assert op.spin_until(lambda: op.late, 10)
+            assert op.spin_until(lambda: op.late, 30.0)
             assert op.late[-1].model_path == promoted.model_path
             assert op.spin_until(lambda: op.diag.get("last_result", "").startswith("promoted"),
-                                 5), op.diag
+                                 30.0), op.diag
             back = op.call(op.rollback)
             assert back.success and champion in back.message
-            assert op.spin_until(lambda: op.updates[-1].reason == "rollback", 10)
+            assert op.spin_until(lambda: op.updates[-1].reason == "rollback", 30.0)
             assert op.updates[-1].model_path.endswith(champion)
             again = op.call(op.rollback)                # the challenger was rolled back
             assert not again.success and "no earlier version" in again.message
@@ -157,7 +157,7 @@ def test_broken_bags_are_reported_not_fatal(ros_env, tmp_path):
             op = _Operator()
             answer = op.call(op.retrain)
             assert not answer.success and "torn.mcap" in answer.message
-            assert op.spin_until(lambda: "torn.mcap" in op.diag.get("last_error", ""), 10)
+            assert op.spin_until(lambda: "torn.mcap" in op.diag.get("last_error", ""), 30.0)
             data = generate(0.02, seed=5, rate_hz=2, config=sim_config())
             write_sim_bag(bags / "short", data)         # opens, but too short to train on
             answer = op.call(op.retrain)
