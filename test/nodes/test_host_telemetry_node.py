@@ -31,6 +31,14 @@ def _params(tmp_path, names, urls, **extra) -> str:
     return str(path)
 
 
+# For tests not of timeouts or staleness: a per-host timeout long enough for a loaded machine
+# (the simulated exporters answer from a thread of this process, the real one competes with
+# the burners), a poll period it fits in, and a stale limit that a node process left
+# unscheduled for seconds does not reach.
+RELAXED_POLL = {"rate_hz": 1.0, "timeout_s": 0.9}
+RELAXED_STALE_S = 10.0
+
+
 class _Listener:
     def __init__(self, namespace: str):
         import rclpy
@@ -98,9 +106,10 @@ CPU_TOLERANCE = 0.10   # published utilisation vs psutil over the interval betwe
 def test_real_node_exporter_utilisation_agrees_with_psutil(ros_env, tmp_path, listener,
                                                            node_exporter):
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # until killed
-    node = _start_node(ros_env, _params(tmp_path, ["this-host"], [node_exporter.url]))
+    node = _start_node(ros_env, _params(tmp_path, ["this-host"], [node_exporter.url],
+                                        poll=RELAXED_POLL, stale_after_s=RELAXED_STALE_S))
     try:
-        assert listener.spin(20, until=lambda: len(listener.messages) >= 10), "no telemetry"
+        assert listener.spin(40, until=lambda: len(listener.messages) >= 10), "no telemetry"
     finally:
         leave_graph(listener.node)              # before the node it listens to stops
         stop_process(node)
@@ -127,11 +136,6 @@ def live_rack(tmp_path):
         yield rack
 
 
-# Not a test of timeouts or staleness: a per-host timeout long enough for a loaded machine (the
-# simulated exporters answer from a thread of this process), a poll period it fits in, and a
-# stale limit that a node process left unscheduled for seconds does not reach.
-RELAXED_POLL = {"rate_hz": 1.0, "timeout_s": 0.9}
-RELAXED_STALE_S = 10.0
 COUNTER_LAG_S = 1.0  # the exporters' counters trail simulated time by up to one advance period
 #                      (0.1 s) plus the advancing thread's scheduling delay on a loaded machine
 
@@ -206,20 +210,20 @@ def test_endpoint_faults_are_reported_without_spikes(ros_env, tmp_path, listener
         for fault, reason in (("down", "connection refused"), ("slow", "timeout"),
                               ("garbage", "garbage"), ("http500", "HTTP 500")):
             server.set_fault(fault, delay_s=2.0)
-            assert listener.spin(6, until=lambda: reason in getattr(
+            assert listener.spin(30, until=lambda: reason in getattr(
                 listener.diagnostics.get("srv03"), "message", "")), f"{fault} not reported"
             observed[fault] = listener.diagnostics["srv03"]
             server.set_fault(None)
-            assert listener.spin(6, until=lambda: getattr(
+            assert listener.spin(30, until=lambda: getattr(
                 listener.diagnostics.get("srv03"), "message", "") == "reachable")
         live_rack.fleet.hosts["srv04"].reset_counters()
-        assert listener.spin(6, until=lambda: _kv(listener.diagnostics.get("srv04"),
-                                                  "counter_resets") == "1")
+        assert listener.spin(30, until=lambda: _kv(listener.diagnostics.get("srv04"),
+                                                   "counter_resets") == "1")
         server.set_fault("down")
-        assert listener.spin(6, until=lambda: listener.host(
+        assert listener.spin(30, until=lambda: listener.host(
             listener.messages[-1][2], "srv03").stale), "never went stale"
         server.set_fault(None)
-        assert listener.spin(6, until=lambda: not listener.host(
+        assert listener.spin(30, until=lambda: not listener.host(
             listener.messages[-1][2], "srv03").stale), "did not recover"
         assert node.poll() is None, "node died"
     finally:
