@@ -8,6 +8,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from helpers.devices import LOOPBACK_TIMEOUT_S
 
 from rackpower_nodes.core.params import ConfigError
 from rackpower_nodes.core.pdu_map import RegisterMap, load_register_map
@@ -29,7 +30,7 @@ def sim():
 
 @pytest.fixture
 def pdu(sim):
-    client = open_pdu(sim.url, "rackpower_sim", unit_id=3, timeout_s=5.0)
+    client = open_pdu(sim.url, "rackpower_sim", unit_id=3, timeout_s=LOOPBACK_TIMEOUT_S)
     client.connect()
     yield client
     client.close()
@@ -114,7 +115,7 @@ def test_a_restart_shows_in_the_boot_counter_or_the_uptime(sim, pdu):
     raw["points"]["uptime_s"] = {"table": "input", "address": 10, "type": "float32"}
     uptime_map = RegisterMap.from_mapping(raw, "uptime.yaml")
     srv = SimPduServer(uptime_map, PduModel(np.full(24, 2300.0), 4600.0)).start()
-    client = open_pdu(srv.url, uptime_map, timeout_s=5.0)
+    client = open_pdu(srv.url, uptime_map, timeout_s=LOOPBACK_TIMEOUT_S)
     try:
         client.connect()
         kind, before = client.read_boot_marker()
@@ -229,7 +230,8 @@ def test_rtu_framing_over_a_socket():
     srv = SimPduServer("rackpower_sim", framer="rtu").start()
     try:
         client = ModbusPdu(f"rtu://socket://127.0.0.1:{srv.port}?baudrate=115200",
-                           load_register_map("rackpower_sim"), unit_id=1, timeout_s=5.0)
+                           load_register_map("rackpower_sim"), unit_id=1,
+                           timeout_s=LOOPBACK_TIMEOUT_S)
         with client:
             client.write_allocations([2], [42.0])
             assert client.read_allocations([2]).tolist() == [42.0]

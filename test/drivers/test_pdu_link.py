@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers.devices import foreign_write
+from helpers.devices import LOOPBACK_TIMEOUT_S, foreign_write
 
 from rackpower_nodes.core.pdu_map import RegisterMap
 from rackpower_nodes.drivers.pdu import open_pdu
@@ -32,7 +32,7 @@ def pdus():
 
 def _link(servers, maps=("rackpower_sim", "rackpower_sim")) -> PduLink:
     """Components 0, 1 on PDU a outlets 1, 2; components 2, 3 on PDU b outlets 1, 2."""
-    targets = [PduTarget(name, open_pdu(s.url, m, timeout_s=5.0), np.array([1, 2]),
+    targets = [PduTarget(name, open_pdu(s.url, m, timeout_s=LOOPBACK_TIMEOUT_S), np.array([1, 2]),
                          np.array(index))
                for name, s, m, index in zip("ab", servers, maps, ([0, 1], [2, 3]))]
     link = PduLink(targets, 4, BUDGET, np.full(4, CEILING), retry_s=0.1)
@@ -185,7 +185,7 @@ def test_a_pdu_restarted_with_defaults_above_the_budget_is_counted_and_corrected
 
 
 def test_held_w_is_unknown_until_read_and_after_a_failed_request(pdus):
-    targets = [PduTarget("a", open_pdu(pdus[0].url, "rackpower_sim", timeout_s=5.0),
+    targets = [PduTarget("a", open_pdu(pdus[0].url, "rackpower_sim", timeout_s=LOOPBACK_TIMEOUT_S),
                          np.array([1, 2]), np.array([0, 1]))]
     link = PduLink(targets, 2, BUDGET, np.full(2, CEILING), retry_s=0.1)
     assert np.isnan(link.held_w()).all()              # nothing read yet: no assumption
@@ -242,7 +242,7 @@ def test_a_write_answered_with_the_value_held_counts_as_a_read_back(pdus):
     try:
         cap = RedfishPowerCap(bmc.chassis_url("a1"), username=USER, password=PASSWORD,
                               timeout_s=1.0)
-        pdu = PduTarget("a", open_pdu(pdus[0].url, "rackpower_sim", timeout_s=5.0),
+        pdu = PduTarget("a", open_pdu(pdus[0].url, "rackpower_sim", timeout_s=LOOPBACK_TIMEOUT_S),
                         np.array([1]), np.array([0]))
         cap_t = PduTarget("bmc:a1", cap, np.array([1]), np.array([1]), resolution_w=1.0,
                           kind="bmc")

@@ -8,7 +8,8 @@ import time
 
 import numpy as np
 import pytest
-from helpers.devices import MONITOR_MAP, PASSWORD, USER, curl_patch, foreign_write, sim_bmc
+from helpers.devices import (
+    LOOPBACK_TIMEOUT_S, MONITOR_MAP, PASSWORD, USER, curl_patch, foreign_write, sim_bmc)
 from helpers.power_caps import _limits
 from helpers.rack import NAMES
 
@@ -86,7 +87,7 @@ def _bmc_link(server: SimBmcServer, budget: float = 1000.0, dead_band: float = 0
     targets = []
     if pdu is not None:          # a metering PDU listed first: it must not undo the BMCs
         targets.append(PduTarget("p", open_pdu(pdu.url, RegisterMap.from_mapping(MONITOR_MAP),
-                                               timeout_s=5.0),
+                                               timeout_s=LOOPBACK_TIMEOUT_S),
                                  np.array([1, 2, 3, 4]), np.arange(4)))
     targets += [PduTarget(f"bmc:{n}", _cap(server, n), np.array([1]), np.array([i]),
                           min_change_w=dead_band, resolution_w=resolution, kind="bmc")
@@ -195,7 +196,7 @@ def test_a_foreign_bmc_limit_is_found_by_read_back_and_corrected(bmc):
 def test_held_w_of_a_component_behind_an_outlet_and_a_bmc_is_the_smaller(bmc):
     pdu = SimPduServer("rackpower_sim", PduModel(np.full(24, 2300.0), 10_000.0)).start()
     try:
-        targets = [PduTarget("p", open_pdu(pdu.url, "rackpower_sim", timeout_s=5.0),
+        targets = [PduTarget("p", open_pdu(pdu.url, "rackpower_sim", timeout_s=LOOPBACK_TIMEOUT_S),
                              np.array([1]), np.array([0])),
                    PduTarget("bmc:a1", _cap(bmc, "a1"), np.array([1]), np.array([0]),
                              resolution_w=1.0, kind="bmc")]

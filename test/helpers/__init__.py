@@ -6,8 +6,8 @@ Test files import from here (`from helpers.rack import Rack`), never from anothe
 
 - `helpers.rack`: the `pdu_actuator` node's test rack (a sensor and predictor stand-in over
   DDS), its parameters and two simulated Modbus PDUs;
-- `helpers.devices`: foreign writers and readers of the simulated PDUs and Redfish BMCs, and an
-  HTTP server that sends any body;
+- `helpers.devices`: foreign writers and readers of the simulated PDUs and Redfish BMCs, an
+  HTTP server that sends any body, and the client timeout for devices on loopback;
 - `helpers.sensor`: the `current_sensor` node's parameters against the board emulator;
 - `helpers.retrain`: small simulated racks, their bags and a trained champion model;
 - `helpers.series`: small component series for the forecast data and reader tests;

@@ -18,11 +18,15 @@ USER, PASSWORD = "admin", "rackpower"
 # metering only: no allocation register, so the BMCs are the only actuators
 MONITOR_MAP = {"name": "metering", "outlets": 24, "points": {
     "outlet_power_w": {"table": "holding", "address": 100, "stride": 2, "type": "float32"}}}
+# A client's timeout against a simulated device on loopback where the test is not about
+# timeouts: one that no busy test machine reaches (a 0.3 s scrape timed out on CI with both
+# cores loaded). Tests of timeouts set their own, shorter than the device's delay.
+LOOPBACK_TIMEOUT_S = 5.0
 CHUNK = 65536        # the readers' chunk size: a refused body was read up to cap + CHUNK
 JUNK_LINE = b'junk_series_total{id="0123456789",pad="abcdefghijklmnopqrstuvwxyz"} 12345\n'
 
-__all__ = ["CHUNK", "JUNK_LINE", "MONITOR_MAP", "PASSWORD", "USER", "BodyServer", "curl_patch",
-           "foreign_write", "junk", "sim_bmc"]
+__all__ = ["CHUNK", "JUNK_LINE", "LOOPBACK_TIMEOUT_S", "MONITOR_MAP", "PASSWORD", "USER",
+           "BodyServer", "curl_patch", "foreign_write", "junk", "sim_bmc"]
 
 
 def foreign_write(server: SimPduServer, outlet: int, watts: float) -> None:

@@ -5,6 +5,7 @@ import socket
 import time
 
 import pytest
+from helpers.devices import LOOPBACK_TIMEOUT_S
 from prometheus_client.parser import text_string_to_metric_families
 
 from rackpower_nodes.core.telemetry import (
@@ -39,15 +40,11 @@ def fleet():
         yield running
 
 
-# Loopback scrapes get a timeout no busy test machine reaches (a 0.3 s one timed out on CI
-# with both cores loaded); staleness, which would then follow a slow fault's timeout, is
-# tested on its own clock in test_stale_after_silence_and_fresh_after_recovery.
-SCRAPE_TIMEOUT_S = 5.0
-
-
 @pytest.fixture
 def collector(fleet):
-    with TelemetryCollector(fleet.targets(timeout_s=SCRAPE_TIMEOUT_S),
+    # staleness, which would follow a slow fault's timeout, is tested on its own clock in
+    # test_stale_after_silence_and_fresh_after_recovery
+    with TelemetryCollector(fleet.targets(timeout_s=LOOPBACK_TIMEOUT_S),
                             stale_after_s=60.0) as c:
         yield c
 
@@ -177,7 +174,7 @@ def test_counter_reset_never_reports_negative_or_spike(fleet, collector):
 
 def test_stale_after_silence_and_fresh_after_recovery(fleet):
     clock = [1000.0]
-    targets = fleet.targets(timeout_s=SCRAPE_TIMEOUT_S)
+    targets = fleet.targets(timeout_s=LOOPBACK_TIMEOUT_S)
     with TelemetryCollector(targets, stale_after_s=2.0, clock=lambda: clock[0]) as collector:
         assert not collector.poll()[0].stale
         fleet.servers["web1"].set_fault("down")
@@ -197,7 +194,7 @@ def test_never_reached_host_is_down_and_stale():
     server = ExporterServer(SimulatedHost("gone")).start()
     url = server.url
     server.stop()
-    with TelemetryCollector([HostTarget("gone", url, SCRAPE_TIMEOUT_S)]) as collector:
+    with TelemetryCollector([HostTarget("gone", url, LOOPBACK_TIMEOUT_S)]) as collector:
         status = collector.poll()[0]
     assert not status.up and status.stale and status.rates is None
     assert status.last_success_s is None and "connection refused" in status.last_error
