@@ -171,7 +171,7 @@ def report(pooled: dict, argv: Sequence[str]) -> str:
     lines += ["", "Learned model, every run's faults together (detected % with its 95 % "
               "Wilson interval; met: detected >= 95, cause >= 80, sensor >= 90):", "",
               md_table(pooled["classes"], ["fault", "injected", "detected", "detected_pct",
-                                         "wilson95", *CLASS_COLS[4:]], "{:.1f}"), "",
+                                           "wilson95", *CLASS_COLS[4:]], "{:.1f}"), "",
               f"No-training baseline ({BASELINE}), every run's faults together: "
               f"{pooled['baseline']}.", "",
               "Detected per class, run by run:", "",

@@ -1,10 +1,10 @@
 """Watching a launched graph: NODES, the seven executables of launch/rack.launch.py,
 `GraphWatch`, which tells when all of them are up and the recorder writes, `spin_until`,
 which spins a test's own node until a condition holds, `drain`, which runs every callback
-that comes for a while, `watching`, a test's DDS presence
-that ends before the graph it watched is stopped, `leave_graph`, the same for a test's node
-that a fixture holds, and `teardown_hangs`, the processes of a launch's output whose rclpy
-teardown hung after their own stop."""
+that comes for a while, `watching`, a test's DDS presence that ends before the graph it
+watched is stopped, `leave_graph`, the same for a test's node that a fixture holds, and
+`teardown_hangs`, the processes of a launch's output whose rclpy teardown hung after their
+own stop."""
 from __future__ import annotations
 
 from contextlib import contextmanager
