@@ -190,7 +190,7 @@ def test_the_guard_serves_persistence_while_the_choice_does_worse(members, guard
                                                                    bound):
     truth = _level_shifts()
     served = _served(members, jump_z=1e9, correct_bias=False, window=3000, min_errors=3000,
-                     guard_memory=guard_memory)
+                     guard_memory=guard_memory, loss_bound=False)
     served.start = {"*": [[2] * H, [2] * H]}      # chosen offline; no online evidence counts
     served.reset_online()
     ratio, smoother = _ratio(served, truth, _smoother(truth))
@@ -198,6 +198,75 @@ def test_the_guard_serves_persistence_while_the_choice_does_worse(members, guard
         assert ratio == pytest.approx(smoother)  # without the guard: the smoother throughout
     else:
         assert ratio < bound
+
+
+def _prefix_ratios(served, truth, challenger, steps=None):
+    """(origins, H) served / persistence absolute error sums over every prefix of a replay,
+    per horizon step, in matured order (a forecast from origin s matures at s + h)."""
+    p50 = _replay(served, truth, challenger, steps=steps)
+    actual = np.stack([truth[s + 1:s + 1 + H] for s in range(len(p50))])
+    served_sum = np.cumsum(np.abs(p50 - actual), axis=0)
+    persistence_sum = np.cumsum(np.abs(truth[:len(p50), None] - actual), axis=0)
+    return served_sum / persistence_sum
+
+
+@pytest.mark.parametrize("risk", [0.0, 0.01, 0.05])
+def test_the_loss_bound_holds_at_every_moment_whatever_is_chosen(members, risk):
+    """A smoother chosen offline, neither guard nor evidence in the way: the served error sum
+    stays within (1 + risk) x persistence's on every prefix and horizon step, by construction
+    (without the bound the same replay is the smoother's 1.24x)."""
+    truth = _level_shifts()
+    served = _served(members, jump_z=1e9, correct_bias=False, window=3000, min_errors=3000,
+                     guard_memory=0.0, risk=risk)
+    served.start = {"*": [[2] * H, [2] * H]}
+    served.reset_online()
+    ratios = _prefix_ratios(served, truth, _smoother(truth))
+    assert (ratios <= 1.0 + risk + 1e-5).all(), ratios.max(axis=0)     # float32 output
+    if risk == 0.0:       # nothing saved, nothing at stake: persistence itself throughout
+        np.testing.assert_allclose(ratios, 1.0, rtol=1e-5)
+    else:
+        assert (ratios[-1] > 1.0).all()       # the bound, not the smoother, stopped the loss
+    assert (np.array(served.diagnostics()["classes"]["*"]["loss_bound"]["mixed"]) > 0).all()
+
+
+def test_a_challenger_that_saves_is_served_in_full_once_it_has(members):
+    """An oracle 1 W off: mixed with persistence while it has saved little, then served as
+    it is; beyond the first forecasts the bound costs nothing."""
+    truth = _truth(600, seed=5)
+    served = _served(members, jump_z=1e9, correct_bias=False, guard_memory=0.0)
+    served.start = {"*": [[2] * H, [2] * H]}
+    served.reset_online()
+    p50 = _replay(served, truth, lambda s, future: future + 1.0)
+    actual = np.stack([truth[s + 1:s + 1 + H] for s in range(len(p50))])
+    np.testing.assert_allclose(p50[100:], actual[100:] + 1.0, atol=1e-4)
+    mixed = served.diagnostics()["classes"]["*"]["loss_bound"]["mixed"]
+    assert 0 < max(mixed) < 100
+    assert (_prefix_ratios(_served(members), truth, lambda s, f: f + 1.0)[-1] < 0.5).all()
+
+
+def test_stakes_of_forecasts_that_never_mature_are_released(members):
+    """A gap in the measured steps and a forecast issued twice from one step: what they held
+    comes back, so once everything issued has matured or lapsed nothing is held."""
+    served = _served(members, jump_z=1e9, guard_memory=0.0, risk=1.0, correct_bias=False,
+                     window=1000, min_errors=1000)
+    served.start = {"*": [[2] * H, [2] * H]}
+    served.reset_online()
+    truth = _truth(200, seed=7)
+
+    def serve(s):
+        p50 = np.stack([np.full(H, truth[s]), np.full(H, truth[s] + 5.0)]) / MAX_W
+        raw = np.stack([p50, p50 + 0.02, p50 + 0.04], axis=-1)[None]
+        served.serve(T0 + s * SMALL.step_s, ["k"], np.array([truth[s] / MAX_W]), raw)
+
+    for s in [*range(0, 60), 59, 59, *range(70, 120)]:      # twice from 59; 60-69 missing
+        serve(s)
+        if s >= 10:                                         # after the first maturities
+            assert served._class("*").held.max() > 0       # a 5 W departure is at stake
+    for s in range(120, 120 + H):                           # measured, nothing issued
+        served.observe(T0 + s * SMALL.step_s, ["k"], np.array([truth[s] / MAX_W]))
+    doc = served.diagnostics()["classes"]["*"]["loss_bound"]
+    np.testing.assert_allclose(doc["held"], 0.0, atol=1e-12)
+    assert min(doc["saved"]) < 0 < min(doc["persistence"])   # 5 W high: it lost, within risk
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -50,7 +50,10 @@ class ServedParams:
     ``bias_prior``: the median is shrunk by ``n / (n + bias_prior)`` with ``n`` errors known;
     ``correct_bias``: offer the ``+bias`` variants at all; ``jump_z``: the context threshold
     (:func:`contexts`); ``guard_memory``: errors after which the guard's sums have forgotten
-    a share 1/e (``0``: no guard).
+    a share 1/e (``0``: no guard); ``loss_bound``: apply the loss bound (module docstring);
+    ``risk``: the share of persistence's error sum the served forecaster may lose beyond
+    what it has saved (the bound is ``1 + risk`` times persistence's error; without it
+    nothing but persistence could ever be served, having saved nothing yet).
     """
 
     window: int = 120
@@ -61,12 +64,14 @@ class ServedParams:
     correct_bias: bool = True
     jump_z: float = 3.0
     guard_memory: float = 2000.0
+    loss_bound: bool = True
+    risk: float = 0.01
 
     def __post_init__(self) -> None:
         check_params(self, {"window": (1, 1 << 20), "min_errors": (1, 1 << 20),
                             "margin": (0.0, 0.9), "bias_window": (1, 1 << 20),
                             "bias_prior": (0.0, 1e9), "jump_z": (0.0, 1e9),
-                            "guard_memory": (0.0, 1e12)})
+                            "guard_memory": (0.0, 1e12), "risk": (0.0, 1e6)})
         if self.min_errors > self.window:
             raise ValueError(f"ServedParams.min_errors = {self.min_errors} exceeds window = "
                              f"{self.window}: no variant could ever be compared")
@@ -109,38 +114,57 @@ class KeyState:
         self.last_step: int | None = None
         self.bias = np.zeros((members, horizon))          # (C, H) to subtract from each p50
 
-    def record(self, step: int, p50: np.ndarray, context: int) -> None:
+    def record(self, step: int, p50: np.ndarray, context: int,
+               served: np.ndarray | None = None, held: np.ndarray | None = None) -> np.ndarray:
         """Keep the members' p50 (C, H) issued from ``step`` (the newest measured step), the
-        biases in force and the forecast's context."""
-        self._records[step] = (np.asarray(p50, np.float64).copy(), self.bias.copy(), context)
+        biases in force, the forecast's context, the served p50 (H,) and the stake (H,) it
+        holds under the loss bound. Returns the stake of a forecast it replaces (issued from
+        the same step before: never matured, to be released), zeros if none."""
+        p50 = np.asarray(p50, np.float64).copy()
+        served = p50[0] if served is None else np.asarray(served, np.float64)
+        held = np.zeros(self._h) if held is None else np.asarray(held, np.float64)
+        old = self._records.get(step)
+        self._records[step] = (p50, self.bias.copy(), context, served.copy(), held.copy())
+        return np.zeros(self._h) if old is None else old[4]
 
     def mature(self, step: int, value: float) -> tuple | None:
         """The measured ``value`` of ``step``. Returns None when ``step`` is not newer than
-        the last one seen (a repeat counts once), else ``(raw, corrected, context)``: errors
-        (forecast - actual) of the forecasts that targeted it, (C, H) each with NaN where none
-        did, and their (H,) contexts (-1: none)."""
+        the last one seen (a repeat counts once), else ``(raw, corrected, context, served,
+        held, dropped)``: errors (forecast - actual) of the forecasts that targeted it, (C, H)
+        each with NaN where none did, and their (H,) contexts (-1: none); the served p50's
+        error (H,), NaN where none; the stake (H,) those forecasts held, and the stake (H,)
+        of forecasts whose targets were skipped (a gap) and never will mature."""
         if self.last_step is not None and step <= self.last_step:
             return None
         if self.last_step is not None and step != self.last_step + 1:
             self.values.clear()                          # a gap: the level starts anew
         self.last_step = step
         self.values.append(value)
+        dropped = np.zeros(self._h)
         for origin in [o for o in self._records if o < step - self._h]:
-            del self._records[origin]
+            dropped += self._records.pop(origin)[4]      # targets skipped: stakes back
         raw = np.full(self.bias.shape, np.nan)
         corrected = np.full(self.bias.shape, np.nan)
         context = np.full(self._h, -1, np.int64)
+        served, held = np.full(self._h, np.nan), np.zeros(self._h)
         for h in range(1, self._h + 1):
             rec = self._records.get(step - h)
             if rec is not None:
                 raw[:, h - 1] = rec[0][:, h - 1] - value
                 corrected[:, h - 1] = raw[:, h - 1] - rec[1][:, h - 1]
                 context[h - 1] = rec[2]
+                served[h - 1] = rec[3][h - 1] - value
+                held[h - 1] = rec[4][h - 1]
+                rec[4][h - 1] = 0.0                      # settled: nothing held any more
         if not np.isnan(raw).all():
             self._signed[self._pos] = raw
             self._pos = (self._pos + 1) % len(self._signed)
             self._update_bias()
-        return raw, corrected, context
+        return raw, corrected, context, served, held, dropped
+
+    def pending(self) -> np.ndarray:
+        """(H,) stake still held by this key's unmatured forecasts."""
+        return sum((r[4] for r in self._records.values()), np.zeros(self._h))
 
     def _update_bias(self) -> None:
         known = np.isfinite(self._signed)
@@ -170,6 +194,46 @@ class ClassState:
         self._allowed = np.asarray(allowed, bool)
         self.guard = np.zeros((len(CONTEXTS), variants, h))    # forgotten sums of |error|
         self.switches = 0
+        self.saved = np.zeros(h)        # loss bound: sum of |persistence err| - |served err|
+        self.persistence = np.zeros(h)  # sum of |persistence err| over the same forecasts
+        self.held = np.zeros(h)         # stake of the forecasts not matured yet
+        self.bounded = np.zeros(h, np.int64)   # forecasts mixed with persistence's so far
+
+    def available(self) -> np.ndarray:
+        """(H,) how far (normalised) the next forecast may depart from persistence's."""
+        if not self._p.loss_bound:
+            return np.full(len(self.saved), np.inf)
+        return np.maximum(self.saved + self._p.risk * self.persistence - self.held, 0.0)
+
+    def limit(self, persistence: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+        """(H, Q) quantiles to serve instead of ``chosen`` (H, Q) under the loss bound:
+        ``chosen`` where its p50 departs from ``persistence``'s (H, Q) by no more than
+        :meth:`available`, else the mix of the two whose p50 departs by exactly that."""
+        dev = np.abs(chosen[:, 0] - persistence[:, 0])
+        room = self.available()
+        w = np.where(dev > room, room / np.where(dev > 0, dev, 1.0), 1.0)
+        self.bounded += w < 1.0
+        return persistence + w[:, None] * (chosen - persistence)
+
+    def hold(self, stake: np.ndarray) -> None:
+        """Reserve (H,) ``stake``: the served p50's departure from persistence's."""
+        if self._p.loss_bound:
+            self.held += stake
+
+    def settle(self, persistence_err: np.ndarray, served_err: np.ndarray,
+               held: np.ndarray, dropped: np.ndarray) -> None:
+        """Matured signed errors (H,) of persistence's and the served p50 (NaN where none
+        matured), the stake they held, and stake freed by forecasts that never will."""
+        ok = np.isfinite(persistence_err) & np.isfinite(served_err)
+        p_abs = np.where(ok, np.abs(persistence_err), 0.0)
+        self.saved += np.where(ok, p_abs - np.abs(np.where(ok, served_err, 0.0)), 0.0)
+        self.persistence += p_abs
+        self.release(held + dropped)
+
+    def release(self, stake: np.ndarray) -> None:
+        """Free (H,) ``stake`` of forecasts that matured or never will."""
+        if self._p.loss_bound:
+            self.held = np.maximum(self.held - stake, 0.0)
 
     def served(self, context: int) -> np.ndarray:
         """(H,) variant served now in ``context``: the chosen one where the guard has found

@@ -6,7 +6,9 @@ per component class, context (calm or moving, :func:`~.online.contexts`) and hor
 the variant (a member, raw or bias-corrected; see :mod:`.online`) with the lowest recent error
 on its newest matured forecasts; but persistence until a guard has found that variant's
 realised errors in that context below persistence's by the hysteresis margin (so persistence
-is served first).
+is served first); and never further from persistence's forecast than the loss bound lets it
+(:mod:`.online`: per class and horizon step, the served error sum stays within ``1 + risk``
+times persistence's, at every moment).
 The choice starts from the one made offline on the newest held-out slice of the training data
 (:meth:`ServedForecaster.select_start`): per context, the best member there if it beats
 persistence by the margin, else persistence.
@@ -175,9 +177,10 @@ class ServedForecaster(Forecaster):
             state, cs = self._key(key, klass), self._class(klass)
             context = int(contexts(np.array(state.values)[None], self.params.jump_z)[0])
             v = self.last_served[i] = cs.served(context)
-            out[i] = self._variant(raw[i], state, v)
-            state.record(step, raw[i, :, :, 0], context)
-        np.maximum(out, 0.0, out=out)
+            out[i] = np.maximum(cs.limit(raw[i, 0], self._variant(raw[i], state, v)), 0.0)
+            stake = np.abs(out[i, :, 0] - raw[i, 0, :, 0])
+            cs.hold(stake)
+            cs.release(state.record(step, raw[i, :, :, 0], context, out[i, :, 0], stake))
         return np.maximum.accumulate(out, axis=2).astype(np.float32)
 
     def _variant(self, raw: np.ndarray, state: KeyState, v: np.ndarray) -> np.ndarray:
@@ -202,9 +205,11 @@ class ServedForecaster(Forecaster):
                 continue
             errors = self._key(key, klass).mature(step, float(value))
             if errors is not None:
-                raw, corrected, context = errors               # (C, H) each -> (V, H)
-                both = np.stack([raw, corrected], axis=1).reshape(-1, raw.shape[1])
-                self._class(klass).add(np.abs(both), context)
+                raw, corrected, context, served, held, dropped = errors
+                both = np.stack([raw, corrected], axis=1).reshape(-1, raw.shape[1])  # (V, H)
+                cs = self._class(klass)
+                cs.add(np.abs(both), context)
+                cs.settle(raw[0], served, held, dropped)
 
     def diagnostics(self) -> dict[str, Any]:
         """JSON-able online state. Per class: per context the variant chosen and served per
@@ -215,7 +220,10 @@ class ServedForecaster(Forecaster):
         names = self.variants
         out: dict[str, Any] = {"classes": {}, "keys": {}}
         for k, cs in self._classes.items():
-            doc: dict[str, Any] = {"switches": cs.switches}
+            doc: dict[str, Any] = {"switches": cs.switches, "loss_bound": {
+                "saved": cs.saved.tolist(), "persistence": cs.persistence.tolist(),
+                "held": cs.held.tolist(), "available": cs.available().tolist(),
+                "mixed": cs.bounded.tolist()}}
             for c, ctx in enumerate(CONTEXTS):
                 mean, n = cs.scores(c)
                 doc[ctx] = {
@@ -248,7 +256,10 @@ class ServedForecaster(Forecaster):
 
     def _key(self, key: str, klass: str) -> KeyState:
         state = self._keys.get(key)
-        if state is None or state.klass != klass:
+        if state is not None and state.klass != klass:   # moved: its stakes leave with it
+            self._class(state.klass).release(state.pending())
+            state = None
+        if state is None:
             state = KeyState(klass, len(self.members), self.horizon_steps,
                              self.history_steps, self.params)
             self._keys[key] = state
