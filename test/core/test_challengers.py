@@ -269,6 +269,20 @@ def test_stakes_of_forecasts_that_never_mature_are_released(members):
     assert min(doc["saved"]) < 0 < min(doc["persistence"])   # 5 W high: it lost, within risk
 
 
+@pytest.mark.parametrize("loss_bound", [True, False])
+def test_a_member_that_returns_nan_is_replaced_by_persistence(members, loss_bound):
+    served = _served(members, jump_z=1e9, guard_memory=0.0, risk=1.0, loss_bound=loss_bound)
+    served.start = {"*": [[2] * H, [2] * H]}
+    served.reset_online()
+    truth = _truth(80, seed=8)
+    p50 = _replay(served, truth, lambda s, future: np.where(s % 3 == 0, np.nan, future + 1.0))
+    assert np.isfinite(p50).all()
+    np.testing.assert_allclose(p50[::3], np.repeat(truth[:len(p50):3, None], H, axis=1),
+                               rtol=1e-6)
+    doc = served.diagnostics()["classes"]["*"]["loss_bound"]
+    assert np.isfinite(doc["held"]).all() and np.isfinite(doc["saved"]).all()
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_quantiles_stay_ordered_and_non_negative(members, seed):
     rng = np.random.default_rng(seed)

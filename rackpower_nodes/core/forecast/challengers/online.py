@@ -208,7 +208,10 @@ class ClassState:
     def limit(self, persistence: np.ndarray, chosen: np.ndarray) -> np.ndarray:
         """(H, Q) quantiles to serve instead of ``chosen`` (H, Q) under the loss bound:
         ``chosen`` where its p50 departs from ``persistence``'s (H, Q) by no more than
-        :meth:`available`, else the mix of the two whose p50 departs by exactly that."""
+        :meth:`available`, else the mix of the two whose p50 departs by exactly that;
+        persistence's where ``chosen`` is not finite (a member that failed), bound or not."""
+        broken = ~np.isfinite(chosen).all(axis=1)
+        chosen = np.where(broken[:, None], persistence, chosen)
         dev = np.abs(chosen[:, 0] - persistence[:, 0])
         room = self.available()
         w = np.where(dev > room, room / np.where(dev > 0, dev, 1.0), 1.0)
