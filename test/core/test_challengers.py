@@ -2,6 +2,8 @@
 hysteresis, ordered quantiles and the registry round trip, on synthetic series."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -281,6 +283,7 @@ def test_a_member_that_returns_nan_is_replaced_by_persistence(members, loss_boun
                                rtol=1e-6)
     doc = served.diagnostics()["classes"]["*"]["loss_bound"]
     assert np.isfinite(doc["held"]).all() and np.isfinite(doc["saved"]).all()
+    json.dumps(served.diagnostics(), allow_nan=False)        # strict JSON, bound or not
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -222,7 +222,8 @@ class ServedForecaster(Forecaster):
         for k, cs in self._classes.items():
             doc: dict[str, Any] = {"switches": cs.switches, "loss_bound": {
                 "saved": cs.saved.tolist(), "persistence": cs.persistence.tolist(),
-                "held": cs.held.tolist(), "available": cs.available().tolist(),
+                "held": cs.held.tolist(),
+                "available": cs.available().tolist() if self.params.loss_bound else None,
                 "mixed": cs.bounded.tolist()}}
             for c, ctx in enumerate(CONTEXTS):
                 mean, n = cs.scores(c)
