@@ -200,10 +200,25 @@ class PredictorNode(Node):
                   "fallback_components": n_fallback, "fallback_reason": reason,
                   "inference_ms_p50": f"{np.percentile(lat, 50):.2f}",
                   "inference_ms_p99": f"{np.percentile(lat, 99):.2f}",
-                  "inference_ms_max": f"{lat.max():.2f}", **self._events_values()}
+                  "inference_ms_max": f"{lat.max():.2f}", **self._events_values(),
+                  **served_values(self.service.served_summary())}
         publish_diagnostics(self, self._diag_pub, [diagnostic_status(
             level, f"{self.get_fully_qualified_name()}: forecaster", text, "predictor",
             values)])
+
+
+def served_values(summary: dict) -> dict[str, str]:
+    """Diagnostic values ``served.<class>`` from ForecastService.served_summary()."""
+    out = {}
+    for klass, doc in sorted(summary.items()):
+        bound = f", bound {doc['bound']:.2f}x" if doc["bound"] is not None else ", no bound"
+        if doc["error_ratio"] is None:
+            text = f"no forecast matured yet{bound}"
+        else:
+            text = (f"error {doc['error_ratio']:.3f}x persistence's over {doc['matured']} "
+                    f"matured forecasts{bound}, {doc['mixed']} held closer to persistence")
+        out[f"served.{klass}"] = f"{text}; serving {doc['serving']} when calm"
+    return out
 
 
 def main(args=None) -> int:

@@ -229,6 +229,24 @@ def test_the_loss_bound_holds_at_every_moment_whatever_is_chosen(members, risk):
     else:
         assert (ratios[-1] > 1.0).all()       # the bound, not the smoother, stopped the loss
     assert (np.array(served.diagnostics()["classes"]["*"]["loss_bound"]["mixed"]) > 0).all()
+    summary = served.summary()["*"]              # what the predictor's diagnostics show
+    n = len(truth) - H                           # origins served; matured: s + h <= n - 1
+    p50 = _replay(_bounded_twin(members, risk), truth, _smoother(truth))
+    actual = np.stack([truth[s + 1:s + 1 + H] for s in range(n)])
+    done = np.arange(n)[:, None] + np.arange(1, H + 1)[None] <= n - 1
+    want = (np.abs(p50 - actual)[done].sum() / np.abs(truth[:n, None] - actual)[done].sum())
+    assert summary["error_ratio"] == pytest.approx(want, rel=1e-5)
+    assert summary["bound"] == pytest.approx(1.0 + risk) and summary["matured"] == n - H
+    assert summary["serving"] == "ewma"
+
+
+def _bounded_twin(members, risk):
+    """The forced-smoother replay of the loss-bound test, from a fresh start."""
+    served = _served(members, jump_z=1e9, correct_bias=False, window=3000, min_errors=3000,
+                     guard_memory=0.0, risk=risk)
+    served.start = {"*": [[2] * H, [2] * H]}
+    served.reset_online()
+    return served
 
 
 def test_a_challenger_that_saves_is_served_in_full_once_it_has(members):

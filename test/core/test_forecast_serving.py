@@ -59,6 +59,7 @@ def test_no_model_gives_the_wide_persistence_fallback(sim_series):
     margin = np.maximum(0.25 * last, 20.0)
     np.testing.assert_allclose(fc.p90_w[:, 0], last + margin, rtol=1e-5)
     np.testing.assert_allclose(fc.p99_w[:, 0], last + 2 * margin, rtol=1e-5)
+    assert service.served_summary() == {}          # no served forecaster, nothing to show
 
 
 def test_model_serves_ready_components_and_falls_back_for_stale_ones(sim_series, models):
@@ -187,6 +188,9 @@ def test_the_service_feeds_the_served_forecaster_what_matured(sim_series, tmp_pa
         np.testing.assert_allclose(fc.p50_w[0], want[0, :, 0], rtol=1e-6, err_msg=f"{k}")
         np.testing.assert_allclose(fc.p99_w[0], want[0, :, 2], rtol=1e-6, err_msg=f"{k}")
     assert max(_error_counts(service.online_state()["served"])) >= 20   # errors matured
+    summary = service.served_summary()[class_of("srv01")]
+    assert summary == twin.summary()[class_of("srv01")] and summary["matured"] >= 20
+    assert 0 < summary["error_ratio"] <= summary["bound"]
 
 
 def _error_counts(doc) -> list[int]:

@@ -2,7 +2,8 @@
 
 One run walks through the states an operator meets: the model in service, a model swap by
 `model_update` (no cycle missed), a broken model announced (kept serving the old one), the
-samples stream stopping (fallback, said in the message) and coming back.
+samples stream stopping (fallback, said in the message) and coming back, then a served
+forecaster with challengers, whose record against persistence the diagnostics show.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from helpers.graph import spin_until
 from helpers.sensor import rack_board_params
 from rackpower_nodes.core.forecast.baselines import EwmaForecaster, PersistenceForecaster
 from rackpower_nodes.sim.dataset import from_sim
-from rackpower_nodes.core.forecast.features import WindowSpec, build_windows
+from rackpower_nodes.core.forecast.challengers import ServedForecaster
+from rackpower_nodes.core.forecast.features import WindowSpec, build_windows, split_by_time
 from rackpower_nodes.core.forecast.registry import save_model
 from rackpower_nodes.tools.launch_env import executable, stop_process
 from rackpower_nodes.sim.live import LiveRack
@@ -39,9 +41,12 @@ def models(tmp_path_factory):
     broken = root / "broken"
     shutil.copytree(save_model(EwmaForecaster().fit(ws), root), broken)
     (broken / "model.json").write_text("{")            # truncated metadata
+    fit_on, val = split_by_time(ws, 0.8)
+    served = ServedForecaster(members={"persistence": PersistenceForecaster().fit(fit_on),
+                                       "ewma": EwmaForecaster().fit(fit_on)}).fit(fit_on, val)
     return {"persistence": save_model(PersistenceForecaster().fit(ws), root),
             "ewma": save_model(EwmaForecaster().fit(ws), root), "broken": broken,
-            "names": data.names}
+            "served": save_model(served, root), "names": data.names}
 
 
 def _params(tmp_path, board: str, model: str, names) -> str:
@@ -129,6 +134,11 @@ def test_predictor_serves_swaps_and_falls_back(ros_env, tmp_path, models):
             sensor = launch("current_sensor")
             recovered = lis.spin_until(lambda m: not m.fallback and m.model_name == "ewma", 40)
             assert recovered, lis.forecasts[-1][1].fallback_reason
+            lis.announce(models["served"], "promoted")        # persistence and challengers
+            assert lis.spin_until(lambda m: m.model_name == "served" and not m.fallback, 30)
+            assert lis.spin_until(lambda m: "matured forecasts" in lis.diag.get("served.srv",
+                                                                                ""), 30), lis.diag
+            assert "bound 1.01x" in lis.diag["served.srv"], lis.diag["served.srv"]
             assert predictor.poll() is None
             all_msgs = [m for _, m in lis.forecasts]
             lis.node.destroy_node()

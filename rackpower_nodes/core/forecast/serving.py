@@ -168,6 +168,14 @@ class ForecastService:
             out["offsets_w"] = dict(zip(self.components, offsets.tolist(), strict=True))
         return out
 
+    def served_summary(self) -> dict:
+        """The served forecaster's :meth:`~.challengers.ServedForecaster.summary` per
+        component class; empty for any other model or none. Waits for a forecast in
+        progress."""
+        with self._serve_lock:
+            state = self._state
+            return state.model.summary() if state is not None and state.served else {}
+
     def _forecast(self, t_unix: float) -> Forecast:
         with self._lock:
             model, error, spec, state = self._model, self._model_error, self._windows.spec, \

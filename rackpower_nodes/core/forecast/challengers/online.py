@@ -198,6 +198,7 @@ class ClassState:
         self.persistence = np.zeros(h)  # sum of |persistence err| over the same forecasts
         self.held = np.zeros(h)         # stake of the forecasts not matured yet
         self.bounded = np.zeros(h, np.int64)   # forecasts mixed with persistence's so far
+        self.matured = np.zeros(h, np.int64)   # served forecasts settled so far
 
     def available(self) -> np.ndarray:
         """(H,) how far (normalised) the next forecast may depart from persistence's."""
@@ -231,6 +232,7 @@ class ClassState:
         p_abs = np.where(ok, np.abs(persistence_err), 0.0)
         self.saved += np.where(ok, p_abs - np.abs(np.where(ok, served_err, 0.0)), 0.0)
         self.persistence += p_abs
+        self.matured += ok
         self.release(held + dropped)
 
     def release(self, stake: np.ndarray) -> None:

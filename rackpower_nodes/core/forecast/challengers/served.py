@@ -243,6 +243,23 @@ class ServedForecaster(Forecaster):
                                 "corrected": (v % 2 == 1).tolist()}
         return out
 
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per class, what an operator asks first: ``error_ratio``, the served p50's absolute
+        error sum over persistence's (all horizon steps, matured forecasts; None before any
+        matured); ``bound``, the most it can be (``1 + risk``; None without the bound);
+        ``matured``, the forecasts matured at every horizon step; ``serving``, the variant
+        served in calm at the last horizon step; ``mixed``, forecasts held closer to
+        persistence's by the bound."""
+        names, out = self.variants, {}
+        for k, cs in self._classes.items():
+            total = float(cs.persistence.sum())
+            out[k] = {"error_ratio": (total - float(cs.saved.sum())) / total if total > 0
+                      else None,
+                      "bound": 1.0 + self.params.risk if self.params.loss_bound else None,
+                      "matured": int(cs.matured.min()), "serving": names[cs.served(0)[-1]],
+                      "mixed": int(cs.bounded.sum())}
+        return out
+
     def _keys_classes(self, keys, classes) -> tuple[list[str], list[str]]:
         keys = [str(k) for k in keys]
         classes = [DEFAULT_CLASS] * len(keys) if classes is None else [str(c) for c in classes]
