@@ -124,13 +124,11 @@ def fold_row(setting: str, server: str, workload: str, test, preds, used) -> dic
     pers = np.abs(err["persistence"]).mean(axis=0)                   # per horizon
     row = {"setting": setting, "server": server, "fold": workload, "windows": len(test),
            "persistence_mae_w": float(pers.mean())}
-    for n, e in err.items():
-        row[n] = float(np.mean(np.abs(e).mean(axis=0) / np.maximum(pers, 1e-12)))
-    for h, r in zip(HORIZONS, np.abs(err["served"]).mean(axis=0) / np.maximum(pers, 1e-12),
-                    strict=True):
-        row[f"served_{2 * h}s"] = float(r)
-    row["worst_h"] = {n: float((np.abs(e).mean(axis=0) / np.maximum(pers, 1e-12)).max())
-                      for n, e in err.items()}      # worse of 4 s and 6 s, per predictor
+    ratio = {n: np.abs(e).mean(axis=0) / np.maximum(pers, 1e-12) for n, e in err.items()}
+    row.update({n: float(r.mean()) for n, r in ratio.items()})
+    row.update({f"served_{2 * h}s": float(r) for h, r in zip(HORIZONS, ratio["served"],
+                                                             strict=True)})
+    row["worst_h"] = {n: float(r.max()) for n, r in ratio.items()}   # worse of 4 s and 6 s
     row["lstm_bias_w"] = float(np.median(err["lstm"]))
     row["served_bias_w"] = float(np.median(err["served"]))
     counts = np.bincount(used[:, idx].ravel(), minlength=len(MEMBERS))
@@ -161,7 +159,7 @@ def summary(rows: list[dict]) -> list[dict]:
         fold = [r for r in rows if (r["setting"], r["server"]) == key]
         mean = {n: float(np.mean([r[n] for r in fold])) for n in (*MEMBERS, *SERVED)}
         simple = min(mean["persistence"], mean["ewma"], mean["lightgbm"])
-        worst = max(r[f"served_{2 * h}s"] for r in fold for h in HORIZONS)
+        worst = max(r["worst_h"]["served"] for r in fold)
         out.append({"setting": key[0], "server": key[1], "folds": len(fold),
                     **{n: mean[n] for n in (*MEMBERS, *SERVED)},
                     "best_simple": simple,

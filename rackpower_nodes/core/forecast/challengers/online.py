@@ -114,17 +114,15 @@ class KeyState:
         self.last_step: int | None = None
         self.bias = np.zeros((members, horizon))          # (C, H) to subtract from each p50
 
-    def record(self, step: int, p50: np.ndarray, context: int,
-               served: np.ndarray | None = None, held: np.ndarray | None = None) -> np.ndarray:
+    def record(self, step: int, p50: np.ndarray, context: int, served: np.ndarray,
+               held: np.ndarray) -> np.ndarray:
         """Keep the members' p50 (C, H) issued from ``step`` (the newest measured step), the
         biases in force, the forecast's context, the served p50 (H,) and the stake (H,) it
         holds under the loss bound. Returns the stake of a forecast it replaces (issued from
         the same step before: never matured, to be released), zeros if none."""
-        p50 = np.asarray(p50, np.float64).copy()
-        served = p50[0] if served is None else np.asarray(served, np.float64)
-        held = np.zeros(self._h) if held is None else np.asarray(held, np.float64)
         old = self._records.get(step)
-        self._records[step] = (p50, self.bias.copy(), context, served.copy(), held.copy())
+        self._records[step] = (np.array(p50, np.float64), self.bias.copy(), context,
+                               np.array(served, np.float64), np.array(held, np.float64))
         return np.zeros(self._h) if old is None else old[4]
 
     def mature(self, step: int, value: float) -> tuple | None:
@@ -220,9 +218,9 @@ class ClassState:
         return persistence + w[:, None] * (chosen - persistence)
 
     def hold(self, stake: np.ndarray) -> None:
-        """Reserve (H,) ``stake``: the served p50's departure from persistence's."""
-        if self._p.loss_bound:
-            self.held += stake
+        """Reserve (H,) ``stake``: the served p50's departure from persistence's (counted
+        with the bound off too; only :meth:`available` ignores it then)."""
+        self.held += stake
 
     def settle(self, persistence_err: np.ndarray, served_err: np.ndarray,
                held: np.ndarray, dropped: np.ndarray) -> None:
@@ -237,8 +235,7 @@ class ClassState:
 
     def release(self, stake: np.ndarray) -> None:
         """Free (H,) ``stake`` of forecasts that matured or never will."""
-        if self._p.loss_bound:
-            self.held = np.maximum(self.held - stake, 0.0)
+        self.held = np.maximum(self.held - stake, 0.0)
 
     def served(self, context: int) -> np.ndarray:
         """(H,) variant served now in ``context``: the chosen one where the guard has found
