@@ -33,10 +33,15 @@ def members(windows):
             "ewma": EwmaForecaster().fit(windows)}
 
 
-def _served(members, **params) -> ServedForecaster:
+def _served(members, start: int | None = None, **params) -> ServedForecaster:
+    """Served over ``members``; ``start``: the variant every class, context and step starts
+    from, as if the held-out slice had chosen it (None: persistence, from no slice)."""
     served = ServedForecaster(ServedParams(**params), members)
     served.adopt_members()
     served.select_start(None)
+    if start is not None:
+        served.start = {"*": [[start] * H, [start] * H]}
+        served.reset_online()
     return served
 
 
@@ -82,9 +87,7 @@ def test_a_challenger_3x_worse_than_persistence_is_not_served(members):
     served, used = _served(members), []
     _replay(served, truth, bad, used=used)
     assert not (np.array(used) >= 2).any()        # variants 2, 3: the challenger, raw or +bias
-    started_bad = _served(members)
-    started_bad.start = {"*": [[2] * H, [2] * H]}    # as if the held-out slice had chosen it
-    started_bad.reset_online()
+    started_bad = _served(members, start=2)
     used = []
     p50 = _replay(started_bad, truth, bad, used=used)
     assert not (np.array(used[100:]) >= 2).any()
@@ -192,9 +195,7 @@ def test_the_guard_serves_persistence_while_the_choice_does_worse(members, guard
                                                                    bound):
     truth = _level_shifts()
     served = _served(members, jump_z=1e9, correct_bias=False, window=3000, min_errors=3000,
-                     guard_memory=guard_memory, loss_bound=False)
-    served.start = {"*": [[2] * H, [2] * H]}      # chosen offline; no online evidence counts
-    served.reset_online()
+                     guard_memory=guard_memory, loss_bound=False, start=2)   # no evidence
     ratio, smoother = _ratio(served, truth, _smoother(truth))
     if bound is None:
         assert ratio == pytest.approx(smoother)  # without the guard: the smoother throughout
@@ -202,10 +203,9 @@ def test_the_guard_serves_persistence_while_the_choice_does_worse(members, guard
         assert ratio < bound
 
 
-def _prefix_ratios(served, truth, challenger, steps=None):
-    """(origins, H) served / persistence absolute error sums over every prefix of a replay,
-    per horizon step, in matured order (a forecast from origin s matures at s + h)."""
-    p50 = _replay(served, truth, challenger, steps=steps)
+def _prefix_ratios(p50, truth):
+    """(origins, H) served / persistence absolute error sums over every prefix of a replay's
+    served ``p50`` (W, (origins, H)), per horizon step."""
     actual = np.stack([truth[s + 1:s + 1 + H] for s in range(len(p50))])
     served_sum = np.cumsum(np.abs(p50 - actual), axis=0)
     persistence_sum = np.cumsum(np.abs(truth[:len(p50), None] - actual), axis=0)
@@ -219,10 +219,9 @@ def test_the_loss_bound_holds_at_every_moment_whatever_is_chosen(members, risk):
     (without the bound the same replay is the smoother's 1.24x)."""
     truth = _level_shifts()
     served = _served(members, jump_z=1e9, correct_bias=False, window=3000, min_errors=3000,
-                     guard_memory=0.0, risk=risk)
-    served.start = {"*": [[2] * H, [2] * H]}
-    served.reset_online()
-    ratios = _prefix_ratios(served, truth, _smoother(truth))
+                     guard_memory=0.0, risk=risk, start=2)
+    p50 = _replay(served, truth, _smoother(truth))
+    ratios = _prefix_ratios(p50, truth)
     assert (ratios <= 1.0 + risk + 1e-5).all(), ratios.max(axis=0)     # float32 output
     if risk == 0.0:       # nothing saved, nothing at stake: persistence itself throughout
         np.testing.assert_allclose(ratios, 1.0, rtol=1e-5)
@@ -231,7 +230,6 @@ def test_the_loss_bound_holds_at_every_moment_whatever_is_chosen(members, risk):
     assert (np.array(served.diagnostics()["classes"]["*"]["loss_bound"]["mixed"]) > 0).all()
     summary = served.summary()["*"]              # what the predictor's diagnostics show
     n = len(truth) - H                           # origins served; matured: s + h <= n - 1
-    p50 = _replay(_bounded_twin(members, risk), truth, _smoother(truth))
     actual = np.stack([truth[s + 1:s + 1 + H] for s in range(n)])
     done = np.arange(n)[:, None] + np.arange(1, H + 1)[None] <= n - 1
     want = (np.abs(p50 - actual)[done].sum() / np.abs(truth[:n, None] - actual)[done].sum())
@@ -240,37 +238,25 @@ def test_the_loss_bound_holds_at_every_moment_whatever_is_chosen(members, risk):
     assert summary["serving"] == "ewma"
 
 
-def _bounded_twin(members, risk):
-    """The forced-smoother replay of the loss-bound test, from a fresh start."""
-    served = _served(members, jump_z=1e9, correct_bias=False, window=3000, min_errors=3000,
-                     guard_memory=0.0, risk=risk)
-    served.start = {"*": [[2] * H, [2] * H]}
-    served.reset_online()
-    return served
-
-
 def test_a_challenger_that_saves_is_served_in_full_once_it_has(members):
     """An oracle 1 W off: mixed with persistence while it has saved little, then served as
     it is; beyond the first forecasts the bound costs nothing."""
     truth = _truth(600, seed=5)
-    served = _served(members, jump_z=1e9, correct_bias=False, guard_memory=0.0)
-    served.start = {"*": [[2] * H, [2] * H]}
-    served.reset_online()
+    served = _served(members, jump_z=1e9, correct_bias=False, guard_memory=0.0, start=2)
     p50 = _replay(served, truth, lambda s, future: future + 1.0)
     actual = np.stack([truth[s + 1:s + 1 + H] for s in range(len(p50))])
     np.testing.assert_allclose(p50[100:], actual[100:] + 1.0, atol=1e-4)
     mixed = served.diagnostics()["classes"]["*"]["loss_bound"]["mixed"]
     assert 0 < max(mixed) < 100
-    assert (_prefix_ratios(_served(members), truth, lambda s, f: f + 1.0)[-1] < 0.5).all()
+    assert (_prefix_ratios(_replay(_served(members), truth, lambda s, f: f + 1.0),
+                           truth)[-1] < 0.5).all()
 
 
 def test_stakes_of_forecasts_that_never_mature_are_released(members):
     """A gap in the measured steps and a forecast issued twice from one step: what they held
     comes back, so once everything issued has matured or lapsed nothing is held."""
     served = _served(members, jump_z=1e9, guard_memory=0.0, risk=1.0, correct_bias=False,
-                     window=1000, min_errors=1000)
-    served.start = {"*": [[2] * H, [2] * H]}
-    served.reset_online()
+                     window=1000, min_errors=1000, start=2)
     truth = _truth(200, seed=7)
 
     def serve(s):
@@ -291,9 +277,8 @@ def test_stakes_of_forecasts_that_never_mature_are_released(members):
 
 @pytest.mark.parametrize("loss_bound", [True, False])
 def test_a_member_that_returns_nan_is_replaced_by_persistence(members, loss_bound):
-    served = _served(members, jump_z=1e9, guard_memory=0.0, risk=1.0, loss_bound=loss_bound)
-    served.start = {"*": [[2] * H, [2] * H]}
-    served.reset_online()
+    served = _served(members, jump_z=1e9, guard_memory=0.0, risk=1.0, loss_bound=loss_bound,
+                     start=2)
     truth = _truth(80, seed=8)
     p50 = _replay(served, truth, lambda s, future: np.where(s % 3 == 0, np.nan, future + 1.0))
     assert np.isfinite(p50).all()
