@@ -12,7 +12,8 @@ newest measured step matures earlier forecasts, then the served quantiles are is
 choice and its bias correction only ever use the past. Reported per fold at 4 s and 6 s
 (horizon steps 2 and 3 of 2 s): MAE / persistence MAE of every candidate, of the served
 forecaster (mean of 4 s and 6 s, and each apart) and of the same served forecaster without its
-loss bound (``unbounded``, replayed from the same members), persistence's MAE in W (the
+loss bound (``unbounded``) and with a guard that asks no significance (``guard_z0``), both
+replayed from the same members, persistence's MAE in W (the
 no-training baseline's point forecast is persistence's, so its ratio is 1 by definition), the
 median signed error (forecast - actual, W) of the LSTM and of the served forecaster, and the
 member served most. The selection settings are ServedParams' defaults, fixed a priori (never
@@ -45,7 +46,7 @@ from rackpower_nodes.tools.forecast_args import (
     SPEC_DEFAULTS, _data_args, _model_args, make_forecaster)
 
 MEMBERS = ("persistence", "ewma", "lightgbm", "lstm")
-SERVED = ("served", "unbounded")   # as configured; without the loss bound
+SERVED = ("served", "guard_z0", "unbounded")   # as configured; guard_z 0; no loss bound
 HORIZONS = (2, 3)                  # steps of 2 s: 4 s and 6 s ahead
 
 
@@ -102,10 +103,12 @@ def replay(served: ServedForecaster, test) -> tuple[dict[str, np.ndarray], np.nd
 def replay_all(served: ServedForecaster, test, risks: list[float]
                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """:func:`replay` as configured, plus the served p50 without the loss bound
-    (``unbounded``) and with each of ``risks`` (``risk=<r>``), from the same members."""
+    (``unbounded``), with a guard that needs no significance (``guard_z0``: the lead alone)
+    and with each of ``risks`` (``risk=<r>``), from the same members."""
     preds, used = replay(served, test)
     params = served.params
     for name, change in [("unbounded", {"loss_bound": False}),
+                         ("guard_z0", {"guard_z": 0.0}),
                          *((f"risk={r:g}", {"risk": r}) for r in risks)]:
         served.params = ServedParams(**{**asdict(params), **change})
         preds[name] = replay(served, test)[0]["served"]
@@ -181,6 +184,7 @@ def risk_sweep(rows: list[dict], risks: list[float]) -> list[dict]:
         fold = [r for r in rows if (r["setting"], r["server"]) == key]
         for label, name in [(f"{ServedParams().risk:g} (default)", "served"),
                             *((f"{r:g}", f"risk={r:g}") for r in risks),
+                            (f"{ServedParams().risk:g}, guard_z 0", "guard_z0"),
                             ("no bound", "unbounded")]:
             out.append({"setting": key[0], "server": key[1], "risk": label,
                         "mean": float(np.mean([r[name] for r in fold])),

@@ -203,6 +203,31 @@ def test_the_guard_serves_persistence_while_the_choice_does_worse(members, guard
         assert ratio < bound
 
 
+def test_a_few_lucky_errors_are_not_evidence(members):
+    """A challenger no better than persistence: its absolute error is 0.5x or 1.5x
+    persistence's at random, so early on its sum is often ahead by the margin. The guard
+    serves it only once the lead is two standard errors of the paired difference."""
+    truth = _truth(1500, seed=14)
+    rng = np.random.default_rng(4)
+    sign = rng.choice([-1.0, 1.0], size=(len(truth), H))
+    factor = rng.choice([0.5, 1.5], size=(len(truth), H))
+
+    def coin(s, future):
+        return future + sign[s] * factor[s] * np.abs(future - truth[s])
+
+    share = {}
+    for z in (0.0, 2.0):
+        used = []
+        served = _served(members, jump_z=1e9, correct_bias=False, loss_bound=False,
+                         guard_z=z, start=2)
+        _replay(served, truth, coin, used=used)
+        share[z] = float((np.array(used) != 0).mean())
+        evidence = served.diagnostics()["classes"]["*"]["calm"]["evidence"]
+        assert len(evidence) == H and all(e <= 0 for e in evidence)    # not ahead at the end
+    assert share[0.0] > 0.05                  # the lead alone: served on luck
+    assert share[2.0] < 0.005
+
+
 def _prefix_ratios(p50, truth):
     """(origins, H) served / persistence absolute error sums over every prefix of a replay's
     served ``p50`` (W, (origins, H)), per horizon step."""

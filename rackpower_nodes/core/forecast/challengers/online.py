@@ -13,8 +13,10 @@ measured (``mature``) its errors count, never before:
   variant per horizon step, pooled over the class's keys; the variant chosen per context and
   step changes only when another one's mean error is lower by the hysteresis margin, over
   enough errors. A guard keeps, per context, slowly forgotten sums of every variant's
-  absolute errors and serves persistence until the chosen variant's sum is below
-  persistence's by the margin (a choice never inherits the record of another).
+  absolute errors (and of the squares of its paired differences from persistence's) and
+  serves persistence until the chosen variant's sum is below persistence's by the margin,
+  by ``guard_z`` standard errors of that difference at least (a choice never inherits the
+  record of another, and a lucky first few errors are not evidence).
 
 Contexts: a smoother lags a level shift that persistence follows at once, while in calm
 stretches it wins; so a forecast whose newest value departs from the recent level by more
@@ -50,7 +52,10 @@ class ServedParams:
     ``bias_prior``: the median is shrunk by ``n / (n + bias_prior)`` with ``n`` errors known;
     ``correct_bias``: offer the ``+bias`` variants at all; ``jump_z``: the context threshold
     (:func:`contexts`); ``guard_memory``: errors after which the guard's sums have forgotten
-    a share 1/e (``0``: no guard); ``loss_bound``: apply the loss bound (module docstring);
+    a share 1/e (``0``: no guard); ``guard_z``: how many standard errors of the paired
+    difference the guard's lead must reach (a one-sided test; the spread is the uncentred,
+    so conservative, root sum of squared differences; ``0``: the lead alone);
+    ``loss_bound``: apply the loss bound (module docstring);
     ``risk``: the share of persistence's error sum the served forecaster may lose beyond
     what it has saved (the bound is ``1 + risk`` times persistence's error; without it
     nothing but persistence could ever be served, having saved nothing yet).
@@ -64,6 +69,7 @@ class ServedParams:
     correct_bias: bool = True
     jump_z: float = 3.0
     guard_memory: float = 2000.0
+    guard_z: float = 2.0
     loss_bound: bool = True
     risk: float = 0.01
 
@@ -71,7 +77,8 @@ class ServedParams:
         check_params(self, {"window": (1, 1 << 20), "min_errors": (1, 1 << 20),
                             "margin": (0.0, 0.9), "bias_window": (1, 1 << 20),
                             "bias_prior": (0.0, 1e9), "jump_z": (0.0, 1e9),
-                            "guard_memory": (0.0, 1e12), "risk": (0.0, 1e6)})
+                            "guard_memory": (0.0, 1e12), "guard_z": (0.0, 1e3),
+                            "risk": (0.0, 1e6)})
         if self.min_errors > self.window:
             raise ValueError(f"ServedParams.min_errors = {self.min_errors} exceeds window = "
                              f"{self.window}: no variant could ever be compared")
@@ -191,6 +198,7 @@ class ClassState:
         self._p = params
         self._allowed = np.asarray(allowed, bool)
         self.guard = np.zeros((len(CONTEXTS), variants, h))    # forgotten sums of |error|
+        self.guard_sq = np.zeros_like(self.guard)   # ... of (|persistence err| - |error|)^2
         self.switches = 0
         self.saved = np.zeros(h)        # loss bound: sum of |persistence err| - |served err|
         self.persistence = np.zeros(h)  # sum of |persistence err| over the same forecasts
@@ -239,14 +247,23 @@ class ClassState:
 
     def served(self, context: int) -> np.ndarray:
         """(H,) variant served now in ``context``: the chosen one where the guard has found
-        the choices' errors below ``(1 - margin)`` times persistence's, raw persistence (0)
-        elsewhere, so also before any error has matured."""
+        the choices' errors below ``(1 - margin)`` times persistence's by at least
+        ``guard_z`` standard errors (:meth:`evidence` > 0), raw persistence (0) elsewhere,
+        so also before any error has matured."""
         chosen = self.chosen[context]
         if not self._p.guard_memory:
             return chosen.copy()
+        return np.where(self.evidence(context) > 0.0, chosen, 0)
+
+    def evidence(self, context: int) -> np.ndarray:
+        """(H,) the chosen variants' guard lead over persistence in ``context`` (forgotten
+        error sums: ``(1 - margin)`` x persistence's minus the variant's), less ``guard_z``
+        times its spread; the guard serves the choice only where this is above 0."""
+        chosen = self.chosen[context]
+        cols = np.arange(len(chosen))
         sums = self.guard[context]
-        ahead = sums[chosen, np.arange(len(chosen))] < (1.0 - self._p.margin) * sums[0]
-        return np.where(ahead, chosen, 0)
+        lead = (1.0 - self._p.margin) * sums[0] - sums[chosen, cols]
+        return lead - self._p.guard_z * np.sqrt(self.guard_sq[context][chosen, cols])
 
     def add(self, abs_err: np.ndarray, context: np.ndarray) -> None:
         """One key's matured absolute errors (V, H) per variant and their (H,) contexts (-1
@@ -258,6 +275,9 @@ class ClassState:
                 ok = np.isfinite(row)
                 self.guard[c] = np.where(ok, self.guard[c] * keep + np.nan_to_num(row),
                                          self.guard[c])
+                diff = np.nan_to_num(row[0][None] - row)                   # (V, H)
+                self.guard_sq[c] = np.where(ok, self.guard_sq[c] * keep + diff ** 2,
+                                            self.guard_sq[c])
                 self._abs[c, self._pos[c]] = row
                 self._pos[c] = (self._pos[c] + 1) % self._abs.shape[1]
                 self._reselect(c)

@@ -5,10 +5,11 @@ then EWMA, LightGBM, the LSTM, whichever were trained, all on the same windows) 
 per component class, context (calm or moving, :func:`~.online.contexts`) and horizon step,
 the variant (a member, raw or bias-corrected; see :mod:`.online`) with the lowest recent error
 on its newest matured forecasts; but persistence until a guard has found that variant's
-realised errors in that context below persistence's by the hysteresis margin (so persistence
-is served first); and never further from persistence's forecast than the loss bound lets it
-(:mod:`.online`: per class and horizon step, the served error sum stays within ``1 + risk``
-times persistence's, at every moment).
+realised errors in that context below persistence's by the hysteresis margin, by two standard
+errors at least (so persistence is served first, and after a few lucky errors still); and
+never further from persistence's forecast than the loss bound lets it (:mod:`.online`: per
+class and horizon step, the served error sum stays within ``1 + risk`` times persistence's,
+at every moment).
 The choice starts from the one made offline on the newest held-out slice of the training data
 (:meth:`ServedForecaster.select_start`): per context, the best member there if it beats
 persistence by the margin, else persistence.
@@ -214,7 +215,8 @@ class ServedForecaster(Forecaster):
     def diagnostics(self) -> dict[str, Any]:
         """JSON-able online state. Per class: per context the variant chosen and served per
         horizon step, the mean absolute error and count of every variant over the window;
-        the guard's sums per context and the switches so far. Per key: its class,
+        the guard's sums and evidence (:meth:`~.online.ClassState.evidence`, > 0 where the
+        choice serves) per context and the switches so far. Per key: its class,
         the context of its next forecast, the bias (normalised, per step) of the member
         served to it and whether it is subtracted."""
         names = self.variants
@@ -229,6 +231,7 @@ class ServedForecaster(Forecaster):
                 mean, n = cs.scores(c)
                 doc[ctx] = {
                     "guard": {names[v]: cs.guard[c, v].tolist() for v in range(len(names))},
+                    "evidence": cs.evidence(c).tolist(),
                     "chosen": [names[v] for v in cs.chosen[c]],
                     "served": [names[v] for v in cs.served(c)],
                     "mae": {names[v]: [None if np.isnan(m) else float(m) for m in mean[v]]
