@@ -14,7 +14,7 @@ import psutil
 import pytest
 import yaml
 from helpers.devices import BodyServer, junk
-from helpers.graph import leave_graph
+from helpers.graph import leave_graph, spin_until
 
 from rackpower_nodes.tools.launch_env import executable, stop_process
 from rackpower_nodes.sim.live import LiveRack
@@ -62,15 +62,8 @@ class _Listener:
             if "/host_telemetry: " in status.name:
                 self.diagnostics[status.hardware_id] = status
 
-    def spin(self, seconds: float, until=None) -> bool:
-        import rclpy
-
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            rclpy.spin_once(self.node, timeout_sec=0.05)
-            if until is not None and until():
-                return True
-        return until is None
+    def spin(self, seconds: float, until) -> bool:
+        return spin_until(self.node, until, seconds)
 
     def host(self, msg, host_id: str):
         return next(h for h in msg.hosts if h.host_id == host_id)
