@@ -215,10 +215,10 @@ class ServedForecaster(Forecaster):
     def diagnostics(self) -> dict[str, Any]:
         """JSON-able online state. Per class: per context the variant chosen and served per
         horizon step, the mean absolute error and count of every variant over the window;
-        the guard's sums and evidence (:meth:`~.online.ClassState.evidence`, > 0 where the
-        choice serves) per context and the switches so far. Per key: its class,
-        the context of its next forecast, the bias (normalised, per step) of the member
-        served to it and whether it is subtracted."""
+        the guard's sums and evidence (:meth:`~.online.ClassState.evidence`: with the guard
+        on, the choice serves where it is > 0) per context and the switches so far. Per
+        key: its class, the context of its next forecast, the bias (normalised, per step) of
+        the member served to it and whether it is subtracted."""
         names = self.variants
         out: dict[str, Any] = {"classes": {}, "keys": {}}
         for k, cs in self._classes.items():
