@@ -81,11 +81,12 @@ def fit_served(args, train) -> tuple[ServedForecaster, float]:
     return served, time.monotonic() - t0
 
 
-def replay(served: ServedForecaster, test) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def replay(served: ServedForecaster, test, raw: np.ndarray
+           ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Every member's and the served forecaster's p50 (n, H) normalised, in time order
-    through the online calls; and (n, H) the member served at each window."""
+    through the online calls, from the members' quantiles ``raw`` (:func:`predict_members`);
+    and (n, H) the member served at each window."""
     order = np.lexsort((test.component.astype(str), test.t_unix))
-    raw = np.stack([m.predict(test.x, test.last) for m in served.members.values()], axis=1)
     out = np.empty(test.y.shape, np.float64)
     used = np.empty(test.y.shape, np.int64)
     served.reset_online()
@@ -100,18 +101,24 @@ def replay(served: ServedForecaster, test) -> tuple[dict[str, np.ndarray], np.nd
     return preds, used
 
 
+def predict_members(served: ServedForecaster, test) -> np.ndarray:
+    """(n, C, H, Q) every member's quantiles for ``test``'s windows (stateless)."""
+    return np.stack([m.predict(test.x, test.last) for m in served.members.values()], axis=1)
+
+
 def replay_all(served: ServedForecaster, test, risks: list[float]
                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """:func:`replay` as configured, plus the served p50 without the loss bound
     (``unbounded``), with a guard that needs no significance (``guard_z0``: the lead alone)
     and with each of ``risks`` (``risk=<r>``), from the same members."""
-    preds, used = replay(served, test)
+    raw = predict_members(served, test)            # the same for every replay below
+    preds, used = replay(served, test, raw)
     params = served.params
     for name, change in [("unbounded", {"loss_bound": False}),
                          ("guard_z0", {"guard_z": 0.0}),
                          *((f"risk={r:g}", {"risk": r}) for r in risks)]:
         served.params = ServedParams(**{**asdict(params), **change})
-        preds[name] = replay(served, test)[0]["served"]
+        preds[name] = replay(served, test, raw)[0]["served"]
     served.params = params
     served.reset_online()
     return preds, used
