@@ -173,8 +173,12 @@ def said(env: dict, args: list[str], text: str) -> subprocess.CompletedProcess:
 def until_allocation_mode(env: dict, mode: str, what: str, fresh: bool = False) -> None:
     """Until `ros2 topic echo --once` shows a power_allocation in `mode`; `fresh`: only
     messages published after the echo subscribed (volatile durability), not the latched
-    one."""
-    qos = ["--qos-durability", "volatile"] if fresh else []
+    one. Otherwise the topic's own QoS (reliable, transient local) is asked for by name:
+    the CLI matches a publisher's QoS only if it has discovered it before subscribing,
+    and on a loaded machine it may not have (then it takes best effort, volatile, and the
+    latched allocation of an inactive actuator never comes)."""
+    qos = (["--qos-durability", "volatile"] if fresh else
+           ["--qos-reliability", "reliable", "--qos-durability", "transient_local"])
     until(env, ["topic", "echo", "--once", "--timeout", "20", "--no-daemon", *qos,
                 "--field", "mode", *ALLOCATION], allocation_mode_is(mode), what)
 
