@@ -12,8 +12,9 @@ newest measured step matures earlier forecasts, then the served quantiles are is
 choice and its bias correction only ever use the past. Reported per fold at 4 s and 6 s
 (horizon steps 2 and 3 of 2 s): MAE / persistence MAE of every candidate, of the served
 forecaster (mean of 4 s and 6 s, and each apart) and of the same served forecaster without its
-loss bound (``unbounded``) and with a guard that asks no significance (``guard_z0``), both
-replayed from the same members, persistence's MAE in W (the
+loss bound (``unbounded``), with a guard whose standard error ignores the correlation of
+nearby differences (``lags0``: ``guard_lags`` 0) and with a guard that asks no significance
+(``guard_z0``), all replayed from the same members, persistence's MAE in W (the
 no-training baseline's point forecast is persistence's, so its ratio is 1 by definition), the
 median signed error (forecast - actual, W) of the LSTM and of the served forecaster, and the
 member served most. The selection settings are ServedParams' defaults, fixed a priori (never
@@ -46,7 +47,8 @@ from rackpower_nodes.tools.forecast_args import (
     SPEC_DEFAULTS, _data_args, _model_args, make_forecaster)
 
 MEMBERS = ("persistence", "ewma", "lightgbm", "lstm")
-SERVED = ("served", "guard_z0", "unbounded")   # as configured; guard_z 0; no loss bound
+SERVED = ("served", "lags0", "guard_z0", "unbounded")   # configured; guard_lags 0; guard_z 0;
+#                                                          no loss bound
 HORIZONS = (2, 3)                  # steps of 2 s: 4 s and 6 s ahead
 
 
@@ -109,12 +111,14 @@ def predict_members(served: ServedForecaster, test) -> np.ndarray:
 def replay_all(served: ServedForecaster, test, risks: list[float]
                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """:func:`replay` as configured, plus the served p50 without the loss bound
-    (``unbounded``), with a guard that needs no significance (``guard_z0``: the lead alone)
-    and with each of ``risks`` (``risk=<r>``), from the same members."""
+    (``unbounded``), with the plain standard error (``lags0``), with a guard that needs no
+    significance (``guard_z0``: the lead alone) and with each of ``risks`` (``risk=<r>``),
+    from the same members."""
     raw = predict_members(served, test)            # the same for every replay below
     preds, used = replay(served, test, raw)
     params = served.params
     for name, change in [("unbounded", {"loss_bound": False}),
+                         ("lags0", {"guard_lags": 0}),
                          ("guard_z0", {"guard_z": 0.0}),
                          *((f"risk={r:g}", {"risk": r}) for r in risks)]:
         served.params = ServedParams(**{**asdict(params), **change})
@@ -191,6 +195,7 @@ def risk_sweep(rows: list[dict], risks: list[float]) -> list[dict]:
         fold = [r for r in rows if (r["setting"], r["server"]) == key]
         for label, name in [(f"{ServedParams().risk:g} (default)", "served"),
                             *((f"{r:g}", f"risk={r:g}") for r in risks),
+                            (f"{ServedParams().risk:g}, guard_lags 0", "lags0"),
                             (f"{ServedParams().risk:g}, guard_z 0", "guard_z0"),
                             ("no bound", "unbounded")]:
             out.append({"setting": key[0], "server": key[1], "risk": label,

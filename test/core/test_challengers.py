@@ -11,6 +11,7 @@ from rackpower_nodes.core.forecast.base import ForecastInputError
 from rackpower_nodes.core.forecast.baselines import (
     EwmaForecaster, LightGbmForecaster, LightGbmParams, PersistenceForecaster)
 from rackpower_nodes.core.forecast.challengers import ServedForecaster, ServedParams
+from rackpower_nodes.core.forecast.challengers.online import ClassState, guard_lags
 from rackpower_nodes.core.forecast.features import build_windows, split_by_time
 from rackpower_nodes.core.forecast.registry import load_model, save_model
 from helpers.series import SMALL, T0, component_series
@@ -226,6 +227,50 @@ def test_a_few_lucky_errors_are_not_evidence(members):
         assert len(evidence) == H and all(e <= 0 for e in evidence)    # not ahead at the end
     assert share[0.0] > 0.05                  # the lead alone: served on luck
     assert share[2.0] < 0.005
+
+
+def test_a_run_of_lucky_errors_is_not_evidence(members):
+    """A challenger no better than persistence whose luck comes in runs: its absolute error
+    is 0.5x or 1.5x persistence's for 10 steps at a time. Its paired differences are
+    correlated, so the plain standard error is too small and a run of luck passes for
+    evidence (``guard_lags`` 0); the long-run (Newey-West) spread does not let it."""
+    truth = _truth(1500, seed=14)
+    share = {}
+    for lags in (0, None):
+        used = []
+        for seed in (1, 2, 3, 5):
+            rng = np.random.default_rng(seed)
+            factor = np.repeat(rng.choice([0.5, 1.5], size=len(truth) // 10 + 1), 10)
+            sign = rng.choice([-1.0, 1.0], size=(len(truth), H))
+
+            def runs(s, future, factor=factor, sign=sign):
+                return future + sign[s] * factor[s] * np.abs(future - truth[s])
+
+            served = _served(members, jump_z=1e9, correct_bias=False, loss_bound=False,
+                             guard_lags=lags, start=2)
+            _replay(served, truth, runs, used=used)
+            if lags is None:
+                evidence = served.diagnostics()["classes"]["*"]["calm"]["evidence"]
+                assert all(e <= 0 for e in evidence)            # not ahead at the end
+        share[lags] = float((np.array(used) != 0).mean())
+    assert share[0] > 0.02                     # the plain spread: served on a run of luck
+    assert share[None] < 0.002
+
+
+def test_the_long_run_spread_counts_keys_that_move_together():
+    """Two keys of one class with the same paired differences at every step: their sum's
+    variance is twice the sum of their squares, and the guard's spread says so."""
+    params = ServedParams(guard_lags=0)
+    cs = ClassState(np.zeros((2, 1), np.int64), 2, params, np.ones(2, bool))
+    for _ in range(50):
+        for _key in range(2):
+            cs.add(np.array([[1.0], [0.6]]), np.array([0]))     # persistence 1.0, v1 0.6
+        cs.close_step()
+    assert cs.guard_lr[0, 1, 0] == pytest.approx(2.0 * cs.guard_sq[0, 1, 0], rel=1e-3)
+    assert guard_lags(ServedParams(), 3) == 7                   # Newey-West for 2000
+    assert guard_lags(ServedParams(), 12) == 11                 # h - 1 when longer
+    with pytest.raises(ValueError, match="guard_lags"):
+        ServedParams(guard_lags=-1)
 
 
 def _prefix_ratios(p50, truth):

@@ -16,7 +16,11 @@ measured (``mature``) its errors count, never before:
   absolute errors (and of the squares of its paired differences from persistence's) and
   serves persistence until the chosen variant's sum is below persistence's by the margin,
   by ``guard_z`` standard errors of that difference at least (a choice never inherits the
-  record of another, and a lucky first few errors are not evidence).
+  record of another, and a lucky first few errors are not evidence). Differences of one
+  class at nearby steps are not independent (a forecast h steps ahead shares h - 1 targets
+  with the next; the keys of one class move together), so the standard error is the larger
+  of the plain one and a Newey-West (Bartlett) long-run one over the class's per-step sums
+  of the differences, as in the Diebold-Mariano test.
 
 Contexts: a smoother lags a level shift that persistence follows at once, while in calm
 stretches it wins; so a forecast whose newest value departs from the recent level by more
@@ -33,7 +37,8 @@ import numpy as np
 
 from rackpower_nodes.core.forecast.base import check_params
 
-__all__ = ["CONTEXTS", "ClassState", "KeyState", "ServedParams", "contexts", "variant_names"]
+__all__ = ["CONTEXTS", "ClassState", "KeyState", "ServedParams", "contexts", "guard_lags",
+           "variant_names"]
 
 CONTEXTS = ("calm", "moving")
 _LEVEL_ALPHA = 0.3          # weight of the newest value in the recent level (EWMA)
@@ -55,6 +60,9 @@ class ServedParams:
     a share 1/e (``0``: no guard); ``guard_z``: how many standard errors of the paired
     difference the guard's lead must reach (a one-sided test; the spread is the uncentred,
     so conservative, root sum of squared differences; ``0``: the lead alone);
+    ``guard_lags``: the lags of the long-run spread (``None``: the larger of H - 1 and
+    Newey-West's rule of thumb ``floor(4 (guard_memory / 100) ** (2 / 9))``; ``0``: the
+    per-step sums' own squares only);
     ``loss_bound``: apply the loss bound (module docstring);
     ``risk``: the share of persistence's error sum the served forecaster may lose beyond
     what it has saved (the bound is ``1 + risk`` times persistence's error; without it
@@ -70,6 +78,7 @@ class ServedParams:
     jump_z: float = 3.0
     guard_memory: float = 2000.0
     guard_z: float = 2.0
+    guard_lags: int | None = None
     loss_bound: bool = True
     risk: float = 0.01
 
@@ -79,9 +88,20 @@ class ServedParams:
                             "bias_prior": (0.0, 1e9), "jump_z": (0.0, 1e9),
                             "guard_memory": (0.0, 1e12), "guard_z": (0.0, 1e3),
                             "risk": (0.0, 1e6)})
+        if self.guard_lags is not None and not 0 <= self.guard_lags <= 1000:
+            raise ValueError(f"ServedParams.guard_lags = {self.guard_lags!r}, expected None "
+                             "or a value in [0, 1000]")
         if self.min_errors > self.window:
             raise ValueError(f"ServedParams.min_errors = {self.min_errors} exceeds window = "
                              f"{self.window}: no variant could ever be compared")
+
+
+def guard_lags(params: ServedParams, horizon: int) -> int:
+    """Lags of the guard's long-run spread for ``horizon`` steps (``ServedParams``)."""
+    if params.guard_lags is not None:
+        return int(params.guard_lags)
+    rule = int(np.floor(4.0 * (params.guard_memory / 100.0) ** (2.0 / 9.0)))
+    return max(horizon - 1, rule)
 
 
 def variant_names(members: list[str]) -> list[str]:
@@ -199,6 +219,12 @@ class ClassState:
         self._allowed = np.asarray(allowed, bool)
         self.guard = np.zeros((len(CONTEXTS), variants, h))    # forgotten sums of |error|
         self.guard_sq = np.zeros_like(self.guard)   # ... of (|persistence err| - |error|)^2
+        self.guard_lr = np.zeros_like(self.guard)   # ... long-run: of the per-step sums
+        self._step_d = np.zeros_like(self.guard)    # this step's sums of the differences
+        self._step_n = np.zeros(self.guard.shape[::2])          # (contexts, H) adds in it
+        lags = guard_lags(params, h)
+        self._lagged: deque[np.ndarray] = deque(maxlen=max(lags, 1))   # newest first
+        self._weights = 1.0 - np.arange(1, lags + 1) / (lags + 1.0)     # Bartlett
         self.switches = 0
         self.saved = np.zeros(h)        # loss bound: sum of |persistence err| - |served err|
         self.persistence = np.zeros(h)  # sum of |persistence err| over the same forecasts
@@ -263,7 +289,8 @@ class ClassState:
         cols = np.arange(len(chosen))
         sums = self.guard[context]
         lead = (1.0 - self._p.margin) * sums[0] - sums[chosen, cols]
-        return lead - self._p.guard_z * np.sqrt(self.guard_sq[context][chosen, cols])
+        var = np.maximum(self.guard_sq[context], self.guard_lr[context])[chosen, cols]
+        return lead - self._p.guard_z * np.sqrt(var)
 
     def add(self, abs_err: np.ndarray, context: np.ndarray) -> None:
         """One key's matured absolute errors (V, H) per variant and their (H,) contexts (-1
@@ -278,9 +305,29 @@ class ClassState:
                 diff = np.nan_to_num(row[0][None] - row)                   # (V, H)
                 self.guard_sq[c] = np.where(ok, self.guard_sq[c] * keep + diff ** 2,
                                             self.guard_sq[c])
+                self._step_d[c] += np.where(ok, diff, 0.0)
+                self._step_n[c] += ok.any(axis=0)
                 self._abs[c, self._pos[c]] = row
                 self._pos[c] = (self._pos[c] + 1) % self._abs.shape[1]
                 self._reselect(c)
+
+    def close_step(self) -> None:
+        """End of a measured step (after every key's :meth:`add`): its per-context sums of
+        the paired differences enter the guard's long-run spread, ``D_t^2 + 2 sum_k w_k D_t
+        D_{t-k}`` over the last ``guard_lags`` steps (Bartlett weights ``w_k = 1 - k / (L +
+        1)``), forgotten per error like the guard's sums."""
+        if not self._step_n.any():
+            return
+        keep = np.exp(-1.0 / self._p.guard_memory) if self._p.guard_memory else 0.0
+        d = self._step_d
+        cross = sum((w * d * old for w, old in zip(self._weights, self._lagged)),
+                    np.zeros_like(d))
+        fade = (keep ** self._step_n)[:, None, :]
+        self.guard_lr = self.guard_lr * fade + d ** 2 + 2.0 * cross
+        if len(self._weights):
+            self._lagged.appendleft(d.copy())
+        self._step_d = np.zeros_like(d)
+        self._step_n = np.zeros_like(self._step_n)
 
     def scores(self, context: int) -> tuple[np.ndarray, np.ndarray]:
         """(V, H) mean absolute error over the window (NaN with none) and (V, H) counts."""

@@ -201,6 +201,7 @@ class ServedForecaster(Forecaster):
             raise ForecastInputError(f"served: {len(realised)} realised values for "
                                      f"{len(keys)} keys")
         step = self._step(step_t)
+        touched: set[str] = set()
         for key, klass, value in zip(keys, classes, realised, strict=True):
             if not np.isfinite(value):
                 continue
@@ -211,6 +212,9 @@ class ServedForecaster(Forecaster):
                 cs = self._class(klass)
                 cs.add(np.abs(both), context)
                 cs.settle(raw[0], served, held, dropped)
+                touched.add(klass)
+        for klass in touched:
+            self._class(klass).close_step()
 
     def diagnostics(self) -> dict[str, Any]:
         """JSON-able online state. Per class: per context the variant chosen and served per
