@@ -269,8 +269,9 @@ def test_the_long_run_spread_counts_keys_that_move_together():
     assert cs.guard_lr[0, 1, 0] == pytest.approx(2.0 * cs.guard_sq[0, 1, 0], rel=1e-3)
     assert guard_lags(ServedParams(), 3) == 7                   # Newey-West for 2000
     assert guard_lags(ServedParams(), 12) == 11                 # h - 1 when longer
-    with pytest.raises(ValueError, match="guard_lags"):
-        ServedParams(guard_lags=-1)
+    for wrong in (-1, "7", 2.5):
+        with pytest.raises(ValueError, match="guard_lags"):
+            ServedParams(guard_lags=wrong)
 
 
 def _prefix_ratios(p50, truth):

@@ -88,7 +88,9 @@ class ServedParams:
                             "bias_prior": (0.0, 1e9), "jump_z": (0.0, 1e9),
                             "guard_memory": (0.0, 1e12), "guard_z": (0.0, 1e3),
                             "risk": (0.0, 1e6)})
-        if self.guard_lags is not None and not 0 <= self.guard_lags <= 1000:
+        lags = self.guard_lags
+        if lags is not None and (not isinstance(lags, int) or isinstance(lags, bool)
+                                 or not 0 <= lags <= 1000):
             raise ValueError(f"ServedParams.guard_lags = {self.guard_lags!r}, expected None "
                              "or a value in [0, 1000]")
         if self.min_errors > self.window:
