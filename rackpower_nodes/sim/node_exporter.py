@@ -281,8 +281,14 @@ class ExporterFleet:
         return [HostTarget(name, url, timeout_s) for name, url in self.urls.items()]
 
     def start(self) -> Self:
-        for server in self.servers.values():
-            server.start()
+        """Start every server; if one cannot (its port taken: OSError), stop the ones
+        already serving before raising, so a failed start leaves no port held."""
+        try:
+            for server in self.servers.values():
+                server.start()
+        except OSError:
+            self.stop()               # stopping a server that never opened is harmless
+            raise
         return self
 
     def stop(self) -> None:

@@ -200,14 +200,43 @@ def test_never_reached_host_is_down_and_stale():
     assert status.last_success_s is None and "connection refused" in status.last_error
 
 
+def test_a_fleet_that_cannot_start_holds_no_port():
+    """The second host's port is taken: start raises, and the first host's port is free
+    again (not left serving by a half-started fleet)."""
+    for _ in range(10):         # a free port whose next one we can hold
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        taken = socket.socket()
+        try:
+            taken.bind(("127.0.0.1", base + 1))
+            break
+        except OSError:
+            taken.close()
+    else:
+        pytest.skip("no free port followed by one this test could hold, in 10 tries")
+    with taken:
+        taken.listen()
+        with pytest.raises(OSError):
+            ExporterFleet(make_hosts(), base_port=base).start()
+        with socket.socket() as again:
+            again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            again.bind(("127.0.0.1", base))          # raises if the first server still holds it
+
+
 def test_fleet_on_consecutive_ports():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        base = probe.getsockname()[1]
-    try:
-        fleet = ExporterFleet(make_hosts(), base_port=base).start()
-    except OSError as exc:      # another process took one of the ports meanwhile
-        pytest.skip(f"ports from {base} not free: {exc}")
+    errors = []
+    for _ in range(10):         # another process may hold or take base + 1: try elsewhere
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        try:
+            fleet = ExporterFleet(make_hosts(), base_port=base).start()
+            break
+        except OSError as exc:
+            errors.append(f"{base}: {exc}")
+    else:
+        pytest.skip(f"no two consecutive free ports in 10 tries: {errors}")
     with fleet:
         assert [s.port for s in fleet.servers.values()] == [base, base + 1]
         assert fleet.urls["web1"] == f"http://127.0.0.1:{base}/metrics"
