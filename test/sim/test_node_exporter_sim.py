@@ -6,6 +6,7 @@ import time
 
 import pytest
 from helpers.devices import LOOPBACK_TIMEOUT_S
+from helpers.rack import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from rackpower_nodes.core.telemetry import (
@@ -204,9 +205,7 @@ def test_a_fleet_that_cannot_start_holds_no_port():
     """The second host's port is taken: start raises, and the first host's port is free
     again (not left serving by a half-started fleet)."""
     for _ in range(10):         # a free port whose next one we can hold
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
+        base = free_port()
         taken = socket.socket()
         try:
             taken.bind(("127.0.0.1", base + 1))
@@ -227,9 +226,7 @@ def test_a_fleet_that_cannot_start_holds_no_port():
 def test_fleet_on_consecutive_ports():
     errors = []
     for _ in range(10):         # another process may hold or take base + 1: try elsewhere
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
+        base = free_port()
         try:
             fleet = ExporterFleet(make_hosts(), base_port=base).start()
             break

@@ -225,7 +225,7 @@ class ClassState:
         self._step_d = np.zeros_like(self.guard)    # this step's sums of the differences
         self._step_n = np.zeros(self.guard.shape[::2])          # (contexts, H) adds in it
         lags = guard_lags(params, h)
-        self._lagged: deque[np.ndarray] = deque(maxlen=max(lags, 1))   # newest first
+        self._lagged: deque[np.ndarray] = deque(maxlen=lags)   # newest first
         self._weights = 1.0 - np.arange(1, lags + 1) / (lags + 1.0)     # Bartlett
         self.switches = 0
         self.saved = np.zeros(h)        # loss bound: sum of |persistence err| - |served err|
@@ -326,8 +326,7 @@ class ClassState:
                     np.zeros_like(d))
         fade = (keep ** self._step_n)[:, None, :]
         self.guard_lr = self.guard_lr * fade + d ** 2 + 2.0 * cross
-        if len(self._weights):
-            self._lagged.appendleft(d.copy())
+        self._lagged.appendleft(d.copy())          # kept only while lags > 0 (maxlen)
         self._step_d = np.zeros_like(d)
         self._step_n = np.zeros_like(self._step_n)
 
