@@ -18,18 +18,20 @@ from pathlib import Path
 from rackpower_nodes.core.forecast.baselines import (
     EwmaForecaster, EwmaParams, LightGbmForecaster, LightGbmParams, PersistenceForecaster)
 from rackpower_nodes.core.forecast.base import Forecaster
+from rackpower_nodes.core.forecast.challengers import ServedForecaster
 from rackpower_nodes.core.forecast.features import WindowSpec, build_windows, seen_features
 from rackpower_nodes.core.forecast.forecaster import LstmForecaster, LstmParams
 from rackpower_nodes.sim.dataset import from_sim
 from rackpower_nodes.sources.bags import from_bag
 from rackpower_nodes.sources.csv_files import from_bsc_csv, from_plain_csv
 
-__all__ = ["MODELS", "SPEC_DEFAULTS", "CliError", "load_series", "load_windows",
+__all__ = ["MODELS", "SERVED", "SPEC_DEFAULTS", "CliError", "load_series", "load_windows",
            "make_forecaster", "window_spec"]
 
 _log = logging.getLogger("rackpower_forecast")
 
 MODELS = ("lstm", "persistence", "ewma", "lightgbm")
+SERVED = "served"       # persistence and --members as challengers (core/forecast/challengers)
 # per source: (step_s, history_steps, horizon_steps, coarse, stride). At 0.1 s the 30 s
 # statistics (coarse 300) estimate the load level under the few-second noise; on the simulated
 # rack they took the 5 s-ahead MAE from 0.876x to 0.861x persistence's, while 50 history steps
@@ -85,6 +87,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                         "fitted on the validation windows)")
     p.add_argument("--ewma-alpha", type=float, default=EwmaParams().alpha)
     p.add_argument("--lgbm-trees", type=int, default=LightGbmParams().n_estimators)
+    p.add_argument("--members", default="ewma,lightgbm,lstm",
+                   help="--model served: its challengers beside persistence (comma list of "
+                        "ewma, lightgbm, lstm; default all three)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -193,19 +198,29 @@ def make_forecaster(name: str, args: argparse.Namespace, names: list[str],
         return LstmForecaster(params, progress=not args.no_progress)
     if name == "persistence":
         return PersistenceForecaster()
+    if name == SERVED:
+        members = [m.strip() for m in args.members.split(",") if m.strip()]
+        bad = [m for m in members if m not in MODELS or m == "persistence"]
+        if bad or len(set(members)) != len(members):
+            raise CliError(f"--members {args.members!r}: expected distinct names among "
+                           f"ewma, lightgbm, lstm (persistence is always one)")
+        return ServedForecaster(members={m: make_forecaster(m, args, names, span_s)
+                                         for m in ["persistence", *members]})
     if name == "ewma":
         return EwmaForecaster(EwmaParams(alpha=args.ewma_alpha))
     if name == "lightgbm":
         return LightGbmForecaster(LightGbmParams(n_estimators=args.lgbm_trees,
                                                  threads=args.threads, seed=args.seed))
-    raise CliError(f"unknown model {name!r}, expected one of {', '.join(MODELS)} or all")
+    raise CliError(f"unknown model {name!r}, expected one of {', '.join(MODELS)}, "
+                   f"{SERVED} or all")
 
 
 def _names(text: str) -> list[str]:
     names = list(MODELS) if text == "all" else [n.strip() for n in text.split(",") if n.strip()]
-    bad = [n for n in names if n not in MODELS]
+    bad = [n for n in names if n not in (*MODELS, SERVED)]
     if bad or not names:
         raise CliError(f"--model {text!r}: unknown {bad}, expected a comma list of "
-                       f"{', '.join(MODELS)} or all")
+                       f"{', '.join(MODELS)}, {SERVED} (persistence and --members in one "
+                       "served forecaster) or all (the four apart)")
     return names
 

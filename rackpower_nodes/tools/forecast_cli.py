@@ -1,6 +1,7 @@
 """``rackpower-train`` and ``rackpower-eval``: fit forecasters and compare them with baselines.
 
     rackpower-train --sim DIR --model all --out models/ [--threads 2 --seed 0 --epochs 40]
+    rackpower-train --sim DIR --model served --out models/ [--members ewma,lightgbm,lstm]
     rackpower-eval --sim DIR2 --models-root models/ --plots plots/
     rackpower-eval --bsc ../shared/data/bsc-power --protocol leave-one-workload-out \\
                    --horizons 2,3
@@ -9,11 +10,16 @@ Data come from exactly one of ``--sim`` (a ``rackpower-sim fast`` folder), ``--b
 CSV or a folder of ``<server>/<workload>.csv``), ``--plain`` (plain CSV, docs/forecast-data.md)
 or ``--bag`` (rosbag2), cut into windows by features.build_windows. ``rackpower-train`` holds
 out the last ``--val-frac`` of each component's time for early stopping and validation
-metrics, and saves each model to ``<out>/<name>-<version>/`` (registry.py).
+metrics, and saves each model to ``<out>/<name>-<version>/`` (registry.py); ``--model served``
+saves one model, the served forecaster (core/forecast/challengers): persistence and
+``--members`` fitted on the same windows, its start per component class chosen on the
+held-out slice, what the predictor should serve.
 ``rackpower-eval`` either scores saved models (``--models`` / ``--models-root``) on all windows
 of the data, or trains and scores the LSTM and every baseline itself under ``--protocol``
 (``leave-one-workload-out``: BSC components ``<server>/<workload>``, each workload held out
 of training in turn; ``time-split``: the last ``--test-frac`` of each component's time).
+A served forecaster is scored as served: every window issued through its live calls in time
+order (challengers/replay.py), not by its stateless ``predict``.
 Tables (markdown) per horizon step, per component and, for BSC, per server; metrics in W.
 The flags, the data loading and the models they configure: forecast_args.py.
 """
@@ -30,8 +36,11 @@ from pathlib import Path
 import numpy as np
 
 from rackpower_nodes.core.forecast.base import ModelLoadError
+from rackpower_nodes.core.forecast.challengers import ServedForecaster
+from rackpower_nodes.core.forecast.challengers.replay import predict_as_served
 from rackpower_nodes.core.forecast.features import group_of, split_by_time
 from rackpower_nodes.core.forecast.metrics import comparison_report, metric_rows
+from rackpower_nodes.core.forecast.peak import class_of
 from rackpower_nodes.core.forecast.registry import load_model, save_model
 from rackpower_nodes.tools.forecast_args import (
     SPEC_DEFAULTS,
@@ -84,10 +93,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         info.update(train_windows=len(train), val_windows=len(val))
         for name in names:
             t0 = time.monotonic()
-            model = make_forecaster(name, args, train.feature_names, _span_s(train)).fit(
-                train, val)
+            model = _fit(name, args, train, val)
             seconds = time.monotonic() - t0
-            y_w, p_w = _watts(val, model.predict(val.x, val.last))
+            y_w, p_w = _watts(val, predict_as_served(model, val, class_of))
             rows = metric_rows(y_w, p_w, val.component, model.quantiles, step_s=ws.spec.step_s)
             metrics = {"val": rows[-1], "val_per_step": [r for r in rows if r["scope"] == "step"],
                        "train_seconds": seconds}
@@ -101,15 +109,24 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _fit(name: str, args, train, val, span_s: float | None = None):
+    """Model ``name`` fitted on ``train`` (``val``: early stopping; a served forecaster's start
+    per component class, :func:`~rackpower_nodes.core.forecast.peak.class_of`, as served)."""
+    model = make_forecaster(name, args, train.feature_names,
+                            _span_s(train) if span_s is None else span_s)
+    if isinstance(model, ServedForecaster):
+        return model.fit(train, val, class_of)
+    return model.fit(train, val)
+
+
 def _fit_predict(names: list[str], args, train, test) -> dict[str, np.ndarray]:
     """Fit each model on ``train`` (last 15 % of its time for early stopping), predict test."""
     fit_on, val = split_by_time(train, 0.85)
     out = {}
     for name in names:
         t0 = time.monotonic()
-        model = make_forecaster(name, args, train.feature_names, _span_s(train)).fit(
-            fit_on, val)
-        out[name] = model.predict(test.x, test.last)
+        model = _fit(name, args, fit_on, val, _span_s(train))
+        out[name] = predict_as_served(model, test, class_of)
         _log.info("%s: fitted on %d windows in %.1f s", name, len(fit_on),
                   time.monotonic() - t0)
     return out
@@ -129,8 +146,8 @@ def _evaluate(args, names: list[str]) -> tuple:
                 raise ModelLoadError(Path(d) / "model.json", "its features differ from the "
                                      f"windows' ({len(m.feature_names)} vs "
                                      f"{len(ws.feature_names)}, or another order)")
-            preds[m.name if m.name not in preds else f"{m.name}-{m.version}"] = m.predict(
-                ws.x, ws.last)
+            preds[m.name if m.name not in preds else f"{m.name}-{m.version}"] = (
+                predict_as_served(m, ws, class_of))
         return ws, preds
     ws, _ = load_windows(args, window_spec(args))
     if args.protocol == "time-split":

@@ -405,3 +405,61 @@ def test_bad_inputs_name_what_is_wrong(members):
         served.serve(T0, ["a"], np.array([0.5]), np.zeros((1, 2, H, 3)), classes=["x", "y"])
     with pytest.raises(ForecastInputError, match="before fit"):
         ServedForecaster(members=members).observe(T0, ["a"], np.array([0.5]))
+
+
+# --- replay: the served forecaster over recorded windows, as in service ---------------------
+def _two_components(stride: int):
+    from dataclasses import replace
+    rng = np.random.default_rng(4)
+    t = np.arange(300)
+    series = [component_series(120 + 30 * np.sin(t / 7.0 + k) + rng.normal(0, 2, len(t)),
+                               name=name, max_w=MAX_W) for k, name in enumerate(["srv01",
+                                                                                  "tor1"])]
+    return series, build_windows(series, replace(SMALL, stride=stride))
+
+
+def test_replay_is_the_live_calls_in_time_order(members):
+    """On windows one step apart, replay serves exactly what calling ``serve`` for each step
+    (every key of the step together) serves, from a fresh state, and leaves none behind."""
+    from rackpower_nodes.core.forecast.challengers.replay import replay
+    _, ws = _two_components(stride=1)
+    served = _served(members, start=2, min_errors=5, window=20, guard_memory=0)
+    got, used = replay(served, ws, lambda c: c[:3])
+    assert served.diagnostics()["classes"] == {}                   # reset after
+    raw = np.stack([m.predict(ws.x, ws.last) for m in members.values()], axis=1)
+    want, variants = np.empty_like(got), np.empty_like(used)
+    for t in np.unique(ws.t_unix):
+        rows = np.flatnonzero(ws.t_unix == t)
+        want[rows] = served.serve(t, list(ws.component[rows]), ws.last[rows], raw[rows],
+                                  [str(c)[:3] for c in ws.component[rows]])
+        variants[rows] = served.last_served
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(used, variants)
+    assert (used != 0).any() and (used == 0).any()       # both served: not trivial
+
+
+def test_replay_observes_every_step_between_strided_windows(members, monkeypatch):
+    """Windows 3 steps apart: before the forecasts of each window, the steps since the one
+    before are observed with their measured values, in time order, so every horizon step
+    matures (else only step 3 would, and the others would serve persistence forever)."""
+    from rackpower_nodes.core.forecast.challengers.replay import replay
+    series, ws = _two_components(stride=3)
+    served = _served(members)
+    seen: dict[str, list[tuple[int, float]]] = {"srv01": [], "tor1": []}
+    observe = served.observe
+
+    def record(step_t, keys, realised, classes=None):
+        for k, v in zip(keys, realised, strict=True):
+            seen[k].append((round(step_t / SMALL.step_s), float(v)))
+        observe(step_t, keys, realised, classes)
+
+    monkeypatch.setattr(served, "observe", record)
+    replay(served, ws)
+    for s in series:
+        steps = [st for st, _ in seen[s.component]]
+        first = round(ws.t_unix[ws.component == s.component].min() / SMALL.step_s)
+        last = round(ws.t_unix[ws.component == s.component].max() / SMALL.step_s)
+        assert sorted(set(steps)) == list(range(first, last + 1))
+        assert steps == sorted(steps)
+        for st, v in seen[s.component]:
+            assert v == pytest.approx(s.power_w[st - s.first_step] / MAX_W, rel=1e-5)

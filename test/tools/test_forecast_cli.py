@@ -4,6 +4,7 @@ the saved models, the leave-one-workload-out protocol, a BSC trace, errors repor
 code 2, and the LSTM's default feature set."""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -60,6 +61,50 @@ def test_eval_leave_one_workload_out_prints_per_server_ratios(plain_csv, capsys)
     out = capsys.readouterr().out
     assert "## Per server" in out and "| srvA | lstm |" in out and "| srvB | lightgbm |" in out
     assert "- persistence: mean over servers of MAE / persistence MAE = 1.000" in out
+
+
+def test_train_served_then_eval_it_as_served(plain_csv, tmp_path, capsys):
+    """``--model served`` saves one model: persistence and ``--members`` fitted on the same
+    windows, with a start per component class (as the forecast service classes them);
+    ``rackpower-eval`` scores it through its live calls (the replay), not its stateless
+    predict."""
+    from rackpower_nodes.core.forecast.challengers import ServedForecaster
+    from rackpower_nodes.core.forecast.challengers.replay import replay
+    from rackpower_nodes.core.forecast.peak import class_of
+    from rackpower_nodes.core.forecast.registry import load_model
+    from rackpower_nodes.tools.forecast_args import (
+        _data_args, _model_args, load_windows, window_spec)
+    from rackpower_nodes.tools.forecast_cli import eval_main, train_main
+    root = tmp_path / "models"
+    flags = _cli_flags(plain_csv)
+    assert train_main(flags + ["--model", "served", "--members", "ewma,lightgbm",
+                               "--out", str(root)]) == 0
+    (folder,) = root.iterdir()
+    assert folder.name.startswith("served-")
+    model = load_model(folder)
+    assert isinstance(model, ServedForecaster)
+    assert list(model.members) == ["persistence", "ewma", "lightgbm"]
+    assert set(model.start) == {"*", "srvA", "srvB"}
+    doc = json.loads((folder / "model.json").read_text())
+    assert doc["metrics"]["val"]["mae"] > 0
+    capsys.readouterr()
+    assert eval_main(flags + ["--models", str(folder), "--horizons", "1,4"]) == 0
+    out = capsys.readouterr().out
+    assert "| served | 4 | 4 |" in out
+    parser = argparse.ArgumentParser()
+    _data_args(parser)
+    _model_args(parser)
+    args = parser.parse_args(flags)
+    ws, _ = load_windows(args, window_spec(args, model.spec))
+    as_served = replay(model, ws, class_of)[0]
+    y = ws.y * ws.scale_w[:, None]
+    mae = np.abs(as_served[:, 3, 0] * ws.scale_w - y[:, 3]).mean()
+    shown = float(out.split("| served | 4 | 4 | ", 1)[1].split(" |", 1)[0])
+    assert shown == pytest.approx(mae, abs=0.006)              # the replay's MAE, 4 s ahead
+    stateless = np.abs(model.predict(ws.x, ws.last)[:, 3, 0] * ws.scale_w - y[:, 3]).mean()
+    assert abs(stateless - mae) > 0.05                         # and not predict's
+    assert train_main(flags + ["--model", "served", "--members", "persistence"]) == 2
+    assert "--members 'persistence'" in capsys.readouterr().err
 
 
 def test_cli_errors_are_reported_not_raised(plain_csv, tmp_path, capsys):
