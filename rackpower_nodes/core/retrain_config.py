@@ -47,7 +47,13 @@ RETRAIN_PARAMETERS: tuple[ParamSpec, ...] = (
     param("windows.coarse", [10, 100], "integer_array",
           "Coarse resolutions in steps (each >= 2) for a first model"),
     param("windows.stride", 20, "integer", "Steps between training windows", (1, 10000)),
-    param("training.threads", 1, "integer", "torch threads of the training job", (1, 64)),
+    param("training.model", "auto", "string",
+          "The challenger: 'lstm'; 'served', the served forecaster (persistence, EWMA, "
+          "LightGBM and the LSTM, each component class served the one that earns it); "
+          "'auto': the kind of the model in service (an LSTM when there is none)",
+          choices=("auto", "lstm", "served")),
+    param("training.threads", 1, "integer", "torch (and LightGBM) threads of the training job",
+          (1, 64)),
     param("training.nice", 19, "integer", "Niceness added to the training job", (0, 19)),
     param("training.max_seconds", 1800.0, "double",
           "The job is killed after this wall time, s", (10.0, 86400.0)),
@@ -133,6 +139,7 @@ def _settings(v: dict) -> dict:
                  "max_epochs": v["training.max_epochs"],
                  "samples_per_epoch": v["training.samples_per_epoch"],
                  "max_train_s": 0.8 * v["training.max_seconds"]},
+        "model": v["training.model"],
         "threads": v["training.threads"], "nice": v["training.nice"],
         "max_windows": v["training.max_windows"], "seed": v["training.seed"],
         "holdout_s": v["evaluation.holdout_s"],

@@ -6,18 +6,21 @@ The request (JSON) names the data ``sources`` (``{"kind": "bag" | "sim" | "plain
 ..., "info": {...}}``), ``namespace`` (bags), ``errors`` (``[t_unix, component, |error_w|]``
 logged AllocationErrors; those recorded in the bags are added), ``out_root`` (the model
 registry), ``champion`` (its model folder or null), ``spec`` (WindowSpec fields for a first
-model; a champion's spec wins, so both are scored on the same windows), ``lstm`` (LstmParams
-fields), ``threads`` (torch threads), ``nice`` (niceness added), ``holdout_s`` (s),
-``val_frac``, ``max_windows``, ``weighting`` (``max_weight``, ``error_ref_w`` W, ``radius_s``
-s), ``flagged`` (FlaggedInterval dicts: component, start_unix, end_unix or null while still
-faulty, cause), ``exclusion`` (``margin_s``: each flag widened this much before its start, s),
-``seed``, ``report`` and ``progress`` (paths).
+model; a champion's spec wins, so both are scored on the same windows), ``model`` (the
+challenger: ``lstm``; ``served``, the served forecaster over persistence, EWMA, LightGBM and
+the LSTM; or ``auto``, the default: the champion's kind, an LSTM without one), ``lstm``
+(LstmParams fields), ``threads`` (torch and LightGBM threads), ``nice`` (niceness added),
+``holdout_s`` (s), ``val_frac``, ``max_windows``, ``weighting`` (``max_weight``,
+``error_ref_w`` W, ``radius_s`` s), ``flagged`` (FlaggedInterval dicts: component,
+start_unix, end_unix or null while still faulty, cause), ``exclusion`` (``margin_s``: each
+flag widened this much before its start, s), ``seed``, ``report`` and ``progress`` (paths).
 
 It loads the data, leaves out the windows of flagged components that overlap their flagged
 intervals (core/retrain/exclusion.py; what was left out goes into ``trained_on["excluded"]``
 and ``excluded.json`` beside the model's model.json), holds out the last ``holdout_s`` s,
 repeats windows near large errors, trains the challenger, saves it into ``out_root``, scores
-champion, challenger and persistence on the same held-out windows and writes ``report``
+champion, challenger and persistence on the same held-out windows (a served forecaster as
+served: replayed through its live calls) and writes ``report``
 (``ok``, ``model_dir``, ``metrics`` W, ``trained_on``, ``problems``). Exit 0 on success; 1
 with ``error`` in the report and on stderr when it fails; 2 for an unreadable request.
 """
@@ -33,6 +36,7 @@ from pathlib import Path
 
 _log = logging.getLogger("rackpower_retrain_job")
 EXCLUDED_FILE = "excluded.json"     # beside model.json: the data left out as faulty
+MODELS = ("auto", "lstm", "served")  # the request's ``model``: the kind of challenger
 SPEC_DEFAULT = {"step_s": 0.1, "history_steps": 50, "horizon_steps": 50, "coarse": [10, 100],
                 "stride": 20}
 
@@ -121,7 +125,6 @@ def run(req: dict) -> dict:
     from rackpower_nodes.core import retrain as rt
     from rackpower_nodes.core.forecast.features import (
         build_windows, seen_features, split_by_time)
-    from rackpower_nodes.core.forecast.forecaster import LstmForecaster, LstmParams
     from rackpower_nodes.core.forecast.registry import save_model
 
     _progress(req, "loading")
@@ -146,8 +149,9 @@ def run(req: dict) -> dict:
     span_s = float(fit_on.t_unix.max() - fit_on.t_unix.min()) if len(fit_on) else 0.0
     lstm = dict(req.get("lstm") or {})
     lstm.setdefault("features", seen_features(fit_on.feature_names, span_s))
-    params = LstmParams(**dict(lstm, threads=int(req.get("threads", 1)), seed=seed))
-    challenger = LstmForecaster(params).fit(fit_on, val if len(val) else None)
+    kind = challenger_kind(req.get("model", "auto"), champion)
+    challenger = _fit(kind, lstm, int(req.get("threads", 1)), seed, fit_on,
+                      val if len(val) else None)
     _progress(req, "evaluating", windows=len(test))
     models = {"challenger": challenger}
     if champion is not None:
@@ -162,7 +166,7 @@ def run(req: dict) -> dict:
     metrics["champion_path"] = req.get("champion")
     if "champion" not in models:
         metrics["champion_problem"] = champion_problem
-    trained_on.update(windows=len(train_all), trained_windows=len(fit_on),
+    trained_on.update(model=kind, windows=len(train_all), trained_windows=len(fit_on),
                       weighted_windows=int(np.count_nonzero(weights > 1.0)),
                       errors_logged=len(errors), spec=spec_doc,
                       # steps held at their allocation (the cap, not the demand): no window
@@ -176,6 +180,45 @@ def run(req: dict) -> dict:
     _progress(req, "done")
     return {"ok": True, "model_dir": str(path), "metrics": metrics, "trained_on": trained_on,
             "problems": problems}
+
+
+def challenger_kind(model: str, champion) -> str:
+    """The kind of challenger to train: ``model`` (``lstm`` or ``served``), or for ``auto``
+    the champion's kind (a served champion is replaced by a served challenger only, never by
+    a bare LSTM without its challengers and loss bound; ``lstm`` without a champion)."""
+    from rackpower_nodes.core.forecast.challengers import ServedForecaster
+
+    if model not in MODELS:
+        raise ValueError(f"request model={model!r}, expected one of {', '.join(MODELS)}")
+    if model != "auto":
+        return model
+    return "served" if isinstance(champion, ServedForecaster) else "lstm"
+
+
+def _fit(kind: str, lstm: dict, threads: int, seed: int, fit_on, val):
+    """The challenger: an LSTM (``lstm``: LstmParams fields), or the served forecaster over
+    persistence, EWMA, LightGBM and that LSTM (its start per component class chosen on
+    ``val``), the LSTM given what is left of its ``max_train_s`` after the others."""
+    from rackpower_nodes.core.forecast.baselines import (
+        EwmaForecaster, LightGbmForecaster, LightGbmParams, PersistenceForecaster)
+    from rackpower_nodes.core.forecast.challengers import ServedForecaster
+    from rackpower_nodes.core.forecast.forecaster import LstmForecaster, LstmParams
+    from rackpower_nodes.core.forecast.peak import class_of
+
+    if kind == "lstm":
+        return LstmForecaster(LstmParams(**dict(lstm, threads=threads, seed=seed))).fit(
+            fit_on, val)
+    t0 = time.monotonic()
+    members = {"persistence": PersistenceForecaster().fit(fit_on, val),
+               "ewma": EwmaForecaster().fit(fit_on, val),
+               "lightgbm": LightGbmForecaster(LightGbmParams(threads=threads, seed=seed)).fit(
+                   fit_on, val)}
+    if lstm.get("max_train_s"):
+        lstm = dict(lstm, max_train_s=max(float(lstm["max_train_s"]) - (time.monotonic() - t0),
+                                          1.0))
+    members["lstm"] = LstmForecaster(LstmParams(**dict(lstm, threads=threads, seed=seed))).fit(
+        fit_on, val)
+    return ServedForecaster(members=members).fit(fit_on, val, class_of)
 
 
 def _exclude(req: dict, ws, problems: list[str]):

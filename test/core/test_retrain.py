@@ -348,6 +348,52 @@ def test_drift_recovery(tmp_path, workload_a):
     assert seeds == [1, 2]
 
 
+def test_a_served_champion_is_replaced_only_by_a_served_challenger(tmp_path, workload_a):
+    """The model in service is the served forecaster. With ``model`` left to ``auto`` the job
+    trains a served challenger (persistence, EWMA, LightGBM and the LSTM), never a bare LSTM,
+    and scores the champion as it serves: through its live calls over the held-out windows,
+    not its stateless predict."""
+    from rackpower_nodes.core.forecast.challengers.replay import replay
+    from rackpower_nodes.core.forecast.peak import class_of
+    _, folder, series = workload_a
+    reg = ModelRegistry(tmp_path / "reg")
+    champion, _ = train_champion(series, reg, served=True)
+    outcome = run_pipeline(rt.RetrainPipeline(reg, settings()),
+                           sources=[{"kind": "sim", "path": str(folder)}])
+    assert outcome.status in ("promoted", "rejected"), outcome
+    doc = json.loads((reg.path_of(outcome.version) / "model.json").read_text())
+    assert doc["class"] == "ServedForecaster"
+    assert list(doc["state"]["members"]) == ["persistence", "ewma", "lightgbm", "lstm"]
+    assert set(doc["state"]["start"]) == {"*", "srv"}
+    assert reg.entry(outcome.version)["trained_on"]["model"] == "served"
+    _, test = rt.holdout_split(build_windows(series, SPEC), 600.0)
+    y = test.y * test.scale_w[:, None]
+    as_served = replay(champion, test, class_of)[0][..., 0] * test.scale_w[:, None]
+    stateless = champion.predict(test.x, test.last)[..., 0] * test.scale_w[:, None]
+    m = outcome.metrics["champion"]
+    print(f"served champion on the held-out windows: {m['mae_w']:.3f} W as served, "
+          f"{np.abs(stateless - y).mean():.3f} W by its stateless predict; {outcome.reason}")
+    assert m["windows"] == len(test)
+    assert m["mae_w"] == pytest.approx(np.abs(as_served - y).mean(), rel=1e-4)
+    assert abs(np.abs(stateless - y).mean() - m["mae_w"]) > 1e-3
+
+
+def test_the_challenger_kind_is_checked():
+    from rackpower_nodes.core.params import ConfigError
+    from rackpower_nodes.core.retrain_config import retrain_config_from_params
+    from rackpower_nodes.tools.retrain_job import challenger_kind
+    assert challenger_kind("auto", None) == "lstm"
+    assert challenger_kind("served", None) == "served"
+    with pytest.raises(ValueError, match="model='arima'"):
+        challenger_kind("arima", None)
+    base = {"registry.root": "/tmp/reg", "bags.folder": "/tmp/bags"}
+    assert retrain_config_from_params(base).settings["job"]["model"] == "auto"
+    cfg = retrain_config_from_params({**base, "training.model": "served"})
+    assert cfg.settings["job"]["model"] == "served"
+    with pytest.raises(ConfigError, match="training.model"):
+        retrain_config_from_params({**base, "training.model": "arima"})
+
+
 def test_prune_keeps_the_newest_rejected_and_everything_that_served(tmp_path, tiny_models):
     import shutil as _shutil
 

@@ -115,12 +115,21 @@ def write_sim_bag(path: Path, data, errors=(), namespace: str = NS) -> Path:
     return path
 
 
-def train_champion(series, registry: ModelRegistry) -> tuple[LstmForecaster, str]:
-    """The model in service: an LSTM fitted on ``series`` (last 10 min held out), promoted."""
+def train_champion(series, registry: ModelRegistry, served: bool = False
+                   ) -> tuple[LstmForecaster, str]:
+    """The model in service: an LSTM fitted on ``series`` (last 10 min held out), promoted;
+    ``served``: the served forecaster over persistence, EWMA and that LSTM instead."""
     ws = build_windows(series, SPEC)
     train, _ = rt.holdout_split(ws, 600.0)
     fit_on, val = split_by_time(train, 0.85)
     model = LstmForecaster(LstmParams(threads=1, **LSTM)).fit(fit_on, val)
+    if served:
+        from rackpower_nodes.core.forecast.baselines import EwmaForecaster, PersistenceForecaster
+        from rackpower_nodes.core.forecast.challengers import ServedForecaster
+        from rackpower_nodes.core.forecast.peak import class_of
+        model = ServedForecaster(members={"persistence": PersistenceForecaster(),
+                                          "ewma": EwmaForecaster(), "lstm": model}).fit(
+            fit_on, val, class_of)
     entry = registry.register(save_model(model, registry.root / "incoming"),
                               {"sims": [{"seed": 1}]}, {})
     registry.promote(entry["version"], "initial")

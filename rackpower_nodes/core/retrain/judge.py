@@ -17,8 +17,13 @@ __all__ = ["decide", "evaluate"]
 
 def evaluate(models: dict[str, Any], test) -> dict[str, dict[str, float]]:
     """MAE and mean pinball loss (W) of each forecaster on the same windows, plus
-    ``persistence`` (the last input step held, MAE only). Windows: ``test.x`` etc."""
+    ``persistence`` (the last input step held, MAE only). Windows: ``test.x`` etc. A served
+    forecaster is scored as it would have served them (challengers/replay.py: through its
+    live calls in time order from a fresh state, components classed as in service), not by
+    its stateless predict."""
+    from rackpower_nodes.core.forecast.challengers.replay import predict_as_served
     from rackpower_nodes.core.forecast.metrics import score
+    from rackpower_nodes.core.forecast.peak import class_of
 
     if not len(test):
         raise RetrainError("the held-out slice has no windows; raise holdout_s or record more")
@@ -26,7 +31,7 @@ def evaluate(models: dict[str, Any], test) -> dict[str, dict[str, float]]:
     y = test.y * scale[:, None]
     out = {}
     for name, model in models.items():
-        pred = model.predict(test.x, test.last).astype(np.float64) * scale[:, None, None]
+        pred = predict_as_served(model, test, class_of).astype(np.float64) * scale[:, None, None]
         s = score(y, pred, model.quantiles)
         out[name] = {"mae_w": s["mae"], "pinball_w": s["pinball"], "cov_p90": s["cov_p90"],
                      "windows": len(test)}
