@@ -3,7 +3,8 @@
 Inference: one ``predict`` call for all components at once (default 48), timed over 1000
 calls after 50 warm-up calls, torch limited to one thread (the predictor node's setting):
 p50 / p99 / max in ms, for the LSTM and every baseline. The LSTM's bare forward pass is timed
-too. Target: LSTM p99 <= 5 ms for 48 components.
+too, and the served forecaster over all four (its online ``forecast`` call, one step per call,
+forecasts maturing). Target: LSTM p99 <= 5 ms for 48 components.
 
 Training: the LSTM (and optionally LightGBM) fitted on a window set with the thread limit of
 ``--threads``: windows, epochs, seconds. The window set is either synthetic (``--windows``;
@@ -112,7 +113,36 @@ def bench_inference(args: argparse.Namespace) -> list[dict]:
     with torch.inference_mode():
         rows.insert(1, _latency_row("lstm forward only", time_calls(
             lambda: lstm.module(xs, base), args.calls)))
+    rows.append(_latency_row("served.forecast (online)", time_served(models, x, last,
+                                                                     args.calls)))
     return rows
+
+
+def time_served(models: list[Forecaster], x: np.ndarray, last: np.ndarray, calls: int
+                ) -> np.ndarray:
+    """ms per ``forecast`` of the served forecaster over ``models`` (what the predictor calls
+    each step: every member predicts, the step's values mature earlier forecasts, the online
+    selection and bias follow, the served quantiles are recorded), one new step per call, the
+    components in four classes (``srv``, ``gpu``, ``tor``, ``stor``), after the horizon's
+    worth of warm-up steps so that every call matures a full horizon of forecasts."""
+    from rackpower_nodes.core.forecast.challengers import ServedForecaster
+    from rackpower_nodes.core.forecast.peak import class_of
+
+    served = ServedForecaster(members={m.name: m for m in models})
+    served.adopt_members()
+    served.select_start(None)
+    n = len(x)
+    keys = [f"{('srv', 'srv', 'gpu', 'tor', 'stor')[i % 5]}{i:02d}" for i in range(n)]
+    classes = [class_of(k) for k in keys]
+    step_s = float(served.spec["step_s"])
+    wobble = np.random.default_rng(3).normal(0.0, 0.01, (calls + 2 * served.horizon_steps, n))
+    tick = iter(range(len(wobble)))
+
+    def call() -> None:
+        k = next(tick)
+        served.forecast(k * step_s, keys, x, np.clip(last + wobble[k], 0.0, None), classes)
+
+    return time_calls(call, calls, warmup=2 * served.horizon_steps)
 
 
 def _latency_row(what: str, ms: np.ndarray) -> dict:

@@ -129,13 +129,25 @@ def contexts(values: np.ndarray, jump_z: float) -> np.ndarray:
 
 class KeyState:
     """One key's issued forecasts awaiting their targets, its members' recent biases and its
-    latest ``history`` measured values (contiguous steps only)."""
+    latest ``history`` measured values (contiguous steps only).
+
+    The forecasts issued from the last ``H + 1`` steps are kept in arrays indexed by their
+    origin step modulo ``H + 1`` (what a forecast issued from step ``o`` needs lasts until
+    step ``o + H`` is measured), so maturing one step is a few array operations."""
+
+    _NONE = np.iinfo(np.int64).min                       # an empty slot's origin
 
     def __init__(self, klass: str, members: int, horizon: int, history: int,
                  params: ServedParams) -> None:
         self.klass = klass
         self._h = horizon
-        self._records: dict[int, tuple] = {}            # origin step -> what was issued
+        slots = horizon + 1
+        self._origin = np.full(slots, self._NONE, np.int64)     # origin step per slot
+        self._p50 = np.zeros((slots, members, horizon))           # the members' p50
+        self._biases = np.zeros((slots, members, horizon))        # the biases in force
+        self._context = np.zeros(slots, np.int64)
+        self._served = np.zeros((slots, horizon))                 # the served p50
+        self._held = np.zeros((slots, horizon))                   # the stake still held
         self._signed = np.full((params.bias_window, members, horizon), np.nan)
         self._pos = 0
         self._prior = params.bias_prior
@@ -148,11 +160,14 @@ class KeyState:
         """Keep the members' p50 (C, H) issued from ``step`` (the newest measured step), the
         biases in force, the forecast's context, the served p50 (H,) and the stake (H,) it
         holds under the loss bound. Returns the stake of a forecast it replaces (issued from
-        the same step before: never matured, to be released), zeros if none."""
-        old = self._records.get(step)
-        self._records[step] = (np.array(p50, np.float64), self.bias.copy(), context,
-                               np.array(served, np.float64), np.array(held, np.float64))
-        return np.zeros(self._h) if old is None else old[4]
+        the same step before, or from H + 1 steps before when ``step`` itself was never
+        measured: never matured either way, to be released), zeros if none."""
+        slot = step % len(self._origin)
+        old = self._held[slot].copy() if self._origin[slot] != self._NONE else np.zeros(self._h)
+        self._origin[slot] = step
+        self._p50[slot], self._biases[slot] = p50, self.bias
+        self._context[slot], self._served[slot], self._held[slot] = context, served, held
+        return old
 
     def mature(self, step: int, value: float) -> tuple | None:
         """The measured ``value`` of ``step``. Returns None when ``step`` is not newer than
@@ -167,22 +182,26 @@ class KeyState:
             self.values.clear()                          # a gap: the level starts anew
         self.last_step = step
         self.values.append(value)
-        dropped = np.zeros(self._h)
-        for origin in [o for o in self._records if o < step - self._h]:
-            dropped += self._records.pop(origin)[4]      # targets skipped: stakes back
+        used = self._origin != self._NONE
+        gone = np.flatnonzero(used & (self._origin < step - self._h))
+        gone = gone[np.argsort(self._origin[gone])]       # oldest first, as they were issued
+        dropped = np.zeros(self._h) + self._held[gone].sum(axis=0)   # skipped: stakes back
+        self._origin[gone] = self._NONE
         raw = np.full(self.bias.shape, np.nan)
         corrected = np.full(self.bias.shape, np.nan)
         context = np.full(self._h, -1, np.int64)
         served, held = np.full(self._h, np.nan), np.zeros(self._h)
-        for h in range(1, self._h + 1):
-            rec = self._records.get(step - h)
-            if rec is not None:
-                raw[:, h - 1] = rec[0][:, h - 1] - value
-                corrected[:, h - 1] = raw[:, h - 1] - rec[1][:, h - 1]
-                context[h - 1] = rec[2]
-                served[h - 1] = rec[3][h - 1] - value
-                held[h - 1] = rec[4][h - 1]
-                rec[4][h - 1] = 0.0                      # settled: nothing held any more
+        origins = step - np.arange(1, self._h + 1)        # forecasts issued h steps ago
+        slots = origins % len(self._origin)
+        found = self._origin[slots] == origins
+        if found.any():
+            col, at = np.flatnonzero(found), slots[found]
+            raw[:, col] = (self._p50[at, :, col] - value).T
+            corrected[:, col] = raw[:, col] - self._biases[at, :, col].T
+            context[col] = self._context[at]
+            served[col] = self._served[at, col] - value
+            held[col] = self._held[at, col]
+            self._held[at, col] = 0.0                    # settled: nothing held any more
         if not np.isnan(raw).all():
             self._signed[self._pos] = raw
             self._pos = (self._pos + 1) % len(self._signed)
@@ -191,15 +210,22 @@ class KeyState:
 
     def pending(self) -> np.ndarray:
         """(H,) stake still held by this key's unmatured forecasts."""
-        return sum((r[4] for r in self._records.values()), np.zeros(self._h))
+        used = np.flatnonzero(self._origin != self._NONE)
+        return np.zeros(self._h) + self._held[used[np.argsort(self._origin[used])]].sum(axis=0)
 
     def _update_bias(self) -> None:
         known = np.isfinite(self._signed)
-        n = known.sum(axis=0)
-        srt = np.sort(np.where(known, self._signed, np.inf), axis=0)     # inf sorts last
-        lo = np.take_along_axis(srt, np.maximum((n - 1) // 2, 0)[None], axis=0)[0]
-        hi = np.take_along_axis(srt, n[None] // 2, axis=0)[0]
-        median = np.where(n > 0, 0.5 * (lo + hi), 0.0)           # inf only where n == 0
+        if known.all():                  # the usual case: the two middle values, unsorted
+            count = len(self._signed)
+            n = np.full(self.bias.shape, count)
+            mid = np.partition(self._signed, [(count - 1) // 2, count // 2], axis=0)
+            median = 0.5 * (mid[(count - 1) // 2] + mid[count // 2])
+        else:
+            n = known.sum(axis=0)
+            srt = np.sort(np.where(known, self._signed, np.inf), axis=0)  # inf sorts last
+            lo = np.take_along_axis(srt, np.maximum((n - 1) // 2, 0)[None], axis=0)[0]
+            hi = np.take_along_axis(srt, n[None] // 2, axis=0)[0]
+            median = np.where(n > 0, 0.5 * (lo + hi), 0.0)       # inf only where n == 0
         self.bias = median * n / (n + self._prior) if self._prior else median
 
 
