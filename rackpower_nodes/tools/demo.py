@@ -5,22 +5,23 @@ carrying the simulated components, a little line noise injected), one node_expor
 per simulated host, two Modbus TCP PDUs that throttle each outlet to its allocation, and a
 Redfish endpoint playing the twelve servers' BMCs, whose power limits cap the servers too.
 `current_sensor` reads the board, `host_telemetry` scrapes the endpoints, `predictor` forecasts
-the next 5 s with a small LSTM (trained on two simulated hours the first time the demo runs,
-then reused from build/demo-model), and `pdu_actuator` allocates the rack budget from the
-forecasts and writes it to the PDUs and the BMCs. `recorder` writes every topic into rosbag2
-(MCAP) bags, rotated every 10 s, beside a bag of 15 simulated minutes of history, and
-`retrain_scheduler`, whose off-peak rule is shortened to "the rack has been below its budget
-for 30 s", trains a challenger on those bags during the demo and judges it against the
-champion on the newest two minutes. `health_monitor` judges each component's health from its
-draw; a few seconds into the watch the demo injects one fault into the simulator through its
-control socket (`DEMO_FAULT`: srv05's board channel sticks) and reports when and as what it
-was found. This process subscribes like any consumer and prints what arrived
+the next 5 s with the served forecaster (persistence, EWMA, LightGBM and a small LSTM, each
+component class served the one that has earned it; trained on two simulated hours the first
+time the demo runs, then reused from build/demo-model), and `pdu_actuator` allocates the rack
+budget from the forecasts and writes it to the PDUs and the BMCs. `recorder` writes every topic
+into rosbag2 (MCAP) bags, rotated every 10 s, beside a bag of 15 simulated minutes of history,
+and `retrain_scheduler`, whose off-peak rule is shortened to "the rack has been below its
+budget for 30 s", trains a served challenger on those bags during the demo and judges it
+against the champion on the newest two minutes. `health_monitor` judges each component's health
+from its draw; a few seconds into the watch the demo injects one fault into the simulator
+through its control socket (`DEMO_FAULT`: srv05's board channel sticks) and reports when and as
+what it was found. This process subscribes like any consumer and prints what arrived
 (`tools/demo_report.py`), then replays the demo's own simulated span in fast mode under the
-proactive, reactive and static modes and prints them side by side, and ends with a summary:
-per fault injected, whether and when it was found and what the actuator did, then what went
-wrong, with counts (`tools/demo_summary.py`). The processes' output passes through a digest
-that prints each kind of line twice and counts the rest for that summary
-(`tools/demo_log.py`): no floods.
+proactive, reactive and static modes and prints them side by side, and ends with a summary: per
+fault injected, whether and when it was found and what the actuator did, then what went wrong,
+with counts (`tools/demo_summary.py`). The processes' output passes through a digest that
+prints each kind of line twice and counts the rest for that summary (`tools/demo_log.py`): no
+floods.
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ NAMESPACE = "/rack_01"
 _LEVELS = {b"\x00": "OK", b"\x01": "WARN", b"\x02": "ERROR", b"\x03": "STALE"}
 DEMO_MODEL_ROOT = Path("build") / "demo-model"
 # A short history (3 s) and one coarse resolution (1 s) so the model is ready ~4 s after start.
-DEMO_TRAINING = ["--model", "lstm", "--hidden", "32", "--epochs", "3", "--history-steps", "30",
+DEMO_TRAINING = ["--model", "served", "--hidden", "32", "--epochs", "3", "--history-steps", "30",
                  "--coarse", "10", "--stride", "10", "--max-windows", "40000", "--threads", "2",
                  "--no-progress", "--seed", "1"]
 # The fault the demo injects (FaultSpec fields; it starts when it is sent) and how long into
@@ -93,7 +94,7 @@ def demo_model(root: Path, tmp: Path, env: dict) -> Path:
         coarse = tuple(doc.get("window_spec", {}).get("coarse", ()))
         return doc.get("feature_names") == feature_names(WindowSpec(coarse=coarse))
 
-    models = sorted(p for p in root.glob("lstm-*") if (p / "model.json").is_file()
+    models = sorted(p for p in root.glob("served-*") if (p / "model.json").is_file()
                     and current(p))
     if models:
         return models[-1]
@@ -104,7 +105,7 @@ def demo_model(root: Path, tmp: Path, env: dict) -> Path:
                     "--out", str(data)], env=env, check=True, stdout=subprocess.DEVNULL)
     subprocess.run([str(executable("rackpower-train")), "--sim", str(data), "--out", str(root),
                     *DEMO_TRAINING], env=env, check=True)
-    return sorted(root.glob("lstm-*"))[-1]
+    return sorted(root.glob("served-*"))[-1]
 
 
 def _spin_for(executor, seconds: float) -> None:
