@@ -7,9 +7,10 @@ each training workload's time held out for early stopping, calibration and the s
 forecaster's offline start (``leave-one-workload-out``). Separately (``unseen server``), they
 are trained on every workload of the other servers and tested on each workload of this one.
 
-The test windows are replayed in time order through :class:`ServedForecaster` (each step: the
-newest measured step matures earlier forecasts, then the served quantiles are issued), so its
-choice and its bias correction only ever use the past. Reported per fold at 4 s and 6 s
+The test windows are replayed in time order through :class:`ServedForecaster`'s live calls as
+in service (``challengers/replay.py``: each step, the values measured then mature earlier
+forecasts, then the served quantiles are issued), so its choice and its bias correction only
+ever use the past. Reported per fold at 4 s and 6 s
 (horizon steps 2 and 3 of 2 s): MAE / persistence MAE of every candidate, of the served
 forecaster (mean of 4 s and 6 s, and each apart) and of the same served forecaster without its
 loss bound (``unbounded``), with a guard whose standard error ignores the correlation of
@@ -39,6 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # benchmark this checkout
 
 from rackpower_nodes.core.forecast.challengers import ServedForecaster, ServedParams
+from rackpower_nodes.core.forecast.challengers.replay import replay as replay_as_served
 from rackpower_nodes.core.forecast.features import (
     WindowSpec, build_windows, group_of, split_by_time)
 from rackpower_nodes.core.forecast.metrics import format_table
@@ -100,29 +102,16 @@ def fit_served(args, train) -> tuple[ServedForecaster, float]:
     return served, time.monotonic() - t0
 
 
-def replay(served: ServedForecaster, test, raw: np.ndarray
-           ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Every member's and the served forecaster's p50 (n, H) normalised, in time order
-    through the online calls, from the members' quantiles ``raw`` (:func:`predict_members`);
-    and (n, H) the member served at each window."""
-    order = np.lexsort((test.component.astype(str), test.t_unix))
-    out = np.empty(test.y.shape, np.float64)
-    used = np.empty(test.y.shape, np.int64)
-    served.reset_online()
-    for i in order:
-        comp = str(test.component[i])
-        q = served.serve(float(test.t_unix[i]), [comp], test.last[i:i + 1], raw[i:i + 1],
-                         [server_of(comp)])
-        out[i] = q[0, :, 0]
-        used[i] = served.last_served[0] // 2
+def replay(served: ServedForecaster, test) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every member's and the served forecaster's p50 (n, H) normalised, the served one
+    through its live calls in time order as in service (``challengers/replay.py``, what
+    rackpower-eval and the retraining judge use), each server a class; and (n, H) the member
+    served at each window."""
+    out, variants = replay_as_served(served, test, server_of)
+    raw = np.stack([m.predict(test.x, test.last) for m in served.members.values()], axis=1)
     preds = {name: raw[:, c, :, 0] for c, name in enumerate(served.members)}
-    preds["served"] = out
-    return preds, used
-
-
-def predict_members(served: ServedForecaster, test) -> np.ndarray:
-    """(n, C, H, Q) every member's quantiles for ``test``'s windows (stateless)."""
-    return np.stack([m.predict(test.x, test.last) for m in served.members.values()], axis=1)
+    preds["served"] = out[..., 0].astype(np.float64)
+    return preds, variants // 2
 
 
 def replay_all(served: ServedForecaster, test, risks: list[float]
@@ -131,15 +120,14 @@ def replay_all(served: ServedForecaster, test, risks: list[float]
     (``unbounded``), with the plain standard error (``lags0``), with a guard that needs no
     significance (``guard_z0``: the lead alone) and with each of ``risks`` (``risk=<r>``),
     from the same members."""
-    raw = predict_members(served, test)            # the same for every replay below
-    preds, used = replay(served, test, raw)
+    preds, used = replay(served, test)
     params = served.params
     for name, change in [("unbounded", {"loss_bound": False}),
                          ("lags0", {"guard_lags": 0}),
                          ("guard_z0", {"guard_z": 0.0}),
                          *((f"risk={r:g}", {"risk": r}) for r in risks)]:
         served.params = ServedParams(**{**asdict(params), **change})
-        preds[name] = replay(served, test, raw)[0]["served"]
+        preds[name] = replay(served, test)[0]["served"]
     served.params = params
     served.reset_online()
     return preds, used
