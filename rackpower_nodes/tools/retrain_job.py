@@ -149,7 +149,7 @@ def run(req: dict) -> dict:
     span_s = float(fit_on.t_unix.max() - fit_on.t_unix.min()) if len(fit_on) else 0.0
     lstm = dict(req.get("lstm") or {})
     lstm.setdefault("features", seen_features(fit_on.feature_names, span_s))
-    kind = challenger_kind(req.get("model", "auto"), champion)
+    kind = challenger_kind(req.get("model", "auto"), champion, req.get("champion"))
     challenger = _fit(kind, lstm, int(req.get("threads", 1)), seed, fit_on,
                       val if len(val) else None)
     _progress(req, "evaluating", windows=len(test))
@@ -182,16 +182,24 @@ def run(req: dict) -> dict:
             "problems": problems}
 
 
-def challenger_kind(model: str, champion) -> str:
+def challenger_kind(model: str, champion, champion_path: str | None = None) -> str:
     """The kind of challenger to train: ``model`` (``lstm`` or ``served``), or for ``auto``
     the champion's kind (a served champion is replaced by a served challenger only, never by
-    a bare LSTM without its challengers and loss bound; ``lstm`` without a champion)."""
+    a bare LSTM without its challengers and loss bound; ``lstm`` without a champion). A
+    champion that could not be loaded is known by the class its model.json names."""
     from rackpower_nodes.core.forecast.challengers import ServedForecaster
 
     if model not in MODELS:
         raise ValueError(f"request model={model!r}, expected one of {', '.join(MODELS)}")
     if model != "auto":
         return model
+    if champion is None and champion_path:
+        try:
+            doc = json.loads((Path(champion_path) / "model.json").read_text())
+        except (OSError, ValueError):
+            return "lstm"
+        return "served" if isinstance(doc, dict) and doc.get("class") == "ServedForecaster" \
+            else "lstm"
     return "served" if isinstance(champion, ServedForecaster) else "lstm"
 
 

@@ -378,7 +378,7 @@ def test_a_served_champion_is_replaced_only_by_a_served_challenger(tmp_path, wor
     assert abs(np.abs(stateless - y).mean() - m["mae_w"]) > 1e-3
 
 
-def test_the_challenger_kind_is_checked():
+def test_the_challenger_kind_is_checked(tmp_path):
     from rackpower_nodes.core.params import ConfigError
     from rackpower_nodes.core.retrain_config import retrain_config_from_params
     from rackpower_nodes.tools.retrain_job import challenger_kind
@@ -386,6 +386,12 @@ def test_the_challenger_kind_is_checked():
     assert challenger_kind("served", None) == "served"
     with pytest.raises(ValueError, match="model='arima'"):
         challenger_kind("arima", None)
+    unloadable = tmp_path / "served-1"                 # a served champion that fails to load
+    unloadable.mkdir()
+    (unloadable / "model.json").write_text(json.dumps({"class": "ServedForecaster"}))
+    assert challenger_kind("auto", None, str(unloadable)) == "served"
+    (unloadable / "model.json").write_text("{")
+    assert challenger_kind("auto", None, str(unloadable)) == "lstm"
     base = {"registry.root": "/tmp/reg", "bags.folder": "/tmp/bags"}
     assert retrain_config_from_params(base).settings["job"]["model"] == "auto"
     cfg = retrain_config_from_params({**base, "training.model": "served"})
