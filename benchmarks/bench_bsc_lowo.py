@@ -102,13 +102,13 @@ def fit_served(args, train) -> tuple[ServedForecaster, float]:
     return served, time.monotonic() - t0
 
 
-def replay(served: ServedForecaster, test) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def replay(served: ServedForecaster, test, raw: np.ndarray
+           ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Every member's and the served forecaster's p50 (n, H) normalised, the served one
     through its live calls in time order as in service (``challengers/replay.py``, what
-    rackpower-eval and the retraining judge use), each server a class; and (n, H) the member
-    served at each window."""
-    out, variants = replay_as_served(served, test, server_of)
-    raw = np.stack([m.predict(test.x, test.last) for m in served.members.values()], axis=1)
+    rackpower-eval and the retraining judge use), each server a class, from the members'
+    quantiles ``raw`` (``member_quantiles``); and (n, H) the member served at each window."""
+    out, variants = replay_as_served(served, test, server_of, raw)
     preds = {name: raw[:, c, :, 0] for c, name in enumerate(served.members)}
     preds["served"] = out[..., 0].astype(np.float64)
     return preds, variants // 2
@@ -120,14 +120,15 @@ def replay_all(served: ServedForecaster, test, risks: list[float]
     (``unbounded``), with the plain standard error (``lags0``), with a guard that needs no
     significance (``guard_z0``: the lead alone) and with each of ``risks`` (``risk=<r>``),
     from the same members."""
-    preds, used = replay(served, test)
+    raw = served.member_quantiles(test.x, test.last)     # the same for every replay below
+    preds, used = replay(served, test, raw)
     params = served.params
     for name, change in [("unbounded", {"loss_bound": False}),
                          ("lags0", {"guard_lags": 0}),
                          ("guard_z0", {"guard_z": 0.0}),
                          *((f"risk={r:g}", {"risk": r}) for r in risks)]:
         served.params = ServedParams(**{**asdict(params), **change})
-        preds[name] = replay(served, test)[0]["served"]
+        preds[name] = replay(served, test, raw)[0]["served"]
     served.params = params
     served.reset_online()
     return preds, used

@@ -185,7 +185,7 @@ class KeyState:
         used = self._origin != self._NONE
         gone = np.flatnonzero(used & (self._origin < step - self._h))
         gone = gone[np.argsort(self._origin[gone])]       # oldest first, as they were issued
-        dropped = np.zeros(self._h) + self._held[gone].sum(axis=0)   # skipped: stakes back
+        dropped = self._held[gone].sum(axis=0)           # targets skipped: stakes back
         self._origin[gone] = self._NONE
         raw = np.full(self.bias.shape, np.nan)
         corrected = np.full(self.bias.shape, np.nan)
@@ -211,7 +211,7 @@ class KeyState:
     def pending(self) -> np.ndarray:
         """(H,) stake still held by this key's unmatured forecasts."""
         used = np.flatnonzero(self._origin != self._NONE)
-        return np.zeros(self._h) + self._held[used[np.argsort(self._origin[used])]].sum(axis=0)
+        return self._held[used[np.argsort(self._origin[used])]].sum(axis=0)
 
     def _update_bias(self) -> None:
         known = np.isfinite(self._signed)

@@ -22,9 +22,12 @@ __all__ = ["predict_as_served", "replay"]
 
 
 def replay(served: ServedForecaster, windows: Any,
-           class_of: Callable[[str], str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+           class_of: Callable[[str], str] | None = None, raw: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
     """``(quantiles, variants)``: (n, H, 3) served normalised quantiles for every window of
-    ``windows`` (a WindowSet) and (n, H) the variant served to each.
+    ``windows`` (a WindowSet) and (n, H) the variant served to each. ``raw``: the members'
+    quantiles for ``windows`` (:meth:`~.served.ServedForecaster.member_quantiles`), when
+    several replays share them; computed here when None.
 
     At each step, the values measured then (the windows' ``last``, and earlier windows'
     targets once the time has reached them, so windows ``stride`` steps apart still mature
@@ -34,7 +37,8 @@ def replay(served: ServedForecaster, windows: Any,
     state is reset before and after."""
     x, last = served._check_input(windows.x, windows.last)
     n, h = len(last), served.horizon_steps
-    raw = np.stack([m.predict(x, last) for m in served.members.values()], axis=1)
+    if raw is None:
+        raw = served.member_quantiles(x, last)
     keys = [str(c) for c in windows.component]
     classes = [class_of(k) if class_of else DEFAULT_CLASS for k in keys]
     y = np.asarray(windows.y, np.float64)

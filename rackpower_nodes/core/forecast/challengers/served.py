@@ -157,8 +157,13 @@ class ServedForecaster(Forecaster):
         ``last`` (n,) is taken as that step's measured value first (:meth:`observe`).
         ``classes``: each key's component class (None: all :data:`DEFAULT_CLASS`)."""
         x, last = self._check_input(x, last)
-        raw = np.stack([m.predict(x, last) for m in self.members.values()], axis=1)
-        return self.serve(last_step_t, keys, last, raw, classes)
+        return self.serve(last_step_t, keys, last, self.member_quantiles(x, last), classes)
+
+    def member_quantiles(self, x: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """(n, C, H, 3) every member's normalised quantiles for windows ``x``, ``last``
+        (stateless), in member order: what :meth:`serve` takes as ``raw``."""
+        x, last = self._check_input(x, last)
+        return np.stack([m.predict(x, last) for m in self.members.values()], axis=1)
 
     def serve(self, last_step_t: float, keys: Sequence[str], last: np.ndarray,
               raw: np.ndarray, classes: Sequence[str] | None = None) -> np.ndarray:
@@ -305,9 +310,8 @@ class ServedForecaster(Forecaster):
         """Stateless: the default class's current calm choice without bias correction."""
         if not self.start:
             raise ForecastInputError("served: predict before fit or load")
-        x, last = self._check_input(x, last)
+        raw = self.member_quantiles(x, last)
         v = self._class(DEFAULT_CLASS).chosen[0] // 2
-        raw = np.stack([m.predict(x, last) for m in self.members.values()], axis=1)
         out = raw[:, v, np.arange(self.horizon_steps), :]
         return np.maximum.accumulate(np.maximum(out, 0.0), axis=2).astype(np.float32)
 
