@@ -274,6 +274,55 @@ def test_the_long_run_spread_counts_keys_that_move_together():
             ServedParams(guard_lags=wrong)
 
 
+def _spread_after(steps, lags=2, keys_per_call=None):
+    """guard_lr (persistence 1.0, variant 1 0.0: a paired difference of 1 per add) after one
+    add at each of ``steps``, closed with its step; ``keys_per_call``: adds per close_step
+    call (two calls for one step when (1, 1))."""
+    cs = ClassState(np.zeros((2, 1), np.int64), 2, ServedParams(guard_lags=lags),
+                    np.ones(2, bool))
+    for step in steps:
+        for adds in keys_per_call or (1,):
+            for _ in range(adds):
+                cs.add(np.array([[1.0], [0.0]]), np.array([0]))
+            cs.close_step(step)
+    return cs.guard_lr[0, 1, 0]
+
+
+def test_the_long_run_spread_pairs_steps_by_time_not_by_call():
+    """Lag k of the long-run spread is k steps of time: the two sides of a gap longer than
+    the lags are never paired, a shorter gap pairs them at its length, and a second call for
+    one step folds its errors in with that step's (as one call with all its keys would)."""
+    fade = np.exp(-1.0 / ServedParams().guard_memory)
+    alone = 1.0 + fade                            # D_t = 1 twice, no cross term
+    assert _spread_after([0, 1]) == pytest.approx(alone + 2.0 * (2.0 / 3.0))    # lag 1
+    assert _spread_after([0, 2]) == pytest.approx(alone + 2.0 * (1.0 / 3.0))    # lag 2
+    assert _spread_after([0, 3]) == pytest.approx(alone)                        # beyond
+    assert _spread_after([0, 500]) == pytest.approx(alone)
+    assert _spread_after([0, 1, 5, 6]) == pytest.approx(_spread_after([0, 1, 50, 51]))
+    assert _spread_after([4, 5], keys_per_call=(1, 1)) == pytest.approx(
+        _spread_after([4, 5], keys_per_call=(2,)))
+    assert _spread_after([7, 7]) == pytest.approx(_spread_after([7], keys_per_call=(2,)))
+    assert _spread_after([0, 9], lags=0) == pytest.approx(alone)
+
+
+def test_the_served_forecaster_closes_each_measured_step_with_its_step(members, monkeypatch):
+    """observe hands the guard the step it measured, so a gap in the data is a gap in the
+    long-run spread's lags."""
+    closed = []
+    real = ClassState.close_step
+    monkeypatch.setattr(ClassState, "close_step",
+                        lambda self, step=None: (closed.append(step), real(self, step)))
+    served = _served(members)
+    truth = _truth(80)
+    kept = [s for s in range(len(truth) - H) if not 30 <= s < 60]     # 30 steps missing
+    for s in kept:
+        raw = np.stack([np.full(H, truth[s]), np.full(H, truth[s])]) / MAX_W
+        raw = np.stack([raw, raw + 0.02, raw + 0.04], axis=-1)[None]
+        served.serve(T0 + s * SMALL.step_s, ["k"], np.array([truth[s] / MAX_W]), raw)
+    first = served._step(T0)
+    assert [c - first for c in closed] == kept
+
+
 def _prefix_ratios(p50, truth):
     """(origins, H) served / persistence absolute error sums over every prefix of a replay's
     served ``p50`` (W, (origins, H)), per horizon step."""

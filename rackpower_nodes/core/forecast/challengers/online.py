@@ -253,6 +253,8 @@ class ClassState:
         lags = guard_lags(params, h)
         self._lagged: deque[np.ndarray] = deque(maxlen=lags)   # newest first
         self._weights = 1.0 - np.arange(1, lags + 1) / (lags + 1.0)     # Bartlett
+        self._closed: int | None = None     # the step whose sums were folded in last
+        self._undo: tuple | None = None     # guard_lr before that, its sums and adds
         self.switches = 0
         self.saved = np.zeros(h)        # loss bound: sum of |persistence err| - |served err|
         self.persistence = np.zeros(h)  # sum of |persistence err| over the same forecasts
@@ -339,18 +341,33 @@ class ClassState:
                 self._pos[c] = (self._pos[c] + 1) % self._abs.shape[1]
                 self._reselect(c)
 
-    def close_step(self) -> None:
-        """End of a measured step (after every key's :meth:`add`): its per-context sums of
+    def close_step(self, step: int | None = None) -> None:
+        """End of measured ``step`` (after every key's :meth:`add`): its per-context sums of
         the paired differences enter the guard's long-run spread, ``D_t^2 + 2 sum_k w_k D_t
         D_{t-k}`` over the last ``guard_lags`` steps (Bartlett weights ``w_k = 1 - k / (L +
-        1)``), forgotten per error like the guard's sums."""
+        1)``), forgotten per error like the guard's sums. Lag ``k`` is ``k`` steps of time:
+        a step with no matured error (a gap) is a sum of 0, so differences on the two sides
+        of a gap longer than the lags are never paired. Errors of the step folded in last
+        (a second call for it) or of an older one are folded in with that step's sums, as
+        if they had come with them. ``step`` None: the step after the last one."""
         if not self._step_n.any():
             return
         keep = np.exp(-1.0 / self._p.guard_memory) if self._p.guard_memory else 0.0
-        d = self._step_d
+        d, n = self._step_d, self._step_n
+        if step is not None and self._closed is not None and step <= self._closed:
+            before, d_last, n_last = self._undo
+            self.guard_lr, d, n = before, d + d_last, n + n_last
+            if self._lagged.maxlen:
+                self._lagged.popleft()
+        else:
+            if step is not None and self._closed is not None:
+                for _ in range(min(step - self._closed - 1, self._lagged.maxlen or 0)):
+                    self._lagged.appendleft(np.zeros_like(d))
+            self._closed = step if step is not None else (self._closed or 0) + 1
+        self._undo = (self.guard_lr, d.copy(), n.copy())
         cross = sum((w * d * old for w, old in zip(self._weights, self._lagged)),
                     np.zeros_like(d))
-        fade = (keep ** self._step_n)[:, None, :]
+        fade = (keep ** n)[:, None, :]
         self.guard_lr = self.guard_lr * fade + d ** 2 + 2.0 * cross
         self._lagged.appendleft(d.copy())          # kept only while lags > 0 (maxlen)
         self._step_d = np.zeros_like(d)

@@ -219,7 +219,7 @@ class ServedForecaster(Forecaster):
                 cs.settle(raw[0], served, held, dropped)
                 touched.add(klass)
         for klass in touched:
-            self._class(klass).close_step()
+            self._class(klass).close_step(step)
 
     def diagnostics(self) -> dict[str, Any]:
         """JSON-able online state. Per class: per context the variant chosen and served per
