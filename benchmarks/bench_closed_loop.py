@@ -2,44 +2,41 @@
 proactive-baseline (no training), reactive and static, compared at matched stranded power.
 
     .venv/bin/python benchmarks/bench_closed_loop.py --preset ai --train-hours 6 \
-        --train-seed 1 --test-seed 7 --test-hours 1 --members persistence,ewma,lightgbm \
-        --out /tmp/cl/ai
+        --train-seed 1 --test-seed 7 --test-hours 1 --out /tmp/cl/ai
 
-1. Simulates ``--train-hours`` of the preset with ``--train-seed`` and trains the served
-   forecaster's members on it (windows as ``rackpower-train --sim``: the last 15 % of each
-   component's time for early stopping and for the served forecaster's offline start).
-   The held-out day (``--test-seed``, never seen in training or tuning) is simulated by
-   ``rackpower-evaluate`` itself.
-2. Saves the served forecaster and the baseline: persistence, which the forecast service
-   calibrates online exactly as it does the served one (the peak over the actuation window:
-   the last value plus a conformal quantile of the recent peak changes of the component's
-   class; ``core/forecast/adaptive.py``): the no-training baseline.
+1. Simulates ``--train-hours`` of the preset with ``--train-seed`` and trains on it, with
+   ``rackpower-train --model served,persistence --members ewma,lightgbm,lstm`` (the product's
+   command and defaults; ``--members`` and ``--max-windows`` pass through): the served
+   forecaster, its start per component class chosen on the last 15 % of each component's
+   time, and the baseline, persistence, which the forecast service calibrates online exactly
+   as it does the served one (the peak over the actuation window: the last value plus a
+   conformal quantile of the recent peak changes of the component's class;
+   ``core/forecast/adaptive.py``): the no-training baseline. The held-out day
+   (``--test-seed``, never seen in training or tuning) is simulated by ``rackpower-evaluate``
+   itself.
 ``--preset bsc``: the office rack whose twelve servers replay the BSC traces (``--bsc``), a
    different workload per server in the held-out run than in training.
 
-3. Runs ``rackpower-evaluate --sweep`` over the held-out hours: every mode at every margin of
+2. Runs ``rackpower-evaluate --sweep`` over the held-out hours: every mode at every margin of
    ``--fracs`` x ``--min-ws`` (the same structure for all), the table, the matched-point
    ratios, the shortfall by event class, the JSON and the PNG in ``--out``.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rackpower_nodes.core.forecast.baselines import PersistenceForecaster  # noqa: E402
-from rackpower_nodes.core.forecast.challengers import ServedForecaster  # noqa: E402
-from rackpower_nodes.core.forecast.features import (  # noqa: E402
-    WindowSpec, build_windows, split_by_time)
-from rackpower_nodes.core.forecast.registry import save_model  # noqa: E402
-from rackpower_nodes.sim.dataset import from_sim  # noqa: E402
 from rackpower_nodes.sim.rack_sim import generate  # noqa: E402
-from rackpower_nodes.tools import forecast_args  # noqa: E402
 from rackpower_nodes.tools.evaluate_cli import main as evaluate_main  # noqa: E402
+from rackpower_nodes.tools.forecast_cli import train_main  # noqa: E402
 
 
 def bsc_config(folder: Path, shift: int) -> dict:
@@ -67,36 +64,34 @@ def simulate(args, hours: float, seed: int, test: bool):
 
 
 def train(args) -> tuple[Path, Path]:
+    """Simulate the training hours and fit the served forecaster and the baseline with
+    ``rackpower-train`` itself (``--model served,persistence``: the same windows, the start per
+    component class chosen on the last 15 % of each component's time), so that proactive is
+    what the product trains. Returns their model directories."""
     began = time.perf_counter()
     data = simulate(args, args.train_hours, args.train_seed, test=False)
     train_dir = args.out / "train"
     data.save(train_dir)
-    series = from_sim(data)
-    spec = WindowSpec(*forecast_args.SPEC_DEFAULTS["sim"])
-    ws = build_windows(series, spec, max_windows=args.max_windows, seed=0)
-    fit_on, val = split_by_time(ws, 0.85)
-    print(f"# {args.preset}: {args.train_hours:g} h train (seed {args.train_seed}), "
-          f"{len(fit_on)} + {len(val)} windows in {time.perf_counter() - began:.0f} s",
-          flush=True)
-    p = argparse.ArgumentParser()
-    forecast_args._data_args(p)
-    forecast_args._model_args(p)
-    flags = p.parse_args(["--sim", str(train_dir), "--threads", str(args.threads),
-                          "--no-progress"])
-    span = float(ws.t_unix.max() - ws.t_unix.min())
-    members = {}
-    for name in args.members.split(","):
-        t0 = time.perf_counter()
-        members[name] = forecast_args.make_forecaster(name, flags, ws.feature_names, span).fit(
-            fit_on, val)
-        print(f"  {name}: fitted in {time.perf_counter() - t0:.0f} s", flush=True)
-    served = ServedForecaster(members=members).fit(fit_on, val)
-    print(f"  served start per class: {served.start}", flush=True)
+    print(f"# {args.preset}: {args.train_hours:g} h train (seed {args.train_seed}) simulated in "
+          f"{time.perf_counter() - began:.0f} s", flush=True)
     models = args.out / "models"
-    served_path = save_model(served, models, {"offline": served.offline}, {"preset": args.preset})
-    baseline_path = save_model(PersistenceForecaster().fit(fit_on, val), models, {},
-                               {"preset": args.preset})
-    return Path(served_path), Path(baseline_path)
+    before = set(models.iterdir()) if models.is_dir() else set()
+    began = time.perf_counter()
+    rc = train_main(["--sim", str(train_dir), "--model", "served,persistence", "--members",
+                     args.members, "--max-windows", str(args.max_windows), "--threads",
+                     str(args.threads), "--out", str(models), "--no-progress"])
+    if rc != 0:
+        raise SystemExit(f"rackpower-train failed (exit {rc})")
+    made = sorted(set(models.iterdir()) - before)
+    served = [m for m in made if m.name.startswith("served-")]
+    baseline = [m for m in made if m.name.startswith("persistence-")]
+    if len(served) != 1 or len(baseline) != 1:
+        raise SystemExit(f"rackpower-train left {[m.name for m in made]} in {models}")
+    start = json.loads((served[0] / "model.json").read_text())["state"]["start"]
+    share = {k: f"{np.mean(np.asarray(v) != 0):.0%}" for k, v in start.items()}
+    print(f"  trained in {time.perf_counter() - began:.0f} s; the served start's share of "
+          f"contexts and steps not persistence, per class: {share}", flush=True)
+    return served[0], baseline[0]
 
 
 def main(argv=None) -> int:
@@ -109,7 +104,8 @@ def main(argv=None) -> int:
     p.add_argument("--test-seed", type=int, default=7)
     p.add_argument("--test-hours", type=float, default=1.0)
     p.add_argument("--from-h", type=float, default=0.0, help="held-out hours start here")
-    p.add_argument("--members", default="persistence,ewma,lightgbm")
+    p.add_argument("--members", default="ewma,lightgbm,lstm",
+                   help="the served forecaster's challengers (rackpower-train --members)")
     p.add_argument("--max-windows", type=int, default=300_000)
     p.add_argument("--threads", type=int, default=1,
                    help="torch and LightGBM threads (LightGBM with 2 was 15x slower than with 1 "
