@@ -262,10 +262,10 @@ def test_the_long_run_spread_counts_keys_that_move_together():
     variance is twice the sum of their squares, and the guard's spread says so."""
     params = ServedParams(guard_lags=0)
     cs = ClassState(np.zeros((2, 1), np.int64), 2, params, np.ones(2, bool))
-    for _ in range(50):
+    for step in range(50):
         for _key in range(2):
             cs.add(np.array([[1.0], [0.6]]), np.array([0]))     # persistence 1.0, v1 0.6
-        cs.close_step()
+        cs.close_step(step)
     assert cs.guard_lr[0, 1, 0] == pytest.approx(2.0 * cs.guard_sq[0, 1, 0], rel=1e-3)
     assert guard_lags(ServedParams(), 3) == 7                   # Newey-West for 2000
     assert guard_lags(ServedParams(), 12) == 11                 # h - 1 when longer

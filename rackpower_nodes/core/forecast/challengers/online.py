@@ -341,7 +341,7 @@ class ClassState:
                 self._pos[c] = (self._pos[c] + 1) % self._abs.shape[1]
                 self._reselect(c)
 
-    def close_step(self, step: int | None = None) -> None:
+    def close_step(self, step: int) -> None:
         """End of measured ``step`` (after every key's :meth:`add`): its per-context sums of
         the paired differences enter the guard's long-run spread, ``D_t^2 + 2 sum_k w_k D_t
         D_{t-k}`` over the last ``guard_lags`` steps (Bartlett weights ``w_k = 1 - k / (L +
@@ -349,22 +349,22 @@ class ClassState:
         a step with no matured error (a gap) is a sum of 0, so differences on the two sides
         of a gap longer than the lags are never paired. Errors of the step folded in last
         (a second call for it) or of an older one are folded in with that step's sums, as
-        if they had come with them. ``step`` None: the step after the last one."""
+        if they had come with them."""
         if not self._step_n.any():
             return
         keep = np.exp(-1.0 / self._p.guard_memory) if self._p.guard_memory else 0.0
         d, n = self._step_d, self._step_n
-        if step is not None and self._closed is not None and step <= self._closed:
+        if self._closed is not None and step <= self._closed:
             before, d_last, n_last = self._undo
             self.guard_lr, d, n = before, d + d_last, n + n_last
             if self._lagged.maxlen:
                 self._lagged.popleft()
         else:
-            if step is not None and self._closed is not None:
+            if self._closed is not None:
                 for _ in range(min(step - self._closed - 1, self._lagged.maxlen or 0)):
                     self._lagged.appendleft(np.zeros_like(d))
-            self._closed = step if step is not None else (self._closed or 0) + 1
-        self._undo = (self.guard_lr, d.copy(), n.copy())
+            self._closed = step
+        self._undo = (self.guard_lr, d, n)       # d, n are never changed in place after
         cross = sum((w * d * old for w, old in zip(self._weights, self._lagged)),
                     np.zeros_like(d))
         fade = (keep ** n)[:, None, :]
