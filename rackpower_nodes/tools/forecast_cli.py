@@ -13,7 +13,11 @@ out the last ``--val-frac`` of each component's time for early stopping and vali
 metrics, and saves each model to ``<out>/<name>-<version>/`` (registry.py); ``--model served``
 saves one model, the served forecaster (core/forecast/challengers): persistence and
 ``--members`` fitted on the same windows, its start per component class chosen on the
-held-out slice, what the predictor should serve.
+held-out slice, what the predictor should serve. With ``--select-risk`` its loss bound's
+risk is chosen on the training data first (challengers/risk.py): each group of components
+(the part of the name after its last '/', a BSC workload) held out in turn, the served
+forecaster fitted on the others and replayed on it with each candidate risk; the choice and
+every candidate's record go into model.json's metrics (``risk_selection``).
 ``rackpower-eval`` either scores saved models (``--models`` / ``--models-root``) on all windows
 of the data, or trains and scores the LSTM and every baseline itself under ``--protocol``
 (``leave-one-workload-out``: BSC components ``<server>/<workload>``, each workload held out
@@ -31,6 +35,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +43,13 @@ import numpy as np
 from rackpower_nodes.core.forecast.base import ModelLoadError
 from rackpower_nodes.core.forecast.challengers import ServedForecaster
 from rackpower_nodes.core.forecast.challengers.replay import predict_as_served
+from rackpower_nodes.core.forecast.challengers.risk import select_risk
 from rackpower_nodes.core.forecast.features import group_of, split_by_time
 from rackpower_nodes.core.forecast.metrics import comparison_report, metric_rows
 from rackpower_nodes.core.forecast.peak import class_of
 from rackpower_nodes.core.forecast.registry import load_model, save_model
 from rackpower_nodes.tools.forecast_args import (
+    SERVED,
     SPEC_DEFAULTS,
     CliError,
     _data_args,
@@ -84,25 +91,38 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("models"), help="model root folder")
     parser.add_argument("--val-frac", type=float, default=0.15,
                         help="last fraction of each component's time held out for validation")
+    parser.add_argument("--select-risk", action="store_true",
+                        help="--model served: choose the loss bound's risk by holding out each "
+                             "group (the name after its last '/', a BSC workload) in turn "
+                             "(one more fit per group)")
     args = parser.parse_args(argv)
     _setup(args)
     try:
         names = _names(args.model)
+        if args.select_risk and names != [SERVED]:
+            raise CliError(f"--select-risk applies to --model {SERVED} alone (given "
+                           f"{args.model!r})")
         ws, info = load_windows(args, window_spec(args))
         train, val = split_by_time(ws, 1.0 - args.val_frac)
         info.update(train_windows=len(train), val_windows=len(val))
         for name in names:
             t0 = time.monotonic()
             model = _fit(name, args, train, val)
+            selection = _select_risk(args, ws) if args.select_risk else None
+            if selection:
+                model.params = replace(model.params, risk=selection["risk"])
             seconds = time.monotonic() - t0
             y_w, p_w = _watts(val, predict_as_served(model, val, class_of))
             rows = metric_rows(y_w, p_w, val.component, model.quantiles, step_s=ws.spec.step_s)
             metrics = {"val": rows[-1], "val_per_step": [r for r in rows if r["scope"] == "step"],
-                       "train_seconds": seconds}
+                       "train_seconds": seconds,
+                       **({"risk_selection": selection} if selection else {})}
             path = save_model(model, args.out, metrics, info)
             print(f"{name}: saved {path} (val MAE {rows[-1]['mae']:.3f} W, pinball "
                   f"{rows[-1]['pinball']:.3f} W, p90 coverage {rows[-1]['cov_p90']:.3f}, "
-                  f"fit {seconds:.1f} s)")
+                  f"fit {seconds:.1f} s"
+                  + (f", risk {selection['risk']:g} chosen over "
+                     f"{len(selection['groups'])} held-out groups" if selection else "") + ")")
     except (CliError, ModelLoadError, ValueError) as exc:   # DatasetError is a ValueError
         print(f"rackpower-train: {exc}", file=sys.stderr)
         return 2
@@ -117,6 +137,19 @@ def _fit(name: str, args, train, val, span_s: float | None = None):
     if isinstance(model, ServedForecaster):
         return model.fit(train, val, class_of)
     return model.fit(train, val)
+
+
+def _select_risk(args, ws) -> dict:
+    """The loss bound's risk for a served forecaster trained on ``ws`` (challengers/risk.py),
+    each inner fit as rackpower-train's own: the last ``--val-frac`` of its time held out."""
+    def fit(windows):
+        fit_on, val = split_by_time(windows, 1.0 - args.val_frac)
+        return _fit(SERVED, args, fit_on, val)
+    selection = select_risk(ws, fit, class_of)
+    _log.info("served: risk %g chosen (%s)", selection["risk"], "; ".join(
+        f"{c['risk']:g}: mean {c['mean']:.4f}, worst {c['worst']:.4f}"
+        for c in selection["candidates"]))
+    return selection
 
 
 def _fit_predict(names: list[str], args, train, test) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ logged AllocationErrors; those recorded in the bags are added), ``out_root`` (th
 registry), ``champion`` (its model folder or null), ``spec`` (WindowSpec fields for a first
 model; a champion's spec wins, so both are scored on the same windows), ``model`` (the
 challenger: ``lstm``; ``served``, the served forecaster over persistence, EWMA, LightGBM and
-the LSTM; or ``auto``, the default: the champion's kind, an LSTM without one), ``lstm``
+the LSTM, with a served champion's settings (ServedParams: its risk); or ``auto``, the default: the champion's kind, an LSTM without one), ``lstm``
 (LstmParams fields), ``threads`` (torch and LightGBM threads), ``nice`` (niceness added),
 ``holdout_s`` (s), ``val_frac``, ``max_windows``, ``weighting`` (``max_weight``,
 ``error_ref_w`` W, ``radius_s`` s), ``flagged`` (FlaggedInterval dicts: component,
@@ -151,7 +151,7 @@ def run(req: dict) -> dict:
     lstm.setdefault("features", seen_features(fit_on.feature_names, span_s))
     kind = challenger_kind(req.get("model", "auto"), champion, req.get("champion"))
     challenger = _fit(kind, lstm, int(req.get("threads", 1)), seed, fit_on,
-                      val if len(val) else None)
+                      val if len(val) else None, _served_params(champion))
     _progress(req, "evaluating", windows=len(test))
     models = {"challenger": challenger}
     if champion is not None:
@@ -203,10 +203,19 @@ def challenger_kind(model: str, champion, champion_path: str | None = None) -> s
     return "served" if isinstance(champion, ServedForecaster) else "lstm"
 
 
-def _fit(kind: str, lstm: dict, threads: int, seed: int, fit_on, val):
+def _served_params(champion):
+    """A served champion's selection settings (its loss bound's risk, perhaps chosen by
+    ``rackpower-train --select-risk``), for its challenger to keep; None for any other."""
+    from rackpower_nodes.core.forecast.challengers import ServedForecaster
+
+    return champion.params if isinstance(champion, ServedForecaster) else None
+
+
+def _fit(kind: str, lstm: dict, threads: int, seed: int, fit_on, val, params=None):
     """The challenger: an LSTM (``lstm``: LstmParams fields), or the served forecaster over
     persistence, EWMA, LightGBM and that LSTM (its start per component class chosen on
-    ``val``), the LSTM given what is left of its ``max_train_s`` after the others."""
+    ``val``; ``params``: its ServedParams, the defaults when None), the LSTM given what is
+    left of its ``max_train_s`` after the others."""
     from rackpower_nodes.core.forecast.baselines import (
         EwmaForecaster, LightGbmForecaster, LightGbmParams, PersistenceForecaster)
     from rackpower_nodes.core.forecast.challengers import ServedForecaster
@@ -226,7 +235,7 @@ def _fit(kind: str, lstm: dict, threads: int, seed: int, fit_on, val):
                                           1.0))
     members["lstm"] = LstmForecaster(LstmParams(**dict(lstm, threads=threads, seed=seed))).fit(
         fit_on, val)
-    return ServedForecaster(members=members).fit(fit_on, val, class_of)
+    return ServedForecaster(params, members).fit(fit_on, val, class_of)
 
 
 def _exclude(req: dict, ws, problems: list[str]):

@@ -352,12 +352,14 @@ def test_a_served_champion_is_replaced_only_by_a_served_challenger(tmp_path, wor
     """The model in service is the served forecaster. With ``model`` left to ``auto`` the job
     trains a served challenger (persistence, EWMA, LightGBM and the LSTM), never a bare LSTM,
     and scores the champion as it serves: through its live calls over the held-out windows,
-    not its stateless predict."""
+    not its stateless predict. The challenger keeps the champion's selection settings (its
+    loss bound's risk, which ``rackpower-train --select-risk`` may have chosen)."""
+    from rackpower_nodes.core.forecast.challengers import ServedParams
     from rackpower_nodes.core.forecast.challengers.replay import replay
     from rackpower_nodes.core.forecast.peak import class_of
     _, folder, series = workload_a
     reg = ModelRegistry(tmp_path / "reg")
-    champion, _ = train_champion(series, reg, served=True)
+    champion, _ = train_champion(series, reg, served=True, params=ServedParams(risk=0.02))
     outcome = run_pipeline(rt.RetrainPipeline(reg, settings()),
                            sources=[{"kind": "sim", "path": str(folder)}])
     assert outcome.status in ("promoted", "rejected"), outcome
@@ -365,6 +367,7 @@ def test_a_served_champion_is_replaced_only_by_a_served_challenger(tmp_path, wor
     assert doc["class"] == "ServedForecaster"
     assert list(doc["state"]["members"]) == ["persistence", "ewma", "lightgbm", "lstm"]
     assert set(doc["state"]["start"]) == {"*", "srv"}
+    assert doc["hyperparameters"]["risk"] == 0.02 != ServedParams().risk
     assert reg.entry(outcome.version)["trained_on"]["model"] == "served"
     _, test = rt.holdout_split(build_windows(series, SPEC), 600.0)
     y = test.y * test.scale_w[:, None]

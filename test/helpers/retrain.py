@@ -115,10 +115,11 @@ def write_sim_bag(path: Path, data, errors=(), namespace: str = NS) -> Path:
     return path
 
 
-def train_champion(series, registry: ModelRegistry, served: bool = False
+def train_champion(series, registry: ModelRegistry, served: bool = False, params=None
                    ) -> tuple[LstmForecaster, str]:
     """The model in service: an LSTM fitted on ``series`` (last 10 min held out), promoted;
-    ``served``: the served forecaster over persistence, EWMA and that LSTM instead."""
+    ``served``: the served forecaster over persistence, EWMA and that LSTM instead (``params``:
+    its ServedParams, the defaults when None)."""
     ws = build_windows(series, SPEC)
     train, _ = rt.holdout_split(ws, 600.0)
     fit_on, val = split_by_time(train, 0.85)
@@ -127,7 +128,7 @@ def train_champion(series, registry: ModelRegistry, served: bool = False
         from rackpower_nodes.core.forecast.baselines import EwmaForecaster, PersistenceForecaster
         from rackpower_nodes.core.forecast.challengers import ServedForecaster
         from rackpower_nodes.core.forecast.peak import class_of
-        model = ServedForecaster(members={"persistence": PersistenceForecaster(),
+        model = ServedForecaster(params, members={"persistence": PersistenceForecaster(),
                                           "ewma": EwmaForecaster(), "lstm": model}).fit(
             fit_on, val, class_of)
     entry = registry.register(save_model(model, registry.root / "incoming"),

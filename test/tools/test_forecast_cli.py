@@ -107,6 +107,30 @@ def test_train_served_then_eval_it_as_served(plain_csv, tmp_path, capsys):
     assert "--members 'persistence'" in capsys.readouterr().err
 
 
+def test_train_served_chooses_its_risk_holding_each_workload_out(plain_csv, tmp_path, capsys):
+    """``--select-risk``: the saved served forecaster serves with the risk chosen over the
+    held-out workloads, and model.json keeps every candidate's record; on another model it
+    is an error that names the flag."""
+    from rackpower_nodes.core.forecast.challengers.risk import RISKS
+    from rackpower_nodes.core.forecast.registry import load_model
+    from rackpower_nodes.tools.forecast_cli import train_main
+    root = tmp_path / "models"
+    flags = _cli_flags(plain_csv)
+    assert train_main(flags + ["--model", "served", "--members", "ewma", "--select-risk",
+                               "--out", str(root)]) == 0
+    (folder,) = root.iterdir()
+    chosen = json.loads((folder / "model.json").read_text())["metrics"]["risk_selection"]
+    assert sorted(chosen["groups"]) == ["batch", "web"]
+    assert [c["risk"] for c in chosen["candidates"]] == list(RISKS)
+    best = next(c for c in chosen["candidates"] if c["risk"] == chosen["risk"])
+    assert chosen["qualified"] and best["worst"] <= 1.0 and not best["groups_lost"]
+    assert all(c["mean"] >= best["mean"] for c in chosen["candidates"] if c["worst"] <= 1.0)
+    assert load_model(folder).params.risk == chosen["risk"]
+    assert f"risk {chosen['risk']:g} chosen over 2 held-out groups" in capsys.readouterr().out
+    assert train_main(flags + ["--model", "lstm", "--select-risk", "--out", str(root)]) == 2
+    assert "--select-risk applies to --model served alone" in capsys.readouterr().err
+
+
 def test_cli_errors_are_reported_not_raised(plain_csv, tmp_path, capsys):
     from rackpower_nodes.tools.forecast_cli import eval_main, train_main
     assert train_main(_cli_flags(plain_csv) + ["--model", "arima"]) == 2

@@ -66,7 +66,8 @@ class ServedParams:
     ``loss_bound``: apply the loss bound (module docstring);
     ``risk``: the share of persistence's error sum the served forecaster may lose beyond
     what it has saved (the bound is ``1 + risk`` times persistence's error; without it
-    nothing but persistence could ever be served, having saved nothing yet).
+    nothing but persistence could ever be served, having saved nothing yet;
+    ``rackpower-train --select-risk`` chooses it on the training data, :mod:`.risk`).
     """
 
     window: int = 120
