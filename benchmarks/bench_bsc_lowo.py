@@ -20,11 +20,15 @@ no-training baseline's point forecast is persistence's, so its ratio is 1 by def
 median signed error (forecast - actual, W) of the LSTM and of the served forecaster, and the
 member served most. The selection settings are ServedParams' defaults, fixed a priori (never
 tuned on these traces); ``--risks`` replays the same members with other loss-bound risks.
+``--select-risk`` adds ``selected``: the same members with the risk rackpower-train
+``--select-risk`` would choose on the fold's training workloads alone (challengers/risk.py:
+each training workload held out in turn, the served forecaster refitted on the others and
+replayed on it with each candidate; six more fits per fold), and the risk it chose.
 
 Usage:
     nice -n 10 .venv/bin/python benchmarks/bench_bsc_lowo.py --bsc ../shared/data/bsc-power
         [--epochs 40] [--threads 2] [--servers A,B] [--workloads w1,w2] [--no-unseen]
-        [--risks 0,0.001,0.003,0.03]
+        [--risks 0,0.001,0.003,0.03] [--select-risk]
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # benchmark this
 
 from rackpower_nodes.core.forecast.challengers import ServedForecaster, ServedParams
 from rackpower_nodes.core.forecast.challengers.replay import replay as replay_as_served
+from rackpower_nodes.core.forecast.challengers.risk import RISKS, select_risk
 from rackpower_nodes.core.forecast.features import (
     WindowSpec, build_windows, group_of, split_by_time)
 from rackpower_nodes.core.forecast.metrics import format_table
@@ -114,19 +119,21 @@ def replay(served: ServedForecaster, test, raw: np.ndarray
     return preds, variants // 2
 
 
-def replay_all(served: ServedForecaster, test, risks: list[float]
-               ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def replay_all(served: ServedForecaster, test, risks: list[float],
+               selected: float | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """:func:`replay` as configured, plus the served p50 without the loss bound
     (``unbounded``), with the plain standard error (``lags0``), with a guard that needs no
-    significance (``guard_z0``: the lead alone) and with each of ``risks`` (``risk=<r>``),
-    from the same members."""
+    significance (``guard_z0``: the lead alone), with each of ``risks`` (``risk=<r>``) and
+    with the ``selected`` risk (``selected``, when given), from the same members."""
     raw = served.member_quantiles(test.x, test.last)     # the same for every replay below
     preds, used = replay(served, test, raw)
     params = served.params
     for name, change in [("unbounded", {"loss_bound": False}),
                          ("lags0", {"guard_lags": 0}),
                          ("guard_z0", {"guard_z": 0.0}),
-                         *((f"risk={r:g}", {"risk": r}) for r in risks)]:
+                         *((f"risk={r:g}", {"risk": r}) for r in risks),
+                         *([("selected", {"risk": selected})] if selected is not None
+                           else [])]:
         served.params = ServedParams(**{**asdict(params), **change})
         preds[name] = replay(served, test, raw)[0]["served"]
     served.params = params
@@ -155,6 +162,9 @@ def fold_row(setting: str, server: str, workload: str, test, preds, used) -> dic
                                                     np.abs(err["persistence"][order, worse]))
     row["lstm_bias_w"] = float(np.median(err["lstm"]))
     row["served_bias_w"] = float(np.median(err["served"]))
+    if "selected" in err:
+        row["selected_bias_w"] = float(np.median(err["selected"]))
+        row["selected_worst"] = row["worst_h"]["selected"]          # worse of 4 s and 6 s
     counts = np.bincount(used[:, idx].ravel(), minlength=len(MEMBERS))
     top = int(np.argmax(counts))
     row["served_most"] = f"{MEMBERS[top]} {counts[top] / counts.sum():.0%}"
@@ -174,28 +184,37 @@ def load(bsc: Path, servers: list[str] | None, spec) -> dict[str, list]:
     return found
 
 
-def summary(rows: list[dict]) -> list[dict]:
-    """Per setting and server: mean ratios over folds, the best simple baseline's, and the
-    Done-when checks (served <= 1.0x persistence on every fold, <= the best simple mean,
-    |median bias| <= 2 W on every fold)."""
+def summary(rows: list[dict], served: tuple[str, ...] = SERVED) -> list[dict]:
+    """Per setting and server: mean ratios over folds of the members and of ``served``, the
+    best simple baseline's, and the Done-when checks (served <= 1.0x persistence on every
+    fold, <= the best simple mean, |median bias| <= 2 W on every fold); with ``selected``
+    among ``served`` (and in every row), ``met_selected``: the same three checks on it."""
     out = []
     for key in dict.fromkeys((r["setting"], r["server"]) for r in rows):
         fold = [r for r in rows if (r["setting"], r["server"]) == key]
-        mean = {n: float(np.mean([r[n] for r in fold])) for n in (*MEMBERS, *SERVED)}
+        mean = {n: float(np.mean([r[n] for r in fold])) if all(n in r for r in fold)
+                else float("nan") for n in (*MEMBERS, *served)}
         simple = min(mean["persistence"], mean["ewma"], mean["lightgbm"])
         worst = max(r["worst_h"]["served"] for r in fold)
-        out.append({"setting": key[0], "server": key[1], "folds": len(fold),
-                    **{n: mean[n] for n in (*MEMBERS, *SERVED)},
-                    "best_simple": simple,
-                    "worst_fold_served": max(r["served"] for r in fold),
-                    "worst_fold_4s_6s": worst,
-                    "max_abs_bias_w": max(abs(r["served_bias_w"]) for r in fold),
-                    "sig_above_1": sum(r["ci90_lo"] > 1.0 for r in fold),
-                    "sig_below_1": sum(r["ci90_hi"] < 1.0 for r in fold),
-                    "met": "yes" if (worst <= 1.0
-                                     and mean["served"] <= simple + 1e-12
-                                     and max(abs(r["served_bias_w"]) for r in fold) <= 2.0)
-                    else "no"})
+        bias_ok = max(abs(r["served_bias_w"]) for r in fold) <= 2.0
+        row = {"setting": key[0], "server": key[1], "folds": len(fold),
+               **{n: mean[n] for n in (*MEMBERS, *served)},
+               "best_simple": simple,
+               "worst_fold_served": max(r["served"] for r in fold),
+               "worst_fold_4s_6s": worst,
+               "max_abs_bias_w": max(abs(r["served_bias_w"]) for r in fold),
+               "sig_above_1": sum(r["ci90_lo"] > 1.0 for r in fold),
+               "sig_below_1": sum(r["ci90_hi"] < 1.0 for r in fold),
+               "met": "yes" if (worst <= 1.0 and mean["served"] <= simple + 1e-12
+                                and bias_ok) else "no"}
+        if "selected" in served and all("selected" in r for r in fold):
+            worst_sel = max(r["worst_h"]["selected"] for r in fold)
+            row["worst_selected"] = worst_sel
+            bias_sel = max(abs(r["selected_bias_w"]) for r in fold)
+            row["max_abs_bias_selected_w"] = bias_sel
+            row["met_selected"] = "yes" if (worst_sel <= 1.0 and bias_sel <= 2.0
+                                            and mean["selected"] <= simple + 1e-12) else "no"
+        out.append(row)
     return out
 
 
@@ -227,6 +246,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-unseen", action="store_true", help="skip the unseen-server case")
     p.add_argument("--risks", default="", help="comma list of ServedParams.risk values to "
                    "replay as well (same members), e.g. 0,0.001,0.003,0.03")
+    p.add_argument("--select-risk", action="store_true", help="leave one workload out: add "
+                   "the risk chosen on each fold's training workloads (challengers/risk.py)")
     a = p.parse_args(argv)
     import torch
     torch.set_num_threads(a.threads)
@@ -244,12 +265,26 @@ def main(argv=None) -> int:
         for g in dict.fromkeys(groups):
             if wanted and g not in wanted:
                 continue
-            served, fit_s = fit_served(args, ws.subset(groups != g))
+            train = ws.subset(groups != g)
+            served, fit_s = fit_served(args, train)
+            chosen = None
+            if a.select_risk:
+                chosen = select_risk(train, lambda tr: fit_served(args, tr)[0], server_of,
+                                     RISKS)
             test = ws.subset(groups == g)
             rows.append(fold_row("leave-one-workload-out", srv, g, test,
-                                 *replay_all(served, test, risks)))
+                                 *replay_all(served, test, risks,
+                                             chosen and chosen["risk"])))
+            if chosen:
+                rows[-1]["risk_chosen"] = chosen["risk"]
+                rows[-1]["inner_lost"] = ";".join(
+                    f"{c['risk']:g}:{c['mean']:.4f}/{c['worst']:.4f}:"
+                    f"{'+'.join(c['groups_lost']) or '-'}"
+                    for c in chosen["candidates"])
             print(f"[{time.monotonic() - t_start:6.0f} s] {srv}/{g}: fit {fit_s:.0f} s, served "
-                  f"{rows[-1]['served']:.3f}x", file=sys.stderr, flush=True)
+                  f"{rows[-1]['served']:.3f}x"
+                  + (f", risk {chosen['risk']:g}: {rows[-1]['selected']:.3f}x" if chosen
+                     else ""), file=sys.stderr, flush=True)
         if a.no_unseen or len(windows) < 2:
             continue
         train = build_windows([x for s, ss in series.items() if s != srv for x in ss], spec)
@@ -263,9 +298,12 @@ def main(argv=None) -> int:
                                  {n: v[m] for n, v in preds.items()}, used[m]))
         print(f"[{time.monotonic() - t_start:6.0f} s] unseen {srv}: fit {fit_s:.0f} s",
               file=sys.stderr, flush=True)
+    sel = ("selected",) if a.select_risk else ()
     cols = ["setting", "server", "fold", "windows", "persistence_mae_w", *MEMBERS, *SERVED,
-            "served_4s", "served_6s", "ci90_lo", "ci90_hi", "lstm_bias_w", "served_bias_w",
-            "served_most"]
+            *sel, "served_4s", "served_6s", "ci90_lo", "ci90_hi", "lstm_bias_w",
+            "served_bias_w", "served_most",
+            *(("selected_worst", "selected_bias_w", "risk_chosen", "inner_lost") if sel
+              else ())]
     print("```sh\n" + shlex.join(["nice", "-n", "10", ".venv/bin/python",
                                   "benchmarks/bench_bsc_lowo.py", *(argv or sys.argv[1:])])
           + "\n```\n")
@@ -279,10 +317,12 @@ def main(argv=None) -> int:
           "met = served <= 1.0x on every fold at 4 s and at 6 s, <= best_simple on average, "
           "|median bias| <= 2 W; sig_above_1 / sig_below_1: folds whose served ratio's "
           "bootstrap interval (at the worse horizon) lies wholly above / below 1.0.\n")
-    print(format_table(summary(rows), ["setting", "server", "folds", *MEMBERS, *SERVED,
-                                       "best_simple", "worst_fold_served", "worst_fold_4s_6s",
-                                       "max_abs_bias_w", "sig_above_1", "sig_below_1",
-                                       "met"], "{:.3f}"))
+    print(format_table(summary(rows, (*SERVED, *sel)),
+                       ["setting", "server", "folds", *MEMBERS, *SERVED, *sel, "best_simple",
+                        "worst_fold_served", "worst_fold_4s_6s", "max_abs_bias_w",
+                        "sig_above_1", "sig_below_1", "met",
+                        *(("worst_selected", "max_abs_bias_selected_w", "met_selected")
+                          if sel else ())], "{:.3f}"))
     print("\nThe loss bound's risk (ServedParams.risk) over the same members: mean ratio over "
           "folds, the worst fold at 4 s or 6 s, folds above 1.0x at either.\n")
     print(format_table(risk_sweep(rows, risks), ["setting", "server", "risk", "mean",
