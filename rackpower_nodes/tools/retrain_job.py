@@ -8,12 +8,13 @@ logged AllocationErrors; those recorded in the bags are added), ``out_root`` (th
 registry), ``champion`` (its model folder or null), ``spec`` (WindowSpec fields for a first
 model; a champion's spec wins, so both are scored on the same windows), ``model`` (the
 challenger: ``lstm``; ``served``, the served forecaster over persistence, EWMA, LightGBM and
-the LSTM, with a served champion's settings (ServedParams: its risk); or ``auto``, the default: the champion's kind, an LSTM without one), ``lstm``
-(LstmParams fields), ``threads`` (torch and LightGBM threads), ``nice`` (niceness added),
-``holdout_s`` (s), ``val_frac``, ``max_windows``, ``weighting`` (``max_weight``,
-``error_ref_w`` W, ``radius_s`` s), ``flagged`` (FlaggedInterval dicts: component,
-start_unix, end_unix or null while still faulty, cause), ``exclusion`` (``margin_s``: each
-flag widened this much before its start, s), ``seed``, ``report`` and ``progress`` (paths).
+the LSTM, with a served champion's settings (ServedParams: its risk); or ``auto``, the default:
+the champion's kind, an LSTM without one), ``lstm`` (LstmParams fields), ``threads`` (torch and
+LightGBM threads), ``nice`` (niceness added), ``holdout_s`` (s), ``val_frac``, ``max_windows``,
+``weighting`` (``max_weight``, ``error_ref_w`` W, ``radius_s`` s), ``flagged`` (FlaggedInterval
+dicts: component, start_unix, end_unix or null while still faulty, cause), ``exclusion``
+(``margin_s``: each flag widened this much before its start, s), ``seed``, ``report`` and
+``progress`` (paths).
 
 It loads the data, leaves out the windows of flagged components that overlap their flagged
 intervals (core/retrain/exclusion.py; what was left out goes into ``trained_on["excluded"]``

@@ -27,7 +27,7 @@ from rackpower_nodes.core.forecast.features import group_of, leave_one_group_out
 
 __all__ = ["RISKS", "choose_risk", "risk_ratios", "select_risk"]
 
-RISKS = (0.0, 0.001, 0.003, 0.01, 0.03)     # the candidates: 0, and the default 0.01 / 10 ... x 3
+RISKS = (0.0, 0.001, 0.003, 0.01, 0.03)     # 0 (persistence alone), and 1/10 to 3x the default
 
 
 def risk_ratios(served: ServedForecaster, windows: Any, class_of: Callable[[str], str] | None,
