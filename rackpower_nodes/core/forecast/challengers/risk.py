@@ -15,12 +15,11 @@ persistence's forecast exactly), so with 0 among the candidates a choice always 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from rackpower_nodes.core.forecast.challengers.online import ServedParams
 from rackpower_nodes.core.forecast.challengers.replay import replay
 from rackpower_nodes.core.forecast.challengers.served import ServedForecaster
 from rackpower_nodes.core.forecast.features import group_of, leave_one_group_out
@@ -42,7 +41,7 @@ def risk_ratios(served: ServedForecaster, windows: Any, class_of: Callable[[str]
     params, out = served.params, []
     try:
         for risk in risks:
-            served.params = ServedParams(**{**asdict(params), "risk": float(risk)})
+            served.params = replace(params, risk=float(risk))
             p50 = replay(served, windows, class_of, raw)[0][..., 0].astype(np.float64)
             mae = np.abs(p50 - y).mean(axis=0)
             out.append(np.where(pers > 0, mae / np.where(pers > 0, pers, 1.0),
@@ -70,10 +69,11 @@ def choose_risk(ratios: dict[str, np.ndarray], risks: Sequence[float]) -> dict[s
     mean = table.mean(axis=(0, 2))
     worst = table.max(axis=(0, 2))
     ok = worst <= 1.0
-    order = sorted(range(len(risks)), key=lambda i: (not ok[i], mean[i] if ok[i] else 0.0,
-                                                     risks[i]))
-    best = order[0]
-    lost = [[g for g in ratios if np.max(ratios[g][i]) > 1.0] for i in range(len(risks))]
+    best = min(range(len(risks)), key=lambda i: (not ok[i], mean[i] if ok[i] else 0.0,
+                                                 risks[i]))
+    over = table.max(axis=2) > 1.0                                               # (G, R)
+    lost = [[g for g, o in zip(ratios, over[:, i], strict=True) if o]
+            for i in range(len(risks))]
     return {"risk": risks[best], "qualified": bool(ok[best]),
             "candidates": [{"risk": r, "mean": float(mean[i]), "worst": float(worst[i]),
                             "groups_lost": lost[i]} for i, r in enumerate(risks)]}
