@@ -5,15 +5,15 @@ proactive-baseline (no training), reactive and static, compared at matched stran
         --train-seed 1 --test-seed 7 --test-hours 1 --out /tmp/cl/ai
 
 1. Simulates ``--train-hours`` of the preset with ``--train-seed`` and trains on it, with
-   ``rackpower-train --model served,persistence --members ewma,lightgbm,lstm`` (the product's
-   command and defaults; ``--members`` and ``--max-windows`` pass through): the served
-   forecaster, its start per component class chosen on the last 15 % of each component's
-   time, and the baseline, persistence, which the forecast service calibrates online exactly
-   as it does the served one (the peak over the actuation window: the last value plus a
-   conformal quantile of the recent peak changes of the component's class;
+   ``rackpower-train --model served,persistence`` (the product's command, with its default
+   members EWMA, LightGBM and the LSTM; ``--members`` and ``--max-windows`` pass through):
+   the served forecaster, its start per component class chosen on the last 15 % of each
+   component's time, and the baseline, persistence, which the forecast service calibrates
+   online exactly as it does the served one (the peak over the actuation window: the last
+   value plus a conformal quantile of the recent peak changes of the component's class;
    ``core/forecast/adaptive.py``): the no-training baseline. The held-out day
-   (``--test-seed``, never seen in training or tuning) is simulated by ``rackpower-evaluate``
-   itself.
+   (``--test-seed``, never seen in training or tuning) is simulated by
+   ``rackpower-evaluate`` itself.
 ``--preset bsc``: the office rack whose twelve servers replay the BSC traces (``--bsc``), a
    different workload per server in the held-out run than in training.
 
@@ -77,9 +77,10 @@ def train(args) -> tuple[Path, Path]:
     models = args.out / "models"
     before = set(models.iterdir()) if models.is_dir() else set()
     began = time.perf_counter()
-    rc = train_main(["--sim", str(train_dir), "--model", "served,persistence", "--members",
-                     args.members, "--max-windows", str(args.max_windows), "--threads",
-                     str(args.threads), "--out", str(models), "--no-progress"])
+    members = ["--members", args.members] if args.members else []
+    rc = train_main(["--sim", str(train_dir), "--model", "served,persistence", *members,
+                     "--max-windows", str(args.max_windows), "--threads", str(args.threads),
+                     "--out", str(models), "--no-progress"])
     if rc != 0:
         raise SystemExit(f"rackpower-train failed (exit {rc})")
     made = sorted(set(models.iterdir()) - before)
@@ -104,8 +105,9 @@ def main(argv=None) -> int:
     p.add_argument("--test-seed", type=int, default=7)
     p.add_argument("--test-hours", type=float, default=1.0)
     p.add_argument("--from-h", type=float, default=0.0, help="held-out hours start here")
-    p.add_argument("--members", default="ewma,lightgbm,lstm",
-                   help="the served forecaster's challengers (rackpower-train --members)")
+    p.add_argument("--members", default=None,
+                   help="the served forecaster's challengers (rackpower-train --members; "
+                        "default: its own)")
     p.add_argument("--max-windows", type=int, default=300_000)
     p.add_argument("--threads", type=int, default=1,
                    help="torch and LightGBM threads (LightGBM with 2 was 15x slower than with 1 "
