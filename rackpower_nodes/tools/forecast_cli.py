@@ -107,8 +107,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         info.update(train_windows=len(train), val_windows=len(val))
         for name in names:
             t0 = time.monotonic()
+            selection = _select_risk(args, ws) if args.select_risk else None   # fails fast
             model = _fit(name, args, train, val)
-            selection = _select_risk(args, ws) if args.select_risk else None
             if selection:
                 model.params = replace(model.params, risk=selection["risk"])
             seconds = time.monotonic() - t0
